@@ -1,0 +1,140 @@
+"""The interface every build backend implements (local rpmbuild, Koji).
+
+The daemon drives a backend in three durable steps, so a restart can tell
+"never started" from "started, outcome unknown":
+
+1. it records a build row with the build's *key* and purpose, then calls
+   :meth:`BuildBackend.submit`, which returns a backend task reference;
+2. it records that reference, then calls :meth:`BuildBackend.wait`;
+3. it records the :class:`BuildOutcome`.
+
+After a crash between 1 and 2 the daemon calls :meth:`BuildBackend.recover`
+with the same request (backends that can find a task submitted for the same
+purpose return its reference instead of submitting twice).  After a crash
+between 2 and 3 it calls :meth:`BuildBackend.wait` on the recorded reference;
+a backend whose tasks die with the daemon (local rpmbuild) raises
+:class:`TaskLost` and the daemon submits again.
+
+Final builds are refused when the NVR exists already, as Koji refuses them;
+:meth:`BuildBackend.find_final` lets the tip adopt a final build of the same
+sources that a crashed daemon started.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from repo_state.state import Artifact
+
+Purpose = Literal["scratch", "final"]
+
+
+@dataclass(frozen=True)
+class Lookaside:
+    """Where a Fedora-style ``sources`` file's tarballs are fetched from.
+
+    ``url`` is a template with ``{name}``, ``{filename}``, ``{hashtype}`` and
+    ``{hash}`` (Fedora's layout is
+    ``https://src.fedoraproject.org/repo/pkgs/{name}/{filename}/{hashtype}/{hash}/{filename}``);
+    ``file://`` and plain paths work too.
+    """
+
+    url: str
+    cache_dir: Path
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything that determines a build's output, plus where to find it."""
+
+    project: str
+    #: name of the source package (the spec's Name); used for final-build lookups
+    package: str
+    purpose: Purpose
+    #: digest of (project, git tree, target, overlay): equal keys give equal output
+    key: str
+    #: a local git repository that contains ``commit``
+    git_dir: Path
+    commit: str
+    tree: str
+    spec_path: str
+    target: str
+    lookaside: Lookaside | None = None
+    #: ``git+https://host/rpms/name.git#sha`` for backends that build from SCM
+    scm_url: str | None = None
+    #: artifacts of builds ahead that a buildroot could install (Koji side tags)
+    overlay: tuple[Artifact, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    ok: bool
+    nvr: str = ""
+    artifacts: tuple[Artifact, ...] = ()
+    #: a human sentence: why the build failed, or "" on success
+    reason: str = ""
+    #: where the build log can be read: a local path or a URL
+    log: str = ""
+    #: BuildRequires recorded from the spec (local builds cannot install them)
+    build_requires: tuple[str, ...] = ()
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExistingBuild:
+    """A final build of an NVR that the backend already has."""
+
+    nvr: str
+    #: "COMPLETE", "BUILDING", "FAILED", "CANCELED" (Koji's build states)
+    state: str
+    #: git tree (or SCM URL) it was built from, when the backend knows it
+    source: str
+    task_ref: str | None = None
+    artifacts: tuple[Artifact, ...] = ()
+
+
+class BuildError(Exception):
+    """The backend could not take the build at all (e.g. NVR already built)."""
+
+
+class TransientBackendError(Exception):
+    """The backend is unreachable or overloaded; the same call may work later."""
+
+
+class TaskLost(Exception):
+    """The recorded task no longer exists (local builds die with the daemon)."""
+
+
+class BuildBackend(abc.ABC):
+    """A place that turns a distgit tree into RPMs."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def submit(self, request: BuildRequest) -> str:
+        """Start a build and return its task reference.  Must not block on the build."""
+
+    @abc.abstractmethod
+    async def wait(self, task_ref: str, request: BuildRequest) -> BuildOutcome:
+        """Wait for a submitted build and return its outcome (artifacts in the pool).
+
+        Raises :class:`TaskLost` when the task cannot be found any more.
+        """
+
+    @abc.abstractmethod
+    async def cancel(self, task_ref: str) -> None:
+        """Stop a build nobody needs any more.  Idempotent."""
+
+    async def recover(self, request: BuildRequest) -> str | None:
+        """Find a task submitted for ``request`` before a crash, or None."""
+        return None
+
+    @abc.abstractmethod
+    async def find_final(self, package: str, nvr: str) -> ExistingBuild | None:
+        """The final build of ``nvr`` the backend already has, if any."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and worker processes."""

@@ -1,0 +1,312 @@
+"""The embedded build backend: rpmbuild in subprocesses on this machine.
+
+A build is an asyncio task: :func:`~gate.builders.srpm.build_srpm`, then
+``rpmbuild --rebuild --nodeps`` of that SRPM, then every RPM into the
+:class:`~repo_state.pool.Pool`.  A semaphore bounds how many builds run at
+once.  Tasks live in this process only, so after a restart :meth:`wait`
+raises :class:`TaskLost` and the daemon submits again.
+
+Final builds go into a *build store* (``builds/<name>/<version>/<release>/
+build.json``) that plays Koji's part: an NVR is built once, a second final
+build of it from the same tree adopts the first, from another tree is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import createrepo_c
+
+from gate.builders.base import (
+    BuildBackend,
+    BuildOutcome,
+    BuildRequest,
+    ExistingBuild,
+    TaskLost,
+)
+from gate.builders.srpm import (
+    SrpmError,
+    SrpmResult,
+    build_srpm,
+    last_error_line,
+    rpmbuild_dir_defines,
+    run_logged,
+)
+from repo_state.pool import Pool
+from repo_state.state import Artifact
+
+
+class LocalBackend(BuildBackend):
+    """Builds with the host's rpmbuild, ``workers`` builds at a time."""
+
+    name = "local"
+
+    def __init__(self, state_dir: Path, pool: Pool, workers: int = 2) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.state_dir = Path(state_dir)
+        self.pool = pool
+        self.workers = workers
+        self._slots = asyncio.Semaphore(workers)
+        self._tasks: dict[str, asyncio.Task[BuildOutcome]] = {}
+        # Serialises final builds of one NVR so "is it in the store?" and
+        # "record it" cannot interleave between two of them.
+        self._nvr_locks: dict[str, asyncio.Lock] = {}
+        #: ``rpmbuild --rebuild`` runs started, by (purpose, key)
+        self.rebuilds: Counter[tuple[str, str]] = Counter()
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.state_dir / "builds"
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.state_dir / "tasks"
+
+    def log_path(self, task_ref: str) -> Path:
+        """Where the combined output of build ``task_ref`` is kept."""
+        return self.logs_dir / f"{task_ref}.log"
+
+    def rebuild_count(self, purpose: str | None = None, key: str | None = None) -> int:
+        """How many ``rpmbuild --rebuild`` runs were started, optionally filtered."""
+        return sum(
+            n
+            for (p, k), n in self.rebuilds.items()
+            if (purpose is None or p == purpose) and (key is None or k == key)
+        )
+
+    # -- BuildBackend -------------------------------------------------------
+
+    async def submit(self, request: BuildRequest) -> str:
+        """Queue the build as an asyncio task and return its reference at once."""
+        ref = uuid.uuid4().hex
+        task = asyncio.create_task(self._build(ref, request), name=f"local-build-{ref}")
+        # Mark exceptions retrieved: wait() re-raises them, and a build nobody
+        # waits for must not spam "exception was never retrieved".
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._tasks[ref] = task
+        return ref
+
+    async def wait(self, task_ref: str, request: BuildRequest) -> BuildOutcome:
+        """Wait for build ``task_ref``; a canceled build is an ``ok=False`` outcome.
+
+        Cancelling the caller does not cancel the build (use :meth:`cancel`).
+        Infrastructure errors (e.g. the lookaside server is down, raised as
+        ``TransientBackendError``) propagate.
+        """
+        task = self._tasks.get(task_ref)
+        if task is None:
+            raise TaskLost(f"local build {task_ref} is unknown (builds die with the daemon)")
+        await asyncio.wait({task})
+        if task.cancelled():
+            return BuildOutcome(ok=False, reason="build canceled", log=str(self.log_path(task_ref)))
+        return task.result()
+
+    async def cancel(self, task_ref: str) -> None:
+        """Kill the build's process group and wait until it is gone.  Idempotent."""
+        task = self._tasks.get(task_ref)
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.wait({task})
+
+    async def find_final(self, package: str, nvr: str) -> ExistingBuild | None:
+        """The final build of ``nvr`` recorded in the build store, if any."""
+        record = await asyncio.to_thread(self._read_record, nvr)
+        if record is None:
+            return None
+        return ExistingBuild(
+            nvr=str(record["nvr"]),
+            state=str(record.get("state") or "COMPLETE"),
+            source=str(record.get("source") or ""),
+            task_ref=str(record.get("task_ref") or "") or None,
+            artifacts=tuple(Artifact.from_dict(a) for a in record.get("artifacts") or []),
+        )
+
+    async def close(self) -> None:
+        """Cancel every running build and wait for their processes to die."""
+        running = [t for t in self._tasks.values() if not t.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+
+    # -- one build ----------------------------------------------------------
+
+    async def _build(self, ref: str, request: BuildRequest) -> BuildOutcome:
+        log_path = self.log_path(ref)
+        taskdir = self.tasks_dir / ref
+        try:
+            async with self._slots:
+                return await self._build_in_slot(ref, request, taskdir, log_path)
+        finally:
+            # The RPMs are in the pool and the log in logs/; the rest is scratch.
+            await asyncio.to_thread(shutil.rmtree, taskdir, True)
+
+    async def _build_in_slot(
+        self, ref: str, request: BuildRequest, taskdir: Path, log_path: Path
+    ) -> BuildOutcome:
+        header = (
+            f"# rpmgate local {request.purpose} build {ref}: {request.project} "
+            f"commit {request.commit} tree {request.tree} key {request.key}\n"
+        )
+        try:
+            srpm = await build_srpm(request, taskdir / "srpm")
+        except SrpmError as exc:
+            await asyncio.to_thread(_write, log_path, header + exc.log)
+            return BuildOutcome(ok=False, reason=exc.reason, log=str(log_path))
+        await asyncio.to_thread(_write, log_path, header + srpm.log)
+
+        if request.purpose != "final":
+            return await self._rebuild(ref, request, srpm, taskdir, log_path)
+        # The NVR is only known from the SRPM header, hence the check here and
+        # not at submit time; it must come before the (expensive) rebuild.
+        async with self._nvr_locks.setdefault(srpm.nvr, asyncio.Lock()):
+            existing = await self.find_final(request.package, srpm.nvr)
+            if existing is not None:
+                return await self._existing(request, srpm, existing, log_path)
+            outcome = await self._rebuild(ref, request, srpm, taskdir, log_path)
+            if outcome.ok:
+                await asyncio.to_thread(self._write_record, ref, request, srpm, outcome)
+            return outcome
+
+    async def _rebuild(
+        self, ref: str, request: BuildRequest, srpm: SrpmResult, taskdir: Path, log_path: Path
+    ) -> BuildOutcome:
+        self.rebuilds[(request.purpose, request.key)] += 1
+        topdir = taskdir / "rebuild"
+        # --nodeps: BuildRequires cannot be installed on the gate host; they
+        # are reported in the outcome so jobs can check them instead.
+        argv = ["rpmbuild", "--rebuild", "--nodeps", *rpmbuild_dir_defines(topdir), str(srpm.path)]
+        code = await run_logged(argv, log_path)
+        common = {"nvr": srpm.nvr, "log": str(log_path), "build_requires": srpm.build_requires}
+        if code != 0:
+            log = await asyncio.to_thread(log_path.read_text, "utf-8", "replace")
+            return BuildOutcome(
+                ok=False, reason=f"rpmbuild failed: {last_error_line(log)}", **common
+            )
+        rpms = sorted((topdir / "RPMS").rglob("*.rpm"))
+        artifacts = await asyncio.to_thread(self._pool_artifacts, [*rpms, srpm.path])
+        return BuildOutcome(ok=True, artifacts=artifacts, extra={"task_ref": ref}, **common)
+
+    async def _existing(
+        self, request: BuildRequest, srpm: SrpmResult, existing: ExistingBuild, log_path: Path
+    ) -> BuildOutcome:
+        common = {"nvr": srpm.nvr, "log": str(log_path), "build_requires": srpm.build_requires}
+        if existing.source != request.tree:
+            # Koji refuses to build an NVR twice; a change that does not bump
+            # the release must fail rather than silently replace RPMs.
+            reason = (
+                f"build {srpm.nvr} already exists (built from tree {existing.source}, "
+                f"this change is tree {request.tree})"
+            )
+            await asyncio.to_thread(_append, log_path, f"refused: {reason}\n")
+            return BuildOutcome(ok=False, reason=reason, **common)
+        missing = [a.filename for a in existing.artifacts if a.checksum not in self.pool]
+        if missing:
+            reason = f"build {srpm.nvr} exists but its RPMs left the pool: {', '.join(missing)}"
+            return BuildOutcome(ok=False, reason=reason, **common)
+        await asyncio.to_thread(
+            _append, log_path, f"adopted existing build {srpm.nvr} (task {existing.task_ref})\n"
+        )
+        extra = {"adopted": "true", "task_ref": existing.task_ref or ""}
+        return BuildOutcome(ok=True, artifacts=existing.artifacts, extra=extra, **common)
+
+    # -- pool and store (run in threads) --------------------------------------
+
+    def _pool_artifacts(self, paths: list[Path]) -> tuple[Artifact, ...]:
+        artifacts = []
+        for path in paths:
+            checksum = self.pool.add(path)
+            pkg = createrepo_c.package_from_rpm(str(path))
+            artifacts.append(
+                Artifact(
+                    name=pkg.name,
+                    epoch=int(pkg.epoch or 0),
+                    version=pkg.version,
+                    release=pkg.release,
+                    arch=pkg.arch,
+                    sourcerpm=pkg.rpm_sourcerpm or "",
+                    checksum=checksum,
+                    size=int(pkg.size_package or path.stat().st_size),
+                )
+            )
+        return tuple(sorted(artifacts))
+
+    def _record_path(self, nvr: str) -> Path | None:
+        parts = nvr.rsplit("-", 2)
+        if len(parts) != 3 or any(not p or p in (".", "..") or "/" in p for p in parts):
+            return None
+        name, version, release = parts
+        return self.builds_dir / name / version / release / "build.json"
+
+    def _read_record(self, nvr: str) -> dict | None:
+        path = self._record_path(nvr)
+        if path is None or not path.exists():
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def _write_record(
+        self, ref: str, request: BuildRequest, srpm: SrpmResult, outcome: BuildOutcome
+    ) -> None:
+        path = self._record_path(srpm.nvr)
+        if path is None:
+            raise ValueError(f"cannot store build {srpm.nvr!r}")
+        record = {
+            "nvr": srpm.nvr,
+            "name": srpm.name,
+            "epoch": srpm.epoch,
+            "version": srpm.version,
+            "release": srpm.release,
+            "state": "COMPLETE",
+            "source": request.tree,
+            "commit": request.commit,
+            "project": request.project,
+            "key": request.key,
+            "task_ref": ref,
+            "build_requires": list(srpm.build_requires),
+            "artifacts": [a.to_dict() for a in outcome.artifacts],
+        }
+        _atomic_write(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``path`` so a crash leaves either no file or the whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".build-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    dir_fd = os.open(path.parent, os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,237 @@
+"""Scratch and final builds as durable records: submit, watch, re-attach, cancel.
+
+A build row is written (``state="running"``) before the backend is asked for
+anything, the backend's task reference right after ``submit`` returns, and the
+outcome when it ends.  After a restart, :meth:`Builds.recover` re-attaches to
+every running row: a recorded task is waited on again (a backend whose tasks
+died with the daemon says :class:`TaskLost` and the build is submitted again);
+a row without a task asks the backend to find one submitted for the same
+purpose before submitting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
+
+from sqlmodel import select
+
+from gate.builders.base import (
+    BuildBackend,
+    BuildOutcome,
+    BuildRequest,
+    Lookaside,
+    TaskLost,
+    TransientBackendError,
+)
+from repo_state.db import session
+from repo_state.models import BuildRow, utcnow
+from repo_state.state import Artifact, BuildEntry
+
+if TYPE_CHECKING:
+    from gate.daemon import Gate
+
+log = logging.getLogger(__name__)
+
+#: seconds between retries when a backend is unreachable
+TRANSIENT_RETRY = 5.0
+
+
+def scratch_key(project: str, tree: str, target: str, backend: str, overlay: str = "") -> str:
+    """What determines a scratch build's output; equal keys are never built twice."""
+    text = "\0".join(("scratch", project, tree, target, backend, overlay))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def final_key(project: str, tree: str, target: str) -> str:
+    return hashlib.sha256("\0".join(("final", project, tree, target)).encode()).hexdigest()
+
+
+def build_entry(row: BuildRow) -> BuildEntry:
+    """The repo-state entry a finished build contributes."""
+    artifacts = tuple(Artifact.from_dict(a) for a in json.loads(row.artifacts))
+    return BuildEntry(row.package, row.nvr, artifacts, origin=f"{row.purpose}:{row.id}")
+
+
+class Builds:
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self._watchers: dict[int, asyncio.Task[None]] = {}
+        #: called with the build row after every recorded outcome
+        self.on_finished: list[Callable[[BuildRow], Awaitable[None] | None]] = []
+
+    # -- requests ------------------------------------------------------------------
+    def backend(self, row: BuildRow) -> BuildBackend:
+        return self.gate.backends[row.backend]
+
+    def request(self, row: BuildRow) -> BuildRequest:
+        cfg = self.gate.config
+        project = cfg.projects[row.project]
+        lookaside = None
+        if project.lookaside is not None:
+            cache = project.lookaside.cache_dir or (cfg.state_dir / "lookaside")
+            lookaside = Lookaside(url=project.lookaside.url, cache_dir=cache)
+        return BuildRequest(
+            project=row.project,
+            package=row.package,
+            purpose=row.purpose,  # type: ignore[arg-type]
+            key=row.key,
+            git_dir=self.gate.merger.git_dir(row.project),
+            commit=row.commit,
+            tree=row.tree,
+            spec_path=cfg.spec_of(row.project),
+            target=row.target,
+            lookaside=lookaside,
+            scm_url=f"{project.scm_url}#{row.commit}" if project.scm_url else None,
+        )
+
+    # -- starting --------------------------------------------------------------------
+    def ensure(
+        self,
+        *,
+        purpose: str,
+        key: str,
+        project: str,
+        backend: str,
+        commit: str,
+        tree: str,
+        target: str,
+        includes: Iterable[int] = (),
+    ) -> BuildRow:
+        """The build for ``key``: reused when one exists, else recorded and started.
+
+        Failed scratch builds are reused too (same inputs, same failure); a
+        canceled one, or a failed final build, is started again.
+        """
+        with session(self.gate.engine) as s:
+            row = s.exec(select(BuildRow).where(BuildRow.purpose == purpose,
+                                                BuildRow.key == key)).first()
+            restart = row is not None and (
+                row.state == "canceled" or (purpose == "final" and row.state == "failed")
+            )
+            if row is not None and not restart:
+                return row
+            if row is None:
+                row = BuildRow(
+                    purpose=purpose, key=key, project=project,
+                    package=self.gate.config.package_of(project), backend=backend,
+                    commit=commit, tree=tree, target=target,
+                    includes=json.dumps(sorted(set(includes))),
+                )
+            row.state, row.task_ref, row.reason, row.finished_at = "running", None, "", None
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+        self._watch(row)
+        return row
+
+    def _watch(self, row: BuildRow) -> None:
+        assert row.id is not None
+        if row.id in self._watchers and not self._watchers[row.id].done():
+            return
+        self._watchers[row.id] = self.gate.spawn(self._run(row.id), f"build-{row.id}")
+
+    async def _run(self, build_id: int) -> None:
+        row = self._load(build_id)
+        backend = self.backend(row)
+        request = self.request(row)
+        self.gate.emit("build", build=build_id, project=row.project, purpose=row.purpose,
+                       state="running")
+        while True:
+            try:
+                if row.task_ref is None:
+                    ref = await backend.recover(request) or await backend.submit(request)
+                    row = self._update(build_id, task_ref=ref, submissions=row.submissions + 1)
+                outcome = await backend.wait(row.task_ref or "", request)
+                break
+            except TaskLost:
+                log.info("build %s: task %s is gone, submitting again", build_id, row.task_ref)
+                row = self._update(build_id, task_ref=None)
+            except TransientBackendError as exc:
+                log.warning("build %s: backend unavailable (%s), retrying", build_id, exc)
+                self._update(build_id, reason=f"backend unavailable, retrying: {exc}")
+                await asyncio.sleep(TRANSIENT_RETRY)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or an unexpected backend error
+                log.exception("build %s crashed", build_id)
+                outcome = BuildOutcome(ok=False, reason=f"build error: {exc}")
+                break
+        self._record(build_id, outcome)
+
+    def _record(self, build_id: int, outcome: BuildOutcome) -> None:
+        with session(self.gate.engine) as s:
+            row = s.get(BuildRow, build_id)
+            assert row is not None
+            if row.state == "canceled":
+                return
+            row.state = "passed" if outcome.ok else "failed"
+            row.nvr = outcome.nvr or row.nvr
+            row.reason = outcome.reason
+            row.log = outcome.log
+            row.artifacts = json.dumps([a.to_dict() for a in outcome.artifacts])
+            row.build_requires = json.dumps(list(outcome.build_requires))
+            row.finished_at = utcnow()
+            s.add(row)
+            s.commit()
+        self.gate.emit("build", build=build_id, project=row.project, purpose=row.purpose,
+                       state=row.state, nvr=row.nvr, reason=row.reason, log=row.log)
+        self.gate.wake()
+
+    async def cancel(self, key: str) -> None:
+        with session(self.gate.engine) as s:
+            row = s.exec(select(BuildRow).where(BuildRow.purpose == "scratch",
+                                                BuildRow.key == key)).first()
+            if row is None or row.state != "running":
+                return
+            row.state, row.finished_at = "canceled", utcnow()
+            s.add(row)
+            s.commit()
+        watcher = self._watchers.pop(row.id or 0, None)
+        if watcher is not None:
+            watcher.cancel()
+        if row.task_ref:
+            try:
+                await self.backend(row).cancel(row.task_ref)
+            except Exception:  # cancel is best effort; the row says canceled either way
+                log.exception("cancel of build %s failed", row.id)
+        self.gate.emit("build", build=row.id, project=row.project, purpose=row.purpose,
+                       state="canceled")
+
+    async def finished(self, build_id: int) -> None:
+        """Return once the build's watcher has recorded an outcome (or is gone)."""
+        watcher = self._watchers.get(build_id)
+        if watcher is None or watcher.done():
+            await asyncio.sleep(0.5)  # not attached yet (start-up): look again soon
+            return
+        await asyncio.wait({watcher})
+
+    def recover(self) -> int:
+        """Re-attach to every build that was running when the daemon stopped."""
+        with session(self.gate.engine) as s:
+            rows = s.exec(select(BuildRow).where(BuildRow.state == "running")).all()
+        for row in rows:
+            self._watch(row)
+        return len(rows)
+
+    # -- rows ----------------------------------------------------------------------------
+    def _load(self, build_id: int) -> BuildRow:
+        with session(self.gate.engine) as s:
+            row = s.get(BuildRow, build_id)
+            assert row is not None
+            return row
+
+    def _update(self, build_id: int, **fields: object) -> BuildRow:
+        with session(self.gate.engine) as s:
+            row = s.get(BuildRow, build_id)
+            assert row is not None
+            for name, value in fields.items():
+                setattr(row, name, value)
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return row

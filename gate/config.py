@@ -1,0 +1,313 @@
+"""Typed configuration, validated at load; errors name the offending key.
+
+One YAML file.  Connections (where things are: git URLs, Koji hubs,
+directories, the database) are kept apart from gate policy (which projects
+share a queue, which jobs gate, how wide the window is).  See docs/config.md
+for every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LookasideConfig(_Strict):
+    #: URL template: {name} {filename} {hashtype} {hash}; file:// and plain paths work
+    url: str
+    cache_dir: Path | None = None
+
+
+class ProjectConfig(_Strict):
+    #: git URL or local path of the distgit repository
+    git: str
+    branch: str = "main"
+    #: spec file path inside the repository (default: <package>.spec)
+    spec: str | None = None
+    #: source package name (default: the project name)
+    package: str | None = None
+    lookaside: LookasideConfig | None = None
+    #: for SCM builds in Koji: git+https://host/rpms/<name>.git (the sha is appended)
+    scm_url: str | None = None
+
+
+class LocalBackendConfig(_Strict):
+    type: Literal["local"] = "local"
+    #: concurrent rpmbuild processes
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
+
+
+class KojiBackendConfig(_Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Literal["koji"]
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> KojiBackendConfig:
+        from gate.builders.koji_config import KojiConfig
+
+        known = {f.name for f in dataclasses.fields(KojiConfig)}
+        for key in (self.model_extra or {}):
+            if key not in known:
+                raise ValueError(f"unknown key {key!r} (known: {', '.join(sorted(known))})")
+        return self
+
+    def koji_config(self) -> Any:
+        from gate.builders.koji_config import KojiConfig
+
+        return KojiConfig(**(self.model_extra or {}))
+
+
+BackendConfig = Annotated[LocalBackendConfig | KojiBackendConfig, Field(discriminator="type")]
+
+
+class PublisherConfig(_Strict):
+    #: directory holding generations/ and the `current` symlink
+    root: Path
+    arches: tuple[str, ...] = ("x86_64",)
+    #: generations kept besides the current one
+    keep: Annotated[int, Field(ge=1)] = 5
+    #: URL clients use for root (shown in status and the demo), optional
+    url: str | None = None
+
+
+class WindowConfig(_Strict):
+    start: Annotated[int, Field(ge=1)] = 20
+    floor: Annotated[int, Field(ge=1)] = 3
+    increase: Annotated[int, Field(ge=0)] = 1
+    decrease_factor: Annotated[int, Field(ge=1)] = 2
+
+    @model_validator(mode="after")
+    def _floor_le_start(self) -> WindowConfig:
+        if self.floor > self.start:
+            raise ValueError(f"floor ({self.floor}) must not exceed start ({self.start})")
+        return self
+
+
+class CommandJobConfig(_Strict):
+    name: Annotated[str, Field(pattern=NAME)]
+    #: shell command; sees RPMGATE_REPO_PATH, RPMGATE_REPO_URL, RPMGATE_ITEM, ...
+    command: str
+    timeout: Annotated[float, Field(gt=0)] = 3600.0
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class RepoclosureJobConfig(_Strict):
+    name: Literal["repoclosure"] = "repoclosure"
+    #: extra repositories whose packages satisfy dependencies (paths or URLs)
+    base_repos: tuple[str, ...] = ()
+
+
+def _job_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "repoclosure-job" if value.get("name") == "repoclosure" else "command-job"
+    return "repoclosure-job" if isinstance(value, RepoclosureJobConfig) else "command-job"
+
+
+JobConfig = Annotated[
+    Annotated[RepoclosureJobConfig, Tag("repoclosure-job")]
+    | Annotated[CommandJobConfig, Tag("command-job")],
+    Discriminator(_job_kind),
+]
+
+
+class QueueConfig(_Strict):
+    projects: Annotated[tuple[str, ...], Field(min_length=1)]
+    #: name of the publisher (repository) this queue publishes to
+    repo: str
+    backend: str = "local"
+    #: build target (Koji target; a label for the local backend)
+    target: str = "rpmgate"
+    window: WindowConfig = WindowConfig()
+    jobs: tuple[JobConfig, ...] = (RepoclosureJobConfig(),)
+    #: seconds between polls of each project's branch (direct pushes -> post items)
+    poll_interval: Annotated[float, Field(ge=0)] = 60.0
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _job_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("jobs")
+    @classmethod
+    def _unique_job_names(cls, jobs: tuple[JobConfig, ...]) -> tuple[JobConfig, ...]:
+        names = [j.name for j in jobs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate job names: {', '.join(dupes)}")
+        return jobs
+
+
+class ListenConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+
+class AuthConfig(_Strict):
+    #: bearer tokens accepted by the admin and change API (empty: open, for local use)
+    api_tokens: tuple[str, ...] = ()
+
+
+class Config(_Strict):
+    #: where rpmgate keeps clones, the RPM pool, logs and speculative repos
+    state_dir: Path
+    #: SQLAlchemy URL; default sqlite:///<state_dir>/rpmgate.db
+    database_url: str | None = None
+    listen: ListenConfig = ListenConfig()
+    #: URL the daemon is reached at (speculative repos are served under it)
+    public_url: str | None = None
+    auth: AuthConfig = AuthConfig()
+    backends: dict[str, BackendConfig] = Field(
+        default_factory=lambda: {"local": LocalBackendConfig()}
+    )
+    publishers: dict[str, PublisherConfig]
+    projects: dict[str, ProjectConfig]
+    queues: dict[str, QueueConfig]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_backend(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("backends"), dict):
+            data = {**data, "backends": {"local": {"type": "local"}, **data["backends"]}}
+        return data
+
+    @field_validator("projects", "queues", "publishers", "backends")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.match(NAME, name):
+                raise ValueError(f"{name!r} is not a valid name (letters, digits, . _ + -)")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        seen: dict[str, str] = {}
+        for qname, queue in self.queues.items():
+            for i, project in enumerate(queue.projects):
+                if project not in self.projects:
+                    raise _KeyError(f"queues.{qname}.projects.{i}", f"unknown project {project!r}")
+                if project in seen:
+                    raise _KeyError(
+                        f"queues.{qname}.projects.{i}",
+                        f"project {project!r} is already in queue {seen[project]!r}",
+                    )
+                seen[project] = qname
+            if queue.repo not in self.publishers:
+                raise _KeyError(f"queues.{qname}.repo", f"unknown publisher {queue.repo!r}")
+            if queue.backend not in self.backends:
+                raise _KeyError(f"queues.{qname}.backend", f"unknown backend {queue.backend!r}")
+        repos = [q.repo for q in self.queues.values()]
+        for repo in set(repos):
+            if repos.count(repo) > 1:
+                raise _KeyError("queues", f"two queues publish to repository {repo!r}")
+        return self
+
+    # -- derived values ----------------------------------------------------------------
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'rpmgate.db'}"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.listen.host}:{self.listen.port}").rstrip("/")
+
+    def queue_of(self, project: str) -> str:
+        for name, queue in self.queues.items():
+            if project in queue.projects:
+                return name
+        raise KeyError(project)
+
+    def package_of(self, project: str) -> str:
+        return self.projects[project].package or project
+
+    def spec_of(self, project: str) -> str:
+        return self.projects[project].spec or f"{self.package_of(project)}.spec"
+
+
+class _KeyError(ValueError):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def _format(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        msg = err["msg"].removeprefix("Value error, ")
+        # discriminated unions put the tag in the path; keep the user's keys only
+        loc = re.sub(r"\.(local|koji|repoclosure-job|command-job)(?=\.|$)", "", loc)
+        lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate a loaded YAML document; relative paths resolve against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    data = _expand(data)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, source)) from None
+    return _resolve_paths(config, base_dir) if base_dir else config
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, str(path), Path(path).resolve().parent)
+
+
+def _expand(value: Any) -> Any:
+    """Expand ${VAR} in strings (secrets are kept out of the file)."""
+    if isinstance(value, str):
+        return os.path.expandvars(value)
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    return value
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def rel(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    publishers = {
+        name: pub.model_copy(update={"root": rel(pub.root)})
+        for name, pub in config.publishers.items()
+    }
+    return config.model_copy(update={"state_dir": rel(config.state_dir), "publishers": publishers})

@@ -1,0 +1,223 @@
+"""``rpmgate demo``: the classic nova/ceilometer case, gated end to end.
+
+Builds a small world in a temporary directory (bare git remotes, a lookaside
+cache), runs the real daemon with its HTTP API on 127.0.0.1, bootstraps the
+``liberty`` repository from the branch heads, then proposes and approves,
+through the API, in order:
+
+A. nova 12.0.1
+B. ceilometer 8.0.1, requiring nova >= 12.0.1
+C. horizon 9.0.1, whose build is broken
+D. python-django 1.8.1, dropping a Provides that published horizon requires
+
+and checks the outcome: A and B merged and published (A first), C and D
+rejected with their reasons, and every generation ever published passing
+repoclosure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gate.config import parse_config
+from gate.daemon import Gate
+from gate.demo_world import PackageSpec, World
+from gate.jobs.base import JobContext
+from gate.jobs.repoclosure import Repoclosure
+from gate.web.app import make_app
+
+CHANGES = [
+    ("A", "nova", PackageSpec("nova", "12.0.1", lookaside=True), "Update to 12.0.1"),
+    ("B", "ceilometer", PackageSpec("ceilometer", "8.0.1", requires=("nova >= 12.0.1",)),
+     "Update to 8.0.1 (needs nova 12.0.1)"),
+    ("C", "horizon", PackageSpec("horizon", "9.0.1", requires=("python-django-compat",),
+                                 broken_build=True), "Update to 9.0.1 (broken build)"),
+    ("D", "python-django", PackageSpec("python-django", "1.8.1"),
+     "Update to 1.8.1, drop the compat Provides"),
+]
+
+_SHOWN = {
+    "enqueued": "enqueued",
+    "testing": "new attempt {attempt} on generation {generation} + items {base}",
+    "building": "scratch build {reused_text}",
+    "testing-jobs": "running jobs on a speculative repo of {packages} packages",
+    "jobs-passed": "jobs passed; waiting for the tip",
+    "jobs-failed": "jobs failed: {reason}",
+    "merge-conflict": "{reason}",
+    "final-build": "at the tip: final build",
+    "final-built": "final build {nvr} done",
+    "final-failed": "{reason}",
+    "merged": "merged in git ({short_commit})",
+    "merge-refused": "merge refused: {reason}",
+    "published": "published as generation {generation}",
+    "publish-failed": "publish failed, retry in {retry_in:.0f}s: {reason}",
+    "rejected": "REJECTED: {reason}",
+    "dequeued": "dequeued: {reason}",
+}
+
+
+class Progress:
+    """One line per item transition, prefixed with the time since start."""
+
+    def __init__(self, labels: dict[int, str], out: Any = sys.stdout) -> None:
+        self.start = time.monotonic()
+        self.labels = labels
+        self.projects: dict[int, str] = {}
+        self.out = out
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("topic") != "item":
+            return
+        item = event.get("item")
+        if event.get("project"):
+            self.projects[item] = event["project"]
+        state = event.get("state", "")
+        if state == "merged" and "commit" not in event:
+            return  # the dequeue report; "published" said it already
+        template = _SHOWN.get(state)
+        if template is None:
+            return
+        fields = {**event,
+                  "reused_text": "reused (same key)" if event.get("reused") else "started",
+                  "short_commit": (event.get("commit") or "")[:12],
+                  "base": event.get("base") or "(none)"}
+        try:
+            text = template.format(**fields)
+        except (KeyError, ValueError):
+            text = state
+        who = self.labels.get(item, f"#{item}")
+        print(f"[{time.monotonic() - self.start:6.1f}s] {who:<3} {self.projects.get(item, ''):<14}"
+              f" {text}", file=self.out, flush=True)
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+async def _wait_delivery(base: str, delivery: int) -> dict[str, Any]:
+    while True:
+        doc = await asyncio.to_thread(_get, f"{base}/api/deliveries/{delivery}")
+        if doc["state"] != "pending":
+            return doc
+        await asyncio.sleep(0.1)
+
+
+async def run_demo(directory: Path | None = None, keep: bool = False) -> int:
+    root = Path(directory or tempfile.mkdtemp(prefix="rpmgate-demo-"))
+    print(f"rpmgate demo: building a world of 4 distgit projects in {root}")
+    world = World(root).create()
+    config = parse_config(world.config())
+    gate = Gate(config)
+    labels: dict[int, str] = {}
+    progress = Progress(labels)
+    gate.listeners.append(progress)
+    app = make_app(gate)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    gate.config = gate.config.model_copy(update={"public_url": base})
+    print(f"rpmgate demo: daemon API at {base}/api/status")
+    try:
+        print("\n== bootstrap: the branch heads become post items and are published")
+        await gate.start()
+        await gate.wait_idle(600)
+        repo = gate.publishers["liberty"]
+        print(f"liberty generation {repo.current().number}: "  # type: ignore[union-attr]
+              f"{', '.join(sorted(repo.state().nvrs().values()))}")
+
+        print("\n== proposing and approving A, B, C, D through the HTTP API")
+        for label, project, spec, title in CHANGES:
+            ref = world.propose(project, spec, title)
+            accepted = await asyncio.to_thread(
+                _post, f"{base}/api/changes",
+                {"project": project, "ref": ref, "title": f"{label}: {title}", "approve": True})
+            done = await _wait_delivery(base, accepted["delivery"])
+            change = int(done["result"].split()[-1])
+            doc = await asyncio.to_thread(_get, f"{base}/api/changes/{change}")
+            labels[doc["items"][0]["id"]] = label
+            print(f"{label}: {project} {spec.version} -> change {change}, "
+                  f"item {doc['items'][0]['id']} ({ref})")
+        print()
+        await gate.wait_idle(600)
+        return await _summary(gate, base, root, labels)
+    finally:
+        await gate.stop()
+        await runner.cleanup()
+        if not keep and directory is None:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"(kept {root})")
+
+
+async def _summary(gate: Gate, base: str, root: Path, labels: dict[int, str]) -> int:
+    status = await asyncio.to_thread(_get, f"{base}/api/status")
+    recent = {i["id"]: i for i in status["queues"][0]["recent"]}
+    repo = gate.publishers["liberty"]
+    print("== summary")
+    merged, rejected = [], []
+    for item_id, label in sorted(labels.items()):
+        item = recent[item_id]
+        if item["result"] == "merged":
+            merged.append(label)
+            print(f"  {label} merged    {item['final_build']['nvr']:<26} generation "
+                  f"{item['generation']}")
+        else:
+            rejected.append(label)
+            print(f"  {label} rejected  {item['failure']}")
+    generations = repo.generations()
+    print(f"  repository: {repo.root / 'current'} -> generation {repo.current().number}"  # type: ignore[union-attr]
+          f" ({len(generations)} generations kept)")
+    broken = await _check_generations(gate, root)
+    if broken:
+        print(f"  BROKEN generations: {broken}")
+    else:
+        print(f"  every published generation ({generations[0]}..{generations[-1]}) passes "
+              "repoclosure: the repository never served a broken state")
+    order = [recent[i]["generation"] for i, lbl in sorted(labels.items()) if lbl in "AB"]
+    ok = merged == ["A", "B"] and rejected == ["C", "D"] and not broken and order == sorted(order)
+    print("  outcome: " + ("as expected (A, B merged in order; C, D rejected)" if ok
+                           else "NOT as expected"))
+    return 0 if ok else 1
+
+
+async def _check_generations(gate: Gate, root: Path) -> list[int]:
+    repo = gate.publishers["liberty"]
+    broken = []
+    for number in repo.generations():
+        generation = repo.generation(number)
+        assert generation is not None
+        ctx = JobContext(item_id=0, attempt=number, repo_path=generation.path, repo_url="",
+                         arches=("x86_64",), base_repos=(),
+                         log_path=root / "checks" / f"generation-{number}.log")
+        result = await Repoclosure().run(ctx)
+        if not result.passed:
+            broken.append(number)
+    return broken
+
+
+def main(directory: str | None = None, keep: bool = False, verbose: bool = False) -> int:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(run_demo(Path(directory) if directory else None, keep))

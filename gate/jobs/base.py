@@ -1,0 +1,69 @@
+"""The interface every test job implements.
+
+A job checks one item against its speculative repository: the published repo
+plus post items plus the builds of every item ahead plus the item's own build,
+already written to disk (``<repo_path>/<arch>/repodata``) and served over HTTP
+at ``repo_url``.  The daemon records that it started a job, awaits
+:meth:`Job.run`, and records the :class:`JobResult`.
+
+A job must be safe to cancel: when an item ahead fails, the daemon cancels the
+jobs of the items behind it, and ``run`` must then release everything it
+started (processes, threads' results, temporary files) before re-raising
+:class:`asyncio.CancelledError`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job knows about the item it tests."""
+
+    item_id: int
+    attempt: int
+    #: root of the speculative repo tree; per-arch subtrees ``<root>/<arch>/repodata``
+    repo_path: Path
+    #: where the daemon serves ``repo_path`` over HTTP
+    repo_url: str
+    arches: tuple[str, ...]
+    #: extra repositories (paths, ``file://`` or ``http(s)://`` URLs) whose
+    #: packages may satisfy dependencies but are not themselves checked
+    base_repos: tuple[str, ...]
+    #: the job writes its whole log here (parent directories are created)
+    log_path: Path
+    #: extra environment for jobs that run processes
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """The outcome of one job run, as reported on the change."""
+
+    name: str
+    passed: bool
+    #: one human sentence, e.g. "1 unresolved dependency: ceilometer-8.0.1-1.noarch
+    #: requires nova >= 12.0.1"
+    summary: str
+    log_path: str
+    #: one line per finding (unresolved dependency, last log lines, ...)
+    details: tuple[str, ...] = ()
+
+
+class Job(abc.ABC):
+    """A check run against an item's speculative repository."""
+
+    #: stable name used in reports and configuration
+    name: str
+
+    @abc.abstractmethod
+    async def run(self, ctx: JobContext) -> JobResult:
+        """Run the check and return its result; write the log to ``ctx.log_path``.
+
+        A failing check is a result with ``passed=False``, not an exception.
+        Cancellation must stop all work started for this run.
+        """

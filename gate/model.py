@@ -1,0 +1,125 @@
+"""Pure domain objects: what the planner sees of a queue.
+
+The shell (``gate.daemon``) loads these from the database; the planner
+(``gate.planner``) reads them and returns actions.  Nothing here does I/O.
+
+An item's *attempt* is one try at testing it on one *base*.  A base says what
+the item is tested on top of: a published generation plus the items ahead of
+it that were not failing when the attempt started.  When an item ahead merges
+and publishes generation g+1, a base ``(g, (A, B))`` and ``(g+1, (B,))`` name
+the same package set; :func:`normalize_base` maps the first to the second so a
+merge ahead never resets the items behind (only a failure ahead does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class ItemKind(StrEnum):
+    GATE = "gate"
+    #: merged in git already (direct push, or a tip item whose publish failed)
+    POST = "post"
+
+
+class Step(StrEnum):
+    """Progress of one piece of work: a merge, a build, a job run, a tip step."""
+
+    NONE = "none"  # not started
+    RUNNING = "running"  # intent recorded, outcome not yet known
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+class TipStep(StrEnum):
+    """Where an item is in the tip protocol (each step durable and idempotent)."""
+
+    NONE = "none"
+    FINAL_BUILD = "final_build"
+    MERGE = "merge"
+    PUBLISH = "publish"
+    DONE = "done"
+
+
+@dataclass(frozen=True, order=True)
+class Base:
+    generation: int
+    ahead: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ItemView:
+    id: int
+    kind: ItemKind
+    project: str
+    base: Base | None = None
+    #: speculative merge of the current attempt (gate items)
+    merge: Step = Step.NONE
+    #: scratch build (gate items) or final build (post items) of the current attempt
+    build_key: str | None = None
+    build: Step = Step.NONE
+    jobs: Step = Step.NONE
+    tip: TipStep = TipStep.NONE
+    #: state of the step named by ``tip``
+    tip_state: Step = Step.NONE
+    #: the planner may not retry the current tip step before this time (backoff)
+    not_before: float = 0.0
+    failure: str = ""
+
+    @property
+    def failing(self) -> bool:
+        """Failing on its current attempt (its own fault only if everything ahead passes)."""
+        if self.kind is ItemKind.POST and self.tip is TipStep.NONE:
+            return False
+        if self.tip is TipStep.FINAL_BUILD and self.tip_state is Step.FAILED:
+            return True
+        if self.tip is TipStep.MERGE and self.tip_state is Step.FAILED:
+            return True
+        return Step.FAILED in (self.merge, self.build, self.jobs)
+
+    @property
+    def pushing(self) -> bool:
+        """Its merge is being pushed: the outcome decides, nothing may reset it now."""
+        return self.tip is TipStep.MERGE and self.tip_state is Step.RUNNING
+
+    @property
+    def committed(self) -> bool:
+        """Merged in git: it can no longer be reset or rejected, only published."""
+        if self.kind is ItemKind.POST or self.tip in (TipStep.PUBLISH, TipStep.DONE):
+            return True
+        return self.tip is TipStep.MERGE and self.tip_state is Step.PASSED
+
+
+@dataclass(frozen=True)
+class RunningBuild:
+    project: str
+    #: items whose changes the build's speculative merge contains (its own included)
+    includes: frozenset[int]
+
+
+@dataclass(frozen=True)
+class QueueState:
+    name: str
+    #: post items first, then gate items in enqueue order
+    items: tuple[ItemView, ...]
+    generation: int
+    #: items that produced each generation after the oldest base still in use
+    #: (empty for a rollback or republish)
+    producers: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+    window: int = 20
+    #: scratch builds the backend is running, by key
+    running_builds: Mapping[str, RunningBuild] = field(default_factory=dict)
+    now: float = 0.0
+
+
+def normalize_base(base: Base, producers: Mapping[int, tuple[int, ...]]) -> Base:
+    """Fold items ahead that have since been published into the generation number."""
+    generation, ahead = base.generation, base.ahead
+    while ahead:
+        made = producers.get(generation + 1)
+        if not made or ahead[: len(made)] != made:
+            break
+        generation, ahead = generation + 1, ahead[len(made):]
+    return Base(generation, ahead)

@@ -1,0 +1,81 @@
+"""Speculative repo states: what an item is tested on, and what it publishes.
+
+    published generation  <-  items ahead (post items and committed items by
+    their final build, the others by their scratch build)  <-  the item
+
+The same composition with the item's final build is what the tip publishes;
+:func:`check_tested` refuses to publish anything else (invariant I2).
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlmodel import Session, select
+
+from gate.builds import build_entry
+from gate.model import ItemKind, normalize_base
+from gate.queue_view import base_of
+from publishers.createrepo import Publisher
+from repo_state.models import BuildRow, GenerationRow, ItemRow
+from repo_state.state import BuildEntry, RepoState, compose
+
+
+class UntestedState(Exception):
+    """The state about to be published is not the one the item was tested on."""
+
+
+def item_entry(s: Session, item: ItemRow) -> BuildEntry | None:
+    """The build an item contributes to the states of items behind it."""
+    committed = item.kind == ItemKind.POST or item.tip in ("merge", "publish", "done")
+    if committed and item.final_build_id is not None:
+        row = s.get(BuildRow, item.final_build_id)
+    elif item.build_key:
+        row = s.exec(select(BuildRow).where(BuildRow.purpose == "scratch",
+                                            BuildRow.key == item.build_key)).first()
+    else:
+        row = None
+    if row is None or row.state != "passed":
+        return None
+    return build_entry(row)
+
+
+def speculative_state(s: Session, item: ItemRow, publisher: Publisher, repo: str) -> RepoState:
+    """The package set ``item``'s jobs run against (its current attempt)."""
+    base = base_of(item)
+    assert base is not None, f"item {item.id} has no attempt"
+    producers = {
+        g.number: tuple(json.loads(g.items))
+        for g in s.exec(select(GenerationRow).where(GenerationRow.repo == repo))
+    }
+    base = normalize_base(base, producers)
+    layers: list[RepoState | BuildEntry] = [published_state(publisher, base.generation)]
+    for ahead_id in base.ahead:
+        ahead = s.get(ItemRow, ahead_id)
+        entry = item_entry(s, ahead) if ahead is not None else None
+        if entry is None:
+            raise LookupError(f"item {ahead_id} ahead of {item.id} has no finished build")
+        layers.append(entry)
+    own = item_entry(s, item)
+    if own is None:
+        raise LookupError(f"item {item.id} has no finished scratch build")
+    layers.append(own)
+    return compose(layers)
+
+
+def published_state(publisher: Publisher, generation: int) -> RepoState:
+    return publisher.state(generation) if generation else RepoState()
+
+
+def check_tested(item: ItemRow, to_publish: RepoState) -> None:
+    """I2: the generation must carry exactly the package set the item's jobs ran on."""
+    if item.kind == ItemKind.POST or item.tested_state is None:
+        return
+    tested = RepoState.from_json(item.tested_state).nevras()
+    published = to_publish.nevras()
+    if tested != published:
+        missing = sorted(tested - published)[:5]
+        extra = sorted(published - tested)[:5]
+        raise UntestedState(
+            f"refusing to publish an untested state: missing {missing}, unexpected {extra}"
+        )

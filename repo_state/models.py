@@ -1,0 +1,167 @@
+"""sqlmodel tables: the gate's durable state.
+
+Every accepted event is a :class:`Delivery` row before anything acts on it.
+Every side effect is recorded before it starts (``state = "running"`` plus
+what a restart needs to re-attach: a task reference, a merge commit, a
+generation number) and after it ends.  Schema changes go through alembic
+(``repo_state/migrations``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Delivery(SQLModel, table=True):
+    """An accepted event (API call, webhook, admin command), stored before it is acted on."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(index=True)
+    event_type: str
+    #: idempotency key: a redelivery of the same event is recognised, not re-applied
+    delivery_key: str = Field(unique=True)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: datetime = Field(default_factory=utcnow)
+    processed_at: datetime | None = Field(default=None, index=True)
+    #: what processing produced ("change 12", ...) or why it failed
+    result: str | None = None
+    error: str | None = None
+
+
+class ChangeRow(SQLModel, table=True):
+    __tablename__ = "change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(index=True)
+    #: the ref it was proposed as ("refs/heads/topic") or the commit itself
+    ref: str
+    sha: str
+    title: str = ""
+    #: proposed | approved | merged | rejected | dequeued | pushed
+    state: str = "proposed"
+    reason: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ItemRow(SQLModel, table=True):
+    __tablename__ = "item"
+
+    id: int | None = Field(default=None, primary_key=True)
+    queue: str = Field(index=True)
+    change_id: int = Field(foreign_key="change.id", index=True)
+    project: str
+    #: gate | post
+    kind: str = "gate"
+    #: queue order among gate items (post items go first, by id)
+    seq: float = 0.0
+    active: bool = Field(default=True, index=True)
+    attempt: int = 0
+    base_generation: int | None = None
+    #: JSON list of item ids ahead in this attempt's base
+    base_ahead: str = "[]"
+    merge: str = "none"
+    merge_commit: str | None = None
+    merge_tree: str | None = None
+    build_key: str | None = None
+    jobs: str = "none"
+    tip: str = "none"
+    tip_state: str = "none"
+    not_before: float = 0.0
+    failure: str = ""
+    #: the speculative repo state the current attempt's jobs ran on (RepoState JSON)
+    tested_state: str | None = Field(default=None, sa_column=Column(Text))
+    final_build_id: int | None = None
+    #: generation number this item publishes (recorded before publishing)
+    generation: int | None = None
+    publish_attempts: int = 0
+    #: merged | rejected | dequeued, once inactive
+    result: str | None = None
+    enqueued_at: datetime = Field(default_factory=utcnow)
+    attempt_started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class BuildRow(SQLModel, table=True):
+    __tablename__ = "build"
+    __table_args__ = (UniqueConstraint("purpose", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: scratch | final
+    purpose: str
+    #: what determines the output: scratch -> (project, tree, target, overlay) digest
+    key: str = Field(index=True)
+    project: str
+    package: str
+    backend: str
+    commit: str
+    tree: str
+    target: str
+    #: JSON list of item ids whose changes the build contains
+    includes: str = "[]"
+    task_ref: str | None = None
+    #: running | passed | failed | canceled
+    state: str = "running"
+    nvr: str = ""
+    reason: str = ""
+    log: str = ""
+    artifacts: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    build_requires: str = "[]"
+    submissions: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class JobRunRow(SQLModel, table=True):
+    __tablename__ = "job_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    attempt: int
+    name: str
+    #: running | passed | failed
+    state: str = "running"
+    summary: str = ""
+    details: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    log_path: str = ""
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class GenerationRow(SQLModel, table=True):
+    __tablename__ = "generation"
+    __table_args__ = (UniqueConstraint("repo", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    repo: str = Field(index=True)
+    number: int
+    #: gate | post | rollback | republish
+    kind: str
+    #: JSON list of the items whose final builds it added (empty: rollback, republish)
+    items: str = "[]"
+    packages: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class QueueRow(SQLModel, table=True):
+    __tablename__ = "queue"
+
+    name: str = Field(primary_key=True)
+    window: int
+    #: the repository's current generation number as the gate last published it
+    generation: int = 0
+
+
+class ProjectRow(SQLModel, table=True):
+    __tablename__ = "project"
+
+    name: str = Field(primary_key=True)
+    #: the branch head the gate last saw or pushed
+    branch_head: str | None = None

@@ -1,0 +1,307 @@
+"""An in-memory shell for the planner: runs its actions with outcomes that
+complete in an order chosen by the test, so property tests can check the
+queue semantics under every interleaving Hypothesis finds.
+
+Each simulated change has an intrinsic fate: its scratch build breaks, its
+jobs break on their own, it needs other changes in its tested set, it
+conflicts with another change in the same project, or its final build breaks.
+The serial oracle (:func:`serial_outcome`) processes changes one at a time in
+queue order; a correct gate must end with exactly the oracle's result.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from gate.model import (
+    Base,
+    ItemKind,
+    ItemView,
+    QueueState,
+    RunningBuild,
+    Step,
+    TipStep,
+    normalize_base,
+)
+from gate.planner import (
+    CancelBuild,
+    Dequeue,
+    FinalBuild,
+    MergeChange,
+    Prepare,
+    Publish,
+    RunJobs,
+    StartAttempt,
+    plan,
+    window_after_failure,
+    window_after_merge,
+)
+
+
+@dataclass
+class Change:
+    id: int
+    project: str
+    bad_build: bool = False
+    bad_jobs: bool = False
+    requires: frozenset[int] = frozenset()
+    conflicts: frozenset[int] = frozenset()
+    final_fails: bool = False
+    publish_failures: int = 0
+
+
+@dataclass
+class SimItem:
+    change: Change
+    attempt: int = 0
+    base: Base | None = None
+    merge: Step = Step.NONE
+    build_key: str | None = None
+    jobs: Step = Step.NONE
+    tip: TipStep = TipStep.NONE
+    tip_state: Step = Step.NONE
+    not_before: float = 0.0
+    failure: str = ""
+    tested: frozenset[int] | None = None
+    rejected_on: Base | None = None
+
+
+@dataclass
+class Simulation:
+    changes: list[Change]
+    window: int = 20
+    rng: random.Random = field(default_factory=random.Random)
+    generation: int = 0
+    producers: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    published: list[int] = field(default_factory=list)
+    rejected: dict[int, str] = field(default_factory=dict)
+    builds: dict[str, Step] = field(default_factory=dict)
+    build_submissions: Counter[str] = field(default_factory=Counter)
+    queue: list[SimItem] = field(default_factory=list)
+    #: (kind, item id, attempt) or ("build", key, 0)
+    inflight: list[tuple[str, int | str, int]] = field(default_factory=list)
+    now: float = 0.0
+    publish_attempts: Counter[int] = field(default_factory=Counter)
+    #: every invariant violation seen while running
+    violations: list[str] = field(default_factory=list)
+
+    # -- the view the planner sees -------------------------------------------------
+    def view(self) -> QueueState:
+        running = {
+            k: RunningBuild(self._change(_last(k)).project, frozenset(map(int, k.split("/"))))
+            for k, s in self.builds.items()
+            if s is Step.RUNNING
+        }
+        return QueueState(
+            name="sim",
+            items=tuple(self._item_view(i) for i in self.queue),
+            generation=self.generation,
+            producers=dict(self.producers),
+            window=self.window,
+            running_builds=running,
+            now=self.now,
+        )
+
+    def _item_view(self, item: SimItem) -> ItemView:
+        key = item.build_key
+        return ItemView(
+            id=item.change.id,
+            kind=ItemKind.GATE,
+            project=item.change.project,
+            base=item.base,
+            merge=item.merge,
+            build_key=key,
+            build=self.builds.get(key, Step.NONE) if key else Step.NONE,
+            jobs=item.jobs,
+            tip=item.tip,
+            tip_state=item.tip_state,
+            not_before=item.not_before,
+            failure=item.failure,
+        )
+
+    def _change(self, cid: int) -> Change:
+        return next(c for c in self.changes if c.id == cid)
+
+    def _item(self, cid: int) -> SimItem | None:
+        return next((i for i in self.queue if i.change.id == cid), None)
+
+    # -- running -------------------------------------------------------------------
+    def enqueue(self, change: Change) -> None:
+        self.queue.append(SimItem(change))
+
+    def apply_plan(self) -> int:
+        actions = plan(self.view())
+        for action in actions:
+            self._apply(action)
+        return len(actions)
+
+    def _apply(self, action: object) -> None:
+        match action:
+            case StartAttempt(item_id, base):
+                item = self._item(item_id)
+                assert item is not None
+                published = set(self.published[: base.generation])
+                if published & set(base.ahead):
+                    self.violations.append(f"{item_id} based on {base}: ahead already published")
+                item.attempt += 1
+                item.base = base
+                item.merge, item.build_key, item.jobs = Step.NONE, None, Step.NONE
+                item.tip, item.tip_state, item.failure = TipStep.NONE, Step.NONE, ""
+                item.tested = None
+            case Prepare(item_id):
+                item = self._item(item_id)
+                assert item is not None and item.merge is Step.NONE
+                item.merge = Step.RUNNING
+                self.inflight.append(("merge", item_id, item.attempt))
+            case RunJobs(item_id):
+                item = self._item(item_id)
+                assert item is not None and item.jobs is Step.NONE
+                item.jobs = Step.RUNNING
+                self.inflight.append(("jobs", item_id, item.attempt))
+            case FinalBuild(item_id):
+                item = self._item(item_id)
+                assert item is not None and item.tip is TipStep.NONE
+                item.tip, item.tip_state = TipStep.FINAL_BUILD, Step.RUNNING
+                self.inflight.append(("final", item_id, item.attempt))
+            case MergeChange(item_id):
+                item = self._item(item_id)
+                assert item is not None
+                item.tip, item.tip_state = TipStep.MERGE, Step.RUNNING
+                self.inflight.append(("git", item_id, item.attempt))
+            case Publish((item_id,)):
+                item = self._item(item_id)
+                assert item is not None
+                item.tip, item.tip_state = TipStep.PUBLISH, Step.RUNNING
+                self.inflight.append(("publish", item_id, item.attempt))
+            case Dequeue(item_id, merged, reason):
+                item = self._item(item_id)
+                assert item is not None
+                if not merged:
+                    self.rejected[item_id] = reason
+                    item.rejected_on = normalize_base(item.base, self.producers)  # type: ignore[arg-type]
+                    if item.rejected_on != Base(self.generation, ()):
+                        self.violations.append(f"{item_id} rejected on {item.rejected_on}")
+                    self.window = window_after_failure(self.window)
+                else:
+                    self.window = window_after_merge(self.window)
+                self.queue.remove(item)
+            case CancelBuild(key):
+                self.builds.pop(key, None)
+                self.inflight.remove(("build", key, 0))
+            case _:
+                raise AssertionError(f"unknown action {action!r}")
+
+    def complete_one(self) -> bool:
+        """Finish one random piece of in-flight work; False when nothing is in flight."""
+        if not self.inflight:
+            return False
+        self.now += 1
+        kind, item_id, tag = self.inflight.pop(self.rng.randrange(len(self.inflight)))
+        if kind == "build":
+            assert isinstance(item_id, str)
+            failed = self._change(_last(item_id)).bad_build
+            self.builds[item_id] = Step.FAILED if failed else Step.PASSED
+            return True
+        assert isinstance(item_id, int)
+        item = self._item(item_id)
+        if item is None or item.attempt != tag:
+            return True  # the attempt was reset meanwhile: its outcome is stale
+        handler = getattr(self, f"_finish_{kind}")
+        handler(item)
+        return True
+
+    def _finish_merge(self, item: SimItem) -> None:
+        assert item.base is not None
+        project = item.change.project
+        ahead = [a for a in item.base.ahead if self._change(a).project == project]
+        merged = [p for p in self.published if self._change(p).project == project]
+        tree = [*merged, *[a for a in ahead if a not in merged]]
+        if item.change.conflicts & set(tree):
+            item.merge, item.failure = Step.FAILED, "merge conflict"
+            return
+        key = "/".join(map(str, [*tree, item.change.id]))
+        item.merge, item.build_key, item.failure = Step.PASSED, key, "build failed"
+        if key not in self.builds:
+            self.builds[key] = Step.RUNNING
+            self.build_submissions[key] += 1
+            self.inflight.append(("build", key, 0))
+
+    def _finish_jobs(self, item: SimItem) -> None:
+        assert item.base is not None
+        base = normalize_base(item.base, self.producers)
+        tested = frozenset(self.published[: base.generation]) | set(base.ahead) | {item.change.id}
+        item.tested = tested
+        if item.change.bad_jobs or not item.change.requires <= tested:
+            item.jobs, item.failure = Step.FAILED, "jobs failed"
+        else:
+            item.jobs = Step.PASSED
+
+    def _finish_final(self, item: SimItem) -> None:
+        if item.change.final_fails:
+            item.tip_state, item.failure = Step.FAILED, "final build failed"
+        else:
+            item.tip_state = Step.PASSED
+
+    def _finish_git(self, item: SimItem) -> None:
+        item.tip_state = Step.PASSED
+
+    def _finish_publish(self, item: SimItem) -> None:
+        cid = item.change.id
+        self.publish_attempts[cid] += 1
+        if self.publish_attempts[cid] <= item.change.publish_failures:
+            item.tip_state, item.not_before = Step.FAILED, self.now + 2
+            return
+        self.generation += 1
+        self.producers[self.generation] = (cid,)
+        self.published.append(cid)
+        if item.tested != frozenset(self.published):
+            self.violations.append(
+                f"generation {self.generation} = {sorted(self.published)} but item {cid} "
+                f"was tested on {sorted(item.tested or ())}"
+            )
+        item.tip, item.tip_state = TipStep.DONE, Step.PASSED
+
+    def run(self, arrivals: list[int], max_steps: int = 5_000) -> None:
+        """Enqueue changes as they arrive (``arrivals[i]``: steps before change i enters)."""
+        pending = list(zip(arrivals, self.changes, strict=True))
+        for _ in range(max_steps):
+            while pending and pending[0][0] <= 0:
+                self.enqueue(pending.pop(0)[1])
+            if pending:
+                pending[0] = (pending[0][0] - 1, pending[0][1])
+            self.apply_plan()
+            if not self.complete_one():
+                if not pending and not self.queue:
+                    return
+                if not pending:
+                    # nothing in flight: only a backoff timer can still be running
+                    self.now += 1
+                    if self.now > 5_000:
+                        raise AssertionError(f"queue stuck: {self.view()}")
+        raise AssertionError(f"did not drain in {max_steps} steps: {self.view()}")
+
+
+def serial_outcome(changes: list[Change]) -> tuple[list[int], set[int]]:
+    """What a gate testing one change at a time would do: (merged in order, rejected)."""
+    merged: list[int] = []
+    rejected: set[int] = set()
+    for change in changes:
+        tested = set(merged) | {change.id}
+        ok = (
+            not change.conflicts & set(merged)
+            and not change.bad_build
+            and not change.bad_jobs
+            and change.requires <= tested
+            and not change.final_fails
+        )
+        if ok:
+            merged.append(change.id)
+        else:
+            rejected.add(change.id)
+    return merged, rejected
+
+
+def _last(key: str) -> int:
+    return int(key.rsplit("/", 1)[-1])

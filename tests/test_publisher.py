@@ -1,0 +1,399 @@
+"""Publishing generations: real rpmbuild RPMs, real createrepo_c metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import createrepo_c as cr
+import pytest
+
+from publishers import createrepo as createrepo_module
+from publishers.createrepo import (
+    GenerationConflict,
+    OutOfOrder,
+    Publisher,
+)
+from publishers.repotree import RepoTreeError, package_href, write_repo_tree
+from repo_state.pool import Pool
+from repo_state.state import BuildEntry, RepoState
+from tests.rpmfactory import Subpackage, build_entry, build_rpms
+
+GATE = {"item": "item-1", "change": "gerrit:1234,1", "project": "rpms/foo", "kind": "gate"}
+
+
+@pytest.fixture(scope="module")
+def rpm_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ...]]:
+    """A handful of real builds, made once per module (rpmbuild is the slow part)."""
+    out = tmp_path_factory.mktemp("rpms")
+    built = {
+        "foo-1": build_rpms(
+            out / "foo-1",
+            "foo",
+            "1.0",
+            provides=["foo-api = 1"],
+            subpackages=[Subpackage("foo-extra", requires=["foo"])],
+            srpm=True,
+        ),
+        "foo-2": build_rpms(out / "foo-2", "foo", "2.0", provides=["foo-api = 2"], srpm=True),
+        "bar-1": build_rpms(out / "bar-1", "bar", "1.0", requires=["foo-api"], arch="x86_64"),
+        "baz-1": build_rpms(out / "baz-1", "baz", "1.0", epoch=2),
+        "qux-1": build_rpms(out / "qux-1", "qux", "1.0"),
+        # same file name as foo-1's main package, different bytes
+        "foo-1-again": build_rpms(out / "foo-1-again", "foo", "1.0"),
+    }
+    return {key: b.all for key, b in built.items()}
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Pool:
+    return Pool(tmp_path / "pool")
+
+
+@pytest.fixture
+def builds(rpm_dir: dict[str, tuple[Path, ...]], pool: Pool) -> dict[str, BuildEntry]:
+    return {key: build_entry(paths, pool) for key, paths in rpm_dir.items()}
+
+
+@pytest.fixture
+def publisher(tmp_path: Path, pool: Pool) -> Publisher:
+    return Publisher(tmp_path / "repo", pool, arches=("x86_64",), keep=5)
+
+
+def state_of(builds: dict[str, BuildEntry], *keys: str) -> RepoState:
+    state = RepoState()
+    for key in keys:
+        state = state.with_build(builds[key])
+    return state
+
+
+def primary_packages(tree: Path) -> dict[str, cr.Package]:
+    """Packages of one arch tree as a client sees them, keyed by location."""
+    reader = cr.RepositoryReader.from_path(str(tree))
+    return {pkg.location_href: pkg for pkg in reader.iter_packages()}
+
+
+def listed(tree: Path) -> set[tuple[str, str, str, str, str, str]]:
+    return {
+        (p.name, p.epoch, p.version, p.release, p.arch, p.pkgId)
+        for p in primary_packages(tree).values()
+    }
+
+
+def expected(state: RepoState, arch: str) -> set[tuple[str, str, str, str, str, str]]:
+    return {
+        (a.name, str(a.epoch), a.version, a.release, a.arch, a.checksum)
+        for a in state.artifacts(include_source=True)
+        if (a.is_source if arch == "src" else a.arch in (arch, "noarch"))
+    }
+
+
+def test_publish_moves_current_to_each_new_generation(publisher, builds):
+    assert publisher.current() is None
+    assert publisher.state() == RepoState()
+
+    first = publisher.publish(1, state_of(builds, "foo-1"), GATE)
+    assert os.readlink(publisher.root / "current") == "generations/1"
+    assert publisher.current() == first
+
+    second = publisher.publish(2, state_of(builds, "foo-1", "baz-1"), GATE)
+    assert os.readlink(publisher.root / "current") == "generations/2"
+    assert publisher.current() == second
+    assert publisher.generations() == [1, 2]
+    assert publisher.state().nevras() == state_of(builds, "foo-1", "baz-1").nevras()
+    assert publisher.state(1).nevras() == state_of(builds, "foo-1").nevras()
+
+
+def test_repodata_lists_exactly_the_state_packages(tmp_path, pool, builds):
+    publisher = Publisher(tmp_path / "repo", pool, arches=("x86_64", "aarch64"))
+    state = state_of(builds, "foo-1", "bar-1", "baz-1")
+    generation = publisher.publish(1, state, GATE)
+
+    for tree in ("x86_64", "aarch64", "src"):
+        assert listed(generation.path / tree) == expected(state, tree), tree
+    # the x86_64-only package stays out of the aarch64 tree
+    assert "bar" not in {p[0] for p in listed(generation.path / "aarch64")}
+    # header content made it through: provides, requires, files, changelog
+    pkgs = {p.name: p for p in primary_packages(generation.path / "x86_64").values()}
+    assert ("foo-api", "EQ", "0", "1", None, False) in pkgs["foo"].provides
+    assert any(r[0] == "foo-api" for r in pkgs["bar"].requires)
+    assert pkgs["baz"].epoch == "2"
+    assert (None, "/usr/share/foo/", "foo.txt") in pkgs["foo"].files
+    assert pkgs["foo"].changelogs
+
+
+def test_packages_are_laid_out_by_first_letter_and_hard_linked_from_the_pool(
+    publisher, pool, builds
+):
+    state = state_of(builds, "foo-1", "baz-1")
+    generation = publisher.publish(1, state, GATE)
+
+    for artifact in state.artifacts(include_source=True):
+        tree = "src" if artifact.is_source else "x86_64"
+        path = generation.path / tree / package_href(artifact)
+        assert path.parent.name == artifact.name[0]
+        assert path.stat().st_ino == pool.path_for(artifact.checksum).stat().st_ino
+
+
+def test_client_holding_an_older_generation_keeps_working_after_the_switch(publisher, builds):
+    publisher.publish(1, state_of(builds, "foo-1"), GATE)
+    held = Path(os.path.realpath(publisher.root / "current" / "x86_64"))
+
+    publisher.publish(2, state_of(builds, "foo-2", "qux-1"), GATE)
+
+    # the client finishes with the repomd.xml it read before the switch
+    packages = primary_packages(held)
+    assert {p.name for p in packages.values()} == {"foo", "foo-extra"}
+    for href in packages:
+        assert (held / href).is_file()
+    now = primary_packages(publisher.root / "current" / "x86_64")
+    assert {p.name for p in now.values()} == {"foo", "qux"}
+
+
+def test_publish_after_a_crash_before_the_switch_only_switches(publisher, builds, monkeypatch):
+    publisher.publish(1, state_of(builds, "foo-1"), GATE)
+    state = state_of(builds, "foo-1", "baz-1")
+
+    def crash(self, number):
+        raise KeyboardInterrupt("kill -9 between rename and symlink swap")
+
+    monkeypatch.setattr(Publisher, "_switch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        publisher.publish(2, state, GATE)
+    monkeypatch.undo()
+    assert publisher.current().number == 1
+    written = publisher.generation(2)
+    assert written is not None
+
+    restarted = Publisher(publisher.root, publisher.pool)
+    again = restarted.publish(2, state, GATE)
+
+    assert restarted.current().number == 2
+    # the existing generation was adopted, not rebuilt
+    assert again.manifest == written.manifest
+
+
+def test_publish_after_a_crash_mid_build_removes_the_debris(publisher, builds, monkeypatch):
+    publisher.publish(1, state_of(builds, "foo-1"), GATE)
+    state = state_of(builds, "foo-1", "baz-1")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("kill -9 while writing metadata")
+
+    monkeypatch.setattr(createrepo_module, "_fsync_tree", crash)
+    with pytest.raises(KeyboardInterrupt):
+        publisher.publish(2, state, GATE)
+    monkeypatch.undo()
+    gens = publisher.root / "generations"
+    assert [p.name for p in gens.iterdir() if p.name.startswith(".tmp-2-")]
+    (publisher.root / ".current-stale").symlink_to("generations/1")
+
+    generation = publisher.publish(2, state, GATE)
+
+    assert sorted(p.name for p in gens.iterdir()) == ["1", "2"]
+    assert not list(publisher.root.glob(".current-*"))
+    assert listed(generation.path / "x86_64") == expected(state, "x86_64")
+
+
+def test_publish_of_an_existing_number_never_moves_current_back(publisher, builds):
+    one = state_of(builds, "foo-1")
+    publisher.publish(1, one, GATE)
+    publisher.publish(2, state_of(builds, "foo-2"), GATE)
+
+    assert publisher.publish(1, one, GATE).number == 1
+    assert publisher.current().number == 2
+
+
+def test_publish_refuses_an_existing_number_with_different_packages(publisher, builds):
+    publisher.publish(1, state_of(builds, "foo-1"), GATE)
+    with pytest.raises(GenerationConflict):
+        publisher.publish(1, state_of(builds, "foo-2"), GATE)
+    assert publisher.state().nevras() == state_of(builds, "foo-1").nevras()
+
+
+def test_publish_refuses_numbers_out_of_order(publisher, builds):
+    with pytest.raises(OutOfOrder):
+        publisher.publish(2, state_of(builds, "foo-1"), GATE)
+    publisher.publish(1, state_of(builds, "foo-1"), GATE)
+    with pytest.raises(OutOfOrder):
+        publisher.publish(3, state_of(builds, "foo-2"), GATE)
+    assert publisher.generations() == [1]
+    assert not [p for p in (publisher.root / "generations").iterdir() if p.name.startswith(".")]
+
+
+def test_rollback_publishes_a_new_generation_equal_to_the_old_one(publisher, builds):
+    old = publisher.publish(1, state_of(builds, "foo-1", "baz-1"), GATE)
+    publisher.publish(2, state_of(builds, "foo-2", "baz-1"), GATE)
+
+    rolled = publisher.rollback(1, {"item": None, "change": None, "project": None, "kind": "x"})
+
+    assert rolled.number == 3
+    assert publisher.current().number == 3
+    assert rolled.manifest["produced_by"]["kind"] == "rollback"
+    assert rolled.manifest["produced_by"]["rollback_to"] == 1
+    assert rolled.state == old.state
+    assert listed(rolled.path / "x86_64") == listed(old.path / "x86_64")
+    assert publisher.generations() == [1, 2, 3]  # history is kept, not rewritten
+    # every package came back, so nothing needed its header read
+    assert rolled.manifest["metadata"]["read"] == 0
+
+
+def test_republish_makes_a_new_generation_rereading_every_header(publisher, builds):
+    state = state_of(builds, "foo-1", "baz-1")
+    first = publisher.publish(1, state, GATE)
+
+    again = publisher.republish({"item": None, "kind": "republish", "by": "admin"})
+
+    assert again.number == 2
+    assert again.state == first.state
+    assert again.manifest["produced_by"]["kind"] == "republish"
+    assert again.manifest["metadata"]["reused"] == 0
+    assert again.manifest["metadata"]["read"] == len(state.artifacts(include_source=True))
+    assert listed(again.path / "x86_64") == listed(first.path / "x86_64")
+
+
+def test_gc_keeps_the_newest_generations(tmp_path, pool, builds):
+    publisher = Publisher(tmp_path / "repo", pool, keep=2)
+    for n, key in enumerate(["foo-1", "foo-2", "baz-1", "qux-1"], start=1):
+        publisher.publish(n, state_of(builds, key), GATE)
+
+    assert publisher.gc() == [1, 2]
+    assert publisher.generations() == [3, 4]
+    assert publisher.current().number == 4
+    assert publisher.gc() == []
+
+
+def test_gc_never_deletes_the_generation_current_points_at(tmp_path, pool, builds, monkeypatch):
+    publisher = Publisher(tmp_path / "repo", pool, keep=1)
+    publisher.publish(1, state_of(builds, "foo-1"), GATE)
+    publisher.publish(2, state_of(builds, "foo-2"), GATE)
+    monkeypatch.setattr(Publisher, "_switch", lambda self, n: None)  # crash before the swap
+    publisher.publish(3, state_of(builds, "baz-1"), GATE)
+    monkeypatch.undo()
+
+    assert publisher.gc() == [1]
+    assert publisher.generations() == [2, 3]
+    assert publisher.current().number == 2
+    assert (publisher.root / "current" / "x86_64" / "repodata" / "repomd.xml").is_file()
+
+
+def test_metadata_of_unchanged_packages_is_reused(publisher, builds):
+    publisher.publish(1, state_of(builds, "foo-1", "baz-1"), GATE)
+
+    second = publisher.publish(2, state_of(builds, "foo-1", "baz-1", "qux-1"), GATE)
+
+    # foo, foo-extra, baz (+ foo's SRPM) came from generation 1; only qux was opened
+    assert second.manifest["metadata"]["read"] == 1
+    assert second.manifest["metadata"]["reused"] == 4
+    # and what was reused is what reading the headers would have produced
+    fresh = publisher.republish({"kind": "republish"})
+    for tree in ("x86_64", "src"):
+        reused = primary_packages(second.path / tree)
+        reread = primary_packages(fresh.path / tree)
+        assert reused.keys() == reread.keys()
+        for href, pkg in reused.items():
+            assert cr.xml_dump(pkg) == cr.xml_dump(reread[href]), href
+
+
+def test_a_rebuild_with_the_same_file_name_is_read_not_reused(tmp_path, pool, builds):
+    write_repo_tree(state_of(builds, "foo-1"), pool, tmp_path / "one", ["x86_64"])
+    rebuilt = BuildEntry(
+        "foo", "foo-1.0-1", builds["foo-1-again"].artifacts, origin="final:rebuild"
+    )
+    state = RepoState().with_build(rebuilt)
+
+    stats = write_repo_tree(state, pool, tmp_path / "two", ["x86_64"], reuse=tmp_path / "one")
+
+    assert (stats.read, stats.reused) == (1, 0)
+    assert listed(tmp_path / "two" / "x86_64") == expected(state, "x86_64")
+
+
+def test_unreadable_previous_metadata_falls_back_to_reading_headers(tmp_path, pool, builds):
+    state = state_of(builds, "foo-1", "baz-1")
+    write_repo_tree(state, pool, tmp_path / "one", ["x86_64"])
+    for path in (tmp_path / "one" / "x86_64" / "repodata").glob("*-filelists.xml.gz"):
+        path.write_bytes(b"not gzip, not xml")
+
+    stats = write_repo_tree(state, pool, tmp_path / "two", ["x86_64"], reuse=tmp_path / "one")
+
+    # the x86_64 tree is rebuilt from headers; the intact src tree is still reused
+    assert (stats.read, stats.reused) == (3, 1)
+    assert listed(tmp_path / "two" / "x86_64") == expected(state, "x86_64")
+
+
+def test_repo_tree_refuses_two_different_rpms_with_one_file_name(tmp_path, pool, builds):
+    clash = BuildEntry("foo-fork", "foo-1.0-1", builds["foo-1-again"].artifacts)
+    state = state_of(builds, "foo-1").with_build(clash)
+    with pytest.raises(RepoTreeError, match=r"foo-1\.0-1\.noarch\.rpm"):
+        write_repo_tree(state, pool, tmp_path / "tree", ["x86_64"])
+
+
+def test_manifest_names_what_produced_the_generation(publisher, builds):
+    state = state_of(builds, "foo-1", "bar-1")
+    generation = publisher.publish(1, state, GATE)
+
+    manifest = json.loads((generation.path / "manifest.json").read_text())
+    assert manifest["number"] == 1
+    assert manifest["produced_by"] == GATE
+    assert manifest["packages"] == sorted(state.nevras())
+    assert "foo-0:1.0-1.noarch" in manifest["packages"]
+    assert RepoState.from_json(json.dumps(manifest["state"])) == state
+    assert manifest["created"].endswith("+00:00")
+
+
+def test_readers_see_a_complete_generation_at_every_instant(tmp_path, pool, builds):
+    publisher = Publisher(tmp_path / "repo", pool, keep=100)
+    states = [
+        state_of(builds, "foo-1", "baz-1"),
+        state_of(builds, "foo-2", "qux-1"),
+        state_of(builds, "foo-1", "bar-1", "qux-1"),
+    ]
+    allowed = {frozenset(a.checksum for a in s.artifacts()) for s in states}
+    publisher.publish(1, states[0], GATE)
+    stop = threading.Event()
+    seen: list[frozenset[str]] = []
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        current = publisher.root / "current"
+        while not stop.is_set():
+            try:
+                # what a plain HTTP client does: fetch through the symlink
+                assert (current / "x86_64" / "repodata" / "repomd.xml").is_file()
+                # what a careful client does: pin one generation, then read it whole
+                tree = Path(os.path.realpath(current)) / "x86_64"
+                pkgs = primary_packages(tree)
+                assert all((tree / href).is_file() for href in pkgs)
+                seen.append(frozenset(p.pkgId for p in pkgs.values()))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for n in range(2, 26):
+            publisher.publish(n, states[(n - 1) % len(states)], GATE)
+    finally:
+        stop.set()
+        thread.join()
+
+    assert not errors, errors
+    assert len(seen) > 10
+    assert set(seen) <= allowed
+    assert publisher.current().number == 25
+
+
+def test_a_failed_publish_leaves_the_current_generation_and_no_debris(publisher, builds):
+    publisher.publish(1, state_of(builds, "foo-1"), GATE)
+    missing = replace(builds["baz-1"].artifacts[0], checksum="0" * 64)
+    broken = BuildEntry("baz", "baz-1.0-1", (missing,))
+
+    with pytest.raises(FileNotFoundError):
+        publisher.publish(2, state_of(builds, "foo-1").with_build(broken), GATE)
+
+    assert publisher.current().number == 1
+    assert sorted(p.name for p in (publisher.root / "generations").iterdir()) == ["1"]
