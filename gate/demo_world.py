@@ -39,14 +39,17 @@ class PackageSpec:
     broken_build: bool = False
     #: take Source0 from the lookaside cache
     lookaside: bool = False
+    #: seconds %build sleeps (tests that need builds in flight)
+    build_seconds: float = 0
 
     def render(self) -> str:
         requires = "".join(f"Requires: {r}\n" for r in self.requires)
         provides = "".join(f"Provides: {p}\n" for p in self.provides)
         source = "Source0: %{name}-%{version}.tar.gz\n" if self.lookaside else ""
         prep = "%setup -q\n" if self.lookaside else ""
-        build = ("echo 'error: setup.py: No module named pbr' >&2\nexit 1\n"
-                 if self.broken_build else "echo building %{name} %{version}\n")
+        build = f"sleep {self.build_seconds}\n" if self.build_seconds else ""
+        build += ("echo 'error: setup.py: No module named pbr' >&2\nexit 1\n"
+                  if self.broken_build else "echo building %{name} %{version}\n")
         payload = ("install -m 644 VERSION %{buildroot}/usr/share/%{name}/VERSION\n"
                    if self.lookaside else
                    "echo %{version} > %{buildroot}/usr/share/%{name}/VERSION\n")
@@ -159,7 +162,9 @@ class World:
         self._counter += 1
         ref = f"refs/changes/{self._counter:02d}/{self._counter}/1"
         git(work, "fetch", "-q", "origin", "+refs/heads/main:refs/remotes/origin/main")
-        git(work, "checkout", "-q", "--detach", on or "origin/main")
+        if on:
+            git(work, "fetch", "-q", "origin", on)
+        git(work, "checkout", "-q", "--detach", "FETCH_HEAD" if on else "origin/main")
         self._write(project, spec)
         git(work, "add", "-A")
         git(work, "commit", "-q", "-m", message)

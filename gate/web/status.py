@@ -40,7 +40,7 @@ def item_label(item: ItemRow, build: BuildRow | None) -> str:
     if item.base_generation is None:
         return "waiting (outside the window)"
     if item.merge in ("none", "running"):
-        return "merging"
+        return "speculative merge"
     if item.jobs == "running":
         return "testing"
     if item.jobs == "passed":

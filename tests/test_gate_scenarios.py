@@ -1,0 +1,212 @@
+"""The gate end to end on embedded defaults: real git, rpmbuild, createrepo_c, SQLite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from gate.builds import final_key
+from gate.demo_world import PackageSpec, World, git
+from gate.web.app import store_delivery
+from repo_state.db import session
+from repo_state.models import BuildRow, ChangeRow, ItemRow
+from repo_state.state import RepoState
+from tests.conftest import (
+    CEILO_801,
+    DJANGO_NO_COMPAT,
+    HORIZON_BROKEN,
+    NOVA_1201,
+    propose,
+    running_gate,
+)
+from tests.invariants import check_invariants, failure_of, results
+
+pytestmark = pytest.mark.slow
+
+
+def _nvrs(gate) -> dict[str, str]:
+    return gate.publishers["liberty"].state().nvrs()
+
+
+async def test_bootstrap_publishes_branch_heads_as_one_tested_generation(world: World) -> None:
+    async with running_gate(world) as gate:
+        assert _nvrs(gate) == {"nova": "nova-12.0.0-1", "ceilometer": "ceilometer-8.0.0-1",
+                               "horizon": "horizon-9.0.0-1",
+                               "python-django": "python-django-1.8.0-1"}
+        assert gate.publishers["liberty"].generations() == [1]
+        check_invariants(gate)
+
+
+async def test_a_b_merge_in_order_while_c_and_d_are_rejected(world: World) -> None:
+    async with running_gate(world) as gate:
+        propose(gate, world, "nova", NOVA_1201, "A")
+        propose(gate, world, "ceilometer", CEILO_801, "B")
+        propose(gate, world, "horizon", HORIZON_BROKEN, "C")
+        propose(gate, world, "python-django", DJANGO_NO_COMPAT, "D")
+        gate.wake()
+        await gate.wait_idle(180)
+
+        assert results(gate) == {"merged": ["A", "B"], "rejected": ["C", "D"]}
+        assert "rpmbuild failed" in failure_of(gate, "C")
+        assert "(%build)" in failure_of(gate, "C")
+        assert failure_of(gate, "D") == ("repoclosure: 1 unresolved dependency: "
+                                         "horizon-9.0.0-1.noarch requires python-django-compat")
+        assert _nvrs(gate)["nova"] == "nova-12.0.1-1"
+        assert _nvrs(gate)["ceilometer"] == "ceilometer-8.0.1-1"
+        assert _nvrs(gate)["python-django"] == "python-django-1.8.0-1"
+        publisher = gate.publishers["liberty"]
+        assert publisher.generations() == [1, 2, 3]
+        assert publisher.generation(2).state.nvrs()["ceilometer"] == "ceilometer-8.0.0-1"
+        # B was tested with A's scratch build ahead of it, and A published first
+        with session(gate.engine) as s:
+            b = s.exec(select(ItemRow).join(ChangeRow, ChangeRow.id == ItemRow.change_id)
+                       .where(ChangeRow.title == "B")).one()
+        assert "nova-0:12.0.1-1.noarch" in RepoState.from_json(b.tested_state).nevras()
+        assert b.generation == 3
+        # git: A and B on their branches, C and D not
+        assert "12.0.1" in git(world.remote("nova"), "show", "main:nova.spec")
+        assert "9.0.0" in git(world.remote("horizon"), "show", "main:horizon.spec")
+        check_invariants(gate)
+
+
+async def _seed_conflicting_final_build(world: World, gate) -> None:
+    """Someone already built nova-12.0.1-1 in the build system, from other sources."""
+    other = world.propose("nova", PackageSpec("nova", "12.0.1", lookaside=True,
+                                              requires=("python-oslo-config",)),
+                          "someone else's 12.0.1")
+    sha = await gate.merger.resolve("nova", str(world.remote("nova")), other)
+    tree = git(world.remote("nova"), "rev-parse", f"{sha}^{{tree}}")
+    row = gate.builds.ensure(purpose="final", key=final_key("nova", tree, "outside"),
+                             project="nova", backend="local", commit=sha, tree=tree,
+                             target="outside")
+    await gate.builds.finished(row.id)
+    with session(gate.engine) as s:
+        assert s.get(BuildRow, row.id).state == "passed"
+
+
+async def test_final_build_failure_at_tip_merges_nothing_and_retests_b_without_a(
+        world: World) -> None:
+    async with running_gate(world) as gate:
+        await _seed_conflicting_final_build(world, gate)
+        propose(gate, world, "nova", NOVA_1201, "A")
+        propose(gate, world, "ceilometer", CEILO_801, "B")
+        gate.wake()
+        await gate.wait_idle(180)
+
+        assert results(gate) == {"rejected": ["A", "B"]}
+        assert "final build failed: build nova-12.0.1-1 already exists" in failure_of(gate, "A")
+        assert failure_of(gate, "B") == ("repoclosure: 1 unresolved dependency: "
+                                         "ceilometer-8.0.1-1.noarch requires nova >= 12.0.1")
+        assert gate.publishers["liberty"].generations() == [1]  # nothing published
+        assert "12.0.0" in git(world.remote("nova"), "show", "main:nova.spec")
+        with session(gate.engine) as s:
+            b = s.exec(select(ItemRow).join(ChangeRow, ChangeRow.id == ItemRow.change_id)
+                       .where(ChangeRow.title == "B")).one()
+        assert b.attempt >= 2 and json.loads(b.base_ahead) == []
+        check_invariants(gate)
+
+
+async def test_independent_item_reuses_its_scratch_build_when_the_item_ahead_fails(
+        world: World) -> None:
+    async with running_gate(world) as gate:
+        propose(gate, world, "python-django", DJANGO_NO_COMPAT, "D")
+        propose(gate, world, "ceilometer", PackageSpec("ceilometer", "8.0.1",
+                                                      requires=("nova >= 12.0.0",)), "E")
+        gate.wake()
+        await gate.wait_idle(180)
+
+        assert results(gate) == {"rejected": ["D"], "merged": ["E"]}
+        with session(gate.engine) as s:
+            e = s.exec(select(ItemRow).join(ChangeRow, ChangeRow.id == ItemRow.change_id)
+                       .where(ChangeRow.title == "E")).one()
+            build = s.exec(select(BuildRow).where(BuildRow.purpose == "scratch",
+                                                  BuildRow.key == e.build_key)).one()
+        assert e.attempt == 2  # tested behind D, then reset when D failed
+        assert build.submissions == 1
+        assert gate.backends["local"].rebuild_count("scratch", e.build_key) == 1
+        check_invariants(gate)
+
+
+async def test_merge_conflict_between_two_changes_to_one_project(world: World) -> None:
+    async with running_gate(world) as gate:
+        propose(gate, world, "nova", NOVA_1201, "X")
+        propose(gate, world, "nova", PackageSpec("nova", "12.0.2", lookaside=True), "Y")
+        gate.wake()
+        await gate.wait_idle(180)
+
+        assert results(gate) == {"merged": ["X"], "rejected": ["Y"]}
+        assert failure_of(gate, "Y").startswith("merge conflict with ")
+        assert "nova.spec" in failure_of(gate, "Y")
+        check_invariants(gate)
+
+
+async def test_stacked_changes_in_one_project_merge_in_order(world: World) -> None:
+    async with running_gate(world) as gate:
+        first = world.propose("nova", NOVA_1201, "X")
+        store_delivery(gate, "api", "change.proposed",
+                       {"project": "nova", "ref": first, "title": "X", "approve": True}, None)
+        propose(gate, world, "nova", PackageSpec("nova", "12.0.2", lookaside=True), "Y",
+                on=first)
+        gate.wake()
+        await gate.wait_idle(180)
+        assert results(gate) == {"merged": ["X", "Y"]}
+        assert _nvrs(gate)["nova"] == "nova-12.0.2-1"
+        check_invariants(gate)
+
+
+async def test_direct_push_becomes_a_post_item_included_in_items_behind(world: World) -> None:
+    async with running_gate(world) as gate:
+        world.push_direct("nova", PackageSpec("nova", "12.0.2", lookaside=True), "hotfix")
+        store_delivery(gate, "api", "ref.updated", {"project": "nova"}, None)
+        propose(gate, world, "ceilometer", PackageSpec("ceilometer", "8.0.2",
+                                                      requires=("nova >= 12.0.2",)), "F")
+        gate.wake()
+        await gate.wait_idle(180)
+
+        assert results(gate) == {"merged": ["F"]}
+        with session(gate.engine) as s:
+            post = s.exec(select(ItemRow).where(ItemRow.kind == "post",
+                                                ItemRow.project == "nova")).all()[-1]
+            f = s.exec(select(ItemRow).where(ItemRow.kind == "gate")).one()
+        assert post.result == "merged" and post.generation == 2
+        assert "nova-0:12.0.2-1.noarch" in RepoState.from_json(f.tested_state).nevras()
+        assert f.generation == 3
+        assert _nvrs(gate)["nova"] == "nova-12.0.2-1"
+        check_invariants(gate)
+
+
+async def test_branch_polling_sees_a_direct_push(world: World) -> None:
+    async with running_gate(world, ) as gate:
+        sha = world.push_direct("horizon", PackageSpec("horizon", "9.0.2",
+                                                      requires=("python-django-compat",)), "x")
+        from gate.ingest import poll_queue
+
+        await poll_queue(gate, "liberty")
+        await gate.wait_idle(120)
+        assert _nvrs(gate)["horizon"] == "horizon-9.0.2-1"
+        with session(gate.engine) as s:
+            change = s.exec(select(ChangeRow).where(ChangeRow.sha == sha)).one()
+        assert change.state == "merged"
+        check_invariants(gate)
+
+
+async def test_every_published_generation_passes_repoclosure(world: World, tmp_path: Path) -> None:
+    async with running_gate(world) as gate:
+        propose(gate, world, "nova", NOVA_1201, "A")
+        propose(gate, world, "ceilometer", CEILO_801, "B")
+        propose(gate, world, "python-django", DJANGO_NO_COMPAT, "D")
+        gate.wake()
+        await gate.wait_idle(180)
+        publisher = gate.publishers["liberty"]
+        for number in publisher.generations():
+            path = publisher.generation(number).path / "x86_64"
+            out = subprocess.run(["createrepo_c", "--version"], capture_output=True)
+            assert out.returncode == 0
+            assert (path / "repodata" / "repomd.xml").exists()
+        from gate.demo import _check_generations
+
+        assert await _check_generations(gate, tmp_path) == []
