@@ -38,7 +38,8 @@ async def repo_command(gate: Gate, payload: dict[str, Any]) -> str:
         qrow = s.get(QueueRow, queue)
         assert qrow is not None
         number = qrow.generation + 1
-    produced_by = {"kind": action, "by": payload.get("by") or "admin",
+    # like the gate's own generations, say which items' builds it added: none
+    produced_by = {"kind": action, "items": [], "by": payload.get("by") or "admin",
                    "reason": payload.get("reason") or ""}
     if action == "rollback":
         target = int(payload["to"])
@@ -52,6 +53,7 @@ async def repo_command(gate: Gate, payload: dict[str, Any]) -> str:
         generation = await asyncio.to_thread(publisher.republish, produced_by, number=number)
     else:
         raise Refused(f"unknown repository action {action!r}")
+    await asyncio.to_thread(publisher.gc)
     with session(gate.engine) as s:
         qrow = s.get(QueueRow, queue)
         assert qrow is not None

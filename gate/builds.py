@@ -22,6 +22,7 @@ from sqlmodel import select
 
 from gate.builders.base import (
     BuildBackend,
+    BuildError,
     BuildOutcome,
     BuildRequest,
     Lookaside,
@@ -157,6 +158,10 @@ class Builds:
                 await asyncio.sleep(TRANSIENT_RETRY)
             except asyncio.CancelledError:
                 raise
+            except BuildError as exc:  # refused by the backend (e.g. the NVR exists)
+                log.info("build %s refused: %s", build_id, exc)
+                outcome = BuildOutcome(ok=False, reason=str(exc))
+                break
             except Exception as exc:  # a bug or an unexpected backend error
                 log.exception("build %s crashed", build_id)
                 outcome = BuildOutcome(ok=False, reason=f"build error: {exc}")

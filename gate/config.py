@@ -68,12 +68,16 @@ class KojiBackendConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_keys(self) -> KojiBackendConfig:
-        from gate.builders.koji_config import KojiConfig
+        from gate.builders.koji_config import KojiConfig, KojiConfigError
 
         known = {f.name for f in dataclasses.fields(KojiConfig)}
         for key in (self.model_extra or {}):
             if key not in known:
                 raise ValueError(f"unknown key {key!r} (known: {', '.join(sorted(known))})")
+        try:
+            KojiConfig(**(self.model_extra or {})).resolve()
+        except (KojiConfigError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
         return self
 
     def koji_config(self) -> Any:
@@ -89,7 +93,7 @@ class PublisherConfig(_Strict):
     #: directory holding generations/ and the `current` symlink
     root: Path
     arches: tuple[str, ...] = ("x86_64",)
-    #: generations kept besides the current one
+    #: how many of the newest generations are kept on disk (the current one always is)
     keep: Annotated[int, Field(ge=1)] = 5
     #: URL clients use for root (shown in status and the demo), optional
     url: str | None = None
@@ -171,7 +175,7 @@ class ListenConfig(_Strict):
 
 class AuthConfig(_Strict):
     #: bearer tokens accepted by the admin and change API (empty: open, for local use)
-    api_tokens: tuple[str, ...] = ()
+    api_tokens: tuple[Annotated[str, Field(min_length=16)], ...] = ()
 
 
 class Config(_Strict):
@@ -259,19 +263,38 @@ class _KeyError(ValueError):
 def _format(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for err in error.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        loc = ".".join(str(p) for p in _user_loc(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
-        # discriminated unions put the tag in the path; keep the user's keys only
-        loc = re.sub(r"\.(local|koji|repoclosure-job|command-job)(?=\.|$)", "", loc)
         lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
     return "\n".join(lines)
+
+
+def _user_loc(loc: tuple[int | str, ...]) -> list[int | str]:
+    """The user's keys only: discriminated unions put their tag in the path.
+
+    The tag sits right after a backend's name or a job's index; a user's own
+    name that happens to equal a tag ("local", "koji") is kept.
+    """
+    keep: list[int | str] = []
+    for i, part in enumerate(loc):
+        if str(part).startswith("function-"):
+            continue
+        backend_tag = i == 2 and loc[0] == "backends" and part in ("local", "koji")
+        job_tag = (i >= 2 and loc[i - 2] == "jobs" and isinstance(loc[i - 1], int)
+                   and part in ("repoclosure-job", "command-job"))
+        if not (backend_tag or job_tag):
+            keep.append(part)
+    return keep
 
 
 def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
     """Validate a loaded YAML document; relative paths resolve against ``base_dir``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
-    data = _expand(data)
+    try:
+        data = _expand(data, ())
+    except _KeyError as exc:
+        raise ConfigError(f"{source}: invalid configuration\n  {exc}") from None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -291,14 +314,30 @@ def load_config(path: Path) -> Config:
     return parse_config(data, str(path), Path(path).resolve().parent)
 
 
-def _expand(value: Any) -> Any:
-    """Expand ${VAR} in strings (secrets are kept out of the file)."""
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: Any, path: tuple[str, ...]) -> Any:
+    """Replace ``${VAR}`` with the environment's value (secrets stay out of the file).
+
+    Only the braced form is expanded, so ``$HOME`` in a job's command reaches
+    the shell untouched; ``$${VAR}`` is a literal ``${VAR}``.  An unset
+    variable is an error naming the key, never a literal.
+    """
     if isinstance(value, str):
-        return os.path.expandvars(value)
+        def sub(match: re.Match[str]) -> str:
+            if match.start() > 0 and value[match.start() - 1] == "$":
+                return match.group(0)
+            name = match.group(1)
+            if name not in os.environ:
+                raise _KeyError(".".join(path), f"environment variable {name} is not set")
+            return os.environ[name]
+
+        return _VAR.sub(sub, value).replace("$${", "${")
     if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
+        return {k: _expand(v, (*path, str(k))) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v) for v in value]
+        return [_expand(v, (*path, str(i))) for i, v in enumerate(value)]
     return value
 
 

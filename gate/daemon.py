@@ -60,7 +60,7 @@ def make_backends(config: Config, pool: Pool) -> dict[str, BuildBackend]:
             from gate.builders.koji import KojiBackend
 
             backends[name] = KojiBackend(cfg.koji_config(), pool,
-                                         config.state_dir / "koji" / name)
+                                         config.state_dir / "backends" / name)
     return backends
 
 
@@ -281,6 +281,7 @@ class Gate:
             s.add_all([item, qrow])
             s.commit()
         self.cancel_item_tasks(item_id)
+        testing.drop_speculative_repos(self, item_id)
         self.emit("item", item=item_id, queue=queue, project=item.project, kind=item.kind,
                   state=result, reason=reason, change=item.change_id,
                   generation=item.generation)

@@ -45,10 +45,17 @@ async def process_deliveries(gate: Gate) -> int:
         try:
             if handler is None:
                 raise Refused(f"unknown event type {delivery.event_type!r}")
-            result = await handler(gate, json.loads(delivery.payload))
+            payload = json.loads(delivery.payload)
+            payload["_delivery"] = delivery.id
+            result = await handler(gate, payload)
         except (Refused, GitError, KeyError, ValueError) as exc:
             error = str(exc)
             log.warning("delivery %s (%s) refused: %s", delivery.id, delivery.event_type, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an I/O fault: report it, keep the gate going
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("delivery %s (%s) failed", delivery.id, delivery.event_type)
         with session(gate.engine) as s:
             row = s.get(Delivery, delivery.id)
             assert row is not None
@@ -67,13 +74,19 @@ async def _change_proposed(gate: Gate, payload: dict[str, Any]) -> str:
     if project is None:
         raise Refused(f"unknown project {project_name!r}")
     ref = payload["ref"]
-    sha = await gate.merger.resolve(project_name, project.git, ref)
     with session(gate.engine) as s:
-        change = ChangeRow(project=project_name, ref=ref, sha=sha,
-                           title=payload.get("title") or ref)
-        s.add(change)
-        s.commit()
-        s.refresh(change)
+        # a restart may process the same delivery again: never make a second change
+        change = s.exec(select(ChangeRow).where(
+            ChangeRow.delivery_id == payload["_delivery"])).first()
+    if change is None:
+        sha = await gate.merger.resolve(project_name, project.git, ref)
+        with session(gate.engine) as s:
+            change = ChangeRow(project=project_name, ref=ref, sha=sha,
+                               title=payload.get("title") or ref,
+                               delivery_id=payload["_delivery"])
+            s.add(change)
+            s.commit()
+            s.refresh(change)
     gate.emit("change", change=change.id, project=project_name, state="proposed", sha=sha,
               title=change.title)
     if payload.get("approve"):
@@ -147,6 +160,8 @@ async def _item_promote(gate: Gate, payload: dict[str, Any]) -> str:
         item = s.get(ItemRow, item_id)
         if item is None or not item.active or item.kind != ItemKind.GATE:
             raise Refused(f"item {item_id} is not a queued gate item")
+        if item.tip in ("merge", "publish", "done"):
+            raise Refused(f"item {item_id} is being merged or published already")
         first = s.exec(select(func.min(ItemRow.seq)).where(
             ItemRow.queue == item.queue, col(ItemRow.active), ItemRow.kind == "gate",
             ItemRow.tip == "none")).one()
@@ -160,7 +175,7 @@ async def _ref_updated(gate: Gate, payload: dict[str, Any]) -> str:
     project = payload["project"]
     if project not in gate.config.projects:
         raise Refused(f"unknown project {project!r}")
-    created = await poll_project(gate, project)
+    created = await poll_project(gate, project, force=bool(payload.get("force")))
     return f"post item {created}" if created else "no new commits"
 
 
@@ -181,6 +196,13 @@ HANDLERS: dict[str, Handler] = {
     "repo.republish": _repo_command,
     "repo.rollback": _repo_command,
 }
+
+
+def _not_queued(s: Session, project: str, sha: str) -> bool:
+    active = s.exec(select(ItemRow).join(ChangeRow, col(ChangeRow.id) == ItemRow.change_id)
+                    .where(ItemRow.project == project, col(ItemRow.active),
+                           ChangeRow.sha == sha)).first()
+    return active is None
 
 
 def _next_seq(s: Session, queue: str) -> float:
@@ -205,11 +227,13 @@ async def poll_forever(gate: Gate, queue: str) -> None:
         await poll_queue(gate, queue)
 
 
-async def poll_project(gate: Gate, project: str) -> int | None:
+async def poll_project(gate: Gate, project: str, force: bool = False) -> int | None:
     """Turn a branch head the gate did not push into a post item.
 
     On first sight of a project whose package is not published yet, its head
     becomes a post item too: that is how a new repository is bootstrapped.
+    ``force`` makes a post item of the head even when it was seen already: the
+    release engineer's retry after a direct push's final build failed.
     """
     cfg = gate.config.projects[project]
     head = await gate.merger.branch_head(project, cfg.git, cfg.branch)
@@ -217,7 +241,7 @@ async def poll_project(gate: Gate, project: str) -> int | None:
     with session(gate.engine) as s:
         row = s.get(ProjectRow, project)
         known = row.branch_head if row else None
-        if known == head:
+        if known == head and not (force and _not_queued(s, project, head)):
             return None
         pushing = s.exec(select(ItemRow).where(
             ItemRow.project == project, col(ItemRow.active), ItemRow.tip == "merge")).first()

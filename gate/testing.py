@@ -45,8 +45,15 @@ def start_attempt(gate: Gate, item_id: int, base: Base) -> None:
         s.add(item)
         s.commit()
     gate.cancel_item_tasks(item_id)
+    drop_speculative_repos(gate, item_id)
     gate.emit("item", item=item_id, project=item.project, state="testing",
               attempt=item.attempt, base=list(base.ahead), generation=base.generation)
+
+
+def drop_speculative_repos(gate: Gate, item_id: int) -> None:
+    """Remove the speculative repos of an item's earlier attempts (nothing tests on them)."""
+    for path in (gate.state_dir / "speculative").glob(f"{item_id}-*"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def prepare(gate: Gate, queue: str, item_id: int) -> None:

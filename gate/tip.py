@@ -222,6 +222,17 @@ async def _publish(gate: Gate, queue: str, item_ids: tuple[int, ...]) -> None:
     for item, final in zip(items, finals, strict=True):
         gate.emit("item", item=item.id, project=item.project, state="published",  # type: ignore
                   generation=number, nvr=final.nvr, path=str(generation.path))  # type: ignore
+        gate.spawn(_after_publish(gate, final), f"after-publish-{final.id}")  # type: ignore
+
+
+async def _after_publish(gate: Gate, final: BuildRow) -> None:
+    """Post-publish work of the backend (tagging); a failure is reported, not fatal."""
+    try:
+        await gate.backends[final.backend].after_publish(final.nvr)
+    except Exception as exc:
+        log.error("after publishing %s: %s", final.nvr, exc)
+        gate.emit("build", build=final.id, nvr=final.nvr, state="after-publish-failed",
+                  reason=str(exc))
 
 
 # -- recovery ----------------------------------------------------------------------------------

@@ -44,8 +44,10 @@ class ChangeRow(SQLModel, table=True):
     ref: str
     sha: str
     title: str = ""
-    #: proposed | approved | merged | rejected | dequeued | pushed
+    #: proposed | queued | merged | rejected | dequeued | pushed
     state: str = "proposed"
+    #: the delivery that created it (processing a delivery twice finds it again)
+    delivery_id: int | None = Field(default=None, unique=True)
     reason: str = ""
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

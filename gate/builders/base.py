@@ -136,5 +136,8 @@ class BuildBackend(abc.ABC):
     async def find_final(self, package: str, nvr: str) -> ExistingBuild | None:
         """The final build of ``nvr`` the backend already has, if any."""
 
+    async def after_publish(self, nvr: str) -> None:  # noqa: B027 - optional hook
+        """A final build was published in a new generation (Koji: tag it)."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and worker processes."""

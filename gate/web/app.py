@@ -75,7 +75,7 @@ class _BadRequest(Exception):
 def store_delivery(gate: Gate, source: str, event_type: str, payload: dict[str, Any],
                    key: str | None) -> tuple[Delivery, bool]:
     """Commit the event; returns (delivery, created).  Idempotent on ``key``."""
-    delivery_key = f"{source}:{key}" if key else f"{source}:{uuid.uuid4()}"
+    delivery_key = f"{source}:{event_type}:{key or uuid.uuid4()}"
     with session(gate.engine) as s:
         existing = s.exec(select(Delivery).where(Delivery.delivery_key == delivery_key)).first()
         if existing is not None:
@@ -105,7 +105,8 @@ def _accepted(request: web.Request, delivery: Delivery, created: bool) -> web.Re
 async def _store(request: web.Request, event_type: str, payload: dict[str, Any]) -> web.Response:
     delivery, created = store_delivery(_gate(request), "api", event_type, payload,
                                        request.headers.get("Idempotency-Key"))
-    log.info("accepted %s delivery %s: %s", event_type, delivery.id, payload)
+    if created:
+        log.info("accepted %s delivery %s: %s", event_type, delivery.id, payload)
     return _accepted(request, delivery, created)
 
 
@@ -157,8 +158,9 @@ async def ref_updated(request: web.Request) -> web.Response:
     project = body.get("project")
     if project not in _gate(request).config.projects:
         return _error(404 if isinstance(project, str) else 400, f"unknown project {project!r}")
-    return await _store(request, "ref.updated", {"project": project,
-                                                 "new": body.get("new"), "old": body.get("old")})
+    return await _store(request, "ref.updated", {"project": project, "new": body.get("new"),
+                                                 "old": body.get("old"),
+                                                 "force": bool(body.get("force"))})
 
 
 # -- admin API ---------------------------------------------------------------------------------

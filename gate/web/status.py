@@ -130,7 +130,9 @@ def status(gate: Gate, s: Session, recent: int = 20) -> dict[str, Any]:
             "items": [item_doc(gate, s, item, i) for i, item in enumerate(items)],
             "recent": [item_doc(gate, s, item, None) for item in finished],
         })
-    return {"queues": queues}
+    backends = {name: backend.status() for name, backend in gate.backends.items()
+                if callable(getattr(backend, "status", None))}
+    return {"queues": queues, "backends": backends}
 
 
 def repo_doc(gate: Gate, s: Session, name: str) -> dict[str, Any] | None:

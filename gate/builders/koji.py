@@ -1,0 +1,626 @@
+"""The ``koji`` build backend: scratch builds for the gate, final builds at the tip.
+
+Scratch builds are made from the speculative merge, as an SRPM built here
+and uploaded to ``<upload_dir>/rpmgate-<purpose>-<key>-<tree>/`` (default), or
+from the project's SCM URL (``git+https://host/rpms/<name>.git#<sha>``).
+Final builds come from whichever source ``final_source`` names; before one is
+submitted ``getBuild(nvr)`` decides: a COMPLETE or BUILDING build of the same
+sources is taken over (a restart after a crash needs this), one of other
+sources fails the item with a clear message, a FAILED or CANCELED one may be
+built again, as Koji allows.
+
+The pieces, one module each: :mod:`~gate.builders.koji_config` (profile and
+overrides), :mod:`~gate.builders.koji_session` (``ClientSession`` pool,
+logins, retries), :mod:`~gate.builders.koji_watch` (multicall poller),
+:mod:`~gate.builders.koji_download` (top URL to pool),
+:mod:`~gate.builders.koji_journal` (what was submitted, for crash recovery).
+A task reference is the Koji task id as a string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import koji
+
+from gate.builders.base import (
+    BuildBackend,
+    BuildError,
+    BuildOutcome,
+    BuildRequest,
+    ExistingBuild,
+    TaskLost,
+    TransientBackendError,
+)
+from gate.builders.koji_config import KojiConfig
+from gate.builders.koji_download import Downloader, RemoteRpm
+from gate.builders.koji_journal import Submission, SubmissionJournal
+from gate.builders.koji_session import HubSession, HubUnavailable, describe, is_transient
+from gate.builders.koji_watch import TaskReport, TaskWatcher
+from gate.builders.srpm import SrpmError, SrpmResult, build_srpm, rpmbuild_dir_defines, run_capture
+from repo_state.pool import Pool
+
+log = logging.getLogger(__name__)
+
+# Tasks a search after a lost reply may return: not CANCELED (that one is
+# obsolete and may be submitted again), FAILED included (a real result).
+_FINDABLE_STATES = [koji.TASK_STATES[s] for s in ("FREE", "OPEN", "ASSIGNED", "CLOSED", "FAILED")]
+_UPLOAD_TREE = re.compile(r"rpmgate-(?:scratch|final)-[^/]*?-([0-9a-f]{40}|[0-9a-f]{64})(?:-\d+)?/")
+
+
+class KojiBackend(BuildBackend):
+    """Builds in Koji through the real ``koji.ClientSession``."""
+
+    name = "koji"
+
+    def __init__(
+        self,
+        config: KojiConfig,
+        pool: Pool,
+        state_dir: Path,
+        session_factory: Callable[[str, dict[str, Any]], koji.ClientSession] = koji.ClientSession,
+    ) -> None:
+        self.config = config
+        self.conn = config.resolve()
+        self.pool = pool
+        self.state_dir = Path(state_dir)
+        self.hub = HubSession(self.conn, config, session_factory)
+        self.watcher = TaskWatcher(self.hub, config.poll_interval)
+        self.downloader = Downloader(self.conn, config, pool, self.state_dir / "koji" / "downloads")
+        self.journal = SubmissionJournal(self.state_dir / "koji" / "submissions")
+        self.paths = koji.PathInfo(topdir=self.conn.topurl)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._dist: dict[str, str] = {}
+        #: ``build`` tasks this process created, by purpose
+        self.submitted: Counter[str] = Counter()
+
+    def task_url(self, task_id: int) -> str:
+        return f"{self.conn.weburl}/taskinfo?taskID={task_id}"
+
+    def status(self) -> dict[str, Any]:
+        """Hub health and in-flight tasks, for the status API."""
+        return {
+            "backend": self.name,
+            "hub": self.conn.server,
+            "in_flight": len(self.watcher),
+            "poll_cycles": self.watcher.cycles,
+            "tasks": self.watcher.progress(),
+            **self.hub.health.as_dict(),
+        }
+
+    # -- BuildBackend -------------------------------------------------------
+
+    async def submit(self, request: BuildRequest) -> str:
+        """Submit a build, or return the task already submitted for this purpose and key."""
+        async with self._lock(f"{request.purpose}:{request.key}"):
+            with _translated(f"submit the {request.purpose} build of {request.project}"):
+                return await self._submit(request)
+
+    async def _submit(self, request: BuildRequest) -> str:
+        record = await asyncio.to_thread(self.journal.load, request.purpose, request.key)
+        previous: list[int] = list(record.previous) if record else []
+        if record is not None and record.task_id is not None:
+            if await self._still_useful(record.task_id):
+                return str(record.task_id)
+            previous.append(record.task_id)
+        if request.purpose == "final":
+            return await self._submit_final(request, previous)
+        return await self._submit_scratch(request, previous)
+
+    async def wait(self, task_ref: str, request: BuildRequest) -> BuildOutcome:
+        """Wait for the task (polled with all others) and fetch its RPMs into the pool."""
+        report = await self.watcher.wait(_task_id(task_ref))
+        return await self._outcome(report)
+
+    async def cancel(self, task_ref: str) -> None:
+        """``cancelTask`` (children included); a finished or unknown task is left alone."""
+        try:
+            task_id = _task_id(task_ref)
+        except TaskLost:
+            return
+        with _translated(f"cancel task {task_id}"):
+            try:
+                await self.hub.call("cancelTask", task_id, login=True)
+            except koji.GenericError as exc:
+                if "No such task" not in str(exc):
+                    raise
+
+    async def recover(self, request: BuildRequest) -> str | None:
+        """Find the task submitted for ``request`` before a crash, without submitting."""
+        with _translated(f"recover the {request.purpose} build of {request.project}"):
+            return await self._recover(request)
+
+    async def _recover(self, request: BuildRequest) -> str | None:
+        record = await asyncio.to_thread(self.journal.load, request.purpose, request.key)
+        if record is not None and record.task_id is not None:
+            info = await self.hub.call("getTaskInfo", record.task_id)
+            if info is None or info["state"] == koji.TASK_STATES["CANCELED"]:
+                return None
+            return str(record.task_id)
+        if record is None:
+            # No intent on disk: nothing was uploaded or submitted by the
+            # journal's owner; still look where this request would have gone.
+            record = self._intent_for(
+                request,
+                self.config.scratch_source
+                if request.purpose == "scratch"
+                else self.config.final_source,
+            )
+        found = await self._find_task(record)
+        if found is None:
+            return None
+        record.task_id = found
+        await asyncio.to_thread(self.journal.save, record)
+        return str(found)
+
+    async def find_final(self, package: str, nvr: str) -> ExistingBuild | None:
+        """The hub's build of ``nvr`` (COMPLETE ones with their RPMs, fetched into the pool)."""
+        with _translated(f"look up build {nvr}"):
+            return await self._find_final(nvr)
+
+    async def _find_final(self, nvr: str) -> ExistingBuild | None:
+        build = await self.hub.call("getBuild", nvr)
+        if not build:
+            return None
+        state = koji.BUILD_STATES[build["state"]]
+        scm, upload = await self._build_source(build)
+        tree = _tree_from_upload(upload) if upload else None
+        artifacts: tuple = ()
+        if state == "COMPLETE":
+            rpms = await self.hub.call("listRPMs", buildID=build["id"])
+            artifacts = await self.downloader.fetch_all([self._final_rpm(build, r) for r in rpms])
+        task_id = build.get("task_id")
+        return ExistingBuild(
+            nvr=build["nvr"],
+            state=state,
+            source=tree or scm or upload or "",
+            task_ref=str(task_id) if task_id else None,
+            artifacts=artifacts,
+        )
+
+    async def tag_build(self, tag: str, nvr: str) -> None:
+        """Tag ``nvr`` into ``tag`` (``tagBuild``) and wait for it; a no-op if already there."""
+        if await self._is_tagged(tag, nvr):
+            return
+        task_id: int | None = None
+        with _translated(f"tag {nvr} into {tag}"):
+            first = True
+            async for attempt in self.hub.retrying(f"tagBuild {tag} {nvr}"):
+                with attempt:
+                    # a failed attempt may have reached the hub: look before retrying
+                    if not first and await self._is_tagged(tag, nvr):
+                        return
+                    first = False
+                    try:
+                        task_id = int(
+                            await self.hub.call("tagBuild", tag, nvr, login=True, retry=False)
+                        )
+                    except koji.RetryError:
+                        if await self._is_tagged(tag, nvr):
+                            return
+                        raise
+        assert task_id is not None
+        report = await self.watcher.wait(task_id)
+        if report.state == "CLOSED" or await self._is_tagged(tag, nvr):
+            return
+        raise BuildError(
+            f"tagging {nvr} into {tag} failed (task {task_id}): {report.fault or report.state}"
+        )
+
+    async def after_publish(self, nvr: str) -> None:
+        """Tag a published final build into ``tag_after_publish``, when configured."""
+        if self.config.tag_after_publish:
+            await self.tag_build(self.config.tag_after_publish, nvr)
+
+    async def close(self) -> None:
+        """Stop polling and log out; tasks keep running on the hub."""
+        await self.watcher.close()
+        await self.downloader.close()
+        await self.hub.close()
+
+    # -- submitting ---------------------------------------------------------------
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def _target(self, request: BuildRequest) -> str:
+        target = request.target or self.config.target
+        if not target:
+            raise BuildError(f"{request.project}: no Koji build target (request or koji.target)")
+        return target
+
+    async def _still_useful(self, task_id: int) -> bool:
+        info = await self.hub.call("getTaskInfo", task_id)
+        if info is None:
+            return False
+        return info["state"] not in (koji.TASK_STATES["CANCELED"], koji.TASK_STATES["FAILED"])
+
+    async def _submit_scratch(self, request: BuildRequest, previous: list[int]) -> str:
+        srpm = await self._srpm(request) if self.config.scratch_source == "srpm" else None
+        try:
+            record = self._intent_for(request, self.config.scratch_source, srpm, previous)
+            return await self._start(record, srpm)
+        finally:
+            await self._drop_srpm(request)
+
+    async def _submit_final(self, request: BuildRequest, previous: list[int]) -> str:
+        # The NVR decides everything here, and only the spec knows it: build
+        # the SRPM even when the build itself will come from SCM.
+        srpm = await self._srpm(request)
+        try:
+            nvr = await self._koji_nvr(request, srpm)
+            async with self._lock(f"nvr:{nvr}"):
+                build = await self.hub.call("getBuild", nvr)
+                if build:
+                    adopted = await self._existing_final(request, nvr, build)
+                    if adopted is not None:
+                        record = self._intent_for(request, self.config.final_source, srpm, previous)
+                        record.nvr, record.task_id, record.adopted = nvr, adopted, True
+                        await asyncio.to_thread(self.journal.save, record)
+                        log.info(
+                            "taking over %s build %s (task %s)",
+                            koji.BUILD_STATES[build["state"]],
+                            nvr,
+                            adopted,
+                        )
+                        return str(adopted)
+                mode = self.config.final_source
+                record = self._intent_for(request, mode, srpm if mode == "srpm" else None, previous)
+                record.nvr = nvr
+                return await self._start(record, srpm if mode == "srpm" else None)
+        finally:
+            await self._drop_srpm(request)
+
+    def _intent_for(
+        self,
+        request: BuildRequest,
+        mode: str,
+        srpm: SrpmResult | None = None,
+        previous: list[int] | None = None,
+    ) -> Submission:
+        """The submission record for ``request`` built from ``mode`` ("srpm" or "scm")."""
+        previous = list(previous or [])
+        common = {
+            "purpose": request.purpose,
+            "key": request.key,
+            "project": request.project,
+            "target": self._target(request),
+            "scratch": request.purpose == "scratch",
+            "commit": request.commit,
+            "tree": request.tree,
+            "intent_at": time.time(),
+            "previous": previous,
+        }
+        if mode == "scm":
+            if not request.scm_url:
+                raise BuildError(
+                    f"{request.project}: Koji {request.purpose} builds come from SCM "
+                    f"({request.purpose}_source: scm) but the project has no SCM URL"
+                )
+            url = (
+                request.scm_url if "#" in request.scm_url else f"{request.scm_url}#{request.commit}"
+            )
+            return Submission(source=url, **common)
+        # One directory per purpose, key, tree and attempt: a task whose request
+        # names it was submitted for exactly this (what recover() looks for).
+        key = re.sub(r"[^A-Za-z0-9]", "", request.key)[:16] or "nokey"
+        upload_dir = f"{self.config.upload_dir}/rpmgate-{request.purpose}-{key}-{request.tree}"
+        if previous:
+            upload_dir += f"-{len(previous)}"
+        if srpm is None:  # recover() without a journal: match on the directory only
+            return Submission(source=upload_dir + "/", upload_dir=upload_dir, **common)
+        return Submission(source=f"{upload_dir}/{srpm.path.name}", upload_dir=upload_dir, **common)
+
+    async def _start(self, record: Submission, srpm: SrpmResult | None) -> str:
+        await asyncio.to_thread(
+            self.journal.save, record
+        )  # the intent, before anything reaches the hub
+        if srpm is not None:
+            assert record.upload_dir is not None
+            await self.hub.upload(srpm.path, record.upload_dir)
+        task_id = await self._create_task(record)
+        record.task_id = task_id
+        await asyncio.to_thread(self.journal.save, record)
+        log.info(
+            "submitted %s build of %s as Koji task %d", record.purpose, record.project, task_id
+        )
+        return str(task_id)
+
+    async def _create_task(self, record: Submission) -> int:
+        """Call ``build`` once; after a failure that may hide a created task, look for it first."""
+        opts: dict[str, Any] = {"scratch": True} if record.scratch else {}
+        kwargs: dict[str, Any] = {}
+        if self.config.priority is not None:
+            kwargs["priority"] = self.config.priority
+        if self.config.channel:
+            kwargs["channel"] = self.config.channel
+        what = f"build {record.source}"
+        with _translated(f"{what} for {record.target}"):
+            first = True
+            async for attempt in self.hub.retrying(what):
+                with attempt:
+                    if not first and (found := await self._find_task(record)) is not None:
+                        return found
+                    first = False
+                    try:
+                        task_id = await self.hub.call(
+                            "build",
+                            record.source,
+                            record.target,
+                            opts,
+                            login=True,
+                            retry=False,
+                            **kwargs,
+                        )
+                    except koji.RetryError:
+                        # the hub ran this very call before; its reply was lost
+                        if (found := await self._find_task(record)) is not None:
+                            return found
+                        raise
+                    self.submitted[record.purpose] += 1
+                    return int(task_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _find_task(self, record: Submission) -> int | None:
+        """The newest ``build`` task of ours whose request matches ``record``, if any."""
+        owner = await self.hub.user_id()
+        tasks = await self.hub.call(
+            "listTasks",
+            {
+                "method": "build",
+                "owner": owner,
+                "state": _FINDABLE_STATES,
+                "createdAfter": record.intent_at - 3600,
+            },
+            {"order": "-id", "limit": 500},
+        )
+        candidates = [t["id"] for t in tasks if t["id"] not in record.previous]
+        if not candidates:
+            return None
+        requests = await self.hub.multicall([("getTaskRequest", (i,), {}) for i in candidates])
+        for task_id, req in zip(candidates, requests, strict=True):
+            if not isinstance(req, list) or len(req) < 2:
+                continue
+            opts = req[2] if len(req) > 2 and isinstance(req[2], dict) else {}
+            if record.matches(str(req[0]), str(req[1]), bool(opts.get("scratch"))):
+                return int(task_id)
+        return None
+
+    async def _srpm(self, request: BuildRequest) -> SrpmResult:
+        try:
+            return await build_srpm(request, self._srpm_dir(request))
+        except SrpmError as exc:
+            raise BuildError(f"{request.project}: cannot make the SRPM: {exc.reason}") from exc
+
+    def _srpm_dir(self, request: BuildRequest) -> Path:
+        key = re.sub(r"[^A-Za-z0-9]", "", request.key)[:32] or "nokey"
+        return self.state_dir / "koji" / "srpm" / f"{request.purpose}-{key}"
+
+    async def _drop_srpm(self, request: BuildRequest) -> None:
+        await asyncio.to_thread(shutil.rmtree, self._srpm_dir(request), True)
+
+    async def _koji_nvr(self, request: BuildRequest, srpm: SrpmResult) -> str:
+        """The NVR Koji will give this SRPM: its Release re-expanded with the build tag's %dist."""
+        dist = await self._dist_for(self._target(request))
+        if not dist:
+            return srpm.nvr
+        topdir = self._srpm_dir(request) / "dist"
+        argv = [
+            "rpmbuild",
+            "-rs",
+            "--nodeps",
+            *rpmbuild_dir_defines(topdir),
+            "--define",
+            f"dist {dist}",
+            str(srpm.path),
+        ]
+        code, out, err = await run_capture(argv)
+        made = sorted((topdir / "SRPMS").glob("*.src.rpm"))
+        if code != 0 or len(made) != 1:
+            raise BuildError(
+                f"{request.project}: cannot expand the Release with %dist {dist}: "
+                f"{(err or out).strip()[-300:]}"
+            )
+        code, out, err = await run_capture(
+            ["rpm", "-qp", "--nosignature", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}", str(made[0])]
+        )
+        if code != 0:
+            raise BuildError(f"cannot read {made[0].name}: {err.strip()}")
+        return out.strip()
+
+    async def _dist_for(self, target: str) -> str:
+        if self.config.dist is not None:
+            return self.config.dist
+        if target not in self._dist:
+            info = await self.hub.call("getBuildTarget", target)
+            if not info:
+                raise BuildError(f"the Koji hub has no build target {target!r}")
+            tag = await self.hub.call("getBuildConfig", info["build_tag_name"])
+            self._dist[target] = str((tag.get("extra") or {}).get("rpm.macro.dist") or "")
+        return self._dist[target]
+
+    async def _existing_final(
+        self, request: BuildRequest, nvr: str, build: dict[str, Any]
+    ) -> int | None:
+        """Task id to take over for an existing build of ``nvr``, None to build it again."""
+        state = koji.BUILD_STATES[build["state"]]
+        if state in ("FAILED", "CANCELED"):
+            return None  # Koji lets a failed or canceled NVR be built again
+        scm, upload = await self._build_source(build)
+        if scm:
+            sha = scm.rsplit("#", 1)[1] if "#" in scm else ""
+            same = bool(sha) and (
+                sha == request.commit or await _tree_of(request, sha) == request.tree
+            )
+            origin = scm
+        elif upload:
+            same = _tree_from_upload(upload) == request.tree
+            origin = f"the SRPM {upload}"
+        else:
+            same, origin = False, "an import without a build task"
+        if not same:
+            raise BuildError(
+                f"{nvr} already exists in Koji (build {build['id']}, {state}) from {origin}, "
+                f"not from tree {request.tree} of {request.project}: bump the Release to build "
+                "this change"
+            )
+        if state == "DELETED":
+            raise BuildError(
+                f"{nvr} was built in Koji from these sources but has been deleted; "
+                "bump the Release to build it again"
+            )
+        if not build.get("task_id"):
+            raise BuildError(f"{nvr} exists in Koji without a build task")
+        return int(build["task_id"])
+
+    async def _build_source(self, build: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(SCM URL, uploaded SRPM path) a Koji build was made from, as far as the hub says."""
+        extra = build.get("extra") or {}
+        for scm in (build.get("source"), (extra.get("source") or {}).get("original_url")):
+            # kojid records the checked-out commit for SCM builds; anything that
+            # is not a URL (some hubs record an SRPM's name) says nothing here
+            if isinstance(scm, str) and "://" in scm:
+                return scm, None
+        if build.get("task_id"):
+            req = await self.hub.call("getTaskRequest", build["task_id"])
+            if req and isinstance(req[0], str):
+                return (req[0], None) if "://" in req[0] else (None, req[0])
+        return None, None
+
+    async def _is_tagged(self, tag: str, nvr: str) -> bool:
+        tags = await self.hub.call("listTags", build=nvr)
+        return any(t.get("name") == tag for t in tags or ())
+
+    # -- outcomes -------------------------------------------------------------
+
+    async def _outcome(self, report: TaskReport) -> BuildOutcome:
+        url = self.task_url(report.id)
+        extra = {"task_id": str(report.id), "task_url": url}
+        if report.state == "CANCELED":
+            return BuildOutcome(
+                ok=False, reason=f"Koji task {report.id} was canceled", log=url, extra=extra
+            )
+        if report.state == "FAILED":
+            return self._failure(report, extra)
+        if report.builds:
+            build = report.builds[0]
+            extra["build_id"] = str(build["id"])
+            rpms = [self._final_rpm(build, r) for r in report.rpms.get(build["id"], [])]
+        else:
+            rpms = self._scratch_rpms(report)
+        if not rpms:
+            return BuildOutcome(
+                ok=False,
+                reason=f"Koji task {report.id} finished without RPMs",
+                log=url,
+                extra=extra,
+            )
+        artifacts = await self.downloader.fetch_all(rpms)
+        source = next((a for a in artifacts if a.is_source), None)
+        if report.builds:
+            nvr = report.builds[0]["nvr"]
+        elif source is not None:
+            nvr = f"{source.name}-{source.version}-{source.release}"
+        else:
+            nvr = artifacts[0].sourcerpm.removesuffix(".src.rpm")
+        return BuildOutcome(ok=True, nvr=nvr, artifacts=artifacts, log=url, extra=extra)
+
+    def _failure(self, report: TaskReport, extra: dict[str, str]) -> BuildOutcome:
+        failed = sorted(
+            (c for c in report.children if c.state == "FAILED"),
+            key=lambda c: (c.method != "buildArch", c.id),
+        )
+        if failed:
+            child = failed[0]
+            taskdir = self.paths.task(child.id)
+            build_log, root_log = f"{taskdir}/build.log", f"{taskdir}/root.log"
+            extra.update(
+                failed_task=str(child.id),
+                failed_arch=child.arch,
+                build_log=build_log,
+                root_log=root_log,
+            )
+            reason = (
+                f"Koji {child.method} task {child.id} ({child.arch}) failed: "
+                f"{child.fault or report.fault}; see {build_log} and {root_log}"
+            )
+            return BuildOutcome(ok=False, reason=reason, log=build_log, extra=extra)
+        reason = f"Koji task {report.id} failed: {report.fault or 'no fault text'}"
+        if (
+            report.fault_code == koji.ActionNotAllowed.faultCode
+            and "build_from_srpm" in report.fault
+        ):
+            reason += " (this hub builds non-scratch only from SCM: set final_source to scm)"
+        return BuildOutcome(ok=False, reason=reason, log=extra["task_url"], extra=extra)
+
+    def _scratch_rpms(self, report: TaskReport) -> list[RemoteRpm]:
+        rpms: dict[str, RemoteRpm] = {}
+        for child in report.children:
+            if child.method != "buildArch" or child.state != "CLOSED" or not child.result:
+                continue
+            taskdir = self.paths.task(child.id)
+            for rel in [*child.result.get("rpms", []), *child.result.get("srpms", [])]:
+                name = rel.rsplit("/", 1)[-1]
+                # the SRPM comes from the first arch only; keep one copy of anything
+                rpms.setdefault(name, RemoteRpm(f"{taskdir}/{name}", name, child.output.get(name)))
+        return list(rpms.values())
+
+    def _final_rpm(self, build: dict[str, Any], rpm: dict[str, Any]) -> RemoteRpm:
+        url = f"{self.paths.build(build)}/{self.paths.rpm(rpm)}"
+        return RemoteRpm(
+            url,
+            url.rsplit("/", 1)[-1],
+            int(rpm["size"]) if rpm.get("size") else None,
+            rpm.get("payloadhash"),
+        )
+
+
+def _task_id(task_ref: str) -> int:
+    try:
+        return int(task_ref)
+    except (TypeError, ValueError):
+        raise TaskLost(f"{task_ref!r} is not a Koji task id") from None
+
+
+def _tree_from_upload(path: str) -> str | None:
+    match = _UPLOAD_TREE.search(path)
+    return match.group(1) if match else None
+
+
+async def _tree_of(request: BuildRequest, sha: str) -> str | None:
+    code, out, _ = await run_capture(
+        ["git", "-C", str(request.git_dir), "rev-parse", "--verify", "--quiet", f"{sha}^{{tree}}"]
+    )
+    return out.strip() if code == 0 else None
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Turn hub faults escaping the block into BuildError / HubUnavailable."""
+    try:
+        yield
+    except Exception as exc:
+        translated = _translate(exc, what)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    """The exception a caller of the backend sees for a failed hub step."""
+    if isinstance(exc, BuildError | TransientBackendError):
+        return exc
+    if is_transient(exc):
+        return HubUnavailable(f"Koji hub unavailable ({what}): {describe(exc)}")
+    if isinstance(exc, koji.GenericError | koji.Fault):
+        return BuildError(f"Koji refused to {what}: {describe(exc)}")
+    return exc

@@ -1,0 +1,93 @@
+"""The Koji backend's own record of what it submitted, written before it matters.
+
+One JSON file per (purpose, key).  The *intent* (source, target, upload
+directory) is written before the SRPM is uploaded and the ``build`` call is
+made; the task id is written as soon as the hub returns it, before
+:meth:`KojiBackend.submit` returns.  After ``kill -9`` the intent is what lets
+``recover`` find a task whose id never reached the disk (by the task's source
+in ``listTasks``), and the task id is what keeps a second ``submit`` of the
+same key from building twice.  Writes are atomic (temporary file, fsync,
+rename, fsync of the directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+@dataclass
+class Submission:
+    """One build the backend set out to submit."""
+
+    purpose: str
+    key: str
+    project: str
+    target: str
+    #: what ``build()`` is given: ``<upload_dir>/<srpm>`` or an SCM URL
+    source: str
+    scratch: bool
+    commit: str
+    tree: str
+    #: when the intent was recorded (bounds the ``listTasks`` search)
+    intent_at: float
+    #: the upload directory (SRPM builds); None for SCM builds
+    upload_dir: str | None = None
+    nvr: str | None = None
+    task_id: int | None = None
+    #: a final build found complete or building on the hub and taken over
+    adopted: bool = False
+    #: task ids of earlier attempts (canceled or failed) for the same purpose and key
+    previous: list[int] = field(default_factory=list)
+
+    def matches(self, src: str, target: str, scratch: bool) -> bool:
+        """Is a task with this ``build`` request the one this intent submitted?"""
+        if target != self.target or scratch != self.scratch:
+            return False
+        if self.upload_dir is not None:
+            return os.path.dirname(src) == self.upload_dir
+        return src == self.source
+
+
+class SubmissionJournal:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, purpose: str, key: str) -> Path:
+        name = key if _SAFE.match(key) else hashlib.sha256(key.encode()).hexdigest()
+        return self.root / f"{purpose}-{name}.json"
+
+    def load(self, purpose: str, key: str) -> Submission | None:
+        try:
+            data = json.loads(self.path(purpose, key).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return Submission(**data)
+
+    def save(self, record: Submission) -> None:
+        path = self.path(record.purpose, record.key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".submission-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        dir_fd = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

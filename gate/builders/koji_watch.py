@@ -1,0 +1,342 @@
+"""Watch every in-flight Koji task with a few multicall requests per poll cycle.
+
+One loop polls all watched tasks together, so the load on the hub does not
+grow with the number of builds in the gate:
+
+1. one multicall with ``getTaskInfo`` and ``getTaskChildren`` for every
+   watched task (``multicall_batch`` calls per HTTP request, 1000 by default);
+2. for the tasks that finished since the last cycle, one multicall with
+   ``getTaskResult`` of their failed children (the fault text) and of their
+   ``buildArch`` children (the RPMs they wrote), ``listTaskOutput`` of those
+   children (file sizes), and ``listBuilds(taskID=...)`` (non-scratch builds);
+3. for finished final builds, one multicall with ``listRPMs`` of each build.
+
+Waiters get a :class:`TaskReport` with everything the backend needs to turn
+a finished task into a ``BuildOutcome`` without further hub calls.  Polling
+retries through outages for as long as they last (the tasks keep running on
+the hub); the hub's health record shows the outage meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import koji
+
+from gate.builders.base import TaskLost, TransientBackendError
+from gate.builders.koji_session import Call, HubSession, describe
+
+log = logging.getLogger(__name__)
+
+DONE_STATES = ("CLOSED", "FAILED", "CANCELED")
+#: cycles in a row a task may get faults from the hub before its waiters give up
+MAX_TASK_FAULTS = 10
+
+
+def _state_name(code: Any) -> str:
+    try:
+        return str(koji.TASK_STATES[int(code)])
+    except (KeyError, TypeError, ValueError):
+        return f"UNKNOWN({code})"
+
+
+@dataclass(frozen=True)
+class ChildTask:
+    """A child of a watched task (``buildArch``, ``rebuildSRPM``, ``tagBuild`` ...)."""
+
+    id: int
+    method: str
+    arch: str
+    state: str
+    #: "<fault class>: <text>" of a failed child
+    fault: str = ""
+    #: ``getTaskResult`` of a closed ``buildArch`` child (``rpms``, ``srpms``, ``logs``)
+    result: dict[str, Any] | None = None
+    #: file name -> size, from ``listTaskOutput(stat=True)``
+    output: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    """A finished task as the hub describes it."""
+
+    id: int
+    method: str
+    state: str
+    fault: str = ""
+    fault_code: int | None = None
+    children: tuple[ChildTask, ...] = ()
+    #: the builds this task made (non-scratch ``build`` tasks), with their RPM lists
+    builds: tuple[dict[str, Any], ...] = ()
+    rpms: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class _Watched:
+    waiters: list[asyncio.Future[TaskReport]] = field(default_factory=list)
+    state: str = "?"
+    children: list[dict[str, Any]] = field(default_factory=list)
+    #: cycles in a row in which a call about this task came back as a fault
+    faults: int = 0
+
+
+class TaskWatcher:
+    """Polls watched tasks in batches and wakes their waiters when they finish."""
+
+    def __init__(self, hub: HubSession, poll_interval: float) -> None:
+        self.hub = hub
+        self.poll_interval = poll_interval
+        self._watched: dict[int, _Watched] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._cycle_done = asyncio.Condition()
+        #: completed poll cycles since start
+        self.cycles = 0
+        #: multicall HTTP requests the last cycle needed (1 to 3)
+        self.last_cycle_requests = 0
+
+    def __len__(self) -> int:
+        return len(self._watched)
+
+    def progress(self) -> dict[int, dict[str, Any]]:
+        """Last seen state of each watched task and its children, for the status page."""
+        return {
+            task_id: {
+                "state": w.state,
+                "children": {
+                    f"{c.get('method')} {c.get('arch')}": _state_name(c.get("state"))
+                    for c in w.children
+                },
+            }
+            for task_id, w in self._watched.items()
+        }
+
+    async def wait(self, task_id: int) -> TaskReport:
+        """Wait until ``task_id`` is CLOSED, FAILED or CANCELED; raise TaskLost if unknown."""
+        future: asyncio.Future[TaskReport] = asyncio.get_running_loop().create_future()
+        self._watched.setdefault(task_id, _Watched()).waiters.append(future)
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.create_task(self._run(), name="koji-task-watcher")
+        try:
+            return await future
+        finally:
+            watched = self._watched.get(task_id)
+            if watched is not None and future in watched.waiters:
+                watched.waiters.remove(future)
+                if not watched.waiters:
+                    del self._watched[task_id]
+
+    async def wait_cycles(self, n: int = 1) -> None:
+        """Return once ``n`` more poll cycles have completed (tests, benchmarks)."""
+        target = self.cycles + n
+        async with self._cycle_done:
+            await self._cycle_done.wait_for(lambda: self.cycles >= target)
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for watched in self._watched.values():
+            for future in watched.waiters:
+                future.cancel()
+        self._watched.clear()
+
+    # -- the loop -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while self._watched:
+            try:
+                await self._cycle()
+            except Exception as exc:
+                # Not a transient fault (those are retried for as long as they
+                # last): the hub refused the poll itself.  The builds may be fine,
+                # so waiters get an infrastructure error, never a build failure.
+                log.exception("koji task watcher cycle failed")
+                self._fail_all(TransientBackendError(f"polling Koji failed: {describe(exc)}"))
+            self.cycles += 1
+            async with self._cycle_done:
+                self._cycle_done.notify_all()
+            if self._watched:
+                await asyncio.sleep(self.poll_interval)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for watched in self._watched.values():
+            for future in watched.waiters:
+                if not future.done():
+                    future.set_exception(exc)
+
+    async def _cycle(self) -> None:
+        ids = sorted(self._watched)
+        calls: list[Call] = []
+        for task_id in ids:
+            calls.append(("getTaskInfo", (task_id,), {}))
+            calls.append(("getTaskChildren", (task_id,), {}))
+        results = await self.hub.multicall(calls, forever=True)
+        self.last_cycle_requests = 1
+        finished: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        for i, task_id in enumerate(ids):
+            info, children = results[2 * i], results[2 * i + 1]
+            watched = self._watched.get(task_id)
+            if watched is None:  # its waiters went away during the call
+                continue
+            if info is None:
+                self._resolve(task_id, exc=TaskLost(f"Koji has no task {task_id}"))
+                continue
+            if isinstance(info, Exception):
+                # a fault is not "no such task": losing the task here could get
+                # it submitted twice, so keep watching unless it persists
+                self._task_fault(task_id, f"getTaskInfo: {describe(info)}")
+                continue
+            watched.state = _state_name(info["state"])
+            watched.children = children if isinstance(children, list) else []
+            if watched.state in DONE_STATES:
+                finished.append((info, watched.children))
+        if finished:
+            reports, problems = await self._reports(finished)
+            for report in reports:
+                self._resolve(report.id, report=report)
+            for task_id, problem in problems.items():
+                self._task_fault(task_id, problem)
+
+    def _task_fault(self, task_id: int, problem: str) -> None:
+        watched = self._watched.get(task_id)
+        if watched is None:
+            return
+        watched.faults += 1
+        log.warning("koji task %d: %s (%d in a row)", task_id, problem, watched.faults)
+        if watched.faults >= MAX_TASK_FAULTS:
+            self._resolve(
+                task_id,
+                exc=TransientBackendError(
+                    f"Koji keeps failing calls about task {task_id}: {problem}"
+                ),
+            )
+
+    def _resolve(
+        self, task_id: int, report: TaskReport | None = None, exc: BaseException | None = None
+    ) -> None:
+        watched = self._watched.pop(task_id, None)
+        if watched is None:
+            return
+        for future in watched.waiters:
+            if future.done():
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(report)  # type: ignore[arg-type]
+
+    # -- details of finished tasks -----------------------------------------------
+
+    async def _reports(
+        self, finished: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+    ) -> tuple[list[TaskReport], dict[int, str]]:
+        """Reports for finished tasks, and the tasks whose details came back as faults."""
+        calls: list[Call] = []
+        slots: list[tuple[str, int]] = []  # what each call is for: (kind, task id)
+        for info, children in finished:
+            state = _state_name(info["state"])
+            if state == "FAILED":
+                calls.append(("getTaskResult", (info["id"],), {}))
+                slots.append(("parent_result", info["id"]))
+            if state == "CLOSED" and info["method"] == "build":
+                calls.append(("listBuilds", (), {"taskID": info["id"]}))
+                slots.append(("builds", info["id"]))
+            for child in children:
+                child_state = _state_name(child["state"])
+                if child_state == "FAILED" or (
+                    state == "CLOSED" and child["method"] == "buildArch"
+                ):
+                    calls.append(("getTaskResult", (child["id"],), {}))
+                    slots.append(("child_result", child["id"]))
+                if state == "CLOSED" and child["method"] == "buildArch":
+                    calls.append(("listTaskOutput", (child["id"],), {"stat": True}))
+                    slots.append(("child_output", child["id"]))
+        results = await self.hub.multicall(calls, forever=True) if calls else []
+        if calls:
+            self.last_cycle_requests += 1
+        found: dict[tuple[str, int], Any] = dict(zip(slots, results, strict=True))
+
+        problems: dict[int, str] = {}
+        for info, children in finished:
+            bad = _missing_details(info, children, found)
+            if bad:
+                problems[info["id"]] = bad
+        builds_by_task: dict[int, list[dict[str, Any]]] = {}
+        for (kind, task_id), value in found.items():
+            if kind == "builds" and isinstance(value, list) and task_id not in problems:
+                builds_by_task[task_id] = value
+        rpms = await self._rpms([b for bs in builds_by_task.values() for b in bs])
+        for task_id, builds in builds_by_task.items():
+            failed = [b["id"] for b in builds if isinstance(rpms.get(b["id"]), Exception)]
+            if failed:
+                problems[task_id] = f"listRPMs of build {failed[0]}: {describe(rpms[failed[0]])}"
+
+        reports = []
+        for info, children in finished:
+            if info["id"] in problems:
+                continue
+            parent_result = found.get(("parent_result", info["id"]))
+            builds = tuple(builds_by_task.get(info["id"], ()))
+            reports.append(
+                TaskReport(
+                    id=info["id"],
+                    method=info["method"],
+                    state=_state_name(info["state"]),
+                    fault=describe(parent_result) if isinstance(parent_result, Exception) else "",
+                    fault_code=getattr(parent_result, "faultCode", None),
+                    children=tuple(_child(c, found) for c in children),
+                    builds=builds,
+                    rpms={b["id"]: rpms.get(b["id"], []) for b in builds},
+                )
+            )
+        return reports, problems
+
+    async def _rpms(self, builds: list[dict[str, Any]]) -> dict[int, Any]:
+        """``listRPMs`` of each build: a list, or the fault as an exception."""
+        if not builds:
+            return {}
+        calls: list[Call] = [("listRPMs", (), {"buildID": b["id"]}) for b in builds]
+        results = await self.hub.multicall(calls, forever=True)
+        self.last_cycle_requests += 1
+        return {b["id"]: value for b, value in zip(builds, results, strict=True)}
+
+
+def _missing_details(
+    info: dict[str, Any], children: list[dict[str, Any]], found: dict[tuple[str, int], Any]
+) -> str:
+    """What a closed build task's report would lack because a call failed, or ""."""
+    if _state_name(info["state"]) != "CLOSED":
+        return ""
+    builds = found.get(("builds", info["id"]))
+    if isinstance(builds, Exception):
+        return f"listBuilds: {describe(builds)}"
+    for child in children:
+        for kind in ("child_result", "child_output"):
+            value = found.get((kind, child["id"]))
+            if isinstance(value, Exception):
+                return f"{kind.replace('child_', 'task ')} of {child['id']}: {describe(value)}"
+    return ""
+
+
+def _child(info: dict[str, Any], found: dict[tuple[str, int], Any]) -> ChildTask:
+    result = found.get(("child_result", info["id"]))
+    output = found.get(("child_output", info["id"]))
+    sizes: dict[str, int] = {}
+    if isinstance(output, dict):
+        for name, st in output.items():
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                sizes[name] = int(st["st_size"])
+    return ChildTask(
+        id=info["id"],
+        method=info["method"],
+        arch=info.get("arch") or info.get("label") or "",
+        state=_state_name(info["state"]),
+        fault=describe(result) if isinstance(result, Exception) else "",
+        result=result if isinstance(result, dict) else None,
+        output=sizes,
+    )
