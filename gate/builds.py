@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sqlmodel import select
@@ -62,8 +62,6 @@ class Builds:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         self._watchers: dict[int, asyncio.Task[None]] = {}
-        #: called with the build row after every recorded outcome
-        self.on_finished: list[Callable[[BuildRow], Awaitable[None] | None]] = []
 
     # -- requests ------------------------------------------------------------------
     def backend(self, row: BuildRow) -> BuildBackend:

@@ -129,9 +129,6 @@ class Gate:
             except Exception:
                 log.exception("listener failed")
 
-    def queue_config(self, queue: str) -> Any:
-        return self.config.queues[queue]
-
     def publisher_for(self, queue: str) -> Publisher:
         return self.publishers[self.config.queues[queue].repo]
 
@@ -254,6 +251,25 @@ class Gate:
         return True
 
     # -- queue bookkeeping -------------------------------------------------------------------
+    def update_item(self, item_id: int, attempt: int | None = None, **fields: object) -> ItemRow:
+        """Update an item and wake the loop; with ``attempt``, only if it is still on it.
+
+        Work for an attempt that was reset meanwhile must not overwrite the
+        new attempt's state: its outcome is simply dropped.
+        """
+        with session(self.engine) as s:
+            item = s.get(ItemRow, item_id)
+            assert item is not None
+            if attempt is not None and (item.attempt != attempt or not item.active):
+                return item
+            for name, value in fields.items():
+                setattr(item, name, value)
+            s.add(item)
+            s.commit()
+            s.refresh(item)
+        self.wake()
+        return item
+
     def dequeue(self, queue: str, item_id: int, result: str, reason: str = "") -> None:
         """Remove an item and report it; adjust the window like Zuul does."""
         from gate.planner import window_after_failure, window_after_merge

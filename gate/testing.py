@@ -14,7 +14,7 @@ import logging
 import shutil
 from typing import TYPE_CHECKING
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from gate.builds import scratch_key
 from gate.jobs.base import Job, JobContext, JobResult
@@ -24,7 +24,7 @@ from gate.model import Base, ItemKind
 from gate.speculative import speculative_state
 from publishers.repotree import write_repo_tree
 from repo_state.db import session
-from repo_state.models import ItemRow, JobRunRow, ProjectRow, utcnow
+from repo_state.models import ChangeRow, ItemRow, JobRunRow, ProjectRow, utcnow
 
 if TYPE_CHECKING:
     from gate.config import RepoclosureJobConfig
@@ -57,7 +57,7 @@ def drop_speculative_repos(gate: Gate, item_id: int) -> None:
 
 
 def prepare(gate: Gate, queue: str, item_id: int) -> None:
-    item = _set(gate, item_id, merge="running")
+    item = gate.update_item(item_id, merge="running")
     gate.spawn(_prepare(gate, queue, item_id, item.attempt), f"prepare-{item_id}", item_id)
 
 
@@ -80,7 +80,7 @@ async def _prepare(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
         files = ", ".join(result.files[:5])
         reason = f"merge conflict with {result.conflict_with[:12]}" + (f" in {files}" if files
                                                                         else "")
-        _set(gate, item_id, attempt=attempt, merge="failed", failure=reason)
+        gate.update_item(item_id, attempt=attempt, merge="failed", failure=reason)
         gate.emit("item", item=item_id, project=item.project, state="merge-conflict",
                   reason=reason)
         return
@@ -89,14 +89,14 @@ async def _prepare(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
     build = gate.builds.ensure(purpose="scratch", key=key, project=item.project,
                                backend=qcfg.backend, commit=result.commit, tree=result.tree,
                                target=qcfg.target, includes=includes)
-    _set(gate, item_id, attempt=attempt, merge="passed", merge_commit=result.commit,
+    gate.update_item(item_id, attempt=attempt, merge="passed", merge_commit=result.commit,
          merge_tree=result.tree, build_key=key)
     gate.emit("item", item=item_id, project=item.project, state="building",
               build=build.id, reused=build.submissions > 0 or build.state != "running")
 
 
 def run_jobs(gate: Gate, queue: str, item_id: int) -> None:
-    item = _set(gate, item_id, jobs="running")
+    item = gate.update_item(item_id, jobs="running")
     gate.spawn(_run_jobs(gate, queue, item_id, item.attempt), f"jobs-{item_id}", item_id)
 
 
@@ -114,7 +114,7 @@ async def _run_jobs(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
     await asyncio.to_thread(write_repo_tree, state, gate.pool, repo_dir,
                             gate.config.publishers[qcfg.repo].arches,
                             current.path if current else None)
-    _set(gate, item_id, attempt=attempt, tested_state=state.to_json())
+    gate.update_item(item_id, attempt=attempt, tested_state=state.to_json())
     gate.emit("item", item=item_id, project=item.project, state="testing-jobs",
               repo=str(repo_dir), packages=len(state.nevras()))
     jobs = [_make_job(j) for j in qcfg.jobs]
@@ -135,7 +135,7 @@ async def _run_jobs(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
     _finish_job_rows(gate, rows, results)
     failed = [r for r in results if not r.passed]
     reason = "; ".join(f"{r.name}: {r.summary}" for r in failed)
-    _set(gate, item_id, attempt=attempt, jobs="failed" if failed else "passed",
+    gate.update_item(item_id, attempt=attempt, jobs="failed" if failed else "passed",
          failure=reason)
     gate.emit("item", item=item_id, project=item.project,
               state="jobs-failed" if failed else "jobs-passed", reason=reason)
@@ -196,25 +196,7 @@ def recover(gate: Gate) -> None:
 
 
 # -- rows -------------------------------------------------------------------------------------
-def _change_sha(s: object, item: ItemRow) -> str:
-    from repo_state.models import ChangeRow
-
-    change = s.get(ChangeRow, item.change_id)  # type: ignore[attr-defined]
+def _change_sha(s: Session, item: ItemRow) -> str:
+    change = s.get(ChangeRow, item.change_id)
     assert change is not None
     return change.sha
-
-
-def _set(gate: Gate, item_id: int, attempt: int | None = None, **fields: object) -> ItemRow:
-    """Update an item; with ``attempt``, only if it is still on that attempt."""
-    with session(gate.engine) as s:
-        item = s.get(ItemRow, item_id)
-        assert item is not None
-        if attempt is not None and (item.attempt != attempt or not item.active):
-            return item
-        for name, value in fields.items():
-            setattr(item, name, value)
-        s.add(item)
-        s.commit()
-        s.refresh(item)
-    gate.wake()
-    return item

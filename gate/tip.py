@@ -24,7 +24,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from gate.builds import build_entry, final_key
 from gate.model import ItemKind
@@ -41,22 +41,9 @@ PUBLISH_BACKOFF_START = 2.0
 PUBLISH_BACKOFF_MAX = 300.0
 
 
-def _update(gate: Gate, item_id: int, **fields: object) -> ItemRow:
-    with session(gate.engine) as s:
-        item = s.get(ItemRow, item_id)
-        assert item is not None
-        for name, value in fields.items():
-            setattr(item, name, value)
-        s.add(item)
-        s.commit()
-        s.refresh(item)
-    gate.wake()
-    return item
-
-
 # -- step 1: the final build -----------------------------------------------------------------
 def final_build(gate: Gate, queue: str, item_id: int) -> None:
-    item = _update(gate, item_id, tip="final_build", tip_state="running")
+    item = gate.update_item(item_id, tip="final_build", tip_state="running")
     gate.spawn(_final_build(gate, queue, item_id, item.attempt), f"final-{item_id}", item_id)
 
 
@@ -72,14 +59,14 @@ async def _final_build(gate: Gate, queue: str, item_id: int, attempt: int) -> No
         project = gate.config.projects[item.project]
         result = await gate.merger.speculative_merge(item.project, project.git, change.sha, [])
         commit, tree = result.commit, result.tree
-        _update(gate, item_id, merge_commit=commit, merge_tree=tree)
+        gate.update_item(item_id, merge_commit=commit, merge_tree=tree)
     else:
         commit, tree = item.merge_commit or "", item.merge_tree or ""
     gate.emit("item", item=item_id, project=item.project, state="final-build")
     row = gate.builds.ensure(purpose="final", key=final_key(item.project, tree, qcfg.target),
                              project=item.project, backend=qcfg.backend, commit=commit,
                              tree=tree, target=qcfg.target, includes=[item_id])
-    _update(gate, item_id, final_build_id=row.id)
+    gate.update_item(item_id, final_build_id=row.id)
     await _await_final(gate, item_id, attempt, row.id or 0)
 
 
@@ -111,7 +98,7 @@ async def _await_final(gate: Gate, item_id: int, attempt: int, build_id: int) ->
 
 # -- step 2: the merge ----------------------------------------------------------------------
 def merge_change(gate: Gate, queue: str, item_id: int) -> None:
-    item = _update(gate, item_id, tip="merge", tip_state="running")
+    item = gate.update_item(item_id, tip="merge", tip_state="running")
     gate.spawn(_merge(gate, item_id, item.attempt), f"merge-{item_id}")
 
 
@@ -141,10 +128,10 @@ async def _merge(gate: Gate, item_id: int, attempt: int) -> None:
     gate.wake()
 
 
-def _record_branch_head(s: object, project: str, commit: str) -> None:
-    row = s.get(ProjectRow, project) or ProjectRow(name=project)  # type: ignore[attr-defined]
+def _record_branch_head(s: Session, project: str, commit: str) -> None:
+    row = s.get(ProjectRow, project) or ProjectRow(name=project)
     row.branch_head = commit
-    s.add(row)  # type: ignore[attr-defined]
+    s.add(row)
 
 
 # -- step 3: publish ------------------------------------------------------------------------
@@ -198,7 +185,7 @@ async def _publish(gate: Gate, queue: str, item_ids: tuple[int, ...]) -> None:
         log.warning("publish of items %s failed (attempt %d), retrying in %.0fs: %s",
                     item_ids, tries, delay, exc)
         for item_id in item_ids:
-            _update(gate, item_id, tip_state="failed", not_before=time.time() + delay,
+            gate.update_item(item_id, tip_state="failed", not_before=time.time() + delay,
                     failure=f"publish failed, retrying: {exc}")
             gate.emit("item", item=item_id, state="publish-failed", reason=str(exc),
                       retry_in=delay)
@@ -245,7 +232,7 @@ async def recover(gate: Gate) -> None:
         assert item.id is not None
         if item.tip == "final_build":
             if item.final_build_id is None:
-                _update(gate, item.id, tip="none", tip_state="none")
+                gate.update_item(item.id, tip="none", tip_state="none")
             else:
                 gate.spawn(_await_final(gate, item.id, item.attempt, item.final_build_id),
                            f"final-{item.id}", item.id)
@@ -257,9 +244,9 @@ async def recover(gate: Gate) -> None:
                 with session(gate.engine) as s:
                     _record_branch_head(s, item.project, item.merge_commit or "")
                     s.commit()
-                _update(gate, item.id, tip_state="passed")
+                gate.update_item(item.id, tip_state="passed")
             else:
-                _update(gate, item.id, tip="final_build", tip_state="passed")
+                gate.update_item(item.id, tip="final_build", tip_state="passed")
         elif item.tip == "publish":
-            _update(gate, item.id, tip_state="none")
+            gate.update_item(item.id, tip_state="none")
     log.info("recovered %d tip steps", len(items))
