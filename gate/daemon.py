@@ -41,6 +41,7 @@ from gate.planner import (
     plan,
 )
 from gate.queue_view import load_queue_state
+from gate.sources.plaingit import PlainGitSource
 from publishers.createrepo import Publisher
 from repo_state.db import make_engine, migrate, session
 from repo_state.models import ChangeRow, Delivery, ItemRow, QueueRow, utcnow
@@ -76,6 +77,8 @@ class Gate:
         migrate(self.engine)
         self.pool = Pool(self.state_dir / "pool")
         self.merger = Merger(self.state_dir / "git")
+        #: where changes come from and are merged to (one driver so far: plain git)
+        self.source = PlainGitSource(config, self.merger)
         self.backends = backends if backends is not None else make_backends(config, self.pool)
         self.publishers = {
             name: Publisher(p.root, self.pool, arches=p.arches, keep=p.keep)
@@ -298,6 +301,9 @@ class Gate:
             s.commit()
         self.cancel_item_tasks(item_id)
         testing.drop_speculative_repos(self, item_id)
+        if change is not None:
+            self.spawn(self.source.report(item.project, change.ref, result, reason),
+                       f"report-{item_id}")
         self.emit("item", item=item_id, queue=queue, project=item.project, kind=item.kind,
                   state=result, reason=reason, change=item.change_id,
                   generation=item.generation)

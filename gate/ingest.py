@@ -79,7 +79,7 @@ async def _change_proposed(gate: Gate, payload: dict[str, Any]) -> str:
         change = s.exec(select(ChangeRow).where(
             ChangeRow.delivery_id == payload["_delivery"])).first()
     if change is None:
-        sha = await gate.merger.resolve(project_name, project.git, ref)
+        sha = await gate.source.resolve(project_name, ref)
         with session(gate.engine) as s:
             change = ChangeRow(project=project_name, ref=ref, sha=sha,
                                title=payload.get("title") or ref,
@@ -100,8 +100,7 @@ async def _change_approved(gate: Gate, payload: dict[str, Any]) -> str:
         change = s.get(ChangeRow, change_id)
         if change is None:
             raise Refused(f"no change {change_id}")
-    project = gate.config.projects[change.project]
-    sha = await gate.merger.resolve(change.project, project.git, change.ref)
+    sha = await gate.source.resolve(change.project, change.ref)
     if sha != change.sha:
         with session(gate.engine) as s:
             row = s.get(ChangeRow, change_id)
@@ -236,7 +235,7 @@ async def poll_project(gate: Gate, project: str, force: bool = False) -> int | N
     release engineer's retry after a direct push's final build failed.
     """
     cfg = gate.config.projects[project]
-    head = await gate.merger.branch_head(project, cfg.git, cfg.branch)
+    head = await gate.source.branch_head(project)
     queue = gate.config.queue_of(project)
     with session(gate.engine) as s:
         row = s.get(ProjectRow, project)

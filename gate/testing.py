@@ -73,8 +73,8 @@ async def _prepare(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
         shas = [_change_sha(s, a) for a in same_project] + [_change_sha(s, item)]
         includes = [a.id for a in same_project if a.id] + [item_id]
         prow = s.get(ProjectRow, item.project)
-    head = prow.branch_head if prow and prow.branch_head else await gate.merger.branch_head(
-        item.project, project.git, project.branch)
+    head = prow.branch_head if prow and prow.branch_head else await gate.source.branch_head(
+        item.project)
     result = await gate.merger.speculative_merge(item.project, project.git, head, shas)
     if result.conflict:
         files = ", ".join(result.files[:5])

@@ -106,8 +106,7 @@ async def _merge(gate: Gate, item_id: int, attempt: int) -> None:
     with session(gate.engine) as s:
         item = s.get(ItemRow, item_id)
         assert item is not None and item.merge_commit
-    project = gate.config.projects[item.project]
-    result = await gate.merger.push(item.project, project.git, item.merge_commit, project.branch)
+    result = await gate.source.merge(item.project, item.merge_commit)
     with session(gate.engine) as s:
         item = s.get(ItemRow, item_id)
         assert item is not None
@@ -237,9 +236,7 @@ async def recover(gate: Gate) -> None:
                 gate.spawn(_await_final(gate, item.id, item.attempt, item.final_build_id),
                            f"final-{item.id}", item.id)
         elif item.tip == "merge":
-            project = gate.config.projects[item.project]
-            pushed = await gate.merger.is_on_branch(item.project, project.git,
-                                                    item.merge_commit or "", project.branch)
+            pushed = await gate.source.is_merged(item.project, item.merge_commit or "")
             if pushed:
                 with session(gate.engine) as s:
                     _record_branch_head(s, item.project, item.merge_commit or "")
