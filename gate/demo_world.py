@@ -12,7 +12,9 @@ all publishing into one repository ``liberty``.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import os
 import subprocess
 import tarfile
@@ -146,13 +148,13 @@ class World:
         src.mkdir(parents=True, exist_ok=True)
         (src / "VERSION").write_text(spec.version + "\n")
         out = self.root / "upstream" / f"{top}.tar.gz"
-        with tarfile.open(out, "w:gz") as tar:
+        # byte-identical for the same version (no gzip timestamp): the sources
+        # file of two changes to one version must not differ
+        data = (spec.version + "\n").encode()
+        with gzip.GzipFile(out, "wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
             info = tarfile.TarInfo(f"{top}/VERSION")
-            data = (spec.version + "\n").encode()
             info.size, info.mtime = len(data), 0
-            from io import BytesIO
-
-            tar.addfile(info, BytesIO(data))
+            tar.addfile(info, io.BytesIO(data))
         return out
 
     def propose(self, project: str, spec: PackageSpec, message: str,

@@ -71,10 +71,17 @@ async def _prepare(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
         same_project = [a for a in ahead if a is not None and a.project == item.project
                         and a.kind == ItemKind.GATE]
         shas = [_change_sha(s, a) for a in same_project] + [_change_sha(s, item)]
+        own_change = item.change_id
         includes = [a.id for a in same_project if a.id] + [item_id]
         prow = s.get(ProjectRow, item.project)
     head = prow.branch_head if prow and prow.branch_head else await gate.source.branch_head(
         item.project)
+    needs = await _unmet_dependency(gate, item.project, head, shas, own_change)
+    if needs is not None:
+        gate.update_item(item_id, attempt=attempt, merge="failed", failure=needs)
+        gate.emit("item", item=item_id, project=item.project, state="merge-conflict",
+                  reason=needs)
+        return
     result = await gate.merger.speculative_merge(item.project, project.git, head, shas)
     if result.conflict:
         files = ", ".join(result.files[:5])
@@ -93,6 +100,31 @@ async def _prepare(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
          merge_tree=result.tree, build_key=key)
     gate.emit("item", item=item_id, project=item.project, state="building",
               build=build.id, reused=build.submissions > 0 or build.state != "running")
+
+
+async def _unmet_dependency(gate: Gate, project: str, head: str, shas: list[str],
+                            own_change: int) -> str | None:
+    """Why the change cannot be merged on this base because of a change it contains.
+
+    A change whose commit sits on top of another proposed change carries that
+    change with it.  Merging it while the other one is not ahead of it in the
+    queue (rejected, dequeued, not approved, or behind it) would land a change
+    that was never accepted, so the item fails instead, as Zuul fails an item
+    whose dependency failed.
+    """
+    url = gate.config.projects[project].git
+    carried = set(await gate.merger.commits_between(project, url, head, shas[-1]))
+    carried -= set(shas)
+    if not carried:
+        return None
+    with session(gate.engine) as s:
+        others = s.exec(select(ChangeRow).where(
+            ChangeRow.project == project, col(ChangeRow.sha).in_(carried),
+            ChangeRow.id != own_change)).all()
+    for other in others:
+        return (f"depends on change {other.id} ({other.title or other.sha[:12]}), which is "
+                f"{other.state} and not ahead of it in the queue")
+    return None
 
 
 def run_jobs(gate: Gate, queue: str, item_id: int) -> None:

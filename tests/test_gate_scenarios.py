@@ -210,3 +210,24 @@ async def test_every_published_generation_passes_repoclosure(world: World, tmp_p
         from gate.demo import _check_generations
 
         assert await _check_generations(gate, tmp_path) == []
+
+
+async def test_change_stacked_on_a_rejected_change_is_rejected_not_merged(
+        world: World) -> None:
+    """Merging Y would carry X's commit onto the branch although X was rejected (I1)."""
+    async with running_gate(world) as gate:
+        broken = PackageSpec("horizon", "9.0.1", requires=("python-django-compat",),
+                             broken_build=True)
+        x_ref = world.propose("horizon", broken, "X")
+        store_delivery(gate, "api", "change.proposed",
+                       {"project": "horizon", "ref": x_ref, "title": "X", "approve": True}, None)
+        fixed = PackageSpec("horizon", "9.0.2", requires=("python-django-compat",))
+        propose(gate, world, "horizon", fixed, "Y", on=x_ref)
+        gate.wake()
+        await gate.wait_idle(180)
+
+        assert results(gate) == {"rejected": ["X", "Y"]}
+        assert failure_of(gate, "Y").startswith("depends on change ")
+        assert "(X), which is rejected and not ahead of it in the queue" in failure_of(gate, "Y")
+        assert "9.0.0" in git(world.remote("horizon"), "show", "main:horizon.spec")
+        check_invariants(gate)

@@ -273,8 +273,15 @@ class FakeBuilder:
             jobs.append(
                 asyncio.ensure_future(self._child(task, "buildArch", arch, request, name, work))
             )
-        # kojid waits with failany: the first failure cancels the other arches
-        _, pending = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+        # kojid waits with failany: the first failure cancels the other arches;
+        # canceling the parent cancels them all (asyncio.wait would leave them running)
+        try:
+            _, pending = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            raise
         for job in pending:
             job.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

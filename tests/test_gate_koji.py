@@ -1,0 +1,496 @@
+"""The gate end to end with ``backend: koji``: the real koji.ClientSession against the fake hub.
+
+Every scratch and final build of these scenarios goes through Koji's XML-RPC
+API over HTTP (SRPM upload, ``build``, multicall polling, ``cancelTask``,
+downloads from the top URL); git, createrepo_c and repoclosure are real.  The
+hub's recorded calls are the evidence for what the gate asked Koji to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import koji
+import pytest
+from sqlmodel import select
+
+from gate.builders.base import BuildRequest, Lookaside
+from gate.builders.koji import KojiBackend
+from gate.builders.koji_config import KojiConfig
+from gate.config import parse_config
+from gate.daemon import Gate
+from gate.demo_world import PackageSpec, World, git
+from gate.web.app import store_delivery
+from repo_state.db import session
+from repo_state.models import BuildRow, ChangeRow, ItemRow
+from repo_state.pool import Pool, sha256_file
+from repo_state.state import RepoState
+from tests.conftest import CEILO_801, DJANGO_NO_COMPAT, HORIZON_BROKEN, NOVA_1201, propose
+from tests.fakekoji import Failure, FakeKoji
+from tests.invariants import check_invariants, failure_of, results
+
+pytestmark = pytest.mark.slow
+
+PACKAGES = ("nova", "ceilometer", "horizon", "python-django")
+TARGET = "liberty-candidate"
+#: ``cli-build/rpmgate-<purpose>-<key prefix>-<tree>[-<attempt>]/<name>.src.rpm``
+UPLOAD = re.compile(r"rpmgate-(scratch|final)-([A-Za-z0-9]+)-([0-9a-f]{40,64})(?:-\d+)?/(.+)$")
+
+
+# -- fixtures --------------------------------------------------------------------
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[FakeKoji]:
+    """A hub whose target accepts the world's packages and (as admins may) final SRPM builds."""
+    fk = FakeKoji(tmp_path / "hub").start()
+    for name in PACKAGES:
+        fk.hub.add_package(TARGET, name)
+    fk.hub.builder.allow_srpm_final = True
+    yield fk
+    fk.stop()
+
+
+def koji_settings(fk: FakeKoji) -> dict[str, Any]:
+    return {
+        "server": fk.url,
+        "weburl": fk.weburl,
+        "topurl": fk.topurl,
+        "authtype": "password",
+        "user": "rpmgate",
+        "password": "secret",
+        "target": TARGET,
+        "poll_interval": 0.1,
+        "retry_initial": 0.05,
+        "retry_max_interval": 0.2,
+        "retry_deadline": 20,
+        "call_timeout": 10,
+    }
+
+
+def koji_config_doc(world: World, fk: FakeKoji) -> dict[str, Any]:
+    """The world's config with its queue building in Koji (the ``local`` backend unused)."""
+    doc = world.config()
+    doc["backends"] = {"koji": {"type": "koji", **koji_settings(fk)}}
+    doc["queues"]["liberty"]["backend"] = "koji"
+    return doc
+
+
+@asynccontextmanager
+async def koji_gate(world: World, fk: FakeKoji, idle: bool = True) -> AsyncIterator[Gate]:
+    gate = Gate(parse_config(koji_config_doc(world, fk)))
+    await gate.start()
+    try:
+        if idle:
+            await gate.wait_idle(120)
+        yield gate
+    finally:
+        await gate.stop()
+
+
+# -- what the hub saw ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildCall:
+    task_id: int
+    scratch: bool
+    purpose: str
+    key: str
+    tree: str
+    srpm: str
+
+    @property
+    def nvr(self) -> str:
+        return self.srpm.removesuffix(".src.rpm")
+
+
+def build_calls(fk: FakeKoji) -> list[BuildCall]:
+    """Every ``build`` task the hub created, parsed from the request the gate sent."""
+
+    def collect() -> list[tuple[int, list[Any]]]:
+        return sorted(
+            (t.id, list(t.request)) for t in fk.hub.state.tasks.values() if t.method == "build"
+        )
+
+    calls = []
+    for task_id, (source, target, opts) in fk.run(collect):
+        assert target == TARGET
+        match = UPLOAD.search(source)
+        assert match, source
+        purpose, key, tree, srpm = match.groups()
+        scratch = bool((opts or {}).get("scratch"))
+        assert scratch == (purpose == "scratch"), source
+        calls.append(BuildCall(task_id, scratch, purpose, key, tree, srpm))
+    return calls
+
+
+def assert_each_build_submitted_once(fk: FakeKoji, gate: Gate) -> list[BuildCall]:
+    """I4's "no Koji task twice for the same purpose", counted on the hub."""
+    calls = build_calls(fk)
+    assert fk.hub.count("build") == len(calls)  # every call created exactly one task
+    scratch = Counter((c.key, c.tree) for c in calls if c.scratch)
+    assert [k for k, n in scratch.items() if n > 1] == []
+    finals = Counter(c.nvr for c in calls if not c.scratch)
+    assert [nvr for nvr, n in finals.items() if n > 1] == []
+    hub_builds = fk.run(lambda: Counter(b.nvr for b in fk.hub.state.builds.values()))
+    assert [nvr for nvr, n in hub_builds.items() if n > 1] == []
+    with session(gate.engine) as s:
+        rows = s.exec(select(BuildRow)).all()
+    assert {r.backend for r in rows} == {"koji"}
+    assert all(r.submissions <= 1 for r in rows), [(r.id, r.submissions) for r in rows]
+    return calls
+
+
+def hub_builds(fk: FakeKoji) -> dict[str, str]:
+    """NVR -> Koji build state of every non-scratch build on the hub."""
+    return fk.run(lambda: {b.nvr: koji.BUILD_STATES[b.state] for b in fk.hub.state.builds.values()})
+
+
+def assert_published_rpms_are_kojis(gate: Gate, fk: FakeKoji) -> None:
+    """Every published RPM is byte for byte the one under the hub's packages/ directory."""
+    for entry in gate.publishers["liberty"].state():
+        name, version, release = entry.nvr.rsplit("-", 2)
+        for artifact in entry.artifacts:
+            on_hub = (
+                fk.hub.topdir
+                / "packages"
+                / name
+                / version
+                / release
+                / ("src" if artifact.is_source else artifact.arch)
+                / artifact.filename
+            )
+            assert sha256_file(on_hub) == artifact.checksum, artifact.filename
+
+
+def item_row(gate: Gate, title: str) -> ItemRow:
+    with session(gate.engine) as s:
+        return s.exec(
+            select(ItemRow)
+            .join(ChangeRow, ChangeRow.id == ItemRow.change_id)
+            .where(ChangeRow.title == title)
+        ).one()
+
+
+def nvrs(gate: Gate) -> dict[str, str]:
+    return gate.publishers["liberty"].state().nvrs()
+
+
+async def eventually(check: Any, timeout: float = 60.0) -> Any:
+    async def poll() -> Any:
+        while not (value := check()):
+            await asyncio.sleep(0.05)
+        return value
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+# -- scenarios -------------------------------------------------------------------
+
+
+async def test_bootstrap_and_a_b_c_d_scenario_with_every_build_in_koji(
+    world: World, hub: FakeKoji
+) -> None:
+    async with koji_gate(world, hub) as gate:
+        # bootstrap: the four branch heads, final-built in Koji, one generation
+        assert nvrs(gate) == {
+            "nova": "nova-12.0.0-1",
+            "ceilometer": "ceilometer-8.0.0-1",
+            "horizon": "horizon-9.0.0-1",
+            "python-django": "python-django-1.8.0-1",
+        }
+        assert gate.publishers["liberty"].generations() == [1]
+        assert hub_builds(hub) == {n: "COMPLETE" for n in nvrs(gate).values()}
+
+        propose(gate, world, "nova", NOVA_1201, "A")
+        propose(gate, world, "ceilometer", CEILO_801, "B")
+        propose(gate, world, "horizon", HORIZON_BROKEN, "C")
+        propose(gate, world, "python-django", DJANGO_NO_COMPAT, "D")
+        gate.wake()
+        await gate.wait_idle(120)
+
+        assert results(gate) == {"merged": ["A", "B"], "rejected": ["C", "D"]}
+        # C: the buildArch task's fault, with links to its logs on the hub
+        c_failure = failure_of(gate, "C")
+        assert re.search(
+            r"Koji buildArch task \d+ \(noarch\) failed: BuildError: error "
+            r"building package \(arch noarch\), mock exited with status 1",
+            c_failure,
+        ), c_failure
+        assert f"{hub.topurl}/work/tasks/" in c_failure and "build.log" in c_failure
+        assert failure_of(gate, "D") == (
+            "repoclosure: 1 unresolved dependency: "
+            "horizon-9.0.0-1.noarch requires python-django-compat"
+        )
+        assert nvrs(gate)["nova"] == "nova-12.0.1-1"
+        assert nvrs(gate)["ceilometer"] == "ceilometer-8.0.1-1"
+        assert nvrs(gate)["python-django"] == "python-django-1.8.0-1"
+        assert gate.publishers["liberty"].generations() == [1, 2, 3]
+        b = item_row(gate, "B")
+        assert "nova-0:12.0.1-1.noarch" in RepoState.from_json(b.tested_state or "").nevras()
+        assert b.generation == 3
+        assert "12.0.1" in git(world.remote("nova"), "show", "main:nova.spec")
+        assert "9.0.0" in git(world.remote("horizon"), "show", "main:horizon.spec")
+        # Koji holds exactly the final builds of what was published, each in the target's tag
+        published = {
+            **{n: "COMPLETE" for n in nvrs(gate).values()},
+            "nova-12.0.0-1": "COMPLETE",
+            "ceilometer-8.0.0-1": "COMPLETE",
+        }
+        assert hub_builds(hub) == published
+        tagged = hub.run(
+            lambda: {
+                b.nvr
+                for b in hub.hub.state.builds.values()
+                if b.id in hub.hub.state.tags[TARGET].builds
+            }
+        )
+        assert tagged == set(published)
+        calls = assert_each_build_submitted_once(hub, gate)
+        # D was reset when C failed ahead of it, and kept its scratch build: one Koji task
+        d = item_row(gate, "D")
+        assert d.attempt >= 2 and d.build_key
+        assert sum(1 for c in calls if c.scratch and d.build_key.startswith(c.key)) == 1
+        assert sorted(c.nvr for c in calls if not c.scratch) == sorted(hub_builds(hub))
+        assert_published_rpms_are_kojis(gate, hub)
+        check_invariants(gate)
+
+
+async def seed_final_build_from_other_sources(world: World, fk: FakeKoji, tmp_path: Path) -> str:
+    """Someone else already built nova-12.0.1-1 in Koji, from a tree that is not A's."""
+    ref = world.propose(
+        "nova",
+        PackageSpec("nova", "12.0.1", lookaside=True, requires=("python-oslo-config",)),
+        "someone else's 12.0.1",
+    )
+    remote = world.remote("nova")
+    sha = git(remote, "rev-parse", ref)
+    url = world.config()["projects"]["nova"]["lookaside"]["url"]
+    request = BuildRequest(
+        project="nova",
+        package="nova",
+        purpose="final",
+        key="outsider",
+        git_dir=remote,
+        commit=sha,
+        tree=git(remote, "rev-parse", f"{sha}^{{tree}}"),
+        spec_path="nova.spec",
+        target=TARGET,
+        lookaside=Lookaside(url, tmp_path / "outsider" / "lookaside"),
+    )
+    outsider = KojiBackend(
+        KojiConfig(**koji_settings(fk)), Pool(tmp_path / "outsider-pool"), tmp_path / "outsider"
+    )
+    try:
+        outcome = await outsider.wait(await outsider.submit(request), request)
+    finally:
+        await outsider.close()
+    assert outcome.ok, outcome.reason
+    return request.tree
+
+
+def fail_next_final_build_of(gate: Gate, fk: FakeKoji, project: str, message: str) -> None:
+    """Arm a buildArch failure on the hub the moment ``project``'s item starts its final build."""
+
+    def arm(event: dict[str, Any]) -> None:
+        if event.get("state") == "final-build" and event.get("project") == project:
+            fk.hub.builder.failures.append(Failure("buildArch", message, package=project))
+
+    gate.listeners.append(arm)
+
+
+@pytest.mark.parametrize("how", ["nvr-from-other-sources", "task-failure"])
+async def test_final_build_failing_at_the_tip_merges_and_publishes_nothing(
+    how: str, world: World, hub: FakeKoji, tmp_path: Path
+) -> None:
+    if how == "nvr-from-other-sources":
+        other_tree = await seed_final_build_from_other_sources(world, hub, tmp_path)
+    async with koji_gate(world, hub) as gate:
+        if how == "task-failure":
+            fail_next_final_build_of(gate, hub, "nova", "builder ran out of disk space")
+        builds_before = hub_builds(hub)
+        propose(gate, world, "nova", NOVA_1201, "A")
+        propose(gate, world, "ceilometer", CEILO_801, "B")
+        gate.wake()
+        await gate.wait_idle(120)
+
+        assert results(gate) == {"rejected": ["A", "B"]}
+        a_failure = failure_of(gate, "A")
+        assert a_failure.startswith("final build failed: "), a_failure
+        if how == "nvr-from-other-sources":
+            assert a_failure.startswith(
+                "final build failed: nova-12.0.1-1 already exists in Koji"
+            ), a_failure
+            assert other_tree in a_failure and item_row(gate, "A").merge_tree in a_failure
+            assert "bump the Release" in a_failure
+            assert hub_builds(hub) == builds_before  # Koji was not asked to build it again
+        else:
+            assert re.search(
+                r"Koji buildArch task \d+ \(noarch\) failed: BuildError: "
+                r"builder ran out of disk space",
+                a_failure,
+            ), a_failure
+            assert hub_builds(hub) == {**builds_before, "nova-12.0.1-1": "FAILED"}
+        # B was reset and re-tested without A: ceilometer 8.0.1 needs the nova A did not ship
+        assert failure_of(gate, "B") == (
+            "repoclosure: 1 unresolved dependency: "
+            "ceilometer-8.0.1-1.noarch requires nova >= 12.0.1"
+        )
+        b = item_row(gate, "B")
+        assert b.attempt >= 2 and json.loads(b.base_ahead) == []
+        # nothing merged, nothing published, nothing tagged for A or B
+        assert gate.publishers["liberty"].generations() == [1]
+        assert nvrs(gate)["nova"] == "nova-12.0.0-1"
+        assert "12.0.0" in git(world.remote("nova"), "show", "main:nova.spec")
+        assert "8.0.0" in git(world.remote("ceilometer"), "show", "main:ceilometer.spec")
+        calls = assert_each_build_submitted_once(hub, gate)
+        assert [c.nvr for c in calls if not c.scratch].count("ceilometer-8.0.1-1") == 0
+        check_invariants(gate)
+
+
+@dataclass(frozen=True)
+class HeldSpec(PackageSpec):
+    """A spec whose %install waits while ``hold`` exists: its buildArch task keeps running."""
+
+    hold: str = ""
+
+    def render(self) -> str:
+        wait = f"while [ -e {self.hold} ]; do sleep 0.1; done\n"
+        return super().render().replace("%install\n", "%install\n" + wait, 1)
+
+
+def propose_spec_edit(gate: Gate, world: World, project: str, edit: Any, title: str) -> None:
+    """A change that edits the spec text alone (World.propose also renews the lookaside
+    tarball, so two of its changes to one project always conflict in ``sources``)."""
+    work = world.workdir(project)
+    git(work, "fetch", "-q", "origin", "+refs/heads/main:refs/remotes/origin/main")
+    git(work, "checkout", "-q", "--detach", "origin/main")
+    spec = work / f"{project}.spec"
+    spec.write_text(edit(spec.read_text()))
+    git(work, "commit", "-q", "-am", title)
+    ref = f"refs/changes/edits/{title}/1"
+    git(work, "push", "-q", "origin", f"HEAD:{ref}")
+    store_delivery(
+        gate,
+        "api",
+        "change.proposed",
+        {"project": project, "ref": ref, "title": title, "approve": True},
+        None,
+    )
+
+
+async def test_reset_cancels_the_koji_task_of_a_scratch_build_containing_the_failed_item(
+    world: World, hub: FakeKoji, tmp_path: Path
+) -> None:
+    hold = tmp_path / "hold"
+    hold.touch()
+    async with koji_gate(world, hub) as gate:
+        # X and Y both change nova (different hunks): Y is tested on the merge of X and Y,
+        # whose buildArch is kept running until X has failed its jobs and left the queue.
+        propose_spec_edit(
+            gate,
+            world,
+            "nova",
+            lambda spec: spec.replace(
+                "BuildArch: noarch\n", "BuildArch: noarch\nRequires: python-novaclient-ng\n"
+            ),
+            "X",
+        )
+        propose(
+            gate, world, "nova", HeldSpec("nova", "12.0.1", lookaside=True, hold=str(hold)), "Y"
+        )
+        gate.wake()
+        await eventually(lambda: hub.hub.count("cancelTask"))
+        canceled = next(c.args[0] for c in hub.hub.calls if c.method == "cancelTask")
+        # what the hub says right after the cancel (the fake's orphaned rpmbuild of a
+        # canceled buildArch would mark it CLOSED once it ends; kojid kills it instead)
+        states = hub.run(
+            lambda: {
+                t.method: koji.TASK_STATES[t.state]
+                for t in [hub.hub.state.tasks[canceled], *hub.hub.state.children(canceled)]
+            }
+        )
+        hold.unlink()
+        await gate.wait_idle(120)
+
+        assert results(gate) == {"rejected": ["X"], "merged": ["Y"]}
+        assert failure_of(gate, "X") == (
+            "repoclosure: 1 unresolved dependency: "
+            "nova-12.0.0-1.noarch requires python-novaclient-ng"
+        )
+        x, y = item_row(gate, "X"), item_row(gate, "Y")
+        with session(gate.engine) as s:
+            both = s.exec(
+                select(BuildRow).where(
+                    BuildRow.purpose == "scratch", BuildRow.includes == json.dumps([x.id, y.id])
+                )
+            ).one()
+        assert both.state == "canceled" and both.task_ref
+        assert canceled == int(both.task_ref)
+        assert [c.args[0] for c in hub.hub.calls if c.method == "cancelTask"] == [canceled]
+        # canceled in flight, not after it finished; its children with it
+        assert states["build"] == "CANCELED", states
+        assert states.get("buildArch", "CANCELED") == "CANCELED", states
+        # Y was re-tested alone: another tree, another key, built once
+        assert y.attempt == 2 and json.loads(y.base_ahead) == [] and y.build_key != both.key
+        assert nvrs(gate)["nova"] == "nova-12.0.1-1"
+        assert "python-novaclient-ng" not in git(world.remote("nova"), "show", "main:nova.spec")
+        assert_each_build_submitted_once(hub, gate)
+        check_invariants(gate)
+
+
+@pytest.mark.parametrize("tasks_end", ["after-the-restart", "while-the-gate-is-down"])
+async def test_restart_with_koji_tasks_in_flight_reattaches_without_new_build_calls(
+    tasks_end: str, world: World, hub: FakeKoji
+) -> None:
+    hub.hold()  # no host takes a task: everything submitted stays in flight
+    gate = Gate(parse_config(koji_config_doc(world, hub)))
+    await gate.start()
+    try:
+        propose(gate, world, "nova", NOVA_1201, "A")
+        propose(gate, world, "ceilometer", CEILO_801, "B")
+        gate.wake()
+
+        def all_submitted() -> bool:
+            with session(gate.engine) as s:
+                rows = s.exec(select(BuildRow)).all()
+            return len(rows) == 6 and all(r.task_ref for r in rows)
+
+        # four bootstrap finals and the scratch builds of A and B, all on the hub
+        await eventually(all_submitted)
+    finally:
+        await gate.stop()  # not finished: the Koji tasks keep going on the hub
+    assert hub.hub.count("build") == 6
+    assert set(hub.task_states().values()) == {"FREE"}
+    if tasks_end == "while-the-gate-is-down":
+        hub.release()
+        await eventually(lambda: set(hub.task_states().values()) == {"CLOSED"})
+
+    async with koji_gate(world, hub, idle=False) as gate:
+        backend = gate.backends["koji"]
+        assert isinstance(backend, KojiBackend)
+        if tasks_end == "after-the-restart":
+            # the restarted gate watches the six tasks again while the hub still holds them
+            await eventually(lambda: len(backend.watcher) == 6)
+            assert hub.hub.count("build") == 6 and not backend.submitted
+            hub.release()
+        await gate.wait_idle(120)
+
+        assert results(gate) == {"merged": ["A", "B"]}
+        assert gate.publishers["liberty"].generations() == [1, 2, 3]
+        calls = assert_each_build_submitted_once(hub, gate)
+        # only A's and B's final builds were submitted after the restart
+        assert len(calls) == 8
+        assert sorted(c.nvr for c in calls[6:]) == ["ceilometer-8.0.1-1", "nova-12.0.1-1"]
+        assert backend.submitted == Counter(final=2)
+        assert_published_rpms_are_kojis(gate, hub)
+        check_invariants(gate)
