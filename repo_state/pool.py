@@ -14,6 +14,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import createrepo_c
+
+from repo_state.state import Artifact
+
 _CHUNK = 1 << 20
 
 
@@ -63,6 +67,21 @@ class Pool:
         os.chmod(tmp, 0o444)
         os.replace(tmp, dest)
         return checksum
+
+    def add_rpm(self, path: Path, expected: str | None = None) -> Artifact:
+        """Store an RPM and describe it from its header."""
+        checksum = self.add(path, expected)
+        pkg = createrepo_c.package_from_rpm(str(path))
+        return Artifact(
+            name=pkg.name,
+            epoch=int(pkg.epoch or 0),
+            version=pkg.version,
+            release=pkg.release,
+            arch=pkg.arch,
+            sourcerpm=pkg.rpm_sourcerpm or "",
+            checksum=checksum,
+            size=int(pkg.size_package or path.stat().st_size),
+        )
 
     def link_into(self, checksum: str, dest: Path) -> None:
         """Hard-link a pooled file to ``dest`` (copy across filesystems)."""

@@ -25,8 +25,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import createrepo_c as cr
-
 from repo_state.pool import Pool
 from repo_state.state import Artifact, BuildEntry
 
@@ -182,18 +180,7 @@ def build_rpm(
 
 def artifact_for(path: Path, pool: Pool) -> Artifact:
     """Add ``path`` to ``pool`` and describe it as an :class:`Artifact` from its header."""
-    pkg = cr.package_from_rpm(str(path))
-    checksum = pool.add(Path(path))
-    return Artifact(
-        name=pkg.name,
-        epoch=int(pkg.epoch or 0),
-        version=pkg.version,
-        release=pkg.release,
-        arch=pkg.arch,
-        sourcerpm=pkg.rpm_sourcerpm or "",
-        checksum=checksum,
-        size=int(pkg.size_package or 0),
-    )
+    return pool.add_rpm(Path(path))
 
 
 def build_entry(paths: Iterable[Path], pool: Pool, origin: str = "") -> BuildEntry:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import createrepo_c
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -178,18 +177,7 @@ class Downloader:
                 )
 
     def _pool_artifact(self, path: Path) -> Artifact:
-        checksum = self.pool.add(path)
-        pkg = createrepo_c.package_from_rpm(str(path))
-        return Artifact(
-            name=pkg.name,
-            epoch=int(pkg.epoch or 0),
-            version=pkg.version,
-            release=pkg.release,
-            arch=pkg.arch,
-            sourcerpm=pkg.rpm_sourcerpm or "",
-            checksum=checksum,
-            size=int(pkg.size_package or path.stat().st_size),
-        )
+        return self.pool.add_rpm(path)
 
 
 class _Corrupt(Exception):

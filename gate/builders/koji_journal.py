@@ -12,14 +12,14 @@ rename, fsync of the directory).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from repo_state.durable import write_atomically
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -73,21 +73,5 @@ class SubmissionJournal:
         return Submission(**data)
 
     def save(self, record: Submission) -> None:
-        path = self.path(record.purpose, record.key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".submission-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        dir_fd = os.open(path.parent, os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path(record.purpose, record.key), text)

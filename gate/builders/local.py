@@ -14,16 +14,11 @@ build of it from the same tree adopts the first, from another tree is refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import shutil
-import tempfile
 import uuid
 from collections import Counter
 from pathlib import Path
-
-import createrepo_c
 
 from gate.builders.base import (
     BuildBackend,
@@ -40,6 +35,7 @@ from gate.builders.srpm import (
     rpmbuild_dir_defines,
     run_logged,
 )
+from repo_state.durable import write_atomically
 from repo_state.pool import Pool
 from repo_state.state import Artifact
 
@@ -227,23 +223,7 @@ class LocalBackend(BuildBackend):
     # -- pool and store (run in threads) --------------------------------------
 
     def _pool_artifacts(self, paths: list[Path]) -> tuple[Artifact, ...]:
-        artifacts = []
-        for path in paths:
-            checksum = self.pool.add(path)
-            pkg = createrepo_c.package_from_rpm(str(path))
-            artifacts.append(
-                Artifact(
-                    name=pkg.name,
-                    epoch=int(pkg.epoch or 0),
-                    version=pkg.version,
-                    release=pkg.release,
-                    arch=pkg.arch,
-                    sourcerpm=pkg.rpm_sourcerpm or "",
-                    checksum=checksum,
-                    size=int(pkg.size_package or path.stat().st_size),
-                )
-            )
-        return tuple(sorted(artifacts))
+        return tuple(sorted(self.pool.add_rpm(path) for path in paths))
 
     def _record_path(self, nvr: str) -> Path | None:
         parts = nvr.rsplit("-", 2)
@@ -279,7 +259,7 @@ class LocalBackend(BuildBackend):
             "build_requires": list(srpm.build_requires),
             "artifacts": [a.to_dict() for a in outcome.artifacts],
         }
-        _atomic_write(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        write_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _write(path: Path, text: str) -> None:
@@ -290,23 +270,3 @@ def _write(path: Path, text: str) -> None:
 def _append(path: Path, text: str) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(text)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``path`` so a crash leaves either no file or the whole file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".build-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
