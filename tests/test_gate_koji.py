@@ -494,3 +494,32 @@ async def test_restart_with_koji_tasks_in_flight_reattaches_without_new_build_ca
         assert backend.submitted == Counter(final=2)
         assert_published_rpms_are_kojis(gate, hub)
         check_invariants(gate)
+
+
+async def test_hub_outage_mid_run_is_ridden_out_by_the_gate(world: World, hub: FakeKoji) -> None:
+    """The hub answers 503 while scratch builds are in flight; the gate waits it out,
+    shows it in the status document, and ends as if nothing happened."""
+    async with koji_gate(world, hub) as gate:
+        building = asyncio.Event()
+        gate.listeners.append(
+            lambda e: building.set() if e.get("state") == "building" else None)
+        propose(gate, world, "nova", NOVA_1201, "A")
+        propose(gate, world, "ceilometer", CEILO_801, "B")
+        gate.wake()
+        await asyncio.wait_for(building.wait(), 60)
+        hub.hub.outage = "503"
+        seen_retrying = False
+        for _ in range(60):
+            await asyncio.sleep(0.1)
+            health = gate.backends["koji"].status()  # type: ignore[attr-defined]
+            if health.get("consecutive_failures", 0) > 0:
+                seen_retrying = True
+                break
+        await asyncio.sleep(1.0)
+        hub.hub.outage = None
+        await gate.wait_idle(180)
+
+        assert seen_retrying, "the status document never showed the outage"
+        assert results(gate) == {"merged": ["A", "B"]}
+        assert_each_build_submitted_once(hub, gate)
+        check_invariants(gate)
