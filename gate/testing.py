@@ -163,8 +163,8 @@ async def _run_jobs(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
         for job in jobs
     }
     rows = _start_job_rows(gate, item_id, attempt, ctx_for)
-    results = await asyncio.gather(*(_run_one(job, ctx_for[job.name]) for job in jobs))
-    _finish_job_rows(gate, rows, results)
+    results = await asyncio.gather(*(_run_one(gate, job, ctx_for[job.name], rows[job.name])
+                                     for job in jobs))
     failed = [r for r in results if not r.passed]
     reason = "; ".join(f"{r.name}: {r.summary}" for r in failed)
     gate.update_item(item_id, attempt=attempt, jobs="failed" if failed else "passed",
@@ -173,14 +173,17 @@ async def _run_jobs(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
               state="jobs-failed" if failed else "jobs-passed", reason=reason)
 
 
-async def _run_one(job: Job, ctx: JobContext) -> JobResult:
+async def _run_one(gate: Gate, job: Job, ctx: JobContext, row_id: int) -> JobResult:
+    """Run one job and record its outcome as soon as it ends."""
     try:
-        return await job.run(ctx)
+        result = await job.run(ctx)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         log.exception("job %s crashed", job.name)
-        return JobResult(job.name, False, f"job error: {exc}", str(ctx.log_path))
+        result = JobResult(job.name, False, f"job error: {exc}", str(ctx.log_path))
+    _finish_job_row(gate, row_id, result)
+    return result
 
 
 def _make_job(cfg: RepoclosureJobConfig | object) -> Job:
@@ -199,15 +202,14 @@ def _start_job_rows(gate: Gate, item_id: int, attempt: int,
         return {name: row.id or 0 for name, row in rows.items()}
 
 
-def _finish_job_rows(gate: Gate, rows: dict[str, int], results: list[JobResult]) -> None:
+def _finish_job_row(gate: Gate, row_id: int, result: JobResult) -> None:
     with session(gate.engine) as s:
-        for result in results:
-            row = s.get(JobRunRow, rows[result.name])
-            assert row is not None
-            row.state = "passed" if result.passed else "failed"
-            row.summary, row.details = result.summary, json.dumps(list(result.details))
-            row.finished_at = utcnow()
-            s.add(row)
+        row = s.get(JobRunRow, row_id)
+        assert row is not None
+        row.state = "passed" if result.passed else "failed"
+        row.summary, row.details = result.summary, json.dumps(list(result.details))
+        row.finished_at = utcnow()
+        s.add(row)
         s.commit()
 
 
