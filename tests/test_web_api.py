@@ -446,7 +446,7 @@ async def test_rollback_publishes_old_content_as_a_new_generation_and_resets_ite
             "ceilometer-0:8.0.0-1.noarch", "horizon-0:9.0.0-1.noarch",
             "nova-0:12.0.0-1.noarch", "python-django-0:1.8.0-1.noarch"]
         assert repo["kept"] == [1, 2, 3]
-        assert [(g["number"], g["kind"], g["packages"]) for g in repo["history"]] == [
+        assert [(g["number"], g["kind"], g["package_count"]) for g in repo["history"]] == [
             (3, "rollback", 4), (2, "gate", 4), (1, "post", 4)]
         assert repo["history"][0]["items"] == []
         assert repo["history"][1]["items"] == [a["id"]]

@@ -156,6 +156,6 @@ def repo_doc(gate: Gate, s: Session, name: str) -> dict[str, Any] | None:
         },
         "kept": publisher.generations(),
         "history": [{"number": g.number, "kind": g.kind, "items": json.loads(g.items),
-                     "packages": g.packages, "created_at": _iso(g.created_at)}
+                     "package_count": g.packages, "created_at": _iso(g.created_at)}
                     for g in history],
     }
