@@ -32,20 +32,10 @@ from aiohttp import web
 
 from gate.config import parse_config
 from gate.daemon import Gate
-from gate.demo_world import PackageSpec, World
+from gate.demo_world import CLASSIC_CHANGES, World
 from gate.jobs.base import JobContext
 from gate.jobs.repoclosure import Repoclosure
 from gate.web.app import make_app
-
-CHANGES = [
-    ("A", "nova", PackageSpec("nova", "12.0.1", lookaside=True), "Update to 12.0.1"),
-    ("B", "ceilometer", PackageSpec("ceilometer", "8.0.1", requires=("nova >= 12.0.1",)),
-     "Update to 8.0.1 (needs nova 12.0.1)"),
-    ("C", "horizon", PackageSpec("horizon", "9.0.1", requires=("python-django-compat",),
-                                 broken_build=True), "Update to 9.0.1 (broken build)"),
-    ("D", "python-django", PackageSpec("python-django", "1.8.1"),
-     "Update to 1.8.1, drop the compat Provides"),
-]
 
 _SHOWN = {
     "enqueued": "enqueued",
@@ -148,7 +138,7 @@ async def run_demo(directory: Path | None = None, keep: bool = False) -> int:
               f"{', '.join(sorted(repo.state().nvrs().values()))}")
 
         print("\n== proposing and approving A, B, C, D through the HTTP API")
-        for label, project, spec, title in CHANGES:
+        for label, project, spec, title in CLASSIC_CHANGES:
             ref = world.propose(project, spec, title)
             accepted = await asyncio.to_thread(
                 _post, f"{base}/api/changes",

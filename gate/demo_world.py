@@ -88,6 +88,19 @@ INITIAL = {
 }
 
 
+#: The classic case the demo and the scenario tests gate, in queue order:
+#: (label, project, spec, title)
+CLASSIC_CHANGES: tuple[tuple[str, str, PackageSpec, str], ...] = (
+    ("A", "nova", PackageSpec("nova", "12.0.1", lookaside=True), "Update to 12.0.1"),
+    ("B", "ceilometer", PackageSpec("ceilometer", "8.0.1", requires=("nova >= 12.0.1",)),
+     "Update to 8.0.1 (needs nova 12.0.1)"),
+    ("C", "horizon", PackageSpec("horizon", "9.0.1", requires=("python-django-compat",),
+                                 broken_build=True), "Update to 9.0.1 (broken build)"),
+    ("D", "python-django", PackageSpec("python-django", "1.8.1"),
+     "Update to 1.8.1, drop the compat Provides"),
+)
+
+
 def git(cwd: Path, *args: str) -> str:
     env = {**os.environ, **GIT_ENV}
     out = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,

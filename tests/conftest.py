@@ -12,7 +12,7 @@ import pytest
 
 from gate.config import parse_config
 from gate.daemon import Gate
-from gate.demo_world import PackageSpec, World
+from gate.demo_world import CLASSIC_CHANGES, PackageSpec, World
 from gate.web.app import store_delivery
 
 POSTGRES_URL = os.environ.get("RPMGATE_TEST_DATABASE_URL")
@@ -47,8 +47,15 @@ def propose(gate: Gate, world: World, project: str, spec: PackageSpec, title: st
                    {"project": project, "ref": ref, "title": title, "approve": approve}, None)
 
 
-NOVA_1201 = PackageSpec("nova", "12.0.1", lookaside=True)
-CEILO_801 = PackageSpec("ceilometer", "8.0.1", requires=("nova >= 12.0.1",))
-HORIZON_BROKEN = PackageSpec("horizon", "9.0.1", requires=("python-django-compat",),
-                             broken_build=True)
-DJANGO_NO_COMPAT = PackageSpec("python-django", "1.8.1")
+_CLASSIC = {label: spec for label, _, spec, _ in CLASSIC_CHANGES}
+NOVA_1201 = _CLASSIC["A"]
+CEILO_801 = _CLASSIC["B"]
+HORIZON_BROKEN = _CLASSIC["C"]
+DJANGO_NO_COMPAT = _CLASSIC["D"]
+
+
+def propose_classic(gate: Gate, world: World) -> None:
+    """A, B, C and D of the classic case, in order, titled by their labels."""
+    for label, project, spec, _ in CLASSIC_CHANGES:
+        propose(gate, world, project, spec, label)
+    gate.wake()

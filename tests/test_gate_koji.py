@@ -33,7 +33,12 @@ from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, ItemRow
 from repo_state.pool import Pool, sha256_file
 from repo_state.state import RepoState
-from tests.conftest import CEILO_801, DJANGO_NO_COMPAT, HORIZON_BROKEN, NOVA_1201, propose
+from tests.conftest import (
+    CEILO_801,
+    NOVA_1201,
+    propose,
+    propose_classic,
+)
 from tests.fakekoji import Failure, FakeKoji
 from tests.invariants import check_invariants, failure_of, results
 
@@ -211,11 +216,7 @@ async def test_bootstrap_and_a_b_c_d_scenario_with_every_build_in_koji(
         assert gate.publishers["liberty"].generations() == [1]
         assert hub_builds(hub) == {n: "COMPLETE" for n in nvrs(gate).values()}
 
-        propose(gate, world, "nova", NOVA_1201, "A")
-        propose(gate, world, "ceilometer", CEILO_801, "B")
-        propose(gate, world, "horizon", HORIZON_BROKEN, "C")
-        propose(gate, world, "python-django", DJANGO_NO_COMPAT, "D")
-        gate.wake()
+        propose_classic(gate, world)
         await gate.wait_idle(120)
 
         assert results(gate) == {"merged": ["A", "B"], "rejected": ["C", "D"]}

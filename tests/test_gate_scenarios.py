@@ -18,9 +18,9 @@ from repo_state.state import RepoState
 from tests.conftest import (
     CEILO_801,
     DJANGO_NO_COMPAT,
-    HORIZON_BROKEN,
     NOVA_1201,
     propose,
+    propose_classic,
     running_gate,
 )
 from tests.invariants import check_invariants, failure_of, results
@@ -43,11 +43,7 @@ async def test_bootstrap_publishes_branch_heads_as_one_tested_generation(world: 
 
 async def test_a_b_merge_in_order_while_c_and_d_are_rejected(world: World) -> None:
     async with running_gate(world) as gate:
-        propose(gate, world, "nova", NOVA_1201, "A")
-        propose(gate, world, "ceilometer", CEILO_801, "B")
-        propose(gate, world, "horizon", HORIZON_BROKEN, "C")
-        propose(gate, world, "python-django", DJANGO_NO_COMPAT, "D")
-        gate.wake()
+        propose_classic(gate, world)
         await gate.wait_idle(180)
 
         assert results(gate) == {"merged": ["A", "B"], "rejected": ["C", "D"]}

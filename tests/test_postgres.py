@@ -28,12 +28,8 @@ from gate.web.app import store_delivery
 from repo_state.db import make_engine, migrate, session
 from repo_state.models import ChangeRow, Delivery
 from tests.conftest import (
-    CEILO_801,
-    DJANGO_NO_COMPAT,
-    HORIZON_BROKEN,
-    NOVA_1201,
     POSTGRES_URL,
-    propose,
+    propose_classic,
     running_gate,
 )
 from tests.invariants import check_invariants, failure_of, results
@@ -100,11 +96,7 @@ async def test_a_b_merge_in_order_while_c_and_d_are_rejected_on_postgresql(
         world: World, pg_url: str) -> None:
     async with running_gate(world, database_url=pg_url) as gate:
         assert gate.engine.dialect.name == "postgresql"
-        propose(gate, world, "nova", NOVA_1201, "A")
-        propose(gate, world, "ceilometer", CEILO_801, "B")
-        propose(gate, world, "horizon", HORIZON_BROKEN, "C")
-        propose(gate, world, "python-django", DJANGO_NO_COMPAT, "D")
-        gate.wake()
+        propose_classic(gate, world)
         await gate.wait_idle(180)
 
         assert results(gate) == {"merged": ["A", "B"], "rejected": ["C", "D"]}
