@@ -165,3 +165,19 @@ def test_command_job_rejects_nonsense() -> None:
         CommandJob("empty", [], 10)
     with pytest.raises(ValueError):
         CommandJob("never", "true", 0)
+
+
+async def test_daemon_secrets_do_not_reach_commands(tmp_path, monkeypatch) -> None:
+    from gate.jobs.base import JobContext
+    from gate.jobs.command import CommandJob
+
+    monkeypatch.setenv("RPMGATE_API_TOKEN", "do-not-leak-this-token")
+    monkeypatch.setenv("KOJI_PASSWORD", "hunter2-hunter2")
+    ctx = JobContext(item_id=1, attempt=1, repo_path=tmp_path, repo_url="http://x/",
+                     arches=("x86_64",), base_repos=(), log_path=tmp_path / "env.log")
+    job = CommandJob("env", "env", timeout_s=30, env={"EXTRA": "given"})
+    result = await job.run(ctx)
+    log = (tmp_path / "env.log").read_text()
+    assert result.passed
+    assert "do-not-leak-this-token" not in log and "hunter2" not in log
+    assert "EXTRA=given" in log and "PATH=" in log and "RPMGATE_ITEM=1" in log

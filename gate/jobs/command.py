@@ -40,6 +40,11 @@ from gate.jobs.base import Job, JobContext, JobResult
 _TAIL_BYTES = 64 * 1024
 
 
+#: what a command inherits from the daemon's environment (plus LC_*)
+INHERITED_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ",
+                           "TMPDIR", "SHELL", "TERM"})
+
+
 class CommandJob(Job):
     """Run ``command`` (an argv list, or a string for ``/bin/sh -c``) with a timeout."""
 
@@ -71,9 +76,17 @@ class CommandJob(Job):
         self.tail_lines = tail_lines
 
     def environment(self, ctx: JobContext) -> dict[str, str]:
-        """The command's environment: ours, the job's, the item's, then RPMGATE_*."""
+        """The command's environment: a few of ours, the job's, the item's, then RPMGATE_*.
+
+        Only the variables a shell needs are inherited from the daemon: its
+        environment holds the secrets the config refers to (API tokens, Koji
+        passwords), and a job's log must never be able to print them.  A job
+        that needs more names it in its ``env``.
+        """
+        inherited = {k: v for k, v in os.environ.items()
+                     if k in INHERITED_ENV or k.startswith("LC_")}
         return {
-            **os.environ,
+            **inherited,
             **self.env,
             **ctx.env,
             "RPMGATE_JOB": self.name,
