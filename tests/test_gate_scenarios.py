@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -226,4 +227,36 @@ async def test_change_stacked_on_a_rejected_change_is_rejected_not_merged(
         assert failure_of(gate, "Y").startswith("depends on change ")
         assert "(X), which is rejected and not ahead of it in the queue" in failure_of(gate, "Y")
         assert "9.0.0" in git(world.remote("horizon"), "show", "main:horizon.spec")
+        check_invariants(gate)
+
+
+async def test_publish_failure_after_merge_is_retried_as_a_post_item(world: World) -> None:
+    """Git has the change, the repository not yet: the item stays at the head,
+    is shown as a publish retry, and is published once the fault is gone."""
+    async with running_gate(world) as gate:
+        root = gate.publishers["liberty"].root
+        lock = root / ".lock"
+        lock.unlink()
+        lock.mkdir()  # the publisher cannot take its lock: every publish fails
+        failed = asyncio.Event()
+        gate.listeners.append(
+            lambda e: failed.set() if e.get("state") == "publish-failed" else None)
+        propose(gate, world, "nova", NOVA_1201, "A")
+        gate.wake()
+        await asyncio.wait_for(failed.wait(), 120)
+
+        assert "12.0.1" in git(world.remote("nova"), "show", "main:nova.spec")  # merged
+        assert gate.publishers["liberty"].generations() == [1]  # not published
+        from gate.web.status import status
+
+        with session(gate.engine) as s:
+            doc = status(gate, s)
+        [item] = doc["queues"][0]["items"]
+        assert item["state"] == "publish retry (post item)"
+        assert item["failure"].startswith("publish failed, retrying")
+
+        lock.rmdir()
+        await gate.wait_idle(120)
+        assert results(gate) == {"merged": ["A"]}
+        assert _nvrs(gate)["nova"] == "nova-12.0.1-1"
         check_invariants(gate)
