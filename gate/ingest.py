@@ -87,8 +87,8 @@ async def _change_proposed(gate: Gate, payload: dict[str, Any]) -> str:
             s.add(change)
             s.commit()
             s.refresh(change)
-    gate.emit("change", change=change.id, project=project_name, state="proposed", sha=sha,
-              title=change.title)
+    gate.emit("change", change=change.id, project=project_name, state="proposed",
+              sha=change.sha, title=change.title)
     if payload.get("approve"):
         await _enqueue(gate, change.id or 0)
     return f"change {change.id}"

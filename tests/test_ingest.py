@@ -34,7 +34,9 @@ async def test_a_delivery_processed_twice_after_a_crash_makes_one_change(world: 
         with session(gate.engine) as s:
             changes = s.exec(select(ChangeRow).where(ChangeRow.title == "A")).all()
             items = s.exec(select(ItemRow).where(ItemRow.kind == "gate")).all()
+            again = s.get(Delivery, delivery.id)
         assert len(changes) == 1 and len(items) == 1
+        assert again.error is None and again.result == f"change {changes[0].id}"
 
 
 async def test_a_failing_handler_is_reported_and_later_events_still_run(
