@@ -78,18 +78,14 @@ async def _prepare(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
         item.project)
     needs = await _unmet_dependency(gate, item.project, head, shas, own_change)
     if needs is not None:
-        gate.update_item(item_id, attempt=attempt, merge="failed", failure=needs)
-        gate.emit("item", item=item_id, project=item.project, state="merge-conflict",
-                  reason=needs)
+        _merge_failed(gate, item_id, attempt, item.project, needs)
         return
     result = await gate.merger.speculative_merge(item.project, project.git, head, shas)
     if result.conflict:
         files = ", ".join(result.files[:5])
         reason = f"merge conflict with {result.conflict_with[:12]}" + (f" in {files}" if files
                                                                         else "")
-        gate.update_item(item_id, attempt=attempt, merge="failed", failure=reason)
-        gate.emit("item", item=item_id, project=item.project, state="merge-conflict",
-                  reason=reason)
+        _merge_failed(gate, item_id, attempt, item.project, reason)
         return
     qcfg = cfg.queues[queue]
     key = scratch_key(item.project, result.tree, qcfg.target, qcfg.backend)
@@ -97,9 +93,14 @@ async def _prepare(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
                                backend=qcfg.backend, commit=result.commit, tree=result.tree,
                                target=qcfg.target, includes=includes)
     gate.update_item(item_id, attempt=attempt, merge="passed", merge_commit=result.commit,
-         merge_tree=result.tree, build_key=key)
+                     merge_tree=result.tree, build_key=key)
     gate.emit("item", item=item_id, project=item.project, state="building",
               build=build.id, reused=build.submissions > 0 or build.state != "running")
+
+
+def _merge_failed(gate: Gate, item_id: int, attempt: int, project: str, reason: str) -> None:
+    gate.update_item(item_id, attempt=attempt, merge="failed", failure=reason)
+    gate.emit("item", item=item_id, project=project, state="merge-conflict", reason=reason)
 
 
 async def _unmet_dependency(gate: Gate, project: str, head: str, shas: list[str],
@@ -118,13 +119,13 @@ async def _unmet_dependency(gate: Gate, project: str, head: str, shas: list[str]
     if not carried:
         return None
     with session(gate.engine) as s:
-        others = s.exec(select(ChangeRow).where(
+        other = s.exec(select(ChangeRow).where(
             ChangeRow.project == project, col(ChangeRow.sha).in_(carried),
-            ChangeRow.id != own_change)).all()
-    for other in others:
-        return (f"depends on change {other.id} ({other.title or other.sha[:12]}), which is "
-                f"{other.state} and not ahead of it in the queue")
-    return None
+            ChangeRow.id != own_change)).first()
+    if other is None:
+        return None  # commits of this change only
+    return (f"depends on change {other.id} ({other.title or other.sha[:12]}), which is "
+            f"{other.state} and not ahead of it in the queue")
 
 
 def run_jobs(gate: Gate, queue: str, item_id: int) -> None:
@@ -168,7 +169,7 @@ async def _run_jobs(gate: Gate, queue: str, item_id: int, attempt: int) -> None:
     failed = [r for r in results if not r.passed]
     reason = "; ".join(f"{r.name}: {r.summary}" for r in failed)
     gate.update_item(item_id, attempt=attempt, jobs="failed" if failed else "passed",
-         failure=reason)
+                     failure=reason)
     gate.emit("item", item=item_id, project=item.project,
               state="jobs-failed" if failed else "jobs-passed", reason=reason)
 

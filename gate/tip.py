@@ -185,7 +185,7 @@ async def _publish(gate: Gate, queue: str, item_ids: tuple[int, ...]) -> None:
                     item_ids, tries, delay, exc)
         for item_id in item_ids:
             gate.update_item(item_id, tip_state="failed", not_before=time.time() + delay,
-                    failure=f"publish failed, retrying: {exc}")
+                             failure=f"publish failed, retrying: {exc}")
             gate.emit("item", item=item_id, state="publish-failed", reason=str(exc),
                       retry_in=delay)
         return

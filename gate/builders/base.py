@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from repo_state.state import Artifact
 
@@ -135,6 +135,10 @@ class BuildBackend(abc.ABC):
     @abc.abstractmethod
     async def find_final(self, package: str, nvr: str) -> ExistingBuild | None:
         """The final build of ``nvr`` the backend already has, if any."""
+
+    def status(self) -> dict[str, Any] | None:
+        """Health worth showing in the status document (None: nothing to show)."""
+        return None
 
     async def after_publish(self, nvr: str) -> None:  # noqa: B027 - optional hook
         """A final build was published in a new generation (Koji: tag it)."""

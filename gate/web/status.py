@@ -130,8 +130,8 @@ def status(gate: Gate, s: Session, recent: int = 20) -> dict[str, Any]:
             "items": [item_doc(gate, s, item, i) for i, item in enumerate(items)],
             "recent": [item_doc(gate, s, item, None) for item in finished],
         })
-    backends = {name: backend.status() for name, backend in gate.backends.items()
-                if callable(getattr(backend, "status", None))}
+    backends = {name: health for name, backend in gate.backends.items()
+                if (health := backend.status()) is not None}
     return {"queues": queues, "backends": backends}
 
 
