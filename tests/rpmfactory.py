@@ -31,7 +31,7 @@ from repo_state.state import Artifact, BuildEntry
 # Everything that makes rpmbuild slow or host-dependent is switched off: no
 # debuginfo, no brp scripts (strip, bytecompile, ...), no build-id links, and
 # cheap payload compression.
-_RPMBUILD_DEFINES = {
+FAST_RPMBUILD_DEFINES = {
     "debug_package": "%{nil}",
     "__os_install_post": "%{nil}",
     "_build_id_links": "none",
@@ -137,7 +137,7 @@ def build_rpms(
         cmd = ["rpmbuild", "-ba" if srpm else "-bb", "--quiet"]
         if arch != "noarch":
             cmd += ["--target", arch]
-        for key, value in {**_RPMBUILD_DEFINES, "_topdir": str(topdir)}.items():
+        for key, value in {**FAST_RPMBUILD_DEFINES, "_topdir": str(topdir)}.items():
             cmd += ["--define", f"{key} {value}"]
         cmd.append(str(spec_path))
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -28,18 +28,11 @@ from typing import TYPE_CHECKING, Any
 import koji
 
 from tests.fakekoji.state import Build, Task
+from tests.rpmfactory import FAST_RPMBUILD_DEFINES
 
 if TYPE_CHECKING:
     from tests.fakekoji.hub import FakeHub
 
-# A buildroot without the slow parts (debuginfo, brp scripts) and cheap compression.
-_RPMBUILD_DEFINES = {
-    "debug_package": "%{nil}",
-    "__os_install_post": "%{nil}",
-    "_build_id_links": "none",
-    "_binary_payload": "w1.gzdio",
-    "_source_payload": "w1.gzdio",
-}
 _HEADER_QF = (
     "%{NAME}\\n%{VERSION}\\n%{RELEASE}\\n%{EPOCH}\\n%{ARCH}\\n%{SIGMD5}\\n%{BUILDTIME}\\n"
     "%{SOURCERPM}\\n[%{BUILDARCHS} ]\\n"
@@ -476,7 +469,7 @@ class FakeBuilder:
     # -- processes ------------------------------------------------------------
 
     def _defines(self, top: Path, dist: str | None) -> list[str]:
-        defines = {**_RPMBUILD_DEFINES, "_topdir": str(top)}
+        defines = {**FAST_RPMBUILD_DEFINES, "_topdir": str(top)}
         if dist:
             defines["dist"] = dist
         out: list[str] = []
