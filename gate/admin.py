@@ -39,7 +39,8 @@ async def repo_command(gate: Gate, payload: dict[str, Any]) -> str:
         assert qrow is not None
         number = qrow.generation + 1
     # like the gate's own generations, say which items' builds it added: none
-    produced_by = {"kind": action, "items": [], "by": payload.get("by") or "admin",
+    who = payload.get("_by") or "anonymous"
+    produced_by = {"kind": action, "items": [], "by": who,
                    "reason": payload.get("reason") or ""}
     if action == "rollback":
         target = int(payload["to"])
@@ -58,10 +59,11 @@ async def repo_command(gate: Gate, payload: dict[str, Any]) -> str:
         qrow = s.get(QueueRow, queue)
         assert qrow is not None
         s.add(GenerationRow(repo=repo, number=number, kind=action,
-                            packages=len(generation.packages)))
+                            packages=len(generation.packages), requested_by=who))
         qrow.generation = number
         s.add(qrow)
         s.commit()
-    gate.emit("repo", repo=repo, action=action, generation=number)
+    gate.emit("repo", repo=repo, action=action, generation=number, by=who)
     gate.wake()
-    return f"{repo} generation {number} ({action})"
+    by = f" by {payload['_by']}" if payload.get("_by") else ""
+    return f"{repo} generation {number} ({action}{by})"

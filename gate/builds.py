@@ -5,8 +5,20 @@ anything, the backend's task reference right after ``submit`` returns, and the
 outcome when it ends.  After a restart, :meth:`Builds.recover` re-attaches to
 every running row: a recorded task is waited on again (a backend whose tasks
 died with the daemon says :class:`TaskLost` and the build is submitted again);
-a row without a task asks the backend to find one submitted for the same
-purpose before submitting.
+a row without a task asks the backend, once, to find one submitted for the same
+purpose before submitting.  A row the daemon started itself never needs that
+search: it recorded the task reference before anything else could happen.
+
+What ends a watch:
+
+* an outcome (passed, failed: the build's own result, or a refusal such as
+  an NVR built from other sources) is recorded;
+* a transient fault (hub down) is retried every :data:`TRANSIENT_RETRY`
+  seconds, the row's ``reason`` saying so;
+* anything else (:class:`BackendError`, a bug) stops the watch with the row's
+  ``error`` set and the row still running: the outcome is unknown, and
+  failing the build would reject a change for the gate's fault.  The error
+  shows on the item and fails ``/healthz``; a restart re-attaches.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import select
 
 from gate.builders.base import (
+    BackendError,
     BuildBackend,
     BuildError,
     BuildOutcome,
@@ -30,7 +43,7 @@ from gate.builders.base import (
     TransientBackendError,
 )
 from repo_state.db import session
-from repo_state.models import BuildRow, utcnow
+from repo_state.models import BuildRow, ChangeRow, utcnow
 from repo_state.state import Artifact, BuildEntry
 
 if TYPE_CHECKING:
@@ -122,20 +135,22 @@ class Builds:
                     includes=json.dumps(sorted(set(includes))),
                 )
             row.state, row.task_ref, row.reason, row.finished_at = "running", None, "", None
+            row.error = ""
             s.add(row)
             s.commit()
             s.refresh(row)
         self._watch(row)
         return row
 
-    def _watch(self, row: BuildRow) -> None:
+    def _watch(self, row: BuildRow, recovering: bool = False) -> None:
         assert row.id is not None
         if row.id in self._watchers and not self._watchers[row.id].done():
             return
-        self._watchers[row.id] = self.gate.spawn(self._run(row.id), f"build-{row.id}")
+        self._watchers[row.id] = self.gate.spawn(self._run(row.id, recovering),
+                                                 f"build-{row.id}")
 
-    async def _run(self, build_id: int) -> None:
-        row = self._load(build_id)
+    async def _run(self, build_id: int, recovering: bool = False) -> None:
+        row = self._update(build_id, error="") if recovering else self._load(build_id)
         backend = self.backend(row)
         request = self.request(row)
         self.gate.emit("build", build=build_id, project=row.project, purpose=row.purpose,
@@ -143,13 +158,22 @@ class Builds:
         while True:
             try:
                 if row.task_ref is None:
-                    ref = await backend.recover(request) or await backend.submit(request)
+                    # only a row found running at start can have a task whose
+                    # reference never reached the database
+                    ref = await backend.recover(request) if recovering else None
+                    if ref is None:
+                        refused = await self._publish_commit(row, backend, request)
+                        if refused is not None:
+                            outcome = BuildOutcome(ok=False, reason=refused)
+                            break
+                        ref = await backend.submit(request)
                     row = self._update(build_id, task_ref=ref, submissions=row.submissions + 1)
                 outcome = await backend.wait(row.task_ref or "", request)
                 break
             except TaskLost:
                 log.info("build %s: task %s is gone, submitting again", build_id, row.task_ref)
                 row = self._update(build_id, task_ref=None)
+                recovering = False
             except TransientBackendError as exc:
                 log.warning("build %s: backend unavailable (%s), retrying", build_id, exc)
                 self._update(build_id, reason=f"backend unavailable, retrying: {exc}")
@@ -160,11 +184,82 @@ class Builds:
                 log.info("build %s refused: %s", build_id, exc)
                 outcome = BuildOutcome(ok=False, reason=str(exc))
                 break
-            except Exception as exc:  # a bug or an unexpected backend error
-                log.exception("build %s crashed", build_id)
-                outcome = BuildOutcome(ok=False, reason=f"build error: {exc}")
-                break
+            except Exception as exc:  # BackendError, or a bug: the outcome is unknown
+                self._stuck(row, exc)
+                return
         self._record(build_id, outcome)
+        await self._drop_branch(row, backend, request)
+
+    async def _publish_commit(self, row: BuildRow, backend: BuildBackend,
+                              request: BuildRequest) -> str | None:
+        """Put the commit on the branch the backend's builders fetch it from, if it needs one.
+
+        Returns why the build cannot be made when the repository refuses the
+        branch and the commit is not the change's own (a fast-forward, which
+        the review ref already makes fetchable); None when the build can go.
+        """
+        branch = backend.commit_branch(request)
+        if branch is None:
+            return None
+        pushed = await self.gate.source.push_build_branch(row.project, row.commit, branch)
+        if pushed.ok:
+            log.info("build %s: %s is on branch %s for the builders", row.id, row.commit[:12],
+                     branch)
+            return None
+        with session(self.gate.engine) as s:
+            own = s.exec(select(ChangeRow.id).where(ChangeRow.project == row.project,
+                                                    ChangeRow.sha == row.commit)).first()
+        if own is not None:
+            log.warning("build %s: the repository refused branch %s (%s); building the "
+                        "change's own commit %s", row.id, branch, pushed.reason, row.commit[:12])
+            self._update(row.id or 0, reason=f"branch {branch} refused ({pushed.reason}); "
+                                             "built from the change's own commit")
+            return None
+        return (f"the tested merge {row.commit[:12]} is on no branch the builders can fetch: "
+                f"the repository refused the gate's branch {branch} ({pushed.reason}); "
+                "rebase the change so that it merges as a fast-forward, or let the gate "
+                "push branches under that namespace")
+
+    async def _drop_branch(self, row: BuildRow, backend: BuildBackend,
+                           request: BuildRequest) -> None:
+        branch = backend.commit_branch(request)
+        if branch is None:
+            return
+        try:
+            await self.gate.source.delete_build_branch(row.project, branch)
+        except Exception as exc:  # a leftover branch is swept at the next start
+            log.warning("build %s: cannot delete branch %s: %s", row.id, branch, exc)
+
+    async def sweep_branches(self) -> int:
+        """Delete gate-owned build branches no running build needs (after a crash)."""
+        with session(self.gate.engine) as s:
+            running = s.exec(select(BuildRow).where(BuildRow.state == "running")).all()
+        wanted = {(r.project, self.backend(r).commit_branch(self.request(r))) for r in running}
+        deleted = 0
+        for project in self.gate.config.projects:
+            queue = self.gate.config.queues[self.gate.config.queue_of(project)]
+            backend = self.gate.backends[queue.backend]
+            for namespace in backend.namespaces():
+                try:
+                    branches = await self.gate.source.build_branches(project, namespace)
+                    for name in branches:
+                        if (project, name) not in wanted:
+                            await self.gate.source.delete_build_branch(project, name)
+                            deleted += 1
+                except Exception as exc:
+                    log.warning("%s: cannot sweep build branches: %s", project, exc)
+        return deleted
+
+    def _stuck(self, row: BuildRow, exc: Exception) -> None:
+        """Stop watching ``row`` without an outcome, loudly (see the module docstring)."""
+        log.error("build %s: %s backend error, watch stopped until a restart", row.id,
+                  row.backend, exc_info=exc)
+        text = str(exc) if isinstance(exc, BackendError) else (
+            f"{row.backend} backend error: {type(exc).__name__}: {exc}")
+        self._update(row.id or 0, error=text)
+        self.gate.emit("build", build=row.id, project=row.project, purpose=row.purpose,
+                       state="error", reason=text)
+        self.gate.wake()
 
     def _record(self, build_id: int, outcome: BuildOutcome) -> None:
         with session(self.gate.engine) as s:
@@ -202,6 +297,7 @@ class Builds:
                 await self.backend(row).cancel(row.task_ref)
             except Exception:  # cancel is best effort; the row says canceled either way
                 log.exception("cancel of build %s failed", row.id)
+        await self._drop_branch(row, self.backend(row), self.request(row))
         self.gate.emit("build", build=row.id, project=row.project, purpose=row.purpose,
                        state="canceled")
 
@@ -218,7 +314,7 @@ class Builds:
         with session(self.gate.engine) as s:
             rows = s.exec(select(BuildRow).where(BuildRow.state == "running")).all()
         for row in rows:
-            self._watch(row)
+            self._watch(row, recovering=True)
         return len(rows)
 
     # -- rows ----------------------------------------------------------------------------

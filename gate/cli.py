@@ -14,22 +14,21 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gate import envfile
 from gate.config import ConfigError, load_config
 
 DEFAULT_URL = os.environ.get("RPMGATE_URL", "http://127.0.0.1:8080")
 
 
 async def _serve(config_path: Path) -> int:
-    from aiohttp import web
-
     from gate.daemon import Gate
     from gate.web.app import make_app
+    from gate.web.server import limits_of, serve
 
     config = load_config(config_path)
     gate = Gate(config)
-    runner = web.AppRunner(make_app(gate), access_log=logging.getLogger("rpmgate.access"))
-    await runner.setup()
-    await web.TCPSite(runner, config.listen.host, config.listen.port).start()
+    served = await serve(make_app(gate), config.listen.host, config.listen.port,
+                         limits_of(config.listen), access_log=logging.getLogger("rpmgate.access"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -39,7 +38,7 @@ async def _serve(config_path: Path) -> int:
                                       config.listen.port)
     await stop.wait()
     logging.getLogger("rpmgate").info("stopping")
-    await runner.cleanup()
+    await served.close()
     await gate.stop()
     return 0
 
@@ -81,6 +80,30 @@ def _status_text(doc: dict[str, Any]) -> None:
             print("  (empty)")
 
 
+#: what systemd itself puts in every service's environment, next to EnvironmentFile=
+_SERVICE_BASE_ENVIRONMENT = ("PATH", "LANG", "HOME", "USER", "LOGNAME", "SHELL",
+                             "INVOCATION_ID", "JOURNAL_STREAM", "SYSTEMD_EXEC_PID")
+
+
+def _use_service_environment(env_file: Path) -> None:
+    """Make ``${VAR}`` expansion see what the service will see, not this shell.
+
+    The file is read with systemd's rules (:mod:`gate.envfile`), so a value
+    with a space, ``$``, quotes or a backslash is checked exactly as the
+    daemon will get it, and a variable only this shell has does not hide a
+    missing one.  The process exits after the check, so replacing its
+    environment is harmless.
+    """
+    loaded = envfile.load(env_file)
+    for key in loaded.ignored:
+        # key names only: values may be secrets
+        print(f"{env_file}: systemd ignores the assignment to {key!r} (not a variable name)",
+              file=sys.stderr)
+    base = {k: os.environ[k] for k in _SERVICE_BASE_ENVIRONMENT if k in os.environ}
+    os.environ.clear()
+    os.environ.update({**base, **loaded.variables})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rpmgate", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -90,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, required=True)
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("-c", "--config", type=Path, required=True)
+    check.add_argument("--env-file", type=Path, metavar="FILE",
+                       help="expand ${VAR} with the variables a unit with EnvironmentFile=FILE "
+                            "gets (read with systemd's rules), instead of this shell's")
 
     demo = sub.add_parser("demo", help="gate the classic nova/ceilometer case locally")
     demo.add_argument("--dir", help="build the world here (kept) instead of a temp dir")
@@ -134,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_serve(args.config))
         if args.command == "check-config":
+            if args.env_file is not None:
+                _use_service_environment(args.env_file)
             config = load_config(args.config)
             print(f"{args.config}: ok ({len(config.projects)} projects, "
                   f"{len(config.queues)} queues)")
             return 0
-    except ConfigError as exc:
+    except (ConfigError, envfile.EnvFileError) as exc:
         print(exc, file=sys.stderr)
         return 2
     if args.command == "demo":

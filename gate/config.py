@@ -20,11 +20,14 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from gate.refs import InvalidRef, check_branch
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 
@@ -54,6 +57,22 @@ class ProjectConfig(_Strict):
     lookaside: LookasideConfig | None = None
     #: for SCM builds in Koji: git+https://host/rpms/<name>.git (the sha is appended)
     scm_url: str | None = None
+
+    @field_validator("branch")
+    @classmethod
+    def _branch_is_a_branch(cls, value: str) -> str:
+        try:
+            return check_branch(value)
+        except InvalidRef as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("git", "scm_url")
+    @classmethod
+    def _not_an_option(cls, value: str | None) -> str | None:
+        # git reads a leading "-" as an option wherever an argument is parsed
+        if value is not None and (not value or value.startswith("-")):
+            raise ValueError(f"{value!r} is not a repository URL or path")
+        return value
 
 
 class LocalBackendConfig(_Strict):
@@ -168,14 +187,74 @@ class QueueConfig(_Strict):
         return jobs
 
 
+class SandboxConfig(_Strict):
+    """How rpmbuild runs a change's spec here (see gate/builders/sandbox.py)."""
+
+    #: account that runs rpmbuild when the daemon runs as root (default: nobody)
+    user: str | None = None
+    #: auto: use bubblewrap when it works on this host; required: refuse to start
+    #: without it; off: never (environment and user switch only)
+    bubblewrap: Literal["auto", "required", "off"] = "auto"
+
+
 class ListenConfig(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    #: seconds a client has to send a request's headers (after connecting, or
+    #: after keepalive_timeout of idling since the previous response)
+    header_timeout: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    #: seconds a client has to send a request's body
+    body_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: seconds an idle keep-alive connection is kept open
+    keepalive_timeout: Annotated[float, Field(ge=0, le=3600)] = 15.0
+    #: connections served at once; more are answered 503 and closed
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 512
+
+
+class ApiToken(_Strict):
+    #: who holds it: recorded on every request it makes (deliveries, generations)
+    name: Annotated[str, Field(pattern=NAME, max_length=100)]
+    token: Annotated[str, Field(min_length=16)]
+
+
+def _token_kind(value: Any) -> str:
+    return "bare-token" if isinstance(value, str) else "named-token"
+
+
+TokenConfig = Annotated[
+    Annotated[ApiToken, Tag("named-token")]
+    | Annotated[Annotated[str, Field(min_length=16)], Tag("bare-token")],
+    Discriminator(_token_kind),
+]
 
 
 class AuthConfig(_Strict):
-    #: bearer tokens accepted by the admin and change API (empty: open, for local use)
-    api_tokens: tuple[Annotated[str, Field(min_length=16)], ...] = ()
+    #: bearer tokens accepted by the admin and change API (empty: open, for local
+    #: use); ``{name: releng, token: ${RELENG_TOKEN}}``, or a bare string named
+    #: by its position (``token-1`` for the first)
+    api_tokens: tuple[TokenConfig, ...] = ()
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _unique(cls, tokens: tuple[ApiToken | str, ...]) -> tuple[ApiToken | str, ...]:
+        named = _named(tokens)
+        names = [t.name for t in named]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two tokens are named {twice[0]!r}")
+        if len({t.token for t in named}) != len(named):
+            raise ValueError("the same token is listed twice")
+        return tokens
+
+    def named_tokens(self) -> tuple[ApiToken, ...]:
+        return _named(self.api_tokens)
+
+
+def _named(tokens: tuple[ApiToken | str, ...]) -> tuple[ApiToken, ...]:
+    return tuple(
+        t if isinstance(t, ApiToken) else ApiToken(name=f"token-{i + 1}", token=t)
+        for i, t in enumerate(tokens)
+    )
 
 
 class Config(_Strict):
@@ -187,6 +266,7 @@ class Config(_Strict):
     #: URL the daemon is reached at (speculative repos are served under it)
     public_url: str | None = None
     auth: AuthConfig = AuthConfig()
+    sandbox: SandboxConfig = SandboxConfig()
     backends: dict[str, BackendConfig] = Field(
         default_factory=lambda: {"local": LocalBackendConfig()}
     )
@@ -232,7 +312,25 @@ class Config(_Strict):
                 raise _KeyError("queues", f"two queues publish to repository {repo!r}")
         return self
 
+    #: the file this config was loaded from (None: built in code)
+    _source: Path | None = PrivateAttr(default=None)
+
     # -- derived values ----------------------------------------------------------------
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def secret_paths(self) -> list[Path]:
+        """Files and directories a build must never see: the config's own directory
+        (it may hold an environment file of secrets) and credential files it names."""
+        paths = [self._source.parent] if self._source is not None else []
+        for backend in self.backends.values():
+            if isinstance(backend, KojiBackendConfig):
+                extra = backend.model_extra or {}
+                paths += [Path(os.path.expanduser(str(extra[key])))
+                          for key in ("cert", "keytab", "config_file") if extra.get(key)]
+        return paths
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_dir / 'rpmgate.db'}"
@@ -282,7 +380,9 @@ def _user_loc(loc: tuple[int | str, ...]) -> list[int | str]:
         backend_tag = i == 2 and loc[0] == "backends" and part in ("local", "koji")
         job_tag = (i >= 2 and loc[i - 2] == "jobs" and isinstance(loc[i - 1], int)
                    and part in ("repoclosure-job", "command-job"))
-        if not (backend_tag or job_tag):
+        token_tag = (i >= 2 and loc[i - 2] == "api_tokens" and isinstance(loc[i - 1], int)
+                     and part in ("named-token", "bare-token"))
+        if not (backend_tag or job_tag or token_tag):
             keep.append(part)
     return keep
 
@@ -311,7 +411,9 @@ def load_config(path: Path) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, str(path), Path(path).resolve().parent)
+    config = parse_config(data, str(path), Path(path).resolve().parent)
+    config._source = Path(path).resolve()
+    return config
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

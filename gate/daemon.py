@@ -25,6 +25,7 @@ from sqlmodel import col, select
 from gate import ingest, testing, tip
 from gate.builders.base import BuildBackend
 from gate.builders.local import LocalBackend
+from gate.builders.sandbox import Sandbox
 from gate.builds import Builds
 from gate.config import Config, KojiBackendConfig, LocalBackendConfig
 from gate.merger import Merger
@@ -52,16 +53,25 @@ log = logging.getLogger("rpmgate")
 Listener = Callable[[dict[str, Any]], None]
 
 
-def make_backends(config: Config, pool: Pool) -> dict[str, BuildBackend]:
+def make_sandbox(config: Config) -> Sandbox:
+    """How builds run a change's spec on this host (checked once, at start)."""
+    return Sandbox.create(config.sandbox.bubblewrap, config.sandbox.user,
+                          hidden=config.secret_paths())
+
+
+def make_backends(config: Config, pool: Pool,
+                  sandbox: Sandbox | None = None) -> dict[str, BuildBackend]:
+    sandbox = sandbox or make_sandbox(config)
     backends: dict[str, BuildBackend] = {}
     for name, cfg in config.backends.items():
         if isinstance(cfg, LocalBackendConfig):
-            backends[name] = LocalBackend(config.state_dir / "builds" / name, pool, cfg.workers)
+            backends[name] = LocalBackend(config.state_dir / "builds" / name, pool, cfg.workers,
+                                          sandbox=sandbox)
         elif isinstance(cfg, KojiBackendConfig):
             from gate.builders.koji import KojiBackend
 
             backends[name] = KojiBackend(cfg.koji_config(), pool,
-                                         config.state_dir / "backends" / name)
+                                         config.state_dir / "backends" / name, sandbox=sandbox)
     return backends
 
 
@@ -152,7 +162,9 @@ class Gate:
         await tip.recover(self)
         testing.recover(self)
         resumed = self.builds.recover()
-        log.info("started: %d builds re-attached", resumed)
+        swept = await self.builds.sweep_branches()
+        log.info("started: %d builds re-attached, %d leftover build branches deleted",
+                 resumed, swept)
         for name in self.config.queues:
             await ingest.poll_queue(self, name)
         self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name="gate-loop")

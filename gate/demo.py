@@ -28,14 +28,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from gate.config import parse_config
 from gate.daemon import Gate
 from gate.demo_world import CLASSIC_CHANGES, World
 from gate.jobs.base import JobContext
 from gate.jobs.repoclosure import Repoclosure
 from gate.web.app import make_app
+from gate.web.server import limits_of, serve
 
 _SHOWN = {
     "enqueued": "enqueued",
@@ -120,13 +119,9 @@ async def run_demo(directory: Path | None = None, keep: bool = False) -> int:
     labels: dict[int, str] = {}
     progress = Progress(labels)
     gate.listeners.append(progress)
-    app = make_app(gate)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base = f"http://127.0.0.1:{port}"
+    served = await serve(make_app(gate), "127.0.0.1", 0, limits_of(config.listen),
+                         access_log=None)
+    base = f"http://127.0.0.1:{served.port}"
     gate.config = gate.config.model_copy(update={"public_url": base})
     print(f"rpmgate demo: daemon API at {base}/api/status")
     try:
@@ -154,7 +149,7 @@ async def run_demo(directory: Path | None = None, keep: bool = False) -> int:
         return await _summary(gate, base, root, labels)
     finally:
         await gate.stop()
-        await runner.cleanup()
+        await served.close()
         if not keep and directory is None:
             shutil.rmtree(root, ignore_errors=True)
         else:

@@ -47,6 +47,7 @@ async def process_deliveries(gate: Gate) -> int:
                 raise Refused(f"unknown event type {delivery.event_type!r}")
             payload = json.loads(delivery.payload)
             payload["_delivery"] = delivery.id
+            payload["_by"] = delivery.requested_by
             result = await handler(gate, payload)
         except (Refused, GitError, KeyError, ValueError) as exc:
             error = str(exc)
@@ -149,7 +150,9 @@ async def _item_dequeue(gate: Gate, payload: dict[str, Any]) -> str:
         merging = item.tip == "merge" and item.tip_state in ("running", "passed")
         if item.kind == ItemKind.POST or item.tip in ("publish", "done") or merging:
             raise Refused(f"item {item_id} is merged already; it can only be published")
-    gate.dequeue(item.queue, item_id, "dequeued", payload.get("reason") or "dequeued by admin")
+    reason = payload.get("reason") or "dequeued by an administrator"
+    who = payload.get("_by")
+    gate.dequeue(item.queue, item_id, "dequeued", reason + (f" (by {who})" if who else ""))
     return f"item {item_id} dequeued"
 
 
@@ -167,7 +170,8 @@ async def _item_promote(gate: Gate, payload: dict[str, Any]) -> str:
         item.seq = (first or 0) - 1
         s.add(item)
         s.commit()
-    return f"item {item_id} promoted"
+    who = payload.get("_by")
+    return f"item {item_id} promoted" + (f" by {who}" if who else "")
 
 
 async def _ref_updated(gate: Gate, payload: dict[str, Any]) -> str:

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from gate.refs import FULL_SHA, check_branch, check_ref
+
 IDENTITY_NAME = "rpmgate"
 IDENTITY_EMAIL = "rpmgate@localhost"
 PIN_PREFIX = "refs/rpmgate/"
@@ -69,7 +71,13 @@ _PINNED_CONFIG = (
     "protocol.version=2",
     "merge.renames=true",
     "merge.directoryRenames=conflict",
+    # never a transport that runs a command named by a URL (ext::sh -c …)
+    "protocol.ext.allow=never",
 )
+
+#: put before every value that did not come from the gate itself: whatever
+#: it holds, git reads it as a revision, ref or URL, never as an option
+END_OF_OPTIONS = "--end-of-options"
 
 #: ``git archive`` applies in-tree ``.gitattributes`` (export-ignore,
 #: export-subst, eol and filter conversion).  Builds are keyed by the git tree,
@@ -79,7 +87,6 @@ _EXPORT_ATTRIBUTES = (
     "* -export-ignore -export-subst -text -eol -ident -filter -working-tree-encoding\n"
 )
 
-_FULL_SHA = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 
 # stderr of a fetch whose ref or object the remote does not have (LC_ALL=C)
@@ -187,11 +194,14 @@ class Merger:
         """Fetch a ref (``refs/heads/x``, ``refs/changes/..``) or a full sha
         from the remote and return the commit sha it names.
 
-        Raises :class:`RefNotFound` when the remote has no such ref or commit.
+        Raises :class:`RefNotFound` when the remote has no such ref or commit
+        and :class:`~gate.refs.InvalidRef` (before running anything) when
+        ``ref_or_sha`` is neither a full sha nor a ref name under ``refs/``.
         """
+        ref_or_sha = check_ref(ref_or_sha)
         async with self._lock(project):
             git_dir = await self._ensure_clone(project, url)
-            if _FULL_SHA.fullmatch(ref_or_sha):
+            if FULL_SHA.fullmatch(ref_or_sha):
                 sha = await self._ensure_commit(git_dir, ref_or_sha)
             else:
                 await self._fetch(git_dir, ref_or_sha, what=f"ref {ref_or_sha}")
@@ -243,19 +253,15 @@ class Merger:
                 return PushResult(ok=True, reason=f"{commit} is on {branch} already", head=head)
             if not await self._is_ancestor(git_dir, head, commit):
                 return _moved(branch, head)
-            result = await self._git(
-                git_dir, "push", "origin", f"{commit}:refs/heads/{branch}", check=False
-            )
+            refspec = f"{commit}:refs/heads/{check_branch(branch)}"
+            result = await self._git(git_dir, "push", END_OF_OPTIONS, "origin", refspec,
+                                     check=False)
             if result.returncode == 0:
                 return PushResult(ok=True, head=commit, pushed=True)
             if "[rejected]" in result.stderr:
                 # someone pushed between our fetch and our push
                 return _moved(branch, await self._fetch_branch(git_dir, branch))
-            raise GitError(
-                ["git", "push", "origin", f"{commit}:refs/heads/{branch}"],
-                result.returncode,
-                result.stderr,
-            )
+            raise GitError(["git", "push", "origin", refspec], result.returncode, result.stderr)
 
     async def is_on_branch(self, project: str, url: str, commit: str, branch: str) -> bool:
         """Whether ``commit`` is the remote branch head or one of its ancestors."""
@@ -276,7 +282,7 @@ class Merger:
             old = await self._ensure_commit(git_dir, old)
             new = await self._ensure_commit(git_dir, new)
             result = await self._git(
-                git_dir, "rev-list", "--first-parent", "--reverse", f"{old}..{new}"
+                git_dir, "rev-list", "--first-parent", "--reverse", END_OF_OPTIONS, f"{old}..{new}"
             )
             return result.stdout.split()
 
@@ -294,12 +300,51 @@ class Merger:
         dest.mkdir(parents=True, exist_ok=True)
         await self._archive_into(git_dir, commit, dest)
 
+    async def push_branch(self, project: str, url: str, commit: str, branch: str) -> PushResult:
+        """Point the remote branch ``branch`` (one the gate owns) at ``commit``, forced.
+
+        For builders that fetch what they build from the remote (kojid clones
+        every branch): a commit only the gate's clone has becomes reachable
+        there.  ``ok=False`` with git's words when the remote refuses.
+        """
+        async with self._lock(project):
+            git_dir = await self._ensure_clone(project, url)
+            commit = await self._ensure_commit(git_dir, commit)
+            refspec = f"+{commit}:refs/heads/{check_branch(branch)}"
+            result = await self._git(git_dir, "push", "--porcelain", END_OF_OPTIONS, "origin",
+                                     refspec, check=False)
+            if result.returncode == 0:
+                return PushResult(ok=True, head=commit, pushed=True)
+            reason = _redact((result.stderr or result.stdout).strip()) or "push refused"
+            return PushResult(ok=False, reason=reason)
+
+    async def delete_branch(self, project: str, url: str, branch: str) -> bool:
+        """Delete the remote branch ``branch``; True if it is gone (or never was)."""
+        async with self._lock(project):
+            git_dir = await self._ensure_clone(project, url)
+            result = await self._git(git_dir, "push", "--porcelain", END_OF_OPTIONS, "origin",
+                                     f":refs/heads/{check_branch(branch)}", check=False)
+            return result.returncode == 0 or "remote ref does not exist" in result.stderr
+
+    async def remote_branches(self, project: str, url: str, prefix: str) -> dict[str, str]:
+        """The remote's branches under ``prefix/``: name -> commit (``git ls-remote``)."""
+        async with self._lock(project):
+            git_dir = await self._ensure_clone(project, url)
+            pattern = f"refs/heads/{check_branch(prefix)}/*"
+            result = await self._git(git_dir, "ls-remote", END_OF_OPTIONS, "origin", pattern)
+        branches = {}
+        for line in result.stdout.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref.startswith("refs/heads/"):
+                branches[ref.removeprefix("refs/heads/")] = sha
+        return branches
+
     async def forget(self, project: str, commit: str) -> None:
         """Drop the ``refs/rpmgate/<commit>`` pin once the gate is done with it."""
         async with self._lock(project):
             git_dir = self.git_dir(project)
             if (git_dir / "HEAD").exists():
-                await self._git(git_dir, "update-ref", "-d", PIN_PREFIX + commit)
+                await self._git(git_dir, "update-ref", "-d", END_OF_OPTIONS, PIN_PREFIX + commit)
 
     # -- clones and fetches --------------------------------------------------
 
@@ -315,7 +360,7 @@ class Merger:
             if self._urls.get(project) != url:
                 known = await self._git(git_dir, "remote", "get-url", "origin")
                 if known.stdout.strip() != url:
-                    await self._git(git_dir, "remote", "set-url", "origin", url)
+                    await self._git(git_dir, "remote", "set-url", END_OF_OPTIONS, "origin", url)
                 self._urls[project] = url
             return git_dir
         # Build the clone aside and rename it into place, so a crash halfway
@@ -332,9 +377,10 @@ class Merger:
                 "--bare",
                 "--template=",
                 "--initial-branch=main",
+                END_OF_OPTIONS,
                 str(staging),
             )
-            await self._git(staging, "remote", "add", "origin", url)
+            await self._git(staging, "remote", "add", END_OF_OPTIONS, "origin", url)
             (staging / "info").mkdir(exist_ok=True)
             (staging / "info" / "attributes").write_text(_EXPORT_ATTRIBUTES)
             await self._git(staging, "fetch", "--quiet", "--no-tags", "origin")
@@ -347,7 +393,9 @@ class Merger:
 
     async def _fetch(self, git_dir: Path, refspec: str, *, what: str) -> None:
         try:
-            await self._git(git_dir, "fetch", "--quiet", "--no-tags", "origin", refspec)
+            await self._git(
+                git_dir, "fetch", "--quiet", "--no-tags", END_OF_OPTIONS, "origin", refspec
+            )
         except GitError as error:
             if any(marker in error.stderr for marker in _NOT_FOUND_MARKERS):
                 raise RefNotFound(
@@ -358,16 +406,16 @@ class Merger:
             raise
 
     async def _fetch_branch(self, git_dir: Path, branch: str) -> str:
-        tracking = f"refs/remotes/origin/{branch}"
+        tracking = f"refs/remotes/origin/{check_branch(branch)}"
         await self._fetch(git_dir, f"+refs/heads/{branch}:{tracking}", what=f"branch {branch}")
         return await self._rev_parse(git_dir, tracking)
 
     async def _ensure_commit(self, git_dir: Path, sha: str) -> str:
         """Make sure the commit ``sha`` (a full sha) is here, fetching it by id
         if needed, and return it in lower case."""
-        if not _FULL_SHA.fullmatch(sha):
-            raise ValueError(f"expected a full commit sha, got {sha!r}")
         sha = sha.lower()
+        if not FULL_SHA.fullmatch(sha):
+            raise ValueError(f"expected a full commit sha, got {sha[:80]!r}")
         if not await self._has_commit(git_dir, sha):
             # protocol v2 servers (git >= 2.29 default) serve any commit by id
             await self._fetch(git_dir, sha, what=f"commit {sha}")
@@ -376,14 +424,18 @@ class Merger:
     # -- object queries --------------------------------------------------------
 
     async def _has_commit(self, git_dir: Path, rev: str) -> bool:
-        result = await self._git(git_dir, "cat-file", "-e", f"{rev}^{{commit}}", check=False)
+        result = await self._git(
+            git_dir, "cat-file", "-e", END_OF_OPTIONS, f"{rev}^{{commit}}", check=False
+        )
         return result.returncode == 0
 
     async def _commit_of(self, git_dir: Path, rev: str) -> str:
         return await self._rev_parse(git_dir, f"{rev}^{{commit}}")
 
     async def _rev_parse(self, git_dir: Path, rev: str) -> str:
-        result = await self._git(git_dir, "rev-parse", "--verify", "--quiet", rev, check=False)
+        result = await self._git(
+            git_dir, "rev-parse", "--verify", "--quiet", END_OF_OPTIONS, rev, check=False
+        )
         if result.returncode != 0:
             raise RefNotFound(
                 ["git", "rev-parse", "--verify", rev],
@@ -394,7 +446,8 @@ class Merger:
 
     async def _is_ancestor(self, git_dir: Path, ancestor: str, descendant: str) -> bool:
         result = await self._git(
-            git_dir, "merge-base", "--is-ancestor", ancestor, descendant, check=False
+            git_dir, "merge-base", "--is-ancestor", END_OF_OPTIONS, ancestor, descendant,
+            check=False,
         )
         if result.returncode not in (0, 1):
             raise GitError(
@@ -405,7 +458,7 @@ class Merger:
         return result.returncode == 0
 
     async def _pin(self, git_dir: Path, sha: str) -> None:
-        await self._git(git_dir, "update-ref", PIN_PREFIX + sha, sha)
+        await self._git(git_dir, "update-ref", END_OF_OPTIONS, PIN_PREFIX + sha, sha)
 
     # -- merging -----------------------------------------------------------------
 
@@ -417,6 +470,7 @@ class Merger:
             "--name-only",
             "--no-messages",
             "-z",
+            END_OF_OPTIONS,
             current,
             change,
         ]
@@ -431,7 +485,7 @@ class Merger:
         tree = fields[0]
         # exit 1 is a conflict only when a tree came out; git 2.39 also exits 1
         # for "not something we can merge"
-        if result.returncode not in (0, 1) or not _FULL_SHA.fullmatch(tree):
+        if result.returncode not in (0, 1) or not FULL_SHA.fullmatch(tree):
             raise GitError(["git", *command], result.returncode, result.stderr)
         if result.returncode == 1:
             files = tuple(sorted({name for name in fields[1:] if name}))
@@ -439,7 +493,9 @@ class Merger:
                 conflict=True, conflict_with=change, files=files, message="merge conflict"
             )
         # the newer parent's committer date: a function of the inputs only
-        dates = await self._git(git_dir, "show", "--no-patch", "--format=%ct", current, change)
+        dates = await self._git(
+            git_dir, "show", "--no-patch", "--format=%ct", END_OF_OPTIONS, current, change
+        )
         when = f"@{max(int(stamp) for stamp in dates.stdout.split())} +0000"
         created = await self._git(
             git_dir,
@@ -451,6 +507,7 @@ class Merger:
             change,
             "-m",
             f"Merge commit '{change}'",
+            END_OF_OPTIONS,
             tree,
             env={"GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when},
         )
@@ -509,6 +566,7 @@ class Merger:
                         f"--git-dir={git_dir}",
                         "archive",
                         "--format=tar",
+                        END_OF_OPTIONS,
                         commit,
                         stdin=asyncio.subprocess.DEVNULL,
                         stdout=write_end,

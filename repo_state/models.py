@@ -33,6 +33,8 @@ class Delivery(SQLModel, table=True):
     #: what processing produced ("change 12", ...) or why it failed
     result: str | None = None
     error: str | None = None
+    #: who asked: the name of the API token (None: the open API, a webhook, the gate)
+    requested_by: str | None = None
 
 
 class ChangeRow(SQLModel, table=True):
@@ -116,6 +118,9 @@ class BuildRow(SQLModel, table=True):
     log: str = ""
     artifacts: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     build_requires: str = "[]"
+    #: why the watch of a running build stopped (a backend error an operator must
+    #: look at; the outcome is unknown and a restart re-attaches), "" when fine
+    error: str = Field(default="", sa_column_kwargs={"server_default": ""})
     submissions: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
@@ -149,6 +154,8 @@ class GenerationRow(SQLModel, table=True):
     #: JSON list of the items whose final builds it added (empty: rollback, republish)
     items: str = "[]"
     packages: int = 0
+    #: who asked for it (rollback, republish): the API token's name
+    requested_by: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 

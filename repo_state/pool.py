@@ -8,9 +8,11 @@ temporary file behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -44,22 +46,24 @@ class Pool:
     def __contains__(self, checksum: object) -> bool:
         return isinstance(checksum, str) and self.path_for(checksum).exists()
 
-    def add(self, path: Path, expected: str | None = None) -> str:
+    def add(self, path: Path, expected: str | None = None, *, copy: bool = False) -> str:
         """Store ``path`` (hard link when possible) and return its sha256.
 
         ``expected`` is verified when given (downloads, lookaside files); a
-        mismatch raises :class:`ChecksumMismatch` and stores nothing.
+        mismatch raises :class:`ChecksumMismatch` and stores nothing.  With
+        ``copy`` (a file someone else owns, e.g. a sandboxed build's output),
+        the bytes are copied and hashed in one pass from a descriptor that
+        refuses symlinks, so what is stored is exactly what was hashed and
+        belongs to the daemon.
         """
+        if copy:
+            return self._add_copy(path, expected)
         checksum = sha256_file(path)
-        if expected is not None and checksum != expected:
-            raise ChecksumMismatch(f"{path.name}: sha256 {checksum} != expected {expected}")
+        self._check(path, checksum, expected)
         dest = self.path_for(checksum)
         if dest.exists():
             return checksum
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".add-")
-        os.close(fd)
-        os.unlink(tmp)
+        tmp = self._temporary(dest)
         try:
             os.link(path, tmp)
         except OSError:
@@ -68,10 +72,48 @@ class Pool:
         os.replace(tmp, dest)
         return checksum
 
-    def add_rpm(self, path: Path, expected: str | None = None) -> Artifact:
-        """Store an RPM and describe it from its header."""
-        checksum = self.add(path, expected)
-        pkg = createrepo_c.package_from_rpm(str(path))
+    def _add_copy(self, path: Path, expected: str | None) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".add-")
+        try:
+            digest = hashlib.sha256()
+            with open(fd, "wb") as out, open(
+                os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb"
+            ) as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise OSError(f"{path} is not a regular file")
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            checksum = digest.hexdigest()
+            self._check(path, checksum, expected)
+            dest = self.path_for(checksum)
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, dest)
+            return checksum
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    @staticmethod
+    def _check(path: Path, checksum: str, expected: str | None) -> None:
+        if expected is not None and checksum != expected:
+            raise ChecksumMismatch(f"{path.name}: sha256 {checksum} != expected {expected}")
+
+    @staticmethod
+    def _temporary(dest: Path) -> str:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".add-")
+        os.close(fd)
+        os.unlink(tmp)
+        return tmp
+
+    def add_rpm(self, path: Path, expected: str | None = None, *, copy: bool = False) -> Artifact:
+        """Store an RPM and describe it from its header (read from the stored copy)."""
+        checksum = self.add(path, expected, copy=copy)
+        pkg = createrepo_c.package_from_rpm(str(self.path_for(checksum)))
         return Artifact(
             name=pkg.name,
             epoch=int(pkg.epoch or 0),
@@ -80,7 +122,7 @@ class Pool:
             arch=pkg.arch,
             sourcerpm=pkg.rpm_sourcerpm or "",
             checksum=checksum,
-            size=int(pkg.size_package or path.stat().st_size),
+            size=int(pkg.size_package or self.path_for(checksum).stat().st_size),
         )
 
     def link_into(self, checksum: str, dest: Path) -> None:

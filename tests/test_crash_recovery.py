@@ -11,14 +11,7 @@ event lost, no final build made twice, and I1-I3 intact.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,65 +22,10 @@ from gate.config import parse_config
 from gate.daemon import Gate
 from gate.demo_world import World
 from tests.conftest import CEILO_801, DJANGO_NO_COMPAT, HORIZON_BROKEN, NOVA_1201
+from tests.daemon import Daemon, free_port
 from tests.invariants import check_invariants, failure_of, results
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Daemon:
-    def __init__(self, config_path: Path, base: str, log: Path) -> None:
-        self.config_path, self.base, self.log = config_path, base, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gate.cli", "run", "-c", str(self.config_path)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                self.get("/healthz")
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"daemon did not come up: {self.log.read_text()[-2000:]}")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.base + path, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
-                                     method="POST", headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-
-    def busy(self) -> bool:
-        queue = self.get("/api/status")["queues"][0]
-        return bool(queue["items"])
-
-    def states(self) -> list[str]:
-        return [i["state"] for i in self.get("/api/status")["queues"][0]["items"]]
 
 
 def _wait(daemon: Daemon, done: Any, timeout: float = 120) -> None:
@@ -123,7 +61,7 @@ def _wait_for_state(daemon: Daemon, wanted: str, timeout: float = 60) -> list[st
 def test_kill_9_and_restart_lose_nothing_and_build_nothing_twice(
         tmp_path: Path, kill_at: tuple[str, ...]) -> None:
     world = World(tmp_path / "world").create()
-    port = _free_port()
+    port = free_port()
     config = world.config(listen={"host": "127.0.0.1", "port": port})
     config_path = tmp_path / "rpmgate.yaml"
     config_path.write_text(yaml.safe_dump(config))

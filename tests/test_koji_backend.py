@@ -20,7 +20,8 @@ import koji
 import pytest
 import requests
 
-from gate.builders.base import BuildError, TaskLost, TransientBackendError
+from gate.builders import koji_watch
+from gate.builders.base import BackendError, BuildError, TaskLost, TransientBackendError
 from gate.builders.koji import KojiBackend
 from gate.builders.koji_config import KojiConfig, KojiConfigError
 from repo_state.pool import Pool, sha256_file
@@ -382,6 +383,67 @@ async def test_a_fault_while_polling_a_task_does_not_lose_it(
 
     assert outcome.ok, outcome.reason
     assert fake_koji.hub.count("build") == 1
+
+
+async def test_a_bug_in_a_poll_cycle_stops_the_watch_loudly_instead_of_retrying(
+    fake_koji: FakeKoji, repo: Distgit, backends: Callable[..., KojiBackend],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reply the client cannot read is not an outage: no silent retry loop."""
+    backend = backends()
+    request = repo.request(repo.commit(spec()))
+    ref = await backend.submit(request)
+
+    def unreadable(info: dict[str, Any], found: dict[Any, Any]) -> Any:
+        raise KeyError("method")
+
+    monkeypatch.setattr(koji_watch, "_child", unreadable)
+    with pytest.raises(BackendError, match=r"^Koji backend error: KeyError: 'method' \(at "):
+        await backend.wait(ref, request)
+
+    status = backend.status()
+    assert status["error"].startswith("KeyError: 'method' (at test_koji_backend.py:")
+    assert status["last_error"] == status["error"]
+    assert not status["retrying"]
+    assert backend.problem() == f"Koji backend error: {status['error']}"
+    assert fake_koji.hub.count("build") == 1
+
+
+async def test_a_submission_costs_a_constant_number_of_calls_and_no_recovery_scan(
+    fake_koji: FakeKoji, repo: Distgit, backends: Callable[..., KojiBackend]
+) -> None:
+    backend = backends()
+    per_build = []
+    for i in range(3):
+        request = repo.request(repo.commit(spec(content=f"v{i}")), key=f"{i:020d}")
+        before = len(fake_koji.hub.calls)
+        ref = await backend.submit(request)
+        per_build.append(len(fake_koji.hub.calls) - before)
+        assert (await backend.wait(ref, request)).ok
+    assert fake_koji.hub.count("listTasks") == 0
+    assert fake_koji.hub.count("getTaskRequest") == 0
+    # the first submission also logs in; after that every one costs the same
+    assert per_build[1] == per_build[2] <= per_build[0]
+
+
+async def test_recovery_adopts_only_what_the_journal_names(
+    fake_koji: FakeKoji, repo: Distgit, backends: Callable[..., KojiBackend]
+) -> None:
+    first = backends("state-a")
+    request = repo.request(repo.commit(spec()))
+    ref = await first.submit(request)
+    assert (await first.wait(ref, request)).ok
+    # another daemon (no journal) finds nothing to adopt, and asks the hub nothing
+    other = backends("state-b")
+    calls = len(fake_koji.hub.calls)
+    assert await other.recover(request) is None
+    assert len(fake_koji.hub.calls) == calls
+    # a journaled task that FAILED is not a result to adopt
+    fake_koji.hub.builder.failures.append(Failure("buildArch", "boom"))
+    failing = repo.request(repo.commit(spec(content="v2")), key="f" * 20)
+    failed_ref = await first.submit(failing)
+    assert not (await first.wait(failed_ref, failing)).ok
+    assert await first.recover(failing) is None
 
 
 async def test_expired_session_is_renewed_by_koji(

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import itertools
+import os
 import subprocess
 import tarfile
 from collections.abc import AsyncIterator
@@ -393,21 +394,32 @@ def process_alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-async def wait_for_file(path: Path, timeout: float = 60.0) -> str:
+def sleeper(marker: int) -> str:
+    """A %build that sleeps as ``sleep 300.<marker>``: findable from outside the sandbox
+    (a build can write nothing outside its own directory, and has its own PIDs)."""
+    return f"exec sleep 300.{marker}"
+
+
+async def wait_for_process(marker: int, timeout: float = 60.0) -> int:
+    """The host PID of the ``sleep 300.<marker>`` a build started."""
+    wanted = b"sleep\x00300.%d\x00" % marker
     for _ in range(int(timeout * 20)):
-        if path.exists() and path.read_text().strip():
-            return path.read_text().strip()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if cmdline.read_bytes() == wanted and process_alive(int(cmdline.parent.name)):
+                    return int(cmdline.parent.name)
+            except OSError:
+                continue
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{path} never appeared")
+    raise AssertionError(f"no process sleep 300.{marker} appeared")
 
 
 async def test_cancel_kills_a_running_build(backend: LocalBackend, distgit, tmp_path: Path) -> None:
-    pidfile = tmp_path / "sleeper.pid"
+    marker = os.getpid() * 1000 + 1
     repo = distgit()
-    slow = spec(build=f"echo $$ > {pidfile}\nexec sleep 300")
-    request = repo.request(repo.commit({"hello.spec": slow}))
+    request = repo.request(repo.commit({"hello.spec": spec(build=sleeper(marker))}))
     ref = await backend.submit(request)
-    pid = int(await wait_for_file(pidfile))
+    pid = await wait_for_process(marker)
     assert process_alive(pid)
 
     await backend.cancel(ref)
@@ -422,13 +434,11 @@ async def test_cancel_kills_a_running_build(backend: LocalBackend, distgit, tmp_
 
 async def test_close_cancels_running_builds(tmp_path: Path, distgit) -> None:
     backend = LocalBackend(tmp_path / "state", Pool(tmp_path / "pool"))
-    pidfile = tmp_path / "sleeper.pid"
+    marker = os.getpid() * 1000 + 2
     repo = distgit()
-    request = repo.request(
-        repo.commit({"hello.spec": spec(build=f"echo $$ > {pidfile}\nexec sleep 300")})
-    )
+    request = repo.request(repo.commit({"hello.spec": spec(build=sleeper(marker))}))
     await backend.submit(request)
-    pid = int(await wait_for_file(pidfile))
+    pid = await wait_for_process(marker)
 
     await backend.close()
 
@@ -437,12 +447,12 @@ async def test_close_cancels_running_builds(tmp_path: Path, distgit) -> None:
 
 async def test_one_worker_runs_builds_one_at_a_time(tmp_path: Path, distgit) -> None:
     backend = LocalBackend(tmp_path / "state", Pool(tmp_path / "pool"), workers=1)
-    times = tmp_path / "times"
-    # %% escapes date's format from rpm's macro expansion.
+    # %% escapes date's format from rpm's macro expansion; the lines land in
+    # each build's log (a build can write nothing outside its directory)
     build_script = (
-        f"echo %{{name}} start $(date +%%s%%N) >> {times}\n"
+        "echo TIMES %{name} start $(date +%%s%%N)\n"
         "sleep 0.5\n"
-        f"echo %{{name}} end $(date +%%s%%N) >> {times}"
+        "echo TIMES %{name} end $(date +%%s%%N)"
     )
     requests = []
     for name in ("alpha", "beta", "gamma"):
@@ -456,8 +466,10 @@ async def test_one_worker_runs_builds_one_at_a_time(tmp_path: Path, distgit) -> 
 
     assert all(o.ok for o in outcomes), [o.reason for o in outcomes]
     spans: dict[str, dict[str, int]] = {}
-    for line in times.read_text().splitlines():
-        name, event, stamp = line.split()
+    lines = [line for o in outcomes for line in Path(o.log).read_text().splitlines()
+             if line.startswith("TIMES ")]
+    for line in lines:
+        _, name, event, stamp = line.split()
         spans.setdefault(name, {})[event] = int(stamp)
     intervals = sorted((s["start"], s["end"]) for s in spans.values())
     assert len(intervals) == 3

@@ -170,10 +170,10 @@ async def test_proposal_is_committed_before_202_and_the_loop_creates_the_change(
     (b"{not json", "body is not valid JSON"),
     (b"[1, 2]", "body must be a JSON object"),
     (b'"nova"', "body must be a JSON object"),
-    (b'{"project": "nova"}', "'project' and 'ref'"),
-    (b'{"project": "nova", "ref": ""}', "'project' and 'ref'"),
-    (b'{"project": "nova", "ref": 12}', "'project' and 'ref'"),
-    (b'{"ref": "refs/heads/main"}', "'project' and 'ref'"),
+    (b'{"project": "nova"}', "ref: Field required"),
+    (b'{"project": "nova", "ref": ""}', "ref: String should have at least 1 character"),
+    (b'{"project": "nova", "ref": 12}', "ref: Input should be a valid string"),
+    (b'{"ref": "refs/heads/main"}', "project: Field required"),
 ])
 async def test_malformed_proposals_are_refused_with_400_and_not_stored(
         world: World, aiohttp_client: ClientFactory, body: bytes, message: str) -> None:
@@ -188,7 +188,8 @@ async def test_malformed_proposals_are_refused_with_400_and_not_stored(
 async def test_unknown_project_is_404_and_not_stored(
         world: World, aiohttp_client: ClientFactory) -> None:
     async with served(world, aiohttp_client, start=False) as (gate, client):
-        resp = await client.post("/api/changes", json={"project": "glance", "ref": "x"})
+        resp = await client.post("/api/changes",
+                                 json={"project": "glance", "ref": "refs/heads/x"})
         assert resp.status == 404
         assert (await resp.json())["error"] == "unknown project 'glance'"
         resp = await client.post("/api/changes/999/approve", json={})
@@ -291,7 +292,8 @@ async def test_deliveries_go_pending_to_processed_and_unknown_types_are_kept_as_
         assert doc["result"].startswith("change ")
         doc = await json_of(client, f"/api/deliveries/{unknown.id}")
         assert doc == {"id": unknown.id, "event_type": "frobnicate.happened", "state": "error",
-                       "result": None, "error": "unknown event type 'frobnicate.happened'"}
+                       "result": None, "error": "unknown event type 'frobnicate.happened'",
+                       "requested_by": None}
         doc = await json_of(client, f"/api/deliveries/{refused}")
         assert doc["state"] == "error"
         assert doc["error"] == f"item {post_item} is merged already; it can only be published"

@@ -104,6 +104,14 @@ class TransientBackendError(Exception):
     """The backend is unreachable or overloaded; the same call may work later."""
 
 
+class BackendError(Exception):
+    """The backend failed in a way that retrying will not fix: a bug, or an answer the
+    client cannot read.  The build's outcome is unknown, so it is neither retried nor
+    failed (that would reject a change for the gate's fault): the watch stops, the
+    error is shown on the build, the item and ``/healthz``, and a restart re-attaches.
+    """
+
+
 class TaskLost(Exception):
     """The recorded task no longer exists (local builds die with the daemon)."""
 
@@ -139,6 +147,23 @@ class BuildBackend(abc.ABC):
     def status(self) -> dict[str, Any] | None:
         """Health worth showing in the status document (None: nothing to show)."""
         return None
+
+    def problem(self) -> str | None:
+        """Why the backend cannot work now (``/healthz`` fails on it), or None."""
+        return None
+
+    def commit_branch(self, request: BuildRequest) -> str | None:
+        """The branch the build's commit must be on in the project's repository, or None.
+
+        Backends whose builders fetch the commit themselves (Koji from SCM)
+        name a gate-owned branch; the gate pushes the commit there before
+        submitting and deletes the branch once the build is over.
+        """
+        return None
+
+    def namespaces(self) -> tuple[str, ...]:
+        """Branch namespaces :meth:`commit_branch` uses (swept of leftovers at start)."""
+        return ()
 
     async def after_publish(self, nvr: str) -> None:  # noqa: B027 - optional hook
         """A final build was published in a new generation (Koji: tag it)."""

@@ -45,15 +45,28 @@ from gate.builders.koji_config import KojiConfig
 from gate.builders.koji_download import Downloader, RemoteRpm
 from gate.builders.koji_journal import Submission, SubmissionJournal
 from gate.builders.koji_session import HubSession, HubUnavailable, describe, is_transient
-from gate.builders.koji_watch import TaskReport, TaskWatcher
-from gate.builders.srpm import SrpmError, SrpmResult, build_srpm, rpmbuild_dir_defines, run_capture
+from gate.builders.koji_watch import TaskReport, TaskWatcher, build_id
+from gate.builders.sandbox import Sandbox
+from gate.builders.srpm import (
+    Confined,
+    SrpmError,
+    SrpmResult,
+    build_srpm,
+    output_files,
+    rpmbuild_dir_defines,
+    run_capture,
+)
+from gate.refs import is_full_sha
 from repo_state.pool import Pool
 
 log = logging.getLogger(__name__)
 
-# Tasks a search after a lost reply may return: not CANCELED (that one is
-# obsolete and may be submitted again), FAILED included (a real result).
-_FINDABLE_STATES = [koji.TASK_STATES[s] for s in ("FREE", "OPEN", "ASSIGNED", "CLOSED", "FAILED")]
+# Tasks a search for a submission whose id was lost may adopt: alive or done,
+# never FAILED or CANCELED (a new submission is made instead; kojihub lets a
+# failed NVR be built again, kojihub.py recycle_build).
+_FINDABLE_STATES = [koji.TASK_STATES[s] for s in ("FREE", "ASSIGNED", "OPEN", "CLOSED")]
+#: seconds a hub's clock may run behind ours when searching tasks made after an intent
+_CLOCK_SKEW = 120.0
 _UPLOAD_TREE = re.compile(r"rpmgate-(?:scratch|final)-[^/]*?-([0-9a-f]{40}|[0-9a-f]{64})(?:-\d+)?/")
 
 
@@ -68,9 +81,12 @@ class KojiBackend(BuildBackend):
         pool: Pool,
         state_dir: Path,
         session_factory: Callable[[str, dict[str, Any]], koji.ClientSession] = koji.ClientSession,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.config = config
         self.conn = config.resolve()
+        #: how the spec is parsed here (rpmbuild -bs / -rs run its %(…))
+        self.sandbox = sandbox or Sandbox.create()
         self.pool = pool
         self.state_dir = Path(state_dir)
         self.hub = HubSession(self.conn, config, session_factory)
@@ -85,6 +101,24 @@ class KojiBackend(BuildBackend):
 
     def task_url(self, task_id: int) -> str:
         return f"{self.conn.weburl}/taskinfo?taskID={task_id}"
+
+    def commit_branch(self, request: BuildRequest) -> str | None:
+        mode = self.config.scratch_source if request.purpose == "scratch" else (
+            self.config.final_source)
+        if mode != "scm":
+            return None
+        key = re.sub(r"[^A-Za-z0-9]", "", request.key)[:16] or "nokey"
+        return f"{self.config.scm_branch_namespace}/{request.purpose}-{key}"
+
+    def namespaces(self) -> tuple[str, ...]:
+        if "scm" in (self.config.scratch_source, self.config.final_source):
+            return (self.config.scm_branch_namespace,)
+        return ()
+
+    def problem(self) -> str | None:
+        if self.hub.health.backend_error:
+            return f"Koji backend error: {self.hub.health.backend_error}"
+        return None
 
     def status(self) -> dict[str, Any]:
         """Hub health and in-flight tasks, for the status API."""
@@ -135,26 +169,25 @@ class KojiBackend(BuildBackend):
                     raise
 
     async def recover(self, request: BuildRequest) -> str | None:
-        """Find the task submitted for ``request`` before a crash, without submitting."""
+        """Find the task submitted for ``request`` before a crash, without submitting.
+
+        Called once, at start, for a build row that was running without a
+        task reference.  Only what the submission journal names is adopted:
+        its task id, or (when the crash came between ``build`` and writing the
+        id) a task made after the journaled intent with exactly its source,
+        target and scratch flag, alive or closed.  No journal, nothing to find.
+        """
         with _translated(f"recover the {request.purpose} build of {request.project}"):
             return await self._recover(request)
 
     async def _recover(self, request: BuildRequest) -> str | None:
         record = await asyncio.to_thread(self.journal.load, request.purpose, request.key)
-        if record is not None and record.task_id is not None:
-            info = await self.hub.call("getTaskInfo", record.task_id)
-            if info is None or info["state"] == koji.TASK_STATES["CANCELED"]:
-                return None
-            return str(record.task_id)
         if record is None:
-            # No intent on disk: nothing was uploaded or submitted by the
-            # journal's owner; still look where this request would have gone.
-            record = self._intent_for(
-                request,
-                self.config.scratch_source
-                if request.purpose == "scratch"
-                else self.config.final_source,
-            )
+            return None
+        if record.task_id is not None:
+            info = await self.hub.call("getTaskInfo", record.task_id)
+            alive = info is not None and info["state"] in _FINDABLE_STATES
+            return str(record.task_id) if alive else None
         found = await self._find_task(record)
         if found is None:
             return None
@@ -176,7 +209,7 @@ class KojiBackend(BuildBackend):
         tree = _tree_from_upload(upload) if upload else None
         artifacts: tuple = ()
         if state == "COMPLETE":
-            rpms = await self.hub.call("listRPMs", buildID=build["id"])
+            rpms = await self.hub.call("listRPMs", buildID=build_id(build))
             artifacts = await self.downloader.fetch_all([self._final_rpm(build, r) for r in rpms])
         task_id = build.get("task_id")
         return ExistingBuild(
@@ -373,15 +406,17 @@ class KojiBackend(BuildBackend):
     async def _find_task(self, record: Submission) -> int | None:
         """The newest ``build`` task of ours whose request matches ``record``, if any."""
         owner = await self.hub.user_id()
+        # kojihub RootExports.listTasks: method a string, owner an int id, state
+        # a list; createdAfter a timestamp (converted to the DB's time)
         tasks = await self.hub.call(
             "listTasks",
             {
                 "method": "build",
                 "owner": owner,
                 "state": _FINDABLE_STATES,
-                "createdAfter": record.intent_at - 3600,
+                "createdAfter": record.intent_at - _CLOCK_SKEW,
             },
-            {"order": "-id", "limit": 500},
+            {"order": "-id", "limit": 100},
         )
         candidates = [t["id"] for t in tasks if t["id"] not in record.previous]
         if not candidates:
@@ -397,7 +432,7 @@ class KojiBackend(BuildBackend):
 
     async def _srpm(self, request: BuildRequest) -> SrpmResult:
         try:
-            return await build_srpm(request, self._srpm_dir(request))
+            return await build_srpm(request, self._srpm_dir(request), self.sandbox)
         except SrpmError as exc:
             raise BuildError(f"{request.project}: cannot make the SRPM: {exc.reason}") from exc
 
@@ -414,6 +449,8 @@ class KojiBackend(BuildBackend):
         if not dist:
             return srpm.nvr
         topdir = self._srpm_dir(request) / "dist"
+        # -rs parses the spec again, %(…) included: confined like -bs
+        await asyncio.to_thread(self.sandbox.prepare, topdir)
         argv = [
             "rpmbuild",
             "-rs",
@@ -423,8 +460,9 @@ class KojiBackend(BuildBackend):
             f"dist {dist}",
             str(srpm.path),
         ]
-        code, out, err = await run_capture(argv)
-        made = sorted((topdir / "SRPMS").glob("*.src.rpm"))
+        confined = Confined(self.sandbox, writable=topdir, readable=(srpm.path.parent,))
+        code, out, err = await run_capture(argv, confined=confined)
+        made = await asyncio.to_thread(output_files, topdir / "SRPMS", "*.src.rpm")
         if code != 0 or len(made) != 1:
             raise BuildError(
                 f"{request.project}: cannot expand the Release with %dist {dist}: "
@@ -513,8 +551,8 @@ class KojiBackend(BuildBackend):
             return self._failure(report, extra)
         if report.builds:
             build = report.builds[0]
-            extra["build_id"] = str(build["id"])
-            rpms = [self._final_rpm(build, r) for r in report.rpms.get(build["id"], [])]
+            extra["build_id"] = str(build_id(build))
+            rpms = [self._final_rpm(build, r) for r in report.rpms.get(build_id(build), [])]
         else:
             rpms = self._scratch_rpms(report)
         if not rpms:
@@ -597,8 +635,11 @@ def _tree_from_upload(path: str) -> str | None:
 
 
 async def _tree_of(request: BuildRequest, sha: str) -> str | None:
+    if not is_full_sha(sha):
+        return None
     code, out, _ = await run_capture(
-        ["git", "-C", str(request.git_dir), "rev-parse", "--verify", "--quiet", f"{sha}^{{tree}}"]
+        ["git", "-C", str(request.git_dir), "rev-parse", "--verify", "--quiet",
+         "--end-of-options", f"{sha}^{{tree}}"]
     )
     return out.strip() if code == 0 else None
 

@@ -104,6 +104,11 @@ class KojiConfig:
     channel: str | None = None
     #: where SRPMs are uploaded (under the hub's work dir)
     upload_dir: str = "cli-build"
+    #: SCM builds: the gate pushes the commit it tested to the branch
+    #: ``<scm_branch_namespace>/<purpose>-<key>`` of the distgit before submitting
+    #: (kojid clones every branch; a merge commit only the gate has is on none) and
+    #: deletes it when the build is over
+    scm_branch_namespace: str = "rpmgate/builds"
 
     #: seconds between two polls of the in-flight tasks
     poll_interval: float = 10.0
@@ -131,6 +136,15 @@ class KojiConfig:
             raise KojiConfigError("max_concurrent_calls and max_concurrent_downloads must be >= 1")
         if self.poll_interval <= 0:
             raise KojiConfigError("poll_interval must be positive")
+        from gate.refs import InvalidRef, check_branch
+
+        try:
+            check_branch(f"{self.scm_branch_namespace}/x")
+        except InvalidRef:
+            raise KojiConfigError(
+                f"scm_branch_namespace {self.scm_branch_namespace!r} does not make valid "
+                "branch names"
+            ) from None
 
     def resolve(self) -> KojiConnection:
         """Merge the profile (if any) with the overrides into concrete settings."""

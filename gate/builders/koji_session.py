@@ -58,8 +58,13 @@ class HubUnavailable(TransientBackendError):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for faults that say "try again later" rather than "no"."""
-    if isinstance(exc, TransientBackendError | koji.ServerOffline):
+    """True for faults that say "try again later" rather than "no".
+
+    ``RetryError`` is one: the hub already committed a call with this number
+    (kojihub/auth.py Session: the stored callnum moves only on a committed
+    write), so its reply was lost; callers that wrote look before retrying.
+    """
+    if isinstance(exc, TransientBackendError | koji.ServerOffline | koji.RetryError):
         return True
     if isinstance(exc, requests.exceptions.HTTPError):
         status = exc.response.status_code if exc.response is not None else None
@@ -82,6 +87,17 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+def _last_frame(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame of ``exc``'s traceback."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{Path(code.co_filename).name}:{tb.tb_lineno} in {code.co_name}"
+
+
 def describe(exc: BaseException) -> str:
     """One line for logs and the status page: the fault class and its text."""
     if isinstance(exc, xmlrpc.client.Fault):
@@ -101,9 +117,20 @@ class HubHealth:
     unreachable_since: float | None = None
     last_error: str = ""
     last_success: float | None = None
+    #: an error that retrying does not fix (see BackendError); cleared by a restart
+    backend_error: str = ""
+
+    def record_error(self, exc: BaseException) -> str:
+        """Keep a non-transient error for the status page; return its one-line text."""
+        line = describe(exc)
+        where = _last_frame(exc)
+        self.backend_error = f"{line} (at {where})" if where else line
+        self.last_error = self.backend_error
+        return self.backend_error
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "error": self.backend_error or None,
             "calls": self.calls,
             "http_requests": self.http_requests,
             "transient_failures": self.transient_failures,

@@ -14,7 +14,16 @@ grow with the number of builds in the gate:
 Waiters get a :class:`TaskReport` with everything the backend needs to turn
 a finished task into a ``BuildOutcome`` without further hub calls.  Polling
 retries through outages for as long as they last (the tasks keep running on
-the hub); the hub's health record shows the outage meanwhile.
+the hub); the hub's health record shows the outage meanwhile.  Anything else
+that breaks a cycle (a fault on the multicall itself, a reply this module
+cannot read) is not retried: every waiter gets a :class:`BackendError` and the
+health record keeps the error, so it shows instead of looping in silence.
+
+Rows are read by Koji's documented contract, not by what one hub happens to
+send: ``listBuilds`` rows carry ``build_id`` (only ``getBuild`` also has
+``id``), a ``buildArch`` child's build arch is its ``label`` (its ``arch`` is
+the host arch that took it), and no list comes back in any particular order
+(kojihub's queries have no ``ORDER BY`` unless asked).
 """
 
 from __future__ import annotations
@@ -27,8 +36,8 @@ from typing import Any
 
 import koji
 
-from gate.builders.base import TaskLost, TransientBackendError
-from gate.builders.koji_session import Call, HubSession, describe
+from gate.builders.base import BackendError, TaskLost, TransientBackendError
+from gate.builders.koji_session import Call, HubSession, describe, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +161,14 @@ class TaskWatcher:
             try:
                 await self._cycle()
             except Exception as exc:
-                # Not a transient fault (those are retried for as long as they
-                # last): the hub refused the poll itself.  The builds may be fine,
-                # so waiters get an infrastructure error, never a build failure.
+                # Transient faults are retried inside the multicall for as long
+                # as they last; what gets here is a refusal of the poll itself
+                # or a bug.  The builds may be fine: waiters get a backend error
+                # (shown, not retried), never a build failure.
                 log.exception("koji task watcher cycle failed")
-                self._fail_all(TransientBackendError(f"polling Koji failed: {describe(exc)}"))
+                error = self.hub.health.record_error(exc)
+                cls = TransientBackendError if is_transient(exc) else BackendError
+                self._fail_all(cls(f"Koji backend error: {error}"))
             self.cycles += 1
             async with self._cycle_done:
                 self._cycle_done.notify_all()
@@ -244,7 +256,7 @@ class TaskWatcher:
                 calls.append(("getTaskResult", (info["id"],), {}))
                 slots.append(("parent_result", info["id"]))
             if state == "CLOSED" and info["method"] == "build":
-                calls.append(("listBuilds", (), {"taskID": info["id"]}))
+                calls.append(("listBuilds", (), {"taskID": info["id"]}))  # rows: build_id
                 slots.append(("builds", info["id"]))
             for child in children:
                 child_state = _state_name(child["state"])
@@ -272,7 +284,7 @@ class TaskWatcher:
                 builds_by_task[task_id] = value
         rpms = await self._rpms([b for bs in builds_by_task.values() for b in bs])
         for task_id, builds in builds_by_task.items():
-            failed = [b["id"] for b in builds if isinstance(rpms.get(b["id"]), Exception)]
+            failed = [build_id(b) for b in builds if isinstance(rpms.get(build_id(b)), Exception)]
             if failed:
                 problems[task_id] = f"listRPMs of build {failed[0]}: {describe(rpms[failed[0]])}"
 
@@ -291,7 +303,7 @@ class TaskWatcher:
                     fault_code=getattr(parent_result, "faultCode", None),
                     children=tuple(_child(c, found) for c in children),
                     builds=builds,
-                    rpms={b["id"]: rpms.get(b["id"], []) for b in builds},
+                    rpms={build_id(b): rpms.get(build_id(b), []) for b in builds},
                 )
             )
         return reports, problems
@@ -300,10 +312,22 @@ class TaskWatcher:
         """``listRPMs`` of each build: a list, or the fault as an exception."""
         if not builds:
             return {}
-        calls: list[Call] = [("listRPMs", (), {"buildID": b["id"]}) for b in builds]
+        calls: list[Call] = [("listRPMs", (), {"buildID": build_id(b)}) for b in builds]
         results = await self.hub.multicall(calls, forever=True)
         self.last_cycle_requests += 1
-        return {b["id"]: value for b, value in zip(builds, results, strict=True)}
+        return {build_id(b): value for b, value in zip(builds, results, strict=True)}
+
+
+def build_id(build: dict[str, Any]) -> int:
+    """A build's id from a ``listBuilds`` row (``build_id``) or ``getBuild`` (``id`` too).
+
+    kojihub/kojihub.py RootExports.listBuilds selects ``build.id AS build_id`` and
+    no ``id``; get_build returns both.
+    """
+    value = build.get("build_id", build.get("id"))
+    if value is None:
+        raise BackendError(f"Koji build row without build_id: {sorted(build)}")
+    return int(value)
 
 
 def _missing_details(
@@ -331,10 +355,13 @@ def _child(info: dict[str, Any], found: dict[tuple[str, int], Any]) -> ChildTask
         for name, st in output.items():
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 sizes[name] = int(st["st_size"])
+    # kojid labels a buildArch child with its build arch; "arch" is the arch
+    # that chose the host (i386 for i686, a concrete arch for noarch)
+    arch = info.get("label") if info.get("method") == "buildArch" else None
     return ChildTask(
         id=info["id"],
         method=info["method"],
-        arch=info.get("arch") or info.get("label") or "",
+        arch=arch or info.get("arch") or "",
         state=_state_name(info["state"]),
         fault=describe(result) if isinstance(result, Exception) else "",
         result=result if isinstance(result, dict) else None,

@@ -27,11 +27,14 @@ from gate.builders.base import (
     ExistingBuild,
     TaskLost,
 )
+from gate.builders.sandbox import Sandbox
 from gate.builders.srpm import (
+    Confined,
     SrpmError,
     SrpmResult,
     build_srpm,
     last_error_line,
+    output_files,
     rpmbuild_dir_defines,
     run_logged,
 )
@@ -45,11 +48,16 @@ class LocalBackend(BuildBackend):
 
     name = "local"
 
-    def __init__(self, state_dir: Path, pool: Pool, workers: int = 2) -> None:
+    def __init__(
+        self, state_dir: Path, pool: Pool, workers: int = 2, sandbox: Sandbox | None = None
+    ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.state_dir = Path(state_dir)
         self.pool = pool
+        #: how rpmbuild runs the change's spec (see gate.builders.sandbox)
+        self.sandbox = sandbox or Sandbox.create()
+        self.sandbox.check_reachable(self.tasks_dir)
         self.workers = workers
         self._slots = asyncio.Semaphore(workers)
         self._tasks: dict[str, asyncio.Task[BuildOutcome]] = {}
@@ -159,7 +167,7 @@ class LocalBackend(BuildBackend):
             f"commit {request.commit} tree {request.tree} key {request.key}\n"
         )
         try:
-            srpm = await build_srpm(request, taskdir / "srpm")
+            srpm = await build_srpm(request, taskdir / "srpm", self.sandbox)
         except SrpmError as exc:
             await asyncio.to_thread(_write, log_path, header + exc.log)
             return BuildOutcome(ok=False, reason=exc.reason, log=str(log_path))
@@ -186,14 +194,16 @@ class LocalBackend(BuildBackend):
         # --nodeps: BuildRequires cannot be installed on the gate host; they
         # are reported in the outcome so jobs can check them instead.
         argv = ["rpmbuild", "--rebuild", "--nodeps", *rpmbuild_dir_defines(topdir), str(srpm.path)]
-        code = await run_logged(argv, log_path)
+        await asyncio.to_thread(self.sandbox.prepare, topdir)
+        confined = Confined(self.sandbox, writable=topdir, readable=(srpm.path.parent,))
+        code = await run_logged(argv, log_path, confined=confined)
         common = {"nvr": srpm.nvr, "log": str(log_path), "build_requires": srpm.build_requires}
         if code != 0:
             log = await asyncio.to_thread(log_path.read_text, "utf-8", "replace")
             return BuildOutcome(
                 ok=False, reason=f"rpmbuild failed: {last_error_line(log)}", **common
             )
-        rpms = sorted((topdir / "RPMS").rglob("*.rpm"))
+        rpms = await asyncio.to_thread(output_files, topdir / "RPMS", "*.rpm")
         artifacts = await asyncio.to_thread(self._pool_artifacts, [*rpms, srpm.path])
         return BuildOutcome(ok=True, artifacts=artifacts, extra={"task_ref": ref}, **common)
 
@@ -223,7 +233,8 @@ class LocalBackend(BuildBackend):
     # -- pool and store (run in threads) --------------------------------------
 
     def _pool_artifacts(self, paths: list[Path]) -> tuple[Artifact, ...]:
-        return tuple(sorted(self.pool.add_rpm(path) for path in paths))
+        # copied, not linked: the build user owned these files
+        return tuple(sorted(self.pool.add_rpm(path, copy=True) for path in paths))
 
     def _record_path(self, nvr: str) -> Path | None:
         parts = nvr.rsplit("-", 2)

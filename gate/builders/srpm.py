@@ -18,13 +18,16 @@ import os
 import re
 import shutil
 import signal
+import stat
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gate.builders import lookaside as lookaside_mod
 from gate.builders.base import BuildRequest
+from gate.builders.sandbox import Sandbox, minimal_environment
 
 _HEX_ID = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _QUERY_FORMAT = "%{NAME}\\n%{EPOCHNUM}\\n%{VERSION}\\n%{RELEASE}\\n"
@@ -59,8 +62,9 @@ class SrpmResult:
 
 
 def _command_env() -> dict[str, str]:
-    # rpmbuild and git messages are parsed ("error: ..."), so keep them untranslated.
-    return {**os.environ, "LC_ALL": "C"}
+    # Trusted tools (git, rpm queries) get no more of the daemon's environment
+    # than a sandboxed build does: it holds the secrets the config refers to.
+    return minimal_environment(os.environ.get("HOME") or "/")
 
 
 def kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -83,38 +87,56 @@ async def _reap(proc: asyncio.subprocess.Process) -> int:
     return returncode
 
 
-async def run_logged(argv: Sequence[str], log_path: Path, cwd: Path | None = None) -> int:
+@dataclass(frozen=True)
+class Confined:
+    """Where a change-controlled command runs: ``sandbox``, writing only ``writable``."""
+
+    sandbox: Sandbox
+    writable: Path
+    readable: tuple[Path, ...] = ()
+
+
+async def _spawn(
+    argv: Sequence[str], confined: Confined | None, **io: Any
+) -> asyncio.subprocess.Process:
+    """Start ``argv``: confined (change-controlled code), or plainly with a minimal
+    environment (the gate's own tools: git, rpm queries)."""
+    if confined is not None:
+        return await confined.sandbox.spawn(
+            argv, confined.writable, confined.readable, stdin=asyncio.subprocess.DEVNULL, **io
+        )
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        env=_command_env(),
+        start_new_session=True,
+        **io,
+    )
+
+
+async def run_logged(
+    argv: Sequence[str], log_path: Path, *, confined: Confined | None = None
+) -> int:
     """Run ``argv`` with stdout and stderr appended to ``log_path``; return its exit code.
 
     Output goes straight to the file (no pipe), so a chatty build can neither
-    fill memory nor block on a full pipe.
+    fill memory nor block on a full pipe.  The log is opened here, so it
+    lives where the confined command cannot replace it.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(("$ " + " ".join(argv) + "\n").encode())
         log.flush()
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-            env=_command_env(),
-            start_new_session=True,
-        )
+        proc = await _spawn(argv, confined, stdout=log, stderr=asyncio.subprocess.STDOUT)
         return await _reap(proc)
 
 
-async def run_capture(argv: Sequence[str], cwd: Path | None = None) -> tuple[int, str, str]:
-    """Run a short query command; return (exit code, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_command_env(),
-        start_new_session=True,
+async def run_capture(
+    argv: Sequence[str], *, confined: Confined | None = None
+) -> tuple[int, str, str]:
+    """Run a short command; return (exit code, stdout, stderr)."""
+    proc = await _spawn(
+        argv, confined, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
         out, err = await proc.communicate()
@@ -153,8 +175,12 @@ def rpmbuild_dir_defines(topdir: Path) -> list[str]:
     return args
 
 
-async def build_srpm(request: BuildRequest, workdir: Path) -> SrpmResult:
+async def build_srpm(request: BuildRequest, workdir: Path, sandbox: Sandbox) -> SrpmResult:
     """Export ``request.commit`` and build its SRPM under ``workdir``.
+
+    ``rpmbuild -bs`` parses the change's spec, which runs its ``%(…)``: it
+    runs in ``sandbox``, reading the exported tree ``<workdir>/src`` and
+    writing only ``<workdir>/top``; the log and the tree are out of its reach.
 
     Lookaside files named by a ``sources`` file next to the spec are fetched
     into the exported tree first.  Raises :class:`SrpmError` (with the log) when
@@ -163,9 +189,9 @@ async def build_srpm(request: BuildRequest, workdir: Path) -> SrpmResult:
     ``TransientBackendError``) when the lookaside server is down.
     """
     workdir = Path(workdir)
-    src = workdir / "src"
+    src, top = workdir / "src", workdir / "top"
     log_path = workdir / "srpm.log"
-    await asyncio.to_thread(_fresh_dirs, workdir, src, log_path)
+    await asyncio.to_thread(_fresh_dirs, workdir, src, top, log_path)
 
     await _export_tree(request, workdir, src, log_path)
     spec = src / request.spec_path
@@ -177,20 +203,40 @@ async def build_srpm(request: BuildRequest, workdir: Path) -> SrpmResult:
 
     # _sourcedir/_specdir are the exported tree itself: a distgit keeps spec,
     # patches and (now) tarballs side by side.
-    argv = ["rpmbuild", "-bs", *rpmbuild_dir_defines(workdir)]
+    argv = ["rpmbuild", "-bs", *rpmbuild_dir_defines(top)]
     argv += ["--define", f"_sourcedir {spec.parent}", "--define", f"_specdir {spec.parent}"]
-    if await run_logged([*argv, str(spec)], log_path) != 0:
+    await asyncio.to_thread(sandbox.prepare, top)
+    confined = Confined(sandbox, writable=top, readable=(src,))
+    if await run_logged([*argv, str(spec)], log_path, confined=confined) != 0:
         log = _read(log_path)
         raise SrpmError(f"rpmbuild -bs failed: {last_error_line(log)}", log)
-    srpms = sorted((workdir / "SRPMS").glob("*.rpm"))
+    srpms = output_files(top / "SRPMS", "*.rpm")
     if len(srpms) != 1:
         raise SrpmError(f"rpmbuild -bs wrote {len(srpms)} source RPMs, expected 1", _read(log_path))
     return await _describe(srpms[0], _read(log_path))
 
 
-def _fresh_dirs(workdir: Path, src: Path, log_path: Path) -> None:
+def output_files(directory: Path, pattern: str) -> list[Path]:
+    """Regular files matching ``pattern`` under ``directory``, sorted; symlinks never.
+
+    A confined build writes these: a symlink (or a link-made directory) there
+    could point the daemon at any file it can read, which would then be
+    pooled, published or served as a log.
+    """
+    found = []
+    for path in sorted(directory.rglob(pattern)) if directory.is_dir() else []:
+        relative = path.relative_to(directory)
+        parts = [directory.joinpath(*relative.parts[:i]) for i in range(1, len(relative.parts))]
+        if path.is_symlink() or any(p.is_symlink() for p in parts):
+            continue
+        if stat.S_ISREG(path.lstat().st_mode):
+            found.append(path)
+    return found
+
+
+def _fresh_dirs(workdir: Path, src: Path, top: Path, log_path: Path) -> None:
     # A retry in the same workdir must not see files from the previous attempt.
-    for stale in (src, workdir / "SRPMS", workdir / "BUILD"):
+    for stale in (src, top):
         shutil.rmtree(stale, ignore_errors=True)
     src.mkdir(parents=True)
     log_path.unlink(missing_ok=True)
@@ -210,14 +256,16 @@ async def _export_tree(request: BuildRequest, workdir: Path, src: Path, log_path
     # commit whose tree is something else would make that record a lie.
     if _HEX_ID.match(request.tree):
         actual = await _git(
-            request, log_path, "rev-parse", "--verify", f"{request.commit}^{{tree}}"
+            request, log_path, "rev-parse", "--verify", "--end-of-options",
+            f"{request.commit}^{{tree}}"
         )
         if actual != request.tree:
             raise SrpmError(
                 f"commit {request.commit} has tree {actual}, not {request.tree}", _read(log_path)
             )
     archive = workdir / "src.tar"
-    await _git(request, log_path, "archive", "--format=tar", "-o", str(archive), request.commit)
+    await _git(request, log_path, "archive", "--format=tar", "-o", str(archive),
+               "--end-of-options", request.commit)
     try:
         await asyncio.to_thread(_extract, archive, src)
     except tarfile.TarError as exc:  # e.g. a symlink pointing outside the tree

@@ -8,7 +8,10 @@ project's branch, and carries out the one action that changes it:
 * merge this tested commit, or refuse if the branch moved in a way the item
   was not tested on;
 * is this commit merged already (crash recovery of the tip);
-* report an item's outcome to the people who proposed it.
+* report an item's outcome to the people who proposed it;
+* host a commit the gate made on a branch of its own, for builders that fetch
+  what they build from the repository (Koji SCM builds: kojid clones every
+  branch, and a merge commit only the gate's clone has is on none).
 
 Speculative merges are not a source's business: they happen in the gate's own
 clones (``gate.merger``) whatever system hosts the repository.  Drivers for
@@ -54,3 +57,17 @@ class ChangeSource(abc.ABC):
     async def report(self, project: str, change_ref: str, result: str,  # noqa: B027
                      message: str) -> None:
         """Tell the change's owners what happened (a comment, a vote, a status)."""
+
+    async def push_build_branch(self, project: str, commit: str, branch: str) -> MergeOutcome:
+        """Point the gate-owned ``branch`` of the repository at ``commit`` (forced).
+
+        The default: this review system does not let the gate create branches.
+        """
+        return MergeOutcome(False, f"{self.name} sources do not host build branches")
+
+    async def delete_build_branch(self, project: str, branch: str) -> None:  # noqa: B027
+        """Remove a gate-owned branch (its build is over).  Idempotent."""
+
+    async def build_branches(self, project: str, namespace: str) -> list[str]:
+        """The gate-owned branches under ``namespace/`` that exist now."""
+        return []

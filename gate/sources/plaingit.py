@@ -46,6 +46,19 @@ class PlainGitSource(ChangeSource):
         url, branch = self._project(project)
         return await self.merger.is_on_branch(project, url, commit, branch)
 
+    async def push_build_branch(self, project: str, commit: str, branch: str) -> MergeOutcome:
+        url, _ = self._project(project)
+        result = await self.merger.push_branch(project, url, commit, branch)
+        return MergeOutcome(result.ok, result.reason)
+
+    async def delete_build_branch(self, project: str, branch: str) -> None:
+        url, _ = self._project(project)
+        await self.merger.delete_branch(project, url, branch)
+
+    async def build_branches(self, project: str, namespace: str) -> list[str]:
+        url, _ = self._project(project)
+        return sorted(await self.merger.remote_branches(project, url, namespace))
+
     async def report(self, project: str, change_ref: str, result: str, message: str) -> None:
         log.info("report %s %s: %s%s", project, change_ref, result,
                  f": {message}" if message else "")

@@ -8,28 +8,49 @@ repeated key answers with the delivery already stored instead of a new one.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from gate.web.bodies import (
+    MAX_ID,
+    BadBody,
+    Body,
+    NoBody,
+    ProposeChange,
+    RefUpdated,
+    Rollback,
+    WithReason,
+    parse_body,
+)
+from gate.web.server import guard_middleware
 from gate.web.status import item_doc, repo_doc, status
 from repo_state.db import session
-from repo_state.models import ChangeRow, Delivery, ItemRow
+from repo_state.models import BuildRow, ChangeRow, Delivery, ItemRow
 
 if TYPE_CHECKING:
     from gate.daemon import Gate
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Body)
 
 GATE_KEY: web.AppKey[Gate] = web.AppKey("gate")
 MAX_BODY = 1 << 20
+#: the caller of a request, as the token it presented names it
+ACTOR: web.RequestKey[str] = web.RequestKey("actor")
+#: longest path component and path served from the file trees (NAME_MAX, and
+#: far more than any RPM, log or repodata file name the gate writes)
+MAX_NAME = 255
+MAX_PATH = 2048
+_FILE_TREES = ("/speculative/", "/files/", "/repos/")
 
 
 def _gate(request: web.Request) -> Gate:
@@ -42,38 +63,59 @@ def _error(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    tokens = _gate(request).config.auth.api_tokens
+    """Writes need a bearer token from ``auth.api_tokens``; its name is who asked."""
+    tokens = _gate(request).config.auth.named_tokens()
     if request.method == "POST" and tokens:
         header = request.headers.get("Authorization", "")
-        given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-        if not any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens):
+        given = header.removeprefix("Bearer ").strip().encode() if header.startswith(
+            "Bearer ") else b""
+        actor = None
+        for token in tokens:  # every token compared: the time says nothing of which one
+            if hmac.compare_digest(given, token.token.encode()) and actor is None:
+                actor = token.name
+        if actor is None:
             log.warning("refused %s %s from %s: missing or bad token", request.method,
                         request.path, request.remote)
             return _error(401, "a valid bearer token is required")
+        request[ACTOR] = actor
     return await handler(request)
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+@web.middleware
+async def file_name_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Names no file tree can hold answer 404, not an operating-system error."""
+    path = request.path
+    if path.startswith(_FILE_TREES):
+        parts = path.split("/")
+        odd = (len(path.encode()) > MAX_PATH
+               or any(len(p.encode()) > MAX_NAME or p in (".", "..") for p in parts)
+               or any(ord(c) < 0x20 or c == "\x7f" for c in path))
+        if odd:
+            return _error(404, "no such file")
+    return await handler(request)
+
+
+async def _body(request: web.Request, model: type[M]) -> M:
+    """The request body as ``model``: read within ``listen.body_timeout``, then validated."""
     if request.content_length and request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    raw = await request.read()
-    if not raw:
-        return {}
+    timeout = _gate(request).config.listen.body_timeout
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise _BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise _BadRequest("body must be a JSON object")
-    return body
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        log.warning("closed %s %s from %s: body not received in %gs", request.method,
+                    request.path, request.remote, timeout)
+        raise _SlowBody(f"request body not received within {timeout:g}s") from None
+    return parse_body(raw, model)
 
 
-class _BadRequest(Exception):
-    pass
+class _SlowBody(Exception):
+    """The body did not arrive within ``listen.body_timeout`` (a 408, then close)."""
 
 
 def store_delivery(gate: Gate, source: str, event_type: str, payload: dict[str, Any],
-                   key: str | None) -> tuple[Delivery, bool]:
+                   key: str | None, requested_by: str | None = None) -> tuple[Delivery, bool]:
     """Commit the event; returns (delivery, created).  Idempotent on ``key``."""
     delivery_key = f"{source}:{event_type}:{key or uuid.uuid4()}"
     with session(gate.engine) as s:
@@ -81,7 +123,7 @@ def store_delivery(gate: Gate, source: str, event_type: str, payload: dict[str, 
         if existing is not None:
             return existing, False
         row = Delivery(source=source, event_type=event_type, delivery_key=delivery_key,
-                       payload=json.dumps(payload, sort_keys=True))
+                       payload=json.dumps(payload, sort_keys=True), requested_by=requested_by)
         s.add(row)
         try:
             s.commit()
@@ -103,28 +145,44 @@ def _accepted(request: web.Request, delivery: Delivery, created: bool) -> web.Re
 
 
 async def _store(request: web.Request, event_type: str, payload: dict[str, Any]) -> web.Response:
-    delivery, created = store_delivery(_gate(request), "api", event_type, payload,
-                                       request.headers.get("Idempotency-Key"))
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and (len(key) > 200 or not key.isprintable()):
+        return _error(400, "Idempotency-Key: at most 200 printable characters")
+    actor = request.get(ACTOR)
+    delivery, created = store_delivery(_gate(request), "api", event_type, payload, key,
+                                       requested_by=actor)
     if created:
-        log.info("accepted %s delivery %s: %s", event_type, delivery.id, payload)
+        log.info("accepted %s delivery %s%s: %s", event_type, delivery.id,
+                 f" from {actor}" if actor else "", payload)
     return _accepted(request, delivery, created)
+
+
+def _path_id(request: web.Request) -> int:
+    """The ``{id}`` of the path: a positive integer a database row can have, else 404."""
+    text = request.match_info["id"]
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        raise web.HTTPNotFound(text=json.dumps({"error": f"no such id {text[:40]!r}"}),
+                               content_type="application/json")
+    value = int(text)
+    if not 1 <= value <= MAX_ID:
+        raise web.HTTPNotFound(text=json.dumps({"error": f"no such id {value}"}),
+                               content_type="application/json")
+    return value
 
 
 # -- change API ---------------------------------------------------------------------------------
 async def propose_change(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    project, ref = body.get("project"), body.get("ref")
-    if not isinstance(project, str) or not isinstance(ref, str) or not ref:
-        return _error(400, "'project' and 'ref' (a ref name or commit sha) are required")
-    if project not in _gate(request).config.projects:
-        return _error(404, f"unknown project {project!r}")
-    payload = {"project": project, "ref": ref, "title": str(body.get("title") or ""),
-               "approve": bool(body.get("approve", False))}
+    body = await _body(request, ProposeChange)
+    if body.project not in _gate(request).config.projects:
+        return _error(404, f"unknown project {body.project!r}")
+    payload = {"project": body.project, "ref": body.ref, "title": body.title,
+               "approve": body.approve}
     return await _store(request, "change.proposed", payload)
 
 
 async def _change_event(request: web.Request, event_type: str) -> web.Response:
-    change_id = _int(request.match_info["id"])
+    change_id = _path_id(request)
+    await _body(request, NoBody)
     with session(_gate(request).engine) as s:
         if s.get(ChangeRow, change_id) is None:
             return _error(404, f"no change {change_id}")
@@ -141,7 +199,7 @@ async def enqueue_change(request: web.Request) -> web.Response:
 
 async def get_change(request: web.Request) -> web.Response:
     gate = _gate(request)
-    change_id = _int(request.match_info["id"])
+    change_id = _path_id(request)
     with session(gate.engine) as s:
         change = s.get(ChangeRow, change_id)
         if change is None:
@@ -154,24 +212,22 @@ async def get_change(request: web.Request) -> web.Response:
 
 
 async def ref_updated(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    project = body.get("project")
-    if project not in _gate(request).config.projects:
-        return _error(404 if isinstance(project, str) else 400, f"unknown project {project!r}")
-    return await _store(request, "ref.updated", {"project": project, "new": body.get("new"),
-                                                 "old": body.get("old"),
-                                                 "force": bool(body.get("force"))})
+    body = await _body(request, RefUpdated)
+    if body.project not in _gate(request).config.projects:
+        return _error(404, f"unknown project {body.project!r}")
+    return await _store(request, "ref.updated", {"project": body.project, "new": body.new,
+                                                 "old": body.old, "force": body.force})
 
 
 # -- admin API ---------------------------------------------------------------------------------
 async def _item_event(request: web.Request, event_type: str) -> web.Response:
-    item_id = _int(request.match_info["id"])
-    body = await _json_body(request)
+    item_id = _path_id(request)
+    body = await _body(request, WithReason)
     with session(_gate(request).engine) as s:
         item = s.get(ItemRow, item_id)
         if item is None or not item.active:
             return _error(404, f"item {item_id} is not in a queue")
-    return await _store(request, event_type, {"item": item_id, "reason": body.get("reason")})
+    return await _store(request, event_type, {"item": item_id, "reason": body.reason})
 
 
 async def dequeue_item(request: web.Request) -> web.Response:
@@ -185,23 +241,20 @@ async def promote_item(request: web.Request) -> web.Response:
 async def republish(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in _gate(request).publishers:
-        return _error(404, f"unknown repository {name!r}")
-    body = await _json_body(request)
+        return _error(404, f"unknown repository {name[:100]!r}")
+    body = await _body(request, WithReason)
     return await _store(request, "repo.republish",
-                        {"repo": name, "action": "republish", "reason": body.get("reason")})
+                        {"repo": name, "action": "republish", "reason": body.reason})
 
 
 async def rollback(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in _gate(request).publishers:
-        return _error(404, f"unknown repository {name!r}")
-    body = await _json_body(request)
-    to = body.get("to")
-    if not isinstance(to, int) or to < 1:
-        return _error(400, "'to' (a generation number) is required")
+        return _error(404, f"unknown repository {name[:100]!r}")
+    body = await _body(request, Rollback)
     return await _store(request, "repo.rollback",
-                        {"repo": name, "action": "rollback", "to": to,
-                         "reason": body.get("reason")})
+                        {"repo": name, "action": "rollback", "to": body.to,
+                         "reason": body.reason})
 
 
 # -- reads ---------------------------------------------------------------------------------
@@ -217,19 +270,20 @@ async def get_repo(request: web.Request) -> web.Response:
     with session(gate.engine) as s:
         doc = repo_doc(gate, s, request.match_info["name"])
     if doc is None:
-        return _error(404, f"unknown repository {request.match_info['name']!r}")
+        return _error(404, f"unknown repository {request.match_info['name'][:100]!r}")
     return web.json_response(doc)
 
 
 async def get_delivery(request: web.Request) -> web.Response:
     gate = _gate(request)
     with session(gate.engine) as s:
-        row = s.get(Delivery, _int(request.match_info["id"]))
+        row = s.get(Delivery, _path_id(request))
     if row is None:
         return _error(404, "no such delivery")
     state = "pending" if row.processed_at is None else ("error" if row.error else "processed")
     return web.json_response({"id": row.id, "event_type": row.event_type, "state": state,
-                              "result": row.result, "error": row.error})
+                              "result": row.result, "error": row.error,
+                              "requested_by": row.requested_by})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -242,31 +296,38 @@ async def healthz(request: web.Request) -> web.Response:
         log.warning("health check: database unavailable: %s", exc)
         db_ok = False
     loop_age = time.time() - gate.last_loop_at if gate.last_loop_at else None
-    ok = db_ok and loop_age is not None and loop_age < 120
+    backends = {name: backend.problem() or "ok" for name, backend in gate.backends.items()}
+    stuck: list[int] = []
+    if db_ok:
+        with session(gate.engine) as s:
+            stuck = [b for b in s.exec(select(BuildRow.id).where(
+                BuildRow.state == "running", BuildRow.error != "")).all() if b is not None]
+    ok = (db_ok and loop_age is not None and loop_age < 120 and not stuck
+          and all(v == "ok" for v in backends.values()))
     return web.json_response({"ok": ok, "database": db_ok, "loop_age_seconds": loop_age,
+                              "backends": backends, "stuck_builds": stuck,
                               "uptime_seconds": time.time() - gate.started_at},
                              status=200 if ok else 503)
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise web.HTTPNotFound() from None
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
-    except _BadRequest as exc:
+    except BadBody as exc:
         log.warning("refused %s %s: %s", request.method, request.path, exc)
         return _error(400, str(exc))
+    except _SlowBody as exc:
+        response = _error(408, str(exc))
+        response.force_close()  # the rest of the body may still be on its way
+        return response
 
 
 def make_app(gate: Gate) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware],
-                          client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[guard_middleware, error_middleware, file_name_middleware, auth_middleware],
+        client_max_size=MAX_BODY,
+    )
     app[GATE_KEY] = gate
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/status", get_status)

@@ -54,7 +54,7 @@ def build_doc(gate: Gate, row: BuildRow | None) -> dict[str, Any] | None:
     return {
         "id": row.id, "purpose": row.purpose, "state": row.state, "nvr": row.nvr,
         "key": row.key, "backend": row.backend, "task": row.task_ref, "tree": row.tree,
-        "reason": row.reason, "log_url": log_url(gate, row.log),
+        "reason": row.reason, "error": row.error or None, "log_url": log_url(gate, row.log),
         "submissions": row.submissions, "created_at": _iso(row.created_at),
         "finished_at": _iso(row.finished_at),
     }
@@ -82,12 +82,15 @@ def item_doc(gate: Gate, s: Session, item: ItemRow, position: int | None) -> dic
                                           JobRunRow.attempt == item.attempt)
                   .order_by(col(JobRunRow.id))).all()
     spec_name = f"{item.id}-{item.attempt}"
+    # a build whose watch stopped on a backend error holds the item up: say so
+    stuck = next((b.error for b in (final, scratch)
+                  if b is not None and b.state == "running" and b.error), "")
     return {
         "id": item.id,
         "position": position,
         "queue": item.queue,
         "kind": item.kind,
-        "state": item_label(item, scratch),
+        "state": "stuck: backend error" if stuck and item.active else item_label(item, scratch),
         "change": {"id": change.id, "project": change.project, "ref": change.ref,
                    "sha": change.sha, "title": change.title, "state": change.state}
         if change else None,
@@ -104,7 +107,7 @@ def item_doc(gate: Gate, s: Session, item: ItemRow, position: int | None) -> dic
         "tip": {"step": item.tip, "state": item.tip_state},
         "speculative_repo": f"{gate.config.base_url}/speculative/{spec_name}/"
         if item.tested_state and item.active else None,
-        "failure": item.failure or None,
+        "failure": item.failure or stuck or None,
         "result": item.result,
         "generation": item.generation,
         "enqueued_at": _iso(item.enqueued_at),
