@@ -28,13 +28,13 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
-from publishers.repotree import write_repo_tree
+from publishers.repotree import TreeStatsDict, write_repo_tree
 from repo_state.pool import Pool
 from repo_state.state import RepoState
 
@@ -62,13 +62,27 @@ class GenerationNotFound(PublishError, LookupError):
     """No such generation (never published, or garbage-collected)."""
 
 
+class Manifest(TypedDict):
+    """``manifest.json``: what a generation holds and what produced it."""
+
+    number: int
+    created: str
+    produced_by: dict[str, object]
+    arches: list[str]
+    #: sorted binary NEVRAs
+    packages: list[str]
+    metadata: TreeStatsDict
+    #: RepoState.to_json(), decoded
+    state: list[dict[str, object]]
+
+
 @dataclass(frozen=True)
 class Generation:
     """One published generation as found on disk."""
 
     number: int
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def state(self) -> RepoState:
@@ -150,7 +164,9 @@ class Publisher:
 
     # -- writing (serialised by an flock on root/.lock, across threads and processes)
 
-    def publish(self, number: int, state: RepoState, produced_by: dict[str, Any]) -> Generation:
+    def publish(
+        self, number: int, state: RepoState, produced_by: Mapping[str, object]
+    ) -> Generation:
         """Publish ``state`` as generation ``number`` and point ``current`` at it.
 
         ``number`` must be current + 1, unless generation ``number`` exists
@@ -165,7 +181,7 @@ class Publisher:
             return self._publish_locked(number, state, produced_by, reuse)
 
     def rollback(
-        self, to: int, produced_by: dict[str, Any], *, number: int | None = None
+        self, to: int, produced_by: Mapping[str, object], *, number: int | None = None
     ) -> Generation:
         """Publish a new generation (current + 1) with the content of generation ``to``.
 
@@ -180,7 +196,9 @@ class Publisher:
             # the target's metadata describes exactly the files we want again
             return self._publish_locked(number, target.state, record, target.path)
 
-    def republish(self, produced_by: dict[str, Any], *, number: int | None = None) -> Generation:
+    def republish(
+        self, produced_by: Mapping[str, object], *, number: int | None = None
+    ) -> Generation:
         """Publish the current content again as a new generation, every header re-read.
 
         The remedy for suspect metadata, so nothing is reused.  Pass ``number``
@@ -219,7 +237,7 @@ class Publisher:
     # -- internals
 
     def _publish_locked(
-        self, number: int, state: RepoState, produced_by: dict[str, Any], reuse: Path | None
+        self, number: int, state: RepoState, produced_by: Mapping[str, object], reuse: Path | None
     ) -> Generation:
         self._remove_debris()
         current = self._current_number()
@@ -255,14 +273,14 @@ class Publisher:
         tmp: Path,
         number: int,
         state: RepoState,
-        produced_by: dict[str, Any],
+        produced_by: Mapping[str, object],
         reuse: Path | None,
     ) -> None:
         stats = write_repo_tree(state, self.pool, tmp, self.arches, reuse, revision=str(number))
-        manifest = {
+        manifest: Manifest = {
             "number": number,
             "created": datetime.now(UTC).isoformat(),
-            "produced_by": produced_by,
+            "produced_by": dict(produced_by),
             "arches": list(self.arches),
             "packages": sorted(state.nevras()),
             "metadata": stats.to_dict(),

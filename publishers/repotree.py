@@ -25,9 +25,9 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
-import createrepo_c as cr
-
+from repo_state import typed_createrepo_c as cr
 from repo_state.pool import Pool
 from repo_state.state import Artifact, RepoState
 
@@ -40,6 +40,12 @@ _METADATA_TYPES = ("primary", "filelists", "other")
 # reads it, and the files are small next to the RPMs.
 _COMPRESSION = cr.GZ_COMPRESSION
 _CHECKSUM = cr.SHA256
+
+
+class TreeStatsDict(TypedDict):
+    read: int
+    reused: int
+    packages: dict[str, int]
 
 
 @dataclass
@@ -56,7 +62,7 @@ class TreeStats:
     #: package entries per tree (``{"x86_64": 12, "src": 5}``)
     packages: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> TreeStatsDict:
         return {"read": self.read, "reused": self.reused, "packages": dict(self.packages)}
 
 
@@ -174,13 +180,13 @@ def _write_metadata(
         taken: set[str] = set()
         if old_tree is not None:
             # Stream rather than load: memory stays flat however big the repo.
-            for pkg in _old_packages(old_tree):
-                artifact = remaining.get(pkg.location_href)
-                if artifact is None or not _same_file(pkg, artifact):
+            for old_pkg in _old_packages(old_tree):
+                artifact = remaining.get(old_pkg.location_href)
+                if artifact is None or not _same_file(old_pkg, artifact):
                     continue
                 for writer in writers:
-                    writer.add_pkg(pkg)
-                del remaining[pkg.location_href]
+                    writer.add_pkg(old_pkg)
+                del remaining[old_pkg.location_href]
                 taken.add(artifact.checksum)
         for href in sorted(remaining):
             artifact = remaining[href]

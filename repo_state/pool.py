@@ -16,8 +16,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-import createrepo_c
-
+from repo_state import typed_createrepo_c as cr
 from repo_state.state import Artifact
 
 _CHUNK = 1 << 20
@@ -77,9 +76,10 @@ class Pool:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".add-")
         try:
             digest = hashlib.sha256()
-            with open(fd, "wb") as out, open(
-                os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb"
-            ) as fh:
+            with (
+                open(fd, "wb") as out,
+                open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as fh,
+            ):
                 if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                     raise OSError(f"{path} is not a regular file")
                 while chunk := fh.read(_CHUNK):
@@ -113,7 +113,7 @@ class Pool:
     def add_rpm(self, path: Path, expected: str | None = None, *, copy: bool = False) -> Artifact:
         """Store an RPM and describe it from its header (read from the stored copy)."""
         checksum = self.add(path, expected, copy=copy)
-        pkg = createrepo_c.package_from_rpm(str(self.path_for(checksum)))
+        pkg = cr.package_from_rpm(str(self.path_for(checksum)))
         return Artifact(
             name=pkg.name,
             epoch=int(pkg.epoch or 0),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import SupportsIndex, SupportsInt
 
 
 @dataclass(frozen=True, order=True)
@@ -55,13 +56,13 @@ class Artifact:
     def from_dict(cls, data: Mapping[str, object]) -> Artifact:
         return cls(
             name=str(data["name"]),
-            epoch=int(data.get("epoch") or 0),  # type: ignore[arg-type]
+            epoch=_int(data.get("epoch")),
             version=str(data["version"]),
             release=str(data["release"]),
             arch=str(data["arch"]),
             sourcerpm=str(data.get("sourcerpm") or ""),
             checksum=str(data["checksum"]),
-            size=int(data.get("size") or 0),  # type: ignore[arg-type]
+            size=_int(data.get("size")),
         )
 
 
@@ -88,12 +89,11 @@ class BuildEntry:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> BuildEntry:
-        arts = data.get("artifacts") or []
         return cls(
             source_name=str(data["source_name"]),
             nvr=str(data["nvr"]),
             origin=str(data.get("origin") or ""),
-            artifacts=tuple(Artifact.from_dict(a) for a in arts),  # type: ignore[union-attr]
+            artifacts=tuple(Artifact.from_dict(a) for a in _mappings(data.get("artifacts"))),
         )
 
 
@@ -146,6 +146,27 @@ class RepoState:
         if not text:
             return cls()
         return cls({e.source_name: e for e in map(BuildEntry.from_dict, json.loads(text))})
+
+
+def _int(value: object) -> int:
+    """``int(value or 0)`` for a value decoded from JSON."""
+    if not value:
+        return 0
+    if isinstance(value, (str, bytes, bytearray, SupportsInt, SupportsIndex)):
+        return int(value)
+    raise TypeError(f"not an integer: {value!r}")
+
+
+def _mappings(value: object) -> Iterator[Mapping[str, object]]:
+    """The objects in a list decoded from JSON (none for a missing or empty list)."""
+    if not value:
+        return
+    if not isinstance(value, Iterable):
+        raise TypeError(f"not a list: {value!r}")
+    for item in value:
+        if not isinstance(item, Mapping):
+            raise TypeError(f"not an object: {item!r}")
+        yield item
 
 
 def compose(layers: Iterable[RepoState | BuildEntry]) -> RepoState:
