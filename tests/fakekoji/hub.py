@@ -1,35 +1,44 @@
 """A fake Koji hub: Koji's XML-RPC dialect over HTTP, served by aiohttp.
 
-The real ``koji.ClientSession`` talks to it and cannot tell it from a hub for
-the calls rpmgate makes:
+It follows kojihub at koji commit 2083513a (``Koji-Version: 1.35.3``);
+the real ``koji.ClientSession`` talks to it as to a hub:
 
-- ``POST`` only (anything else is 405, as ``kojixmlrpc.application`` answers);
+- ``POST`` only (anything else is 405), an unreadable body is a 400
+  (kojihub/kojixmlrpc.py ``application``, ``error_reply``);
 - ``text/xml`` bodies encoded with ``koji.xmlrpcplus`` (``nil``, ``i8``,
   keyword arguments as a trailing ``__starstar`` struct), replies carrying the
   ``Koji-Version`` header;
-- ``multiCall`` and ``system.multicall`` with per-call fault structs;
-- faults with Koji's codes, unexpected exceptions as code 1;
-- sessions in ``Koji-Session-Id/Key/Callnum`` headers with the hub's call
-  sequence check (a replayed call number is a ``RetryError``), ``login``,
-  ``sslLogin`` on ``/ssllogin`` (client certificate or GSSAPI), ``logout``;
-- the raw upload path (``application/octet-stream`` with the file name and
-  offset in the query string, answered with the chunk's adler32), ``checkUpload``;
-- the top directory (``/kojifiles``) with the real layout, and a web UI stub.
+- the method is looked up before the session is checked ("Invalid method");
+  ``multiCall`` and ``system.multicall`` with per-call fault structs;
+- faults with Koji's codes, other exceptions as code 1 ``"<class>: text"``;
+- sessions (kojihub/auth.py ``Session``): ``Koji-Session-Id/Key/Callnum``
+  headers (or the legacy ``Koji-Callnum``, or the query string), expiry,
+  and the call sequence check, where the stored call number only moves when
+  a call committed a write and did not fault, so a replayed read succeeds
+  and a replayed write is a ``RetryError``; ``login``, ``sslLogin`` on
+  ``/ssllogin`` (client certificate or GSSAPI), ``logout``, ``subsession``;
+- the raw upload path (``application/octet-stream``, kojihub ``handle_upload``);
+- the top directory (``/kojifiles``) with the real layout, symlinks followed
+  (httpd.conf ``Options Indexes SymLinksIfOwnerMatch``), and a web UI stub.
 
 Knobs for tests (see :class:`FakeHub`): request latency, outages (HTTP 503,
 ``ServerOffline``, dropped connections), replies lost after the call was
-processed, injected task failures, sessions expiring, tasks held in FREE.
+processed, injected faults and task failures, sessions expiring, tasks held in
+FREE, hub policies (``policies``), targets with several arches.
 """
+
+# Error texts are copied from koji's source, %-formatting included, so that
+# they can be grepped for there.
+# ruff: noqa: UP031
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
-import os
+import traceback
 import urllib.parse
 import xmlrpc.client
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,14 +49,26 @@ import koji.util
 from aiohttp import web
 from koji.xmlrpcplus import Fault, dumps
 
-from tests.fakekoji.api import KOJI_VERSION, HubAPI
+from tests.fakekoji import uploads
+from tests.fakekoji.api import KOJI_VERSION, RootExports
 from tests.fakekoji.builder import FakeBuilder
-from tests.fakekoji.state import HubState, Session
+from tests.fakekoji.policy import Policies
+from tests.fakekoji.state import Build, HubState, Session, Tag, Target
 
 OUTAGE_MODES = ("503", "offline", "reset")
-# kojihub's auth.RetryWhitelist: calls a client may safely replay
-_RETRY_WHITELIST = {"host.taskWait", "host.taskUnwait", "host.taskSetWait", "host.updateHost"}
-_SESSIONLESS = {"login", "sslLogin", "logout"}
+# kojihub/auth.py RetryWhitelist: calls a client may safely replay
+_RETRY_WHITELIST = {
+    "host.taskWait",
+    "host.taskUnwait",
+    "host.taskSetWait",
+    "host.updateHost",
+    "host.setBuildRootState",
+    "repoExpire",
+    "repoDelete",
+    "repoProblem",
+}
+# kojihub/auth.py AUTH_METHODS: an expired session may still call these
+_AUTH_METHODS = {"login", "sslLogin"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,15 @@ class _Injection:
     fault: tuple[int, str] | None = None
 
 
+@dataclass
+class _Caller:
+    """kojihub/auth.py Session for one request: the record, whether logged in, the callnum."""
+
+    record: Session | None = None
+    logged_in: bool = False
+    callnum: int | None = None
+
+
 class FakeHub:
     """The hub's state, its HTTP application and the knobs tests turn."""
 
@@ -79,12 +109,15 @@ class FakeHub:
         first_task_id: int = 1000,
         arches: str = "x86_64",
         builder_slots: int = 2,
+        seed: int = 4242,
     ) -> None:
         self.root = Path(root)
         self.topdir = self.root / "topdir"
         self.topdir.mkdir(parents=True, exist_ok=True)
-        self.state = HubState(first_task_id)
-        self.api = HubAPI(self)
+        self.state = HubState(first_task_id, seed=seed)
+        #: hub.conf [policy]: ``hub.policies["build_from_srpm"] = "all :: allow"``
+        self.policies = Policies(self.state)
+        self.api = RootExports(self)
         self.builder = FakeBuilder(self, slots=builder_slots)
         self._methods = self.api.methods()
         self._methods.update(
@@ -107,6 +140,8 @@ class FakeHub:
         #: "503", "offline" or "reset" while the hub is down, else None
         self.outage: str | None = None
         self._injections: list[_Injection] = []
+        self._current_request: web.Request | None = None
+        self._caller = _Caller()
 
         self.state.add_user(
             "rpmgate", password="secret", krb_principal="rpmgate@EXAMPLE.COM", perms=set()
@@ -146,45 +181,53 @@ class FakeHub:
         self._injections.append(_Injection(times, "fault", frozenset({method}), fault=(code, text)))
 
     def expire_sessions(self) -> None:
-        """Expire every session: the next call of each gets ``AuthExpired``."""
+        """Expire every session (SessionRenewalTimeout passed): calls get ``AuthExpired``."""
         for session in self.state.sessions.values():
             session.expired = True
 
-    def add_package(self, tag: str, name: str) -> None:
+    def add_package(self, tag: str, name: str, owner: str = "kojiadmin") -> None:
         """Put ``name`` on ``tag``'s package list (non-scratch builds need it)."""
         self.state.tags[tag].packages.add(name)
+        self.state.package_id(name)
+        self.state.package_owners[(tag, name)] = owner
+
+    def block_package(self, tag: str, name: str) -> None:
+        """Block ``name`` on ``tag``'s package list."""
+        self.state.tags[tag].blocked.add(name)
+        self.state.package_id(name)
 
     def set_dist(self, tag: str, dist: str) -> None:
         """Set the build tag's ``rpm.macro.dist`` extra, as Fedora/CentOS tags do."""
         self.state.tags[tag].extra["rpm.macro.dist"] = dist
+
+    def add_tag(self, name: str, arches: str | None = "x86_64", **extra: Any) -> Tag:
+        """A tag (``parents=[...]`` for inheritance; keyword extras are the tag's extra)."""
+        return self.state.add_tag(name, arches=arches, **extra)
+
+    def add_target(
+        self, name: str, build_tag: str, dest_tag: str, arches: str | None = None
+    ) -> Target:
+        """A build target; ``arches`` (e.g. ``"x86_64 aarch64"``) sets both tags' arches."""
+        return self.state.add_target(name, build_tag, dest_tag, arches=arches)
+
+    def set_arches(self, tag: str, arches: str | None) -> None:
+        """Change a tag's arches (the build tag's arches decide the buildArch tasks)."""
+        self.state.tags[tag].arches = arches
 
     # -- paths ----------------------------------------------------------------
 
     def task_dir(self, task_id: int) -> Path:
         return self.topdir / "work" / koji.pathinfo.taskrelpath(task_id)
 
-    def upload_path(self, path: str, name: str, create: bool = False) -> Path:
-        """``work/<path>/<name>``, refusing anything that leaves the work dir."""
-        parts = Path(path).parts
-        if (
-            not path
-            or Path(path).is_absolute()
-            or ".." in parts
-            or "/" in name
-            or name in ("", "..")
-        ):
-            raise koji.GenericError(f"Upload path not allowed: {path}/{name}")
-        udir = self.topdir / "work" / path
-        if create:
-            udir.mkdir(parents=True, exist_ok=True)
-            owner_file = udir / ".user"
-            user = self.api.session.user if self.api.session else None
-            if owner_file.exists():
-                if user is None or owner_file.read_text() != str(user.id):
-                    raise koji.GenericError(f"Invalid upload directory, not owner: {path}")
-            elif user is not None:
-                owner_file.write_text(str(user.id))
-        return udir / name
+    def build_dir(self, build: Build) -> Path:
+        """koji.PathInfo.build: packages/<name>/<version>/<release>."""
+        return self.topdir / "packages" / build.name / build.version / build.release
+
+    def upload_path(
+        self, path: str, name: str, create: bool = False, volume: str | None = None
+    ) -> Path:
+        """kojihub/kojihub.py get_upload_path (see uploads.py)."""
+        return uploads.upload_path(self, path, name, create, volume)
 
     # -- application ----------------------------------------------------------
 
@@ -221,11 +264,10 @@ class FakeHub:
     async def _handle_hub(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
             self.requests["rejected"] += 1
-            return web.Response(
-                status=405,
-                text="Method Not Allowed\n"
-                "This is an XML-RPC server. Only POST requests are accepted.\n",
-                headers={"Allow": "POST"},
+            return _error_reply(
+                405,
+                "Method Not Allowed\nThis is an XML-RPC server. Only POST requests are accepted.\n",
+                {"Allow": "POST"},
             )
         if self.request_latency:
             await asyncio.sleep(self.request_latency)
@@ -234,16 +276,25 @@ class FakeHub:
             self.requests["refused"] += 1
             return await self._fail(request, failure)
         body = await request.read()
-        if request.content_type == "application/octet-stream":
-            self.requests["upload"] += 1
-            return self._reply(self._handle_upload(request, body))
+        self._current_request = request
         try:
-            params, method = xmlrpc.client.loads(body)
-        except Exception as exc:
-            self.requests["xmlrpc"] += 1
-            return self._reply(Fault(1, f"{type(exc)}: {exc}"))
-        self.requests["multicall" if method in ("multiCall", "system.multicall") else "xmlrpc"] += 1
-        result = self._handle_rpc(request, method, params)
+            if request.headers.get("Content-Type") == "application/octet-stream":
+                self.requests["upload"] += 1
+                return self._reply(self._handle_upload(request, body))
+            try:
+                if not body:
+                    raise ValueError("Empty request")
+                params, method = xmlrpc.client.loads(body)
+            except Exception as exc:
+                # kojixmlrpc handle_rpc: BadRequest('Invalid request: %s') -> 400
+                self.requests["bad"] += 1
+                return _error_reply(400, f"Invalid request: {exc}\n")
+            self.requests[
+                "multicall" if method in ("multiCall", "system.multicall") else "xmlrpc"
+            ] += 1
+            result = self._handle_rpc(request, method, params)
+        finally:
+            self._current_request = None
         inj = self._take_injection(method, ("drop", "delay"))
         if inj and inj.mode == "drop":
             request.transport.abort()  # the call happened; its reply is lost
@@ -270,37 +321,61 @@ class FakeHub:
             body=text.encode(), content_type="text/xml", headers={"Koji-Version": KOJI_VERSION}
         )
 
-    # -- sessions -------------------------------------------------------------
+    # -- sessions (kojihub/auth.py Session.__init__) ----------------------------
 
-    def _session_for(self, request: web.Request, method: str) -> Session | None:
-        """kojihub's auth.Session: find the caller's session and check its call sequence."""
+    def _session_for(self, request: web.Request, method: str | None) -> _Caller:
         headers = request.headers
-        query = request.query
-        sid = headers.get("Koji-Session-Id") or query.get("session-id")
-        if not sid:
-            return None
-        key = headers.get("Koji-Session-Key") or query.get("session-key")
-        callnum = headers.get("Koji-Session-Callnum") or query.get("callnum")
-        session = self.state.sessions.get(int(sid))
-        if session is None or session.key != key:
-            if method in _SESSIONLESS:
-                return None
+        callnum: Any
+        if "Koji-Session-Id" in headers:
+            sid = int(headers["Koji-Session-Id"])
+            key = headers["Koji-Session-Key"]
+            if "Koji-Session-Callnum" in headers:
+                callnum = int(headers["Koji-Session-Callnum"])
+            elif "Koji-Callnum" in headers:
+                # before 1.35 the hub read this header; it is still accepted
+                callnum = int(headers["Koji-Callnum"])
+            else:
+                callnum = None
+        elif request.query_string:
+            # DisableURLSessions is off by default: session args in the query string
+            args = urllib.parse.parse_qs(request.query_string, strict_parsing=True)
+            try:
+                sid = int(args["session-id"][0])
+                key = args["session-key"][0]
+            except KeyError as missing:
+                raise koji.AuthError("%s not specified in session args" % missing) from None
+            callnum = args["callnum"][0] if "callnum" in args else None
+        else:
+            return _Caller()
+        session = self.state.sessions.get(sid)
+        if session is None or session.key != key or session.closed:
             raise koji.AuthError("Invalid session or bad credentials")
-        if session.expired:
-            if method in _SESSIONLESS:
-                return None
-            raise koji.AuthExpired(f"session {session.id} is expired")
+        if session.expired and method not in _AUTH_METHODS:
+            raise koji.AuthExpired('session "%s" has expired' % sid)
         if callnum is not None:
-            num = int(callnum)
-            if session.lastcall is not None:
-                if session.lastcall > num:
-                    raise koji.SequenceError(f"{session.lastcall} > {num} (session {session.id})")
-                if session.lastcall == num and method not in _RETRY_WHITELIST:
+            try:
+                callnum = int(callnum)
+            except (ValueError, TypeError):
+                raise koji.AuthError("Invalid callnum: %r" % callnum) from None
+            lastcall = session.callnum
+            if lastcall is not None:
+                if lastcall > callnum:
+                    raise koji.SequenceError("%s > %s (session %s)" % (lastcall, callnum, sid))
+                if lastcall == callnum and method not in _RETRY_WHITELIST:
                     raise koji.RetryError(
-                        f"unable to retry call {num} (method {method}) for session {session.id}"
+                        "unable to retry call %s (method %s) for session %s"
+                        % (callnum, method, sid)
                     )
-            session.lastcall = num
-        return session
+        if session.expired:
+            return _Caller(session)
+        return _Caller(session, logged_in=True, callnum=callnum)
+
+    def _commit(self, caller: _Caller, writes_before: int, faulted: bool) -> None:
+        """kojixmlrpc.application: the callnum is committed with the call's own writes."""
+        if faulted or self.state.writes == writes_before:
+            return
+        if caller.logged_in and caller.callnum is not None and caller.record is not None:
+            caller.record.callnum = caller.callnum
 
     def _login(
         self,
@@ -310,10 +385,35 @@ class FakeHub:
         renew: bool = False,
         exclusive: bool = False,
     ) -> dict[str, Any]:
+        """kojihub/auth.py Session.login (renew keeps the session id, new key)."""
+        if not isinstance(password, str) or len(password) == 0:
+            raise koji.AuthError("invalid username or password")
+        caller = self._caller
+        if caller.logged_in:
+            raise koji.AuthError("Already logged in")
         found = self.state.users.get(user)
         if found is None or found.password is None or found.password != password:
-            raise koji.AuthError("Invalid username or password")
-        return self.state.new_session(found, koji.AUTHTYPES["NORMAL"]).sinfo()
+            raise koji.AuthError("invalid username or password")
+        if found.status != koji.USER_STATUS["NORMAL"]:
+            raise koji.AuthError("logins by %s are not allowed" % found.name)
+        return self._create_session(found, koji.AUTHTYPES["NORMAL"], renew)
+
+    def _create_session(self, user: Any, authtype: int, renew: bool) -> dict[str, Any]:
+        """kojihub/auth.py Session.createSession: with renew, same id, new key, not expired.
+
+        The stored callnum is left as it was, while the client starts again at 0.
+        """
+        record = self._caller.record
+        if renew and record is not None:
+            fresh = self.state.new_session(user, authtype)
+            del self.state.sessions[fresh.id]
+            record.key = fresh.key
+            record.expired = False
+            session = record
+        else:
+            session = self.state.new_session(user, authtype)
+        self.state.writes += 1
+        return session.sinfo()
 
     def _ssl_login(
         self,
@@ -322,72 +422,93 @@ class FakeHub:
         renew: bool = False,
         exclusive: Any = None,
     ) -> dict[str, Any]:
+        """kojihub/auth.py Session.sslLogin (REMOTE_USER from GSSAPI, or the client cert CN)."""
+        if self._caller.logged_in:
+            raise koji.AuthError("Already logged in")
         request = self._current_request
         assert request is not None
-        if request.path != "/kojihub/ssllogin":
-            raise koji.AuthError("sslLogin must be called on the ssllogin path")
         auth = request.headers.get("Authorization", "")
         peercert = request.transport.get_extra_info("peercert") if request.transport else None
-        if auth.startswith("Negotiate "):
+        if request.path == "/kojihub/ssllogin" and auth.startswith("Negotiate "):
             # What mod_auth_gssapi would put in REMOTE_USER; the tests' stand-in
             # for requests-gssapi sends the principal as its token.
-            principal = base64.b64decode(auth.split(" ", 1)[1]).decode()
-            user = next(
-                (u for u in self.state.users.values() if u.krb_principal == principal), None
-            )
+            username = base64.b64decode(auth.split(" ", 1)[1]).decode()
             authtype = koji.AUTHTYPES["GSSAPI"]
-        elif peercert:
-            subject = dict(x[0] for x in peercert.get("subject", ()))
-            user = self.state.users.get(subject.get("commonName", ""))
-            authtype = koji.AUTHTYPES["SSL"]
+            user = next((u for u in self.state.users.values() if u.krb_principal == username), None)
+            if "@" not in username:
+                user = self.state.users.get(username)
         else:
-            raise koji.AuthError("could not authenticate: no client certificate or GSSAPI token")
+            verified = "SUCCESS" if peercert and request.path == "/kojihub/ssllogin" else "NONE"
+            if verified != "SUCCESS":
+                raise koji.AuthError("could not verify client: %s" % verified)
+            subject = dict(x[0] for x in peercert.get("subject", ()))
+            username = subject.get("commonName", "")
+            if not username:
+                raise koji.AuthError("unable to get user information (CN) from client certificate")
+            authtype = koji.AUTHTYPES["SSL"]
+            user = self.state.users.get(username)
         if user is None:
-            raise koji.AuthError("Unknown user or principal")
-        return self.state.new_session(user, authtype).sinfo()
+            raise koji.AuthError("Unknown user: %s" % username)
+        return self._create_session(user, authtype, renew)
 
     def _logout(self, session_id: Any = None) -> None:
-        session = self.api.session
-        if session is not None:
-            self.state.sessions.pop(session.id, None)
+        """kojihub/auth.py Session.logout."""
+        caller = self._caller
+        if not caller.logged_in or caller.record is None:
+            raise koji.AuthError("Not logged in")
+        if session_id:
+            other = self.state.sessions.get(int(session_id))
+            if "admin" not in caller.record.user.perms and (
+                other is None or other.user.id != caller.record.user.id
+            ):
+                raise koji.ActionNotAllowed("only admins or owner may logout other session")
+            ses_id = int(session_id)
+        else:
+            ses_id = caller.record.id
+        for s in self.state.sessions.values():
+            if s.id == ses_id or s.master == ses_id:
+                s.expired = True
+                s.closed = True
+        self.state.writes += 1
 
     def _subsession(self) -> dict[str, Any]:
-        session = self.api.session
-        if session is None:
+        """kojihub/auth.py Session.subsession."""
+        caller = self._caller
+        if not caller.logged_in or caller.record is None:
             raise koji.AuthError("Not logged in")
-        return self.state.new_session(session.user, session.authtype).sinfo()
+        master = caller.record.master or caller.record.id
+        session = self.state.new_session(caller.record.user, caller.record.authtype, master)
+        self.state.writes += 1
+        return session.sinfo()
 
-    # -- calls ----------------------------------------------------------------
-
-    _current_request: web.Request | None = None
+    # -- calls (kojihub/kojixmlrpc.py ModXMLRPCRequestHandler) -------------------
 
     def _handle_rpc(self, request: web.Request, method: str, params: tuple[Any, ...]) -> Any:
-        try:
-            session = self._session_for(request, method)
-        except koji.GenericError as exc:
-            return Fault(exc.faultCode, str(exc))
-        self._current_request = request
+        writes_before = self.state.writes
+        self._caller = _Caller()
         try:
             if method in ("multiCall", "system.multicall"):
-                return self._multicall(session, params)
-            return self._dispatch(session, method, params, in_multicall=False)
+                self._caller = self._session_for(request, method)
+                result: Any = self._multicall(params)
+            else:
+                result = self._dispatch(method, params, in_multicall=False, check_session=True)
         except Fault as fault:
-            return fault
-        except koji.GenericError as exc:
-            return Fault(exc.faultCode, str(exc))
+            result = fault
         except Exception as exc:
-            return Fault(1, f"{type(exc)}: {exc}")
-        finally:
-            self._current_request = None
+            result = _fault_for(exc)
+        self._commit(self._caller, writes_before, isinstance(result, Fault))
+        self._caller = _Caller()
+        return result
 
-    def _multicall(self, session: Session | None, params: tuple[Any, ...]) -> list[Any]:
+    def _multicall(self, params: tuple[Any, ...]) -> list[Any]:
+        """ModXMLRPCRequestHandler.multiCall: per-call results, faults as structs."""
         args, opts = koji.decode_args(*params)
         calls = args[0] if args else opts.get("calls", [])
-        self.calls.append(CallRecord("multiCall", (len(calls),), {}, _name(session)))
+        self.calls.append(CallRecord("multiCall", (len(calls),), {}, self._user_name()))
         results: list[Any] = []
         for call in calls:
             try:
-                result = self._dispatch(session, call["methodName"], call["params"], True)
+                result = self._dispatch(call["methodName"], call["params"], True, False)
             except Fault as fault:
                 results.append({"faultCode": fault.faultCode, "faultString": fault.faultString})
             except Exception as exc:
@@ -395,37 +516,44 @@ class FakeHub:
                     {
                         "faultCode": getattr(exc, "faultCode", 1),
                         "faultString": ", ".join(str(a) for a in exc.args),
-                        "traceback": [],
+                        "traceback": traceback.format_exception(type(exc), exc, exc.__traceback__),
                     }
                 )
             else:
                 results.append([result])
         return results
 
-    def _dispatch(
-        self, session: Session | None, method: str, params: Any, in_multicall: bool
-    ) -> Any:
+    def _dispatch(self, method: str, params: Any, in_multicall: bool, check_session: bool) -> Any:
         func = self._methods.get(method)
         if func is None:
             raise koji.GenericError(f"Invalid method: {method}")
+        if check_session:
+            self._caller = self._session_for(self._current_request, method)  # type: ignore[arg-type]
         args, opts = koji.decode_args(*params)
-        self.calls.append(CallRecord(method, tuple(args), dict(opts), _name(session), in_multicall))
+        self.calls.append(
+            CallRecord(method, tuple(args), dict(opts), self._user_name(), in_multicall)
+        )
         inj = self._take_injection(method, ("fault",))
         if inj is not None and inj.fault is not None:
             raise Fault(*inj.fault)
-        self.api.session = session
+        self.api.session = self._caller.record if self._caller.logged_in else None
         try:
             return koji.util.call_with_argcheck(func, args, opts)
         finally:
             self.api.session = None
 
+    def _user_name(self) -> str | None:
+        caller = self._caller
+        return caller.record.user.name if caller.logged_in and caller.record else None
+
     # -- uploads --------------------------------------------------------------
 
     def _handle_upload(self, request: web.Request, body: bytes) -> Any:
-        """kojihub.handle_upload: write a chunk at ``offset`` and return its checksum."""
+        """kojihub/kojihub.py handle_upload (context.method is None for the session check)."""
+        writes_before = self.state.writes
         try:
-            session = self._session_for(request, "rawUpload")
-            if session is None:
+            self._caller = self._session_for(request, None)
+            if not self._caller.logged_in:
                 raise koji.ActionNotAllowed("you must be logged-in to upload a file")
             query = urllib.parse.parse_qs(request.query_string, strict_parsing=True)
             name = query["filename"][0]
@@ -433,34 +561,26 @@ class FakeHub:
             verify = query.get("fileverify", [""])[0]
             overwrite = query.get("overwrite", [""])[0]
             offset = int(query.get("offset", ["0"])[0])
+            volume = query.get("volume", ["DEFAULT"])[0]
             self.calls.append(
-                CallRecord("rawUpload", (path, name, offset, len(body)), {}, session.user.name)
+                CallRecord("rawUpload", (path, name, offset, len(body)), {}, self._user_name())
             )
-            self.api.session = session
-            try:
-                target = self.upload_path(path, name, create=True)
-            finally:
-                self.api.session = None
-            if target.exists() and offset == 0 and not overwrite:
-                raise koji.GenericError(f"upload path exists: {path}/{name}")
-            mode = "r+b" if target.exists() else "wb"
-            with open(target, mode) as fh:
-                if offset == -1:
-                    offset = fh.seek(0, os.SEEK_END)
-                else:
-                    fh.truncate(offset)
-                    fh.seek(offset)
-                fh.write(body)
-            result: dict[str, Any] = {"size": len(body), "fileverify": verify, "offset": offset}
-            if verify == "adler32":
-                result["hexdigest"] = "%08x" % (zlib.adler32(body) & 0xFFFFFFFF)
+            target = self.upload_path(path, name, create=True, volume=volume)
+            result = uploads.write_upload(target, body, offset, verify, overwrite)
+            # files only, no DML: an upload never commits the session's callnum
+            self._commit(self._caller, writes_before, False)
             return result
-        except koji.GenericError as exc:
-            return Fault(exc.faultCode, str(exc))
+        except Fault as fault:
+            return fault
+        except Exception as exc:
+            return _fault_for(exc)
+        finally:
+            self._caller = _Caller()
 
     # -- files and web --------------------------------------------------------
 
     async def _handle_file(self, request: web.Request) -> web.StreamResponse:
+        """/kojifiles -> topdir; symlinks inside the top directory are followed."""
         self.file_requests += 1
         rel = request.match_info["path"]
         path = (self.topdir / rel).resolve()
@@ -480,5 +600,24 @@ class FakeHub:
         )
 
 
-def _name(session: Session | None) -> str | None:
-    return session.user.name if session else None
+def _error_reply(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    """kojihub/kojixmlrpc.py error_reply: text/plain with the Koji-Version header."""
+    return web.Response(
+        status=status,
+        body=text.encode(),
+        content_type="text/plain",
+        headers={"Koji-Version": KOJI_VERSION, **(headers or {})},
+    )
+
+
+def _fault_for(exc: BaseException) -> Fault:
+    """kojixmlrpc ModXMLRPCRequestHandler._log_exception (no KojiDebug/KojiTraceback)."""
+    if isinstance(exc, Fault):
+        return exc
+    code = getattr(type(exc), "faultCode", 1)
+    if isinstance(exc, koji.GenericError):
+        return Fault(code, str(exc))
+    return Fault(code, "%s: %s" % (type(exc), exc))
+
+
+__all__ = ["CallRecord", "FakeHub", "Session"]
