@@ -348,7 +348,20 @@ class HubSession:
             def work() -> T:
                 if login and not session.logged_in:
                     self._login(session)
-                return op(session)
+                try:
+                    return op(session)
+                except koji.SequenceError:
+                    if not session.logged_in:
+                        raise
+                    # kojihub auth.Session.createSession(renew=True) keeps the
+                    # session's stored call number while koji's
+                    # ClientSession.setSession restarts at 0, so a session koji
+                    # renewed after AuthExpired is out of sequence.  A new
+                    # session starts in sequence.
+                    log.info("koji session out of sequence after a renewal: new login")
+                    session.setSession(None)
+                    self._login(session)
+                    return op(session)
 
             future = loop.run_in_executor(self._executor, work)
             # The thread keeps the session until it is done, even if we are
