@@ -43,6 +43,8 @@ class PackageSpec:
     lookaside: bool = False
     #: seconds %build sleeps (tests that need builds in flight)
     build_seconds: float = 0
+    #: ``BuildArch: noarch``; False: one package per arch the build system builds
+    noarch: bool = True
 
     def render(self) -> str:
         requires = "".join(f"Requires: {r}\n" for r in self.requires)
@@ -61,8 +63,7 @@ class PackageSpec:
             Release: {release}
             Summary: The {name} package (rpmgate demo)
             License: ASL 2.0
-            BuildArch: noarch
-            {source}{requires}{provides}
+            {buildarch}{source}{requires}{provides}
             %description
             Demo package {name}.
 
@@ -77,7 +78,8 @@ class PackageSpec:
             /usr/share/%{{name}}
             """).format(name=self.name, version=self.version, release=self.release,
                         source=source, requires=requires, provides=provides, prep=prep,
-                        build=build, payload=payload)
+                        build=build, payload=payload,
+                        buildarch="BuildArch: noarch\n" if self.noarch else "")
 
 
 INITIAL = {

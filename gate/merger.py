@@ -315,8 +315,7 @@ class Merger:
                                      refspec, check=False)
             if result.returncode == 0:
                 return PushResult(ok=True, head=commit, pushed=True)
-            reason = _redact((result.stderr or result.stdout).strip()) or "push refused"
-            return PushResult(ok=False, reason=reason)
+            return PushResult(ok=False, reason=_push_refusal(result.stderr or result.stdout))
 
     async def delete_branch(self, project: str, url: str, branch: str) -> bool:
         """Delete the remote branch ``branch``; True if it is gone (or never was)."""
@@ -627,6 +626,14 @@ def _moved(branch: str, head: str) -> PushResult:
         reason=f"branch {branch} moved to {head}, which this item was not tested on",
         head=head,
     )
+
+
+def _push_refusal(output: str) -> str:
+    """What the remote said when it refused a push (its ``remote:`` lines), in one line."""
+    lines = [line.strip() for line in _redact(output).splitlines() if line.strip()]
+    said = [line.removeprefix("remote:").strip() for line in lines if line.startswith("remote:")]
+    said = [line for line in said if line]
+    return "; ".join(said) if said else (lines[-1] if lines else "push refused")
 
 
 def _directory_name(project: str) -> str:

@@ -27,7 +27,7 @@ from gate.builders.koji import KojiBackend
 from gate.builders.koji_config import KojiConfig
 from gate.config import parse_config
 from gate.daemon import Gate
-from gate.demo_world import PackageSpec, World, git
+from gate.demo_world import INITIAL, PackageSpec, World, git
 from gate.web.app import store_delivery
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, ItemRow
@@ -41,11 +41,10 @@ from tests.conftest import (
 )
 from tests.fakekoji import Failure, FakeKoji
 from tests.invariants import check_invariants, failure_of, results
+from tests.koji_gate import TARGET, koji_config_doc, koji_settings, start_hub
 
 pytestmark = pytest.mark.slow
 
-PACKAGES = ("nova", "ceilometer", "horizon", "python-django")
-TARGET = "liberty-candidate"
 #: ``cli-build/rpmgate-<purpose>-<key prefix>-<tree>[-<attempt>]/<name>.src.rpm``
 UPLOAD = re.compile(r"rpmgate-(scratch|final)-([A-Za-z0-9]+)-([0-9a-f]{40,64})(?:-\d+)?/(.+)$")
 
@@ -54,44 +53,17 @@ UPLOAD = re.compile(r"rpmgate-(scratch|final)-([A-Za-z0-9]+)-([0-9a-f]{40,64})(?
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[FakeKoji]:
+def hub(tmp_path: Path, world: World) -> Iterator[FakeKoji]:
     """A hub whose target accepts the world's packages and (as admins may) final SRPM builds."""
-    fk = FakeKoji(tmp_path / "hub").start()
-    for name in PACKAGES:
-        fk.hub.add_package(TARGET, name)
-    fk.hub.builder.allow_srpm_final = True
+    fk = start_hub(tmp_path / "hub", world)
     yield fk
     fk.stop()
 
 
-def koji_settings(fk: FakeKoji) -> dict[str, Any]:
-    return {
-        "server": fk.url,
-        "weburl": fk.weburl,
-        "topurl": fk.topurl,
-        "authtype": "password",
-        "user": "rpmgate",
-        "password": "secret",
-        "target": TARGET,
-        "poll_interval": 0.1,
-        "retry_initial": 0.05,
-        "retry_max_interval": 0.2,
-        "retry_deadline": 20,
-        "call_timeout": 10,
-    }
-
-
-def koji_config_doc(world: World, fk: FakeKoji) -> dict[str, Any]:
-    """The world's config with its queue building in Koji (the ``local`` backend unused)."""
-    doc = world.config()
-    doc["backends"] = {"koji": {"type": "koji", **koji_settings(fk)}}
-    doc["queues"]["liberty"]["backend"] = "koji"
-    return doc
-
-
 @asynccontextmanager
-async def koji_gate(world: World, fk: FakeKoji, idle: bool = True) -> AsyncIterator[Gate]:
-    gate = Gate(parse_config(koji_config_doc(world, fk)))
+async def koji_gate(world: World, fk: FakeKoji, idle: bool = True, mode: str = "srpm",
+                    **overrides: Any) -> AsyncIterator[Gate]:
+    gate = Gate(parse_config(koji_config_doc(world, fk, mode, **overrides)))
     await gate.start()
     try:
         if idle:
@@ -524,3 +496,189 @@ async def test_hub_outage_mid_run_is_ridden_out_by_the_gate(world: World, hub: F
         assert results(gate) == {"merged": ["A", "B"]}
         assert_each_build_submitted_once(hub, gate)
         check_invariants(gate)
+
+
+# -- SCM builds of commits only the gate has ---------------------------------------
+
+
+@dataclass(frozen=True)
+class TwoKnobSpec(PackageSpec):
+    """A spec whose Release is set by two %globals far apart: two changes, each turning
+    one knob, merge without a conflict and the merge has an NVR of its own."""
+
+    def render(self) -> str:
+        text = super().render().replace(f"Release: {self.release}\n", "")
+        return f"%global rel {self.release}\n" + text.replace(
+            "License: ASL 2.0\n",
+            "License: ASL 2.0\n%global relsuffix %{nil}\nRelease: %{rel}%{relsuffix}\n")
+
+
+@pytest.fixture
+def knob_world(tmp_path: Path) -> World:
+    base = TwoKnobSpec("ceilometer", "8.0.0", requires=("nova >= 12.0.0",))
+    return World(tmp_path / "world", projects={**INITIAL, "ceilometer": base}).create()
+
+
+def two_edits_of_ceilometer(gate: Gate, world: World) -> None:
+    """X and Y both change ceilometer.spec, in different hunks, both made on the branch
+    head: Y's tested merge (on top of X) is a merge commit no one pushed anywhere."""
+    propose_spec_edit(gate, world, "ceilometer",
+                      lambda s: s.replace("%global rel 1\n", "%global rel 2\n"), "X")
+    propose_spec_edit(gate, world, "ceilometer",
+                      lambda s: s.replace("%global relsuffix %{nil}", "%global relsuffix .1"), "Y")
+    gate.wake()
+
+
+def scm_final_builds(fk: FakeKoji) -> dict[str, str]:
+    """The commit of every non-scratch build submitted from SCM, by the NVR Koji made."""
+    def collect() -> dict[str, str]:
+        found = {}
+        for build in fk.hub.state.builds.values():
+            task = fk.hub.state.tasks[build.task_id]
+            source = task.request[0]
+            if "://" in source:
+                found[build.nvr] = source.rsplit("#", 1)[1]
+        return found
+    return fk.run(collect)
+
+
+async def test_scm_final_build_of_a_non_fast_forward_merge_builds_from_a_gate_owned_branch(
+    knob_world: World, tmp_path: Path
+) -> None:
+    world = knob_world
+    hub = start_hub(tmp_path / "hub", world)
+    async with koji_gate(world, hub, mode="scm") as gate:
+        two_edits_of_ceilometer(gate, world)
+        await gate.wait_idle(120)
+
+        assert results(gate) == {"merged": ["X", "Y"]}
+        y = item_row(gate, "Y")
+        with session(gate.engine) as s:
+            change = s.get(ChangeRow, y.change_id)
+        assert change is not None and y.merge_commit != change.sha  # a real merge commit
+        # kojid built exactly the tested merge (SCM.checkout fetched it from the remote)
+        assert scm_final_builds(hub)["ceilometer-8.0.0-2.1"] == y.merge_commit
+        remote = world.remote("ceilometer")
+        heads = git(remote, "for-each-ref", "--format=%(refname)", "refs/heads/")
+        assert heads.split() == ["refs/heads/main"]  # the gate's branches are gone again
+        assert nvrs(gate)["ceilometer"] == "ceilometer-8.0.0-2.1"
+        assert git(remote, "rev-parse", "main") == y.merge_commit
+        check_invariants(gate)
+    hub.stop()
+
+
+def refuse_gate_branches(world: World, project: str) -> None:
+    """A server-side hook, as a forge may have, that refuses the gate's branches."""
+    hook = world.remote(project) / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\nwhile read old new ref; do\n"
+                    '  case "$ref" in refs/heads/rpmgate/*) echo "branches are for humans";'
+                    " exit 1;; esac\ndone\n")
+    hook.chmod(0o755)
+
+
+async def test_a_remote_refusing_gate_branches_fails_only_the_merge_kojid_cannot_fetch(
+    knob_world: World, tmp_path: Path
+) -> None:
+    world = knob_world
+    hub = start_hub(tmp_path / "hub", world)
+    refuse_gate_branches(world, "ceilometer")
+    async with koji_gate(world, hub, mode="scm") as gate:
+        two_edits_of_ceilometer(gate, world)
+        await gate.wait_idle(120)
+
+        # X is its own commit (its review ref makes it fetchable): it still builds.  Y's
+        # merge is refused already for its scratch build (scratch builds come from SCM too)
+        assert results(gate) == {"merged": ["X"], "rejected": ["Y"]}
+        y_failure = failure_of(gate, "Y")
+        y = item_row(gate, "Y")
+        assert y_failure == (
+            f"the tested merge {(y.merge_commit or '')[:12]} is on no branch the builders can "
+            "fetch: the repository refused the gate's branch "
+            f"rpmgate/builds/scratch-{(y.build_key or '')[:16]} (branches are for humans); "
+            "rebase the change so that it merges as a fast-forward, or let the gate push "
+            "branches under that namespace"), y_failure
+        assert hub.hub.count("build") == 4 + 2  # bootstrap, X's scratch and final build
+        check_invariants(gate)
+    hub.stop()
+
+
+# -- errors that retrying cannot fix --------------------------------------------------
+
+
+async def test_a_backend_error_holds_the_item_visibly_and_a_restart_resumes_it(
+    world: World, hub: FakeKoji, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gate.builders import koji_watch
+    from gate.web.app import make_app
+
+    def unreadable(info: dict[str, Any], found: dict[Any, Any]) -> Any:
+        raise KeyError("label")
+
+    async with koji_gate(world, hub) as gate:
+        client = await aiohttp_client(make_app(gate))
+        monkeypatch.setattr(koji_watch, "_child", unreadable)
+        propose(gate, world, "nova", NOVA_1201, "A")
+        gate.wake()
+
+        def stuck() -> list[BuildRow]:
+            with session(gate.engine) as s:
+                return list(s.exec(select(BuildRow).where(BuildRow.error != "")).all())
+
+        [row] = await eventually(stuck)
+        assert row.state == "running" and row.error.startswith("Koji backend error: KeyError")
+        doc = await (await client.get("/api/status")).json()
+        [item] = doc["queues"][0]["items"]
+        assert item["state"] == "stuck: backend error"
+        assert item["failure"].startswith("Koji backend error: KeyError: 'label' (at ")
+        assert doc["backends"]["koji"]["error"].startswith("KeyError: 'label'")
+        health = await client.get("/healthz")
+        assert health.status == 503
+        body = await health.json()
+        assert body["stuck_builds"] == [row.id]
+        assert body["backends"]["koji"].startswith("Koji backend error: KeyError")
+        # no silent retry: the watch stopped, nothing is polled or submitted again
+        polls, builds = hub.hub.count("getTaskInfo"), hub.hub.count("build")
+        await asyncio.sleep(1.0)
+        assert (hub.hub.count("getTaskInfo"), hub.hub.count("build")) == (polls, builds)
+        assert item_row(gate, "A").active
+
+    monkeypatch.undo()  # the fixed gate is started again
+    async with koji_gate(world, hub) as gate:
+        await gate.wait_idle(120)
+        assert results(gate) == {"merged": ["A"]}
+        assert hub.hub.count("build") == builds + 1  # only A's final build is new
+        check_invariants(gate)
+
+
+# -- several arches -------------------------------------------------------------------------
+
+
+async def test_a_two_arch_target_builds_and_publishes_every_arch(tmp_path: Path) -> None:
+    world = World(tmp_path / "world", projects={
+        "nova": PackageSpec("nova", "12.0.0", noarch=False),
+        "ceilometer": PackageSpec("ceilometer", "8.0.0", requires=("nova >= 12.0.0",)),
+    }).create()
+    fk = start_hub(tmp_path / "hub", world)
+    try:
+        for tag in ("liberty-build", "liberty-candidate"):
+            fk.run(lambda tag=tag: fk.hub.set_arches(tag, "x86_64 aarch64"))
+        publishers = {"liberty": {"root": str(world.root / "repos" / "liberty"),
+                                  "arches": ["x86_64", "aarch64"], "keep": 10}}
+        async with koji_gate(world, fk, publishers=publishers) as gate:
+            propose(gate, world, "nova", PackageSpec("nova", "12.0.1", noarch=False), "A")
+            gate.wake()
+            await gate.wait_idle(120)
+
+            assert results(gate) == {"merged": ["A"]}
+            a = item_row(gate, "A")
+            tested = RepoState.from_json(a.tested_state or "").nevras()
+            assert {"nova-0:12.0.1-1.x86_64", "nova-0:12.0.1-1.aarch64"} <= tested
+            current = gate.publishers["liberty"].current()
+            assert current is not None
+            for arch in ("x86_64", "aarch64"):
+                listed = sorted(p.name for p in (current.path / arch / "Packages").rglob("*.rpm"))
+                assert listed == ["ceilometer-8.0.0-1.noarch.rpm", f"nova-12.0.1-1.{arch}.rpm"]
+            assert_published_rpms_are_kojis(gate, fk)
+            check_invariants(gate)
+    finally:
+        fk.stop()

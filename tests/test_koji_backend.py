@@ -138,6 +138,10 @@ async def test_scratch_build_uploads_srpm_and_pools_verified_rpms_from_task_dirs
         binary = next(a for a in outcome.artifacts if a.arch == "noarch")
         on_hub = fk.hub.topdir / "work/tasks/0/20000" / binary.filename
         assert sha256_file(on_hub) == binary.checksum
+        # kojihub moveBuildToScratch left a relative symlink into scratch/<owner>/task_<id>/,
+        # which the download followed over HTTP
+        assert on_hub.is_symlink()
+        assert os.readlink(on_hub) == f"../../../../scratch/rpmgate/task_{ref}/{binary.filename}"
         for artifact in outcome.artifacts:
             pooled = backend.pool.path_for(artifact.checksum)
             assert (
