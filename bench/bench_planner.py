@@ -15,15 +15,27 @@ from gate.planner import plan
 
 
 def queue_of(n: int) -> QueueState:
-    items = [ItemView(id=1, kind=ItemKind.POST, project="p0", tip=TipStep.FINAL_BUILD,
-                      tip_state=Step.RUNNING)]
+    items = [
+        ItemView(
+            id=1, kind=ItemKind.POST, project="p0", tip=TipStep.FINAL_BUILD, tip_state=Step.RUNNING
+        )
+    ]
     chain = [1]
     for i in range(2, n + 2):
         failing = i % 7 == 0
-        items.append(ItemView(
-            id=i, kind=ItemKind.GATE, project=f"p{i % 40}", base=Base(10, tuple(chain)),
-            merge=Step.PASSED, build_key=f"k{i}", build=Step.PASSED,
-            jobs=Step.FAILED if failing else Step.RUNNING, failure="x" if failing else ""))
+        items.append(
+            ItemView(
+                id=i,
+                kind=ItemKind.GATE,
+                project=f"p{i % 40}",
+                base=Base(10, tuple(chain)),
+                merge=Step.PASSED,
+                build_key=f"k{i}",
+                build=Step.PASSED,
+                jobs=Step.FAILED if failing else Step.RUNNING,
+                failure="x" if failing else "",
+            )
+        )
         if not failing:
             chain.append(i)
     return QueueState(name="bench", items=tuple(items), generation=10, window=n + 10)
@@ -39,8 +51,14 @@ def run(sizes: tuple[int, ...] = (10, 100, 500, 1000)) -> list[dict[str, float]]
             start = time.perf_counter()
             plan(q)
             samples.append(time.perf_counter() - start)
-        rows.append({"items": n, "median_ms": statistics.median(samples) * 1000,
-                     "max_ms": max(samples) * 1000, "calls": repeat})
+        rows.append(
+            {
+                "items": n,
+                "median_ms": statistics.median(samples) * 1000,
+                "max_ms": max(samples) * 1000,
+                "calls": repeat,
+            }
+        )
     return rows
 
 

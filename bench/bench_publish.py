@@ -24,8 +24,9 @@ def run(n: int = 300) -> dict[str, float]:
     entries = []
     start = time.perf_counter()
     for i in range(n):
-        built = build_rpms(root / "rpms" / str(i), f"pkg{i:04d}", "1.0",
-                           requires=(f"pkg{(i + 1) % n:04d}",))
+        built = build_rpms(
+            root / "rpms" / str(i), f"pkg{i:04d}", "1.0", requires=(f"pkg{(i + 1) % n:04d}",)
+        )
         entries.append(build_entry(built.binaries, pool))
     made = time.perf_counter() - start
     state = RepoState({e.source_name: e for e in entries})
@@ -42,10 +43,16 @@ def run(n: int = 300) -> dict[str, float]:
     incremental = time.perf_counter() - start
     meta = publisher.current().manifest["metadata"]  # type: ignore[union-attr]
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"packages": n, "rpmbuild_s": made, "full_publish_s": full,
-            "full_headers_read": full_read, "incremental_publish_s": incremental,
-            "incremental_headers_read": meta["read"], "incremental_reused": meta["reused"],
-            "peak_rss_mib": rss_mib}
+    return {
+        "packages": n,
+        "rpmbuild_s": made,
+        "full_publish_s": full,
+        "full_headers_read": full_read,
+        "incremental_publish_s": incremental,
+        "incremental_headers_read": meta["read"],
+        "incremental_reused": meta["reused"],
+        "peak_rss_mib": rss_mib,
+    }
 
 
 if __name__ == "__main__":

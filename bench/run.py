@@ -1,6 +1,6 @@
 """Run every benchmark and write docs/benchmarks.md.
 
-    .venv/bin/python -m bench.run
+.venv/bin/python -m bench.run
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ def main() -> None:
         "",
         "| items in queue | median ms | max ms | calls |",
         "|---:|---:|---:|---:|",
-        *[f"| {r['items']} | {r['median_ms']:.3f} | {r['max_ms']:.3f} | {r['calls']} |"
-          for r in planner],
+        *[
+            f"| {r['items']} | {r['median_ms']:.3f} | {r['max_ms']:.3f} | {r['calls']} |"
+            for r in planner
+        ],
         "",
         "## Publishing a generation (bench/bench_publish.py)",
         "",

@@ -10,60 +10,90 @@ not yet published, both commands are refused: publishing it first keeps I1.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
+from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from gate.ingest import Refused
+from gate.config import Config
+from gate.events import Refused, RepoRepublish, RepoRollback
+from gate.items import view_of
+from gate.plumbing import Plumbing
+from publishers.createrepo import Generation, Publisher
 from repo_state.db import session
 from repo_state.models import GenerationRow, ItemRow, QueueRow
 
-if TYPE_CHECKING:
-    from gate.daemon import Gate
 
+class RepoAdmin:
+    def __init__(
+        self,
+        engine: Engine,
+        plumbing: Plumbing,
+        config: Config,
+        publishers: Mapping[str, Publisher],
+    ) -> None:
+        self.engine = engine
+        self.plumbing = plumbing
+        self.config = config
+        self.publishers = publishers
 
-async def repo_command(gate: Gate, payload: dict[str, Any]) -> str:
-    repo, action = payload["repo"], payload["action"]
-    queues = [q for q, cfg in gate.config.queues.items() if cfg.repo == repo]
-    if repo not in gate.publishers or not queues:
-        raise Refused(f"unknown repository {repo!r}")
-    queue = queues[0]
-    publisher = gate.publishers[repo]
-    with session(gate.engine) as s:
-        busy = s.exec(select(ItemRow).where(
-            ItemRow.queue == queue, col(ItemRow.active),
-            col(ItemRow.tip).in_(["merge", "publish", "done"]))).first()
-        if busy is not None:
-            raise Refused(f"item {busy.id} is being merged or published; try again after it")
-        qrow = s.get(QueueRow, queue)
-        assert qrow is not None
-        number = qrow.generation + 1
-    # like the gate's own generations, say which items' builds it added: none
-    who = payload.get("_by") or "anonymous"
-    produced_by = {"kind": action, "items": [], "by": who,
-                   "reason": payload.get("reason") or ""}
-    if action == "rollback":
-        target = int(payload["to"])
-        if publisher.generation(target) is None:
-            raise Refused(f"generation {target} of {repo} does not exist (kept: "
-                          f"{publisher.generations()})")
-        produced_by["from_generation"] = target
-        generation = await asyncio.to_thread(publisher.rollback, target, produced_by,
-                                             number=number)
-    elif action == "republish":
-        generation = await asyncio.to_thread(publisher.republish, produced_by, number=number)
-    else:
-        raise Refused(f"unknown repository action {action!r}")
-    await asyncio.to_thread(publisher.gc)
-    with session(gate.engine) as s:
-        qrow = s.get(QueueRow, queue)
-        assert qrow is not None
-        s.add(GenerationRow(repo=repo, number=number, kind=action,
-                            packages=len(generation.packages), requested_by=who))
-        qrow.generation = number
-        s.add(qrow)
-        s.commit()
-    gate.emit("repo", repo=repo, action=action, generation=number, by=who)
-    gate.wake()
-    by = f" by {payload['_by']}" if payload.get("_by") else ""
-    return f"{repo} generation {number} ({action}{by})"
+    async def command(self, event: RepoRepublish | RepoRollback) -> str:
+        repo = event.repo
+        action = "rollback" if isinstance(event, RepoRollback) else "republish"
+        queues = [q for q, cfg in self.config.queues.items() if cfg.repo == repo]
+        if repo not in self.publishers or not queues:
+            raise Refused(f"unknown repository {repo!r}")
+        queue = queues[0]
+        publisher = self.publishers[repo]
+        with session(self.engine) as s:
+            active = s.exec(
+                select(ItemRow).where(ItemRow.queue == queue, col(ItemRow.active))
+            ).all()
+            busy = next((i for i in active if view_of(i).at_tip), None)
+            if busy is not None:
+                raise Refused(f"item {busy.id} is being merged or published; try again after it")
+            qrow = s.get(QueueRow, queue)
+            assert qrow is not None
+            number = qrow.generation + 1
+        # like the gate's own generations, say which items' builds it added: none
+        who = event.requested_by or "anonymous"
+        produced_by: dict[str, Any] = {
+            "kind": action,
+            "items": [],
+            "by": who,
+            "reason": event.reason or "",
+        }
+        generation: Generation
+        if isinstance(event, RepoRollback):
+            if publisher.generation(event.to) is None:
+                raise Refused(
+                    f"generation {event.to} of {repo} does not exist (kept: "
+                    f"{publisher.generations()})"
+                )
+            produced_by["from_generation"] = event.to
+            generation = await asyncio.to_thread(
+                publisher.rollback, event.to, produced_by, number=number
+            )
+        else:
+            generation = await asyncio.to_thread(publisher.republish, produced_by, number=number)
+        await asyncio.to_thread(publisher.gc)
+        with session(self.engine) as s:
+            qrow = s.get(QueueRow, queue)
+            assert qrow is not None
+            s.add(
+                GenerationRow(
+                    repo=repo,
+                    number=number,
+                    kind=action,
+                    packages=len(generation.packages),
+                    requested_by=who,
+                )
+            )
+            qrow.generation = number
+            s.add(qrow)
+            s.commit()
+        self.plumbing.emit("repo", repo=repo, action=action, generation=number, by=who)
+        self.plumbing.wake()
+        by = f" by {event.requested_by}" if event.requested_by else ""
+        return f"{repo} generation {number} ({action}{by})"

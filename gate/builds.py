@@ -27,9 +27,9 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
 
+from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from gate.builders.base import (
@@ -42,12 +42,15 @@ from gate.builders.base import (
     TaskLost,
     TransientBackendError,
 )
+from gate.config import Config
+from gate.merger import Merger
+from gate.model import BuildState
+from gate.plumbing import Plumbing
+from gate.queue_rules import build_reusable
+from gate.sources.base import ChangeSource
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, utcnow
 from repo_state.state import Artifact, BuildEntry
-
-if TYPE_CHECKING:
-    from gate.daemon import Gate
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,10 @@ log = logging.getLogger(__name__)
 TRANSIENT_RETRY = 5.0
 
 
-def scratch_key(project: str, tree: str, target: str, backend: str, overlay: str = "") -> str:
+def scratch_key(project: str, tree: str, target: str, backend: str) -> str:
     """What determines a scratch build's output; equal keys are never built twice."""
-    text = "\0".join(("scratch", project, tree, target, backend, overlay))
+    # the empty last field keeps the keys of builds recorded before it was dropped
+    text = "\0".join(("scratch", project, tree, target, backend, ""))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -72,16 +76,29 @@ def build_entry(row: BuildRow) -> BuildEntry:
 
 
 class Builds:
-    def __init__(self, gate: Gate) -> None:
-        self.gate = gate
+    def __init__(
+        self,
+        engine: Engine,
+        plumbing: Plumbing,
+        config: Config,
+        backends: Mapping[str, BuildBackend],
+        source_of: Callable[[str], ChangeSource],
+        merger: Merger,
+    ) -> None:
+        self.engine = engine
+        self.plumbing = plumbing
+        self.config = config
+        self.backends = backends
+        self.source_of = source_of
+        self.merger = merger
         self._watchers: dict[int, asyncio.Task[None]] = {}
 
     # -- requests ------------------------------------------------------------------
     def backend(self, row: BuildRow) -> BuildBackend:
-        return self.gate.backends[row.backend]
+        return self.backends[row.backend]
 
     def request(self, row: BuildRow) -> BuildRequest:
-        cfg = self.gate.config
+        cfg = self.config
         project = cfg.projects[row.project]
         lookaside = None
         if project.lookaside is not None:
@@ -92,7 +109,7 @@ class Builds:
             package=row.package,
             purpose=row.purpose,  # type: ignore[arg-type]
             key=row.key,
-            git_dir=self.gate.merger.git_dir(row.project),
+            git_dir=self.merger.git_dir(row.project),
             commit=row.commit,
             tree=row.tree,
             spec_path=cfg.spec_of(row.project),
@@ -116,25 +133,33 @@ class Builds:
     ) -> BuildRow:
         """The build for ``key``: reused when one exists, else recorded and started.
 
-        Failed scratch builds are reused too (same inputs, same failure); a
-        canceled one, or a failed final build, is started again.
+        Which existing build serves is a queue rule
+        (:func:`gate.queue_rules.build_reusable`).
         """
-        with session(self.gate.engine) as s:
-            row = s.exec(select(BuildRow).where(BuildRow.purpose == purpose,
-                                                BuildRow.key == key)).first()
-            restart = row is not None and (
-                row.state == "canceled" or (purpose == "final" and row.state == "failed")
-            )
-            if row is not None and not restart:
+        with session(self.engine) as s:
+            row = s.exec(
+                select(BuildRow).where(BuildRow.purpose == purpose, BuildRow.key == key)
+            ).first()
+            if row is not None and build_reusable(purpose, row.state):
                 return row
             if row is None:
                 row = BuildRow(
-                    purpose=purpose, key=key, project=project,
-                    package=self.gate.config.package_of(project), backend=backend,
-                    commit=commit, tree=tree, target=target,
+                    purpose=purpose,
+                    key=key,
+                    project=project,
+                    package=self.config.package_of(project),
+                    backend=backend,
+                    commit=commit,
+                    tree=tree,
+                    target=target,
                     includes=json.dumps(sorted(set(includes))),
                 )
-            row.state, row.task_ref, row.reason, row.finished_at = "running", None, "", None
+            row.state, row.task_ref, row.reason, row.finished_at = (
+                BuildState.RUNNING,
+                None,
+                "",
+                None,
+            )
             row.error = ""
             s.add(row)
             s.commit()
@@ -146,15 +171,21 @@ class Builds:
         assert row.id is not None
         if row.id in self._watchers and not self._watchers[row.id].done():
             return
-        self._watchers[row.id] = self.gate.spawn(self._run(row.id, recovering),
-                                                 f"build-{row.id}")
+        self._watchers[row.id] = self.plumbing.spawn(
+            self._run(row.id, recovering), f"build-{row.id}"
+        )
 
     async def _run(self, build_id: int, recovering: bool = False) -> None:
         row = self._update(build_id, error="") if recovering else self._load(build_id)
         backend = self.backend(row)
         request = self.request(row)
-        self.gate.emit("build", build=build_id, project=row.project, purpose=row.purpose,
-                       state="running")
+        self.plumbing.emit(
+            "build",
+            build=build_id,
+            project=row.project,
+            purpose=row.purpose,
+            state=BuildState.RUNNING.value,
+        )
         while True:
             try:
                 if row.task_ref is None:
@@ -168,7 +199,7 @@ class Builds:
                             break
                         ref = await backend.submit(request)
                     row = self._update(build_id, task_ref=ref, submissions=row.submissions + 1)
-                outcome = await backend.wait(row.task_ref or "", request)
+                outcome = await backend.wait(row.task_ref or "")
                 break
             except TaskLost:
                 log.info("build %s: task %s is gone, submitting again", build_id, row.task_ref)
@@ -190,8 +221,9 @@ class Builds:
         self._record(build_id, outcome)
         await self._drop_branch(row, backend, request)
 
-    async def _publish_commit(self, row: BuildRow, backend: BuildBackend,
-                              request: BuildRequest) -> str | None:
+    async def _publish_commit(
+        self, row: BuildRow, backend: BuildBackend, request: BuildRequest
+    ) -> str | None:
         """Put the commit on the branch the backend's builders fetch it from, if it needs one.
 
         Returns why the build cannot be made when the repository refuses the
@@ -201,50 +233,68 @@ class Builds:
         branch = backend.commit_branch(request)
         if branch is None:
             return None
-        pushed = await self.gate.source.push_build_branch(row.project, row.commit, branch)
+        pushed = await self.source_of(row.project).push_build_branch(
+            row.project, row.commit, branch
+        )
         if pushed.ok:
-            log.info("build %s: %s is on branch %s for the builders", row.id, row.commit[:12],
-                     branch)
+            log.info(
+                "build %s: %s is on branch %s for the builders", row.id, row.commit[:12], branch
+            )
             return None
-        with session(self.gate.engine) as s:
-            own = s.exec(select(ChangeRow.id).where(ChangeRow.project == row.project,
-                                                    ChangeRow.sha == row.commit)).first()
+        with session(self.engine) as s:
+            own = s.exec(
+                select(ChangeRow.id).where(
+                    ChangeRow.project == row.project, ChangeRow.sha == row.commit
+                )
+            ).first()
         if own is not None:
-            log.warning("build %s: the repository refused branch %s (%s); building the "
-                        "change's own commit %s", row.id, branch, pushed.reason, row.commit[:12])
-            self._update(row.id or 0, reason=f"branch {branch} refused ({pushed.reason}); "
-                                             "built from the change's own commit")
+            log.warning(
+                "build %s: the repository refused branch %s (%s); building the "
+                "change's own commit %s",
+                row.id,
+                branch,
+                pushed.reason,
+                row.commit[:12],
+            )
+            self._update(
+                row.id or 0,
+                reason=f"branch {branch} refused ({pushed.reason}); "
+                "built from the change's own commit",
+            )
             return None
-        return (f"the tested merge {row.commit[:12]} is on no branch the builders can fetch: "
-                f"the repository refused the gate's branch {branch} ({pushed.reason}); "
-                "rebase the change so that it merges as a fast-forward, or let the gate "
-                "push branches under that namespace")
+        return (
+            f"the tested merge {row.commit[:12]} is on no branch the builders can fetch: "
+            f"the repository refused the gate's branch {branch} ({pushed.reason}); "
+            "rebase the change so that it merges as a fast-forward, or let the gate "
+            "push branches under that namespace"
+        )
 
-    async def _drop_branch(self, row: BuildRow, backend: BuildBackend,
-                           request: BuildRequest) -> None:
+    async def _drop_branch(
+        self, row: BuildRow, backend: BuildBackend, request: BuildRequest
+    ) -> None:
         branch = backend.commit_branch(request)
         if branch is None:
             return
         try:
-            await self.gate.source.delete_build_branch(row.project, branch)
+            await self.source_of(row.project).delete_build_branch(row.project, branch)
         except Exception as exc:  # a leftover branch is swept at the next start
             log.warning("build %s: cannot delete branch %s: %s", row.id, branch, exc)
 
     async def sweep_branches(self) -> int:
         """Delete gate-owned build branches no running build needs (after a crash)."""
-        with session(self.gate.engine) as s:
-            running = s.exec(select(BuildRow).where(BuildRow.state == "running")).all()
+        with session(self.engine) as s:
+            running = s.exec(select(BuildRow).where(BuildRow.state == BuildState.RUNNING)).all()
         wanted = {(r.project, self.backend(r).commit_branch(self.request(r))) for r in running}
         deleted = 0
-        for project in self.gate.config.projects:
-            queue = self.gate.config.queues[self.gate.config.queue_of(project)]
-            backend = self.gate.backends[queue.backend]
+        for project in self.config.projects:
+            queue = self.config.queues[self.config.queue_of(project)]
+            backend = self.backends[queue.backend]
             for namespace in backend.namespaces():
                 try:
-                    branches = await self.gate.source.build_branches(project, namespace)
+                    branches = await self.source_of(project).build_branches(project, namespace)
                     for name in branches:
                         if (project, name) not in wanted:
-                            await self.gate.source.delete_build_branch(project, name)
+                            await self.source_of(project).delete_build_branch(project, name)
                             deleted += 1
                 except Exception as exc:
                     log.warning("%s: cannot sweep build branches: %s", project, exc)
@@ -252,22 +302,35 @@ class Builds:
 
     def _stuck(self, row: BuildRow, exc: Exception) -> None:
         """Stop watching ``row`` without an outcome, loudly (see the module docstring)."""
-        log.error("build %s: %s backend error, watch stopped until a restart", row.id,
-                  row.backend, exc_info=exc)
-        text = str(exc) if isinstance(exc, BackendError) else (
-            f"{row.backend} backend error: {type(exc).__name__}: {exc}")
+        log.error(
+            "build %s: %s backend error, watch stopped until a restart",
+            row.id,
+            row.backend,
+            exc_info=exc,
+        )
+        text = (
+            str(exc)
+            if isinstance(exc, BackendError)
+            else (f"{row.backend} backend error: {type(exc).__name__}: {exc}")
+        )
         self._update(row.id or 0, error=text)
-        self.gate.emit("build", build=row.id, project=row.project, purpose=row.purpose,
-                       state="error", reason=text)
-        self.gate.wake()
+        self.plumbing.emit(
+            "build",
+            build=row.id,
+            project=row.project,
+            purpose=row.purpose,
+            state="error",
+            reason=text,
+        )
+        self.plumbing.wake()
 
     def _record(self, build_id: int, outcome: BuildOutcome) -> None:
-        with session(self.gate.engine) as s:
+        with session(self.engine) as s:
             row = s.get(BuildRow, build_id)
             assert row is not None
-            if row.state == "canceled":
+            if row.state == BuildState.CANCELED:
                 return
-            row.state = "passed" if outcome.ok else "failed"
+            row.state = BuildState.PASSED if outcome.ok else BuildState.FAILED
             row.nvr = outcome.nvr or row.nvr
             row.reason = outcome.reason
             row.log = outcome.log
@@ -276,17 +339,26 @@ class Builds:
             row.finished_at = utcnow()
             s.add(row)
             s.commit()
-        self.gate.emit("build", build=build_id, project=row.project, purpose=row.purpose,
-                       state=row.state, nvr=row.nvr, reason=row.reason, log=row.log)
-        self.gate.wake()
+        self.plumbing.emit(
+            "build",
+            build=build_id,
+            project=row.project,
+            purpose=row.purpose,
+            state=row.state,
+            nvr=row.nvr,
+            reason=row.reason,
+            log=row.log,
+        )
+        self.plumbing.wake()
 
     async def cancel(self, key: str) -> None:
-        with session(self.gate.engine) as s:
-            row = s.exec(select(BuildRow).where(BuildRow.purpose == "scratch",
-                                                BuildRow.key == key)).first()
-            if row is None or row.state != "running":
+        with session(self.engine) as s:
+            row = s.exec(
+                select(BuildRow).where(BuildRow.purpose == "scratch", BuildRow.key == key)
+            ).first()
+            if row is None or row.state != BuildState.RUNNING:
                 return
-            row.state, row.finished_at = "canceled", utcnow()
+            row.state, row.finished_at = BuildState.CANCELED, utcnow()
             s.add(row)
             s.commit()
         watcher = self._watchers.pop(row.id or 0, None)
@@ -298,8 +370,13 @@ class Builds:
             except Exception:  # cancel is best effort; the row says canceled either way
                 log.exception("cancel of build %s failed", row.id)
         await self._drop_branch(row, self.backend(row), self.request(row))
-        self.gate.emit("build", build=row.id, project=row.project, purpose=row.purpose,
-                       state="canceled")
+        self.plumbing.emit(
+            "build",
+            build=row.id,
+            project=row.project,
+            purpose=row.purpose,
+            state=BuildState.CANCELED.value,
+        )
 
     async def finished(self, build_id: int) -> None:
         """Return once the build's watcher has recorded an outcome (or is gone)."""
@@ -311,21 +388,21 @@ class Builds:
 
     def recover(self) -> int:
         """Re-attach to every build that was running when the daemon stopped."""
-        with session(self.gate.engine) as s:
-            rows = s.exec(select(BuildRow).where(BuildRow.state == "running")).all()
+        with session(self.engine) as s:
+            rows = s.exec(select(BuildRow).where(BuildRow.state == BuildState.RUNNING)).all()
         for row in rows:
             self._watch(row, recovering=True)
         return len(rows)
 
     # -- rows ----------------------------------------------------------------------------
     def _load(self, build_id: int) -> BuildRow:
-        with session(self.gate.engine) as s:
+        with session(self.engine) as s:
             row = s.get(BuildRow, build_id)
             assert row is not None
             return row
 
     def _update(self, build_id: int, **fields: object) -> BuildRow:
-        with session(self.gate.engine) as s:
+        with session(self.engine) as s:
             row = s.get(BuildRow, build_id)
             assert row is not None
             for name, value in fields.items():

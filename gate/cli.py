@@ -27,15 +27,19 @@ async def _serve(config_path: Path) -> int:
 
     config = load_config(config_path)
     gate = Gate(config)
-    served = await serve(make_app(gate), config.listen.host, config.listen.port,
-                         limits_of(config.listen), access_log=logging.getLogger("rpmgate.access"))
+    served = await serve(
+        make_app(gate.runtime),
+        config.listen.host,
+        config.listen.port,
+        limits_of(config.listen),
+        access_log=logging.getLogger("rpmgate.access"),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await gate.start()
-    logging.getLogger("rpmgate").info("listening on %s:%s", config.listen.host,
-                                      config.listen.port)
+    logging.getLogger("rpmgate").info("listening on %s:%s", config.listen.host, config.listen.port)
     await stop.wait()
     logging.getLogger("rpmgate").info("stopping")
     await served.close()
@@ -43,15 +47,17 @@ async def _serve(config_path: Path) -> int:
     return 0
 
 
-def _request(args: argparse.Namespace, method: str, path: str,
-             body: dict[str, Any] | None = None) -> Any:
+def _request(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
+) -> Any:
     headers = {"Content-Type": "application/json"}
     token = args.token or os.environ.get("RPMGATE_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(args.url.rstrip("/") + path, data=data, method=method,
-                                 headers=headers)
+    req = urllib.request.Request(
+        args.url.rstrip("/") + path, data=data, method=method, headers=headers
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
@@ -68,12 +74,16 @@ def _print(doc: Any) -> None:
 
 def _status_text(doc: dict[str, Any]) -> None:
     for queue in doc["queues"]:
-        print(f"queue {queue['name']} -> repo {queue['repo']} (generation "
-              f"{queue['generation']}, window {queue['window']})")
+        print(
+            f"queue {queue['name']} -> repo {queue['repo']} (generation "
+            f"{queue['generation']}, window {queue['window']})"
+        )
         for item in queue["items"]:
             change = item["change"] or {}
-            print(f"  {item['position']:>3} item {item['id']:<5} {change.get('project', ''):<16}"
-                  f" {item['state']:<28} {change.get('title', '')}")
+            print(
+                f"  {item['position']:>3} item {item['id']:<5} {change.get('project', ''):<16}"
+                f" {item['state']:<28} {change.get('title', '')}"
+            )
             if item["failure"]:
                 print(f"        {item['failure']}")
         if not queue["items"]:
@@ -81,8 +91,17 @@ def _status_text(doc: dict[str, Any]) -> None:
 
 
 #: what systemd itself puts in every service's environment, next to EnvironmentFile=
-_SERVICE_BASE_ENVIRONMENT = ("PATH", "LANG", "HOME", "USER", "LOGNAME", "SHELL",
-                             "INVOCATION_ID", "JOURNAL_STREAM", "SYSTEMD_EXEC_PID")
+_SERVICE_BASE_ENVIRONMENT = (
+    "PATH",
+    "LANG",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "SYSTEMD_EXEC_PID",
+)
 
 
 def _use_service_environment(env_file: Path) -> None:
@@ -97,8 +116,10 @@ def _use_service_environment(env_file: Path) -> None:
     loaded = envfile.load(env_file)
     for key in loaded.ignored:
         # key names only: values may be secrets
-        print(f"{env_file}: systemd ignores the assignment to {key!r} (not a variable name)",
-              file=sys.stderr)
+        print(
+            f"{env_file}: systemd ignores the assignment to {key!r} (not a variable name)",
+            file=sys.stderr,
+        )
     base = {k: os.environ[k] for k in _SERVICE_BASE_ENVIRONMENT if k in os.environ}
     os.environ.clear()
     os.environ.update({**base, **loaded.variables})
@@ -113,9 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, required=True)
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("-c", "--config", type=Path, required=True)
-    check.add_argument("--env-file", type=Path, metavar="FILE",
-                       help="expand ${VAR} with the variables a unit with EnvironmentFile=FILE "
-                            "gets (read with systemd's rules), instead of this shell's")
+    check.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="FILE",
+        help="expand ${VAR} with the variables a unit with EnvironmentFile=FILE "
+        "gets (read with systemd's rules), instead of this shell's",
+    )
 
     demo = sub.add_parser("demo", help="gate the classic nova/ceilometer case locally")
     demo.add_argument("--dir", help="build the world here (kept) instead of a temp dir")
@@ -136,8 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     propose.add_argument("--approve", action="store_true", help="approve it at once")
     approve = client("approve", "approve a change: it enters its queue")
     approve.add_argument("change", type=int)
-    for name, text in (("dequeue", "remove an item from its queue"),
-                       ("promote", "move an item to the head of its queue")):
+    for name, text in (
+        ("dequeue", "remove an item from its queue"),
+        ("promote", "move an item to the head of its queue"),
+    ):
         p = client(name, text)
         p.add_argument("item", type=int)
         p.add_argument("--reason", default="")
@@ -154,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         if args.command == "run":
             return asyncio.run(_serve(args.config))
@@ -163,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.env_file is not None:
                 _use_service_environment(args.env_file)
             config = load_config(args.config)
-            print(f"{args.config}: ok ({len(config.projects)} projects, "
-                  f"{len(config.queues)} queues)")
+            print(
+                f"{args.config}: ok ({len(config.projects)} projects, {len(config.queues)} queues)"
+            )
             return 0
     except (ConfigError, envfile.EnvFileError) as exc:
         print(exc, file=sys.stderr)
@@ -177,19 +207,38 @@ def main(argv: list[str] | None = None) -> int:
         doc = _request(args, "GET", "/api/status")
         _print(doc) if args.json else _status_text(doc)
     elif args.command == "propose":
-        _print(_request(args, "POST", "/api/changes", {"project": args.project, "ref": args.ref,
-                                                       "title": args.title,
-                                                       "approve": args.approve}))
+        _print(
+            _request(
+                args,
+                "POST",
+                "/api/changes",
+                {
+                    "project": args.project,
+                    "ref": args.ref,
+                    "title": args.title,
+                    "approve": args.approve,
+                },
+            )
+        )
     elif args.command == "approve":
         _print(_request(args, "POST", f"/api/changes/{args.change}/approve", {}))
     elif args.command in ("dequeue", "promote"):
-        _print(_request(args, "POST", f"/api/items/{args.item}/{args.command}",
-                        {"reason": args.reason}))
+        _print(
+            _request(
+                args, "POST", f"/api/items/{args.item}/{args.command}", {"reason": args.reason}
+            )
+        )
     elif args.command == "republish":
         _print(_request(args, "POST", f"/api/repos/{args.repo}/republish", {}))
     elif args.command == "rollback":
-        _print(_request(args, "POST", f"/api/repos/{args.repo}/rollback",
-                        {"to": args.to, "reason": args.reason}))
+        _print(
+            _request(
+                args,
+                "POST",
+                f"/api/repos/{args.repo}/rollback",
+                {"to": args.to, "reason": args.reason},
+            )
+        )
     elif args.command == "repo":
         _print(_request(args, "GET", f"/api/repos/{args.repo}"))
     return 0

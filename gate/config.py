@@ -8,7 +8,6 @@ for every key.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from pathlib import Path
@@ -23,13 +22,30 @@ from pydantic import (
     PrivateAttr,
     Tag,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
+import gate.drivers  # noqa: F401 - registers the built-in drivers
+from gate.builders.local import LocalBackendConfig
+from gate.jobs.base import JobConfig
+from gate.jobs.repoclosure import RepoclosureJobConfig
+from gate.publisher_config import PublisherConfig
 from gate.refs import InvalidRef, check_branch
+from gate.registry import (
+    BACKENDS,
+    JOBS,
+    NAME_PATTERN,
+    PUBLISHERS,
+    REGISTRIES,
+    SOURCES,
+    DriverConfig,
+    Registry,
+)
+from gate.sources.plaingit import PlainGitConfig
 
-NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+NAME = NAME_PATTERN
 
 
 class ConfigError(Exception):
@@ -57,6 +73,8 @@ class ProjectConfig(_Strict):
     lookaside: LookasideConfig | None = None
     #: for SCM builds in Koji: git+https://host/rpms/<name>.git (the sha is appended)
     scm_url: str | None = None
+    #: the review system (``sources.<name>``) that owns the branch; default plain git
+    source: str = "git"
 
     @field_validator("branch")
     @classmethod
@@ -75,49 +93,6 @@ class ProjectConfig(_Strict):
         return value
 
 
-class LocalBackendConfig(_Strict):
-    type: Literal["local"] = "local"
-    #: concurrent rpmbuild processes
-    workers: Annotated[int, Field(ge=1, le=64)] = 2
-
-
-class KojiBackendConfig(_Strict):
-    model_config = ConfigDict(extra="allow", frozen=True)
-    type: Literal["koji"]
-
-    @model_validator(mode="after")
-    def _known_keys(self) -> KojiBackendConfig:
-        from gate.builders.koji_config import KojiConfig, KojiConfigError
-
-        known = {f.name for f in dataclasses.fields(KojiConfig)}
-        for key in (self.model_extra or {}):
-            if key not in known:
-                raise ValueError(f"unknown key {key!r} (known: {', '.join(sorted(known))})")
-        try:
-            KojiConfig(**(self.model_extra or {})).resolve()
-        except (KojiConfigError, TypeError) as exc:
-            raise ValueError(str(exc)) from None
-        return self
-
-    def koji_config(self) -> Any:
-        from gate.builders.koji_config import KojiConfig
-
-        return KojiConfig(**(self.model_extra or {}))
-
-
-BackendConfig = Annotated[LocalBackendConfig | KojiBackendConfig, Field(discriminator="type")]
-
-
-class PublisherConfig(_Strict):
-    #: directory holding generations/ and the `current` symlink
-    root: Path
-    arches: tuple[str, ...] = ("x86_64",)
-    #: how many of the newest generations are kept on disk (the current one always is)
-    keep: Annotated[int, Field(ge=1)] = 5
-    #: URL clients use for root (shown in status and the demo), optional
-    url: str | None = None
-
-
 class WindowConfig(_Strict):
     start: Annotated[int, Field(ge=1)] = 20
     floor: Annotated[int, Field(ge=1)] = 3
@@ -131,33 +106,6 @@ class WindowConfig(_Strict):
         return self
 
 
-class CommandJobConfig(_Strict):
-    name: Annotated[str, Field(pattern=NAME)]
-    #: shell command; sees RPMGATE_REPO_PATH, RPMGATE_REPO_URL, RPMGATE_ITEM, ...
-    command: str
-    timeout: Annotated[float, Field(gt=0)] = 3600.0
-    env: dict[str, str] = Field(default_factory=dict)
-
-
-class RepoclosureJobConfig(_Strict):
-    name: Literal["repoclosure"] = "repoclosure"
-    #: extra repositories whose packages satisfy dependencies (paths or URLs)
-    base_repos: tuple[str, ...] = ()
-
-
-def _job_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "repoclosure-job" if value.get("name") == "repoclosure" else "command-job"
-    return "repoclosure-job" if isinstance(value, RepoclosureJobConfig) else "command-job"
-
-
-JobConfig = Annotated[
-    Annotated[RepoclosureJobConfig, Tag("repoclosure-job")]
-    | Annotated[CommandJobConfig, Tag("command-job")],
-    Discriminator(_job_kind),
-]
-
-
 class QueueConfig(_Strict):
     projects: Annotated[tuple[str, ...], Field(min_length=1)]
     #: name of the publisher (repository) this queue publishes to
@@ -166,6 +114,7 @@ class QueueConfig(_Strict):
     #: build target (Koji target; a label for the local backend)
     target: str = "rpmgate"
     window: WindowConfig = WindowConfig()
+    #: each entry validated by its driver's model (gate.registry.JOBS)
     jobs: tuple[JobConfig, ...] = (RepoclosureJobConfig(),)
     #: seconds between polls of each project's branch (direct pushes -> post items)
     poll_interval: Annotated[float, Field(ge=0)] = 60.0
@@ -173,9 +122,9 @@ class QueueConfig(_Strict):
     @field_validator("jobs", mode="before")
     @classmethod
     def _job_shorthand(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"name": v} if isinstance(v, str) else v for v in value]
-        return value
+        """``repoclosure`` alone names a job; a job without ``type`` is a command job
+        (``repoclosure`` by name), as before job types had names of their own."""
+        return JOBS.check_types(job_entries(value))
 
     @field_validator("jobs")
     @classmethod
@@ -185,6 +134,29 @@ class QueueConfig(_Strict):
         if dupes:
             raise ValueError(f"duplicate job names: {', '.join(dupes)}")
         return jobs
+
+
+def _default_sources() -> dict[str, DriverConfig]:
+    return {"git": PlainGitConfig()}
+
+
+def _default_backends() -> dict[str, DriverConfig]:
+    return {"local": LocalBackendConfig()}
+
+
+def job_entries(value: Any) -> Any:
+    """A queue's ``jobs`` with every entry's ``type`` made explicit."""
+    if not isinstance(value, list):
+        return value
+    jobs = []
+    for job in value:
+        if isinstance(job, str):
+            job = {"type": job, "name": job}
+        elif isinstance(job, dict) and "type" not in job:
+            kind = "repoclosure" if job.get("name") == "repoclosure" else "command"
+            job = {"type": kind, **job}
+        jobs.append(job)
+    return jobs
 
 
 class SandboxConfig(_Strict):
@@ -218,12 +190,12 @@ class ApiToken(_Strict):
 
 
 def _token_kind(value: Any) -> str:
-    return "bare-token" if isinstance(value, str) else "named-token"
+    return "token:bare" if isinstance(value, str) else "token:named"
 
 
 TokenConfig = Annotated[
-    Annotated[ApiToken, Tag("named-token")]
-    | Annotated[Annotated[str, Field(min_length=16)], Tag("bare-token")],
+    Annotated[ApiToken, Tag("token:named")]
+    | Annotated[Annotated[str, Field(min_length=16)], Tag("token:bare")],
     Discriminator(_token_kind),
 ]
 
@@ -258,6 +230,10 @@ def _named(tokens: tuple[ApiToken | str, ...]) -> tuple[ApiToken, ...]:
 
 
 class Config(_Strict):
+    """The whole config.  Driver sections (``sources``, ``backends``, ``publishers``,
+    jobs) are checked by the model their ``type`` registered: parse with
+    :func:`parse_config`, which builds the model from the registries."""
+
     #: where rpmgate keeps clones, the RPM pool, logs and speculative repos
     state_dir: Path
     #: SQLAlchemy URL; default sqlite:///<state_dir>/rpmgate.db
@@ -267,21 +243,50 @@ class Config(_Strict):
     public_url: str | None = None
     auth: AuthConfig = AuthConfig()
     sandbox: SandboxConfig = SandboxConfig()
-    backends: dict[str, BackendConfig] = Field(
-        default_factory=lambda: {"local": LocalBackendConfig()}
-    )
+    #: review systems; a source ``git`` (plain git, rpmgate's own API) always exists
+    sources: dict[str, DriverConfig] = Field(default_factory=lambda: _default_sources())
+    backends: dict[str, DriverConfig] = Field(default_factory=lambda: _default_backends())
     publishers: dict[str, PublisherConfig]
     projects: dict[str, ProjectConfig]
     queues: dict[str, QueueConfig]
 
     @model_validator(mode="before")
     @classmethod
-    def _default_backend(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("backends"), dict):
-            data = {**data, "backends": {"local": {"type": "local"}, **data["backends"]}}
+    def _defaults(cls, data: Any) -> Any:
+        """The built-in ``git`` source and ``local`` backend exist unless redefined;
+        a publisher without ``type`` is a createrepo_c one."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key, name, default in (
+            ("sources", "git", {"type": "git"}),
+            ("backends", "local", {"type": "local"}),
+        ):
+            if isinstance(data.get(key), dict):
+                data[key] = {name: default, **data[key]}
+        if isinstance(data.get("publishers"), dict):
+            data["publishers"] = {
+                name: {"type": "createrepo", **pub} if isinstance(pub, dict) else pub
+                for name, pub in data["publishers"].items()
+            }
         return data
 
-    @field_validator("projects", "queues", "publishers", "backends")
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _source_types(cls, value: Any) -> Any:
+        return SOURCES.check_types(value)
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _backend_types(cls, value: Any) -> Any:
+        return BACKENDS.check_types(value)
+
+    @field_validator("publishers", mode="before")
+    @classmethod
+    def _publisher_types(cls, value: Any) -> Any:
+        return PUBLISHERS.check_types(value)
+
+    @field_validator("projects", "queues", "publishers", "backends", "sources")
     @classmethod
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
@@ -292,6 +297,9 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _references(self) -> Config:
         seen: dict[str, str] = {}
+        for pname, pcfg in self.projects.items():
+            if pcfg.source not in self.sources:
+                raise _KeyError(f"projects.{pname}.source", f"unknown source {pcfg.source!r}")
         for qname, queue in self.queues.items():
             for i, project in enumerate(queue.projects):
                 if project not in self.projects:
@@ -324,11 +332,10 @@ class Config(_Strict):
         """Files and directories a build must never see: the config's own directory
         (it may hold an environment file of secrets) and credential files it names."""
         paths = [self._source.parent] if self._source is not None else []
-        for backend in self.backends.values():
-            if isinstance(backend, KojiBackendConfig):
-                extra = backend.model_extra or {}
-                paths += [Path(os.path.expanduser(str(extra[key])))
-                          for key in ("cert", "keytab", "config_file") if extra.get(key)]
+        for section in [*self.sources.values(), *self.backends.values()]:
+            named = getattr(section, "secret_paths", None)
+            if callable(named):
+                paths += [Path(p) for p in named()]
         return paths
 
     @property
@@ -367,24 +374,75 @@ def _format(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _user_loc(loc: tuple[int | str, ...]) -> list[int | str]:
-    """The user's keys only: discriminated unions put their tag in the path.
+#: tags the discriminated unions put in error paths (never a user's key: those
+#: follow the names rule, which has no ":")
+_TAG = re.compile(r"^(source|backend|job|publisher|token):")
 
-    The tag sits right after a backend's name or a job's index; a user's own
-    name that happens to equal a tag ("local", "koji") is kept.
-    """
-    keep: list[int | str] = []
-    for i, part in enumerate(loc):
-        if str(part).startswith("function-"):
+
+def _user_loc(loc: tuple[int | str, ...]) -> list[int | str]:
+    """The user's keys only: discriminated unions put their tag in the path."""
+    return [
+        part
+        for part in loc
+        if not (isinstance(part, str) and (part.startswith("function-") or _TAG.match(part)))
+    ]
+
+
+_MODELS: dict[tuple[int, ...], type[Config]] = {}
+
+
+def _driver_type_problems(data: dict[str, Any]) -> list[str]:
+    """Each section whose ``type`` no registered driver has, named by its key."""
+    sections: list[tuple[str, Any, Registry[Any]]] = [
+        ("sources", data.get("sources"), SOURCES),
+        ("backends", data.get("backends"), BACKENDS),
+        ("publishers", data.get("publishers"), PUBLISHERS),
+    ]
+    queues = data.get("queues")
+    if isinstance(queues, dict):
+        for name, queue in queues.items():
+            if isinstance(queue, dict) and isinstance(queue.get("jobs"), list):
+                jobs = dict(enumerate(job_entries(queue["jobs"])))
+                sections.append((f"queues.{name}.jobs", jobs, JOBS))
+    problems = []
+    for where, entries, registry in sections:
+        if not isinstance(entries, dict):
             continue
-        backend_tag = i == 2 and loc[0] == "backends" and part in ("local", "koji")
-        job_tag = (i >= 2 and loc[i - 2] == "jobs" and isinstance(loc[i - 1], int)
-                   and part in ("repoclosure-job", "command-job"))
-        token_tag = (i >= 2 and loc[i - 2] == "api_tokens" and isinstance(loc[i - 1], int)
-                     and part in ("named-token", "bare-token"))
-        if not (backend_tag or job_tag or token_tag):
-            keep.append(part)
-    return keep
+        for key, entry in entries.items():
+            type_ = entry.get("type") if isinstance(entry, dict) else None
+            if isinstance(type_, str) and type_ not in registry.types():
+                problems.append(
+                    f"  {where}.{key}: unknown {registry.kind} type {type_!r} "
+                    f"(known: {', '.join(registry.types())})"
+                )
+    return problems
+
+
+def config_model() -> type[Config]:
+    """:class:`Config` with every driver section typed by the registered drivers."""
+    versions = tuple(r.version for r in REGISTRIES)
+    model = _MODELS.get(versions)
+    if model is None:
+        # the unions are built at run time from the registries: typed as Any here
+        jobs: Any = tuple[JOBS.union(), ...]  # type: ignore[misc]
+        queue: Any = create_model(
+            "QueueConfig", __base__=QueueConfig, jobs=(jobs, (RepoclosureJobConfig(),))
+        )
+        sections: dict[str, Any] = {
+            "sources": (
+                dict[str, SOURCES.union()],  # type: ignore[misc]
+                Field(default_factory=_default_sources),
+            ),
+            "backends": (
+                dict[str, BACKENDS.union()],  # type: ignore[misc]
+                Field(default_factory=_default_backends),
+            ),
+            "publishers": (dict[str, PUBLISHERS.union()], ...),  # type: ignore[misc]
+            "queues": (dict[str, queue], ...),
+        }
+        model = create_model("Config", __base__=Config, **sections)
+        _MODELS[versions] = model
+    return model
 
 
 def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
@@ -395,8 +453,11 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         data = _expand(data, ())
     except _KeyError as exc:
         raise ConfigError(f"{source}: invalid configuration\n  {exc}") from None
+    problems = _driver_type_problems(data)
+    if problems:
+        raise ConfigError("\n".join([f"{source}: invalid configuration", *problems]))
     try:
-        config = Config.model_validate(data)
+        config = config_model().model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format(exc, source)) from None
     return _resolve_paths(config, base_dir) if base_dir else config
@@ -427,6 +488,7 @@ def _expand(value: Any, path: tuple[str, ...]) -> Any:
     variable is an error naming the key, never a literal.
     """
     if isinstance(value, str):
+
         def sub(match: re.Match[str]) -> str:
             if match.start() > 0 and value[match.start() - 1] == "$":
                 return match.group(0)

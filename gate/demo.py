@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -68,7 +69,7 @@ class Progress:
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("topic") != "item":
             return
-        item = event.get("item")
+        item = int(event.get("item") or 0)
         if event.get("project"):
             self.projects[item] = event["project"]
         state = event.get("state", "")
@@ -77,29 +78,41 @@ class Progress:
         template = _SHOWN.get(state)
         if template is None:
             return
-        fields = {**event,
-                  "reused_text": "reused (same key)" if event.get("reused") else "started",
-                  "short_commit": (event.get("commit") or "")[:12],
-                  "base": event.get("base") or "(none)"}
+        fields = {
+            **event,
+            "reused_text": "reused (same key)" if event.get("reused") else "started",
+            "short_commit": (event.get("commit") or "")[:12],
+            "base": event.get("base") or "(none)",
+        }
         try:
             text = template.format(**fields)
         except (KeyError, ValueError):
             text = state
         who = self.labels.get(item, f"#{item}")
-        print(f"[{time.monotonic() - self.start:6.1f}s] {who:<3} {self.projects.get(item, ''):<14}"
-              f" {text}", file=self.out, flush=True)
+        print(
+            f"[{time.monotonic() - self.start:6.1f}s] {who:<3} {self.projects.get(item, ''):<14}"
+            f" {text}",
+            file=self.out,
+            flush=True,
+        )
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
+        doc: dict[str, Any] = json.loads(resp.read())
+    return doc
 
 
 def _get(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=30) as resp:
-        return json.loads(resp.read())
+        doc: dict[str, Any] = json.loads(resp.read())
+    return doc
 
 
 async def _wait_delivery(base: str, delivery: int) -> dict[str, Any]:
@@ -110,40 +123,54 @@ async def _wait_delivery(base: str, delivery: int) -> dict[str, Any]:
         await asyncio.sleep(0.1)
 
 
+def _free_port() -> int:
+    """A port free now on loopback (the config must name it before the daemon starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def run_demo(directory: Path | None = None, keep: bool = False) -> int:
     root = Path(directory or tempfile.mkdtemp(prefix="rpmgate-demo-"))
     print(f"rpmgate demo: building a world of 4 distgit projects in {root}")
     world = World(root).create()
-    config = parse_config(world.config())
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = parse_config(world.config(listen={"host": "127.0.0.1", "port": port}, public_url=base))
     gate = Gate(config)
     labels: dict[int, str] = {}
     progress = Progress(labels)
     gate.listeners.append(progress)
-    served = await serve(make_app(gate), "127.0.0.1", 0, limits_of(config.listen),
-                         access_log=None)
-    base = f"http://127.0.0.1:{served.port}"
-    gate.config = gate.config.model_copy(update={"public_url": base})
+    served = await serve(
+        make_app(gate.runtime), "127.0.0.1", port, limits_of(config.listen), access_log=None
+    )
     print(f"rpmgate demo: daemon API at {base}/api/status")
     try:
         print("\n== bootstrap: the branch heads become post items and are published")
         await gate.start()
         await gate.wait_idle(600)
         repo = gate.publishers["liberty"]
-        print(f"liberty generation {repo.current().number}: "  # type: ignore[union-attr]
-              f"{', '.join(sorted(repo.state().nvrs().values()))}")
+        print(
+            f"liberty generation {repo.current().number}: "  # type: ignore[union-attr]
+            f"{', '.join(sorted(repo.state().nvrs().values()))}"
+        )
 
         print("\n== proposing and approving A, B, C, D through the HTTP API")
         for label, project, spec, title in CLASSIC_CHANGES:
             ref = world.propose(project, spec, title)
             accepted = await asyncio.to_thread(
-                _post, f"{base}/api/changes",
-                {"project": project, "ref": ref, "title": f"{label}: {title}", "approve": True})
+                _post,
+                f"{base}/api/changes",
+                {"project": project, "ref": ref, "title": f"{label}: {title}", "approve": True},
+            )
             done = await _wait_delivery(base, accepted["delivery"])
             change = int(done["result"].split()[-1])
             doc = await asyncio.to_thread(_get, f"{base}/api/changes/{change}")
             labels[doc["items"][0]["id"]] = label
-            print(f"{label}: {project} {spec.version} -> change {change}, "
-                  f"item {doc['items'][0]['id']} ({ref})")
+            print(
+                f"{label}: {project} {spec.version} -> change {change}, "
+                f"item {doc['items'][0]['id']} ({ref})"
+            )
         print()
         await gate.wait_idle(600)
         return await _summary(gate, base, root, labels)
@@ -166,24 +193,32 @@ async def _summary(gate: Gate, base: str, root: Path, labels: dict[int, str]) ->
         item = recent[item_id]
         if item["result"] == "merged":
             merged.append(label)
-            print(f"  {label} merged    {item['final_build']['nvr']:<26} generation "
-                  f"{item['generation']}")
+            print(
+                f"  {label} merged    {item['final_build']['nvr']:<26} generation "
+                f"{item['generation']}"
+            )
         else:
             rejected.append(label)
             print(f"  {label} rejected  {item['failure']}")
     generations = repo.generations()
-    print(f"  repository: {repo.root / 'current'} -> generation {repo.current().number}"  # type: ignore[union-attr]
-          f" ({len(generations)} generations kept)")
+    print(
+        f"  repository: {repo.root / 'current'} -> generation {repo.current().number}"  # type: ignore[union-attr]
+        f" ({len(generations)} generations kept)"
+    )
     broken = await _check_generations(gate, root)
     if broken:
         print(f"  BROKEN generations: {broken}")
     else:
-        print(f"  every published generation ({generations[0]}..{generations[-1]}) passes "
-              "repoclosure: the repository never served a broken state")
+        print(
+            f"  every published generation ({generations[0]}..{generations[-1]}) passes "
+            "repoclosure: the repository never served a broken state"
+        )
     order = [recent[i]["generation"] for i, lbl in sorted(labels.items()) if lbl in "AB"]
     ok = merged == ["A", "B"] and rejected == ["C", "D"] and not broken and order == sorted(order)
-    print("  outcome: " + ("as expected (A, B merged in order; C, D rejected)" if ok
-                           else "NOT as expected"))
+    print(
+        "  outcome: "
+        + ("as expected (A, B merged in order; C, D rejected)" if ok else "NOT as expected")
+    )
     return 0 if ok else 1
 
 
@@ -193,9 +228,15 @@ async def _check_generations(gate: Gate, root: Path) -> list[int]:
     for number in repo.generations():
         generation = repo.generation(number)
         assert generation is not None
-        ctx = JobContext(item_id=0, attempt=number, repo_path=generation.path, repo_url="",
-                         arches=("x86_64",), base_repos=(),
-                         log_path=root / "checks" / f"generation-{number}.log")
+        ctx = JobContext(
+            item_id=0,
+            attempt=number,
+            repo_path=generation.path,
+            repo_url="",
+            arches=("x86_64",),
+            base_repos=(),
+            log_path=root / "checks" / f"generation-{number}.log",
+        )
         result = await Repoclosure().run(ctx)
         if not result.passed:
             broken.append(number)
@@ -203,6 +244,8 @@ async def _check_generations(gate: Gate, root: Path) -> list[int]:
 
 
 def main(directory: str | None = None, keep: bool = False, verbose: bool = False) -> int:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     return asyncio.run(run_demo(Path(directory) if directory else None, keep))

@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Packager", "GIT_AUTHOR_EMAIL": "packager@example.org",
-    "GIT_COMMITTER_NAME": "Packager", "GIT_COMMITTER_EMAIL": "packager@example.org",
-    "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "Packager",
+    "GIT_AUTHOR_EMAIL": "packager@example.org",
+    "GIT_COMMITTER_NAME": "Packager",
+    "GIT_COMMITTER_EMAIL": "packager@example.org",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
 }
 
 
@@ -52,11 +55,16 @@ class PackageSpec:
         source = "Source0: %{name}-%{version}.tar.gz\n" if self.lookaside else ""
         prep = "%setup -q\n" if self.lookaside else ""
         build = f"sleep {self.build_seconds}\n" if self.build_seconds else ""
-        build += ("echo 'error: setup.py: No module named pbr' >&2\nexit 1\n"
-                  if self.broken_build else "echo building %{name} %{version}\n")
-        payload = ("install -m 644 VERSION %{buildroot}/usr/share/%{name}/VERSION\n"
-                   if self.lookaside else
-                   "echo %{version} > %{buildroot}/usr/share/%{name}/VERSION\n")
+        build += (
+            "echo 'error: setup.py: No module named pbr' >&2\nexit 1\n"
+            if self.broken_build
+            else "echo building %{name} %{version}\n"
+        )
+        payload = (
+            "install -m 644 VERSION %{buildroot}/usr/share/%{name}/VERSION\n"
+            if self.lookaside
+            else "echo %{version} > %{buildroot}/usr/share/%{name}/VERSION\n"
+        )
         return textwrap.dedent("""\
             Name: {name}
             Version: {version}
@@ -76,10 +84,18 @@ class PackageSpec:
             {payload}
             %files
             /usr/share/%{{name}}
-            """).format(name=self.name, version=self.version, release=self.release,
-                        source=source, requires=requires, provides=provides, prep=prep,
-                        build=build, payload=payload,
-                        buildarch="BuildArch: noarch\n" if self.noarch else "")
+            """).format(
+            name=self.name,
+            version=self.version,
+            release=self.release,
+            source=source,
+            requires=requires,
+            provides=provides,
+            prep=prep,
+            build=build,
+            payload=payload,
+            buildarch="BuildArch: noarch\n" if self.noarch else "",
+        )
 
 
 INITIAL = {
@@ -94,19 +110,32 @@ INITIAL = {
 #: (label, project, spec, title)
 CLASSIC_CHANGES: tuple[tuple[str, str, PackageSpec, str], ...] = (
     ("A", "nova", PackageSpec("nova", "12.0.1", lookaside=True), "Update to 12.0.1"),
-    ("B", "ceilometer", PackageSpec("ceilometer", "8.0.1", requires=("nova >= 12.0.1",)),
-     "Update to 8.0.1 (needs nova 12.0.1)"),
-    ("C", "horizon", PackageSpec("horizon", "9.0.1", requires=("python-django-compat",),
-                                 broken_build=True), "Update to 9.0.1 (broken build)"),
-    ("D", "python-django", PackageSpec("python-django", "1.8.1"),
-     "Update to 1.8.1, drop the compat Provides"),
+    (
+        "B",
+        "ceilometer",
+        PackageSpec("ceilometer", "8.0.1", requires=("nova >= 12.0.1",)),
+        "Update to 8.0.1 (needs nova 12.0.1)",
+    ),
+    (
+        "C",
+        "horizon",
+        PackageSpec("horizon", "9.0.1", requires=("python-django-compat",), broken_build=True),
+        "Update to 9.0.1 (broken build)",
+    ),
+    (
+        "D",
+        "python-django",
+        PackageSpec("python-django", "1.8.1"),
+        "Update to 1.8.1, drop the compat Provides",
+    ),
 )
 
 
 def git(cwd: Path, *args: str) -> str:
     env = {**os.environ, **GIT_ENV}
-    out = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
     return out.stdout.strip()
 
 
@@ -172,8 +201,7 @@ class World:
             tar.addfile(info, io.BytesIO(data))
         return out
 
-    def propose(self, project: str, spec: PackageSpec, message: str,
-                on: str | None = None) -> str:
+    def propose(self, project: str, spec: PackageSpec, message: str, on: str | None = None) -> str:
         """Commit ``spec`` on a review ref (on top of ``on`` or the branch); return the ref."""
         work = self.workdir(project)
         self._counter += 1
@@ -204,21 +232,37 @@ class World:
 
     def config(self, **overrides: Any) -> dict[str, Any]:
         """A config document for this world (YAML-equivalent mapping)."""
-        lookaside_url = f"file://{self.lookaside}/{{name}}/{{filename}}/{{hashtype}}/{{hash}}/{{filename}}"
+        lookaside_url = (
+            f"file://{self.lookaside}/{{name}}/{{filename}}/{{hashtype}}/{{hash}}/{{filename}}"
+        )
         doc: dict[str, Any] = {
             "state_dir": str(self.root / "state"),
             "listen": {"host": "127.0.0.1", "port": 0},
             "backends": {"local": {"type": "local", "workers": 2}},
-            "publishers": {"liberty": {"root": str(self.root / "repos" / "liberty"),
-                                       "arches": ["x86_64"], "keep": 10}},
+            "publishers": {
+                "liberty": {
+                    "root": str(self.root / "repos" / "liberty"),
+                    "arches": ["x86_64"],
+                    "keep": 10,
+                }
+            },
             "projects": {
-                name: {"git": str(self.remote(name)), "branch": "main",
-                       **({"lookaside": {"url": lookaside_url}} if spec.lookaside else {})}
+                name: {
+                    "git": str(self.remote(name)),
+                    "branch": "main",
+                    **({"lookaside": {"url": lookaside_url}} if spec.lookaside else {}),
+                }
                 for name, spec in self.projects.items()
             },
-            "queues": {"liberty": {"projects": list(self.projects), "repo": "liberty",
-                                   "target": "liberty-candidate", "poll_interval": 0,
-                                   "jobs": ["repoclosure"]}},
+            "queues": {
+                "liberty": {
+                    "projects": list(self.projects),
+                    "repo": "liberty",
+                    "target": "liberty-candidate",
+                    "poll_interval": 0,
+                    "jobs": ["repoclosure"],
+                }
+            },
         }
         for key, value in overrides.items():
             doc[key] = value

@@ -254,8 +254,9 @@ class Merger:
             if not await self._is_ancestor(git_dir, head, commit):
                 return _moved(branch, head)
             refspec = f"{commit}:refs/heads/{check_branch(branch)}"
-            result = await self._git(git_dir, "push", END_OF_OPTIONS, "origin", refspec,
-                                     check=False)
+            result = await self._git(
+                git_dir, "push", END_OF_OPTIONS, "origin", refspec, check=False
+            )
             if result.returncode == 0:
                 return PushResult(ok=True, head=commit, pushed=True)
             if "[rejected]" in result.stderr:
@@ -311,8 +312,9 @@ class Merger:
             git_dir = await self._ensure_clone(project, url)
             commit = await self._ensure_commit(git_dir, commit)
             refspec = f"+{commit}:refs/heads/{check_branch(branch)}"
-            result = await self._git(git_dir, "push", "--porcelain", END_OF_OPTIONS, "origin",
-                                     refspec, check=False)
+            result = await self._git(
+                git_dir, "push", "--porcelain", END_OF_OPTIONS, "origin", refspec, check=False
+            )
             if result.returncode == 0:
                 return PushResult(ok=True, head=commit, pushed=True)
             return PushResult(ok=False, reason=_push_refusal(result.stderr or result.stdout))
@@ -321,8 +323,15 @@ class Merger:
         """Delete the remote branch ``branch``; True if it is gone (or never was)."""
         async with self._lock(project):
             git_dir = await self._ensure_clone(project, url)
-            result = await self._git(git_dir, "push", "--porcelain", END_OF_OPTIONS, "origin",
-                                     f":refs/heads/{check_branch(branch)}", check=False)
+            result = await self._git(
+                git_dir,
+                "push",
+                "--porcelain",
+                END_OF_OPTIONS,
+                "origin",
+                f":refs/heads/{check_branch(branch)}",
+                check=False,
+            )
             return result.returncode == 0 or "remote ref does not exist" in result.stderr
 
     async def remote_branches(self, project: str, url: str, prefix: str) -> dict[str, str]:
@@ -445,7 +454,12 @@ class Merger:
 
     async def _is_ancestor(self, git_dir: Path, ancestor: str, descendant: str) -> bool:
         result = await self._git(
-            git_dir, "merge-base", "--is-ancestor", END_OF_OPTIONS, ancestor, descendant,
+            git_dir,
+            "merge-base",
+            "--is-ancestor",
+            END_OF_OPTIONS,
+            ancestor,
+            descendant,
             check=False,
         )
         if result.returncode not in (0, 1):

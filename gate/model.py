@@ -1,7 +1,9 @@
-"""Pure domain objects: what the planner sees of a queue.
+"""Pure domain objects: an item's progress, what the planner sees of a queue.
 
-The shell (``gate.daemon``) loads these from the database; the planner
-(``gate.planner``) reads them and returns actions.  Nothing here does I/O.
+The shell loads these from the database (``gate.queue_view``); the planner
+(``gate.planner``) reads them and returns actions; ``gate.transitions`` says
+what starting and finishing each action does to an item.  Nothing here does
+I/O.
 
 An item's *attempt* is one try at testing it on one *base*.  A base says what
 the item is tested on top of: a published generation plus the items ahead of
@@ -9,6 +11,10 @@ it that were not failing when the attempt started.  When an item ahead merges
 and publishes generation g+1, a base ``(g, (A, B))`` and ``(g+1, (B,))`` name
 the same package set; :func:`normalize_base` maps the first to the second so a
 merge ahead never resets the items behind (only a failure ahead does).
+
+This module is the one vocabulary of an item's state: the enums stored in the
+rows, the predicates the planner, the shell and the API ask (``committed``,
+``pushing``, ``failing``) and the one label packagers see (:class:`ItemState`).
 """
 
 from __future__ import annotations
@@ -43,6 +49,31 @@ class TipStep(StrEnum):
     DONE = "done"
 
 
+class BuildState(StrEnum):
+    """A build row's state (scratch or final)."""
+
+    RUNNING = "running"  # recorded, submitted or about to be; outcome unknown
+    PASSED = "passed"
+    FAILED = "failed"
+    CANCELED = "canceled"  # stopped because no attempt needs it any more
+
+
+class ItemState(StrEnum):
+    """Where an active item is, in words a packager understands (the status label)."""
+
+    OUTSIDE_WINDOW = "waiting (outside the window)"
+    MERGING = "speculative merge"
+    BUILDING = "building"
+    TESTING = "testing"
+    PASSED = "passed, waiting for the tip"
+    FAILING = "failing"
+    FINAL_BUILD = "final build"
+    MERGE = "merging"
+    PUBLISHING = "publishing"
+    PUBLISH_RETRY = "publish retry (post item)"
+    PUBLISHED = "published"
+
+
 @dataclass(frozen=True, order=True)
 class Base:
     generation: int
@@ -51,6 +82,8 @@ class Base:
 
 @dataclass(frozen=True)
 class ItemView:
+    """An item as the planner sees it: identity and the progress of its current attempt."""
+
     id: int
     kind: ItemKind
     project: str
@@ -67,6 +100,8 @@ class ItemView:
     #: the planner may not retry the current tip step before this time (backoff)
     not_before: float = 0.0
     failure: str = ""
+    #: attempts started so far (0: never tested)
+    attempt: int = 0
 
     @property
     def failing(self) -> bool:
@@ -91,6 +126,38 @@ class ItemView:
             return True
         return self.tip is TipStep.MERGE and self.tip_state is Step.PASSED
 
+    @property
+    def at_tip(self) -> bool:
+        """Its merge or publication has begun (admin commands wait for it to end)."""
+        return self.tip in (TipStep.MERGE, TipStep.PUBLISH, TipStep.DONE)
+
+    @property
+    def state(self) -> ItemState:
+        """The one label of where the item is (status API, CLI, page)."""
+        if self.tip is TipStep.DONE:
+            return ItemState.PUBLISHED
+        if self.tip is TipStep.PUBLISH:
+            failed = self.tip_state is Step.FAILED
+            return ItemState.PUBLISH_RETRY if failed else ItemState.PUBLISHING
+        if self.tip is TipStep.MERGE:
+            return ItemState.MERGE
+        if self.tip is TipStep.FINAL_BUILD:
+            failed = self.tip_state is Step.FAILED
+            return ItemState.FAILING if failed else ItemState.FINAL_BUILD
+        if self.kind is ItemKind.POST:
+            return ItemState.FINAL_BUILD
+        if self.failing:
+            return ItemState.FAILING
+        if self.base is None:
+            return ItemState.OUTSIDE_WINDOW
+        if self.merge in (Step.NONE, Step.RUNNING):
+            return ItemState.MERGING
+        if self.jobs is Step.RUNNING:
+            return ItemState.TESTING
+        if self.jobs is Step.PASSED:
+            return ItemState.PASSED
+        return ItemState.BUILDING
+
 
 @dataclass(frozen=True)
 class RunningBuild:
@@ -102,7 +169,7 @@ class RunningBuild:
 @dataclass(frozen=True)
 class QueueState:
     name: str
-    #: post items first, then gate items in enqueue order
+    #: in queue order (see ``gate.queue_rules.queue_order``)
     items: tuple[ItemView, ...]
     generation: int
     #: items that produced each generation after the oldest base still in use
@@ -121,5 +188,5 @@ def normalize_base(base: Base, producers: Mapping[int, tuple[int, ...]]) -> Base
         made = producers.get(generation + 1)
         if not made or ahead[: len(made)] != made:
             break
-        generation, ahead = generation + 1, ahead[len(made):]
+        generation, ahead = generation + 1, ahead[len(made) :]
     return Base(generation, ahead)

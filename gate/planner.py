@@ -34,12 +34,6 @@ from gate.model import (
     normalize_base,
 )
 
-# Zuul's defaults for a dependent pipeline's window.
-WINDOW_START = 20
-WINDOW_FLOOR = 3
-WINDOW_INCREASE = 1
-WINDOW_DECREASE_FACTOR = 2
-
 
 @dataclass(frozen=True)
 class StartAttempt:
@@ -109,16 +103,6 @@ class CancelBuild:
 Action = (
     StartAttempt | Prepare | RunJobs | FinalBuild | MergeChange | Publish | Dequeue | CancelBuild
 )
-
-
-def window_after_merge(window: int, increase: int = WINDOW_INCREASE) -> int:
-    return window + increase
-
-
-def window_after_failure(
-    window: int, floor: int = WINDOW_FLOOR, factor: int = WINDOW_DECREASE_FACTOR
-) -> int:
-    return max(floor, window // factor)
 
 
 def plan(q: QueueState) -> list[Action]:

@@ -74,6 +74,7 @@ def check_branch(branch: str) -> str:
     """A branch name (``main``, ``f41``, ``c9s``) that makes a valid ``refs/heads/<branch>``."""
     problem = ref_problem(f"refs/heads/{branch}")
     if problem is not None or branch.startswith("-"):
-        raise InvalidRef(f"{branch[:80]!r} is not a valid branch name: it "
-                         f"{problem or 'starts with -'}")
+        raise InvalidRef(
+            f"{branch[:80]!r} is not a valid branch name: it {problem or 'starts with -'}"
+        )
     return branch

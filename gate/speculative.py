@@ -14,8 +14,8 @@ import json
 from sqlmodel import Session, select
 
 from gate.builds import build_entry
-from gate.model import ItemKind, normalize_base
-from gate.queue_view import base_of
+from gate.items import base_of, view_of
+from gate.model import BuildState, ItemKind, normalize_base
 from publishers.createrepo import Publisher
 from repo_state.models import BuildRow, GenerationRow, ItemRow
 from repo_state.state import BuildEntry, RepoState, compose
@@ -27,15 +27,17 @@ class UntestedState(Exception):
 
 def item_entry(s: Session, item: ItemRow) -> BuildEntry | None:
     """The build an item contributes to the states of items behind it."""
-    committed = item.kind == ItemKind.POST or item.tip in ("merge", "publish", "done")
-    if committed and item.final_build_id is not None:
+    # the final build once it is being merged (or was: a post item); before, the scratch one
+    view = view_of(item)
+    if (view.at_tip or view.kind is ItemKind.POST) and item.final_build_id is not None:
         row = s.get(BuildRow, item.final_build_id)
     elif item.build_key:
-        row = s.exec(select(BuildRow).where(BuildRow.purpose == "scratch",
-                                            BuildRow.key == item.build_key)).first()
+        row = s.exec(
+            select(BuildRow).where(BuildRow.purpose == "scratch", BuildRow.key == item.build_key)
+        ).first()
     else:
         row = None
-    if row is None or row.state != "passed":
+    if row is None or row.state != BuildState.PASSED:
         return None
     return build_entry(row)
 

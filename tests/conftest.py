@@ -12,8 +12,8 @@ import pytest
 
 from gate.config import parse_config
 from gate.daemon import Gate
+from gate.deliveries import store_delivery
 from gate.demo_world import CLASSIC_CHANGES, PackageSpec, World
-from gate.web.app import store_delivery
 
 POSTGRES_URL = os.environ.get("RPMGATE_TEST_DATABASE_URL")
 
@@ -39,12 +39,24 @@ def gate_for() -> Callable[..., Any]:
     return running_gate
 
 
-def propose(gate: Gate, world: World, project: str, spec: PackageSpec, title: str,
-            on: str | None = None, approve: bool = True) -> None:
+def propose(
+    gate: Gate,
+    world: World,
+    project: str,
+    spec: PackageSpec,
+    title: str,
+    on: str | None = None,
+    approve: bool = True,
+) -> None:
     """A packager proposes (and approves) a change, through the same path as the API."""
     ref = world.propose(project, spec, title, on=on)
-    store_delivery(gate, "api", "change.proposed",
-                   {"project": project, "ref": ref, "title": title, "approve": approve}, None)
+    store_delivery(
+        gate,
+        "api",
+        "change.proposed",
+        {"project": project, "ref": ref, "title": title, "approve": approve},
+        None,
+    )
 
 
 _CLASSIC = {label: spec for label, _, spec, _ in CLASSIC_CHANGES}

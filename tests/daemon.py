@@ -29,7 +29,10 @@ class Daemon:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gate.cli", "run", "-c", str(self.config_path)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -57,8 +60,12 @@ class Daemon:
             return json.loads(resp.read())
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
-                                     method="POST", headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
 

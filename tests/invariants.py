@@ -17,8 +17,7 @@ def results(gate: Gate) -> dict[str, list[str]]:
     """Titles of gate items by result, in item order."""
     out: dict[str, list[str]] = {}
     with session(gate.engine) as s:
-        for item in s.exec(select(ItemRow).where(ItemRow.kind == "gate")
-                           .order_by(col(ItemRow.id))):
+        for item in s.exec(select(ItemRow).where(ItemRow.kind == "gate").order_by(col(ItemRow.id))):
             change = s.get(ChangeRow, item.change_id)
             assert change is not None
             out.setdefault(item.result or "active", []).append(change.title)
@@ -37,8 +36,11 @@ def check_invariants(gate: Gate, repo: str = "liberty") -> None:
     queue = next(q for q, c in gate.config.queues.items() if c.repo == repo)
     project_git = {p: c.git for p, c in gate.config.projects.items()}
     with session(gate.engine) as s:
-        generations = s.exec(select(GenerationRow).where(GenerationRow.repo == repo)
-                             .order_by(col(GenerationRow.number))).all()
+        generations = s.exec(
+            select(GenerationRow)
+            .where(GenerationRow.repo == repo)
+            .order_by(col(GenerationRow.number))
+        ).all()
         items = {i.id: i for i in s.exec(select(ItemRow).where(ItemRow.queue == queue))}
         changes = {c.id: c for c in s.exec(select(ChangeRow))}
         finals = s.exec(select(BuildRow).where(BuildRow.purpose == "final")).all()
@@ -70,15 +72,20 @@ def check_invariants(gate: Gate, repo: str = "liberty") -> None:
         item = items[item_id]
         commit = item.merge_commit if item.kind == "gate" else changes[item.change_id].sha
         branch = gate.config.projects[item.project].branch
-        rc = subprocess.run(["git", "merge-base", "--is-ancestor", commit or "", branch],
-                            cwd=project_git[item.project], capture_output=True).returncode
+        rc = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", commit or "", branch],
+            cwd=project_git[item.project],
+            capture_output=True,
+        ).returncode
         assert rc == 0, f"item {item_id}: {commit} is not on {item.project}/{branch}"
     for item in items.values():
         if item.result == "rejected" and item.merge_commit:
             branch = gate.config.projects[item.project].branch
-            rc = subprocess.run(["git", "merge-base", "--is-ancestor", item.merge_commit,
-                                 branch], cwd=project_git[item.project],
-                                capture_output=True).returncode
+            rc = subprocess.run(
+                ["git", "merge-base", "--is-ancestor", item.merge_commit, branch],
+                cwd=project_git[item.project],
+                capture_output=True,
+            ).returncode
             assert rc != 0, f"rejected item {item.id} is on the branch"
 
     # I3: gate items publish in queue order

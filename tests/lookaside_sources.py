@@ -25,8 +25,9 @@ def main(root: str) -> int:
         return 0
     package = specs[0].stem
     for entry in parse_sources((here / "sources").read_text()):
-        cached = Path(root) / package / entry.filename / entry.hashtype / entry.hash / (
-            entry.filename)
+        cached = (
+            Path(root) / package / entry.filename / entry.hashtype / entry.hash / (entry.filename)
+        )
         digest = hashlib.new(entry.hashtype, cached.read_bytes()).hexdigest()
         if digest != entry.hash:
             print(f"{entry.filename}: checksum mismatch", file=sys.stderr)

@@ -2,6 +2,10 @@
 complete in an order chosen by the test, so property tests can check the
 queue semantics under every interleaving Hypothesis finds.
 
+What an action's start and end do to an item is not re-implemented here: the
+simulation applies ``gate.transitions`` and ``gate.queue_rules``, the code the
+daemon applies to its rows, so the property tests prove the real rules.
+
 Each simulated change has an intrinsic fate: its scratch build breaks, its
 jobs break on their own, it needs other changes in its tested set, it
 conflicts with another change in the same project, or its final build breaks.
@@ -13,8 +17,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from gate import transitions
 from gate.model import (
     Base,
     ItemKind,
@@ -35,9 +40,8 @@ from gate.planner import (
     RunJobs,
     StartAttempt,
     plan,
-    window_after_failure,
-    window_after_merge,
 )
+from gate.queue_rules import WindowRule, window_after_dequeue
 
 
 @dataclass
@@ -55,17 +59,14 @@ class Change:
 @dataclass
 class SimItem:
     change: Change
-    attempt: int = 0
-    base: Base | None = None
-    merge: Step = Step.NONE
-    build_key: str | None = None
-    jobs: Step = Step.NONE
-    tip: TipStep = TipStep.NONE
-    tip_state: Step = Step.NONE
-    not_before: float = 0.0
-    failure: str = ""
+    #: the item's progress, changed only through gate.transitions
+    view: ItemView
     tested: frozenset[int] | None = None
     rejected_on: Base | None = None
+
+    @property
+    def attempt(self) -> int:
+        return self.view.attempt
 
 
 @dataclass
@@ -105,21 +106,8 @@ class Simulation:
         )
 
     def _item_view(self, item: SimItem) -> ItemView:
-        key = item.build_key
-        return ItemView(
-            id=item.change.id,
-            kind=ItemKind.GATE,
-            project=item.change.project,
-            base=item.base,
-            merge=item.merge,
-            build_key=key,
-            build=self.builds.get(key, Step.NONE) if key else Step.NONE,
-            jobs=item.jobs,
-            tip=item.tip,
-            tip_state=item.tip_state,
-            not_before=item.not_before,
-            failure=item.failure,
-        )
+        key = item.view.build_key
+        return replace(item.view, build=self.builds.get(key, Step.NONE) if key else Step.NONE)
 
     def _change(self, cid: int) -> Change:
         return next(c for c in self.changes if c.id == cid)
@@ -129,7 +117,8 @@ class Simulation:
 
     # -- running -------------------------------------------------------------------
     def enqueue(self, change: Change) -> None:
-        self.queue.append(SimItem(change))
+        view = ItemView(id=change.id, kind=ItemKind.GATE, project=change.project)
+        self.queue.append(SimItem(change, view))
 
     def apply_plan(self) -> int:
         actions = plan(self.view())
@@ -145,47 +134,45 @@ class Simulation:
                 published = set(self.published[: base.generation])
                 if published & set(base.ahead):
                     self.violations.append(f"{item_id} based on {base}: ahead already published")
-                item.attempt += 1
-                item.base = base
-                item.merge, item.build_key, item.jobs = Step.NONE, None, Step.NONE
-                item.tip, item.tip_state, item.failure = TipStep.NONE, Step.NONE, ""
+                item.view = transitions.start_attempt(item.view, base)
                 item.tested = None
             case Prepare(item_id):
                 item = self._item(item_id)
-                assert item is not None and item.merge is Step.NONE
-                item.merge = Step.RUNNING
+                assert item is not None and item.view.merge is Step.NONE
+                item.view = transitions.merge_started(item.view)
                 self.inflight.append(("merge", item_id, item.attempt))
             case RunJobs(item_id):
                 item = self._item(item_id)
-                assert item is not None and item.jobs is Step.NONE
-                item.jobs = Step.RUNNING
+                assert item is not None and item.view.jobs is Step.NONE
+                item.view = transitions.jobs_started(item.view)
                 self.inflight.append(("jobs", item_id, item.attempt))
             case FinalBuild(item_id):
                 item = self._item(item_id)
-                assert item is not None and item.tip is TipStep.NONE
-                item.tip, item.tip_state = TipStep.FINAL_BUILD, Step.RUNNING
+                assert item is not None and item.view.tip is TipStep.NONE
+                item.view = transitions.final_build_started(item.view)
                 self.inflight.append(("final", item_id, item.attempt))
             case MergeChange(item_id):
                 item = self._item(item_id)
                 assert item is not None
-                item.tip, item.tip_state = TipStep.MERGE, Step.RUNNING
+                item.view = transitions.push_started(item.view)
                 self.inflight.append(("git", item_id, item.attempt))
             case Publish((item_id,)):
                 item = self._item(item_id)
                 assert item is not None
-                item.tip, item.tip_state = TipStep.PUBLISH, Step.RUNNING
+                item.view = transitions.publish_started(item.view)
                 self.inflight.append(("publish", item_id, item.attempt))
             case Dequeue(item_id, merged, reason):
                 item = self._item(item_id)
                 assert item is not None
                 if not merged:
                     self.rejected[item_id] = reason
-                    item.rejected_on = normalize_base(item.base, self.producers)  # type: ignore[arg-type]
+                    assert item.view.base is not None
+                    item.rejected_on = normalize_base(item.view.base, self.producers)
                     if item.rejected_on != Base(self.generation, ()):
                         self.violations.append(f"{item_id} rejected on {item.rejected_on}")
-                    self.window = window_after_failure(self.window)
-                else:
-                    self.window = window_after_merge(self.window)
+                self.window = window_after_dequeue(
+                    self.window, ItemKind.GATE, "merged" if merged else "rejected", WindowRule()
+                )
                 self.queue.remove(item)
             case CancelBuild(key):
                 self.builds.pop(key, None)
@@ -213,45 +200,41 @@ class Simulation:
         return True
 
     def _finish_merge(self, item: SimItem) -> None:
-        assert item.base is not None
+        assert item.view.base is not None
         project = item.change.project
-        ahead = [a for a in item.base.ahead if self._change(a).project == project]
+        ahead = [a for a in item.view.base.ahead if self._change(a).project == project]
         merged = [p for p in self.published if self._change(p).project == project]
         tree = [*merged, *[a for a in ahead if a not in merged]]
         if item.change.conflicts & set(tree):
-            item.merge, item.failure = Step.FAILED, "merge conflict"
+            item.view = transitions.merge_failed(item.view, "merge conflict")
             return
         key = "/".join(map(str, [*tree, item.change.id]))
-        item.merge, item.build_key, item.failure = Step.PASSED, key, "build failed"
+        item.view = transitions.merged(item.view, key)
         if key not in self.builds:
             self.builds[key] = Step.RUNNING
             self.build_submissions[key] += 1
             self.inflight.append(("build", key, 0))
 
     def _finish_jobs(self, item: SimItem) -> None:
-        assert item.base is not None
-        base = normalize_base(item.base, self.producers)
+        assert item.view.base is not None
+        base = normalize_base(item.view.base, self.producers)
         tested = frozenset(self.published[: base.generation]) | set(base.ahead) | {item.change.id}
         item.tested = tested
-        if item.change.bad_jobs or not item.change.requires <= tested:
-            item.jobs, item.failure = Step.FAILED, "jobs failed"
-        else:
-            item.jobs = Step.PASSED
+        broken = item.change.bad_jobs or not item.change.requires <= tested
+        item.view = transitions.jobs_finished(item.view, "jobs failed" if broken else "")
 
     def _finish_final(self, item: SimItem) -> None:
-        if item.change.final_fails:
-            item.tip_state, item.failure = Step.FAILED, "final build failed"
-        else:
-            item.tip_state = Step.PASSED
+        failure = "final build failed" if item.change.final_fails else ""
+        item.view = transitions.final_build_finished(item.view, failure)
 
     def _finish_git(self, item: SimItem) -> None:
-        item.tip_state = Step.PASSED
+        item.view = transitions.push_finished(item.view, "")
 
     def _finish_publish(self, item: SimItem) -> None:
         cid = item.change.id
         self.publish_attempts[cid] += 1
         if self.publish_attempts[cid] <= item.change.publish_failures:
-            item.tip_state, item.not_before = Step.FAILED, self.now + 2
+            item.view = transitions.publish_failed(item.view, "publish failed", self.now + 2)
             return
         self.generation += 1
         self.producers[self.generation] = (cid,)
@@ -261,7 +244,7 @@ class Simulation:
                 f"generation {self.generation} = {sorted(self.published)} but item {cid} "
                 f"was tested on {sorted(item.tested or ())}"
             )
-        item.tip, item.tip_state = TipStep.DONE, Step.PASSED
+        item.view = transitions.published(item.view)
 
     def run(self, arrivals: list[int], max_steps: int = 5_000) -> None:
         """Enqueue changes as they arrive (``arrivals[i]``: steps before change i enters)."""

@@ -48,17 +48,30 @@ ENDPOINTS: list[tuple[str, str, tuple[str, ...]]] = [
     ("GET", "/files/builds/local/logs/{file}", ()),
 ]
 
-_IDS = st.one_of(st.integers(-(2**70), 2**70).map(str), st.sampled_from(["1", "2", "3"]),
-                 st.text(max_size=30))
+_IDS = st.one_of(
+    st.integers(-(2**70), 2**70).map(str), st.sampled_from(["1", "2", "3"]), st.text(max_size=30)
+)
 _NAMES = st.one_of(st.sampled_from(["liberty", "nova", "current"]), st.text(max_size=300))
-_FILES = st.one_of(st.sampled_from(["current/x86_64/repodata/repomd.xml", "..", "%2e%2e"]),
-                   st.text(max_size=600), st.text(max_size=20).map(lambda t: t * 300))
-_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-                     st.floats(allow_nan=False), st.text(max_size=60),
-                     st.sampled_from(["nova", "refs/heads/main", "--upload-pack=touch x",
-                                      "0" * 40, "liberty"]))
-_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
-                     | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+_FILES = st.one_of(
+    st.sampled_from(["current/x86_64/repodata/repomd.xml", "..", "%2e%2e"]),
+    st.text(max_size=600),
+    st.text(max_size=20).map(lambda t: t * 300),
+)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=60),
+    st.sampled_from(["nova", "refs/heads/main", "--upload-pack=touch x", "0" * 40, "liberty"]),
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -91,8 +104,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     world = World(root / "world").create()
     port = free_port()
     config_path = root / "rpmgate.yaml"
-    config_path.write_text(yaml.safe_dump(world.config(listen={"host": "127.0.0.1",
-                                                               "port": port})))
+    config_path.write_text(yaml.safe_dump(world.config(listen={"host": "127.0.0.1", "port": port})))
     daemon = Daemon(config_path, f"http://127.0.0.1:{port}", root / "daemon.log")
     daemon.start()
     deadline = time.time() + 120
@@ -123,8 +135,11 @@ def _send(daemon: Daemon, method: str, path: str, body: bytes | None) -> int:
         conn.close()
 
 
-@settings(max_examples=1000, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(requests())
 def test_no_request_gets_a_5xx(daemon: Daemon, request_: tuple[str, str, bytes | None]) -> None:
     method, path, body = request_
@@ -144,4 +159,4 @@ def test_after_the_fuzz_the_daemon_is_healthy_and_logged_no_traceback(daemon: Da
     assert "pending" not in states
     assert daemon.get("/healthz")["ok"] is True
     log = Path(daemon.log).read_text()
-    assert "Traceback" not in log, log[log.find("Traceback") - 500:][:3000]
+    assert "Traceback" not in log, log[log.find("Traceback") - 500 :][:3000]

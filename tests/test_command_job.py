@@ -173,8 +173,15 @@ async def test_daemon_secrets_do_not_reach_commands(tmp_path, monkeypatch) -> No
 
     monkeypatch.setenv("RPMGATE_API_TOKEN", "do-not-leak-this-token")
     monkeypatch.setenv("KOJI_PASSWORD", "hunter2-hunter2")
-    ctx = JobContext(item_id=1, attempt=1, repo_path=tmp_path, repo_url="http://x/",
-                     arches=("x86_64",), base_repos=(), log_path=tmp_path / "env.log")
+    ctx = JobContext(
+        item_id=1,
+        attempt=1,
+        repo_path=tmp_path,
+        repo_url="http://x/",
+        arches=("x86_64",),
+        base_repos=(),
+        log_path=tmp_path / "env.log",
+    )
     job = CommandJob("env", "env", timeout_s=30, env={"EXTRA": "given"})
     result = await job.run(ctx)
     log = (tmp_path / "env.log").read_text()

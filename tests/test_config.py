@@ -62,63 +62,107 @@ BAD: dict[str, tuple[Callable[[Doc], object], str, str]] = {
     # case: (mutation, key named in the error, words of the message)
     "unknown project in a queue": (
         lambda d: _queue(d)["projects"].append("glance"),
-        "queues.liberty.projects.4", "unknown project 'glance'"),
+        "queues.liberty.projects.4",
+        "unknown project 'glance'",
+    ),
     "unknown backend": (
         lambda d: _queue(d).update(backend="brew"),
-        "queues.liberty.backend", "unknown backend 'brew'"),
+        "queues.liberty.backend",
+        "unknown backend 'brew'",
+    ),
     "unknown backend type": (
         lambda d: d["backends"].update(brew={"type": "brew"}),
-        "backends.brew", "'brew'"),
+        "backends.brew",
+        "'brew'",
+    ),
     "unknown repo": (
         lambda d: _queue(d).update(repo="mitaka"),
-        "queues.liberty.repo", "unknown publisher 'mitaka'"),
+        "queues.liberty.repo",
+        "unknown publisher 'mitaka'",
+    ),
     "extra top-level key": (
         lambda d: d.update(colour="blue"),
-        "colour", "Extra inputs are not permitted"),
+        "colour",
+        "Extra inputs are not permitted",
+    ),
     "extra project key": (
         lambda d: d["projects"]["nova"].update(brnch="main"),
-        "projects.nova.brnch", "Extra inputs are not permitted"),
+        "projects.nova.brnch",
+        "Extra inputs are not permitted",
+    ),
     "extra queue key": (
         lambda d: _queue(d).update(windw={"start": 3}),
-        "queues.liberty.windw", "Extra inputs are not permitted"),
+        "queues.liberty.windw",
+        "Extra inputs are not permitted",
+    ),
     "extra publisher key": (
         lambda d: d["publishers"]["liberty"].update(kep=3),
-        "publishers.liberty.kep", "Extra inputs are not permitted"),
+        "publishers.liberty.kep",
+        "Extra inputs are not permitted",
+    ),
     "extra local backend key": (
         lambda d: d["backends"]["local"].update(wrkers=4),
-        "backends.local.wrkers", "Extra inputs are not permitted"),
+        "backends.local.wrkers",
+        "Extra inputs are not permitted",
+    ),
     "extra command job key": (
         lambda d: _queue(d).update(jobs=[{"name": "smoke", "command": "true", "timout": 3}]),
-        "queues.liberty.jobs.0.timout", "Extra inputs are not permitted"),
+        "queues.liberty.jobs.0.timout",
+        "Extra inputs are not permitted",
+    ),
     "extra repoclosure job key": (
         lambda d: _queue(d).update(jobs=[{"name": "repoclosure", "base_repo": ["/x"]}]),
-        "queues.liberty.jobs.0.base_repo", "Extra inputs are not permitted"),
+        "queues.liberty.jobs.0.base_repo",
+        "Extra inputs are not permitted",
+    ),
     "extra listen key": (
         lambda d: d["listen"].update(hots="0.0.0.0"),
-        "listen.hots", "Extra inputs are not permitted"),
+        "listen.hots",
+        "Extra inputs are not permitted",
+    ),
     "extra auth key": (
         lambda d: d.update(auth={"api_token": "0123456789abcdef"}),
-        "auth.api_token", "Extra inputs are not permitted"),
+        "auth.api_token",
+        "Extra inputs are not permitted",
+    ),
     "window floor above start": (
         lambda d: _queue(d).update(window={"start": 2, "floor": 5}),
-        "queues.liberty.window", "floor (5) must not exceed start (2)"),
+        "queues.liberty.window",
+        "floor (5) must not exceed start (2)",
+    ),
     "duplicate job names": (
-        lambda d: _queue(d).update(jobs=["repoclosure", {"name": "smoke", "command": "true"},
-                                         {"name": "smoke", "command": "false"}]),
-        "queues.liberty.jobs", "duplicate job names: smoke"),
+        lambda d: _queue(d).update(
+            jobs=[
+                "repoclosure",
+                {"name": "smoke", "command": "true"},
+                {"name": "smoke", "command": "false"},
+            ]
+        ),
+        "queues.liberty.jobs",
+        "duplicate job names: smoke",
+    ),
     "command job without command": (
         lambda d: _queue(d).update(jobs=[{"name": "smoke"}]),
-        "queues.liberty.jobs.0.command", "Field required"),
+        "queues.liberty.jobs.0.command",
+        "Field required",
+    ),
     "unknown koji key": (
-        lambda d: d["backends"].update(koji={"type": "koji", "server": "https://k/kojihub",
-                                             "hub": "https://k"}),
-        "backends.koji", "unknown key 'hub'"),
+        lambda d: d["backends"].update(
+            koji={"type": "koji", "server": "https://k/kojihub", "hub": "https://k"}
+        ),
+        "backends.koji",
+        "unknown key 'hub'",
+    ),
     "a project in two queues": (
         _second_queue_with_nova,
-        "queues.mitaka.projects.0", "project 'nova' is already in queue 'liberty'"),
+        "queues.mitaka.projects.0",
+        "project 'nova' is already in queue 'liberty'",
+    ),
     "invalid project name": (
         lambda d: d["projects"].update({"no/slash": {"git": "/x"}}),
-        "projects", "'no/slash' is not a valid name"),
+        "projects",
+        "'no/slash' is not a valid name",
+    ),
 }
 
 
@@ -171,12 +215,12 @@ def test_environment_variables_are_expanded(doc: Doc, monkeypatch: pytest.Monkey
 
     assert config.auth.api_tokens == ("s3cret-0123456789abcdef",)
     assert config.db_url == "postgresql://gate@db/rpmgate"
-    assert config.projects["nova"].git == \
-        "https://s3cret-0123456789abcdef@git.example.org/nova.git"
+    assert config.projects["nova"].git == "https://s3cret-0123456789abcdef@git.example.org/nova.git"
 
 
 def test_job_commands_keep_shell_variables_for_the_job(
-        doc: Doc, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RPMGATE_REPO_PATH", "/daemon/env/must/not/leak")
     command = 'dnf --repofrompath=spec,"$RPMGATE_REPO_PATH" && echo $${RPMGATE_ITEM}'
     _queue(doc)["jobs"] = [{"name": "smoke", "command": command}]
@@ -187,7 +231,8 @@ def test_job_commands_keep_shell_variables_for_the_job(
 
 
 def test_an_unset_variable_is_an_error_naming_the_key(
-        doc: Doc, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("RPMGATE_TEST_UNSET", raising=False)
     doc["auth"] = {"api_tokens": ["${RPMGATE_TEST_UNSET}"]}
 
@@ -205,7 +250,8 @@ def test_a_short_api_token_is_refused(doc: Doc) -> None:
 
 
 def test_relative_paths_resolve_against_the_config_files_directory(
-        doc: Doc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc: Doc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     etc = tmp_path / "etc" / "rpmgate"
     etc.mkdir(parents=True)
     doc["state_dir"] = "state"
@@ -245,8 +291,9 @@ def test_check_config_exits_2_with_the_message_on_stderr(doc: Doc, tmp_path: Pat
 
     assert out.returncode == 2
     assert out.stdout == ""
-    assert out.stderr == (f"{path}: invalid configuration\n"
-                          "  queues.liberty.backend: unknown backend 'brew'\n")
+    assert out.stderr == (
+        f"{path}: invalid configuration\n  queues.liberty.backend: unknown backend 'brew'\n"
+    )
 
 
 def test_check_config_exits_2_for_a_missing_file(tmp_path: Path) -> None:

@@ -54,12 +54,18 @@ def _wait_for_state(daemon: Daemon, wanted: str, timeout: float = 60) -> list[st
     return []
 
 
-@pytest.mark.parametrize("kill_at", [("building", "testing", "final build"),
-                                     ("final build", "merging", "publishing"),
-                                     ("passed", "building", "final build")],
-                         ids=["scratch-then-tip", "tip-steps", "waiting-then-tip"])
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        ("building", "testing", "final build"),
+        ("final build", "merging", "publishing"),
+        ("passed", "building", "final build"),
+    ],
+    ids=["scratch-then-tip", "tip-steps", "waiting-then-tip"],
+)
 def test_kill_9_and_restart_lose_nothing_and_build_nothing_twice(
-        tmp_path: Path, kill_at: tuple[str, ...]) -> None:
+    tmp_path: Path, kill_at: tuple[str, ...]
+) -> None:
     world = World(tmp_path / "world").create()
     port = free_port()
     config = world.config(listen={"host": "127.0.0.1", "port": port})
@@ -70,12 +76,16 @@ def test_kill_9_and_restart_lose_nothing_and_build_nothing_twice(
     try:
         _wait(daemon, lambda: not daemon.busy() and daemon.get("/api/repos/liberty")["current"])
         accepted = []
-        for title, project, spec in (("A", "nova", NOVA_1201), ("B", "ceilometer", CEILO_801),
-                                     ("C", "horizon", HORIZON_BROKEN),
-                                     ("D", "python-django", DJANGO_NO_COMPAT)):
+        for title, project, spec in (
+            ("A", "nova", NOVA_1201),
+            ("B", "ceilometer", CEILO_801),
+            ("C", "horizon", HORIZON_BROKEN),
+            ("D", "python-django", DJANGO_NO_COMPAT),
+        ):
             ref = world.propose(project, _slow(spec), title)
-            status, body = daemon.post("/api/changes", {"project": project, "ref": ref,
-                                                        "title": title, "approve": True})
+            status, body = daemon.post(
+                "/api/changes", {"project": project, "ref": ref, "title": title, "approve": True}
+            )
             assert status == 202
             accepted.append(body["delivery"])
         seen: list[list[str]] = []
@@ -88,8 +98,13 @@ def test_kill_9_and_restart_lose_nothing_and_build_nothing_twice(
             daemon.start()
         # every kill hit a gate with work in flight, and at least two kills happened
         assert len(seen) >= 2 and all(seen), seen
-        _wait(daemon, lambda: all(daemon.get(f"/api/deliveries/{d}")["state"] != "pending"
-                                  for d in accepted) and not daemon.busy())
+        _wait(
+            daemon,
+            lambda: (
+                all(daemon.get(f"/api/deliveries/{d}")["state"] != "pending" for d in accepted)
+                and not daemon.busy()
+            ),
+        )
         for delivery in accepted:
             assert daemon.get(f"/api/deliveries/{delivery}")["state"] == "processed"
     finally:
@@ -102,8 +117,11 @@ def test_kill_9_and_restart_lose_nothing_and_build_nothing_twice(
         check_invariants(gate)
         # the local build store holds each published NVR exactly once
         store = tmp_path / "world" / "state" / "builds" / "local" / "builds"
-        nvrs = sorted(p.parent.parent.name + "-" + p.parent.name + "-" + p.name
-                      for p in store.glob("*/*/*") if (p / "build.json").exists())
+        nvrs = sorted(
+            p.parent.parent.name + "-" + p.parent.name + "-" + p.name
+            for p in store.glob("*/*/*")
+            if (p / "build.json").exists()
+        )
         assert len(nvrs) == len(set(nvrs))
         assert "nova-12.0.1-1" in nvrs and "ceilometer-8.0.1-1" in nvrs
     finally:

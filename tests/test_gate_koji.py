@@ -27,8 +27,8 @@ from gate.builders.koji import KojiBackend
 from gate.builders.koji_config import KojiConfig
 from gate.config import parse_config
 from gate.daemon import Gate
+from gate.deliveries import store_delivery
 from gate.demo_world import INITIAL, PackageSpec, World, git
-from gate.web.app import store_delivery
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, ItemRow
 from repo_state.pool import Pool, sha256_file
@@ -61,8 +61,9 @@ def hub(tmp_path: Path, world: World) -> Iterator[FakeKoji]:
 
 
 @asynccontextmanager
-async def koji_gate(world: World, fk: FakeKoji, idle: bool = True, mode: str = "srpm",
-                    **overrides: Any) -> AsyncIterator[Gate]:
+async def koji_gate(
+    world: World, fk: FakeKoji, idle: bool = True, mode: str = "srpm", **overrides: Any
+) -> AsyncIterator[Gate]:
     gate = Gate(parse_config(koji_config_doc(world, fk, mode, **overrides)))
     await gate.start()
     try:
@@ -264,7 +265,7 @@ async def seed_final_build_from_other_sources(world: World, fk: FakeKoji, tmp_pa
         KojiConfig(**koji_settings(fk)), Pool(tmp_path / "outsider-pool"), tmp_path / "outsider"
     )
     try:
-        outcome = await outsider.wait(await outsider.submit(request), request)
+        outcome = await outsider.wait(await outsider.submit(request))
     finally:
         await outsider.close()
     assert outcome.ok, outcome.reason
@@ -474,8 +475,7 @@ async def test_hub_outage_mid_run_is_ridden_out_by_the_gate(world: World, hub: F
     shows it in the status document, and ends as if nothing happened."""
     async with koji_gate(world, hub) as gate:
         building = asyncio.Event()
-        gate.listeners.append(
-            lambda e: building.set() if e.get("state") == "building" else None)
+        gate.listeners.append(lambda e: building.set() if e.get("state") == "building" else None)
         propose(gate, world, "nova", NOVA_1201, "A")
         propose(gate, world, "ceilometer", CEILO_801, "B")
         gate.wake()
@@ -510,7 +510,8 @@ class TwoKnobSpec(PackageSpec):
         text = super().render().replace(f"Release: {self.release}\n", "")
         return f"%global rel {self.release}\n" + text.replace(
             "License: ASL 2.0\n",
-            "License: ASL 2.0\n%global relsuffix %{nil}\nRelease: %{rel}%{relsuffix}\n")
+            "License: ASL 2.0\n%global relsuffix %{nil}\nRelease: %{rel}%{relsuffix}\n",
+        )
 
 
 @pytest.fixture
@@ -522,15 +523,22 @@ def knob_world(tmp_path: Path) -> World:
 def two_edits_of_ceilometer(gate: Gate, world: World) -> None:
     """X and Y both change ceilometer.spec, in different hunks, both made on the branch
     head: Y's tested merge (on top of X) is a merge commit no one pushed anywhere."""
-    propose_spec_edit(gate, world, "ceilometer",
-                      lambda s: s.replace("%global rel 1\n", "%global rel 2\n"), "X")
-    propose_spec_edit(gate, world, "ceilometer",
-                      lambda s: s.replace("%global relsuffix %{nil}", "%global relsuffix .1"), "Y")
+    propose_spec_edit(
+        gate, world, "ceilometer", lambda s: s.replace("%global rel 1\n", "%global rel 2\n"), "X"
+    )
+    propose_spec_edit(
+        gate,
+        world,
+        "ceilometer",
+        lambda s: s.replace("%global relsuffix %{nil}", "%global relsuffix .1"),
+        "Y",
+    )
     gate.wake()
 
 
 def scm_final_builds(fk: FakeKoji) -> dict[str, str]:
     """The commit of every non-scratch build submitted from SCM, by the NVR Koji made."""
+
     def collect() -> dict[str, str]:
         found = {}
         for build in fk.hub.state.builds.values():
@@ -539,6 +547,7 @@ def scm_final_builds(fk: FakeKoji) -> dict[str, str]:
             if "://" in source:
                 found[build.nvr] = source.rsplit("#", 1)[1]
         return found
+
     return fk.run(collect)
 
 
@@ -570,9 +579,11 @@ async def test_scm_final_build_of_a_non_fast_forward_merge_builds_from_a_gate_ow
 def refuse_gate_branches(world: World, project: str) -> None:
     """A server-side hook, as a forge may have, that refuses the gate's branches."""
     hook = world.remote(project) / "hooks" / "pre-receive"
-    hook.write_text("#!/bin/sh\nwhile read old new ref; do\n"
-                    '  case "$ref" in refs/heads/rpmgate/*) echo "branches are for humans";'
-                    " exit 1;; esac\ndone\n")
+    hook.write_text(
+        "#!/bin/sh\nwhile read old new ref; do\n"
+        '  case "$ref" in refs/heads/rpmgate/*) echo "branches are for humans";'
+        " exit 1;; esac\ndone\n"
+    )
     hook.chmod(0o755)
 
 
@@ -596,7 +607,8 @@ async def test_a_remote_refusing_gate_branches_fails_only_the_merge_kojid_cannot
             "fetch: the repository refused the gate's branch "
             f"rpmgate/builds/scratch-{(y.build_key or '')[:16]} (branches are for humans); "
             "rebase the change so that it merges as a fast-forward, or let the gate push "
-            "branches under that namespace"), y_failure
+            "branches under that namespace"
+        ), y_failure
         assert hub.hub.count("build") == 4 + 2  # bootstrap, X's scratch and final build
         check_invariants(gate)
     hub.stop()
@@ -615,7 +627,7 @@ async def test_a_backend_error_holds_the_item_visibly_and_a_restart_resumes_it(
         raise KeyError("label")
 
     async with koji_gate(world, hub) as gate:
-        client = await aiohttp_client(make_app(gate))
+        client = await aiohttp_client(make_app(gate.runtime))
         monkeypatch.setattr(koji_watch, "_child", unreadable)
         propose(gate, world, "nova", NOVA_1201, "A")
         gate.wake()
@@ -654,16 +666,24 @@ async def test_a_backend_error_holds_the_item_visibly_and_a_restart_resumes_it(
 
 
 async def test_a_two_arch_target_builds_and_publishes_every_arch(tmp_path: Path) -> None:
-    world = World(tmp_path / "world", projects={
-        "nova": PackageSpec("nova", "12.0.0", noarch=False),
-        "ceilometer": PackageSpec("ceilometer", "8.0.0", requires=("nova >= 12.0.0",)),
-    }).create()
+    world = World(
+        tmp_path / "world",
+        projects={
+            "nova": PackageSpec("nova", "12.0.0", noarch=False),
+            "ceilometer": PackageSpec("ceilometer", "8.0.0", requires=("nova >= 12.0.0",)),
+        },
+    ).create()
     fk = start_hub(tmp_path / "hub", world)
     try:
         for tag in ("liberty-build", "liberty-candidate"):
             fk.run(lambda tag=tag: fk.hub.set_arches(tag, "x86_64 aarch64"))
-        publishers = {"liberty": {"root": str(world.root / "repos" / "liberty"),
-                                  "arches": ["x86_64", "aarch64"], "keep": 10}}
+        publishers = {
+            "liberty": {
+                "root": str(world.root / "repos" / "liberty"),
+                "arches": ["x86_64", "aarch64"],
+                "keep": 10,
+            }
+        }
         async with koji_gate(world, fk, publishers=publishers) as gate:
             propose(gate, world, "nova", PackageSpec("nova", "12.0.1", noarch=False), "A")
             gate.wake()

@@ -24,8 +24,8 @@ from sqlmodel import select
 from gate.builds import final_key
 from gate.config import parse_config
 from gate.daemon import Gate
+from gate.deliveries import store_delivery
 from gate.demo_world import PackageSpec, World, git
-from gate.web.app import store_delivery
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, ItemRow
 from repo_state.state import RepoState
@@ -320,9 +320,7 @@ async def test_branch_polling_sees_a_direct_push(world: World, flavour: Flavour)
         sha = world.push_direct(
             "horizon", PackageSpec("horizon", "9.0.2", requires=("python-django-compat",)), "x"
         )
-        from gate.ingest import poll_queue
-
-        await poll_queue(gate, "liberty")
+        await gate.polling.poll_queue("liberty")
         await gate.wait_idle(120)
         assert _nvrs(gate)["horizon"] == "horizon-9.0.2-1"
         with session(gate.engine) as s:
@@ -402,7 +400,7 @@ async def test_publish_failure_after_merge_is_retried_as_a_post_item(
         from gate.web.status import status
 
         with session(gate.engine) as s:
-            doc = status(gate, s)
+            doc = status(gate.runtime, s)
         [item] = doc["queues"][0]["items"]
         assert item["state"] == "publish retry (post item)"
         assert item["failure"].startswith("publish failed, retrying")

@@ -119,7 +119,7 @@ async def test_scratch_build_uploads_srpm_and_pools_verified_rpms_from_task_dirs
         request = repo.request(repo.commit(spec()))
 
         ref = await backend.submit(request)
-        outcome = await backend.wait(ref, request)
+        outcome = await backend.wait(ref)
 
         assert outcome.ok, outcome.reason
         assert outcome.nvr == f"hello-1.0-1{DIST}"
@@ -158,7 +158,7 @@ async def test_scratch_build_from_scm_url_uploads_nothing(
     backend = backends(scratch_source="scm")
     request = repo.request(repo.commit(spec()))
 
-    outcome = await backend.wait(await backend.submit(request), request)
+    outcome = await backend.wait(await backend.submit(request))
 
     assert outcome.ok, outcome.reason
     assert fake_koji.hub.count("rawUpload") == 0
@@ -177,7 +177,7 @@ async def test_same_scratch_key_is_submitted_once(
 
     refs = await asyncio.gather(*(backend.submit(request) for _ in range(3)))
     fake_koji.release()
-    outcome = await backend.wait(refs[0], request)
+    outcome = await backend.wait(refs[0])
     again = await backend.submit(request)
 
     assert outcome.ok
@@ -198,7 +198,7 @@ async def test_lost_reply_to_build_does_not_submit_twice(
 
     assert build_tasks(fake_koji) == [int(ref)]
     assert fake_koji.hub.count("listTasks") >= 1
-    assert (await backend.wait(ref, request)).ok
+    assert (await backend.wait(ref)).ok
 
 
 async def test_real_build_failure_reports_arch_fault_and_log_links_without_retry(
@@ -207,7 +207,7 @@ async def test_real_build_failure_reports_arch_fault_and_log_links_without_retry
     backend = backends()
     request = repo.request(repo.commit(spec(build="echo 'make: *** [all] Error 2'; exit 1")))
 
-    outcome = await backend.wait(await backend.submit(request), request)
+    outcome = await backend.wait(await backend.submit(request))
 
     assert not outcome.ok
     child = outcome.extra["failed_task"]
@@ -238,7 +238,7 @@ async def test_failure_names_the_failing_arch_among_several(
         backend = backends(fk=fk)
         request = repo.request(repo.commit(spec(noarch=False)))
 
-        outcome = await backend.wait(await backend.submit(request), request)
+        outcome = await backend.wait(await backend.submit(request))
 
         assert not outcome.ok
         assert outcome.extra["failed_arch"] == "i686"
@@ -253,7 +253,7 @@ async def test_reset_cancels_the_obsolete_scratch_task(
     backend = backends()
     request = repo.request(repo.commit(spec(build="sleep 60")))
     ref = await backend.submit(request)
-    waiter = asyncio.create_task(backend.wait(ref, request))
+    waiter = asyncio.create_task(backend.wait(ref))
 
     def building() -> bool:
         return "OPEN" in [
@@ -296,7 +296,7 @@ async def test_hub_outage_mid_build_is_ridden_out_and_visible_in_status(
     request = repo.request(repo.commit(spec()))
     fake_koji.hold()
     ref = await backend.submit(request)
-    waiter = asyncio.create_task(backend.wait(ref, request))
+    waiter = asyncio.create_task(backend.wait(ref))
     await backend.watcher.wait_cycles(1)
 
     fake_koji.hub.outage = mode
@@ -383,14 +383,16 @@ async def test_a_fault_while_polling_a_task_does_not_lose_it(
     # "lost" would make the daemon submit again; a fault is not an answer about the task
     fake_koji.hub.fault_next("getTaskInfo", 1, "<class 'psycopg2.OperationalError'>: db", times=3)
 
-    outcome = await backend.wait(ref, request)
+    outcome = await backend.wait(ref)
 
     assert outcome.ok, outcome.reason
     assert fake_koji.hub.count("build") == 1
 
 
 async def test_a_bug_in_a_poll_cycle_stops_the_watch_loudly_instead_of_retrying(
-    fake_koji: FakeKoji, repo: Distgit, backends: Callable[..., KojiBackend],
+    fake_koji: FakeKoji,
+    repo: Distgit,
+    backends: Callable[..., KojiBackend],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A reply the client cannot read is not an outage: no silent retry loop."""
@@ -403,7 +405,7 @@ async def test_a_bug_in_a_poll_cycle_stops_the_watch_loudly_instead_of_retrying(
 
     monkeypatch.setattr(koji_watch, "_child", unreadable)
     with pytest.raises(BackendError, match=r"^Koji backend error: KeyError: 'method' \(at "):
-        await backend.wait(ref, request)
+        await backend.wait(ref)
 
     status = backend.status()
     assert status["error"].startswith("KeyError: 'method' (at test_koji_backend.py:")
@@ -423,7 +425,7 @@ async def test_a_submission_costs_a_constant_number_of_calls_and_no_recovery_sca
         before = len(fake_koji.hub.calls)
         ref = await backend.submit(request)
         per_build.append(len(fake_koji.hub.calls) - before)
-        assert (await backend.wait(ref, request)).ok
+        assert (await backend.wait(ref)).ok
     assert fake_koji.hub.count("listTasks") == 0
     assert fake_koji.hub.count("getTaskRequest") == 0
     # the first submission also logs in; after that every one costs the same
@@ -436,7 +438,7 @@ async def test_recovery_adopts_only_what_the_journal_names(
     first = backends("state-a")
     request = repo.request(repo.commit(spec()))
     ref = await first.submit(request)
-    assert (await first.wait(ref, request)).ok
+    assert (await first.wait(ref)).ok
     # another daemon (no journal) finds nothing to adopt, and asks the hub nothing
     other = backends("state-b")
     calls = len(fake_koji.hub.calls)
@@ -446,7 +448,7 @@ async def test_recovery_adopts_only_what_the_journal_names(
     fake_koji.hub.builder.failures.append(Failure("buildArch", "boom"))
     failing = repo.request(repo.commit(spec(content="v2")), key="f" * 20)
     failed_ref = await first.submit(failing)
-    assert not (await first.wait(failed_ref, failing)).ok
+    assert not (await first.wait(failed_ref)).ok
     assert await first.recover(failing) is None
 
 
@@ -489,7 +491,7 @@ async def test_restart_with_tasks_in_flight_reattaches_without_resubmitting(
     recovered = [await after.recover(r) for r in requests_]
     fake_koji.release()
     outcomes = await asyncio.gather(
-        *(after.wait(ref, r) for ref, r in zip(refs, requests_, strict=True))
+        *(after.wait(ref) for ref, r in zip(refs, requests_, strict=True))
     )
 
     assert recovered == refs
@@ -535,7 +537,7 @@ async def test_kill_9_before_the_task_id_is_recorded_is_recovered_from_the_hub(
 
     assert ref is not None and build_tasks(fake_koji) == [int(ref)]
     assert await backend.submit(request) == ref
-    assert (await backend.wait(ref, request)).ok
+    assert (await backend.wait(ref)).ok
     assert fake_koji.hub.count("build") == 1
 
 
@@ -549,7 +551,7 @@ async def test_final_build_downloads_from_packages_dir_and_checks_payloadhash(
     backend = backends()
     request = repo.request(repo.commit(spec()), purpose="final")
 
-    outcome = await backend.wait(await backend.submit(request), request)
+    outcome = await backend.wait(await backend.submit(request))
 
     assert outcome.ok, outcome.reason
     assert outcome.nvr == f"hello-1.0-1{DIST}"
@@ -559,7 +561,7 @@ async def test_final_build_downloads_from_packages_dir_and_checks_payloadhash(
     binary = next(a for a in outcome.artifacts if a.arch == "noarch")
     published = fake_koji.hub.topdir / f"packages/hello/1.0/1{DIST}/noarch" / binary.filename
     assert sha256_file(published) == binary.checksum
-    existing = await backend.find_final("hello", outcome.nvr)
+    existing = await backend.find_final(outcome.nvr)
     assert existing is not None and existing.state == "COMPLETE"
     assert existing.source == request.tree and existing.task_ref == outcome.extra["task_id"]
     assert existing.artifacts == outcome.artifacts
@@ -571,7 +573,7 @@ async def test_corrupt_download_is_refused_and_not_pooled(
     fake_koji.hub.builder.allow_srpm_final = True
     backend = backends()
     request = repo.request(repo.commit(spec()), purpose="final")
-    outcome = await backend.wait(await backend.submit(request), request)
+    outcome = await backend.wait(await backend.submit(request))
     binary = next(a for a in outcome.artifacts if a.arch == "noarch")
     on_hub = fake_koji.hub.topdir / f"packages/hello/1.0/1{DIST}/noarch" / binary.filename
     data = bytearray(on_hub.read_bytes())
@@ -582,7 +584,7 @@ async def test_corrupt_download_is_refused_and_not_pooled(
     other.downloader.pool = fresh_pool
 
     with pytest.raises(TransientBackendError, match="digests do not match"):
-        await other.find_final("hello", outcome.nvr)
+        await other.find_final(outcome.nvr)
     source = next(a for a in outcome.artifacts if a.is_source)
     assert {p.stem for p in fresh_pool.root.rglob("*.rpm")} <= {source.checksum}
 
@@ -607,12 +609,12 @@ async def test_final_build_of_same_sources_is_taken_over_after_a_restart(
     # a daemon without the first one's journal re-attaches to the BUILDING build ...
     second = backends("state-b")
     assert await second.submit(request) == ref
-    outcome = await second.wait(ref, request)
+    outcome = await second.wait(ref)
     assert outcome.ok
     # ... and a third, after it completed, adopts the COMPLETE one
     third = backends("state-c")
     assert await third.submit(request) == ref
-    assert (await third.wait(ref, request)).artifacts == outcome.artifacts
+    assert (await third.wait(ref)).artifacts == outcome.artifacts
     assert fake_koji.hub.count("build") == 1
 
 
@@ -622,7 +624,7 @@ async def test_final_build_of_an_nvr_built_from_other_sources_fails_clearly(
     fake_koji.hub.builder.allow_srpm_final = True
     backend = backends()
     old = repo.request(repo.commit(spec(content="old")), purpose="final", key="o" * 20)
-    assert (await backend.wait(await backend.submit(old), old)).ok
+    assert (await backend.wait(await backend.submit(old))).ok
 
     new = repo.request(repo.commit(spec(content="new")), purpose="final", key="n" * 20)
     with pytest.raises(BuildError) as caught:
@@ -641,12 +643,12 @@ async def test_failed_final_build_may_be_built_again(
     fake_koji.hub.builder.failures.append(Failure("buildArch", "builder ran out of disk"))
     backend = backends()
     request = repo.request(repo.commit(spec()), purpose="final")
-    failed = await backend.wait(await backend.submit(request), request)
+    failed = await backend.wait(await backend.submit(request))
     assert not failed.ok and "out of disk" in failed.reason
 
     fake_koji.hub.builder.failures.clear()
     ref = await backend.submit(request)
-    outcome = await backend.wait(ref, request)
+    outcome = await backend.wait(ref)
 
     assert outcome.ok, outcome.reason
     assert fake_koji.hub.count("build") == 2
@@ -660,7 +662,7 @@ async def test_hub_refusing_final_builds_from_srpm_says_what_to_change(
     backend = backends()
     request = repo.request(repo.commit(spec()), purpose="final")
 
-    outcome = await backend.wait(await backend.submit(request), request)
+    outcome = await backend.wait(await backend.submit(request))
 
     assert not outcome.ok
     assert "policy violation (build_from_srpm)" in outcome.reason
@@ -674,7 +676,7 @@ async def test_final_build_from_scm_then_tagged_after_publish_once(
     backend = backends(final_source="scm", tag_after_publish="liberty-release")
     request = repo.request(repo.commit(spec()), purpose="final")
 
-    outcome = await backend.wait(await backend.submit(request), request)
+    outcome = await backend.wait(await backend.submit(request))
     assert outcome.ok, outcome.reason
     await backend.after_publish(outcome.nvr)
     await backend.after_publish(outcome.nvr)  # a retried publish step
@@ -695,7 +697,7 @@ async def test_tagging_refused_by_the_hub_is_a_build_error(
     fake_koji.hub.builder.allow_srpm_final = True
     backend = backends()
     request = repo.request(repo.commit(spec()), purpose="final")
-    outcome = await backend.wait(await backend.submit(request), request)
+    outcome = await backend.wait(await backend.submit(request))
 
     # kojihub RootExports.tagBuild: TagError "Package %s not in list for %s" (the tag name)
     with pytest.raises(BuildError, match="Package hello not in list for liberty-release"):
@@ -718,7 +720,7 @@ async def test_http_requests_per_poll_cycle_stay_flat(
     reqs = [repo.request(commit, key=f"{i:020d}") for i in range(in_flight)]
     fake_koji.hold()
     refs = await asyncio.gather(*(backend.submit(r) for r in reqs))
-    waiters = [asyncio.create_task(backend.wait(ref, r)) for ref, r in zip(refs, reqs, strict=True)]
+    waiters = [asyncio.create_task(backend.wait(ref)) for ref, r in zip(refs, reqs, strict=True)]
 
     await backend.watcher.wait_cycles(1)
     before = fake_koji.hub.http_requests
@@ -767,7 +769,7 @@ async def test_ssl_client_certificate_login_and_https_downloads(
         )
         request = repo.request(repo.commit(spec()))
 
-        outcome = await backend.wait(await backend.submit(request), request)
+        outcome = await backend.wait(await backend.submit(request))
 
         assert outcome.ok, outcome.reason
         assert fk.hub.count("sslLogin") >= 1 and fk.hub.count("login") == 0
@@ -826,7 +828,7 @@ async def test_anonymous_backend_reads_but_cannot_submit(
 ) -> None:
     backend = backends(authtype="noauth", user=None, password=None)
 
-    assert await backend.find_final("hello", "hello-9-9") is None
+    assert await backend.find_final("hello-9-9") is None
     with pytest.raises(BuildError, match="noauth"):
         await backend.submit(repo.request(repo.commit(spec())))
     assert fake_koji.hub.count("build") == 0
@@ -886,11 +888,10 @@ def test_config_without_authtype_infers_it_like_the_koji_cli(tmp_path: Path) -> 
 
 
 async def test_unknown_task_reference_is_task_lost(
-    backends: Callable[..., KojiBackend], repo: Distgit
+    backends: Callable[..., KojiBackend],
 ) -> None:
     backend = backends()
-    request = repo.request(repo.commit(spec()))
     with pytest.raises(TaskLost):
-        await backend.wait("424242", request)
+        await backend.wait("424242")
     with pytest.raises(TaskLost):
-        await backend.wait("not-a-task", request)
+        await backend.wait("not-a-task")

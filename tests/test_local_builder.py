@@ -136,7 +136,7 @@ async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
 
 
 async def build(backend: LocalBackend, request: BuildRequest) -> BuildOutcome:
-    return await backend.wait(await backend.submit(request), request)
+    return await backend.wait(await backend.submit(request))
 
 
 async def test_scratch_build_puts_rpms_in_pool_with_nevra_and_sourcerpm(
@@ -310,11 +310,11 @@ async def test_final_build_is_stored_and_found(backend: LocalBackend, distgit) -
     commit = repo.commit({"hello.spec": spec()})
     request = repo.request(commit, purpose="final", key="final-key")
 
-    assert await backend.find_final("hello", "hello-1.0-1") is None
+    assert await backend.find_final("hello-1.0-1") is None
     outcome = await build(backend, request)
     assert outcome.ok, outcome.reason
 
-    existing = await backend.find_final("hello", "hello-1.0-1")
+    existing = await backend.find_final("hello-1.0-1")
     assert existing is not None
     assert existing.state == "COMPLETE"
     assert existing.source == commit[1]
@@ -323,8 +323,8 @@ async def test_final_build_is_stored_and_found(backend: LocalBackend, distgit) -
     assert (backend.builds_dir / "hello" / "1.0" / "1" / "build.json").is_file()
     # A backend started afresh on the same state dir (daemon restart) sees it too.
     restarted = LocalBackend(backend.state_dir, backend.pool)
-    assert await restarted.find_final("hello", "hello-1.0-1") == existing
-    assert await backend.find_final("hello", "hello-9-9") is None
+    assert await restarted.find_final("hello-1.0-1") == existing
+    assert await backend.find_final("hello-9-9") is None
 
 
 async def test_failed_final_build_is_not_stored(backend: LocalBackend, distgit) -> None:
@@ -332,7 +332,7 @@ async def test_failed_final_build_is_not_stored(backend: LocalBackend, distgit) 
     request = repo.request(repo.commit({"hello.spec": spec(build="exit 1")}), purpose="final")
 
     assert not (await build(backend, request)).ok
-    assert await backend.find_final("hello", "hello-1.0-1") is None
+    assert await backend.find_final("hello-1.0-1") is None
 
 
 async def test_final_build_of_existing_nvr_from_another_tree_is_refused(
@@ -353,7 +353,7 @@ async def test_final_build_of_existing_nvr_from_another_tree_is_refused(
         f"this change is tree {second_commit[1]})"
     )
     assert backend.rebuild_count("final") == 1
-    assert (await backend.find_final("hello", "hello-1.0-1")).source == first_commit[1]
+    assert (await backend.find_final("hello-1.0-1")).source == first_commit[1]
 
 
 async def test_final_build_of_existing_nvr_from_same_tree_is_adopted(
@@ -376,12 +376,12 @@ async def test_unknown_task_ref_raises_task_lost(backend: LocalBackend, distgit)
     repo = distgit()
     request = repo.request(repo.commit({"hello.spec": spec()}))
     with pytest.raises(TaskLost):
-        await backend.wait("no-such-ref", request)
+        await backend.wait("no-such-ref")
     # A restarted daemon's backend does not know the refs of the previous one.
     ref = await backend.submit(request)
     restarted = LocalBackend(backend.state_dir, backend.pool)
     with pytest.raises(TaskLost):
-        await restarted.wait(ref, request)
+        await restarted.wait(ref)
     await backend.cancel(ref)
 
 
@@ -427,7 +427,7 @@ async def test_cancel_kills_a_running_build(backend: LocalBackend, distgit, tmp_
     await backend.cancel("never-submitted")
 
     assert not process_alive(pid)
-    outcome = await backend.wait(ref, request)
+    outcome = await backend.wait(ref)
     assert not outcome.ok
     assert outcome.reason == "build canceled"
 
@@ -460,14 +460,18 @@ async def test_one_worker_runs_builds_one_at_a_time(tmp_path: Path, distgit) -> 
         requests.append(repo.request(repo.commit({f"{name}.spec": spec(name, build=build_script)})))
     try:
         refs = [await backend.submit(r) for r in requests]
-        outcomes = [await backend.wait(ref, r) for ref, r in zip(refs, requests, strict=True)]
+        outcomes = [await backend.wait(ref) for ref, r in zip(refs, requests, strict=True)]
     finally:
         await backend.close()
 
     assert all(o.ok for o in outcomes), [o.reason for o in outcomes]
     spans: dict[str, dict[str, int]] = {}
-    lines = [line for o in outcomes for line in Path(o.log).read_text().splitlines()
-             if line.startswith("TIMES ")]
+    lines = [
+        line
+        for o in outcomes
+        for line in Path(o.log).read_text().splitlines()
+        if line.startswith("TIMES ")
+    ]
     for line in lines:
         _, name, event, stamp = line.split()
         spans.setdefault(name, {})[event] = int(stamp)

@@ -13,9 +13,8 @@ from gate.planner import (
     RunJobs,
     StartAttempt,
     plan,
-    window_after_failure,
-    window_after_merge,
 )
+from gate.queue_rules import window_after_failure, window_after_merge
 
 
 def gate_item(id: int, project: str = "nova", **kw: object) -> ItemView:
@@ -23,8 +22,14 @@ def gate_item(id: int, project: str = "nova", **kw: object) -> ItemView:
 
 
 def passing(id: int, ahead: tuple[int, ...], generation: int = 1, **kw: object) -> ItemView:
-    fields = {"base": Base(generation, ahead), "merge": Step.PASSED, "build_key": f"k{id}",
-              "build": Step.PASSED, "jobs": Step.PASSED, **kw}
+    fields = {
+        "base": Base(generation, ahead),
+        "merge": Step.PASSED,
+        "build_key": f"k{id}",
+        "build": Step.PASSED,
+        "jobs": Step.PASSED,
+        **kw,
+    }
     return gate_item(id, f"p{id}", **fields)
 
 
@@ -34,8 +39,11 @@ def queue(*items: ItemView, generation: int = 1, **kw: object) -> QueueState:
 
 def test_new_items_start_on_the_items_ahead_of_them() -> None:
     actions = plan(queue(gate_item(1), gate_item(2), gate_item(3)))
-    assert actions == [StartAttempt(1, Base(1, ())), StartAttempt(2, Base(1, (1,))),
-                       StartAttempt(3, Base(1, (1, 2)))]
+    assert actions == [
+        StartAttempt(1, Base(1, ())),
+        StartAttempt(2, Base(1, (1,))),
+        StartAttempt(3, Base(1, (1, 2))),
+    ]
 
 
 def test_items_beyond_the_window_do_not_start() -> None:
@@ -59,7 +67,8 @@ def test_items_behind_a_failing_item_are_reset_past_it() -> None:
 def test_a_failing_item_waits_until_it_is_at_the_head() -> None:
     failing = passing(2, (1,), jobs=Step.FAILED, failure="repoclosure: ...")
     assert Dequeue(2, merged=False, reason="repoclosure: ...") not in plan(
-        queue(passing(1, ()), failing))
+        queue(passing(1, ()), failing)
+    )
     at_head = passing(2, (1,), generation=1, jobs=Step.FAILED, failure="repoclosure: ...")
     q = queue(at_head, generation=2, producers={2: (1,)})
     assert plan(q) == [Dequeue(2, merged=False, reason="repoclosure: ...")]
@@ -109,35 +118,52 @@ def test_a_publish_retry_waits_for_its_backoff() -> None:
 def test_post_items_publish_together_once_all_are_built() -> None:
     built = dict(tip=TipStep.FINAL_BUILD, tip_state=Step.PASSED)
     a = ItemView(id=1, kind=ItemKind.POST, project="a", **built)  # type: ignore[arg-type]
-    b = ItemView(id=2, kind=ItemKind.POST, project="b", tip=TipStep.FINAL_BUILD,
-                 tip_state=Step.RUNNING)
+    b = ItemView(
+        id=2, kind=ItemKind.POST, project="b", tip=TipStep.FINAL_BUILD, tip_state=Step.RUNNING
+    )
     assert plan(queue(a, b)) == []
     b_built = ItemView(id=2, kind=ItemKind.POST, project="b", **built)  # type: ignore[arg-type]
     assert plan(queue(a, b_built)) == [Publish((1, 2))]
 
 
 def test_a_post_item_whose_final_build_failed_is_dropped_from_the_batch() -> None:
-    failed = ItemView(id=1, kind=ItemKind.POST, project="a", tip=TipStep.FINAL_BUILD,
-                      tip_state=Step.FAILED, failure="final build failed: x")
-    ok = ItemView(id=2, kind=ItemKind.POST, project="b", tip=TipStep.FINAL_BUILD,
-                  tip_state=Step.PASSED)
-    assert plan(queue(failed, ok)) == [Dequeue(1, merged=False, reason="final build failed: x"),
-                                       Publish((2,))]
+    failed = ItemView(
+        id=1,
+        kind=ItemKind.POST,
+        project="a",
+        tip=TipStep.FINAL_BUILD,
+        tip_state=Step.FAILED,
+        failure="final build failed: x",
+    )
+    ok = ItemView(
+        id=2, kind=ItemKind.POST, project="b", tip=TipStep.FINAL_BUILD, tip_state=Step.PASSED
+    )
+    assert plan(queue(failed, ok)) == [
+        Dequeue(1, merged=False, reason="final build failed: x"),
+        Publish((2,)),
+    ]
 
 
 def test_items_wait_for_post_items_ahead_to_be_built() -> None:
-    post = ItemView(id=1, kind=ItemKind.POST, project="a", tip=TipStep.FINAL_BUILD,
-                    tip_state=Step.RUNNING)
+    post = ItemView(
+        id=1, kind=ItemKind.POST, project="a", tip=TipStep.FINAL_BUILD, tip_state=Step.RUNNING
+    )
     assert plan(queue(post, passing(2, (1,), jobs=Step.NONE))) == []
 
 
 def test_only_builds_containing_a_rejected_change_are_canceled() -> None:
-    running = {"k-old": RunningBuild("nova", frozenset({1, 3})),  # 1 left the queue rejected
-               "k-behind-failing": RunningBuild("nova", frozenset({2, 3})),  # 2 still queued
-               "k-merged": RunningBuild("nova", frozenset({4, 3}))}  # 4 was published
-    q = queue(passing(2, (), jobs=Step.FAILED), gate_item(3, "nova", base=Base(2, ()),
-                                                         merge=Step.RUNNING),
-              generation=2, producers={2: (4,)}, running_builds=running)
+    running = {
+        "k-old": RunningBuild("nova", frozenset({1, 3})),  # 1 left the queue rejected
+        "k-behind-failing": RunningBuild("nova", frozenset({2, 3})),  # 2 still queued
+        "k-merged": RunningBuild("nova", frozenset({4, 3})),
+    }  # 4 was published
+    q = queue(
+        passing(2, (), jobs=Step.FAILED),
+        gate_item(3, "nova", base=Base(2, ()), merge=Step.RUNNING),
+        generation=2,
+        producers={2: (4,)},
+        running_builds=running,
+    )
     assert [a for a in plan(q) if isinstance(a, CancelBuild)] == [CancelBuild("k-old")]
 
 

@@ -97,8 +97,11 @@ def test_simulation_detects_a_planner_that_publishes_untested_sets(monkeypatch) 
     """The property tests can fail: a planner skipping the reset is caught."""
     import gate.planner as planner
 
-    monkeypatch.setattr(planner, "normalize_base", lambda base, producers: base.__class__(
-        (producers and max(producers)) or 0, ()))
+    monkeypatch.setattr(
+        planner,
+        "normalize_base",
+        lambda base, producers: base.__class__((producers and max(producers)) or 0, ()),
+    )
     changes = [
         Change(1, "nova", final_fails=True),
         Change(2, "ceilometer", requires=frozenset({1})),

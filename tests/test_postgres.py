@@ -23,8 +23,8 @@ from sqlmodel import SQLModel, select
 
 from gate.config import parse_config
 from gate.daemon import Gate
+from gate.deliveries import store_delivery
 from gate.demo_world import World
-from gate.web.app import store_delivery
 from repo_state.db import make_engine, migrate, session
 from repo_state.models import ChangeRow, Delivery
 from tests.conftest import (
@@ -35,13 +35,24 @@ from tests.conftest import (
 from tests.invariants import check_invariants, failure_of, results
 
 if not POSTGRES_URL:
-    pytest.skip("set RPMGATE_TEST_DATABASE_URL=postgresql://... to run the PostgreSQL tests",
-                allow_module_level=True)
+    pytest.skip(
+        "set RPMGATE_TEST_DATABASE_URL=postgresql://... to run the PostgreSQL tests",
+        allow_module_level=True,
+    )
 
 pytestmark = pytest.mark.postgres
 
-TABLES = {"alembic_version", "build", "change", "delivery", "generation", "item", "job_run",
-          "project", "queue"}
+TABLES = {
+    "alembic_version",
+    "build",
+    "change",
+    "delivery",
+    "generation",
+    "item",
+    "job_run",
+    "project",
+    "queue",
+}
 
 
 @pytest.fixture
@@ -67,7 +78,8 @@ def pg_url(pg_schema: tuple[str, str]) -> str:
 
 
 def test_migrations_create_the_schema_from_scratch_and_are_idempotent(
-        pg_schema: tuple[str, str]) -> None:
+    pg_schema: tuple[str, str],
+) -> None:
     schema, url = pg_schema
     assert "search_path%3D" in url  # the URL survives alembic's %-interpolation
     engine = make_engine(url)
@@ -85,7 +97,8 @@ def test_migrations_create_the_schema_from_scratch_and_are_idempotent(
         migrate(engine)  # a restart runs them again
         with engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [
-                (version,)]
+                (version,)
+            ]
         assert set(inspect(engine).get_table_names(schema=schema)) == TABLES
     finally:
         engine.dispose()
@@ -93,7 +106,8 @@ def test_migrations_create_the_schema_from_scratch_and_are_idempotent(
 
 @pytest.mark.slow
 async def test_a_b_merge_in_order_while_c_and_d_are_rejected_on_postgresql(
-        world: World, pg_url: str) -> None:
+    world: World, pg_url: str
+) -> None:
     async with running_gate(world, database_url=pg_url) as gate:
         assert gate.engine.dialect.name == "postgresql"
         propose_classic(gate, world)
@@ -101,8 +115,10 @@ async def test_a_b_merge_in_order_while_c_and_d_are_rejected_on_postgresql(
 
         assert results(gate) == {"merged": ["A", "B"], "rejected": ["C", "D"]}
         assert "rpmbuild failed" in failure_of(gate, "C")
-        assert failure_of(gate, "D") == ("repoclosure: 1 unresolved dependency: "
-                                         "horizon-9.0.0-1.noarch requires python-django-compat")
+        assert failure_of(gate, "D") == (
+            "repoclosure: 1 unresolved dependency: "
+            "horizon-9.0.0-1.noarch requires python-django-compat"
+        )
         nvrs = gate.publishers["liberty"].state().nvrs()
         assert nvrs["nova"] == "nova-12.0.1-1"
         assert nvrs["ceilometer"] == "ceilometer-8.0.1-1"
@@ -117,20 +133,28 @@ def test_deliveries_are_committed_before_acknowledgement(world: World, pg_url: s
     gate = Gate(parse_config(world.config(database_url=pg_url)))
     other = make_engine(pg_url)
     try:
-        delivery, created = store_delivery(gate, "api", "change.proposed",
-                                           {"project": "nova", "ref": "refs/changes/01/1/1"},
-                                           "review-1-ps-1")
+        delivery, created = store_delivery(
+            gate,
+            "api",
+            "change.proposed",
+            {"project": "nova", "ref": "refs/changes/01/1/1"},
+            "review-1-ps-1",
+        )
         assert created
         # a separate engine (another process, after a crash) sees the committed row
         with session(other) as s:
             row = s.get(Delivery, delivery.id)
         assert row is not None
         assert (row.source, row.event_type, row.delivery_key) == (
-            "api", "change.proposed", "api:change.proposed:review-1-ps-1")
+            "api",
+            "change.proposed",
+            "api:change.proposed:review-1-ps-1",
+        )
         assert row.processed_at is None
 
-        again, created = store_delivery(gate, "api", "change.proposed", {"other": True},
-                                        "review-1-ps-1")
+        again, created = store_delivery(
+            gate, "api", "change.proposed", {"other": True}, "review-1-ps-1"
+        )
         assert not created and again.id == delivery.id
         with session(other) as s:
             assert len(s.exec(select(Delivery)).all()) == 1
@@ -149,8 +173,13 @@ def test_concurrent_redeliveries_store_one_row(pg_url: str) -> None:
 
     def deliver(gate: SimpleNamespace) -> None:
         start.wait()
-        row, created = store_delivery(gate, "gitlab", "merge_request",  # type: ignore[arg-type]
-                                      {"object_kind": "merge_request"}, "same-uuid")
+        row, created = store_delivery(
+            gate,
+            "gitlab",
+            "merge_request",  # type: ignore[arg-type]
+            {"object_kind": "merge_request"},
+            "same-uuid",
+        )
         with lock:
             outcomes.append((row.id, created))
 

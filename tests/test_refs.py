@@ -28,21 +28,46 @@ def test_ref_rules_agree_with_git_check_ref_format(tail: str) -> None:
     assert (ref_problem(ref) is None) == _git_accepts(ref), ref
 
 
-@pytest.mark.parametrize("ref", [
-    "refs/heads/main", "refs/changes/45/12345/3", "refs/pull/17/head",
-    "refs/merge-requests/4/head", "refs/heads/update-12.0.1", "refs/heads/é",
-])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "refs/heads/main",
+        "refs/changes/45/12345/3",
+        "refs/pull/17/head",
+        "refs/merge-requests/4/head",
+        "refs/heads/update-12.0.1",
+        "refs/heads/é",
+    ],
+)
 def test_ordinary_refs_are_accepted(ref: str) -> None:
     assert check_ref(ref) == ref
     assert _git_accepts(ref)
 
 
-@pytest.mark.parametrize("ref", [
-    "--upload-pack=touch /tmp/x; false", "-oProxyCommand=touch /tmp/x", "-", "main",
-    "HEAD", "HEAD~1", "origin/main", "refs/heads/a..b", "refs/heads/x.lock", "refs/heads/",
-    "refs//x", "refs/heads/@{u}", "refs/heads/a b", "refs/heads/.hidden", "refs/x\\y",
-    "refs/" + "a" * 1100, "abc123", "0" * 39, "",
-])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "--upload-pack=touch /tmp/x; false",
+        "-oProxyCommand=touch /tmp/x",
+        "-",
+        "main",
+        "HEAD",
+        "HEAD~1",
+        "origin/main",
+        "refs/heads/a..b",
+        "refs/heads/x.lock",
+        "refs/heads/",
+        "refs//x",
+        "refs/heads/@{u}",
+        "refs/heads/a b",
+        "refs/heads/.hidden",
+        "refs/x\\y",
+        "refs/" + "a" * 1100,
+        "abc123",
+        "0" * 39,
+        "",
+    ],
+)
 def test_options_revisions_and_bad_names_are_refused(ref: str) -> None:
     with pytest.raises(InvalidRef):
         check_ref(ref)

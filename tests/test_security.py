@@ -35,8 +35,13 @@ pytestmark = pytest.mark.slow
 ClientFactory = Callable[..., Awaitable[TestClient]]
 
 #: what an attacker tries to run through a ref; the marker file says it ran
-HOSTILE_REFS = ("--upload-pack=touch {marker}; false", "-oProxyCommand=touch {marker}",
-                "--exec=touch {marker}", "-", "HEAD --upload-pack=touch {marker}")
+HOSTILE_REFS = (
+    "--upload-pack=touch {marker}; false",
+    "-oProxyCommand=touch {marker}",
+    "--exec=touch {marker}",
+    "-",
+    "HEAD --upload-pack=touch {marker}",
+)
 
 
 def hostile_refs(tmp_path: Path) -> list[str]:
@@ -44,11 +49,12 @@ def hostile_refs(tmp_path: Path) -> list[str]:
 
 
 @asynccontextmanager
-async def gate_client(world: World, aiohttp_client: ClientFactory, *, start: bool = True,
-                      **overrides: Any) -> AsyncIterator[tuple[Gate, TestClient]]:
+async def gate_client(
+    world: World, aiohttp_client: ClientFactory, *, start: bool = True, **overrides: Any
+) -> AsyncIterator[tuple[Gate, TestClient]]:
     gate = Gate(parse_config(world.config(**overrides)))
     try:
-        client = await aiohttp_client(make_app(gate))
+        client = await aiohttp_client(make_app(gate.runtime))
         if start:
             await gate.start()
             await gate.wait_idle(120)
@@ -72,16 +78,19 @@ async def settled(gate: Gate, delivery: int) -> Delivery:
 
 # -- refs and shas are data ------------------------------------------------------------------
 async def test_a_ref_that_looks_like_an_option_is_refused_at_the_api_and_runs_nothing(
-        world: World, aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    world: World, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
     async with gate_client(world, aiohttp_client) as (gate, client):
         for ref in hostile_refs(tmp_path):
-            resp = await client.post("/api/changes", json={"project": "nova", "ref": ref,
-                                                           "approve": True})
+            resp = await client.post(
+                "/api/changes", json={"project": "nova", "ref": ref, "approve": True}
+            )
             assert resp.status == 400, ref
             assert (await resp.json())["error"].startswith("ref: "), ref
         for field in ("new", "old"):
-            resp = await client.post("/api/ref-updated",
-                                     json={"project": "nova", field: "-oProxyCommand=x"})
+            resp = await client.post(
+                "/api/ref-updated", json={"project": "nova", field: "-oProxyCommand=x"}
+            )
             assert resp.status == 400
             assert (await resp.json())["error"].startswith(f"{field}: ")
         assert deliveries(gate) == 0
@@ -89,7 +98,8 @@ async def test_a_ref_that_looks_like_an_option_is_refused_at_the_api_and_runs_no
 
 
 async def test_a_stored_hostile_ref_is_refused_when_approval_re_reads_it(
-        world: World, aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    world: World, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
     """A change row written before refs were checked (or by a buggy driver) never reaches git."""
     async with gate_client(world, aiohttp_client) as (gate, client):
         ids = []
@@ -108,8 +118,7 @@ async def test_a_stored_hostile_ref_is_refused_when_approval_re_reads_it(
     assert not (tmp_path / "pwned").exists()
 
 
-async def test_the_merger_passes_values_after_end_of_options(tmp_path: Path,
-                                                            world: World) -> None:
+async def test_the_merger_passes_values_after_end_of_options(tmp_path: Path, world: World) -> None:
     """Even a value that got past the checks is a refspec to git, never an option."""
     merger = Merger(tmp_path / "clones")
     url = str(world.remote("nova"))
@@ -126,7 +135,8 @@ async def test_the_merger_passes_values_after_end_of_options(tmp_path: Path,
 
 @pytest.mark.parametrize("branch", ["--upload-pack=touch /tmp/x", "-x", "main..x", "a b"])
 def test_a_branch_name_that_is_not_a_branch_is_refused_by_the_config(
-        world: World, branch: str) -> None:
+    world: World, branch: str
+) -> None:
     doc = world.config()
     doc["projects"]["nova"]["branch"] = branch
     with pytest.raises(ConfigError, match=r"projects\.nova\.branch: .*not a valid branch name"):
@@ -160,11 +170,14 @@ class SecretHunter(PackageSpec):
             f"cat {self.config_path} {self.config_path}.env 2>&1 || true\n"
             "id\n"
         )
-        summary = (f'Summary: leak [%(echo "$RPMGATE_TEST_SECRET")] '
-                   f"[%(cat {self.config_path} 2>/dev/null | tr -d '\\n')] "
-                   "[%(cat /proc/1/environ 2>/dev/null | tr '\\0' ' ')]")
-        return (base.replace("Summary: The nova package (rpmgate demo)", summary)
-                .replace("echo building %{name} %{version}\n", hunt))
+        summary = (
+            f'Summary: leak [%(echo "$RPMGATE_TEST_SECRET")] '
+            f"[%(cat {self.config_path} 2>/dev/null | tr -d '\\n')] "
+            "[%(cat /proc/1/environ 2>/dev/null | tr '\\0' ' ')]"
+        )
+        return base.replace("Summary: The nova package (rpmgate demo)", summary).replace(
+            "echo building %{name} %{version}\n", hunt
+        )
 
 
 def _files_holding(root: Path, needle: bytes) -> list[Path]:
@@ -181,8 +194,8 @@ def _files_holding(root: Path, needle: bytes) -> list[Path]:
 
 
 async def test_a_spec_cannot_print_the_daemons_secrets_into_the_repository_or_a_log(
-        world: World, aiohttp_client: ClientFactory, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    world: World, aiohttp_client: ClientFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RPMGATE_TEST_SECRET", SECRET)
     config_path = tmp_path / "etc" / "rpmgate.yaml"
     config_path.parent.mkdir()
@@ -190,19 +203,25 @@ async def test_a_spec_cannot_print_the_daemons_secrets_into_the_repository_or_a_
     (config_path.parent / "rpmgate.yaml.env").write_text(f"RPMGATE_TEST_SECRET={SECRET}\n")
     hunter = SecretHunter("nova", "12.0.1", lookaside=True, config_path=str(config_path))
     token = {"Authorization": f"Bearer {SECRET}"}
-    async with gate_client(world, aiohttp_client,
-                           auth={"api_tokens": ["${RPMGATE_TEST_SECRET}"]}) as (gate, client):
+    async with gate_client(
+        world, aiohttp_client, auth={"api_tokens": ["${RPMGATE_TEST_SECRET}"]}
+    ) as (gate, client):
         ref = world.propose("nova", hunter, "hunt for secrets")
-        resp = await client.post("/api/changes", headers=token,
-                                 json={"project": "nova", "ref": ref, "approve": True})
+        resp = await client.post(
+            "/api/changes", headers=token, json={"project": "nova", "ref": ref, "approve": True}
+        )
         assert resp.status == 202
         await gate.wait_idle(180)
-        change = (await (await client.get("/api/changes/1")).json())
+        change = await (await client.get("/api/changes/1")).json()
         assert change["state"] == "merged", change
         state = gate.publishers["liberty"].state()
 
-    nova = next(a for e in state.builds.values() for a in e.artifacts
-                if a.name == "nova" and a.arch != "src")
+    nova = next(
+        a
+        for e in state.builds.values()
+        for a in e.artifacts
+        if a.name == "nova" and a.arch != "src"
+    )
     assert nova.version == "12.0.1"
     # the build ran its hunt: the %build lines are in the log, %(…) expanded to nothing
     logs = list((world.root / "state").rglob("*.log"))
@@ -217,27 +236,33 @@ async def test_a_spec_cannot_print_the_daemons_secrets_into_the_repository_or_a_
 
 
 # -- request bodies are typed ----------------------------------------------------------------
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/api/repos/liberty/rollback", {"to": True}, "to"),
-    ("/api/repos/liberty/rollback", {"to": "1"}, "to"),
-    ("/api/repos/liberty/rollback", {"to": 1.0}, "to"),
-    ("/api/repos/liberty/rollback", {"to": 0}, "to"),
-    ("/api/repos/liberty/rollback", {"to": 2**64}, "to"),
-    ("/api/changes", {"project": "nova", "ref": "refs/heads/main", "approve": "false"},
-     "approve"),
-    ("/api/changes", {"project": "nova", "ref": "refs/heads/main", "approve": 0}, "approve"),
-    ("/api/changes", {"project": {}, "ref": "refs/heads/main"}, "project"),
-    ("/api/changes", {"project": "nova", "ref": "refs/heads/main", "title": ["x"]}, "title"),
-    ("/api/changes", {"project": "nova", "ref": "refs/heads/main", "surprise": 1}, "surprise"),
-    ("/api/ref-updated", {"project": "nova", "force": "no"}, "force"),
-    ("/api/ref-updated", {"project": {}}, "project"),
-    ("/api/ref-updated", {"project": "nova", "new": "abc"}, "new"),
-    ("/api/items/1/dequeue", {"reason": 12}, "reason"),
-    ("/api/repos/liberty/republish", {"reason": None}, "reason"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/repos/liberty/rollback", {"to": True}, "to"),
+        ("/api/repos/liberty/rollback", {"to": "1"}, "to"),
+        ("/api/repos/liberty/rollback", {"to": 1.0}, "to"),
+        ("/api/repos/liberty/rollback", {"to": 0}, "to"),
+        ("/api/repos/liberty/rollback", {"to": 2**64}, "to"),
+        (
+            "/api/changes",
+            {"project": "nova", "ref": "refs/heads/main", "approve": "false"},
+            "approve",
+        ),
+        ("/api/changes", {"project": "nova", "ref": "refs/heads/main", "approve": 0}, "approve"),
+        ("/api/changes", {"project": {}, "ref": "refs/heads/main"}, "project"),
+        ("/api/changes", {"project": "nova", "ref": "refs/heads/main", "title": ["x"]}, "title"),
+        ("/api/changes", {"project": "nova", "ref": "refs/heads/main", "surprise": 1}, "surprise"),
+        ("/api/ref-updated", {"project": "nova", "force": "no"}, "force"),
+        ("/api/ref-updated", {"project": {}}, "project"),
+        ("/api/ref-updated", {"project": "nova", "new": "abc"}, "new"),
+        ("/api/items/1/dequeue", {"reason": 12}, "reason"),
+        ("/api/repos/liberty/republish", {"reason": None}, "reason"),
+    ],
+)
 async def test_loose_json_types_get_a_400_naming_the_field(
-        world: World, aiohttp_client: ClientFactory, path: str, body: dict[str, Any],
-        field: str) -> None:
+    world: World, aiohttp_client: ClientFactory, path: str, body: dict[str, Any], field: str
+) -> None:
     async with gate_client(world, aiohttp_client, start=False) as (gate, client):
         resp = await client.post(path, json=body)
         assert resp.status in (400, 404), await resp.text()
@@ -249,7 +274,8 @@ async def test_loose_json_types_get_a_400_naming_the_field(
 
 
 async def test_rollback_to_true_does_not_roll_anything_back(
-        world: World, aiohttp_client: ClientFactory) -> None:
+    world: World, aiohttp_client: ClientFactory
+) -> None:
     async with gate_client(world, aiohttp_client) as (gate, client):
         before = gate.publishers["liberty"].current()
         resp = await client.post("/api/repos/liberty/rollback", json={"to": True})
@@ -261,19 +287,28 @@ async def test_rollback_to_true_does_not_roll_anything_back(
         assert "rollback" not in kinds
 
 
-@pytest.mark.parametrize("path", [
-    "/api/changes/99999999999999999999999", "/api/changes/9223372036854775808",
-    "/api/changes/-1", "/api/changes/0", "/api/deliveries/99999999999999999999",
-    "/api/changes/1e9", "/api/changes/%D9%A3",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/changes/99999999999999999999999",
+        "/api/changes/9223372036854775808",
+        "/api/changes/-1",
+        "/api/changes/0",
+        "/api/deliveries/99999999999999999999",
+        "/api/changes/1e9",
+        "/api/changes/%D9%A3",
+    ],
+)
 async def test_ids_out_of_range_or_not_numbers_answer_404(
-        world: World, aiohttp_client: ClientFactory, path: str) -> None:
+    world: World, aiohttp_client: ClientFactory, path: str
+) -> None:
     async with gate_client(world, aiohttp_client, start=False) as (gate, client):
         assert (await client.get(path)).status == 404
         if path.startswith("/api/changes/"):
             assert (await client.post(path + "/approve", json={})).status == 404
-            assert (await client.post(path.replace("changes", "items") + "/dequeue",
-                                      json={})).status == 404
+            assert (
+                await client.post(path.replace("changes", "items") + "/dequeue", json={})
+            ).status == 404
         assert deliveries(gate) == 0
 
 
@@ -281,8 +316,9 @@ async def test_deep_json_answers_400(world: World, aiohttp_client: ClientFactory
     async with gate_client(world, aiohttp_client, start=False) as (gate, client):
         for depth in (20, 100_000):
             raw = b'{"project": ' + b"[" * depth + b"]" * depth + b"}"
-            resp = await client.post("/api/changes", data=raw,
-                                     headers={"Content-Type": "application/json"})
+            resp = await client.post(
+                "/api/changes", data=raw, headers={"Content-Type": "application/json"}
+            )
             assert resp.status == 400
             assert "nested deeper than" in (await resp.json())["error"]
         assert deliveries(gate) == 0
@@ -290,28 +326,40 @@ async def test_deep_json_answers_400(world: World, aiohttp_client: ClientFactory
 
 @pytest.mark.parametrize("tree", ["/repos/liberty/", "/speculative/", "/files/logs/"])
 async def test_long_or_odd_file_names_answer_404(
-        world: World, aiohttp_client: ClientFactory, tree: str) -> None:
+    world: World, aiohttp_client: ClientFactory, tree: str
+) -> None:
     async with gate_client(world, aiohttp_client, start=False) as (_, client):
-        for name in ("a" * 5000, "b" * 256, "x/" * 1500 + "y", "%00nul", "%0Anewline",
-                     "..%2F..%2Fetc%2Fpasswd"):
+        for name in (
+            "a" * 5000,
+            "b" * 256,
+            "x/" * 1500 + "y",
+            "%00nul",
+            "%0Anewline",
+            "..%2F..%2Fetc%2Fpasswd",
+        ):
             resp = await client.get(tree + name)
             assert resp.status in (403, 404), (name[:20], resp.status)
 
 
 # -- named tokens --------------------------------------------------------------------------------
 async def test_every_write_records_the_name_of_the_token_that_asked(
-        world: World, aiohttp_client: ClientFactory) -> None:
-    auth = {"api_tokens": [{"name": "releng", "token": "releng-token-0123456789"},
-                           "a-bare-token-0123456789"]}
+    world: World, aiohttp_client: ClientFactory
+) -> None:
+    auth = {
+        "api_tokens": [
+            {"name": "releng", "token": "releng-token-0123456789"},
+            "a-bare-token-0123456789",
+        ]
+    }
     async with gate_client(world, aiohttp_client, auth=auth) as (gate, client):
         releng = {"Authorization": "Bearer releng-token-0123456789"}
         bare = {"Authorization": "Bearer a-bare-token-0123456789"}
-        resp = await client.post("/api/repos/liberty/republish", headers=releng,
-                                 json={"reason": "refresh"})
+        resp = await client.post(
+            "/api/repos/liberty/republish", headers=releng, json={"reason": "refresh"}
+        )
         republish = await settled(gate, (await resp.json())["delivery"])
         ref = world.propose("nova", NOVA_1201, "A")
-        resp = await client.post("/api/changes", headers=bare,
-                                 json={"project": "nova", "ref": ref})
+        resp = await client.post("/api/changes", headers=bare, json={"project": "nova", "ref": ref})
         proposal = await settled(gate, (await resp.json())["delivery"])
         doc = await (await client.get(f"/api/deliveries/{republish.id}")).json()
         number = gate.publishers["liberty"].current().number  # type: ignore[union-attr]
@@ -336,11 +384,12 @@ def test_token_names_and_tokens_must_be_unique(world: World) -> None:
 
 # -- timeouts and the connection cap -------------------------------------------------------
 @asynccontextmanager
-async def real_server(world: World, limits: Limits,
-                      body_timeout: float = 30.0) -> AsyncIterator[Served]:
+async def real_server(
+    world: World, limits: Limits, body_timeout: float = 30.0
+) -> AsyncIterator[Served]:
     listen = {"host": "127.0.0.1", "port": 0, "body_timeout": body_timeout}
     gate = Gate(parse_config(world.config(listen=listen)))
-    served = await serve(make_app(gate), "127.0.0.1", 0, limits)
+    served = await serve(make_app(gate.runtime), "127.0.0.1", 0, limits)
     try:
         yield served
     finally:
@@ -388,8 +437,10 @@ async def test_a_client_that_sends_its_headers_slowly_is_cut_off(world: World) -
 async def test_a_client_that_sends_its_body_slowly_gets_408(world: World) -> None:
     async with real_server(world, Limits(header_timeout=5), body_timeout=0.5) as served:
         reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
-        writer.write(b"POST /api/changes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                     b"\r\nContent-Length: 100\r\n\r\n{\"project\"")
+        writer.write(
+            b"POST /api/changes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b'\r\nContent-Length: 100\r\n\r\n{"project"'
+        )
         await writer.drain()
         answer = await _closed_within(reader, 10)
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
@@ -415,4 +466,3 @@ async def test_connections_beyond_the_cap_are_answered_503(world: World) -> None
         await writer.drain()
         assert (await _closed_within(reader, 10)).startswith(b"HTTP/1.1 ")
         writer.close()
-

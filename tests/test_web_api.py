@@ -14,11 +14,11 @@ from aiohttp.test_utils import TestClient
 from sqlmodel import select
 from yarl import URL
 
-from gate import ingest
 from gate.config import parse_config
 from gate.daemon import Gate
+from gate.deliveries import store_delivery
 from gate.demo_world import PackageSpec, World
-from gate.web.app import make_app, store_delivery
+from gate.web.app import make_app
 from repo_state.db import make_engine, session
 from repo_state.models import ChangeRow, Delivery, ItemRow
 from tests.conftest import CEILO_801, NOVA_1201
@@ -33,12 +33,13 @@ DJANGO_182 = PackageSpec("python-django", "1.8.2", provides=("python-django-comp
 
 
 @asynccontextmanager
-async def served(world: World, aiohttp_client: ClientFactory, *, start: bool = True,
-                 **overrides: Any) -> AsyncIterator[tuple[Gate, TestClient]]:
+async def served(
+    world: World, aiohttp_client: ClientFactory, *, start: bool = True, **overrides: Any
+) -> AsyncIterator[tuple[Gate, TestClient]]:
     """A gate on ``world`` with its web app behind a test client; started unless asked not."""
     gate = Gate(parse_config(world.config(**overrides)))
     try:
-        client = await aiohttp_client(make_app(gate))
+        client = await aiohttp_client(make_app(gate.runtime))
         if start:
             await gate.start()
             await gate.wait_idle(120)
@@ -56,9 +57,13 @@ def held_queue(world: World, hold: Path) -> dict[str, Any]:
     queues = world.config()["queues"]
     queues["liberty"]["jobs"] = [
         "repoclosure",
-        {"name": "hold", "timeout": 300, "env": {"HOLD_DIR": str(hold)},
-         "command": 'until [ -e "$HOLD_DIR/all" ] || [ -e "$HOLD_DIR/$RPMGATE_ITEM" ]; '
-                    "do sleep 0.05; done"},
+        {
+            "name": "hold",
+            "timeout": 300,
+            "env": {"HOLD_DIR": str(hold)},
+            "command": 'until [ -e "$HOLD_DIR/all" ] || [ -e "$HOLD_DIR/$RPMGATE_ITEM" ]; '
+            "do sleep 0.05; done",
+        },
     ]
     return queues
 
@@ -67,8 +72,9 @@ def release(hold: Path, what: int | str = "all") -> None:
     (hold / str(what)).touch()
 
 
-async def eventually(probe: Callable[[], Awaitable[Any]], timeout: float = 120,
-                     what: str = "condition") -> Any:
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], timeout: float = 120, what: str = "condition"
+) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = await probe()
@@ -85,12 +91,21 @@ async def json_of(client: TestClient, path: str, status: int = 200) -> Any:
     return await resp.json()
 
 
-async def propose(client: TestClient, world: World, project: str, spec: PackageSpec,
-                  title: str, approve: bool = True, **headers: str) -> dict[str, Any]:
+async def propose(
+    client: TestClient,
+    world: World,
+    project: str,
+    spec: PackageSpec,
+    title: str,
+    approve: bool = True,
+    **headers: str,
+) -> dict[str, Any]:
     ref = world.propose(project, spec, title)
-    resp = await client.post("/api/changes", json={"project": project, "ref": ref,
-                                                   "title": title, "approve": approve},
-                             headers=headers)
+    resp = await client.post(
+        "/api/changes",
+        json={"project": project, "ref": ref, "title": title, "approve": approve},
+        headers=headers,
+    )
     assert resp.status == 202, await resp.text()
     return await resp.json()
 
@@ -99,6 +114,7 @@ async def processed(client: TestClient, delivery: int) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         doc = await json_of(client, f"/api/deliveries/{delivery}")
         return doc if doc["state"] != "pending" else None
+
     return await eventually(probe, what=f"delivery {delivery}")
 
 
@@ -106,14 +122,15 @@ async def items(client: TestClient) -> list[dict[str, Any]]:
     return (await json_of(client, "/api/status"))["queues"][0]["items"]
 
 
-async def item_titled(client: TestClient, title: str,
-                      state: str | None = None) -> dict[str, Any]:
+async def item_titled(client: TestClient, title: str, state: str | None = None) -> dict[str, Any]:
     """Wait for the queued item of change ``title`` (in ``state``, if given)."""
+
     async def probe() -> dict[str, Any] | None:
         for item in await items(client):
             if item["change"]["title"] == title and state in (None, item["state"]):
                 return item
         return None
+
     return await eventually(probe, what=f"item {title} in state {state}")
 
 
@@ -129,11 +146,11 @@ def delivery_count(gate: Gate) -> int:
 
 # -- the change API ------------------------------------------------------------------------
 async def test_proposal_is_committed_before_202_and_the_loop_creates_the_change(
-        world: World, aiohttp_client: ClientFactory) -> None:
+    world: World, aiohttp_client: ClientFactory
+) -> None:
     async with served(world, aiohttp_client) as (gate, client):
         ref = world.propose("nova", NOVA_1201, "A")
-        resp = await client.post("/api/changes", json={"project": "nova", "ref": ref,
-                                                       "title": "A"})
+        resp = await client.post("/api/changes", json={"project": "nova", "ref": ref, "title": "A"})
         assert resp.status == 202
         body = await resp.json()
         delivery_id = body["delivery"]
@@ -166,30 +183,35 @@ async def test_proposal_is_committed_before_202_and_the_loop_creates_the_change(
         check_invariants(gate)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"{not json", "body is not valid JSON"),
-    (b"[1, 2]", "body must be a JSON object"),
-    (b'"nova"', "body must be a JSON object"),
-    (b'{"project": "nova"}', "ref: Field required"),
-    (b'{"project": "nova", "ref": ""}', "ref: String should have at least 1 character"),
-    (b'{"project": "nova", "ref": 12}', "ref: Input should be a valid string"),
-    (b'{"ref": "refs/heads/main"}', "project: Field required"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "body is not valid JSON"),
+        (b"[1, 2]", "body must be a JSON object"),
+        (b'"nova"', "body must be a JSON object"),
+        (b'{"project": "nova"}', "ref: Field required"),
+        (b'{"project": "nova", "ref": ""}', "ref: String should have at least 1 character"),
+        (b'{"project": "nova", "ref": 12}', "ref: Input should be a valid string"),
+        (b'{"ref": "refs/heads/main"}', "project: Field required"),
+    ],
+)
 async def test_malformed_proposals_are_refused_with_400_and_not_stored(
-        world: World, aiohttp_client: ClientFactory, body: bytes, message: str) -> None:
+    world: World, aiohttp_client: ClientFactory, body: bytes, message: str
+) -> None:
     async with served(world, aiohttp_client, start=False) as (gate, client):
-        resp = await client.post("/api/changes", data=body,
-                                 headers={"Content-Type": "application/json"})
+        resp = await client.post(
+            "/api/changes", data=body, headers={"Content-Type": "application/json"}
+        )
         assert resp.status == 400
         assert message in (await resp.json())["error"]
         assert delivery_count(gate) == 0
 
 
 async def test_unknown_project_is_404_and_not_stored(
-        world: World, aiohttp_client: ClientFactory) -> None:
+    world: World, aiohttp_client: ClientFactory
+) -> None:
     async with served(world, aiohttp_client, start=False) as (gate, client):
-        resp = await client.post("/api/changes",
-                                 json={"project": "glance", "ref": "refs/heads/x"})
+        resp = await client.post("/api/changes", json={"project": "glance", "ref": "refs/heads/x"})
         assert resp.status == 404
         assert (await resp.json())["error"] == "unknown project 'glance'"
         resp = await client.post("/api/changes/999/approve", json={})
@@ -202,7 +224,8 @@ async def test_unknown_project_is_404_and_not_stored(
 
 
 async def test_repeated_idempotency_key_answers_with_the_stored_delivery(
-        world: World, aiohttp_client: ClientFactory) -> None:
+    world: World, aiohttp_client: ClientFactory
+) -> None:
     async with served(world, aiohttp_client, start=False) as (gate, client):
         ref = world.propose("nova", NOVA_1201, "A")
         body = {"project": "nova", "ref": ref, "title": "A"}
@@ -210,8 +233,9 @@ async def test_repeated_idempotency_key_answers_with_the_stored_delivery(
 
         first = await client.post("/api/changes", json=body, headers=headers)
         again = await client.post("/api/changes", json=body, headers=headers)
-        other = await client.post("/api/changes", json=body,
-                                  headers={"Idempotency-Key": "review-42-ps-2"})
+        other = await client.post(
+            "/api/changes", json=body, headers={"Idempotency-Key": "review-42-ps-2"}
+        )
 
         assert first.status == 202
         assert again.status == 200
@@ -220,24 +244,32 @@ async def test_repeated_idempotency_key_answers_with_the_stored_delivery(
         assert (await again.json())["delivery"] == first_id
         assert (await other.json())["delivery"] != first_id
         with session(gate.engine) as s:
-            rows = s.exec(select(Delivery).where(
-                Delivery.delivery_key == "api:change.proposed:review-42-ps-1")).all()
+            rows = s.exec(
+                select(Delivery).where(
+                    Delivery.delivery_key == "api:change.proposed:review-42-ps-1"
+                )
+            ).all()
         assert [r.id for r in rows] == [first_id]
         assert delivery_count(gate) == 2
 
 
 # -- authentication ------------------------------------------------------------------------
 async def test_tokens_guard_writes_and_leave_reads_open(
-        world: World, aiohttp_client: ClientFactory, caplog: pytest.LogCaptureFixture) -> None:
+    world: World, aiohttp_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     tokens = {"api_tokens": ["another-token-abcdefgh", TOKEN]}
     async with served(world, aiohttp_client, auth=tokens) as (gate, client):
         ref = world.propose("nova", NOVA_1201, "A")
         body = {"project": "nova", "ref": ref, "title": "A", "approve": False}
         caplog.set_level(logging.WARNING, logger="gate.web.app")
 
-        for headers in ({}, {"Authorization": "Bearer wrong-token"},
-                        {"Authorization": TOKEN}, {"Authorization": f"Token {TOKEN}"},
-                        {"Authorization": "Bearer "}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-token"},
+            {"Authorization": TOKEN},
+            {"Authorization": f"Token {TOKEN}"},
+            {"Authorization": "Bearer "},
+        ):
             resp = await client.post("/api/changes", json=body, headers=headers)
             assert resp.status == 401, headers
             assert (await resp.json())["error"] == "a valid bearer token is required"
@@ -249,30 +281,37 @@ async def test_tokens_guard_writes_and_leave_reads_open(
         assert resp.status == 401  # refused before it is even looked up
         assert delivery_count(gate) == 0
 
-        resp = await client.post("/api/changes", json=body,
-                                 headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = await client.post(
+            "/api/changes", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         assert resp.status == 202
         assert delivery_count(gate) == 1
 
-        for path in ("/api/status", "/api/repos/liberty", "/healthz",
-                     f"/api/deliveries/{(await resp.json())['delivery']}"):
+        for path in (
+            "/api/status",
+            "/api/repos/liberty",
+            "/healthz",
+            f"/api/deliveries/{(await resp.json())['delivery']}",
+        ):
             assert (await client.get(path)).status == 200, path
 
 
 # -- deliveries and health -------------------------------------------------------------------
 async def test_deliveries_go_pending_to_processed_and_unknown_types_are_kept_as_errors(
-        world: World, aiohttp_client: ClientFactory) -> None:
+    world: World, aiohttp_client: ClientFactory
+) -> None:
     async with served(world, aiohttp_client, start=False) as (gate, client):
         health = await client.get("/healthz")
         assert health.status == 503  # the loop has not run yet
         assert (await health.json())["database"] is True
 
         proposal = await propose(client, world, "nova", NOVA_1201, "A", approve=False)
-        unknown, created = store_delivery(gate, "api", "frobnicate.happened",
-                                          {"what": "something new"}, None)
+        unknown, created = store_delivery(
+            gate, "api", "frobnicate.happened", {"what": "something new"}, None
+        )
         assert created
         # a pushed commit is merged already: dequeuing its post item is refused
-        post_item = await ingest.poll_project(gate, "nova")
+        post_item = await gate.polling.poll_project("nova")
         assert post_item is not None
         resp = await client.post(f"/api/items/{post_item}/dequeue", json={"reason": "oops"})
         assert resp.status == 202
@@ -291,9 +330,14 @@ async def test_deliveries_go_pending_to_processed_and_unknown_types_are_kept_as_
         assert doc["event_type"] == "change.proposed"
         assert doc["result"].startswith("change ")
         doc = await json_of(client, f"/api/deliveries/{unknown.id}")
-        assert doc == {"id": unknown.id, "event_type": "frobnicate.happened", "state": "error",
-                       "result": None, "error": "unknown event type 'frobnicate.happened'",
-                       "requested_by": None}
+        assert doc == {
+            "id": unknown.id,
+            "event_type": "frobnicate.happened",
+            "state": "error",
+            "result": None,
+            "error": "unknown event type 'frobnicate.happened'",
+            "requested_by": None,
+        }
         doc = await json_of(client, f"/api/deliveries/{refused}")
         assert doc["state"] == "error"
         assert doc["error"] == f"item {post_item} is merged already; it can only be published"
@@ -313,7 +357,8 @@ async def test_deliveries_go_pending_to_processed_and_unknown_types_are_kept_as_
 
 # -- status, speculative repos, admin --------------------------------------------------------
 async def test_status_document_and_served_speculative_repo_while_waiting_for_the_tip(
-        world: World, aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    world: World, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
     hold = tmp_path / "hold"
     async with served(world, aiohttp_client, queues=held_queue(world, hold)) as (gate, client):
         await propose(client, world, "nova", NOVA_1201, "A")
@@ -346,15 +391,22 @@ async def test_status_document_and_served_speculative_repo_while_waiting_for_the
         # each job's row is finished when that job ends: A's repoclosure is done
         # while its hold job still runs
         for _ in range(300):
-            a = next(i for i in (await json_of(client, "/api/status"))["queues"][0]["items"]
-                     if i["id"] == a["id"])
+            a = next(
+                i
+                for i in (await json_of(client, "/api/status"))["queues"][0]["items"]
+                if i["id"] == a["id"]
+            )
             if {j["name"]: j["state"] for j in a["jobs"]}["repoclosure"] != "running":
                 break
             await asyncio.sleep(0.1)
-        assert {j["name"]: j["state"] for j in a["jobs"]} == {"repoclosure": "passed",
-                                                              "hold": "running"}
-        assert {j["name"]: j["state"] for j in b["jobs"]} == {"repoclosure": "passed",
-                                                              "hold": "passed"}
+        assert {j["name"]: j["state"] for j in a["jobs"]} == {
+            "repoclosure": "passed",
+            "hold": "running",
+        }
+        assert {j["name"]: j["state"] for j in b["jobs"]} == {
+            "repoclosure": "passed",
+            "hold": "passed",
+        }
         for job in b["jobs"]:
             assert job["summary"]
             assert (await client.get(path_of(job["log_url"]))).status == 200, job["log_url"]
@@ -370,8 +422,9 @@ async def test_status_document_and_served_speculative_repo_while_waiting_for_the
         listing = await (await client.get(path_of(spec_url) + "x86_64/Packages/n/")).text()
         assert "nova-12.0.1-1.noarch.rpm" in listing
         for method in ("PUT", "POST", "DELETE"):
-            resp = await client.request(method, path_of(spec_url) + "x86_64/repodata/repomd.xml",
-                                        data=b"x")
+            resp = await client.request(
+                method, path_of(spec_url) + "x86_64/repodata/repomd.xml", data=b"x"
+            )
             assert resp.status == 405, method
 
         release(hold)
@@ -380,7 +433,8 @@ async def test_status_document_and_served_speculative_repo_while_waiting_for_the
 
 
 async def test_admin_dequeues_a_queued_item_and_refuses_a_merged_one(
-        world: World, aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    world: World, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
     hold = tmp_path / "hold"
     async with served(world, aiohttp_client, queues=held_queue(world, hold)) as (gate, client):
         await propose(client, world, "nova", NOVA_1201, "A")
@@ -388,8 +442,7 @@ async def test_admin_dequeues_a_queued_item_and_refuses_a_merged_one(
         a = await item_titled(client, "A", "testing")
         h = await item_titled(client, "H", "testing")
 
-        resp = await client.post(f"/api/items/{h['id']}/dequeue",
-                                 json={"reason": "wrong branch"})
+        resp = await client.post(f"/api/items/{h['id']}/dequeue", json={"reason": "wrong branch"})
         assert resp.status == 202
         doc = await processed(client, (await resp.json())["delivery"])
         assert (doc["state"], doc["result"]) == ("processed", f"item {h['id']} dequeued")
@@ -411,7 +464,8 @@ async def test_admin_dequeues_a_queued_item_and_refuses_a_merged_one(
 
 
 async def test_rollback_publishes_old_content_as_a_new_generation_and_resets_items_under_test(
-        world: World, aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    world: World, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
     hold = tmp_path / "hold"
     async with served(world, aiohttp_client, queues=held_queue(world, hold)) as (gate, client):
         release(hold)
@@ -430,8 +484,9 @@ async def test_rollback_publishes_old_content_as_a_new_generation_and_resets_ite
 
         resp = await client.post("/api/repos/liberty/rollback", json={"reason": "bad nova"})
         assert resp.status == 400  # 'to' is required
-        resp = await client.post("/api/repos/liberty/rollback",
-                                 json={"to": 1, "reason": "bad nova"})
+        resp = await client.post(
+            "/api/repos/liberty/rollback", json={"to": 1, "reason": "bad nova"}
+        )
         assert resp.status == 202
         doc = await processed(client, (await resp.json())["delivery"])
         assert (doc["state"], doc["result"]) == ("processed", "liberty generation 3 (rollback)")
@@ -440,16 +495,25 @@ async def test_rollback_publishes_old_content_as_a_new_generation_and_resets_ite
         assert repo["name"] == "liberty"
         assert repo["current"]["number"] == 3
         assert repo["current"]["builds"] == {
-            "nova": "nova-12.0.0-1", "ceilometer": "ceilometer-8.0.0-1",
-            "horizon": "horizon-9.0.0-1", "python-django": "python-django-1.8.0-1"}
+            "nova": "nova-12.0.0-1",
+            "ceilometer": "ceilometer-8.0.0-1",
+            "horizon": "horizon-9.0.0-1",
+            "python-django": "python-django-1.8.0-1",
+        }
         assert repo["current"]["produced_by"]["kind"] == "rollback"
         assert repo["current"]["produced_by"]["reason"] == "bad nova"
         assert repo["current"]["packages"] == [
-            "ceilometer-0:8.0.0-1.noarch", "horizon-0:9.0.0-1.noarch",
-            "nova-0:12.0.0-1.noarch", "python-django-0:1.8.0-1.noarch"]
+            "ceilometer-0:8.0.0-1.noarch",
+            "horizon-0:9.0.0-1.noarch",
+            "nova-0:12.0.0-1.noarch",
+            "python-django-0:1.8.0-1.noarch",
+        ]
         assert repo["kept"] == [1, 2, 3]
         assert [(g["number"], g["kind"], g["package_count"]) for g in repo["history"]] == [
-            (3, "rollback", 4), (2, "gate", 4), (1, "post", 4)]
+            (3, "rollback", 4),
+            (2, "gate", 4),
+            (1, "post", 4),
+        ]
         assert repo["history"][0]["items"] == []
         assert repo["history"][1]["items"] == [a["id"]]
 
@@ -461,8 +525,10 @@ async def test_rollback_publishes_old_content_as_a_new_generation_and_resets_ite
         change = await json_of(client, f"/api/changes/{b['change']['id']}")
         assert change["state"] == "rejected"
         assert change["items"][0]["attempt"] >= 2
-        assert change["reason"] == ("repoclosure: 1 unresolved dependency: "
-                                    "ceilometer-8.0.1-1.noarch requires nova >= 12.0.1")
+        assert change["reason"] == (
+            "repoclosure: 1 unresolved dependency: "
+            "ceilometer-8.0.1-1.noarch requires nova >= 12.0.1"
+        )
         check_invariants(gate)
 
 
@@ -474,7 +540,8 @@ async def _attempt_on(client: TestClient, item_id: int, generation: int) -> bool
 
 
 async def test_promote_moves_an_item_to_the_head_and_it_publishes_first(
-        world: World, aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    world: World, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
     hold = tmp_path / "hold"
     async with served(world, aiohttp_client, queues=held_queue(world, hold)) as (gate, client):
         await propose(client, world, "horizon", HORIZON_902, "H")
@@ -498,7 +565,9 @@ async def test_promote_moves_an_item_to_the_head_and_it_publishes_first(
         release(hold)
         await gate.wait_idle(180)
         with session(gate.engine) as s:
-            generation = {s.get(ChangeRow, i.change_id).title: i.generation
-                          for i in s.exec(select(ItemRow).where(ItemRow.kind == "gate"))}
+            generation = {
+                s.get(ChangeRow, i.change_id).title: i.generation
+                for i in s.exec(select(ItemRow).where(ItemRow.kind == "gate"))
+            }
         assert generation == {"D": 2, "H": 3}
         check_invariants(gate)

@@ -15,9 +15,9 @@ between 2 and 3 it calls :meth:`BuildBackend.wait` on the recorded reference;
 a backend whose tasks die with the daemon (local rpmbuild) raises
 :class:`TaskLost` and the daemon submits again.
 
-Final builds are refused when the NVR exists already, as Koji refuses them;
-:meth:`BuildBackend.find_final` lets the tip adopt a final build of the same
-sources that a crashed daemon started.
+Final builds are refused when the NVR exists already from other sources, as
+Koji refuses them; a final build of the same sources (one a crashed daemon
+started) is taken over by ``submit`` itself, so the tip just submits again.
 """
 
 from __future__ import annotations
@@ -25,11 +25,26 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from repo_state.pool import Pool
 from repo_state.state import Artifact
 
+if TYPE_CHECKING:
+    from gate.builders.sandbox import Sandbox
+
 Purpose = Literal["scratch", "final"]
+
+
+@dataclass(frozen=True)
+class BackendParts:
+    """What a backend driver is built with (``gate.drivers``)."""
+
+    #: the daemon's state directory (a backend keeps its files under it)
+    state_dir: Path
+    pool: Pool
+    #: how change-controlled commands (rpmbuild of a spec) run on this host
+    sandbox: Sandbox
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,7 @@ class BuildRequest:
     #: name of the source package (the spec's Name); used for final-build lookups
     package: str
     purpose: Purpose
-    #: digest of (project, git tree, target, overlay): equal keys give equal output
+    #: digest of (project, git tree, target, backend): equal keys give equal output
     key: str
     #: a local git repository that contains ``commit``
     git_dir: Path
@@ -65,8 +80,6 @@ class BuildRequest:
     lookaside: Lookaside | None = None
     #: ``git+https://host/rpms/name.git#sha`` for backends that build from SCM
     scm_url: str | None = None
-    #: artifacts of builds ahead that a buildroot could install (Koji side tags)
-    overlay: tuple[Artifact, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,7 +139,7 @@ class BuildBackend(abc.ABC):
         """Start a build and return its task reference.  Must not block on the build."""
 
     @abc.abstractmethod
-    async def wait(self, task_ref: str, request: BuildRequest) -> BuildOutcome:
+    async def wait(self, task_ref: str) -> BuildOutcome:
         """Wait for a submitted build and return its outcome (artifacts in the pool).
 
         Raises :class:`TaskLost` when the task cannot be found any more.
@@ -140,16 +153,16 @@ class BuildBackend(abc.ABC):
         """Find a task submitted for ``request`` before a crash, or None."""
         return None
 
-    @abc.abstractmethod
-    async def find_final(self, package: str, nvr: str) -> ExistingBuild | None:
-        """The final build of ``nvr`` the backend already has, if any."""
-
     def status(self) -> dict[str, Any] | None:
         """Health worth showing in the status document (None: nothing to show)."""
         return None
 
     def problem(self) -> str | None:
         """Why the backend cannot work now (``/healthz`` fails on it), or None."""
+        return None
+
+    def served_logs(self) -> Path | None:
+        """A directory of build logs the web app serves (``/files/builds/<name>/logs/``)."""
         return None
 
     def commit_branch(self, request: BuildRequest) -> str | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import shutil
@@ -58,6 +59,7 @@ from gate.builders.srpm import (
 )
 from gate.refs import is_full_sha
 from repo_state.pool import Pool
+from repo_state.state import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,11 @@ class KojiBackend(BuildBackend):
         return f"{self.conn.weburl}/taskinfo?taskID={task_id}"
 
     def commit_branch(self, request: BuildRequest) -> str | None:
-        mode = self.config.scratch_source if request.purpose == "scratch" else (
-            self.config.final_source)
+        mode = (
+            self.config.scratch_source
+            if request.purpose == "scratch"
+            else (self.config.final_source)
+        )
         if mode != "scm":
             return None
         key = re.sub(r"[^A-Za-z0-9]", "", request.key)[:16] or "nokey"
@@ -150,7 +155,7 @@ class KojiBackend(BuildBackend):
             return await self._submit_final(request, previous)
         return await self._submit_scratch(request, previous)
 
-    async def wait(self, task_ref: str, request: BuildRequest) -> BuildOutcome:
+    async def wait(self, task_ref: str) -> BuildOutcome:
         """Wait for the task (polled with all others) and fetch its RPMs into the pool."""
         report = await self.watcher.wait(_task_id(task_ref))
         return await self._outcome(report)
@@ -195,7 +200,7 @@ class KojiBackend(BuildBackend):
         await asyncio.to_thread(self.journal.save, record)
         return str(found)
 
-    async def find_final(self, package: str, nvr: str) -> ExistingBuild | None:
+    async def find_final(self, nvr: str) -> ExistingBuild | None:
         """The hub's build of ``nvr`` (COMPLETE ones with their RPMs, fetched into the pool)."""
         with _translated(f"look up build {nvr}"):
             return await self._find_final(nvr)
@@ -207,7 +212,7 @@ class KojiBackend(BuildBackend):
         state = koji.BUILD_STATES[build["state"]]
         scm, upload = await self._build_source(build)
         tree = _tree_from_upload(upload) if upload else None
-        artifacts: tuple = ()
+        artifacts: tuple[Artifact, ...] = ()
         if state == "COMPLETE":
             rpms = await self.hub.call("listRPMs", buildID=build_id(build))
             artifacts = await self.downloader.fetch_all([self._final_rpm(build, r) for r in rpms])
@@ -322,17 +327,18 @@ class KojiBackend(BuildBackend):
     ) -> Submission:
         """The submission record for ``request`` built from ``mode`` ("srpm" or "scm")."""
         previous = list(previous or [])
-        common = {
-            "purpose": request.purpose,
-            "key": request.key,
-            "project": request.project,
-            "target": self._target(request),
-            "scratch": request.purpose == "scratch",
-            "commit": request.commit,
-            "tree": request.tree,
-            "intent_at": time.time(),
-            "previous": previous,
-        }
+        intent = Submission(
+            purpose=request.purpose,
+            key=request.key,
+            project=request.project,
+            target=self._target(request),
+            source="",
+            scratch=request.purpose == "scratch",
+            commit=request.commit,
+            tree=request.tree,
+            intent_at=time.time(),
+            previous=previous,
+        )
         if mode == "scm":
             if not request.scm_url:
                 raise BuildError(
@@ -342,16 +348,18 @@ class KojiBackend(BuildBackend):
             url = (
                 request.scm_url if "#" in request.scm_url else f"{request.scm_url}#{request.commit}"
             )
-            return Submission(source=url, **common)
+            return dataclasses.replace(intent, source=url)
         # One directory per purpose, key, tree and attempt: a task whose request
         # names it was submitted for exactly this (what recover() looks for).
         key = re.sub(r"[^A-Za-z0-9]", "", request.key)[:16] or "nokey"
         upload_dir = f"{self.config.upload_dir}/rpmgate-{request.purpose}-{key}-{request.tree}"
         if previous:
             upload_dir += f"-{len(previous)}"
-        if srpm is None:  # recover() without a journal: match on the directory only
-            return Submission(source=upload_dir + "/", upload_dir=upload_dir, **common)
-        return Submission(source=f"{upload_dir}/{srpm.path.name}", upload_dir=upload_dir, **common)
+        if srpm is None:
+            raise BuildError(f"{request.project}: an SRPM build needs the SRPM")
+        return dataclasses.replace(
+            intent, source=f"{upload_dir}/{srpm.path.name}", upload_dir=upload_dir
+        )
 
     async def _start(self, record: Submission, srpm: SrpmResult | None) -> str:
         await asyncio.to_thread(
@@ -638,8 +646,16 @@ async def _tree_of(request: BuildRequest, sha: str) -> str | None:
     if not is_full_sha(sha):
         return None
     code, out, _ = await run_capture(
-        ["git", "-C", str(request.git_dir), "rev-parse", "--verify", "--quiet",
-         "--end-of-options", f"{sha}^{{tree}}"]
+        [
+            "git",
+            "-C",
+            str(request.git_dir),
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            f"{sha}^{{tree}}",
+        ]
     )
     return out.strip() if code == 0 else None
 

@@ -12,11 +12,15 @@ the profile.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import koji
+from pydantic import ConfigDict, model_validator
+
+from gate.registry import DriverConfig
 
 SourceMode = Literal["srpm", "scm"]
 AuthType = Literal["ssl", "gssapi", "password", "noauth"]
@@ -220,3 +224,34 @@ class KojiConfig:
 
 def _path(value: str | None) -> str | None:
     return os.path.expanduser(value) if value else None
+
+
+class KojiBackendConfig(DriverConfig):
+    """The ``koji`` backend's config section: every key a field of :class:`KojiConfig`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Literal["koji"]
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> KojiBackendConfig:
+        known = {f.name for f in dataclasses.fields(KojiConfig)}
+        for key in self.model_extra or {}:
+            if key not in known:
+                raise ValueError(f"unknown key {key!r} (known: {', '.join(sorted(known))})")
+        try:
+            KojiConfig(**(self.model_extra or {})).resolve()
+        except (KojiConfigError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def koji_config(self) -> KojiConfig:
+        return KojiConfig(**(self.model_extra or {}))
+
+    def secret_paths(self) -> list[str]:
+        """Credential files this section names (hidden from builds)."""
+        extra = self.model_extra or {}
+        return [
+            os.path.expanduser(str(extra[k]))
+            for k in ("cert", "keytab", "config_file")
+            if extra.get(k)
+        ]

@@ -293,7 +293,7 @@ class TaskWatcher:
             if info["id"] in problems:
                 continue
             parent_result = found.get(("parent_result", info["id"]))
-            builds = tuple(builds_by_task.get(info["id"], ()))
+            task_builds = tuple(builds_by_task.get(info["id"], ()))
             reports.append(
                 TaskReport(
                     id=info["id"],
@@ -302,8 +302,8 @@ class TaskWatcher:
                     fault=describe(parent_result) if isinstance(parent_result, Exception) else "",
                     fault_code=getattr(parent_result, "faultCode", None),
                     children=tuple(_child(c, found) for c in children),
-                    builds=builds,
-                    rpms={build_id(b): rpms.get(build_id(b), []) for b in builds},
+                    builds=task_builds,
+                    rpms={build_id(b): rpms.get(build_id(b), []) for b in task_builds},
                 )
             )
         return reports, problems

@@ -18,7 +18,11 @@ import json
 import shutil
 import uuid
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from gate.builders.base import (
     BuildBackend,
@@ -38,9 +42,16 @@ from gate.builders.srpm import (
     rpmbuild_dir_defines,
     run_logged,
 )
+from gate.registry import DriverConfig
 from repo_state.durable import write_atomically
 from repo_state.pool import Pool
 from repo_state.state import Artifact
+
+
+class LocalBackendConfig(DriverConfig):
+    type: Literal["local"] = "local"
+    #: concurrent rpmbuild processes
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
 
 
 class LocalBackend(BuildBackend):
@@ -70,6 +81,9 @@ class LocalBackend(BuildBackend):
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    def served_logs(self) -> Path:
+        return self.logs_dir
 
     @property
     def builds_dir(self) -> Path:
@@ -103,7 +117,7 @@ class LocalBackend(BuildBackend):
         self._tasks[ref] = task
         return ref
 
-    async def wait(self, task_ref: str, request: BuildRequest) -> BuildOutcome:
+    async def wait(self, task_ref: str) -> BuildOutcome:
         """Wait for build ``task_ref``; a canceled build is an ``ok=False`` outcome.
 
         Cancelling the caller does not cancel the build (use :meth:`cancel`).
@@ -126,7 +140,7 @@ class LocalBackend(BuildBackend):
         task.cancel()
         await asyncio.wait({task})
 
-    async def find_final(self, package: str, nvr: str) -> ExistingBuild | None:
+    async def find_final(self, nvr: str) -> ExistingBuild | None:
         """The final build of ``nvr`` recorded in the build store, if any."""
         record = await asyncio.to_thread(self._read_record, nvr)
         if record is None:
@@ -178,7 +192,7 @@ class LocalBackend(BuildBackend):
         # The NVR is only known from the SRPM header, hence the check here and
         # not at submit time; it must come before the (expensive) rebuild.
         async with self._nvr_locks.setdefault(srpm.nvr, asyncio.Lock()):
-            existing = await self.find_final(request.package, srpm.nvr)
+            existing = await self.find_final(srpm.nvr)
             if existing is not None:
                 return await self._existing(request, srpm, existing, log_path)
             outcome = await self._rebuild(ref, request, srpm, taskdir, log_path)
@@ -197,20 +211,18 @@ class LocalBackend(BuildBackend):
         await asyncio.to_thread(self.sandbox.prepare, topdir)
         confined = Confined(self.sandbox, writable=topdir, readable=(srpm.path.parent,))
         code = await run_logged(argv, log_path, confined=confined)
-        common = {"nvr": srpm.nvr, "log": str(log_path), "build_requires": srpm.build_requires}
+        outcome = _outcome_of(srpm, log_path)
         if code != 0:
             log = await asyncio.to_thread(log_path.read_text, "utf-8", "replace")
-            return BuildOutcome(
-                ok=False, reason=f"rpmbuild failed: {last_error_line(log)}", **common
-            )
+            return replace(outcome, reason=f"rpmbuild failed: {last_error_line(log)}")
         rpms = await asyncio.to_thread(output_files, topdir / "RPMS", "*.rpm")
         artifacts = await asyncio.to_thread(self._pool_artifacts, [*rpms, srpm.path])
-        return BuildOutcome(ok=True, artifacts=artifacts, extra={"task_ref": ref}, **common)
+        return replace(outcome, ok=True, artifacts=artifacts, extra={"task_ref": ref})
 
     async def _existing(
         self, request: BuildRequest, srpm: SrpmResult, existing: ExistingBuild, log_path: Path
     ) -> BuildOutcome:
-        common = {"nvr": srpm.nvr, "log": str(log_path), "build_requires": srpm.build_requires}
+        outcome = _outcome_of(srpm, log_path)
         if existing.source != request.tree:
             # Koji refuses to build an NVR twice; a change that does not bump
             # the release must fail rather than silently replace RPMs.
@@ -219,16 +231,16 @@ class LocalBackend(BuildBackend):
                 f"this change is tree {request.tree})"
             )
             await asyncio.to_thread(_append, log_path, f"refused: {reason}\n")
-            return BuildOutcome(ok=False, reason=reason, **common)
+            return replace(outcome, reason=reason)
         missing = [a.filename for a in existing.artifacts if a.checksum not in self.pool]
         if missing:
             reason = f"build {srpm.nvr} exists but its RPMs left the pool: {', '.join(missing)}"
-            return BuildOutcome(ok=False, reason=reason, **common)
+            return replace(outcome, reason=reason)
         await asyncio.to_thread(
             _append, log_path, f"adopted existing build {srpm.nvr} (task {existing.task_ref})\n"
         )
         extra = {"adopted": "true", "task_ref": existing.task_ref or ""}
-        return BuildOutcome(ok=True, artifacts=existing.artifacts, extra=extra, **common)
+        return replace(outcome, ok=True, artifacts=existing.artifacts, extra=extra)
 
     # -- pool and store (run in threads) --------------------------------------
 
@@ -243,11 +255,12 @@ class LocalBackend(BuildBackend):
         name, version, release = parts
         return self.builds_dir / name / version / release / "build.json"
 
-    def _read_record(self, nvr: str) -> dict | None:
+    def _read_record(self, nvr: str) -> dict[str, Any] | None:
         path = self._record_path(nvr)
         if path is None or not path.exists():
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return record
 
     def _write_record(
         self, ref: str, request: BuildRequest, srpm: SrpmResult, outcome: BuildOutcome
@@ -271,6 +284,13 @@ class LocalBackend(BuildBackend):
             "artifacts": [a.to_dict() for a in outcome.artifacts],
         }
         write_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _outcome_of(srpm: SrpmResult, log_path: Path) -> BuildOutcome:
+    """A failed outcome naming the SRPM's NVR and the log (what every outcome shares)."""
+    return BuildOutcome(
+        ok=False, nvr=srpm.nvr, log=str(log_path), build_requires=srpm.build_requires
+    )
 
 
 def _write(path: Path, text: str) -> None:

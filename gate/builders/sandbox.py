@@ -177,8 +177,9 @@ class Sandbox:
         under bubblewrap when it is available.
         """
         command, kwargs = self.command(argv, Path(writable), readable)
+        program, *args = command
         return await asyncio.create_subprocess_exec(
-            *command, start_new_session=True, **kwargs, **io
+            program, *args, start_new_session=True, **kwargs, **io
         )
 
     def command(

@@ -256,16 +256,28 @@ async def _export_tree(request: BuildRequest, workdir: Path, src: Path, log_path
     # commit whose tree is something else would make that record a lie.
     if _HEX_ID.match(request.tree):
         actual = await _git(
-            request, log_path, "rev-parse", "--verify", "--end-of-options",
-            f"{request.commit}^{{tree}}"
+            request,
+            log_path,
+            "rev-parse",
+            "--verify",
+            "--end-of-options",
+            f"{request.commit}^{{tree}}",
         )
         if actual != request.tree:
             raise SrpmError(
                 f"commit {request.commit} has tree {actual}, not {request.tree}", _read(log_path)
             )
     archive = workdir / "src.tar"
-    await _git(request, log_path, "archive", "--format=tar", "-o", str(archive),
-               "--end-of-options", request.commit)
+    await _git(
+        request,
+        log_path,
+        "archive",
+        "--format=tar",
+        "-o",
+        str(archive),
+        "--end-of-options",
+        request.commit,
+    )
     try:
         await asyncio.to_thread(_extract, archive, src)
     except tarfile.TarError as exc:  # e.g. a symlink pointing outside the tree

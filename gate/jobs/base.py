@@ -18,6 +18,22 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from gate.registry import NAME_PATTERN, DriverConfig
+
+
+class JobConfig(DriverConfig):
+    """A job of a queue's ``jobs`` list; ``type`` picks the driver (gate/drivers.py)."""
+
+    #: stable name used in reports, logs and the status
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+
+    def dependency_repos(self) -> tuple[str, ...]:
+        """Repositories whose packages may satisfy dependencies (``RPMGATE_BASE_REPOS``)."""
+        return ()
 
 
 @dataclass(frozen=True)

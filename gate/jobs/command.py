@@ -32,17 +32,28 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Annotated, BinaryIO, Literal
 
-from gate.jobs.base import Job, JobContext, JobResult
+from pydantic import Field
+
+from gate.jobs.base import Job, JobConfig, JobContext, JobResult
 
 #: how much of the end of the log is searched for the lines shown in a failure
 _TAIL_BYTES = 64 * 1024
 
 
 #: what a command inherits from the daemon's environment (plus LC_*)
-INHERITED_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ",
-                           "TMPDIR", "SHELL", "TERM"})
+INHERITED_ENV = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SHELL", "TERM"}
+)
+
+
+class CommandJobConfig(JobConfig):
+    type: Literal["command"] = "command"
+    #: shell command; sees RPMGATE_REPO_PATH, RPMGATE_REPO_URL, RPMGATE_ITEM, ...
+    command: str
+    timeout: Annotated[float, Field(gt=0)] = 3600.0
+    env: dict[str, str] = Field(default_factory=dict)
 
 
 class CommandJob(Job):
@@ -83,8 +94,9 @@ class CommandJob(Job):
         passwords), and a job's log must never be able to print them.  A job
         that needs more names it in its ``env``.
         """
-        inherited = {k: v for k, v in os.environ.items()
-                     if k in INHERITED_ENV or k.startswith("LC_")}
+        inherited = {
+            k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith("LC_")
+        }
         return {
             **inherited,
             **self.env,

@@ -49,11 +49,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import createrepo_c as cr
 
-from gate.jobs.base import Job, JobContext, JobResult
+from gate.jobs.base import Job, JobConfig, JobContext, JobResult
 from gate.jobs.rpmvercmp import EVR, OPERATOR_FLAGS, Dep, satisfies
 
 # --------------------------------------------------------------------------
@@ -558,6 +558,16 @@ class ArchReport:
     arch: str
     checked: list[Package] = field(default_factory=list)
     unresolved: list[Unresolved] = field(default_factory=list)
+
+
+class RepoclosureJobConfig(JobConfig):
+    type: Literal["repoclosure"] = "repoclosure"
+    name: Literal["repoclosure"] = "repoclosure"
+    #: extra repositories whose packages satisfy dependencies (paths or URLs)
+    base_repos: tuple[str, ...] = ()
+
+    def dependency_repos(self) -> tuple[str, ...]:
+        return self.base_repos
 
 
 class Repoclosure(Job):

@@ -16,13 +16,23 @@ project's branch, and carries out the one action that changes it:
 Speculative merges are not a source's business: they happen in the gate's own
 clones (``gate.merger``) whatever system hosts the repository.  Drivers for
 forges (Pagure, GitLab, Gerrit) implement this interface next to their event
-parsing and signature verification, one package per forge.
+parsing and signature verification, one package per forge, and register in
+``gate/drivers.py``: a source may add web routes (its webhook endpoint, which
+stores deliveries under the source's name) and translates those deliveries
+into the gate's events (:meth:`ChangeSource.parse_event`).
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from gate.events import Event, Refused
+from gate.merger import Merger
 
 
 @dataclass(frozen=True)
@@ -32,10 +42,49 @@ class MergeOutcome:
     reason: str = ""
 
 
+class GitProject(Protocol):
+    """What a source knows of a project it owns (``ProjectConfig`` is one)."""
+
+    @property
+    def git(self) -> str: ...
+
+    @property
+    def branch(self) -> str: ...
+
+
+#: commit a delivery: (source name, event type, payload, idempotency key) -> created
+StoreDelivery = Callable[[str, str, dict[str, Any], str | None], bool]
+
+
+@dataclass(frozen=True)
+class SourceParts:
+    """What a source driver is built with (``gate.drivers``)."""
+
+    #: the projects whose ``source`` is this source, by name
+    projects: Mapping[str, GitProject]
+    merger: Merger
+    #: how a webhook endpoint stores what it accepted (before answering 202)
+    store: StoreDelivery | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
 class ChangeSource(abc.ABC):
     """A review system that owns projects' branches."""
 
+    #: the source's name in the config (``sources.<name>``)
     name: str = "abstract"
+
+    def routes(self) -> list[web.RouteDef]:
+        """Web routes of this source (its webhook endpoint); none by default."""
+        return []
+
+    def parse_event(self, event_type: str, payload: dict[str, Any]) -> Event | None:
+        """The gate event a delivery stored by this source's routes holds.
+
+        None: the delivery is understood and needs nothing (a comment that is
+        not a command).  :class:`~gate.events.Refused`: it cannot be acted on.
+        """
+        raise Refused(f"source {self.name!r} takes no events")
 
     @abc.abstractmethod
     async def resolve(self, project: str, ref: str) -> str:
@@ -54,8 +103,13 @@ class ChangeSource(abc.ABC):
     async def is_merged(self, project: str, commit: str) -> bool:
         """Whether ``commit`` is on the branch already (the tip's crash recovery)."""
 
-    async def report(self, project: str, change_ref: str, result: str,  # noqa: B027
-                     message: str) -> None:
+    async def report(  # noqa: B027 - optional: a source may have no one to tell
+        self,
+        project: str,
+        change_ref: str,
+        result: str,
+        message: str,
+    ) -> None:
         """Tell the change's owners what happened (a comment, a vote, a status)."""
 
     async def push_build_branch(self, project: str, commit: str, branch: str) -> MergeOutcome:

@@ -10,23 +10,36 @@ its status API; there is nobody else to tell.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Literal
 
-from gate.config import Config
 from gate.merger import Merger
-from gate.sources.base import ChangeSource, MergeOutcome
+from gate.registry import DriverConfig
+from gate.sources.base import ChangeSource, GitProject, MergeOutcome, SourceParts
 
 log = logging.getLogger(__name__)
 
 
-class PlainGitSource(ChangeSource):
-    name = "git"
+class PlainGitConfig(DriverConfig):
+    """``type: git``: changes through rpmgate's own API, merged by pushing."""
 
-    def __init__(self, config: Config, merger: Merger) -> None:
-        self.config = config
+    type: Literal["git"] = "git"
+
+
+class PlainGitSource(ChangeSource):
+    def __init__(
+        self, projects: Mapping[str, GitProject], merger: Merger, name: str = "git"
+    ) -> None:
+        self.projects = projects
         self.merger = merger
+        self.name = name
+
+    @classmethod
+    def create(cls, name: str, config: PlainGitConfig, parts: SourceParts) -> PlainGitSource:
+        return cls(parts.projects, parts.merger, name)
 
     def _project(self, project: str) -> tuple[str, str]:
-        cfg = self.config.projects[project]
+        cfg = self.projects[project]
         return cfg.git, cfg.branch
 
     async def resolve(self, project: str, ref: str) -> str:
@@ -60,5 +73,6 @@ class PlainGitSource(ChangeSource):
         return sorted(await self.merger.remote_branches(project, url, namespace))
 
     async def report(self, project: str, change_ref: str, result: str, message: str) -> None:
-        log.info("report %s %s: %s%s", project, change_ref, result,
-                 f": {message}" if message else "")
+        log.info(
+            "report %s %s: %s%s", project, change_ref, result, f": {message}" if message else ""
+        )

@@ -13,13 +13,16 @@ import hmac
 import json
 import logging
 import time
-import uuid
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from gate.deliveries import store_delivery
+from gate.model import BuildState
+from gate.runtime import Runtime
 from gate.web.bodies import (
     MAX_ID,
     BadBody,
@@ -36,13 +39,11 @@ from gate.web.status import item_doc, repo_doc, status
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, Delivery, ItemRow
 
-if TYPE_CHECKING:
-    from gate.daemon import Gate
-
 log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=Body)
 
-GATE_KEY: web.AppKey[Gate] = web.AppKey("gate")
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 MAX_BODY = 1 << 20
 #: the caller of a request, as the token it presented names it
 ACTOR: web.RequestKey[str] = web.RequestKey("actor")
@@ -53,8 +54,8 @@ MAX_PATH = 2048
 _FILE_TREES = ("/speculative/", "/files/", "/repos/")
 
 
-def _gate(request: web.Request) -> Gate:
-    return request.app[GATE_KEY]
+def _rt(request: web.Request) -> Runtime:
+    return request.app[RUNTIME]
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -62,34 +63,41 @@ def _error(status: int, message: str) -> web.Response:
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Writes need a bearer token from ``auth.api_tokens``; its name is who asked."""
-    tokens = _gate(request).config.auth.named_tokens()
+    tokens = _rt(request).config.auth.named_tokens()
     if request.method == "POST" and tokens:
         header = request.headers.get("Authorization", "")
-        given = header.removeprefix("Bearer ").strip().encode() if header.startswith(
-            "Bearer ") else b""
+        given = (
+            header.removeprefix("Bearer ").strip().encode() if header.startswith("Bearer ") else b""
+        )
         actor = None
         for token in tokens:  # every token compared: the time says nothing of which one
             if hmac.compare_digest(given, token.token.encode()) and actor is None:
                 actor = token.name
         if actor is None:
-            log.warning("refused %s %s from %s: missing or bad token", request.method,
-                        request.path, request.remote)
+            log.warning(
+                "refused %s %s from %s: missing or bad token",
+                request.method,
+                request.path,
+                request.remote,
+            )
             return _error(401, "a valid bearer token is required")
         request[ACTOR] = actor
     return await handler(request)
 
 
 @web.middleware
-async def file_name_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def file_name_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Names no file tree can hold answer 404, not an operating-system error."""
     path = request.path
     if path.startswith(_FILE_TREES):
         parts = path.split("/")
-        odd = (len(path.encode()) > MAX_PATH
-               or any(len(p.encode()) > MAX_NAME or p in (".", "..") for p in parts)
-               or any(ord(c) < 0x20 or c == "\x7f" for c in path))
+        odd = (
+            len(path.encode()) > MAX_PATH
+            or any(len(p.encode()) > MAX_NAME or p in (".", "..") for p in parts)
+            or any(ord(c) < 0x20 or c == "\x7f" for c in path)
+        )
         if odd:
             return _error(404, "no such file")
     return await handler(request)
@@ -99,13 +107,18 @@ async def _body(request: web.Request, model: type[M]) -> M:
     """The request body as ``model``: read within ``listen.body_timeout``, then validated."""
     if request.content_length and request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    timeout = _gate(request).config.listen.body_timeout
+    timeout = _rt(request).config.listen.body_timeout
     try:
         async with asyncio.timeout(timeout):
             raw = await request.read()
     except TimeoutError:
-        log.warning("closed %s %s from %s: body not received in %gs", request.method,
-                    request.path, request.remote, timeout)
+        log.warning(
+            "closed %s %s from %s: body not received in %gs",
+            request.method,
+            request.path,
+            request.remote,
+            timeout,
+        )
         raise _SlowBody(f"request body not received within {timeout:g}s") from None
     return parse_body(raw, model)
 
@@ -114,30 +127,8 @@ class _SlowBody(Exception):
     """The body did not arrive within ``listen.body_timeout`` (a 408, then close)."""
 
 
-def store_delivery(gate: Gate, source: str, event_type: str, payload: dict[str, Any],
-                   key: str | None, requested_by: str | None = None) -> tuple[Delivery, bool]:
-    """Commit the event; returns (delivery, created).  Idempotent on ``key``."""
-    delivery_key = f"{source}:{event_type}:{key or uuid.uuid4()}"
-    with session(gate.engine) as s:
-        existing = s.exec(select(Delivery).where(Delivery.delivery_key == delivery_key)).first()
-        if existing is not None:
-            return existing, False
-        row = Delivery(source=source, event_type=event_type, delivery_key=delivery_key,
-                       payload=json.dumps(payload, sort_keys=True), requested_by=requested_by)
-        s.add(row)
-        try:
-            s.commit()
-        except IntegrityError:
-            s.rollback()
-            again = s.exec(select(Delivery).where(Delivery.delivery_key == delivery_key)).one()
-            return again, False
-        s.refresh(row)
-    gate.wake()
-    return row, True
-
-
 def _accepted(request: web.Request, delivery: Delivery, created: bool) -> web.Response:
-    base = _gate(request).config.base_url
+    base = _rt(request).config.base_url
     return web.json_response(
         {"delivery": delivery.id, "status_url": f"{base}/api/deliveries/{delivery.id}"},
         status=202 if created else 200,
@@ -149,11 +140,17 @@ async def _store(request: web.Request, event_type: str, payload: dict[str, Any])
     if key is not None and (len(key) > 200 or not key.isprintable()):
         return _error(400, "Idempotency-Key: at most 200 printable characters")
     actor = request.get(ACTOR)
-    delivery, created = store_delivery(_gate(request), "api", event_type, payload, key,
-                                       requested_by=actor)
+    delivery, created = store_delivery(
+        _rt(request), "api", event_type, payload, key, requested_by=actor
+    )
     if created:
-        log.info("accepted %s delivery %s%s: %s", event_type, delivery.id,
-                 f" from {actor}" if actor else "", payload)
+        log.info(
+            "accepted %s delivery %s%s: %s",
+            event_type,
+            delivery.id,
+            f" from {actor}" if actor else "",
+            payload,
+        )
     return _accepted(request, delivery, created)
 
 
@@ -161,29 +158,35 @@ def _path_id(request: web.Request) -> int:
     """The ``{id}`` of the path: a positive integer a database row can have, else 404."""
     text = request.match_info["id"]
     if not (text.isascii() and text.isdigit()) or len(text) > 19:
-        raise web.HTTPNotFound(text=json.dumps({"error": f"no such id {text[:40]!r}"}),
-                               content_type="application/json")
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"no such id {text[:40]!r}"}), content_type="application/json"
+        )
     value = int(text)
     if not 1 <= value <= MAX_ID:
-        raise web.HTTPNotFound(text=json.dumps({"error": f"no such id {value}"}),
-                               content_type="application/json")
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"no such id {value}"}), content_type="application/json"
+        )
     return value
 
 
 # -- change API ---------------------------------------------------------------------------------
 async def propose_change(request: web.Request) -> web.Response:
     body = await _body(request, ProposeChange)
-    if body.project not in _gate(request).config.projects:
+    if body.project not in _rt(request).config.projects:
         return _error(404, f"unknown project {body.project!r}")
-    payload = {"project": body.project, "ref": body.ref, "title": body.title,
-               "approve": body.approve}
+    payload = {
+        "project": body.project,
+        "ref": body.ref,
+        "title": body.title,
+        "approve": body.approve,
+    }
     return await _store(request, "change.proposed", payload)
 
 
 async def _change_event(request: web.Request, event_type: str) -> web.Response:
     change_id = _path_id(request)
     await _body(request, NoBody)
-    with session(_gate(request).engine) as s:
+    with session(_rt(request).engine) as s:
         if s.get(ChangeRow, change_id) is None:
             return _error(404, f"no change {change_id}")
     return await _store(request, event_type, {"change": change_id})
@@ -198,32 +201,44 @@ async def enqueue_change(request: web.Request) -> web.Response:
 
 
 async def get_change(request: web.Request) -> web.Response:
-    gate = _gate(request)
+    rt = _rt(request)
     change_id = _path_id(request)
-    with session(gate.engine) as s:
+    with session(rt.engine) as s:
         change = s.get(ChangeRow, change_id)
         if change is None:
             return _error(404, f"no change {change_id}")
         items = s.exec(select(ItemRow).where(ItemRow.change_id == change_id)).all()
-        docs = [item_doc(gate, s, i, None) for i in items]
-    return web.json_response({"id": change.id, "project": change.project, "ref": change.ref,
-                              "sha": change.sha, "title": change.title, "state": change.state,
-                              "reason": change.reason or None, "items": docs})
+        docs = [item_doc(rt, s, i, None) for i in items]
+    return web.json_response(
+        {
+            "id": change.id,
+            "project": change.project,
+            "ref": change.ref,
+            "sha": change.sha,
+            "title": change.title,
+            "state": change.state,
+            "reason": change.reason or None,
+            "items": docs,
+        }
+    )
 
 
 async def ref_updated(request: web.Request) -> web.Response:
     body = await _body(request, RefUpdated)
-    if body.project not in _gate(request).config.projects:
+    if body.project not in _rt(request).config.projects:
         return _error(404, f"unknown project {body.project!r}")
-    return await _store(request, "ref.updated", {"project": body.project, "new": body.new,
-                                                 "old": body.old, "force": body.force})
+    return await _store(
+        request,
+        "ref.updated",
+        {"project": body.project, "new": body.new, "old": body.old, "force": body.force},
+    )
 
 
 # -- admin API ---------------------------------------------------------------------------------
 async def _item_event(request: web.Request, event_type: str) -> web.Response:
     item_id = _path_id(request)
     body = await _body(request, WithReason)
-    with session(_gate(request).engine) as s:
+    with session(_rt(request).engine) as s:
         item = s.get(ItemRow, item_id)
         if item is None or not item.active:
             return _error(404, f"item {item_id} is not in a queue")
@@ -240,78 +255,107 @@ async def promote_item(request: web.Request) -> web.Response:
 
 async def republish(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    if name not in _gate(request).publishers:
+    if name not in _rt(request).publishers:
         return _error(404, f"unknown repository {name[:100]!r}")
     body = await _body(request, WithReason)
-    return await _store(request, "repo.republish",
-                        {"repo": name, "action": "republish", "reason": body.reason})
+    return await _store(
+        request, "repo.republish", {"repo": name, "action": "republish", "reason": body.reason}
+    )
 
 
 async def rollback(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    if name not in _gate(request).publishers:
+    if name not in _rt(request).publishers:
         return _error(404, f"unknown repository {name[:100]!r}")
     body = await _body(request, Rollback)
-    return await _store(request, "repo.rollback",
-                        {"repo": name, "action": "rollback", "to": body.to,
-                         "reason": body.reason})
+    return await _store(
+        request,
+        "repo.rollback",
+        {"repo": name, "action": "rollback", "to": body.to, "reason": body.reason},
+    )
 
 
 # -- reads ---------------------------------------------------------------------------------
 async def get_status(request: web.Request) -> web.Response:
-    gate = _gate(request)
-    with session(gate.engine) as s:
-        doc = status(gate, s)
+    rt = _rt(request)
+    with session(rt.engine) as s:
+        doc = status(rt, s)
     return web.json_response(doc)
 
 
 async def get_repo(request: web.Request) -> web.Response:
-    gate = _gate(request)
-    with session(gate.engine) as s:
-        doc = repo_doc(gate, s, request.match_info["name"])
+    rt = _rt(request)
+    with session(rt.engine) as s:
+        doc = repo_doc(rt, s, request.match_info["name"])
     if doc is None:
         return _error(404, f"unknown repository {request.match_info['name'][:100]!r}")
     return web.json_response(doc)
 
 
 async def get_delivery(request: web.Request) -> web.Response:
-    gate = _gate(request)
-    with session(gate.engine) as s:
+    rt = _rt(request)
+    with session(rt.engine) as s:
         row = s.get(Delivery, _path_id(request))
     if row is None:
         return _error(404, "no such delivery")
     state = "pending" if row.processed_at is None else ("error" if row.error else "processed")
-    return web.json_response({"id": row.id, "event_type": row.event_type, "state": state,
-                              "result": row.result, "error": row.error,
-                              "requested_by": row.requested_by})
+    return web.json_response(
+        {
+            "id": row.id,
+            "event_type": row.event_type,
+            "state": state,
+            "result": row.result,
+            "error": row.error,
+            "requested_by": row.requested_by,
+        }
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
-    gate = _gate(request)
+    rt = _rt(request)
     try:
-        with session(gate.engine) as s:
+        with session(rt.engine) as s:
             s.exec(select(Delivery.id).limit(1)).first()
         db_ok = True
     except Exception as exc:  # the probe reports, it does not crash
         log.warning("health check: database unavailable: %s", exc)
         db_ok = False
-    loop_age = time.time() - gate.last_loop_at if gate.last_loop_at else None
-    backends = {name: backend.problem() or "ok" for name, backend in gate.backends.items()}
+    loop_age = time.time() - rt.plumbing.loop_seen_at if rt.plumbing.loop_seen_at else None
+    backends = {name: backend.problem() or "ok" for name, backend in rt.backends.items()}
     stuck: list[int] = []
     if db_ok:
-        with session(gate.engine) as s:
-            stuck = [b for b in s.exec(select(BuildRow.id).where(
-                BuildRow.state == "running", BuildRow.error != "")).all() if b is not None]
-    ok = (db_ok and loop_age is not None and loop_age < 120 and not stuck
-          and all(v == "ok" for v in backends.values()))
-    return web.json_response({"ok": ok, "database": db_ok, "loop_age_seconds": loop_age,
-                              "backends": backends, "stuck_builds": stuck,
-                              "uptime_seconds": time.time() - gate.started_at},
-                             status=200 if ok else 503)
+        with session(rt.engine) as s:
+            stuck = [
+                b
+                for b in s.exec(
+                    select(BuildRow.id).where(
+                        BuildRow.state == BuildState.RUNNING, BuildRow.error != ""
+                    )
+                ).all()
+                if b is not None
+            ]
+    ok = (
+        db_ok
+        and loop_age is not None
+        and loop_age < 120
+        and not stuck
+        and all(v == "ok" for v in backends.values())
+    )
+    return web.json_response(
+        {
+            "ok": ok,
+            "database": db_ok,
+            "loop_age_seconds": loop_age,
+            "backends": backends,
+            "stuck_builds": stuck,
+            "uptime_seconds": time.time() - rt.plumbing.started_at,
+        },
+        status=200 if ok else 503,
+    )
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except BadBody as exc:
@@ -323,12 +367,12 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return response
 
 
-def make_app(gate: Gate) -> web.Application:
+def make_app(rt: Runtime) -> web.Application:
     app = web.Application(
         middlewares=[guard_middleware, error_middleware, file_name_middleware, auth_middleware],
         client_max_size=MAX_BODY,
     )
-    app[GATE_KEY] = gate
+    app[RUNTIME] = rt
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/status", get_status)
     app.router.add_get("/api/repos/{name}", get_repo)
@@ -342,20 +386,23 @@ def make_app(gate: Gate) -> web.Application:
     app.router.add_post("/api/items/{id}/promote", promote_item)
     app.router.add_post("/api/repos/{name}/republish", republish)
     app.router.add_post("/api/repos/{name}/rollback", rollback)
-    speculative = gate.state_dir / "speculative"
+    speculative = rt.state_dir / "speculative"
     speculative.mkdir(parents=True, exist_ok=True)
     app.router.add_static("/speculative/", speculative, show_index=True)
-    app.router.add_static("/files/logs/", _ensure(gate.state_dir / "logs"), show_index=True)
-    for name, backend_cfg in gate.config.backends.items():
-        if backend_cfg.type == "local":
-            logs = _ensure(gate.state_dir / "builds" / name / "logs")
-            app.router.add_static(f"/files/builds/{name}/logs/", logs)
-    for name, pub in gate.config.publishers.items():
-        app.router.add_static(f"/repos/{name}/", _ensure(pub.root), show_index=True,
-                              follow_symlinks=True)
+    app.router.add_static("/files/logs/", _ensure(rt.state_dir / "logs"), show_index=True)
+    for name, backend in rt.backends.items():
+        logs = backend.served_logs()
+        if logs is not None:
+            app.router.add_static(f"/files/builds/{name}/logs/", _ensure(logs))
+    for name, publisher in rt.publishers.items():
+        app.router.add_static(
+            f"/repos/{name}/", _ensure(publisher.root), show_index=True, follow_symlinks=True
+        )
+    for source in rt.sources.values():
+        app.router.add_routes(source.routes())
     return app
 
 
-def _ensure(path: Any) -> Any:
+def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path

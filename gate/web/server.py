@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from gate.config import ListenConfig
 
 log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 LINGER_SECONDS = 2.0
 _BUSY = (
@@ -92,8 +94,11 @@ class GuardedConnection(asyncio.Protocol):
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         if len(self.guards.by_transport) >= self.guards.limits.max_connections:
-            log.warning("refused a connection from %s: %d connections open", self.peer,
-                        len(self.guards.by_transport))
+            log.warning(
+                "refused a connection from %s: %d connections open",
+                self.peer,
+                len(self.guards.by_transport),
+            )
             transport.write(_BUSY)
             transport.close()
             return
@@ -133,14 +138,13 @@ class GuardedConnection(asyncio.Protocol):
 
     def _expired(self, seconds: float) -> None:
         self._deadline = None
-        log.warning("closed the connection from %s: no complete request in %gs", self.peer,
-                    seconds)
+        log.warning("closed the connection from %s: no complete request in %gs", self.peer, seconds)
         if self.transport is not None:
             self.transport.abort()
 
 
 @web.middleware
-async def guard_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Tell the connection's guard that a request is being handled, and when it ends."""
     guards = request.app.get(GUARDS)
     guard = guards.find(request.transport) if guards is not None else None
@@ -189,8 +193,9 @@ class Served:
         await self.server.wait_closed()
 
 
-async def serve(app: web.Application, host: str, port: int, limits: Limits,
-                **runner_kwargs: Any) -> Served:
+async def serve(
+    app: web.Application, host: str, port: int, limits: Limits, **runner_kwargs: Any
+) -> Served:
     """Start serving ``app`` on ``host:port`` (0: any free port) behind :class:`Limits`."""
     server_log = logging.getLogger("aiohttp.server")
     if _MALFORMED not in server_log.filters:
@@ -199,8 +204,12 @@ async def serve(app: web.Application, host: str, port: int, limits: Limits,
     app[GUARDS] = guards
     # lingering_time: after answering a request whose body was not read (a 408,
     # a 413), aiohttp reads and drops what still comes for this long, then closes
-    runner = web.AppRunner(app, keepalive_timeout=limits.keepalive_timeout,
-                           lingering_time=LINGER_SECONDS, **runner_kwargs)
+    runner = web.AppRunner(
+        app,
+        keepalive_timeout=limits.keepalive_timeout,
+        lingering_time=LINGER_SECONDS,
+        **runner_kwargs,
+    )
     await runner.setup()
     handler = runner.server
     assert handler is not None

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlmodel import Session, col, select
 
+from gate.items import view_of
+from gate.model import BuildState, Step
 from gate.queue_view import active_items
+from gate.runtime import Runtime
 from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, JobRunRow, QueueRow
-
-if TYPE_CHECKING:
-    from gate.daemon import Gate
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -22,91 +22,110 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def item_label(item: ItemRow, build: BuildRow | None) -> str:
-    """One word or two a packager understands: where the item is."""
+    """Where the item is, in a word or two (``rt.model.ItemState``), or how it ended."""
     if not item.active:
         return item.result or "finished"
-    if item.tip == "done":
-        return "published"
-    if item.tip == "publish":
-        return "publish retry (post item)" if item.tip_state == "failed" else "publishing"
-    if item.tip == "merge":
-        return "merging"
-    if item.tip == "final_build":
-        return {"failed": "failing"}.get(item.tip_state, "final build")
-    if item.kind == "post":
-        return "final build"
-    if "failed" in (item.merge, item.jobs) or (build is not None and build.state == "failed"):
-        return "failing"
-    if item.base_generation is None:
-        return "waiting (outside the window)"
-    if item.merge in ("none", "running"):
-        return "speculative merge"
-    if item.jobs == "running":
-        return "testing"
-    if item.jobs == "passed":
-        return "passed, waiting for the tip"
-    return "building"
+    failed_build = build is not None and build.state == BuildState.FAILED
+    return view_of(item, Step.FAILED if failed_build else Step.NONE).state.value
 
 
-def build_doc(gate: Gate, row: BuildRow | None) -> dict[str, Any] | None:
+def build_doc(rt: Runtime, row: BuildRow | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {
-        "id": row.id, "purpose": row.purpose, "state": row.state, "nvr": row.nvr,
-        "key": row.key, "backend": row.backend, "task": row.task_ref, "tree": row.tree,
-        "reason": row.reason, "error": row.error or None, "log_url": log_url(gate, row.log),
-        "submissions": row.submissions, "created_at": _iso(row.created_at),
+        "id": row.id,
+        "purpose": row.purpose,
+        "state": row.state,
+        "nvr": row.nvr,
+        "key": row.key,
+        "backend": row.backend,
+        "task": row.task_ref,
+        "tree": row.tree,
+        "reason": row.reason,
+        "error": row.error or None,
+        "log_url": log_url(rt, row.log),
+        "submissions": row.submissions,
+        "created_at": _iso(row.created_at),
         "finished_at": _iso(row.finished_at),
     }
 
 
-def log_url(gate: Gate, path: str) -> str | None:
+def log_url(rt: Runtime, path: str) -> str | None:
     if not path:
         return None
     if path.startswith(("http://", "https://")):
         return path
     try:
-        rel = path.removeprefix(str(gate.state_dir) + "/")
+        rel = path.removeprefix(str(rt.state_dir) + "/")
     except ValueError:
         return None
-    return f"{gate.config.base_url}/files/{rel}" if rel != path else None
+    return f"{rt.config.base_url}/files/{rel}" if rel != path else None
 
 
-def item_doc(gate: Gate, s: Session, item: ItemRow, position: int | None) -> dict[str, Any]:
+def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> dict[str, Any]:
     change = s.get(ChangeRow, item.change_id)
-    scratch = s.exec(select(BuildRow).where(BuildRow.purpose == "scratch",
-                                            BuildRow.key == item.build_key)).first() \
-        if item.build_key else None
+    scratch = (
+        s.exec(
+            select(BuildRow).where(BuildRow.purpose == "scratch", BuildRow.key == item.build_key)
+        ).first()
+        if item.build_key
+        else None
+    )
     final = s.get(BuildRow, item.final_build_id) if item.final_build_id else None
-    jobs = s.exec(select(JobRunRow).where(JobRunRow.item_id == item.id,
-                                          JobRunRow.attempt == item.attempt)
-                  .order_by(col(JobRunRow.id))).all()
+    jobs = s.exec(
+        select(JobRunRow)
+        .where(JobRunRow.item_id == item.id, JobRunRow.attempt == item.attempt)
+        .order_by(col(JobRunRow.id))
+    ).all()
     spec_name = f"{item.id}-{item.attempt}"
     # a build whose watch stopped on a backend error holds the item up: say so
-    stuck = next((b.error for b in (final, scratch)
-                  if b is not None and b.state == "running" and b.error), "")
+    stuck = next(
+        (
+            b.error
+            for b in (final, scratch)
+            if b is not None and b.state == BuildState.RUNNING and b.error
+        ),
+        "",
+    )
     return {
         "id": item.id,
         "position": position,
         "queue": item.queue,
         "kind": item.kind,
         "state": "stuck: backend error" if stuck and item.active else item_label(item, scratch),
-        "change": {"id": change.id, "project": change.project, "ref": change.ref,
-                   "sha": change.sha, "title": change.title, "state": change.state}
-        if change else None,
+        "change": {
+            "id": change.id,
+            "project": change.project,
+            "ref": change.ref,
+            "sha": change.sha,
+            "title": change.title,
+            "state": change.state,
+        }
+        if change
+        else None,
         "attempt": item.attempt,
         "base": {"generation": item.base_generation, "ahead": json.loads(item.base_ahead)}
-        if item.base_generation is not None else None,
+        if item.base_generation is not None
+        else None,
         "merge": {"state": item.merge, "commit": item.merge_commit, "tree": item.merge_tree},
-        "build": build_doc(gate, scratch),
-        "final_build": build_doc(gate, final),
-        "jobs": [{"name": j.name, "state": j.state, "summary": j.summary,
-                  "details": json.loads(j.details), "log_url": log_url(gate, j.log_path),
-                  "started_at": _iso(j.started_at), "finished_at": _iso(j.finished_at)}
-                 for j in jobs],
+        "build": build_doc(rt, scratch),
+        "final_build": build_doc(rt, final),
+        "jobs": [
+            {
+                "name": j.name,
+                "state": j.state,
+                "summary": j.summary,
+                "details": json.loads(j.details),
+                "log_url": log_url(rt, j.log_path),
+                "started_at": _iso(j.started_at),
+                "finished_at": _iso(j.finished_at),
+            }
+            for j in jobs
+        ],
         "tip": {"step": item.tip, "state": item.tip_state},
-        "speculative_repo": f"{gate.config.base_url}/speculative/{spec_name}/"
-        if item.tested_state and item.active else None,
+        "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/"
+        if item.tested_state and item.active
+        else None,
         "failure": item.failure or stuck or None,
         "result": item.result,
         "generation": item.generation,
@@ -116,40 +135,54 @@ def item_doc(gate: Gate, s: Session, item: ItemRow, position: int | None) -> dic
     }
 
 
-def status(gate: Gate, s: Session, recent: int = 20) -> dict[str, Any]:
+def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
     queues = []
-    for name, cfg in gate.config.queues.items():
+    for name, cfg in rt.config.queues.items():
         qrow = s.get(QueueRow, name)
         items = active_items(s, name)
-        finished = s.exec(select(ItemRow).where(ItemRow.queue == name,
-                                                col(ItemRow.active).is_(False))
-                          .order_by(col(ItemRow.finished_at).desc()).limit(recent)).all()
-        queues.append({
-            "name": name,
-            "repo": cfg.repo,
-            "projects": list(cfg.projects),
-            "window": qrow.window if qrow else None,
-            "generation": qrow.generation if qrow else None,
-            "items": [item_doc(gate, s, item, i) for i, item in enumerate(items)],
-            "recent": [item_doc(gate, s, item, None) for item in finished],
-        })
-    backends = {name: health for name, backend in gate.backends.items()
-                if (health := backend.status()) is not None}
+        finished = s.exec(
+            select(ItemRow)
+            .where(ItemRow.queue == name, col(ItemRow.active).is_(False))
+            .order_by(col(ItemRow.finished_at).desc())
+            .limit(recent)
+        ).all()
+        queues.append(
+            {
+                "name": name,
+                "repo": cfg.repo,
+                "projects": list(cfg.projects),
+                "window": qrow.window if qrow else None,
+                "generation": qrow.generation if qrow else None,
+                "items": [item_doc(rt, s, item, i) for i, item in enumerate(items)],
+                "recent": [item_doc(rt, s, item, None) for item in finished],
+            }
+        )
+    backends = {
+        name: health
+        for name, backend in rt.backends.items()
+        if (health := backend.status()) is not None
+    }
     return {"queues": queues, "backends": backends}
 
 
-def repo_doc(gate: Gate, s: Session, name: str) -> dict[str, Any] | None:
-    publisher = gate.publishers.get(name)
+def repo_doc(rt: Runtime, s: Session, name: str) -> dict[str, Any] | None:
+    publisher = rt.publishers.get(name)
     if publisher is None:
         return None
     current = publisher.current()
-    history = s.exec(select(GenerationRow).where(GenerationRow.repo == name)
-                     .order_by(col(GenerationRow.number).desc()).limit(20)).all()
-    url = gate.config.publishers[name].url or f"{gate.config.base_url}/repos/{name}"
+    history = s.exec(
+        select(GenerationRow)
+        .where(GenerationRow.repo == name)
+        .order_by(col(GenerationRow.number).desc())
+        .limit(20)
+    ).all()
+    url = rt.config.publishers[name].url or f"{rt.config.base_url}/repos/{name}"
     return {
         "name": name,
         "url": url,
-        "current": None if current is None else {
+        "current": None
+        if current is None
+        else {
             "number": current.number,
             "path": str(current.path),
             "produced_by": current.manifest.get("produced_by"),
@@ -158,7 +191,14 @@ def repo_doc(gate: Gate, s: Session, name: str) -> dict[str, Any] | None:
             "builds": current.state.nvrs(),
         },
         "kept": publisher.generations(),
-        "history": [{"number": g.number, "kind": g.kind, "items": json.loads(g.items),
-                     "package_count": g.packages, "created_at": _iso(g.created_at)}
-                    for g in history],
+        "history": [
+            {
+                "number": g.number,
+                "kind": g.kind,
+                "items": json.loads(g.items),
+                "package_count": g.packages,
+                "created_at": _iso(g.created_at),
+            }
+            for g in history
+        ],
     }

@@ -1,0 +1,180 @@
+"""Testing an item, part 1: attempts and speculative merges (then its scratch build).
+
+Each function records the intent synchronously (a transition to ``running``),
+so the planner does not ask for the same work twice, then does the slow part
+in a task bound to the item's current attempt.  A reset cancels those tasks;
+an outcome that arrives for an older attempt is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from gate import transitions
+from gate.builds import Builds, scratch_key
+from gate.config import Config
+from gate.items import Items
+from gate.merger import Merger
+from gate.model import Base, BuildState, ItemKind, Step
+from gate.plumbing import Plumbing
+from gate.queue_rules import OtherChange, unmet_dependency
+from gate.sources.base import ChangeSource
+from repo_state.db import session
+from repo_state.models import ChangeRow, ItemRow, ProjectRow, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Attempts:
+    def __init__(
+        self,
+        engine: Engine,
+        plumbing: Plumbing,
+        config: Config,
+        items: Items,
+        builds: Builds,
+        merger: Merger,
+        source_of: Callable[[str], ChangeSource],
+    ) -> None:
+        self.engine = engine
+        self.plumbing = plumbing
+        self.config = config
+        self.items = items
+        self.builds = builds
+        self.merger = merger
+        self.source_of = source_of
+
+    def start(self, item_id: int, base: Base) -> None:
+        """Throw the current attempt away and test the item on ``base``."""
+        item = self.items.step(
+            item_id,
+            lambda v: transitions.start_attempt(v, base),
+            merge_commit=None,
+            merge_tree=None,
+            tested_state=None,
+            final_build_id=None,
+            attempt_started_at=utcnow(),
+        )
+        assert item is not None
+        self.plumbing.cancel_item_tasks(item_id)
+        self.items.drop_speculative_repos(item_id)
+        self.plumbing.emit(
+            "item",
+            item=item_id,
+            project=item.project,
+            state="testing",
+            attempt=item.attempt,
+            base=list(base.ahead),
+            generation=base.generation,
+        )
+
+    def prepare(self, queue: str, item_id: int) -> None:
+        """The speculative merge of the item's change on its base, then its scratch build."""
+        item = self.items.step(item_id, transitions.merge_started)
+        assert item is not None
+        self.plumbing.spawn(
+            self._prepare(queue, item_id, item.attempt), f"prepare-{item_id}", item_id
+        )
+
+    async def _prepare(self, queue: str, item_id: int, attempt: int) -> None:
+        with session(self.engine) as s:
+            item = s.get(ItemRow, item_id)
+            assert item is not None
+            project = self.config.projects[item.project]
+            ahead = [s.get(ItemRow, a) for a in json.loads(item.base_ahead)]
+            same_project = [
+                a
+                for a in ahead
+                if a is not None and a.project == item.project and a.kind == ItemKind.GATE
+            ]
+            shas = [_change_sha(s, a) for a in same_project] + [_change_sha(s, item)]
+            includes = [a.id for a in same_project if a.id] + [item_id]
+            prow = s.get(ProjectRow, item.project)
+        head = (
+            prow.branch_head
+            if prow and prow.branch_head
+            else (await self.source_of(item.project).branch_head(item.project))
+        )
+        needs = await self._unmet_dependency(item.project, head, shas, item.change_id)
+        if needs is not None:
+            self._merge_failed(item_id, attempt, item.project, needs)
+            return
+        result = await self.merger.speculative_merge(item.project, project.git, head, shas)
+        if result.conflict:
+            files = ", ".join(result.files[:5])
+            reason = f"merge conflict with {result.conflict_with[:12]}" + (
+                f" in {files}" if files else ""
+            )
+            self._merge_failed(item_id, attempt, item.project, reason)
+            return
+        qcfg = self.config.queues[queue]
+        key = scratch_key(item.project, result.tree, qcfg.target, qcfg.backend)
+        build = self.builds.ensure(
+            purpose="scratch",
+            key=key,
+            project=item.project,
+            backend=qcfg.backend,
+            commit=result.commit,
+            tree=result.tree,
+            target=qcfg.target,
+            includes=includes,
+        )
+        self.items.step(
+            item_id,
+            lambda v: transitions.merged(v, key),
+            attempt,
+            merge_commit=result.commit,
+            merge_tree=result.tree,
+        )
+        self.plumbing.emit(
+            "item",
+            item=item_id,
+            project=item.project,
+            state="building",
+            build=build.id,
+            reused=build.submissions > 0 or build.state != BuildState.RUNNING,
+        )
+
+    def _merge_failed(self, item_id: int, attempt: int, project: str, reason: str) -> None:
+        self.items.step(item_id, lambda v: transitions.merge_failed(v, reason), attempt)
+        self.plumbing.emit(
+            "item", item=item_id, project=project, state="merge-conflict", reason=reason
+        )
+
+    async def _unmet_dependency(
+        self, project: str, head: str, shas: list[str], own_change: int
+    ) -> str | None:
+        url = self.config.projects[project].git
+        carried = await self.merger.commits_between(project, url, head, shas[-1])
+        if not set(carried) - set(shas):
+            return None
+        with session(self.engine) as s:
+            others = s.exec(
+                select(ChangeRow).where(
+                    ChangeRow.project == project,
+                    col(ChangeRow.sha).in_(carried),
+                    ChangeRow.id != own_change,
+                )
+            ).all()
+        proposed = {c.sha: OtherChange(c.id or 0, c.title, c.sha, c.state) for c in others}
+        return unmet_dependency(carried, shas, proposed)
+
+    def recover(self) -> None:
+        """Merges are cheap and idempotent: redo the ones a crash interrupted."""
+        with session(self.engine) as s:
+            ids = s.exec(
+                select(ItemRow.id).where(col(ItemRow.active), ItemRow.merge == Step.RUNNING)
+            ).all()
+        for item_id in ids:
+            self.items.step(item_id or 0, transitions.merge_interrupted)
+
+
+def _change_sha(s: Session, item: ItemRow) -> str:
+    change = s.get(ChangeRow, item.change_id)
+    assert change is not None
+    return change.sha

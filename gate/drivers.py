@@ -1,0 +1,57 @@
+"""The built-in drivers, one line each (see ``gate.registry``).
+
+A new review system, backend, job type or publisher is a module of its own
+(its config model and its implementation) plus one line here.
+"""
+
+from __future__ import annotations
+
+from gate.builders.base import BackendParts
+from gate.builders.koji_config import KojiBackendConfig
+from gate.builders.local import LocalBackend, LocalBackendConfig
+from gate.jobs.command import CommandJob, CommandJobConfig
+from gate.jobs.repoclosure import Repoclosure, RepoclosureJobConfig
+from gate.publisher_config import PublisherConfig
+from gate.registry import (
+    BACKENDS,
+    JOBS,
+    PUBLISHERS,
+    SOURCES,
+    BackendDriver,
+    JobDriver,
+    PublisherDriver,
+    SourceDriver,
+)
+from gate.sources.plaingit import PlainGitConfig, PlainGitSource
+from publishers.createrepo import Publisher
+from repo_state.pool import Pool
+
+
+def _local(name: str, cfg: LocalBackendConfig, parts: BackendParts) -> LocalBackend:
+    return LocalBackend(
+        parts.state_dir / "builds" / name, parts.pool, cfg.workers, sandbox=parts.sandbox
+    )
+
+
+def _koji(name: str, cfg: KojiBackendConfig, parts: BackendParts) -> object:
+    from gate.builders.koji import KojiBackend  # imports the koji client only when used
+
+    return KojiBackend(
+        cfg.koji_config(), parts.pool, parts.state_dir / "backends" / name, sandbox=parts.sandbox
+    )
+
+
+def _command(cfg: CommandJobConfig) -> CommandJob:
+    return CommandJob(cfg.name, cfg.command, cfg.timeout, cfg.env)
+
+
+def _createrepo(name: str, cfg: PublisherConfig, pool: Pool) -> Publisher:
+    return Publisher(cfg.root, pool, arches=cfg.arches, keep=cfg.keep)
+
+
+SOURCES.register(SourceDriver("git", PlainGitConfig, PlainGitSource.create))
+BACKENDS.register(BackendDriver("local", LocalBackendConfig, _local))
+BACKENDS.register(BackendDriver("koji", KojiBackendConfig, _koji))
+JOBS.register(JobDriver("repoclosure", RepoclosureJobConfig, lambda cfg: Repoclosure()))
+JOBS.register(JobDriver("command", CommandJobConfig, _command))
+PUBLISHERS.register(PublisherDriver("createrepo", PublisherConfig, _createrepo))

@@ -1,0 +1,165 @@
+"""Items as rows: the one reading of an item's state, transitions applied, dequeue.
+
+:func:`view_of` is the only place that reads an item row's step columns; it
+returns the pure :class:`~gate.model.ItemView` the planner, the status API,
+ingest and admin all ask.  :meth:`Items.step` applies a transition
+(``gate.transitions``) to the row, guarded by the attempt it was started for:
+work for an attempt that was reset meanwhile must not overwrite the new
+attempt's state, so its outcome is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from gate.config import Config
+from gate.model import Base, ItemKind, ItemView, Step, TipStep
+from gate.plumbing import Plumbing
+from gate.queue_rules import WindowRule, window_after_dequeue
+from gate.sources.base import ChangeSource
+from repo_state.db import session
+from repo_state.models import ChangeRow, ItemRow, QueueRow, utcnow
+
+log = logging.getLogger("rpmgate")
+
+Transition = Callable[[ItemView], ItemView]
+
+
+def base_of(row: ItemRow) -> Base | None:
+    if row.base_generation is None:
+        return None
+    return Base(row.base_generation, tuple(json.loads(row.base_ahead)))
+
+
+def view_of(row: ItemRow, build: Step = Step.NONE, failure: str | None = None) -> ItemView:
+    """The item as the pure core sees it; ``build`` is its build's step, if known."""
+    return ItemView(
+        id=row.id or 0,
+        kind=ItemKind(row.kind),
+        project=row.project,
+        base=base_of(row),
+        merge=Step(row.merge),
+        build_key=row.build_key,
+        build=build,
+        jobs=Step(row.jobs),
+        tip=TipStep(row.tip),
+        tip_state=Step(row.tip_state),
+        not_before=row.not_before,
+        failure=row.failure if failure is None else failure,
+        attempt=row.attempt,
+    )
+
+
+def store(row: ItemRow, view: ItemView) -> None:
+    """Write what transitions change back to the row (the enums' values)."""
+    row.attempt = view.attempt
+    if view.base is None:
+        row.base_generation, row.base_ahead = None, "[]"
+    else:
+        row.base_generation, row.base_ahead = (
+            view.base.generation,
+            json.dumps(list(view.base.ahead)),
+        )
+    row.merge, row.build_key, row.jobs = view.merge.value, view.build_key, view.jobs.value
+    row.tip, row.tip_state = view.tip.value, view.tip_state.value
+    row.not_before, row.failure = view.not_before, view.failure
+
+
+class Items:
+    def __init__(
+        self,
+        engine: Engine,
+        plumbing: Plumbing,
+        config: Config,
+        source_of: Callable[[str], ChangeSource],
+        speculative_dir: Path,
+    ) -> None:
+        self.engine = engine
+        self.plumbing = plumbing
+        self.config = config
+        self.source_of = source_of
+        self.speculative_dir = speculative_dir
+
+    def get(self, item_id: int) -> ItemRow:
+        with session(self.engine) as s:
+            row = s.get(ItemRow, item_id)
+        if row is None:
+            raise LookupError(f"no item {item_id}")
+        return row
+
+    def step(
+        self, item_id: int, transition: Transition, attempt: int | None = None, **fields: Any
+    ) -> ItemRow | None:
+        """Apply ``transition`` (and set shell ``fields``); None if the attempt is gone."""
+        with session(self.engine) as s:
+            row = s.get(ItemRow, item_id)
+            assert row is not None
+            if attempt is not None and (row.attempt != attempt or not row.active):
+                return None
+            store(row, transition(view_of(row)))
+            for name, value in fields.items():
+                setattr(row, name, value)
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+        self.plumbing.wake()
+        return row
+
+    def update(self, item_id: int, attempt: int | None = None, **fields: Any) -> ItemRow | None:
+        """Set shell-only fields (merge commit, tested state, ...); same attempt guard."""
+        return self.step(item_id, lambda view: view, attempt, **fields)
+
+    def drop_speculative_repos(self, item_id: int) -> None:
+        """Remove the speculative repos of an item's attempts (nothing tests on them)."""
+        for path in self.speculative_dir.glob(f"{item_id}-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def dequeue(self, queue: str, item_id: int, result: str, reason: str = "") -> None:
+        """Remove an item and report it; adjust the window like Zuul does."""
+        window = self.config.queues[queue].window
+        rule = WindowRule(window.start, window.floor, window.increase, window.decrease_factor)
+        with session(self.engine) as s:
+            item = s.get(ItemRow, item_id)
+            if item is None or not item.active:
+                return
+            item.active, item.result, item.finished_at = False, result, utcnow()
+            if reason:
+                item.failure = reason
+            change = s.get(ChangeRow, item.change_id)
+            if change is not None:
+                change.state = result
+                change.reason, change.updated_at = reason, utcnow()
+                s.add(change)
+            qrow = s.get(QueueRow, queue)
+            assert qrow is not None
+            qrow.window = window_after_dequeue(qrow.window, ItemKind(item.kind), result, rule)
+            s.add_all([item, qrow])
+            s.commit()
+        self.plumbing.cancel_item_tasks(item_id)
+        self.drop_speculative_repos(item_id)
+        if change is not None:
+            self.plumbing.spawn(
+                self.source_of(item.project).report(item.project, change.ref, result, reason),
+                f"report-{item_id}",
+            )
+        self.plumbing.emit(
+            "item",
+            item=item_id,
+            queue=queue,
+            project=item.project,
+            kind=item.kind,
+            state=result,
+            reason=reason,
+            change=item.change_id,
+            generation=item.generation,
+        )
+        log.info(
+            "item %s (%s) %s%s", item_id, item.project, result, f": {reason}" if reason else ""
+        )

@@ -1,0 +1,85 @@
+"""The daemon's task plumbing: background tasks, wake-ups, listeners, liveness.
+
+Every stage that starts slow work (a build watch, a job run, a push) spawns
+it here, bound to an item when the work belongs to the item's current
+attempt, so a reset can cancel it; every recorded outcome wakes the loop; and
+every transition is emitted to listeners (the demo's output, tests, status
+streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger("rpmgate")
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class Plumbing:
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        #: tasks doing work for one item's current attempt, cancelled on reset/dequeue
+        self._item_tasks: dict[int, set[asyncio.Task[Any]]] = {}
+        self.started_at = time.time()
+        #: when the loop last began an iteration (0: never); /healthz reads it
+        self.loop_seen_at = 0.0
+
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], name: str, item_id: int | None = None
+    ) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        if item_id is not None:
+            self._item_tasks.setdefault(item_id, set()).add(task)
+            task.add_done_callback(lambda t: self._item_tasks.get(item_id, set()).discard(t))
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+        self.wake()
+
+    def cancel_item_tasks(self, item_id: int) -> None:
+        for task in list(self._item_tasks.pop(item_id, ())):
+            task.cancel()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def wait_for_wake(self, timeout: float) -> None:
+        """Sleep until :meth:`wake` or ``timeout`` seconds; then clear the wake-up."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    def emit(self, topic: str, **fields: Any) -> None:
+        """Tell listeners what just happened."""
+        event = {"topic": topic, "time": time.time(), **fields}
+        log.debug("event %s", event)
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("listener failed")
+
+    async def settle(self) -> None:
+        """Wait until every task, and every task those start, has ended (tests, tools)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Cancel every task and wait for them."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,193 @@
+"""The tip protocol, step 3: publish generation N+1, atomically, in queue order.
+
+Generation N+1 is recorded on the items before the publisher runs, and the
+publisher is idempotent for a complete generation N+1, so a restart simply
+publishes again.  What is published must be exactly what the items were
+tested on (I2, :func:`~gate.speculative.check_tested`).  A publish that fails
+after the merge leaves the items at the head: it is retried with backoff
+until it succeeds, and items behind, which already include them, keep their
+results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import TypeVar
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from gate import transitions
+from gate.builders.base import BuildBackend
+from gate.builds import build_entry
+from gate.config import Config
+from gate.items import Items, store, view_of
+from gate.plumbing import Plumbing
+from gate.speculative import check_tested, published_state
+from publishers.createrepo import Publisher
+from repo_state.db import session
+from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, QueueRow
+
+log = logging.getLogger(__name__)
+
+PUBLISH_BACKOFF_START = 2.0
+PUBLISH_BACKOFF_MAX = 300.0
+
+
+class Publishing:
+    def __init__(
+        self,
+        engine: Engine,
+        plumbing: Plumbing,
+        config: Config,
+        items: Items,
+        publishers: Mapping[str, Publisher],
+        backends: Mapping[str, BuildBackend],
+    ) -> None:
+        self.engine = engine
+        self.plumbing = plumbing
+        self.config = config
+        self.items = items
+        self.publishers = publishers
+        self.backends = backends
+
+    def publish(self, queue: str, item_ids: tuple[int, ...]) -> None:
+        with session(self.engine) as s:
+            qrow = s.get(QueueRow, queue)
+            assert qrow is not None
+            for item_id in item_ids:
+                item = s.get(ItemRow, item_id)
+                assert item is not None
+                store(item, transitions.publish_started(view_of(item)))
+                item.generation = qrow.generation + 1
+                item.publish_attempts += 1
+                s.add(item)
+            s.commit()
+        self.plumbing.spawn(
+            self._publish(queue, item_ids), f"publish-{'-'.join(map(str, item_ids))}"
+        )
+
+    async def _publish(self, queue: str, item_ids: tuple[int, ...]) -> None:
+        qcfg = self.config.queues[queue]
+        publisher = self.publishers[qcfg.repo]
+        with session(self.engine) as s:
+            items = [_get(s, ItemRow, i) for i in item_ids]
+            finals = [_get(s, BuildRow, i.final_build_id or 0) for i in items]
+            changes = [_get(s, ChangeRow, i.change_id) for i in items]
+        head = items[0]
+        assert head.generation
+        number = head.generation
+        try:
+            state = published_state(publisher, number - 1)
+            for final in finals:
+                state = state.with_build(build_entry(final))
+            for item in items:
+                check_tested(item, state)
+            produced_by = {
+                "kind": head.kind,
+                "queue": queue,
+                "items": list(item_ids),
+                "changes": [
+                    {
+                        "item": i.id,
+                        "project": i.project,
+                        "change": c.id,
+                        "sha": c.sha,
+                        "ref": c.ref,
+                        "title": c.title,
+                        "nvr": f.nvr,
+                        "merge_commit": i.merge_commit,
+                    }
+                    for i, c, f in zip(items, changes, finals, strict=True)
+                ],
+            }
+            generation = await asyncio.to_thread(publisher.publish, number, state, produced_by)
+            await asyncio.to_thread(publisher.gc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(item_ids, head.publish_attempts, exc)
+            return
+        with session(self.engine) as s:
+            qrow = s.get(QueueRow, queue)
+            assert qrow is not None
+            if (
+                s.exec(
+                    select(GenerationRow).where(
+                        GenerationRow.repo == qcfg.repo, GenerationRow.number == number
+                    )
+                ).first()
+                is None
+            ):
+                s.add(
+                    GenerationRow(
+                        repo=qcfg.repo,
+                        number=number,
+                        kind=head.kind,
+                        items=json.dumps(list(item_ids)),
+                        packages=len(state.nevras()),
+                    )
+                )
+            qrow.generation = max(qrow.generation, number)
+            for item_id in item_ids:
+                row = _get(s, ItemRow, item_id)
+                store(row, transitions.published(view_of(row)))
+                s.add(row)
+            s.add(qrow)
+            s.commit()
+        self.plumbing.wake()
+        for item, final in zip(items, finals, strict=True):
+            self.plumbing.emit(
+                "item",
+                item=item.id,
+                project=item.project,
+                state="published",
+                generation=number,
+                nvr=final.nvr,
+                path=str(generation.path),
+            )
+            self.plumbing.spawn(self._after_publish(final), f"after-publish-{final.id}")
+
+    def _failed(self, item_ids: tuple[int, ...], tries: int, exc: Exception) -> None:
+        delay = min(PUBLISH_BACKOFF_MAX, PUBLISH_BACKOFF_START * 2 ** (tries - 1))
+        log.warning(
+            "publish of items %s failed (attempt %d), retrying in %.0fs: %s",
+            item_ids,
+            tries,
+            delay,
+            exc,
+        )
+        failure = f"publish failed, retrying: {exc}"
+        retry_at = time.time() + delay
+        for item_id in item_ids:
+            self.items.step(item_id, lambda v: transitions.publish_failed(v, failure, retry_at))
+            self.plumbing.emit(
+                "item", item=item_id, state="publish-failed", reason=str(exc), retry_in=delay
+            )
+
+    async def _after_publish(self, final: BuildRow) -> None:
+        """Post-publish work of the backend (tagging); a failure is reported, not fatal."""
+        try:
+            await self.backends[final.backend].after_publish(final.nvr)
+        except Exception as exc:
+            log.error("after publishing %s: %s", final.nvr, exc)
+            self.plumbing.emit(
+                "build",
+                build=final.id,
+                nvr=final.nvr,
+                state="after-publish-failed",
+                reason=str(exc),
+            )
+
+
+T = TypeVar("T", ItemRow, BuildRow, ChangeRow)
+
+
+def _get(s: Session, table: type[T], key: int) -> T:
+    row = s.get(table, key)
+    assert row is not None, f"no {table.__name__} {key}"
+    return row

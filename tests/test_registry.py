@@ -1,0 +1,153 @@
+"""A review system and a job type of a test's own, added by registration alone.
+
+The toy source takes changes from a webhook route of its own and turns its
+deliveries into the gate's events; the toy job checks that the speculative
+repository exists.  Neither needs an edit of the core: a driver is a config
+model, an implementation and a registry entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Literal
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from sqlmodel import select
+
+from gate.config import ConfigError, parse_config
+from gate.daemon import Gate
+from gate.demo_world import World
+from gate.events import ChangeProposed, Event
+from gate.jobs.base import Job, JobConfig, JobContext, JobResult
+from gate.registry import JOBS, SOURCES, DriverConfig, JobDriver, SourceDriver
+from gate.sources.base import SourceParts
+from gate.sources.plaingit import PlainGitSource
+from gate.web.app import make_app
+from repo_state.db import session
+from repo_state.models import ChangeRow, ItemRow, JobRunRow
+from tests.conftest import NOVA_1201
+from tests.invariants import check_invariants, results
+
+pytestmark = pytest.mark.slow
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+class ToyConfig(DriverConfig):
+    type: Literal["toy"] = "toy"
+    #: the path the toy review system posts to, under /hooks/
+    hook: str = "toy"
+
+
+class ToySource(PlainGitSource):
+    """Plain git repositories, changes announced by a webhook of the toy review system."""
+
+    def __init__(self, parts: SourceParts, name: str, hook: str) -> None:
+        super().__init__(parts.projects, parts.merger, name)
+        self.store = parts.store
+        self.hook = hook
+
+    @classmethod
+    def make(cls, name: str, config: ToyConfig, parts: SourceParts) -> ToySource:
+        return cls(parts, name, config.hook)
+
+    def routes(self) -> list[web.RouteDef]:
+        async def hook(request: web.Request) -> web.Response:
+            body = await request.json()
+            assert self.store is not None
+            self.store(self.name, "review-approved", body, request.headers.get("X-Toy-Id"))
+            return web.json_response({"accepted": True}, status=202)
+
+        return [web.post(f"/hooks/{self.hook}", hook)]
+
+    def parse_event(self, event_type: str, payload: dict[str, Any]) -> Event | None:
+        if event_type != "review-approved":
+            return None
+        return ChangeProposed(
+            project=payload["project"],
+            ref=payload["ref"],
+            title=payload.get("title", ""),
+            approve=True,
+        )
+
+
+class AlwaysConfig(JobConfig):
+    type: Literal["always"] = "always"
+
+
+class Always(Job):
+    """Passes when the speculative repository is there; remembers what it saw."""
+
+    seen: list[JobContext] = []
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def run(self, ctx: JobContext) -> JobResult:
+        Always.seen.append(ctx)
+        ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
+        ctx.log_path.write_text(f"repo at {ctx.repo_path}\n")
+        ok = (ctx.repo_path / "x86_64" / "repodata" / "repomd.xml").exists()
+        return JobResult(
+            self.name, ok, "repository found" if ok else "no repository", str(ctx.log_path)
+        )
+
+
+@pytest.fixture
+def toys() -> Iterator[None]:
+    with (
+        SOURCES.registered(SourceDriver("toy", ToyConfig, ToySource.make)),
+        JOBS.registered(JobDriver("always", AlwaysConfig, lambda c: Always(c.name))),
+    ):
+        yield
+
+
+def toy_config(world: World) -> dict[str, Any]:
+    doc = world.config()
+    doc["sources"] = {"reviews": {"type": "toy", "hook": "reviews"}}
+    doc["projects"]["nova"]["source"] = "reviews"
+    doc["queues"]["liberty"]["jobs"] = ["repoclosure", {"type": "always", "name": "smoke"}]
+    return doc
+
+
+async def test_a_registered_source_and_job_drive_the_gate(
+    toys: None, world: World, aiohttp_client: ClientFactory
+) -> None:
+    gate = Gate(parse_config(toy_config(world)))
+    try:
+        client = await aiohttp_client(make_app(gate.runtime))
+        await gate.start()
+        await gate.wait_idle(120)
+        Always.seen.clear()
+        ref = world.propose("nova", NOVA_1201, "A")
+
+        resp = await client.post(
+            "/hooks/reviews",
+            json={"project": "nova", "ref": ref, "title": "A"},
+            headers={"X-Toy-Id": "review-1"},
+        )
+        assert resp.status == 202
+        await gate.wait_idle(120)
+
+        assert results(gate) == {"merged": ["A"]}
+        assert (
+            gate.sources["reviews"].name == "reviews" and "nova" in gate.sources["reviews"].projects
+        )
+        with session(gate.engine) as s:
+            change = s.exec(select(ChangeRow).where(ChangeRow.title == "A")).one()
+            smoke = s.exec(select(JobRunRow).where(JobRunRow.name == "smoke")).all()
+            item = s.exec(select(ItemRow).where(ItemRow.change_id == change.id)).one()
+        assert change.state == "merged"
+        assert [r.state for r in smoke] == ["passed"]
+        assert [ctx.item_id for ctx in Always.seen] == [item.id]
+        check_invariants(gate)
+    finally:
+        await gate.stop()
+
+
+def test_without_the_registration_the_config_names_the_known_types(world: World) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(toy_config(world))
+    assert "  sources.reviews: unknown source type 'toy' (known: git)" in str(error.value)
