@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -25,18 +26,12 @@ from repo_state.db import session
 from repo_state.models import GenerationRow, ItemRow, QueueRow
 
 
+@dataclass(eq=False)
 class RepoAdmin:
-    def __init__(
-        self,
-        engine: Engine,
-        plumbing: Plumbing,
-        config: Config,
-        publishers: Mapping[str, Publisher],
-    ) -> None:
-        self.engine = engine
-        self.plumbing = plumbing
-        self.config = config
-        self.publishers = publishers
+    engine: Engine
+    plumbing: Plumbing
+    config: Config
+    publishers: Mapping[str, Publisher]
 
     async def command(self, event: RepoRepublish | RepoRollback) -> str:
         repo = event.repo

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -30,24 +31,15 @@ from repo_state.models import ChangeRow, ItemRow, ProjectRow, utcnow
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Attempts:
-    def __init__(
-        self,
-        engine: Engine,
-        plumbing: Plumbing,
-        config: Config,
-        items: Items,
-        builds: Builds,
-        merger: Merger,
-        source_of: Callable[[str], ChangeSource],
-    ) -> None:
-        self.engine = engine
-        self.plumbing = plumbing
-        self.config = config
-        self.items = items
-        self.builds = builds
-        self.merger = merger
-        self.source_of = source_of
+    engine: Engine
+    plumbing: Plumbing
+    config: Config
+    items: Items
+    builds: Builds
+    merger: Merger
+    source_of: Callable[[str], ChangeSource]
 
     def start(self, item_id: int, base: Base) -> None:
         """Throw the current attempt away and test the item on ``base``."""

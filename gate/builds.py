@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
@@ -75,23 +76,15 @@ def build_entry(row: BuildRow) -> BuildEntry:
     return BuildEntry(row.package, row.nvr, artifacts, origin=f"{row.purpose}:{row.id}")
 
 
+@dataclass(eq=False)
 class Builds:
-    def __init__(
-        self,
-        engine: Engine,
-        plumbing: Plumbing,
-        config: Config,
-        backends: Mapping[str, BuildBackend],
-        source_of: Callable[[str], ChangeSource],
-        merger: Merger,
-    ) -> None:
-        self.engine = engine
-        self.plumbing = plumbing
-        self.config = config
-        self.backends = backends
-        self.source_of = source_of
-        self.merger = merger
-        self._watchers: dict[int, asyncio.Task[None]] = {}
+    engine: Engine
+    plumbing: Plumbing
+    config: Config
+    backends: Mapping[str, BuildBackend]
+    source_of: Callable[[str], ChangeSource]
+    merger: Merger
+    _watchers: dict[int, asyncio.Task[None]] = field(default_factory=dict, init=False)
 
     # -- requests ------------------------------------------------------------------
     def backend(self, row: BuildRow) -> BuildBackend:

@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -41,24 +42,15 @@ def make_job(config: JobConfig) -> Job:
     return job
 
 
+@dataclass(eq=False)
 class Checks:
-    def __init__(
-        self,
-        engine: Engine,
-        plumbing: Plumbing,
-        config: Config,
-        items: Items,
-        pool: Pool,
-        publishers: Mapping[str, Publisher],
-        state_dir: Path,
-    ) -> None:
-        self.engine = engine
-        self.plumbing = plumbing
-        self.config = config
-        self.items = items
-        self.pool = pool
-        self.publishers = publishers
-        self.state_dir = state_dir
+    engine: Engine
+    plumbing: Plumbing
+    config: Config
+    items: Items
+    pool: Pool
+    publishers: Mapping[str, Publisher]
+    state_dir: Path
 
     def run_jobs(self, queue: str, item_id: int) -> None:
         item = self.items.step(item_id, transitions.jobs_started)

@@ -7,6 +7,7 @@ action class to the stage that records its intent and starts the work.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from gate.attempts import Attempts
@@ -28,22 +29,14 @@ from gate.publishing import Publishing
 from gate.tip import Tip
 
 
+@dataclass(eq=False)
 class Actions:
-    def __init__(
-        self,
-        items: Items,
-        attempts: Attempts,
-        checks: Checks,
-        builds: Builds,
-        tip: Tip,
-        publishing: Publishing,
-    ) -> None:
-        self.items = items
-        self.attempts = attempts
-        self.checks = checks
-        self.builds = builds
-        self.tip = tip
-        self.publishing = publishing
+    items: Items
+    attempts: Attempts
+    checks: Checks
+    builds: Builds
+    tip: Tip
+    publishing: Publishing
 
     def table(self) -> dict[type[Any], Callable[[str, Any], Awaitable[bool]]]:
         return {

@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
@@ -56,26 +57,16 @@ log = logging.getLogger(__name__)
 CORE_SOURCE = "api"
 
 
+@dataclass(eq=False)
 class Ingest:
-    def __init__(
-        self,
-        engine: Engine,
-        plumbing: Plumbing,
-        config: Config,
-        items: Items,
-        sources: Mapping[str, ChangeSource],
-        source_of: Callable[[str], ChangeSource],
-        admin: RepoAdmin,
-        polling: Polling,
-    ) -> None:
-        self.engine = engine
-        self.plumbing = plumbing
-        self.config = config
-        self.items = items
-        self.sources = sources
-        self.source_of = source_of
-        self.admin = admin
-        self.polling = polling
+    engine: Engine
+    plumbing: Plumbing
+    config: Config
+    items: Items
+    sources: Mapping[str, ChangeSource]
+    source_of: Callable[[str], ChangeSource]
+    admin: RepoAdmin
+    polling: Polling
 
     async def process_deliveries(self) -> int:
         with session(self.engine) as s:

@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +73,13 @@ def store(row: ItemRow, view: ItemView) -> None:
     row.not_before, row.failure = view.not_before, view.failure
 
 
+@dataclass(eq=False)
 class Items:
-    def __init__(
-        self,
-        engine: Engine,
-        plumbing: Plumbing,
-        config: Config,
-        source_of: Callable[[str], ChangeSource],
-        speculative_dir: Path,
-    ) -> None:
-        self.engine = engine
-        self.plumbing = plumbing
-        self.config = config
-        self.source_of = source_of
-        self.speculative_dir = speculative_dir
+    engine: Engine
+    plumbing: Plumbing
+    config: Config
+    source_of: Callable[[str], ChangeSource]
+    speculative_dir: Path
 
     def get(self, item_id: int) -> ItemRow:
         with session(self.engine) as s:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -27,20 +28,13 @@ from repo_state.models import ChangeRow, ItemRow, ProjectRow
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Polling:
-    def __init__(
-        self,
-        engine: Engine,
-        plumbing: Plumbing,
-        config: Config,
-        source_of: Callable[[str], ChangeSource],
-        publishers: Mapping[str, Publisher],
-    ) -> None:
-        self.engine = engine
-        self.plumbing = plumbing
-        self.config = config
-        self.source_of = source_of
-        self.publishers = publishers
+    engine: Engine
+    plumbing: Plumbing
+    config: Config
+    source_of: Callable[[str], ChangeSource]
+    publishers: Mapping[str, Publisher]
 
     async def poll_queue(self, queue: str) -> None:
         for project in self.config.queues[queue].projects:

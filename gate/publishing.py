@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy.engine import Engine
@@ -38,22 +39,14 @@ PUBLISH_BACKOFF_START = 2.0
 PUBLISH_BACKOFF_MAX = 300.0
 
 
+@dataclass(eq=False)
 class Publishing:
-    def __init__(
-        self,
-        engine: Engine,
-        plumbing: Plumbing,
-        config: Config,
-        items: Items,
-        publishers: Mapping[str, Publisher],
-        backends: Mapping[str, BuildBackend],
-    ) -> None:
-        self.engine = engine
-        self.plumbing = plumbing
-        self.config = config
-        self.items = items
-        self.publishers = publishers
-        self.backends = backends
+    engine: Engine
+    plumbing: Plumbing
+    config: Config
+    items: Items
+    publishers: Mapping[str, Publisher]
+    backends: Mapping[str, BuildBackend]
 
     def publish(self, queue: str, item_ids: tuple[int, ...]) -> None:
         with session(self.engine) as s:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -41,24 +42,15 @@ def record_branch_head(s: Session, project: str, commit: str) -> None:
     s.add(row)
 
 
+@dataclass(eq=False)
 class Tip:
-    def __init__(
-        self,
-        engine: Engine,
-        plumbing: Plumbing,
-        config: Config,
-        items: Items,
-        builds: Builds,
-        merger: Merger,
-        source_of: Callable[[str], ChangeSource],
-    ) -> None:
-        self.engine = engine
-        self.plumbing = plumbing
-        self.config = config
-        self.items = items
-        self.builds = builds
-        self.merger = merger
-        self.source_of = source_of
+    engine: Engine
+    plumbing: Plumbing
+    config: Config
+    items: Items
+    builds: Builds
+    merger: Merger
+    source_of: Callable[[str], ChangeSource]
 
     # -- step 1: the final build -----------------------------------------------------------
     def final_build(self, queue: str, item_id: int) -> None:

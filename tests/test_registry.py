@@ -8,12 +8,11 @@ model, an implementation and a registry entry.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from sqlmodel import select
 
 from gate.config import ConfigError, parse_config
@@ -29,10 +28,9 @@ from repo_state.db import session
 from repo_state.models import ChangeRow, ItemRow, JobRunRow
 from tests.conftest import NOVA_1201
 from tests.invariants import check_invariants, results
+from tests.served import ClientFactory
 
 pytestmark = pytest.mark.slow
-
-ClientFactory = Callable[..., Awaitable[TestClient]]
 
 
 class ToyConfig(DriverConfig):

@@ -10,13 +10,12 @@ import asyncio
 import dataclasses
 import gzip
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from sqlmodel import func, select
 
 from gate.config import ConfigError, parse_config
@@ -29,10 +28,10 @@ from gate.web.server import Limits, Served, serve
 from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, GenerationRow
 from tests.conftest import NOVA_1201
+from tests.served import ClientFactory, served
 
 pytestmark = pytest.mark.slow
 
-ClientFactory = Callable[..., Awaitable[TestClient]]
 
 #: what an attacker tries to run through a ref; the marker file says it ran
 HOSTILE_REFS = (
@@ -46,21 +45,6 @@ HOSTILE_REFS = (
 
 def hostile_refs(tmp_path: Path) -> list[str]:
     return [ref.format(marker=tmp_path / "pwned") for ref in HOSTILE_REFS]
-
-
-@asynccontextmanager
-async def gate_client(
-    world: World, aiohttp_client: ClientFactory, *, start: bool = True, **overrides: Any
-) -> AsyncIterator[tuple[Gate, TestClient]]:
-    gate = Gate(parse_config(world.config(**overrides)))
-    try:
-        client = await aiohttp_client(make_app(gate.runtime))
-        if start:
-            await gate.start()
-            await gate.wait_idle(120)
-        yield gate, client
-    finally:
-        await gate.stop()
 
 
 def deliveries(gate: Gate) -> int:
@@ -80,7 +64,7 @@ async def settled(gate: Gate, delivery: int) -> Delivery:
 async def test_a_ref_that_looks_like_an_option_is_refused_at_the_api_and_runs_nothing(
     world: World, aiohttp_client: ClientFactory, tmp_path: Path
 ) -> None:
-    async with gate_client(world, aiohttp_client) as (gate, client):
+    async with served(world, aiohttp_client) as (gate, client):
         for ref in hostile_refs(tmp_path):
             resp = await client.post(
                 "/api/changes", json={"project": "nova", "ref": ref, "approve": True}
@@ -101,7 +85,7 @@ async def test_a_stored_hostile_ref_is_refused_when_approval_re_reads_it(
     world: World, aiohttp_client: ClientFactory, tmp_path: Path
 ) -> None:
     """A change row written before refs were checked (or by a buggy driver) never reaches git."""
-    async with gate_client(world, aiohttp_client) as (gate, client):
+    async with served(world, aiohttp_client) as (gate, client):
         ids = []
         with session(gate.engine) as s:
             for ref in hostile_refs(tmp_path):
@@ -203,9 +187,10 @@ async def test_a_spec_cannot_print_the_daemons_secrets_into_the_repository_or_a_
     (config_path.parent / "rpmgate.yaml.env").write_text(f"RPMGATE_TEST_SECRET={SECRET}\n")
     hunter = SecretHunter("nova", "12.0.1", lookaside=True, config_path=str(config_path))
     token = {"Authorization": f"Bearer {SECRET}"}
-    async with gate_client(
-        world, aiohttp_client, auth={"api_tokens": ["${RPMGATE_TEST_SECRET}"]}
-    ) as (gate, client):
+    async with served(world, aiohttp_client, auth={"api_tokens": ["${RPMGATE_TEST_SECRET}"]}) as (
+        gate,
+        client,
+    ):
         ref = world.propose("nova", hunter, "hunt for secrets")
         resp = await client.post(
             "/api/changes", headers=token, json={"project": "nova", "ref": ref, "approve": True}
@@ -263,7 +248,7 @@ async def test_a_spec_cannot_print_the_daemons_secrets_into_the_repository_or_a_
 async def test_loose_json_types_get_a_400_naming_the_field(
     world: World, aiohttp_client: ClientFactory, path: str, body: dict[str, Any], field: str
 ) -> None:
-    async with gate_client(world, aiohttp_client, start=False) as (gate, client):
+    async with served(world, aiohttp_client, start=False) as (gate, client):
         resp = await client.post(path, json=body)
         assert resp.status in (400, 404), await resp.text()
         if resp.status == 404:  # an item that does not exist is looked up first
@@ -276,7 +261,7 @@ async def test_loose_json_types_get_a_400_naming_the_field(
 async def test_rollback_to_true_does_not_roll_anything_back(
     world: World, aiohttp_client: ClientFactory
 ) -> None:
-    async with gate_client(world, aiohttp_client) as (gate, client):
+    async with served(world, aiohttp_client) as (gate, client):
         before = gate.publishers["liberty"].current()
         resp = await client.post("/api/repos/liberty/rollback", json={"to": True})
         assert resp.status == 400
@@ -302,7 +287,7 @@ async def test_rollback_to_true_does_not_roll_anything_back(
 async def test_ids_out_of_range_or_not_numbers_answer_404(
     world: World, aiohttp_client: ClientFactory, path: str
 ) -> None:
-    async with gate_client(world, aiohttp_client, start=False) as (gate, client):
+    async with served(world, aiohttp_client, start=False) as (gate, client):
         assert (await client.get(path)).status == 404
         if path.startswith("/api/changes/"):
             assert (await client.post(path + "/approve", json={})).status == 404
@@ -313,7 +298,7 @@ async def test_ids_out_of_range_or_not_numbers_answer_404(
 
 
 async def test_deep_json_answers_400(world: World, aiohttp_client: ClientFactory) -> None:
-    async with gate_client(world, aiohttp_client, start=False) as (gate, client):
+    async with served(world, aiohttp_client, start=False) as (gate, client):
         for depth in (20, 100_000):
             raw = b'{"project": ' + b"[" * depth + b"]" * depth + b"}"
             resp = await client.post(
@@ -328,7 +313,7 @@ async def test_deep_json_answers_400(world: World, aiohttp_client: ClientFactory
 async def test_long_or_odd_file_names_answer_404(
     world: World, aiohttp_client: ClientFactory, tree: str
 ) -> None:
-    async with gate_client(world, aiohttp_client, start=False) as (_, client):
+    async with served(world, aiohttp_client, start=False) as (_, client):
         for name in (
             "a" * 5000,
             "b" * 256,
@@ -351,7 +336,7 @@ async def test_every_write_records_the_name_of_the_token_that_asked(
             "a-bare-token-0123456789",
         ]
     }
-    async with gate_client(world, aiohttp_client, auth=auth) as (gate, client):
+    async with served(world, aiohttp_client, auth=auth) as (gate, client):
         releng = {"Authorization": "Bearer releng-token-0123456789"}
         bare = {"Authorization": "Bearer a-bare-token-0123456789"}
         resp = await client.post(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,38 +13,20 @@ from aiohttp.test_utils import TestClient
 from sqlmodel import select
 from yarl import URL
 
-from gate.config import parse_config
 from gate.daemon import Gate
 from gate.deliveries import store_delivery
 from gate.demo_world import PackageSpec, World
-from gate.web.app import make_app
 from repo_state.db import make_engine, session
 from repo_state.models import ChangeRow, Delivery, ItemRow
 from tests.conftest import CEILO_801, NOVA_1201
 from tests.invariants import check_invariants
+from tests.served import ClientFactory, served
 
 pytestmark = pytest.mark.slow
 
-ClientFactory = Callable[..., Awaitable[TestClient]]
 TOKEN = "s3cret-token-0123456789"
 HORIZON_902 = PackageSpec("horizon", "9.0.2", requires=("python-django-compat",))
 DJANGO_182 = PackageSpec("python-django", "1.8.2", provides=("python-django-compat",))
-
-
-@asynccontextmanager
-async def served(
-    world: World, aiohttp_client: ClientFactory, *, start: bool = True, **overrides: Any
-) -> AsyncIterator[tuple[Gate, TestClient]]:
-    """A gate on ``world`` with its web app behind a test client; started unless asked not."""
-    gate = Gate(parse_config(world.config(**overrides)))
-    try:
-        client = await aiohttp_client(make_app(gate.runtime))
-        if start:
-            await gate.start()
-            await gate.wait_idle(120)
-        yield gate, client
-    finally:
-        await gate.stop()
 
 
 def held_queue(world: World, hold: Path) -> dict[str, Any]:

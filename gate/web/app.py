@@ -35,7 +35,7 @@ from gate.web.bodies import (
     parse_body,
 )
 from gate.web.server import guard_middleware
-from gate.web.status import item_doc, repo_doc, status
+from gate.web.status import change_doc, item_doc, repo_doc, status
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, Delivery, ItemRow
 
@@ -209,18 +209,7 @@ async def get_change(request: web.Request) -> web.Response:
             return _error(404, f"no change {change_id}")
         items = s.exec(select(ItemRow).where(ItemRow.change_id == change_id)).all()
         docs = [item_doc(rt, s, i, None) for i in items]
-    return web.json_response(
-        {
-            "id": change.id,
-            "project": change.project,
-            "ref": change.ref,
-            "sha": change.sha,
-            "title": change.title,
-            "state": change.state,
-            "reason": change.reason or None,
-            "items": docs,
-        }
-    )
+    return web.json_response({**change_doc(change), "reason": change.reason or None, "items": docs})
 
 
 async def ref_updated(request: web.Request) -> web.Response:

@@ -62,6 +62,17 @@ def log_url(rt: Runtime, path: str) -> str | None:
     return f"{rt.config.base_url}/files/{rel}" if rel != path else None
 
 
+def change_doc(change: ChangeRow) -> dict[str, Any]:
+    return {
+        "id": change.id,
+        "project": change.project,
+        "ref": change.ref,
+        "sha": change.sha,
+        "title": change.title,
+        "state": change.state,
+    }
+
+
 def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> dict[str, Any]:
     change = s.get(ChangeRow, item.change_id)
     scratch = (
@@ -93,16 +104,7 @@ def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> di
         "queue": item.queue,
         "kind": item.kind,
         "state": "stuck: backend error" if stuck and item.active else item_label(item, scratch),
-        "change": {
-            "id": change.id,
-            "project": change.project,
-            "ref": change.ref,
-            "sha": change.sha,
-            "title": change.title,
-            "state": change.state,
-        }
-        if change
-        else None,
+        "change": change_doc(change) if change else None,
         "attempt": item.attempt,
         "base": {"generation": item.base_generation, "ahead": json.loads(item.base_ahead)}
         if item.base_generation is not None

@@ -18,7 +18,7 @@ import string
 import time
 import xmlrpc.client
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import koji
 import koji.xmlrpcplus
@@ -431,32 +431,10 @@ class HubState:
         return next((u for u in self.users.values() if u.id == user_id), None)
 
     def tag_by(self, info: Any) -> Tag | None:
-        if isinstance(info, dict):
-            if "id" in info:
-                info = _int_or_param(info["id"], f"Invalid name or id value: {info}")
-            elif "name" in info:
-                info = info["name"]
-            else:
-                raise koji.ParameterError(f"Invalid name or id value: {info}")
-        if isinstance(info, bool) or not isinstance(info, (int, str)):
-            raise koji.ParameterError(f"Invalid name or id value: {info}")
-        if isinstance(info, int):
-            return next((t for t in self.tags.values() if t.id == info), None)
-        return self.tags.get(info)
+        return _by_name_or_id(info, self.tags)
 
     def target_by(self, info: Any) -> Target | None:
-        if isinstance(info, dict):
-            if "id" in info:
-                info = _int_or_param(info["id"], f"Invalid name or id value: {info}")
-            elif "name" in info:
-                info = info["name"]
-            else:
-                raise koji.ParameterError(f"Invalid name or id value: {info}")
-        if isinstance(info, bool) or not isinstance(info, (int, str)):
-            raise koji.ParameterError(f"Invalid name or id value: {info}")
-        if isinstance(info, int):
-            return next((t for t in self.targets.values() if t.id == info), None)
-        return self.targets.get(info)
+        return _by_name_or_id(info, self.targets)
 
     def inheritance(self, tag: Tag) -> list[Tag]:
         """Ancestors in inheritance order (kojihub readFullInheritance, depth first)."""
@@ -641,3 +619,26 @@ def _int_or_param(value: Any, message: str) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise koji.ParameterError(message) from None
+
+
+class _Named(Protocol):
+    id: int
+
+
+_N = TypeVar("_N", bound=_Named)
+
+
+def _by_name_or_id(info: Any, table: dict[str, _N]) -> _N | None:
+    """kojihub name_or_id_clause: an int id, a name, or a dict with either."""
+    if isinstance(info, dict):
+        if "id" in info:
+            info = _int_or_param(info["id"], f"Invalid name or id value: {info}")
+        elif "name" in info:
+            info = info["name"]
+        else:
+            raise koji.ParameterError(f"Invalid name or id value: {info}")
+    if isinstance(info, bool) or not isinstance(info, (int, str)):
+        raise koji.ParameterError(f"Invalid name or id value: {info}")
+    if isinstance(info, int):
+        return next((row for row in table.values() if row.id == info), None)
+    return table.get(info)
