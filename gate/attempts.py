@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -19,9 +20,10 @@ from sqlmodel import Session, col, select
 from gate import transitions
 from gate.builds import Builds, scratch_key
 from gate.config import Config
-from gate.items import Items
+from gate.faults import until_it_lands
+from gate.items import Items, step_owner
 from gate.merger import Merger
-from gate.model import Base, BuildState, ItemKind, Step
+from gate.model import Base, BuildState, ItemKind
 from gate.plumbing import Plumbing
 from gate.queue_rules import OtherChange, unmet_dependency
 from gate.sources.base import ChangeSource
@@ -70,7 +72,10 @@ class Attempts:
         item = self.items.step(item_id, transitions.merge_started)
         assert item is not None
         self.plumbing.spawn(
-            self._prepare(queue, item_id, item.attempt), f"prepare-{item_id}", item_id
+            self._prepare(queue, item_id, item.attempt),
+            f"prepare-{item_id}",
+            item_id,
+            owns=(step_owner("merge", item_id),),
         )
 
     async def _prepare(self, queue: str, item_id: int, attempt: int) -> None:
@@ -94,7 +99,7 @@ class Attempts:
         )
         needs = await self._unmet_dependency(item.project, head, shas, item.change_id)
         if needs is not None:
-            self._merge_failed(item_id, attempt, item.project, needs)
+            await self._merge_failed(item_id, attempt, item.project, needs)
             return
         result = await self.merger.speculative_merge(item.project, project.git, head, shas)
         if result.conflict:
@@ -102,26 +107,33 @@ class Attempts:
             reason = f"merge conflict with {result.conflict_with[:12]}" + (
                 f" in {files}" if files else ""
             )
-            self._merge_failed(item_id, attempt, item.project, reason)
+            await self._merge_failed(item_id, attempt, item.project, reason)
             return
         qcfg = self.config.queues[queue]
         key = scratch_key(item.project, result.tree, qcfg.target, qcfg.backend)
-        build = self.builds.ensure(
-            purpose="scratch",
-            key=key,
-            project=item.project,
-            backend=qcfg.backend,
-            commit=result.commit,
-            tree=result.tree,
-            target=qcfg.target,
-            includes=includes,
+        build = await until_it_lands(
+            partial(
+                self.builds.ensure,
+                purpose="scratch",
+                key=key,
+                project=item.project,
+                backend=qcfg.backend,
+                commit=result.commit,
+                tree=result.tree,
+                target=qcfg.target,
+                includes=includes,
+            ),
+            f"scratch build of item {item_id}",
         )
-        self.items.step(
-            item_id,
-            lambda v: transitions.merged(v, key),
-            attempt,
-            merge_commit=result.commit,
-            merge_tree=result.tree,
+        await until_it_lands(
+            lambda: self.items.step(
+                item_id,
+                lambda v: transitions.merged(v, key),
+                attempt,
+                merge_commit=result.commit,
+                merge_tree=result.tree,
+            ),
+            f"item {item_id}",
         )
         self.plumbing.emit(
             "item",
@@ -132,8 +144,13 @@ class Attempts:
             reused=build.submissions > 0 or build.state != BuildState.RUNNING,
         )
 
-    def _merge_failed(self, item_id: int, attempt: int, project: str, reason: str) -> None:
-        self.items.step(item_id, lambda v: transitions.merge_failed(v, reason), attempt)
+    async def _merge_failed(self, item_id: int, attempt: int, project: str, reason: str) -> None:
+        await until_it_lands(
+            lambda: self.items.step(
+                item_id, lambda v: transitions.merge_failed(v, reason), attempt
+            ),
+            f"item {item_id}",
+        )
         self.plumbing.emit(
             "item", item=item_id, project=project, state="merge-conflict", reason=reason
         )
@@ -156,14 +173,9 @@ class Attempts:
         proposed = {c.sha: OtherChange(c.id or 0, c.title, c.sha, c.state) for c in others}
         return unmet_dependency(carried, shas, proposed)
 
-    def recover(self) -> None:
-        """Merges are cheap and idempotent: redo the ones a crash interrupted."""
-        with session(self.engine) as s:
-            ids = s.exec(
-                select(ItemRow.id).where(col(ItemRow.active), ItemRow.merge == Step.RUNNING)
-            ).all()
-        for item_id in ids:
-            self.items.step(item_id or 0, transitions.merge_interrupted)
+    def interrupted(self, item_id: int) -> None:
+        """A merge whose task is gone (a crash, a fault): merges are cheap, redo it."""
+        self.items.step(item_id, transitions.merge_interrupted)
 
 
 def _change_sha(s: Session, item: ItemRow) -> str:

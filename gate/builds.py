@@ -2,19 +2,22 @@
 
 A build row is written (``state="running"``) before the backend is asked for
 anything, the backend's task reference right after ``submit`` returns, and the
-outcome when it ends.  After a restart, :meth:`Builds.recover` re-attaches to
-every running row: a recorded task is waited on again (a backend whose tasks
-died with the daemon says :class:`TaskLost` and the build is submitted again);
-a row without a task asks the backend, once, to find one submitted for the same
-purpose before submitting.  A row the daemon started itself never needs that
-search: it recorded the task reference before anything else could happen.
+outcome when it ends; every one of those writes is retried until it lands
+(``gate.faults``).  A running row whose watch is gone -- after a restart, or a
+watch that died -- is re-attached by :meth:`Builds.reattach`
+(``gate.reconcile`` finds them): a recorded task is waited on again (a backend
+whose tasks died with the daemon says :class:`TaskLost` and the build is
+submitted again); a row without a task asks the backend, once, to find one
+submitted for the same purpose before submitting.  A row the daemon started
+itself never needs that search: it recorded the task reference before anything
+else could happen.
 
 What ends a watch:
 
 * an outcome (passed, failed: the build's own result, or a refusal such as
   an NVR built from other sources) is recorded;
-* a transient fault (hub down) is retried every :data:`TRANSIENT_RETRY`
-  seconds, the row's ``reason`` saying so;
+* a transient fault (hub down, database gone, disk full) is retried, the
+  row's ``reason`` saying so;
 * anything else (:class:`BackendError`, a bug) stops the watch with the row's
   ``error`` set and the row still running: the outcome is unknown, and
   failing the build would reject a change for the gate's fault.  The error
@@ -44,6 +47,7 @@ from gate.builders.base import (
     TransientBackendError,
 )
 from gate.config import Config
+from gate.faults import is_transient, until_it_lands
 from gate.merger import Merger
 from gate.model import BuildState
 from gate.plumbing import Plumbing
@@ -57,6 +61,11 @@ log = logging.getLogger(__name__)
 
 #: seconds between retries when a backend is unreachable
 TRANSIENT_RETRY = 5.0
+
+
+def build_owner(build_id: int) -> str:
+    """The name of a build's watch among the daemon's tasks (``Plumbing.owner``)."""
+    return f"build:{build_id}"
 
 
 def scratch_key(project: str, tree: str, target: str, backend: str) -> str:
@@ -165,11 +174,11 @@ class Builds:
         if row.id in self._watchers and not self._watchers[row.id].done():
             return
         self._watchers[row.id] = self.plumbing.spawn(
-            self._run(row.id, recovering), f"build-{row.id}"
+            self._run(row.id, recovering), f"build-{row.id}", owns=(build_owner(row.id),)
         )
 
     async def _run(self, build_id: int, recovering: bool = False) -> None:
-        row = self._update(build_id, error="") if recovering else self._load(build_id)
+        row = await self._write(build_id, error="") if recovering else self._load(build_id)
         backend = self.backend(row)
         request = self.request(row)
         self.plumbing.emit(
@@ -191,16 +200,16 @@ class Builds:
                             outcome = BuildOutcome(ok=False, reason=refused)
                             break
                         ref = await backend.submit(request)
-                    row = self._update(build_id, task_ref=ref, submissions=row.submissions + 1)
+                    row = await self._write(build_id, task_ref=ref, submissions=row.submissions + 1)
                 outcome = await backend.wait(row.task_ref or "")
                 break
             except TaskLost:
                 log.info("build %s: task %s is gone, submitting again", build_id, row.task_ref)
-                row = self._update(build_id, task_ref=None)
+                row = await self._write(build_id, task_ref=None)
                 recovering = False
             except TransientBackendError as exc:
                 log.warning("build %s: backend unavailable (%s), retrying", build_id, exc)
-                self._update(build_id, reason=f"backend unavailable, retrying: {exc}")
+                await self._write(build_id, reason=f"backend unavailable, retrying: {exc}")
                 await asyncio.sleep(TRANSIENT_RETRY)
             except asyncio.CancelledError:
                 raise
@@ -209,9 +218,14 @@ class Builds:
                 outcome = BuildOutcome(ok=False, reason=str(exc))
                 break
             except Exception as exc:  # BackendError, or a bug: the outcome is unknown
-                self._stuck(row, exc)
+                if is_transient(exc):  # e.g. the disk filled while downloading results
+                    log.warning("build %s: transient fault, retrying: %s", build_id, exc)
+                    await self._write(build_id, reason=f"retrying after: {exc}")
+                    await asyncio.sleep(TRANSIENT_RETRY)
+                    continue
+                await self._stuck(row, exc)
                 return
-        self._record(build_id, outcome)
+        await until_it_lands(lambda: self._record(build_id, outcome), f"build {build_id}")
         await self._drop_branch(row, backend, request)
 
     async def _publish_commit(
@@ -249,7 +263,7 @@ class Builds:
                 pushed.reason,
                 row.commit[:12],
             )
-            self._update(
+            await self._write(
                 row.id or 0,
                 reason=f"branch {branch} refused ({pushed.reason}); "
                 "built from the change's own commit",
@@ -293,7 +307,7 @@ class Builds:
                     log.warning("%s: cannot sweep build branches: %s", project, exc)
         return deleted
 
-    def _stuck(self, row: BuildRow, exc: Exception) -> None:
+    async def _stuck(self, row: BuildRow, exc: Exception) -> None:
         """Stop watching ``row`` without an outcome, loudly (see the module docstring)."""
         log.error(
             "build %s: %s backend error, watch stopped until a restart",
@@ -306,7 +320,7 @@ class Builds:
             if isinstance(exc, BackendError)
             else (f"{row.backend} backend error: {type(exc).__name__}: {exc}")
         )
-        self._update(row.id or 0, error=text)
+        await self._write(row.id or 0, error=text)
         self.plumbing.emit(
             "build",
             build=row.id,
@@ -379,13 +393,13 @@ class Builds:
             return
         await asyncio.wait({watcher})
 
-    def recover(self) -> int:
-        """Re-attach to every build that was running when the daemon stopped."""
-        with session(self.engine) as s:
-            rows = s.exec(select(BuildRow).where(BuildRow.state == BuildState.RUNNING)).all()
-        for row in rows:
-            self._watch(row, recovering=True)
-        return len(rows)
+    def reattach(self, row: BuildRow) -> None:
+        """Watch a running build again whose watch is gone (a restart, a dead task).
+
+        A row without a task reference asks the backend, once, for a task
+        submitted for the same purpose before submitting (``recovering``).
+        """
+        self._watch(row, recovering=True)
 
     # -- rows ----------------------------------------------------------------------------
     def _load(self, build_id: int) -> BuildRow:
@@ -393,6 +407,10 @@ class Builds:
             row = s.get(BuildRow, build_id)
             assert row is not None
             return row
+
+    async def _write(self, build_id: int, **fields: object) -> BuildRow:
+        """:meth:`_update`, retried until it lands (a watch never dies of a database blip)."""
+        return await until_it_lands(lambda: self._update(build_id, **fields), f"build {build_id}")
 
     def _update(self, build_id: int, **fields: object) -> BuildRow:
         with session(self.engine) as s:

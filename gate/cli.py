@@ -88,6 +88,13 @@ def _status_text(doc: dict[str, Any]) -> None:
                 print(f"        {item['failure']}")
         if not queue["items"]:
             print("  (empty)")
+        for held in queue.get("held_back", []):
+            print(
+                f"  held back: item {held['item']} {held['project']} at "
+                f"{(held['commit'] or '')[:12]}: {held['git_and_repository']}"
+            )
+            print(f"        {held['reason']}")
+            print(f"        rpmgate publish|dequeue|retry {held['item']}")
 
 
 #: what systemd itself puts in every service's environment, next to EnvironmentFile=
@@ -164,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("dequeue", "remove an item from its queue"),
         ("promote", "move an item to the head of its queue"),
+        ("publish", "publish a blocked post item although its checks failed"),
+        ("retry", "build and test a blocked post item (or failed bootstrap) again"),
     ):
         p = client(name, text)
         p.add_argument("item", type=int)
@@ -222,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     elif args.command == "approve":
         _print(_request(args, "POST", f"/api/changes/{args.change}/approve", {}))
-    elif args.command in ("dequeue", "promote"):
+    elif args.command in ("dequeue", "promote", "publish", "retry"):
         _print(
             _request(
                 args, "POST", f"/api/items/{args.item}/{args.command}", {"reason": args.reason}

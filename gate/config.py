@@ -8,6 +8,8 @@ for every key.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    ByteSize,
     ConfigDict,
     Discriminator,
     Field,
@@ -183,6 +186,31 @@ class ListenConfig(_Strict):
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = 512
 
 
+class HealthConfig(_Strict):
+    """What ``/healthz`` holds the daemon to (see gate/health.py, docs/runbook.md)."""
+
+    #: seconds since the loop last ran before it counts as wedged (it runs at
+    #: least every 30 s, so this must be more)
+    loop_max_age: Annotated[float, Field(gt=30, le=86400)] = 120.0
+    #: seconds a queue with active items may go without an item changing state
+    #: while none of its work is running (nothing is doing the runnable work)
+    stall_after: Annotated[float, Field(gt=0, le=7 * 86400)] = 900.0
+    #: the same while some of its work runs (a build, jobs, a push, a publish):
+    #: longer than the longest real build the queue waits for
+    stall_after_busy: Annotated[float, Field(gt=0, le=30 * 86400)] = 86400.0
+    #: free space (for unprivileged users) the state directory's and each
+    #: publisher root's filesystem must keep; "2GiB", "500MB" or bytes
+    min_free_bytes: ByteSize = ByteSize(2 * 1024**3)
+    #: the same as a percentage of the filesystem's size (0: no such floor)
+    min_free_percent: Annotated[float, Field(ge=0, le=100)] = 1.0
+    #: seconds a backend's reachability probe is reused before it is asked again
+    probe_interval: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: seconds a backend probe may take before it counts as a failure
+    probe_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    #: seconds the database query and the disk measurement may take
+    check_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
+
+
 class ApiToken(_Strict):
     #: who holds it: recorded on every request it makes (deliveries, generations)
     name: Annotated[str, Field(pattern=NAME, max_length=100)]
@@ -243,6 +271,7 @@ class Config(_Strict):
     public_url: str | None = None
     auth: AuthConfig = AuthConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    health: HealthConfig = HealthConfig()
     #: review systems; a source ``git`` (plain git, rpmgate's own API) always exists
     sources: dict[str, DriverConfig] = Field(default_factory=lambda: _default_sources())
     backends: dict[str, DriverConfig] = Field(default_factory=lambda: _default_backends())
@@ -357,6 +386,19 @@ class Config(_Strict):
 
     def spec_of(self, project: str) -> str:
         return self.projects[project].spec or f"{self.package_of(project)}.spec"
+
+    def build_digest(self, project: str) -> str:
+        """A digest of every setting that shapes a build of ``project``: its section,
+        its queue's target and backend, and that backend's section.  A failed
+        bootstrap build is tried again when it changes (the fix was in the config)."""
+        queue = self.queues[self.queue_of(project)]
+        doc = {
+            "project": self.projects[project].model_dump(mode="json"),
+            "target": queue.target,
+            "backend": self.backends[queue.backend].model_dump(mode="json"),
+        }
+        encoded = json.dumps(doc, sort_keys=True, default=str).encode()
+        return hashlib.sha256(encoded).hexdigest()
 
 
 class _KeyError(ValueError):

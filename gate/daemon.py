@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from gate import transitions
 from gate.admin import RepoAdmin
 from gate.attempts import Attempts
 from gate.builders.base import BuildBackend
@@ -30,14 +31,16 @@ from gate.builds import Builds
 from gate.checks import Checks
 from gate.config import Config
 from gate.executor import Actions
+from gate.faults import backoff, is_transient
 from gate.ingest import Ingest
-from gate.items import Items
+from gate.items import Items, view_of
 from gate.merger import Merger
 from gate.planner import plan
 from gate.plumbing import Listener, Plumbing
 from gate.polling import Polling
 from gate.publishing import Publishing
 from gate.queue_view import load_queue_state
+from gate.reconcile import Reconciler
 from gate.runtime import Runtime
 from gate.sources.base import ChangeSource
 from gate.tip import Tip
@@ -97,6 +100,9 @@ class Gate:
         )
         self.actions = Actions(
             self.items, self.attempts, self.checks, self.builds, self.tip, self.publishing
+        )
+        self.reconciler = Reconciler(
+            rt.engine, rt.plumbing, self.builds, self.attempts, self.checks, self.tip
         )
         self._loop_task: asyncio.Task[None] | None = None
         self._pollers: list[asyncio.Task[None]] = []
@@ -169,13 +175,13 @@ class Gate:
     async def start(self) -> None:
         """Resume where the last run stopped, then start the loop and branch pollers."""
         self._stopping = False
-        await self.tip.recover()
-        self.attempts.recover()
-        self.checks.recover()
-        resumed = self.builds.recover()
+        resumed = await self.reconciler.resume_orphans(starting=True)
+        self._retry_reconfigured_bootstraps()
         swept = await self.builds.sweep_branches()
         log.info(
-            "started: %d builds re-attached, %d leftover build branches deleted", resumed, swept
+            "started: %d pieces of running work resumed, %d leftover build branches deleted",
+            resumed,
+            swept,
         )
         for name in self.config.queues:
             await self.polling.poll_queue(name)
@@ -186,6 +192,18 @@ class Gate:
                 loop.create_task(self.polling.poll_forever(name), name=f"poll-{name}")
             )
         self.wake()
+
+    def _retry_reconfigured_bootstraps(self) -> None:
+        """A blocked bootstrap whose project's build settings changed since it was built
+        is tried again: the change (a fixed lookaside URL, target) may be the fix."""
+        with session(self.engine) as s:
+            rows = s.exec(select(ItemRow).where(col(ItemRow.active), col(ItemRow.bootstrap))).all()
+        for row in rows:
+            if not view_of(row).blocked or row.project not in self.config.projects:
+                continue
+            if row.config_digest != self.config.build_digest(row.project):
+                log.info("item %s: %s's build settings changed", row.id, row.project)
+                self.items.step(row.id or 0, transitions.retry)
 
     async def stop(self) -> None:
         """Stop taking work; cancel what runs here (Koji tasks keep running on the hub)."""
@@ -211,34 +229,63 @@ class Gate:
         await asyncio.wait_for(idle(), timeout)
 
     def is_idle(self) -> bool:
-        with session(self.engine) as s:
-            unprocessed = col(Delivery.processed_at).is_(None)
-            pending = s.exec(select(Delivery.id).where(unprocessed)).first()
-            active = s.exec(select(ItemRow.id).where(col(ItemRow.active))).first()
-        return pending is None and active is None
+        """Nothing for the gate to do until something happens: no pending delivery, no
+        work running, no timer due, and no queue with a next step.  Items may be
+        left, waiting for people: a blocked post item, or what a blocked bootstrap
+        holds back."""
+        if self.plumbing.live_tasks():
+            return False
+        try:
+            with session(self.engine) as s:
+                unprocessed = col(Delivery.processed_at).is_(None)
+                if s.exec(select(Delivery.id).where(unprocessed)).first() is not None:
+                    return False
+                if s.exec(select(ItemRow.id).where(col(ItemRow.active))).first() is None:
+                    return True
+                for name, queue in self.config.queues.items():
+                    state = load_queue_state(s, name, queue.projects, queue.repo)
+                    if plan(state) or any(i.not_before > state.now for i in state.items):
+                        return False
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return False  # cannot tell now; the loop wakes the waiter again
+        return True
 
     # -- the loop --------------------------------------------------------------------------
     async def _loop(self) -> None:
+        faults = 0
         while not self._stopping:
             await self.plumbing.wait_for_wake(self._next_timer())
             self.plumbing.loop_seen_at = time.time()
             try:
                 await self.ingest.process_deliveries()
+                await self.reconciler.resume_orphans()
                 for name in self.config.queues:
                     await self._run_queue(name)
+                faults = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("gate loop iteration failed; retrying")
-                await asyncio.sleep(1)
+            except Exception as exc:
+                faults += 1
+                if is_transient(exc):
+                    log.warning("gate loop: transient fault (%d in a row): %s", faults, exc)
+                else:
+                    log.exception("gate loop iteration failed; retrying")
+                await backoff(faults)
                 self.wake()
             self._idle.set()
 
     def _next_timer(self) -> float:
-        with session(self.engine) as s:
-            times = s.exec(
-                select(ItemRow.not_before).where(col(ItemRow.active), ItemRow.not_before > 0)
-            ).all()
+        try:
+            with session(self.engine) as s:
+                times = s.exec(
+                    select(ItemRow.not_before).where(col(ItemRow.active), ItemRow.not_before > 0)
+                ).all()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return 1.0  # the database is away: look again soon
         soon = min(times, default=time.time() + 30) - time.time()
         return max(0.05, min(soon, 30.0))
 

@@ -73,6 +73,22 @@ class ItemPromote(Event):
     reason: str | None = ""
 
 
+class ItemPublish(Event):
+    """Publish a blocked post item although its checks failed (a release engineer's call)."""
+
+    TYPE: ClassVar[str] = "item.publish"
+    item: int
+    reason: str | None = ""
+
+
+class ItemRetry(Event):
+    """Build and test a blocked post item again (a fixed lookaside, a flaky job)."""
+
+    TYPE: ClassVar[str] = "item.retry"
+    item: int
+    reason: str | None = ""
+
+
 class RefUpdated(Event):
     """A project's branch moved: look now instead of at the next poll."""
 
@@ -106,6 +122,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ChangeEnqueue,
         ItemDequeue,
         ItemPromote,
+        ItemPublish,
+        ItemRetry,
         RefUpdated,
         RepoRepublish,
         RepoRollback,

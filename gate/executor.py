@@ -78,7 +78,7 @@ class Actions:
         return True
 
     async def _dequeue(self, queue: str, action: Dequeue) -> bool:
-        result = "merged" if action.merged else "rejected"
+        result = "merged" if action.merged else "superseded" if action.superseded else "rejected"
         self.items.dequeue(queue, action.item_id, result, action.reason)
         return True
 

@@ -20,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
+from gate import transitions
 from gate.admin import RepoAdmin
 from gate.config import Config
 from gate.events import (
@@ -35,12 +38,15 @@ from gate.events import (
     Event,
     ItemDequeue,
     ItemPromote,
+    ItemPublish,
+    ItemRetry,
     RefUpdated,
     Refused,
     RepoRepublish,
     RepoRollback,
     parse_event,
 )
+from gate.faults import is_transient, retry_delay, until_it_lands
 from gate.items import Items, view_of
 from gate.merger import GitError
 from gate.model import ItemKind, TipStep
@@ -67,44 +73,99 @@ class Ingest:
     source_of: Callable[[str], ChangeSource]
     admin: RepoAdmin
     polling: Polling
+    #: transient faults in a row, per pending delivery
+    _tries: dict[int, int] = field(default_factory=dict, init=False)
+    #: no delivery is tried before this (time.monotonic())
+    _retry_at: float = field(default=0.0, init=False)
 
     async def process_deliveries(self) -> int:
-        with session(self.engine) as s:
-            pending = s.exec(
-                select(Delivery)
-                .where(col(Delivery.processed_at).is_(None))
-                .order_by(col(Delivery.id))
-            ).all()
-        for delivery in pending:
-            result, error = None, None
+        """Process the stored deliveries in order; returns how many were done.
+
+        A delivery whose processing hits a transient fault (``gate.faults``)
+        stays pending, and so do the ones after it (order matters: an approval
+        follows its proposal); the loop comes back to it with backoff.
+        """
+        if time.monotonic() < self._retry_at:
+            return 0
+        pending = await until_it_lands(self._pending, "reading deliveries")
+        for done, delivery in enumerate(pending):
+            delivery_id = delivery.id or 0
             try:
-                event = self.parse(delivery)
-                if event is None:
-                    result = "nothing to do"
-                else:
-                    result = await HANDLERS[type(event)](self, event)
-            except Refused as exc:
-                error = str(exc)
-                log.warning("delivery %s (%s) refused: %s", delivery.id, delivery.event_type, exc)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug or an I/O fault: report it, keep the gate going
-                error = f"internal error: {type(exc).__name__}: {exc}"
-                log.exception("delivery %s (%s) failed", delivery.id, delivery.event_type)
-            with session(self.engine) as s:
-                row = s.get(Delivery, delivery.id)
-                assert row is not None
-                row.processed_at, row.result, row.error = utcnow(), result, error
-                s.add(row)
-                s.commit()
+                result, error = await self._outcome(delivery)
+            except Exception as exc:  # transient only: _outcome records the rest
+                self._retry_later(delivery, exc)
+                return done
+            self._tries.pop(delivery_id, None)
+            await until_it_lands(
+                partial(self._mark_done, delivery_id, result, error), f"delivery {delivery_id}"
+            )
             self.plumbing.emit(
                 "delivery",
-                delivery=delivery.id,
+                delivery=delivery_id,
                 event_type=delivery.event_type,
                 result=result,
                 error=error,
             )
         return len(pending)
+
+    async def _outcome(self, delivery: Delivery) -> tuple[str | None, str | None]:
+        """What processing the delivery produced: (result, refusal or internal error).
+
+        Raises only what is transient: that is not an outcome.
+        """
+        try:
+            event = self.parse(delivery)
+            if event is None:
+                return "nothing to do", None
+            return await HANDLERS[type(event)](self, event), None
+        except Refused as exc:
+            log.warning("delivery %s (%s) refused: %s", delivery.id, delivery.event_type, exc)
+            return None, str(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # a bug: report it, keep the gate going
+            log.exception("delivery %s (%s) failed", delivery.id, delivery.event_type)
+            return None, f"internal error: {type(exc).__name__}: {exc}"
+
+    def _pending(self) -> list[Delivery]:
+        with session(self.engine) as s:
+            return list(
+                s.exec(
+                    select(Delivery)
+                    .where(col(Delivery.processed_at).is_(None))
+                    .order_by(col(Delivery.id))
+                ).all()
+            )
+
+    def _mark_done(self, delivery_id: int, result: str | None, error: str | None) -> None:
+        with session(self.engine) as s:
+            row = s.get(Delivery, delivery_id)
+            assert row is not None
+            row.processed_at, row.result, row.error = utcnow(), result, error
+            s.add(row)
+            s.commit()
+
+    def _retry_later(self, delivery: Delivery, exc: Exception) -> None:
+        delivery_id = delivery.id or 0
+        tries = self._tries[delivery_id] = self._tries.get(delivery_id, 0) + 1
+        delay = retry_delay(tries)
+        self._retry_at = time.monotonic() + delay
+        self.plumbing.wake_after(delay)
+        note = f"transient fault (try {tries}), retrying in {delay:.1f}s: {exc}"
+        log.warning("delivery %s (%s): %s", delivery_id, delivery.event_type, note)
+        try:  # shown on GET /api/deliveries/<id>; the database may be what failed
+            with session(self.engine) as s:
+                row = s.get(Delivery, delivery_id)
+                if row is not None and row.processed_at is None:
+                    row.error = note
+                    s.add(row)
+                    s.commit()
+        except Exception as again:
+            if not is_transient(again):
+                raise
 
     def parse(self, delivery: Delivery) -> Event | None:
         """The event a delivery holds: a core one, or what its source makes of it."""
@@ -136,6 +197,7 @@ class Ingest:
             )
         if change is None:
             sha = await self._resolve(event.project, event.ref)
+            await self._refuse_duplicate(event.project, sha)
             with session(self.engine) as s:
                 change = ChangeRow(
                     project=event.project,
@@ -156,7 +218,7 @@ class Ingest:
             title=change.title,
         )
         if event.approve:
-            await self._enqueue(change.id or 0)
+            await self._enqueue(change.id or 0, checked=True)
         return f"change {change.id}"
 
     async def change_approved(self, event: ChangeApproved) -> str:
@@ -190,7 +252,7 @@ class Ingest:
         if item is None or not item.active:
             raise Refused(f"item {event.item} is not in a queue")
         view = view_of(item)
-        if view.committed or view.pushing:
+        if (view.committed or view.pushing) and not view.blocked:
             raise Refused(f"item {event.item} is merged already; it can only be published")
         reason = event.reason or "dequeued by an administrator"
         who = event.requested_by
@@ -220,6 +282,36 @@ class Ingest:
         who = event.requested_by
         return f"item {event.item} promoted" + (f" by {who}" if who else "")
 
+    async def item_publish(self, event: ItemPublish) -> str:
+        who = event.requested_by or "an administrator"
+        with session(self.engine) as s:
+            item = s.get(ItemRow, event.item)
+            if item is None or not item.active:
+                raise Refused(f"item {event.item} is not in a queue")
+            if not view_of(item).blocked:
+                raise Refused(
+                    f"item {event.item} is not a blocked post item; only those are published "
+                    "past their checks"
+                )
+            item.forced_by = who + (f": {event.reason}" if event.reason else "")
+            s.add(item)
+            s.commit()
+        log.warning("item %s: published past its failed checks by %s", event.item, who)
+        self.plumbing.wake()
+        return f"item {event.item} will be published although its checks failed (by {who})"
+
+    async def item_retry(self, event: ItemRetry) -> str:
+        with session(self.engine) as s:
+            item = s.get(ItemRow, event.item)
+        if item is None or not item.active:
+            raise Refused(f"item {event.item} is not in a queue")
+        if not view_of(item).blocked:
+            raise Refused(f"item {event.item} is not blocked; it is being worked on already")
+        self.items.step(event.item, transitions.retry)
+        who = event.requested_by or "an administrator"
+        log.info("item %s: retried by %s", event.item, who)
+        return f"item {event.item} will be built and tested again (by {who})"
+
     async def ref_updated(self, event: RefUpdated) -> str:
         if event.project not in self.config.projects:
             raise Refused(f"unknown project {event.project!r}")
@@ -234,10 +326,37 @@ class Ingest:
         """The commit ``ref`` names now; a ref that is no ref, or not there, is a refusal."""
         try:
             return await self.source_of(project).resolve(project, ref)
-        except (InvalidRef, GitError) as exc:  # RefNotFound is a GitError
+        except InvalidRef as exc:
+            raise Refused(str(exc)) from None
+        except GitError as exc:  # RefNotFound is one; a network fault is retried
+            if is_transient(exc):
+                raise
             raise Refused(str(exc)) from None
 
-    async def _enqueue(self, change_id: int) -> str:
+    async def _refuse_duplicate(self, project: str, sha: str, change_id: int = 0) -> None:
+        """Refuse a commit the gate has nothing to do with: already on the branch, or
+        already the commit of another change that is open."""
+        with session(self.engine) as s:
+            other = s.exec(
+                select(ChangeRow).where(
+                    ChangeRow.project == project,
+                    ChangeRow.sha == sha,
+                    ChangeRow.id != change_id,
+                    col(ChangeRow.state).in_(("proposed", "queued")),
+                )
+            ).first()
+        if other is not None:
+            raise Refused(
+                f"commit {sha[:12]} of {project} is change {other.id} already ({other.state})"
+            )
+        if await self.source_of(project).is_merged(project, sha):
+            branch = self.config.projects[project].branch
+            raise Refused(
+                f"commit {sha[:12]} is on {project}'s branch {branch} already: nothing to merge"
+            )
+
+    async def _enqueue(self, change_id: int, checked: bool = False) -> str:
+        """Put the change in its queue; ``checked``: its commit was just found to be new."""
         with session(self.engine) as s:
             change = s.get(ChangeRow, change_id)
             if change is None:
@@ -249,6 +368,11 @@ class Ingest:
             ).first()
             if existing is not None:
                 return f"item {existing.id} (already queued)"
+        if not checked:
+            await self._refuse_duplicate(change.project, change.sha, change_id)
+        with session(self.engine) as s:
+            change = s.get(ChangeRow, change_id)
+            assert change is not None
             queue = self.config.queue_of(change.project)
             last = s.exec(select(func.max(ItemRow.seq)).where(ItemRow.queue == queue)).one()
             item = ItemRow(
@@ -282,6 +406,8 @@ HANDLERS: dict[type[Event], Handler] = {
     ChangeEnqueue: Ingest.change_enqueue,  # type: ignore[dict-item]
     ItemDequeue: Ingest.item_dequeue,  # type: ignore[dict-item]
     ItemPromote: Ingest.item_promote,  # type: ignore[dict-item]
+    ItemPublish: Ingest.item_publish,  # type: ignore[dict-item]
+    ItemRetry: Ingest.item_retry,  # type: ignore[dict-item]
     RefUpdated: Ingest.ref_updated,  # type: ignore[dict-item]
     RepoRepublish: Ingest.repo_command,  # type: ignore[dict-item]
     RepoRollback: Ingest.repo_command,  # type: ignore[dict-item]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlmodel import col, func, select
 
 from gate.config import Config
 from gate.model import Base, ItemKind, ItemView, Step, TipStep
@@ -31,6 +32,15 @@ from repo_state.models import ChangeRow, ItemRow, QueueRow, utcnow
 log = logging.getLogger("rpmgate")
 
 Transition = Callable[[ItemView], ItemView]
+
+
+def step_owner(step: str, item_id: int) -> str:
+    """The name of the task doing an item's running ``step`` (``merge``, ``jobs``, ``tip``).
+
+    Stages spawn that work with ``owns=(step_owner(...),)``; ``gate.reconcile``
+    finds a step left running with no live owner.
+    """
+    return f"{step}:{item_id}"
 
 
 def base_of(row: ItemRow) -> Base | None:
@@ -55,6 +65,8 @@ def view_of(row: ItemRow, build: Step = Step.NONE, failure: str | None = None) -
         not_before=row.not_before,
         failure=row.failure if failure is None else failure,
         attempt=row.attempt,
+        bootstrap=row.bootstrap,
+        forced=row.forced_by is not None,
     )
 
 
@@ -103,12 +115,23 @@ class Items:
             s.add(row)
             s.commit()
             s.refresh(row)
+        self.plumbing.note_progress(row.queue)
         self.plumbing.wake()
         return row
 
     def update(self, item_id: int, attempt: int | None = None, **fields: Any) -> ItemRow | None:
         """Set shell-only fields (merge commit, tested state, ...); same attempt guard."""
         return self.step(item_id, lambda view: view, attempt, **fields)
+
+    def behind_post_items(self, queue: str) -> float:
+        """A sequence number that puts a post item behind the queue's other post items."""
+        with session(self.engine) as s:
+            last = s.exec(
+                select(func.max(ItemRow.seq)).where(
+                    ItemRow.queue == queue, col(ItemRow.active), ItemRow.kind == ItemKind.POST
+                )
+            ).one()
+        return (last or 0.0) + 1
 
     def drop_speculative_repos(self, item_id: int) -> None:
         """Remove the speculative repos of an item's attempts (nothing tests on them)."""
@@ -136,6 +159,7 @@ class Items:
             qrow.window = window_after_dequeue(qrow.window, ItemKind(item.kind), result, rule)
             s.add_all([item, qrow])
             s.commit()
+        self.plumbing.note_progress(queue)
         self.plumbing.cancel_item_tasks(item_id)
         self.drop_speculative_repos(item_id)
         if change is not None:

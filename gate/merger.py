@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from gate.processes import ProcessGroups, spawn_group
 from gate.refs import FULL_SHA, check_branch, check_ref
 
 IDENTITY_NAME = "rpmgate"
@@ -165,10 +166,17 @@ class Merger:
     config, the clone's ``origin`` follows it.
     """
 
-    def __init__(self, workdir: Path, *, timeout: float = 900.0) -> None:
+    def __init__(
+        self, workdir: Path, *, timeout: float = 900.0, processes: ProcessGroups | None = None
+    ) -> None:
         self.workdir = Path(workdir)
         #: seconds any single git command may take before it is killed
         self.timeout = timeout
+        #: where each git command's process group is recorded before it runs: a
+        #: push or fetch a killed daemon left running would race the restarted
+        #: one (a push landing after recovery decided it had not happened; ref
+        #: and ``*.lock`` files held in the clones)
+        self.processes = processes
         self._locks: dict[str, asyncio.Lock] = {}
         self._urls: dict[str, str] = {}
         self._env = _git_environment()
@@ -541,13 +549,13 @@ class Merger:
         if git_dir is not None:
             command.append(f"--git-dir={git_dir}")
         command += args
-        process = await asyncio.create_subprocess_exec(
+        process = await spawn_group(
+            self.processes,
             *command,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={**self._env, **(env or {})},
-            start_new_session=True,
         )
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(), self.timeout)
@@ -572,7 +580,8 @@ class Merger:
         try:
             try:
                 processes.append(
-                    await asyncio.create_subprocess_exec(
+                    await spawn_group(
+                        self.processes,
                         "git",
                         "-c",
                         "core.autocrlf=false",
@@ -585,11 +594,11 @@ class Merger:
                         stdout=write_end,
                         stderr=asyncio.subprocess.PIPE,
                         env=self._env,
-                        start_new_session=True,
                     )
                 )
                 processes.append(
-                    await asyncio.create_subprocess_exec(
+                    await spawn_group(
+                        self.processes,
                         "tar",
                         "--extract",
                         "--no-same-owner",
@@ -599,7 +608,6 @@ class Merger:
                         stdout=asyncio.subprocess.DEVNULL,
                         stderr=asyncio.subprocess.PIPE,
                         env=self._env,
-                        start_new_session=True,
                     )
                 )
             finally:

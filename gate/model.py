@@ -72,6 +72,8 @@ class ItemState(StrEnum):
     PUBLISHING = "publishing"
     PUBLISH_RETRY = "publish retry (post item)"
     PUBLISHED = "published"
+    #: a post item held out of the repository (its checks or bootstrap build failed)
+    BLOCKED = "blocked"
 
 
 @dataclass(frozen=True, order=True)
@@ -102,11 +104,18 @@ class ItemView:
     failure: str = ""
     #: attempts started so far (0: never tested)
     attempt: int = 0
+    #: a post item for a project the repository has no package of yet
+    bootstrap: bool = False
+    #: a post item a release engineer published although its checks failed
+    forced: bool = False
+    #: a post item whose branch moved on past its commit (a newer push, a merge on
+    #: top of it): why it has nothing left to publish, once blocked
+    superseded_by: str = ""
 
     @property
     def failing(self) -> bool:
         """Failing on its current attempt (its own fault only if everything ahead passes)."""
-        if self.kind is ItemKind.POST and self.tip is TipStep.NONE:
+        if self.kind is ItemKind.POST and (self.tip is TipStep.NONE or self.forced):
             return False
         if self.tip is TipStep.FINAL_BUILD and self.tip_state is Step.FAILED:
             return True
@@ -115,13 +124,27 @@ class ItemView:
         return Step.FAILED in (self.merge, self.build, self.jobs)
 
     @property
+    def blocked(self) -> bool:
+        """A post item held out of the repository until a newer commit, a retry or a
+        release engineer decides: its checks failed on the repository it would
+        make, or (bootstrap) its first build failed.  Items behind go on without it.
+        """
+        if self.kind is not ItemKind.POST or self.forced or self.tip is TipStep.DONE:
+            return False
+        if self.jobs is Step.FAILED:
+            return True
+        final_failed = self.tip is TipStep.FINAL_BUILD and self.tip_state is Step.FAILED
+        return self.bootstrap and final_failed
+
+    @property
     def pushing(self) -> bool:
         """Its merge is being pushed: the outcome decides, nothing may reset it now."""
         return self.tip is TipStep.MERGE and self.tip_state is Step.RUNNING
 
     @property
     def committed(self) -> bool:
-        """Merged in git: it can no longer be reset or rejected, only published."""
+        """Merged in git: it can no longer be rejected, only published (or, a post
+        item, held back or superseded)."""
         if self.kind is ItemKind.POST or self.tip in (TipStep.PUBLISH, TipStep.DONE):
             return True
         return self.tip is TipStep.MERGE and self.tip_state is Step.PASSED
@@ -136,15 +159,21 @@ class ItemView:
         """The one label of where the item is (status API, CLI, page)."""
         if self.tip is TipStep.DONE:
             return ItemState.PUBLISHED
+        if self.blocked:
+            return ItemState.BLOCKED
         if self.tip is TipStep.PUBLISH:
             failed = self.tip_state is Step.FAILED
             return ItemState.PUBLISH_RETRY if failed else ItemState.PUBLISHING
         if self.tip is TipStep.MERGE:
             return ItemState.MERGE
         if self.tip is TipStep.FINAL_BUILD:
-            failed = self.tip_state is Step.FAILED
-            return ItemState.FAILING if failed else ItemState.FINAL_BUILD
-        if self.kind is ItemKind.POST:
+            if self.tip_state is Step.FAILED:
+                return ItemState.FAILING
+            if self.kind is ItemKind.POST and self.tip_state is Step.PASSED:
+                # a post item is tested after its final build
+                return ItemState.PASSED if self.jobs is Step.PASSED else ItemState.TESTING
+            return ItemState.FINAL_BUILD
+        if self.kind is ItemKind.POST and self.tip is TipStep.NONE:
             return ItemState.FINAL_BUILD
         if self.failing:
             return ItemState.FAILING

@@ -14,6 +14,17 @@ Semantics follow Zuul's dependent pipeline:
 * Only the head item runs the tip protocol (final build, merge, publish), so
   generations are published in queue order (I3).
 * A dynamic window bounds how many gate items are being worked on.
+* Post items (commits that reached a branch outside the gate, and the first
+  commit of each project: its *bootstrap*) go first.  Each is final-built and
+  tested like a gate item, on the published generation plus the post items
+  ahead.  One whose checks fail is *blocked*: it is not published, items
+  behind go on without it, and it moves behind the other post items, once
+  (a push that needs a later push is then tested on top of it; moving once
+  keeps the order, and so the resets, finite).  It stays until a
+  newer commit of its branch supersedes it, a release engineer publishes or
+  drops it, or its base changes (then it is tested again).  While nothing is published yet, a
+  blocked bootstrap holds the first generation back: it carries every
+  project or waits.
 
 The planner is re-run after every event; it names work that is not started
 yet (``Step.NONE``).  The shell records each action's intent before doing it,
@@ -76,9 +87,9 @@ class Publish:
     """Tip step 3: publish generation N+1 with these items' final builds.
 
     A gate item publishes alone.  The post items at the head publish together
-    once all their final builds are done: they were merged outside the gate
-    and never tested, so publishing them one by one could expose a state in
-    between (a package without the new dependency it needs).
+    once every one of them is built and tested (or forced by a release
+    engineer): each was tested on the ones ahead of it, so the last one's
+    repository is the batch's, and one generation replaces many.
     """
 
     item_ids: tuple[int, ...]
@@ -91,6 +102,8 @@ class Dequeue:
     item_id: int
     merged: bool
     reason: str = ""
+    #: not merged, not rejected: a later commit of the branch replaced it (post items)
+    superseded: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,20 +124,56 @@ def plan(q: QueueState) -> list[Action]:
     ready: dict[int, bool] = {}  # item id -> its RPMs can be put in a speculative repo
     referenced: set[str] = set()  # build keys current attempts use
     gate_position = 0
-    post_batch = _post_batch(q)
-    for index, item in enumerate(q.items):
-        is_head = index == 0
+    # an item ahead that must be published (or dropped) before a gate item's tip
+    in_the_way = False
+    # post items ready to publish together; None once one of them is not ready
+    batch: list[int] | None = []
+    for item in q.items:
         if item.kind is ItemKind.POST:
-            actions.extend(_post_item(item, post_batch))
             if item.tip is TipStep.DONE:
+                actions.append(Dequeue(item.id, merged=True))
                 continue  # published: the generation carries it
-            if not item.failing:
+            if item.blocked and item.superseded_by:
+                # the branch moved on past it: the repository will be built from a
+                # newer commit, the held-back one has nothing left to publish
+                actions.append(
+                    Dequeue(item.id, merged=False, reason=item.superseded_by, superseded=True)
+                )
+                continue
+            if item.tip is TipStep.PUBLISH:
+                # being published, or retrying with backoff: never reset
+                retry = item.tip_state in (Step.NONE, Step.FAILED) and q.now >= item.not_before
+                batch = [*batch, item.id] if batch is not None and retry else None
                 chain.append(item.id)
-            ready[item.id] = item.tip is not TipStep.NONE and not (
-                item.tip is TipStep.FINAL_BUILD and item.tip_state is not Step.PASSED
-            )
+                ready[item.id] = in_the_way = True
+                continue
+            desired = Base(q.generation, tuple(chain))
+            if item.base is None or normalize_base(item.base, q.producers) != desired:
+                actions.append(StartAttempt(item.id, desired))
+                chain.append(item.id)
+                ready[item.id], in_the_way, batch = False, True, None
+                continue
+            built = item.tip is TipStep.FINAL_BUILD and item.tip_state is Step.PASSED
+            if item.tip is TipStep.NONE:
+                actions.append(FinalBuild(item.id))
+            elif not built and item.failing and not item.bootstrap:
+                actions.append(Dequeue(item.id, merged=False, reason=item.failure))
+                continue
+            elif built and item.jobs is Step.NONE and _all_ready(item, ready):
+                actions.append(RunJobs(item.id))
+            if item.blocked:
+                if item.bootstrap and q.generation == 0:
+                    # the first generation carries every project or waits
+                    in_the_way, batch = True, None
+                continue  # items behind go on without it
+            chain.append(item.id)
+            ready[item.id], in_the_way = built, True
+            tested = item.jobs is Step.PASSED or (item.forced and item.jobs is Step.FAILED)
+            batch = [*batch, item.id] if batch is not None and built and tested else None
             continue
 
+        is_head = not in_the_way
+        in_the_way = True
         in_window = gate_position < q.window
         gate_position += 1
         if item.pushing:
@@ -165,14 +214,21 @@ def plan(q: QueueState) -> list[Action]:
             continue
         if item.build is not Step.PASSED:
             continue
-        assert item.base is not None
-        if item.jobs is Step.NONE and all(ready.get(a, True) for a in item.base.ahead):
+        if item.jobs is Step.NONE and _all_ready(item, ready):
             actions.append(RunJobs(item.id))
         elif item.jobs is Step.PASSED and is_head:
             actions.extend(_tip_steps(item))
 
+    if batch:
+        actions.append(Publish(tuple(batch)))
     actions.extend(_obsolete_builds(q, referenced))
     return actions
+
+
+def _all_ready(item: ItemView, ready: dict[int, bool]) -> bool:
+    """Every item in the item's base has RPMs to put in its speculative repo."""
+    assert item.base is not None
+    return all(ready.get(a, True) for a in item.base.ahead)
 
 
 def _obsolete_builds(q: QueueState, referenced: set[str]) -> list[Action]:
@@ -209,33 +265,4 @@ def _publish_steps(item: ItemView, is_head: bool, now: float) -> list[Action]:
         return [Publish((item.id,))]
     if item.tip is TipStep.PUBLISH and item.tip_state in (Step.NONE, Step.FAILED):
         return [Publish((item.id,))]
-    return []
-
-
-def _post_batch(q: QueueState) -> tuple[int, ...] | None:
-    """The post items at the head, if they are all ready to publish together."""
-    batch: list[int] = []
-    for item in q.items:
-        if item.kind is not ItemKind.POST:
-            break
-        if item.failing or item.tip is TipStep.DONE:
-            continue
-        built = item.tip is TipStep.FINAL_BUILD and item.tip_state is Step.PASSED
-        retry = item.tip is TipStep.PUBLISH and item.tip_state in (Step.NONE, Step.FAILED)
-        if not (built or (retry and q.now >= item.not_before)):
-            return None
-        batch.append(item.id)
-    return tuple(batch) or None
-
-
-def _post_item(item: ItemView, batch: tuple[int, ...] | None) -> list[Action]:
-    """Commits merged outside the gate: final build at once, publish as one batch."""
-    if item.tip is TipStep.NONE:
-        return [FinalBuild(item.id)]
-    if item.tip is TipStep.FINAL_BUILD and item.tip_state is Step.FAILED:
-        return [Dequeue(item.id, merged=False, reason=item.failure)]
-    if item.tip is TipStep.DONE:
-        return [Dequeue(item.id, merged=True)]
-    if batch and item.id == batch[0]:
-        return [Publish(batch)]
     return []

@@ -2,8 +2,8 @@
 
 Each queue's projects are read every ``poll_interval`` seconds (and at once on
 a ``ref.updated`` event).  On first sight of a project whose package is not
-published yet, its head becomes a post item too: that is how a new
-repository is bootstrapped.
+published yet, its head becomes a post item too, marked *bootstrap*: that is
+how a new repository is bootstrapped (all or nothing, see ``gate.planner``).
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class Polling:
             if pushing is not None:
                 return None  # our own push may be landing; the tip step records the new head
             package = self.config.package_of(project)
-            if known is None and publisher.state().get(package) is not None:
+            published = publisher.state().get(package) is not None
+            if known is None and published:
                 s.add(ProjectRow(name=project, branch_head=head))
                 s.commit()
                 return None
@@ -94,6 +95,8 @@ class Polling:
                 project=project,
                 kind=ItemKind.POST.value,
                 seq=0,
+                # the repository has no package of the project yet: see gate.planner
+                bootstrap=not published,
             )
             project_row = row or ProjectRow(name=project)
             project_row.branch_head = head

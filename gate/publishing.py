@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from sqlalchemy.engine import Engine
@@ -26,12 +27,14 @@ from gate import transitions
 from gate.builders.base import BuildBackend
 from gate.builds import build_entry
 from gate.config import Config
-from gate.items import Items, store, view_of
+from gate.faults import until_it_lands
+from gate.items import Items, step_owner, store, view_of
 from gate.plumbing import Plumbing
 from gate.speculative import check_tested, published_state
 from publishers.createrepo import Publisher
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, QueueRow
+from repo_state.state import RepoState
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,9 @@ class Publishing:
                 s.add(item)
             s.commit()
         self.plumbing.spawn(
-            self._publish(queue, item_ids), f"publish-{'-'.join(map(str, item_ids))}"
+            self._publish(queue, item_ids),
+            f"publish-{'-'.join(map(str, item_ids))}",
+            owns=tuple(step_owner("tip", i) for i in item_ids),
         )
 
     async def _publish(self, queue: str, item_ids: tuple[int, ...]) -> None:
@@ -78,8 +83,7 @@ class Publishing:
             state = published_state(publisher, number - 1)
             for final in finals:
                 state = state.with_build(build_entry(final))
-            for item in items:
-                check_tested(item, state)
+            check_tested(items, state)
             produced_by = {
                 "kind": head.kind,
                 "queue": queue,
@@ -94,6 +98,7 @@ class Publishing:
                         "title": c.title,
                         "nvr": f.nvr,
                         "merge_commit": i.merge_commit,
+                        **({"forced_by": i.forced_by} if i.forced_by else {}),
                     }
                     for i, c, f in zip(items, changes, finals, strict=True)
                 ],
@@ -103,35 +108,12 @@ class Publishing:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._failed(item_ids, head.publish_attempts, exc)
+            await self._failed(item_ids, head.publish_attempts, exc)
             return
-        with session(self.engine) as s:
-            qrow = s.get(QueueRow, queue)
-            assert qrow is not None
-            if (
-                s.exec(
-                    select(GenerationRow).where(
-                        GenerationRow.repo == qcfg.repo, GenerationRow.number == number
-                    )
-                ).first()
-                is None
-            ):
-                s.add(
-                    GenerationRow(
-                        repo=qcfg.repo,
-                        number=number,
-                        kind=head.kind,
-                        items=json.dumps(list(item_ids)),
-                        packages=len(state.nevras()),
-                    )
-                )
-            qrow.generation = max(qrow.generation, number)
-            for item_id in item_ids:
-                row = _get(s, ItemRow, item_id)
-                store(row, transitions.published(view_of(row)))
-                s.add(row)
-            s.add(qrow)
-            s.commit()
+        await until_it_lands(
+            lambda: self._record_published(queue, qcfg.repo, number, head.kind, item_ids, state),
+            f"generation {number} of {qcfg.repo}",
+        )
         self.plumbing.wake()
         for item, final in zip(items, finals, strict=True):
             self.plumbing.emit(
@@ -145,7 +127,44 @@ class Publishing:
             )
             self.plumbing.spawn(self._after_publish(final), f"after-publish-{final.id}")
 
-    def _failed(self, item_ids: tuple[int, ...], tries: int, exc: Exception) -> None:
+    def _record_published(
+        self,
+        queue: str,
+        repo: str,
+        number: int,
+        kind: str,
+        item_ids: tuple[int, ...],
+        state: RepoState,
+    ) -> None:
+        with session(self.engine) as s:
+            qrow = s.get(QueueRow, queue)
+            assert qrow is not None
+            if (
+                s.exec(
+                    select(GenerationRow).where(
+                        GenerationRow.repo == repo, GenerationRow.number == number
+                    )
+                ).first()
+                is None
+            ):
+                s.add(
+                    GenerationRow(
+                        repo=repo,
+                        number=number,
+                        kind=kind,
+                        items=json.dumps(list(item_ids)),
+                        packages=len(state.nevras()),
+                    )
+                )
+            qrow.generation = max(qrow.generation, number)
+            for item_id in item_ids:
+                row = _get(s, ItemRow, item_id)
+                store(row, transitions.published(view_of(row)))
+                s.add(row)
+            s.add(qrow)
+            s.commit()
+
+    async def _failed(self, item_ids: tuple[int, ...], tries: int, exc: Exception) -> None:
         delay = min(PUBLISH_BACKOFF_MAX, PUBLISH_BACKOFF_START * 2 ** (tries - 1))
         log.warning(
             "publish of items %s failed (attempt %d), retrying in %.0fs: %s",
@@ -157,7 +176,14 @@ class Publishing:
         failure = f"publish failed, retrying: {exc}"
         retry_at = time.time() + delay
         for item_id in item_ids:
-            self.items.step(item_id, lambda v: transitions.publish_failed(v, failure, retry_at))
+            await until_it_lands(
+                partial(
+                    self.items.step,
+                    item_id,
+                    lambda v: transitions.publish_failed(v, failure, retry_at),
+                ),
+                f"item {item_id}",
+            )
             self.plumbing.emit(
                 "item", item=item_id, state="publish-failed", reason=str(exc), retry_in=delay
             )

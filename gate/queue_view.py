@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 from sqlmodel import Session, col, select
 
 from gate.items import view_of
-from gate.model import BuildState, QueueState, RunningBuild, Step
+from gate.model import BuildState, ItemKind, QueueState, RunningBuild, Step
 from gate.queue_rules import queue_order
-from repo_state.models import BuildRow, GenerationRow, ItemRow, QueueRow
+from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, ProjectRow, QueueRow
 
 #: what a build's state means as the step of the item that uses it
 _BUILD_STEP = {
@@ -26,6 +27,16 @@ def active_items(s: Session, queue: str) -> list[ItemRow]:
     ordered = queue_order((view_of(r), r.seq) for r in rows)
     by_id = {r.id: r for r in rows}
     return [by_id[v.id] for v in ordered]
+
+
+def _moved_on(s: Session, item: ItemRow) -> str:
+    """Why a post item's commit is no longer its branch's head ("" while it is)."""
+    change = s.get(ChangeRow, item.change_id)
+    project = s.get(ProjectRow, item.project)
+    head = project.branch_head if project else None
+    if change is None or not head or head == change.sha:
+        return ""
+    return f"superseded: {item.project}'s branch moved on from {change.sha[:12]} to {head[:12]}"
 
 
 def load_queue_state(s: Session, queue: str, projects: tuple[str, ...], repo: str) -> QueueState:
@@ -63,7 +74,10 @@ def load_queue_state(s: Session, queue: str, projects: tuple[str, ...], repo: st
         build = builds.get(r.build_key or "")
         step = _BUILD_STEP.get(BuildState(build.state), Step.NONE) if build else Step.NONE
         failed_build = build.reason if build and build.state == BuildState.FAILED else ""
-        views.append(view_of(r, step, failure=r.failure or failed_build))
+        view = view_of(r, step, failure=r.failure or failed_build)
+        if view.kind is ItemKind.POST:
+            view = replace(view, superseded_by=_moved_on(s, r))
+        views.append(view)
     return QueueState(
         name=queue,
         items=tuple(views),

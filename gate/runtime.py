@@ -4,6 +4,10 @@
 systems, build backends, publishers, task plumbing); the daemon builds one and
 hands each stage module the parts it uses, so no stage depends on the daemon
 and a test can assemble a runtime from in-memory parts.
+
+Creating a runtime first kills the process groups a previous run of the
+daemon left alive (``gate.processes``): before the database, the drivers and
+the HTTP server, so nothing of this run can race them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from gate.config import Config
 from gate.deliveries import store_delivery
 from gate.merger import Merger
 from gate.plumbing import Plumbing
+from gate.processes import ProcessGroups
 from gate.registry import BACKENDS, PUBLISHERS, SOURCES
 from gate.sources.base import ChangeSource, SourceParts, StoreDelivery
 from publishers.createrepo import Publisher
@@ -37,6 +42,8 @@ class Runtime:
     backends: dict[str, BuildBackend]
     publishers: dict[str, Publisher]
     plumbing: Plumbing
+    #: the process groups the gate starts (None: a runtime of in-memory parts)
+    processes: ProcessGroups | None = None
 
     @classmethod
     def create(
@@ -46,13 +53,16 @@ class Runtime:
         backends: dict[str, BuildBackend] | None = None,
         sources: dict[str, ChangeSource] | None = None,
     ) -> Runtime:
-        """Make the state directory, open and migrate the database, build every driver."""
+        """Make the state directory, kill what a previous run left running, open and
+        migrate the database, build every driver."""
         state_dir = Path(config.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
+        processes = ProcessGroups.under(state_dir)
+        processes.kill_leftovers()
         engine = make_engine(config.db_url)
         migrate(engine)
         pool = Pool(state_dir / "pool")
-        merger = Merger(state_dir / "git")
+        merger = Merger(state_dir / "git", processes=processes)
         plumbing = Plumbing()
         runtime = cls(
             config=config,
@@ -63,11 +73,14 @@ class Runtime:
             backends={},
             publishers=make_publishers(config, pool),
             plumbing=plumbing,
+            processes=processes,
         )
         runtime.sources = (
             sources if sources is not None else make_sources(config, merger, runtime.store)
         )
-        runtime.backends = backends if backends is not None else make_backends(config, pool)
+        if backends is None:
+            backends = make_backends(config, pool, make_sandbox(config, processes))
+        runtime.backends = backends
         return runtime
 
     @property
@@ -90,10 +103,13 @@ class Runtime:
         return store_delivery(self, source, event_type, dict(payload), key)[1]
 
 
-def make_sandbox(config: Config) -> Sandbox:
+def make_sandbox(config: Config, processes: ProcessGroups | None = None) -> Sandbox:
     """How builds run a change's spec on this host (checked once, at start)."""
     return Sandbox.create(
-        config.sandbox.bubblewrap, config.sandbox.user, hidden=config.secret_paths()
+        config.sandbox.bubblewrap,
+        config.sandbox.user,
+        hidden=config.secret_paths(),
+        processes=processes,
     )
 
 

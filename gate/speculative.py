@@ -42,8 +42,15 @@ def item_entry(s: Session, item: ItemRow) -> BuildEntry | None:
     return build_entry(row)
 
 
-def speculative_state(s: Session, item: ItemRow, publisher: Publisher, repo: str) -> RepoState:
-    """The package set ``item``'s jobs run against (its current attempt)."""
+def speculative_state(
+    s: Session, item: ItemRow, publisher: Publisher, repo: str, *, own: bool = True
+) -> RepoState:
+    """The package set ``item``'s jobs run against (its current attempt).
+
+    ``own=False`` leaves the item's own build out: the *baseline* (published
+    generation and everything ahead), which checks compare against to blame an
+    item only for what it breaks.
+    """
     base = base_of(item)
     assert base is not None, f"item {item.id} has no attempt"
     producers = {
@@ -58,10 +65,11 @@ def speculative_state(s: Session, item: ItemRow, publisher: Publisher, repo: str
         if entry is None:
             raise LookupError(f"item {ahead_id} ahead of {item.id} has no finished build")
         layers.append(entry)
-    own = item_entry(s, item)
-    if own is None:
-        raise LookupError(f"item {item.id} has no finished scratch build")
-    layers.append(own)
+    if own:
+        entry = item_entry(s, item)
+        if entry is None:
+            raise LookupError(f"item {item.id} has no finished build")
+        layers.append(entry)
     return compose(layers)
 
 
@@ -69,9 +77,16 @@ def published_state(publisher: Publisher, generation: int) -> RepoState:
     return publisher.state(generation) if generation else RepoState()
 
 
-def check_tested(item: ItemRow, to_publish: RepoState) -> None:
-    """I2: the generation must carry exactly the package set the item's jobs ran on."""
-    if item.kind == ItemKind.POST or item.tested_state is None:
+def check_tested(items: list[ItemRow], to_publish: RepoState) -> None:
+    """I2: the generation must carry exactly the package set the items' jobs ran on.
+
+    ``items`` publish together (a gate item alone, or the post items at the
+    head, each tested on the ones ahead): the last one's repository is the
+    batch's.  A post item a release engineer forced past its checks, or one
+    recorded before post items were tested, has nothing to compare.
+    """
+    item = items[-1]
+    if item.tested_state is None or any(i.forced_by for i in items):
         return
     tested = RepoState.from_json(item.tested_state).nevras()
     published = to_publish.nevras()

@@ -18,22 +18,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from gate import transitions
 from gate.builds import Builds, final_key
 from gate.config import Config
-from gate.items import Items
-from gate.merger import Merger
-from gate.model import BuildState, ItemKind, Step, TipStep
+from gate.faults import backoff, is_transient, until_it_lands
+from gate.items import Items, step_owner
+from gate.merger import GitError, Merger
+from gate.model import BuildState, ItemKind, ItemView, TipStep
 from gate.plumbing import Plumbing
-from gate.sources.base import ChangeSource
+from gate.sources.base import ChangeSource, MergeOutcome
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, ItemRow, ProjectRow
 
 log = logging.getLogger(__name__)
+
+
+def bootstrap_failure(item: ItemView, failure: str) -> str:
+    """How a failed final build reads on a bootstrap item (it stays, blocked)."""
+    if not (failure and item.bootstrap):
+        return failure
+    return (
+        f"blocked: bootstrap of {item.project} failed: {failure}; it is built again when "
+        f"the project's configuration changes, or with `rpmgate retry {item.id}`"
+    )
 
 
 def record_branch_head(s: Session, project: str, commit: str) -> None:
@@ -57,7 +69,10 @@ class Tip:
         item = self.items.step(item_id, transitions.final_build_started)
         assert item is not None
         self.plumbing.spawn(
-            self._final_build(queue, item_id, item.attempt), f"final-{item_id}", item_id
+            self._final_build(queue, item_id, item.attempt),
+            f"final-{item_id}",
+            item_id,
+            owns=(step_owner("tip", item_id),),
         )
 
     async def _final_build(self, queue: str, item_id: int, attempt: int) -> None:
@@ -72,28 +87,37 @@ class Tip:
             project = self.config.projects[item.project]
             result = await self.merger.speculative_merge(item.project, project.git, change.sha, [])
             commit, tree = result.commit, result.tree
-            self.items.update(item_id, merge_commit=commit, merge_tree=tree)
+            await until_it_lands(
+                partial(self.items.update, item_id, merge_commit=commit, merge_tree=tree),
+                f"item {item_id}",
+            )
         else:
             commit, tree = item.merge_commit or "", item.merge_tree or ""
         self.plumbing.emit("item", item=item_id, project=item.project, state="final-build")
-        row = self.builds.ensure(
-            purpose="final",
-            key=final_key(item.project, tree, qcfg.target),
-            project=item.project,
-            backend=qcfg.backend,
-            commit=commit,
-            tree=tree,
-            target=qcfg.target,
-            includes=[item_id],
+        row = await until_it_lands(
+            partial(
+                self.builds.ensure,
+                purpose="final",
+                key=final_key(item.project, tree, qcfg.target),
+                project=item.project,
+                backend=qcfg.backend,
+                commit=commit,
+                tree=tree,
+                target=qcfg.target,
+                includes=[item_id],
+            ),
+            f"final build of item {item_id}",
         )
-        self.items.update(item_id, final_build_id=row.id)
+        digest = self.config.build_digest(item.project)
+        await until_it_lands(
+            partial(self.items.update, item_id, final_build_id=row.id, config_digest=digest),
+            f"item {item_id}",
+        )
         await self.await_final(item_id, attempt, row.id or 0)
 
     async def await_final(self, item_id: int, attempt: int, build_id: int) -> None:
         while True:
-            with session(self.engine) as s:
-                row = s.get(BuildRow, build_id)
-                assert row is not None
+            row = await until_it_lands(partial(self._build, build_id), f"item {item_id}")
             if row.state != BuildState.RUNNING:
                 break
             await self.builds.finished(build_id)
@@ -102,8 +126,13 @@ class Tip:
             if row.state == BuildState.PASSED
             else (f"final build failed: {row.reason}" + (f" (log: {row.log})" if row.log else ""))
         )
-        item = self.items.step(
-            item_id, lambda v: transitions.final_build_finished(v, failure), attempt
+        item = await until_it_lands(
+            lambda: self.items.step(
+                item_id,
+                lambda v: transitions.final_build_finished(v, bootstrap_failure(v, failure)),
+                attempt,
+            ),
+            f"item {item_id}",
         )
         if item is None:
             return
@@ -116,28 +145,45 @@ class Tip:
             reason=failure,
         )
 
+    def _build(self, build_id: int) -> BuildRow:
+        with session(self.engine) as s:
+            row = s.get(BuildRow, build_id)
+            assert row is not None
+            return row
+
     # -- step 2: the merge ---------------------------------------------------------------------
     def merge_change(self, queue: str, item_id: int) -> None:
         item = self.items.step(item_id, transitions.push_started)
         assert item is not None
-        self.plumbing.spawn(self._merge(item_id), f"merge-{item_id}")
+        self.plumbing.spawn(
+            self._merge(item_id), f"merge-{item_id}", owns=(step_owner("tip", item_id),)
+        )
 
     async def _merge(self, item_id: int) -> None:
         item = self.items.get(item_id)
         assert item.merge_commit
-        result = await self.source_of(item.project).merge(item.project, item.merge_commit)
+        source = self.source_of(item.project)
+        tries = 0
+        while True:
+            try:
+                result = await source.merge(item.project, item.merge_commit)
+                break
+            except GitError as exc:
+                if is_transient(exc):  # the remote is down: push again later
+                    tries += 1
+                    log.warning("item %s: push failed (try %d): %s", item_id, tries, exc)
+                    await backoff(tries)
+                    continue
+                # the remote said no (a hook, permissions): the same push would too
+                result = MergeOutcome(False, exc.stderr or str(exc))
+                break
         failure = "" if result.ok else f"merge refused: {result.reason}"
-        with session(self.engine) as s:
-            row = s.get(ItemRow, item_id)
-            assert row is not None
-            if result.ok:
-                record_branch_head(s, row.project, row.merge_commit or "")
-                change = s.get(ChangeRow, row.change_id)
-                if change is not None:
-                    change.state = "merged"
-                    s.add(change)
-                s.commit()
-        self.items.step(item_id, lambda v: transitions.push_finished(v, failure))
+        if result.ok:
+            await until_it_lands(lambda: self._record_merged(item_id), f"item {item_id} merged")
+        await until_it_lands(
+            lambda: self.items.step(item_id, lambda v: transitions.push_finished(v, failure)),
+            f"item {item_id}",
+        )
         self.plumbing.emit(
             "item",
             item=item_id,
@@ -147,33 +193,40 @@ class Tip:
             commit=item.merge_commit,
         )
 
-    # -- recovery ---------------------------------------------------------------------------------
-    async def recover(self) -> None:
-        """Resume tip steps a crash interrupted, deciding from the world what already happened."""
+    def _record_merged(self, item_id: int) -> None:
         with session(self.engine) as s:
-            items = s.exec(
-                select(ItemRow).where(col(ItemRow.active), ItemRow.tip_state == Step.RUNNING)
-            ).all()
-        for item in items:
-            assert item.id is not None
-            if item.tip == TipStep.FINAL_BUILD:
-                if item.final_build_id is None:
-                    self.items.step(item.id, transitions.final_build_not_started)
-                else:
-                    self.plumbing.spawn(
-                        self.await_final(item.id, item.attempt, item.final_build_id),
-                        f"final-{item.id}",
-                        item.id,
-                    )
-            elif item.tip == TipStep.MERGE:
-                commit = item.merge_commit or ""
-                if await self.source_of(item.project).is_merged(item.project, commit):
-                    with session(self.engine) as s:
-                        record_branch_head(s, item.project, commit)
-                        s.commit()
-                    self.items.step(item.id, lambda v: transitions.push_finished(v, ""))
-                else:
-                    self.items.step(item.id, transitions.push_not_done)
-            elif item.tip == TipStep.PUBLISH:
-                self.items.step(item.id, transitions.publish_interrupted)
-        log.info("recovered %d tip steps", len(items))
+            row = s.get(ItemRow, item_id)
+            assert row is not None
+            record_branch_head(s, row.project, row.merge_commit or "")
+            change = s.get(ChangeRow, row.change_id)
+            if change is not None:
+                change.state = "merged"
+                s.add(change)
+            s.commit()
+
+    # -- recovery ---------------------------------------------------------------------------------
+    async def resume(self, item: ItemRow) -> None:
+        """A tip step left running with no task (a crash, a fault): decide from the world
+        what already happened, and go on from there."""
+        assert item.id is not None
+        if item.tip == TipStep.FINAL_BUILD:
+            if item.final_build_id is None:
+                self.items.step(item.id, transitions.final_build_not_started)
+            else:
+                self.plumbing.spawn(
+                    self.await_final(item.id, item.attempt, item.final_build_id),
+                    f"final-{item.id}",
+                    item.id,
+                    owns=(step_owner("tip", item.id),),
+                )
+        elif item.tip == TipStep.MERGE:
+            commit = item.merge_commit or ""
+            if await self.source_of(item.project).is_merged(item.project, commit):
+                with session(self.engine) as s:
+                    record_branch_head(s, item.project, commit)
+                    s.commit()
+                self.items.step(item.id, lambda v: transitions.push_finished(v, ""))
+            else:
+                self.items.step(item.id, transitions.push_not_done)
+        elif item.tip == TipStep.PUBLISH:
+            self.items.step(item.id, transitions.publish_interrupted)

@@ -118,3 +118,9 @@ def publish_interrupted(item: V) -> V:
 
 def published(item: V) -> V:
     return replace(item, tip=TipStep.DONE, tip_state=Step.PASSED, failure="", not_before=0.0)
+
+
+def retry(item: V) -> V:
+    """A release engineer's retry: forget the attempt, so the planner starts a new one
+    (a failed final build is built again, the jobs run again)."""
+    return replace(item, base=None, failure="")

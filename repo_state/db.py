@@ -23,7 +23,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # how long a writer waits for another's lock before "database is locked"
+        # (a transient fault the gate retries); ``?timeout=<seconds>`` in the URL sets it
+        args: dict[str, object] = {"check_same_thread": False}
+        if "timeout" not in make_url(url).query:
+            args["timeout"] = 30
+        engine = create_engine(url, connect_args=args)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

@@ -88,6 +88,13 @@ class ItemRow(SQLModel, table=True):
     publish_attempts: int = 0
     #: merged | rejected | dequeued, once inactive
     result: str | None = None
+    #: a post item for a project the repository has no package of yet
+    bootstrap: bool = False
+    #: who published this post item although its checks failed (admin API)
+    forced_by: str | None = None
+    #: digest of the project's configuration when the item's final build started
+    #: (a failed bootstrap is retried when it changes)
+    config_digest: str | None = None
     enqueued_at: datetime = Field(default_factory=utcnow)
     attempt_started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -137,6 +144,8 @@ class JobRunRow(SQLModel, table=True):
     state: str = "running"
     summary: str = ""
     details: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    #: JSON list: findings that do not fail the job (problems the baseline had already)
+    warnings: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     log_path: str = ""
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None

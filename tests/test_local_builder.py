@@ -7,6 +7,7 @@ import hashlib
 import io
 import itertools
 import os
+import socket
 import subprocess
 import tarfile
 from collections.abc import AsyncIterator
@@ -15,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from gate.builders.base import BuildOutcome, BuildRequest, Lookaside, Purpose, TaskLost
+from gate.builders.base import (
+    BuildOutcome,
+    BuildRequest,
+    Lookaside,
+    Purpose,
+    TaskLost,
+    TransientBackendError,
+)
 from gate.builders.local import LocalBackend
 from repo_state.pool import Pool, sha256_file
 
@@ -479,3 +487,28 @@ async def test_one_worker_runs_builds_one_at_a_time(tmp_path: Path, distgit) -> 
     assert len(intervals) == 3
     for (_, end), (next_start, _) in itertools.pairwise(intervals):
         assert end <= next_start, "two builds ran at once with workers=1"
+
+
+async def test_a_build_that_ends_in_a_fault_is_forgotten_so_a_retry_submits_it_again(
+    backend: LocalBackend, distgit, tmp_path: Path
+) -> None:
+    """The lookaside is unreachable (connection refused): the fault propagates once,
+    then the task is unknown (``TaskLost``), so the caller submits the build again
+    instead of waiting on a dead task forever."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tarball = make_tarball("hello", "1.0")
+    digest = hashlib.sha512(tarball).hexdigest()
+    lookaside = Lookaside(
+        url=f"http://127.0.0.1:{port}/{FEDORA_LAYOUT}", cache_dir=tmp_path / "cache"
+    )
+    repo = distgit()
+    commit = repo.commit(
+        {"hello.spec": tarball_spec(), "sources": f"SHA512 (hello-1.0.tar.gz) = {digest}\n"}
+    )
+    ref = await backend.submit(repo.request(commit, lookaside=lookaside))
+    with pytest.raises(TransientBackendError):
+        await backend.wait(ref)
+    with pytest.raises(TaskLost):
+        await backend.wait(ref)

@@ -103,52 +103,103 @@ def test_tip_steps_run_in_order_for_the_head_only() -> None:
     assert plan(queue(done)) == [Dequeue(1, merged=True)]
 
 
+def post(id: int, ahead: tuple[int, ...] = (), generation: int = 1, **kw: object) -> ItemView:
+    """A post item of project ``a<id>`` on its current base."""
+    fields = {"base": Base(generation, ahead), **kw}
+    return ItemView(id=id, kind=ItemKind.POST, project=f"a{id}", **fields)  # type: ignore[arg-type]
+
+
+BUILT = {"tip": TipStep.FINAL_BUILD, "tip_state": Step.PASSED}
+TESTED = {**BUILT, "jobs": Step.PASSED}
+BLOCKED = {**BUILT, "jobs": Step.FAILED, "failure": "blocked: untested push breaks it"}
+
+
 def test_an_item_being_pushed_is_never_reset() -> None:
     pushing = passing(2, (), tip=TipStep.MERGE, tip_state=Step.RUNNING)
-    post = ItemView(id=5, kind=ItemKind.POST, project="p5")
-    assert plan(queue(pushing, post)) == [FinalBuild(5)]
+    assert plan(queue(pushing, post(5, (2,)))) == [FinalBuild(5)]
 
 
-def test_a_publish_retry_waits_for_its_backoff() -> None:
-    retry = passing(1, (), tip=TipStep.PUBLISH, tip_state=Step.FAILED, not_before=100.0)
-    assert plan(queue(retry, now=50.0)) == []
-    assert plan(queue(retry, now=100.0)) == [Publish((1,))]
+def test_a_post_item_is_given_a_base_then_final_built_then_tested() -> None:
+    fresh = ItemView(id=1, kind=ItemKind.POST, project="a1")
+    assert plan(queue(fresh)) == [StartAttempt(1, Base(1, ()))]
+    assert plan(queue(post(1))) == [FinalBuild(1)]
+    assert plan(queue(post(1, **BUILT))) == [RunJobs(1)]  # type: ignore[arg-type]
+    assert plan(queue(post(1, **TESTED))) == [Publish((1,))]  # type: ignore[arg-type]
 
 
-def test_post_items_publish_together_once_all_are_built() -> None:
-    built = dict(tip=TipStep.FINAL_BUILD, tip_state=Step.PASSED)
-    a = ItemView(id=1, kind=ItemKind.POST, project="a", **built)  # type: ignore[arg-type]
-    b = ItemView(
-        id=2, kind=ItemKind.POST, project="b", tip=TipStep.FINAL_BUILD, tip_state=Step.RUNNING
-    )
-    assert plan(queue(a, b)) == []
-    b_built = ItemView(id=2, kind=ItemKind.POST, project="b", **built)  # type: ignore[arg-type]
-    assert plan(queue(a, b_built)) == [Publish((1, 2))]
+def test_a_post_item_is_tested_once_the_post_items_ahead_are_built() -> None:
+    building = post(1, tip=TipStep.FINAL_BUILD, tip_state=Step.RUNNING)
+    assert plan(queue(building, post(2, (1,), **BUILT))) == []  # type: ignore[arg-type]
+    assert plan(queue(post(1, **BUILT), post(2, (1,), **BUILT))) == [  # type: ignore[arg-type]
+        RunJobs(1),
+        RunJobs(2),
+    ]
 
 
-def test_a_post_item_whose_final_build_failed_is_dropped_from_the_batch() -> None:
-    failed = ItemView(
-        id=1,
-        kind=ItemKind.POST,
-        project="a",
-        tip=TipStep.FINAL_BUILD,
-        tip_state=Step.FAILED,
-        failure="final build failed: x",
-    )
-    ok = ItemView(
-        id=2, kind=ItemKind.POST, project="b", tip=TipStep.FINAL_BUILD, tip_state=Step.PASSED
-    )
-    assert plan(queue(failed, ok)) == [
-        Dequeue(1, merged=False, reason="final build failed: x"),
+def test_post_items_publish_together_once_all_are_built_and_tested() -> None:
+    a = post(1, **TESTED)  # type: ignore[arg-type]
+    assert plan(queue(a, post(2, (1,), tip=TipStep.FINAL_BUILD, tip_state=Step.RUNNING))) == []
+    assert plan(queue(a, post(2, (1,), **TESTED))) == [Publish((1, 2))]  # type: ignore[arg-type]
+
+
+def test_a_post_item_whose_final_build_failed_is_rejected_and_the_rest_publish() -> None:
+    failed = post(1, tip=TipStep.FINAL_BUILD, tip_state=Step.FAILED, failure="final build failed")
+    assert plan(queue(failed, post(2, (), **TESTED))) == [  # type: ignore[arg-type]
+        Dequeue(1, merged=False, reason="final build failed"),
         Publish((2,)),
     ]
 
 
-def test_items_wait_for_post_items_ahead_to_be_built() -> None:
-    post = ItemView(
-        id=1, kind=ItemKind.POST, project="a", tip=TipStep.FINAL_BUILD, tip_state=Step.RUNNING
+def test_a_blocked_post_item_is_not_published_and_nothing_waits_for_it() -> None:
+    blocked = post(1, **BLOCKED)  # type: ignore[arg-type]
+    behind = passing(2, ())  # tested without it
+    assert plan(queue(blocked, post(3, (), **TESTED), behind)) == [  # type: ignore[arg-type]
+        StartAttempt(2, Base(1, (3,))),
+        Publish((3,)),
+    ]
+    assert plan(queue(blocked, behind)) == [FinalBuild(2)]  # the gate item is at the head
+
+
+def test_a_blocked_post_item_is_tested_again_when_its_base_changes() -> None:
+    blocked = post(1, **BLOCKED)  # type: ignore[arg-type]
+    assert plan(queue(blocked)) == []
+    assert plan(queue(blocked, generation=2)) == [StartAttempt(1, Base(2, ()))]
+
+
+def test_a_blocked_post_item_whose_branch_moved_on_is_superseded() -> None:
+    moved = "superseded: a1's branch moved on from 111 to 222"
+    blocked = post(1, **BLOCKED, superseded_by=moved)  # type: ignore[arg-type]
+    assert plan(queue(blocked)) == [Dequeue(1, merged=False, reason=moved, superseded=True)]
+    # while it is tested (not blocked) it may still publish, with the newer commit
+    testing = post(1, **BUILT, superseded_by=moved)  # type: ignore[arg-type]
+    assert plan(queue(testing)) == [RunJobs(1)]
+
+
+def test_a_release_engineer_can_publish_a_blocked_post_item() -> None:
+    forced = post(1, **BLOCKED, forced=True)  # type: ignore[arg-type]
+    assert plan(queue(forced)) == [Publish((1,))]
+
+
+def test_a_failed_bootstrap_holds_the_first_generation_back() -> None:
+    failed = post(
+        1,
+        generation=0,
+        bootstrap=True,
+        tip=TipStep.FINAL_BUILD,
+        tip_state=Step.FAILED,
+        failure="final build failed",
     )
-    assert plan(queue(post, passing(2, (1,), jobs=Step.NONE))) == []
+    other = post(2, generation=0, bootstrap=True, **TESTED)  # type: ignore[arg-type]
+    waiting = passing(3, (2,), generation=0)
+    assert plan(queue(failed, other, waiting, generation=0)) == []
+    # once something is published, a project's failed bootstrap holds nobody back
+    later = post(1, generation=1, bootstrap=True, tip=TipStep.FINAL_BUILD, tip_state=Step.FAILED)
+    assert plan(queue(later, passing(3, ()))) == [FinalBuild(3)]
+
+
+def test_items_wait_for_post_items_ahead_to_be_built() -> None:
+    building = post(1, tip=TipStep.FINAL_BUILD, tip_state=Step.RUNNING)
+    assert plan(queue(building, passing(2, (1,), jobs=Step.NONE))) == []
 
 
 def test_only_builds_containing_a_rejected_change_are_canceled() -> None:

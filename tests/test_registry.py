@@ -135,8 +135,10 @@ async def test_a_registered_source_and_job_drive_the_gate(
         )
         with session(gate.engine) as s:
             change = s.exec(select(ChangeRow).where(ChangeRow.title == "A")).one()
-            smoke = s.exec(select(JobRunRow).where(JobRunRow.name == "smoke")).all()
             item = s.exec(select(ItemRow).where(ItemRow.change_id == change.id)).one()
+            smoke = s.exec(
+                select(JobRunRow).where(JobRunRow.name == "smoke", JobRunRow.item_id == item.id)
+            ).all()
         assert change.state == "merged"
         assert [r.state for r in smoke] == ["passed"]
         assert [ctx.item_id for ctx in Always.seen] == [item.id]

@@ -25,6 +25,7 @@ from gate.jobs.repoclosure import (
     Universe,
     Unresolved,
     Wanted,
+    check_change,
     check_closure,
     load_repo,
     parse_rich,
@@ -43,6 +44,7 @@ def pkg(
     provides: Iterable[str] = (),
     files: Iterable[str] = (),
     arch: str = "noarch",
+    checksum: str = "",
 ) -> Package:
     """``pkg("nova-12.0.1-1", requires=["python-oslo >= 2"])``."""
     name, version, release = nevr.rsplit("-", 2)
@@ -56,6 +58,7 @@ def pkg(
         requires=tuple(dep(r) for r in requires),
         provides=tuple(dep(p) for p in provides),
         files=frozenset(files),
+        checksum=checksum,
     )
 
 
@@ -205,6 +208,82 @@ def test_wanted_collects_names_inside_rich_dependencies() -> None:
 
 
 # --------------------------------------------------------------------------
+# Blame against the baseline (rpmdeplint's rule), on plain data
+# --------------------------------------------------------------------------
+
+APP_A_BROKEN = pkg("app-a-1.0-5", requires=["does-not-exist"])
+HORIZON = pkg("horizon-9.0.0-1", requires=["python-django-compat"])
+DJANGO_COMPAT = pkg("python-django-1.8.0-1", provides=["python-django-compat"])
+DJANGO_NO_COMPAT = pkg("python-django-1.8.1-1")
+
+
+def test_a_problem_the_baseline_already_had_is_a_warning_not_a_failure() -> None:
+    baseline = [APP_A_BROKEN, pkg("nova-12.0.0-1")]
+    speculative = [APP_A_BROKEN, pkg("nova-12.0.1-1")]
+
+    verdict = check_change(speculative, baseline)
+
+    assert verdict.failures == []
+    assert verdict.warnings == [Unresolved("app-a-1.0-5.noarch", "does-not-exist")]
+
+
+def test_a_kept_package_whose_provider_the_change_removed_fails() -> None:
+    verdict = check_change([HORIZON, DJANGO_NO_COMPAT], [HORIZON, DJANGO_COMPAT])
+    assert verdict.failures == [Unresolved("horizon-9.0.0-1.noarch", "python-django-compat")]
+    assert verdict.warnings == []
+
+
+def test_the_items_own_new_requirement_fails() -> None:
+    verdict = check_change([pkg("nova-12.0.1-1", requires=["oslo >= 3"])], [pkg("nova-12.0.0-1")])
+    assert verdict.failures == [Unresolved("nova-12.0.1-1.noarch", "oslo >= 3")]
+
+
+def test_an_update_that_keeps_its_predecessors_problem_fails_like_rpmdeplint() -> None:
+    # rpmdeplint checks the packages under test in full (check-sat): the new
+    # version ships the unresolvable requirement again, so it is the item's.
+    app_a_6 = pkg("app-a-1.0-6", requires=["does-not-exist"])
+    verdict = check_change([app_a_6], [APP_A_BROKEN])
+    assert verdict.failures == [Unresolved("app-a-1.0-6.noarch", "does-not-exist")]
+    assert verdict.warnings == []
+
+
+def test_a_rebuild_of_the_same_nevra_is_the_items_package() -> None:
+    published = pkg("app-a-1.0-5", requires=["does-not-exist"], checksum="aaa")
+    rebuilt = pkg("app-a-1.0-5", requires=["does-not-exist"], checksum="bbb")
+    assert check_change([rebuilt], [published]).failures == [
+        Unresolved("app-a-1.0-5.noarch", "does-not-exist")
+    ]
+    assert check_change([published], [published]).failures == []
+
+
+def test_a_second_requirement_broken_in_an_already_broken_package_fails() -> None:
+    # rpmdeplint would excuse the whole package; the rule here is per requirement.
+    horizon = pkg("horizon-9.0.0-1", requires=["python-django-compat", "does-not-exist"])
+    verdict = check_change([horizon, DJANGO_NO_COMPAT], [horizon, DJANGO_COMPAT])
+    assert verdict.failures == [Unresolved("horizon-9.0.0-1.noarch", "python-django-compat")]
+    assert verdict.warnings == [Unresolved("horizon-9.0.0-1.noarch", "does-not-exist")]
+
+
+def test_a_problem_the_item_fixes_is_not_reported() -> None:
+    provider = pkg("does-not-exist-1-1")
+    verdict = check_change([APP_A_BROKEN, provider], [APP_A_BROKEN])
+    assert verdict.failures == [] and verdict.warnings == []
+
+
+def test_base_repositories_provide_on_both_sides() -> None:
+    # horizon's requirement was met by the base repository all along: D breaks nothing.
+    compat = pkg("compat-shim-1-1", provides=["python-django-compat"])
+    verdict = check_change([HORIZON, DJANGO_NO_COMPAT], [HORIZON, DJANGO_COMPAT], [compat])
+    assert verdict.failures == [] and verdict.warnings == []
+
+
+def test_without_a_baseline_every_problem_fails() -> None:
+    verdict = check_change([APP_A_BROKEN, pkg("nova-12.0.1-1")], None)
+    assert verdict.failures == [Unresolved("app-a-1.0-5.noarch", "does-not-exist")]
+    assert verdict.warnings == []
+
+
+# --------------------------------------------------------------------------
 # The job, on real RPMs and real repodata
 # --------------------------------------------------------------------------
 
@@ -219,7 +298,10 @@ def publish(tree: Path, rpms: Iterable[Path]) -> Path:
 
 
 def make_ctx(
-    tmp_path: Path, arches: tuple[str, ...] = ("x86_64",), base_repos: tuple[str, ...] = ()
+    tmp_path: Path,
+    arches: tuple[str, ...] = ("x86_64",),
+    base_repos: tuple[str, ...] = (),
+    baseline: bool = False,
 ) -> JobContext:
     return JobContext(
         item_id=7,
@@ -230,6 +312,8 @@ def make_ctx(
         base_repos=base_repos,
         log_path=tmp_path / "logs" / "repoclosure.log",
         env={},
+        baseline_path=tmp_path / "baseline" if baseline else None,
+        baseline_url="http://gate.example.invalid/7-baseline/" if baseline else None,
     )
 
 
@@ -468,6 +552,87 @@ async def test_summary_names_a_few_and_counts_the_rest(tmp_path: Path, rpms: Pat
         "5 unresolved dependencies: needy-1-1.noarch requires missing0, missing1; and 3 more"
     )
     assert len(result.details) == 5
+
+
+async def test_a_problem_already_in_the_baseline_passes_with_a_warning(
+    tmp_path: Path, rpms: Path
+) -> None:
+    app_a = build_rpm(rpms, "app-a", "1.0", release="5", requires=["does-not-exist"])
+    nova_old = build_rpm(rpms, "nova", "12.0.0")
+    nova_new = build_rpm(rpms, "nova", "12.0.1")
+    ctx = make_ctx(tmp_path, baseline=True)
+    assert ctx.baseline_path is not None
+    publish(ctx.baseline_path / "x86_64", [app_a, nova_old])
+    publish(ctx.repo_path / "x86_64", [app_a, nova_new])
+
+    result = await Repoclosure().run(ctx)
+
+    assert result.passed, result
+    assert result.summary == (
+        "passed with 1 warning: already broken in the base: "
+        "app-a-1.0-5.noarch requires does-not-exist"
+    )
+    assert result.details == ()
+    assert result.warnings == ("app-a-1.0-5.noarch requires does-not-exist",)
+    log = ctx.log_path.read_text()
+    assert "x86_64: already broken in the base: app-a-1.0-5.noarch requires does-not-exist" in log
+    assert "the item brings 1 of the 2" in log
+
+    # Without the baseline, as before: the item is blamed.
+    alone = await Repoclosure().run(make_ctx(tmp_path))
+    assert not alone.passed
+    assert alone.summary == "1 unresolved dependency: app-a-1.0-5.noarch requires does-not-exist"
+
+
+async def test_what_the_change_breaks_fails_next_to_the_warnings(
+    tmp_path: Path, rpms: Path
+) -> None:
+    horizon = build_rpm(
+        rpms, "horizon", "9.0.0", requires=["python-django-compat", "does-not-exist"]
+    )
+    django_old = build_rpm(rpms, "python-django", "1.8.0", provides=["python-django-compat"])
+    django_new = build_rpm(rpms, "python-django", "1.8.1")
+    ctx = make_ctx(tmp_path, baseline=True)
+    assert ctx.baseline_path is not None
+    publish(ctx.baseline_path / "x86_64", [horizon, django_old])
+    publish(ctx.repo_path / "x86_64", [horizon, django_new])
+
+    result = await Repoclosure().run(ctx)
+
+    assert not result.passed
+    assert result.summary == (
+        "1 unresolved dependency: horizon-9.0.0-1.noarch requires python-django-compat "
+        "(and 1 warning: already broken in the base)"
+    )
+    assert result.details == ("horizon-9.0.0-1.noarch requires python-django-compat",)
+    assert result.warnings == ("horizon-9.0.0-1.noarch requires does-not-exist",)
+
+
+async def test_a_rebuilt_package_with_its_old_problem_fails(tmp_path: Path, rpms: Path) -> None:
+    # Same NEVRA, another file: the item's own package.
+    published = build_rpm(rpms / "old", "app-a", "1.0", requires=["does-not-exist"])
+    rebuilt = build_rpm(
+        rpms / "new", "app-a", "1.0", requires=["does-not-exist"], provides=["app-a-api"]
+    )
+    ctx = make_ctx(tmp_path, baseline=True)
+    assert ctx.baseline_path is not None
+    publish(ctx.baseline_path / "x86_64", [published])
+    publish(ctx.repo_path / "x86_64", [rebuilt])
+
+    result = await Repoclosure().run(ctx)
+
+    assert not result.passed
+    assert result.warnings == ()
+
+
+async def test_an_unreadable_baseline_fails_the_job(tmp_path: Path, rpms: Path) -> None:
+    ctx = make_ctx(tmp_path, baseline=True)
+    publish(ctx.repo_path / "x86_64", [build_rpm(rpms, "app-a", "1", requires=["gone"])])
+
+    result = await Repoclosure().run(ctx)
+
+    assert not result.passed
+    assert result.summary.startswith("cannot read repository metadata: no repository metadata")
 
 
 def test_load_repo_reads_provides_requires_and_files(tmp_path: Path, rpms: Path) -> None:

@@ -161,6 +161,16 @@ class BuildBackend(abc.ABC):
         """Why the backend cannot work now (``/healthz`` fails on it), or None."""
         return None
 
+    async def probe(self) -> str | None:
+        """Check, by doing something cheap and real, that the backend can be used now.
+
+        Returns None when it can, or one sentence saying why not (an exception
+        is reported the same way).  ``/healthz`` calls it at most once per
+        ``health.probe_interval`` and cancels it after ``health.probe_timeout``,
+        so it may block on the network but must not change anything.
+        """
+        return None
+
     def served_logs(self) -> Path | None:
         """A directory of build logs the web app serves (``/files/builds/<name>/logs/``)."""
         return None

@@ -125,6 +125,16 @@ class KojiBackend(BuildBackend):
             return f"Koji backend error: {self.hub.health.backend_error}"
         return None
 
+    async def probe(self) -> str | None:
+        """Ask the hub for its API version (anonymous, not retried: an outage shows at once)."""
+        try:
+            await self.hub.ping()
+        except Exception as exc:
+            if is_transient(exc):
+                return f"Koji hub {self.conn.server} unreachable: {describe(exc)}"
+            return f"Koji hub {self.conn.server} answers getAPIVersion with {describe(exc)}"
+        return None
+
     def status(self) -> dict[str, Any]:
         """Hub health and in-flight tasks, for the status API."""
         return {

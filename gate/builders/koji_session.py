@@ -219,6 +219,16 @@ class HubSession:
 
         await self.run(op, what=f"upload of {Path(path).name}", login=True)
 
+    async def ping(self) -> int:
+        """One anonymous call, not retried: is the hub there and answering?
+
+        ``getAPIVersion`` (kojihub/kojihub.py ``RootExports.getAPIVersion``,
+        koji 2083513a) needs no session and reads nothing from the database,
+        the cheapest call that still goes through the hub's XML-RPC handler.
+        Returns the hub's API version.
+        """
+        return int(await self.call("getAPIVersion", retry=False))
+
     async def user_id(self) -> int:
         """The id of the user the gate logs in as (for ``listTasks`` owner filters)."""
         if self._user_id is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import uuid
 from collections import Counter
@@ -31,7 +32,7 @@ from gate.builders.base import (
     ExistingBuild,
     TaskLost,
 )
-from gate.builders.sandbox import Sandbox
+from gate.builders.sandbox import Sandbox, minimal_environment
 from gate.builders.srpm import (
     Confined,
     SrpmError,
@@ -40,12 +41,19 @@ from gate.builders.srpm import (
     last_error_line,
     output_files,
     rpmbuild_dir_defines,
+    run_capture,
     run_logged,
 )
+from gate.processes import RecordError
 from gate.registry import DriverConfig
 from repo_state.durable import write_atomically
 from repo_state.pool import Pool
 from repo_state.state import Artifact
+
+logger = logging.getLogger(__name__)
+
+#: first wait before a build whose command could not be recorded starts over
+RECORD_RETRY_S = 2.0
 
 
 class LocalBackendConfig(DriverConfig):
@@ -130,6 +138,12 @@ class LocalBackend(BuildBackend):
         await asyncio.wait({task})
         if task.cancelled():
             return BuildOutcome(ok=False, reason="build canceled", log=str(self.log_path(task_ref)))
+        error = task.exception()
+        if error is not None:
+            # the build is over without an outcome (a fault, e.g. the lookaside is
+            # down): forget it, so the caller's retry submits it again (TaskLost)
+            del self._tasks[task_ref]
+            raise error
         return task.result()
 
     async def cancel(self, task_ref: str) -> None:
@@ -153,6 +167,28 @@ class LocalBackend(BuildBackend):
             artifacts=tuple(Artifact.from_dict(a) for a in record.get("artifacts") or []),
         )
 
+    async def probe(self) -> str | None:
+        """Run ``rpmbuild --version`` as a build runs rpmbuild: looked up on the builds'
+        ``PATH`` (not the daemon's), confined by the sandbox, in a scratch directory
+        under ``tasks/``.  Fails when rpmbuild is gone or the sandbox stopped working."""
+        path = minimal_environment("/")["PATH"]
+        if shutil.which("rpmbuild", path=path) is None:
+            return f"rpmbuild is not installed: not found on the builds' PATH {path}"
+        scratch = self.tasks_dir / f"probe-{uuid.uuid4().hex}"
+        try:
+            await asyncio.to_thread(self.sandbox.prepare, scratch)
+            code, _, err = await run_capture(
+                ["rpmbuild", "--version"], confined=Confined(self.sandbox, writable=scratch)
+            )
+        except OSError as exc:
+            return f"cannot run rpmbuild {self.sandbox.describe()}: {exc}"
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if code != 0:
+            last = (err.strip().splitlines() or [""])[-1]
+            return f"rpmbuild --version exits {code} {self.sandbox.describe()}: {last}"
+        return None
+
     async def close(self) -> None:
         """Cancel every running build and wait for their processes to die."""
         running = [t for t in self._tasks.values() if not t.done()]
@@ -166,12 +202,20 @@ class LocalBackend(BuildBackend):
     async def _build(self, ref: str, request: BuildRequest) -> BuildOutcome:
         log_path = self.log_path(ref)
         taskdir = self.tasks_dir / ref
-        try:
-            async with self._slots:
-                return await self._build_in_slot(ref, request, taskdir, log_path)
-        finally:
-            # The RPMs are in the pool and the log in logs/; the rest is scratch.
-            await asyncio.to_thread(shutil.rmtree, taskdir, True)
+        tries = 0
+        while True:
+            try:
+                async with self._slots:
+                    return await self._build_in_slot(ref, request, taskdir, log_path)
+            except RecordError as exc:
+                # A command's process group could not be recorded (a full disk), so
+                # it did not run: not the change's fault; the build starts over later.
+                tries += 1
+                logger.warning("local build %s: %s; trying again", ref, exc)
+                await asyncio.sleep(min(RECORD_RETRY_S * 2 ** (tries - 1), 60.0))
+            finally:
+                # The RPMs are in the pool and the log in logs/; the rest is scratch.
+                await asyncio.to_thread(shutil.rmtree, taskdir, True)
 
     async def _build_in_slot(
         self, ref: str, request: BuildRequest, taskdir: Path, log_path: Path

@@ -28,7 +28,6 @@ is the isolation for production builds: see docs/security.md.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import pwd
@@ -40,6 +39,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from gate.processes import ProcessGroups, spawn_group
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class Sandbox:
     bwrap: str | None = None
     #: paths under the visible system trees to hide (config dir, credential files)
     hidden: tuple[Path, ...] = field(default_factory=tuple)
+    #: where each build's process group is recorded (None: unrecorded, tests)
+    processes: ProcessGroups | None = None
 
     @classmethod
     def create(
@@ -96,6 +99,7 @@ class Sandbox:
         bubblewrap: BubblewrapMode = "auto",
         user: str | None = None,
         hidden: Sequence[Path] = (),
+        processes: ProcessGroups | None = None,
     ) -> Sandbox:
         """Resolve the configured isolation on this host (checks bwrap once)."""
         build_user = _build_user(user) if os.geteuid() == 0 else None
@@ -112,7 +116,12 @@ class Sandbox:
                     "read what the build user can read; install bubblewrap",
                     problem,
                 )
-        sandbox = cls(user=build_user, bwrap=bwrap, hidden=tuple(Path(p) for p in hidden if p))
+        sandbox = cls(
+            user=build_user,
+            bwrap=bwrap,
+            hidden=tuple(Path(p) for p in hidden if p),
+            processes=processes,
+        )
         log.info("builds run %s", sandbox.describe())
         return sandbox
 
@@ -172,15 +181,14 @@ class Sandbox:
 
         ``readable`` are more directories the command may read (the exported
         sources).  The command leads a new session (its process group is the
-        build), gets :func:`minimal_environment` with ``HOME`` at
-        ``writable``, runs as the build user when the daemon is root, and
-        under bubblewrap when it is available.
+        build, recorded in ``processes`` before it runs), gets
+        :func:`minimal_environment` with ``HOME`` at ``writable``, runs as
+        the build user when the daemon is root, and under bubblewrap when it
+        is available.
         """
         command, kwargs = self.command(argv, Path(writable), readable)
         program, *args = command
-        return await asyncio.create_subprocess_exec(
-            program, *args, start_new_session=True, **kwargs, **io
-        )
+        return await spawn_group(self.processes, program, *args, **kwargs, **io)
 
     def command(
         self, argv: Sequence[str], writable: Path, readable: Sequence[Path] = ()

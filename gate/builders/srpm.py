@@ -7,7 +7,9 @@ pointed into ``workdir`` so builds running side by side share nothing.
 
 Subprocesses run in their own process group: cancelling the coroutine kills
 the whole group (rpmbuild, its ``/bin/sh`` scriptlets and whatever they
-started), so an obsolete build stops burning CPU at once.
+started), so an obsolete build stops burning CPU at once.  Each group is
+recorded (``gate.processes``) before it runs, so a restart after ``kill -9``
+ends what the dead daemon left running.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from gate.builders import lookaside as lookaside_mod
 from gate.builders.base import BuildRequest
 from gate.builders.sandbox import Sandbox, minimal_environment
+from gate.processes import ProcessGroups, spawn_group
 
 _HEX_ID = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _QUERY_FORMAT = "%{NAME}\\n%{EPOCHNUM}\\n%{VERSION}\\n%{RELEASE}\\n"
@@ -97,20 +100,17 @@ class Confined:
 
 
 async def _spawn(
-    argv: Sequence[str], confined: Confined | None, **io: Any
+    argv: Sequence[str], confined: Confined | None, processes: ProcessGroups | None, **io: Any
 ) -> asyncio.subprocess.Process:
-    """Start ``argv``: confined (change-controlled code), or plainly with a minimal
-    environment (the gate's own tools: git, rpm queries)."""
+    """Start ``argv``: confined (change-controlled code; recorded in the sandbox's
+    ``processes``), or plainly with a minimal environment (the gate's own tools:
+    git, rpm queries; recorded in ``processes``)."""
     if confined is not None:
         return await confined.sandbox.spawn(
             argv, confined.writable, confined.readable, stdin=asyncio.subprocess.DEVNULL, **io
         )
-    return await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        env=_command_env(),
-        start_new_session=True,
-        **io,
+    return await spawn_group(
+        processes, *argv, stdin=asyncio.subprocess.DEVNULL, env=_command_env(), **io
     )
 
 
@@ -127,16 +127,23 @@ async def run_logged(
     with open(log_path, "ab") as log:
         log.write(("$ " + " ".join(argv) + "\n").encode())
         log.flush()
-        proc = await _spawn(argv, confined, stdout=log, stderr=asyncio.subprocess.STDOUT)
+        proc = await _spawn(argv, confined, None, stdout=log, stderr=asyncio.subprocess.STDOUT)
         return await _reap(proc)
 
 
 async def run_capture(
-    argv: Sequence[str], *, confined: Confined | None = None
+    argv: Sequence[str],
+    *,
+    confined: Confined | None = None,
+    processes: ProcessGroups | None = None,
 ) -> tuple[int, str, str]:
-    """Run a short command; return (exit code, stdout, stderr)."""
+    """Run a short command; return (exit code, stdout, stderr).
+
+    An unconfined command's process group is recorded in ``processes`` (a
+    confined one's in its sandbox's).
+    """
     proc = await _spawn(
-        argv, confined, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        argv, confined, processes, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
         out, err = await proc.communicate()
@@ -193,7 +200,7 @@ async def build_srpm(request: BuildRequest, workdir: Path, sandbox: Sandbox) -> 
     log_path = workdir / "srpm.log"
     await asyncio.to_thread(_fresh_dirs, workdir, src, top, log_path)
 
-    await _export_tree(request, workdir, src, log_path)
+    await _export_tree(request, workdir, src, log_path, sandbox.processes)
     spec = src / request.spec_path
     if not spec.is_file():
         raise SrpmError(
@@ -213,7 +220,7 @@ async def build_srpm(request: BuildRequest, workdir: Path, sandbox: Sandbox) -> 
     srpms = output_files(top / "SRPMS", "*.rpm")
     if len(srpms) != 1:
         raise SrpmError(f"rpmbuild -bs wrote {len(srpms)} source RPMs, expected 1", _read(log_path))
-    return await _describe(srpms[0], _read(log_path))
+    return await _describe(srpms[0], _read(log_path), sandbox.processes)
 
 
 def output_files(directory: Path, pattern: str) -> list[Path]:
@@ -242,8 +249,12 @@ def _fresh_dirs(workdir: Path, src: Path, top: Path, log_path: Path) -> None:
     log_path.unlink(missing_ok=True)
 
 
-async def _git(request: BuildRequest, log_path: Path, *args: str) -> str:
-    code, out, err = await run_capture(["git", "-C", str(request.git_dir), *args])
+async def _git(
+    request: BuildRequest, log_path: Path, processes: ProcessGroups | None, *args: str
+) -> str:
+    code, out, err = await run_capture(
+        ["git", "-C", str(request.git_dir), *args], processes=processes
+    )
     if code != 0:
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"$ git {' '.join(args)}\n{out}{err}")
@@ -251,13 +262,20 @@ async def _git(request: BuildRequest, log_path: Path, *args: str) -> str:
     return out.strip()
 
 
-async def _export_tree(request: BuildRequest, workdir: Path, src: Path, log_path: Path) -> None:
+async def _export_tree(
+    request: BuildRequest,
+    workdir: Path,
+    src: Path,
+    log_path: Path,
+    processes: ProcessGroups | None,
+) -> None:
     # The build store records request.tree as the build's source; building a
     # commit whose tree is something else would make that record a lie.
     if _HEX_ID.match(request.tree):
         actual = await _git(
             request,
             log_path,
+            processes,
             "rev-parse",
             "--verify",
             "--end-of-options",
@@ -271,6 +289,7 @@ async def _export_tree(request: BuildRequest, workdir: Path, src: Path, log_path
     await _git(
         request,
         log_path,
+        processes,
         "archive",
         "--format=tar",
         "-o",
@@ -317,13 +336,15 @@ async def _provide_lookaside(request: BuildRequest, sourcedir: Path, log_path: P
         log.writelines(f"lookaside: {p.name} from {request.lookaside.url}\n" for p in placed)
 
 
-async def _describe(srpm: Path, log: str) -> SrpmResult:
-    code, out, err = await run_capture(["rpm", "-qp", "--qf", _QUERY_FORMAT, str(srpm)])
+async def _describe(srpm: Path, log: str, processes: ProcessGroups | None) -> SrpmResult:
+    code, out, err = await run_capture(
+        ["rpm", "-qp", "--qf", _QUERY_FORMAT, str(srpm)], processes=processes
+    )
     fields = out.split("\n")
     if code != 0 or len(fields) < 4:
         raise SrpmError(f"cannot read {srpm.name}: {err.strip()}", log)
     name, epoch, version, release = fields[:4]
-    code, out, err = await run_capture(["rpm", "-qp", "--requires", str(srpm)])
+    code, out, err = await run_capture(["rpm", "-qp", "--requires", str(srpm)], processes=processes)
     if code != 0:
         raise SrpmError(f"cannot read requires of {srpm.name}: {err.strip()}", log)
     requires = [r.strip() for r in out.splitlines() if r.strip()]

@@ -3,8 +3,11 @@
 A job checks one item against its speculative repository: the published repo
 plus post items plus the builds of every item ahead plus the item's own build,
 already written to disk (``<repo_path>/<arch>/repodata``) and served over HTTP
-at ``repo_url``.  The daemon records that it started a job, awaits
-:meth:`Job.run`, and records the :class:`JobResult`.
+at ``repo_url``.  The *baseline* (the same composition without the item's own
+build: what the repository would be if the item were dropped) is written next
+to it, so that a job can tell what the item breaks from what was broken
+already.  The daemon records that it started a job, awaits :meth:`Job.run`,
+and records the :class:`JobResult`.
 
 A job must be safe to cancel: when an item ahead fails, the daemon cancels the
 jobs of the items behind it, and ``run`` must then release everything it
@@ -18,11 +21,14 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
 from gate.registry import NAME_PATTERN, DriverConfig
+
+if TYPE_CHECKING:
+    from gate.processes import ProcessGroups
 
 
 class JobConfig(DriverConfig):
@@ -54,6 +60,14 @@ class JobContext:
     log_path: Path
     #: extra environment for jobs that run processes
     env: Mapping[str, str] = field(default_factory=dict)
+    #: where a job that runs processes records their groups (``gate.processes``)
+    processes: ProcessGroups | None = None
+    #: root of the baseline repo tree (same layout as ``repo_path``): the published
+    #: generation plus everything ahead, without the item's own build; ``None``
+    #: when there is no baseline to compare with (every finding is the item's)
+    baseline_path: Path | None = None
+    #: where the daemon serves ``baseline_path`` over HTTP
+    baseline_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,9 @@ class JobResult:
     log_path: str
     #: one line per finding (unresolved dependency, last log lines, ...)
     details: tuple[str, ...] = ()
+    #: findings that do not fail the job, one line each (e.g. a dependency the
+    #: baseline already left unresolved: somebody else's fault, reported all the same)
+    warnings: tuple[str, ...] = ()
 
 
 class Job(abc.ABC):

@@ -4,21 +4,27 @@ The command runs in its own session (hence its own process group), with
 stdout and stderr appended to the job log, and learns about the item from
 its environment:
 
-==========================  =================================================
-``RPMGATE_JOB``             the job's name
-``RPMGATE_REPO_PATH``       root of the speculative repo (``<root>/<arch>/``)
-``RPMGATE_REPO_URL``        the same tree served over HTTP
-``RPMGATE_ITEM``            the item id
-``RPMGATE_ATTEMPT``         which run of the item this is (resets re-run jobs)
-``RPMGATE_ARCHES``          the arches, separated by spaces
-``RPMGATE_BASE_REPOS``      base repositories, separated by spaces
-==========================  =================================================
+================================  ==============================================
+``RPMGATE_JOB``                   the job's name
+``RPMGATE_REPO_PATH``             root of the speculative repo (``<root>/<arch>/``)
+``RPMGATE_REPO_URL``              the same tree served over HTTP
+``RPMGATE_ITEM``                  the item id
+``RPMGATE_ATTEMPT``               which run of the item this is (resets re-run jobs)
+``RPMGATE_ARCHES``                the arches, separated by spaces
+``RPMGATE_BASE_REPOS``            base repositories, separated by spaces
+``RPMGATE_BASELINE_REPO_PATH``    root of the baseline repo: the speculative one
+                                  without the item's own build (empty if none)
+``RPMGATE_BASELINE_REPO_URL``     the baseline served over HTTP (empty if none)
+================================  ==============================================
 
 The whole process group is killed when the command times out (SIGTERM, then
 SIGKILL after a grace period) or when the job is cancelled (SIGKILL at once),
 and swept with SIGKILL after the command exits, so a test that leaves a
-daemon behind does not outlive its job.  Processes that start a session of
-their own escape this, as they escape any job runner.
+daemon behind does not outlive its job.  The group is recorded in
+``ctx.processes`` before the command runs (``gate.processes``), so a daemon
+restarted after ``kill -9`` kills what its predecessor's jobs left running.
+Processes that start a session of their own escape this, as they escape any
+job runner.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Annotated, BinaryIO, Literal
 from pydantic import Field
 
 from gate.jobs.base import Job, JobConfig, JobContext, JobResult
+from gate.processes import RecordError, spawn_group
 
 #: how much of the end of the log is searched for the lines shown in a failure
 _TAIL_BYTES = 64 * 1024
@@ -108,6 +115,8 @@ class CommandJob(Job):
             "RPMGATE_ATTEMPT": str(ctx.attempt),
             "RPMGATE_ARCHES": " ".join(ctx.arches),
             "RPMGATE_BASE_REPOS": " ".join(ctx.base_repos),
+            "RPMGATE_BASELINE_REPO_PATH": str(ctx.baseline_path or ""),
+            "RPMGATE_BASELINE_REPO_URL": ctx.baseline_url or "",
         }
 
     async def run(self, ctx: JobContext) -> JobResult:
@@ -117,15 +126,17 @@ class CommandJob(Job):
             output_start = log.tell()
             started = time.monotonic()
             try:
-                proc = await asyncio.create_subprocess_exec(
+                proc = await spawn_group(
+                    ctx.processes,
                     *self.argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=self.environment(ctx),
                     cwd=self.cwd,
-                    start_new_session=True,
                 )
+            except RecordError:
+                raise  # the daemon's disk, not the command: a transient fault, retried
             except OSError as exc:
                 summary = f"cannot start command: {exc}"
                 _log(log, f"--- rpmgate: {summary}")

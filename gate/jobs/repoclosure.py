@@ -33,8 +33,41 @@ an install), Conflicts and Obsoletes, architecture compatibility, and
 whether the newest version of a package would be picked; a rich dependency
 that does not parse is reported as unresolved, with the parse error.
 
-The checking logic (:func:`check_closure`, :class:`Universe`) works on plain
-:class:`Package` values, so it is tested without any metadata at all.
+Blame: what the item breaks, not what was broken
+-------------------------------------------------
+
+With a baseline (the same repository without the item's own build, see
+:class:`~gate.jobs.base.JobContext`), an item fails only for problems it
+brings; a problem the baseline already had is a *warning* on the item.  The
+rule is rpmdeplint's (fedora-ci/rpmdeplint, ``rpmdeplint/analyzer.py``):
+
+- ``DependencyAnalyzer.try_to_install_all`` (``check-sat``): every package
+  *under test* must be installable; a problem of one always counts, even when
+  the version it replaces had the same problem.  Here: a package the item
+  brings (in the speculative repository but not in the baseline as the same
+  file: a new package, a new version of one, or a rebuild) fails on each of
+  its unresolved requires.  Updating a package does not inherit its
+  predecessor's excuses: the item ships the requirement again, and the fix
+  (drop it, or queue what provides it first) is in its own hands.
+- ``DependencyAnalyzer.find_repoclosure_problems`` (``check-repoclosure``):
+  every *other* package of the repositories is checked with the packages
+  under test replacing those they update; a package that fails is checked
+  again without that replacement, and if it fails there too the problem is
+  "pre-existing": logged as a warning, not counted.  Here: a package that is
+  in the baseline as the same file fails on a requirement the baseline meets
+  (the item removed or changed what provided it), and is only warned about
+  for a requirement the baseline leaves unresolved as well.
+
+One deviation, on purpose: rpmdeplint excuses a pre-broken package
+altogether, so an item that breaks a second requirement of an already broken
+package passes; here the comparison is per requirement (package NEVRA and
+requirement), so that second requirement fails the item.
+
+Without a baseline every problem fails the item, as ``check_closure`` says.
+
+The checking logic (:func:`check_closure`, :func:`check_change`,
+:class:`Universe`) works on plain :class:`Package` values, so it is tested
+without any metadata at all.
 """
 
 from __future__ import annotations
@@ -247,6 +280,9 @@ class Package:
     files: frozenset[str] = frozenset()
     #: where it was read from, for the log
     repo: str = ""
+    #: the file's checksum (``pkgId``) when known: a rebuild of the same NEVRA is
+    #: another package
+    checksum: str = ""
 
     @property
     def evr(self) -> EVR:
@@ -407,6 +443,80 @@ def find_unresolved(candidates: Iterable[Package], universe: Universe) -> list[U
 
 
 @dataclass(frozen=True)
+class Blame:
+    """An item's repoclosure problems, split by whose they are (rpmdeplint's rule)."""
+
+    #: problems the item's packages bring, or that it causes in packages it keeps
+    failures: list[Unresolved]
+    #: problems the baseline has as well: somebody else's, reported on the item
+    warnings: list[Unresolved]
+
+
+def brought_by_change(speculative: Iterable[Package], baseline: Iterable[Package]) -> set[str]:
+    """NEVRAs of the speculative packages that are not in the baseline as the same file.
+
+    Those are the item's own packages (rpmdeplint's "packages under test"):
+    new ones, new versions, and rebuilds of a NEVRA the baseline has (told
+    apart by checksum when both sides know it).
+    """
+    before = {(p.nevra, p.checksum) for p in baseline}
+    return {p.nevra for p in speculative if (p.nevra, p.checksum) not in before}
+
+
+def blame(
+    problems: Iterable[Unresolved],
+    speculative: Iterable[Package],
+    baseline: Iterable[Package],
+    available: Iterable[Package] = (),
+) -> Blame:
+    """Split the ``problems`` found in ``speculative`` into failures and warnings.
+
+    ``baseline`` is the same repository without the item's build; ``available``
+    (base repositories) satisfies dependencies on both sides.  A problem of a
+    package the item brings fails; a problem of a package the baseline has too
+    fails unless the baseline (+ ``available``) leaves the same requirement
+    unresolved.  See the module docstring for how this follows rpmdeplint.
+    """
+    problems = list(problems)
+    if not problems:
+        return Blame([], [])
+    speculative = [p for p in speculative if not p.is_source]
+    baseline = [p for p in baseline if not p.is_source]
+    ours = brought_by_change(speculative, baseline)
+    kept = {p.nevra: p for p in speculative if p.nevra not in ours}
+    universe = Universe([*baseline, *(p for p in available if not p.is_source)])
+    broken_before: dict[str, set[str]] = {}
+    failures: list[Unresolved] = []
+    warnings: list[Unresolved] = []
+    for problem in problems:
+        pkg = kept.get(problem.package)
+        if pkg is None:
+            failures.append(problem)
+            continue
+        if pkg.nevra not in broken_before:
+            # The same file is in the baseline: its requires are the same ones.
+            broken_before[pkg.nevra] = {u.requirement for u in unresolved_requires(pkg, universe)}
+        if problem.requirement in broken_before[pkg.nevra]:
+            warnings.append(problem)
+        else:
+            failures.append(problem)
+    return Blame(failures, warnings)
+
+
+def check_change(
+    speculative: Iterable[Package],
+    baseline: Iterable[Package] | None,
+    available: Iterable[Package] = (),
+) -> Blame:
+    """Repoclosure of ``speculative`` blamed against ``baseline`` (all failures if ``None``)."""
+    speculative = list(speculative)
+    problems = check_closure(speculative, available)
+    if baseline is None:
+        return Blame(problems, [])
+    return blame(problems, speculative, baseline, available)
+
+
+@dataclass(frozen=True)
 class Wanted:
     """The provide names and paths some checked package requires.
 
@@ -490,6 +600,8 @@ def load_repo(
     primary, filelists = repodata_paths(repo_dir)
     keep_name = None if wanted is None else wanted.names.__contains__
     keep_file = None if wanted is None else wanted.files.__contains__
+    if wanted is not None and not wanted.files:
+        filelists = None  # no path is wanted: skip the biggest file of the repository
     packages: list[Package] = []
     iterator = cr.PackageIterator(str(primary), str(filelists) if filelists else None, None)
     for pkg in iterator:
@@ -506,6 +618,7 @@ def load_repo(
                 provides=_deps(pkg.provides, keep_name),
                 files=frozenset(p for p in _paths(pkg.files) if keep_file is None or keep_file(p)),
                 repo=label or str(repo_dir),
+                checksum=pkg.pkgId or "",
             )
         )
     return packages
@@ -557,7 +670,10 @@ def expand_base_repo(base: str, arch: str) -> str:
 class ArchReport:
     arch: str
     checked: list[Package] = field(default_factory=list)
+    #: problems that fail the item
     unresolved: list[Unresolved] = field(default_factory=list)
+    #: problems the baseline has too
+    warnings: list[Unresolved] = field(default_factory=list)
 
 
 class RepoclosureJobConfig(JobConfig):
@@ -571,7 +687,11 @@ class RepoclosureJobConfig(JobConfig):
 
 
 class Repoclosure(Job):
-    """Fail when a package of the speculative repo has a Requires nothing provides."""
+    """Fail when a package of the speculative repo has a Requires nothing provides.
+
+    With ``ctx.baseline_path``, only for the problems the item brings (:func:`blame`);
+    the others are the result's ``warnings``.
+    """
 
     name = "repoclosure"
 
@@ -635,17 +755,49 @@ class Repoclosure(Job):
                         )
                         _say(log, f"base repo {location}: {len(loaded[location])} packages")
                     available.extend(loaded[location])
-                universe = Universe(
-                    [*speculative[arch], *(p for p in available if not p.is_source)]
+                available = [p for p in available if not p.is_source]
+                problems = find_unresolved(
+                    speculative[arch], Universe([*speculative[arch], *available])
                 )
-                report = ArchReport(
-                    arch, speculative[arch], find_unresolved(speculative[arch], universe)
-                )
+                report = ArchReport(arch, speculative[arch], problems)
+                if problems and ctx.baseline_path is not None:
+                    self._blame(ctx.baseline_path, report, available, log, stop)
                 for problem in report.unresolved:
                     hint = f" ({problem.hint})" if problem.hint else ""
                     _say(log, f"{arch or 'repo'}: UNRESOLVED {problem}{hint}")
+                for problem in report.warnings:
+                    _say(log, f"{arch or 'repo'}: already broken in the base: {problem}")
                 reports.append(report)
         return reports
+
+    @staticmethod
+    def _blame(
+        baseline_root: Path,
+        report: ArchReport,
+        available: list[Package],
+        log: TextIO,
+        stop: threading.Event | None,
+    ) -> None:
+        """Move the problems the baseline has too from ``unresolved`` to ``warnings``.
+
+        Only read when something is unresolved (the usual clean run never
+        opens the baseline), and then only the provides and paths that the
+        problem packages' requires name: enough to decide each of them.
+        """
+        repo_dir = _arch_subtree(baseline_root, report.arch)
+        suspects = {u.package for u in report.unresolved}
+        wanted = Wanted.by(p for p in report.checked if p.nevra in suspects)
+        baseline = load_repo(
+            repo_dir, wanted=wanted, with_requires=False, label="baseline", stop=stop
+        )
+        verdict = blame(report.unresolved, report.checked, baseline, available)
+        brought = brought_by_change(report.checked, baseline)
+        _say(
+            log,
+            f"{report.arch or 'repo'}: baseline {repo_dir}: {len(baseline)} packages; "
+            f"the item brings {len(brought)} of the {len(report.checked)}",
+        )
+        report.unresolved, report.warnings = verdict.failures, verdict.warnings
 
     @staticmethod
     def _locate_base(location: str, arch: str, downloads: Path, n: int) -> Path:
@@ -660,24 +812,13 @@ class Repoclosure(Job):
 
     def _result(self, ctx: JobContext, reports: list[ArchReport]) -> JobResult:
         arch_names = [r.arch for r in reports if r.arch]
-        # The same noarch package is checked once per arch: report each problem once.
-        where: dict[tuple[str, str], tuple[Unresolved, list[str]]] = {}
-        for report in reports:
-            for problem in report.unresolved:
-                key = (problem.package, problem.requirement)
-                where.setdefault(key, (problem, []))[1].append(report.arch)
-        where = dict(sorted(where.items()))
-        details = []
-        for problem, arches in where.values():
-            line = str(problem)
-            if problem.hint:
-                line += f" ({problem.hint})"
-            if arch_names and len(arches) < len(reports):
-                line += f" [on {', '.join(arches)}]"
-            details.append(line)
+        failures = _merge_arches([(r.arch, r.unresolved) for r in reports])
+        warnings = _merge_arches([(r.arch, r.warnings) for r in reports])
+        details = _lines(failures, arch_names, len(reports))
+        warning_lines = _lines(warnings, arch_names, len(reports))
         packages = {p.nevra for r in reports for p in r.checked}
         on = f" on {', '.join(arch_names)}" if arch_names else ""
-        if not where:
+        if not failures and not warnings:
             noun = "package" if len(packages) == 1 else "packages"
             summary = (
                 f"all dependencies of {len(packages)} {noun} resolve{on}"
@@ -685,18 +826,57 @@ class Repoclosure(Job):
                 else f"no packages to check{on}"
             )
             return JobResult(self.name, True, summary, str(ctx.log_path), ())
-        problems = [problem for problem, _ in where.values()]
-        count = len(problems)
+        if not failures:
+            count = len(warnings)
+            summary = (
+                f"passed with {count} {'warning' if count == 1 else 'warnings'}: "
+                f"already broken in the base: {self._name_some(list(warnings))}"
+            )
+            return JobResult(self.name, True, summary, str(ctx.log_path), (), tuple(warning_lines))
+        count = len(failures)
         noun = "dependency" if count == 1 else "dependencies"
+        summary = f"{count} unresolved {noun}: {self._name_some(list(failures))}"
+        if warnings:
+            also = "warning" if len(warnings) == 1 else "warnings"
+            summary += f" (and {len(warnings)} {also}: already broken in the base)"
+        return JobResult(
+            self.name, False, summary, str(ctx.log_path), tuple(details), tuple(warning_lines)
+        )
+
+    def _name_some(self, problems: list[Unresolved]) -> str:
+        """The first ``summary_items`` problems, grouped by package, and how many more."""
         by_package: dict[str, list[str]] = {}
         for problem in problems[: self.summary_items]:
             by_package.setdefault(problem.package, []).append(problem.requirement)
         named = "; ".join(
             f"{nevra} requires {', '.join(reqs)}" for nevra, reqs in by_package.items()
         )
-        more = f"; and {count - self.summary_items} more" if count > self.summary_items else ""
-        summary = f"{count} unresolved {noun}: {named}{more}"
-        return JobResult(self.name, False, summary, str(ctx.log_path), tuple(details))
+        more = len(problems) - self.summary_items
+        return named + (f"; and {more} more" if more > 0 else "")
+
+
+def _merge_arches(
+    per_arch: list[tuple[str, list[Unresolved]]],
+) -> dict[Unresolved, list[str]]:
+    """Each problem once, with the arches it is found on (noarch packages are in every tree)."""
+    where: dict[tuple[str, str], tuple[Unresolved, list[str]]] = {}
+    for arch, problems in per_arch:
+        for problem in problems:
+            key = (problem.package, problem.requirement)
+            where.setdefault(key, (problem, []))[1].append(arch)
+    return {problem: arches for problem, arches in (where[k] for k in sorted(where))}
+
+
+def _lines(problems: dict[Unresolved, list[str]], arch_names: list[str], trees: int) -> list[str]:
+    lines = []
+    for problem, arches in problems.items():
+        line = str(problem)
+        if problem.hint:
+            line += f" ({problem.hint})"
+        if arch_names and len(arches) < trees:
+            line += f" [on {', '.join(arches)}]"
+        lines.append(line)
+    return lines
 
 
 def _say(log: TextIO, line: str) -> None:

@@ -12,8 +12,9 @@ import asyncio
 import hmac
 import json
 import logging
-import time
+import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +22,8 @@ from aiohttp import web
 from sqlmodel import select
 
 from gate.deliveries import store_delivery
-from gate.model import BuildState
+from gate.faults import is_transient, retried
+from gate.health import Health
 from gate.runtime import Runtime
 from gate.web.bodies import (
     MAX_ID,
@@ -37,14 +39,17 @@ from gate.web.bodies import (
 from gate.web.server import guard_middleware
 from gate.web.status import change_doc, item_doc, repo_doc, status
 from repo_state.db import session
-from repo_state.models import BuildRow, ChangeRow, Delivery, ItemRow
+from repo_state.models import ChangeRow, Delivery, ItemRow
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=Body)
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
+HEALTH: web.AppKey[Health] = web.AppKey("health")
 MAX_BODY = 1 << 20
+#: tries at storing a delivery through a database blip (about 3 s) before a 503
+STORE_TRIES = 5
 #: the caller of a request, as the token it presented names it
 ACTOR: web.RequestKey[str] = web.RequestKey("actor")
 #: longest path component and path served from the file trees (NAME_MAX, and
@@ -140,8 +145,20 @@ async def _store(request: web.Request, event_type: str, payload: dict[str, Any])
     if key is not None and (len(key) > 200 or not key.isprintable()):
         return _error(400, "Idempotency-Key: at most 200 printable characters")
     actor = request.get(ACTOR)
-    delivery, created = store_delivery(
-        _rt(request), "api", event_type, payload, key, requested_by=actor
+    # A database blip is waited out briefly; longer, the client gets a 503 (retry
+    # later).  One key for every try: a commit whose answer was lost is found again.
+    delivery, created = await retried(
+        partial(
+            store_delivery,
+            _rt(request),
+            "api",
+            event_type,
+            payload,
+            key or str(uuid.uuid4()),
+            actor,
+        ),
+        f"storing a {event_type} delivery",
+        tries=STORE_TRIES,
     )
     if created:
         log.info(
@@ -242,6 +259,14 @@ async def promote_item(request: web.Request) -> web.Response:
     return await _item_event(request, "item.promote")
 
 
+async def publish_item(request: web.Request) -> web.Response:
+    return await _item_event(request, "item.publish")
+
+
+async def retry_item(request: web.Request) -> web.Response:
+    return await _item_event(request, "item.retry")
+
+
 async def republish(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in _rt(request).publishers:
@@ -301,46 +326,9 @@ async def get_delivery(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    rt = _rt(request)
-    try:
-        with session(rt.engine) as s:
-            s.exec(select(Delivery.id).limit(1)).first()
-        db_ok = True
-    except Exception as exc:  # the probe reports, it does not crash
-        log.warning("health check: database unavailable: %s", exc)
-        db_ok = False
-    loop_age = time.time() - rt.plumbing.loop_seen_at if rt.plumbing.loop_seen_at else None
-    backends = {name: backend.problem() or "ok" for name, backend in rt.backends.items()}
-    stuck: list[int] = []
-    if db_ok:
-        with session(rt.engine) as s:
-            stuck = [
-                b
-                for b in s.exec(
-                    select(BuildRow.id).where(
-                        BuildRow.state == BuildState.RUNNING, BuildRow.error != ""
-                    )
-                ).all()
-                if b is not None
-            ]
-    ok = (
-        db_ok
-        and loop_age is not None
-        and loop_age < 120
-        and not stuck
-        and all(v == "ok" for v in backends.values())
-    )
-    return web.json_response(
-        {
-            "ok": ok,
-            "database": db_ok,
-            "loop_age_seconds": loop_age,
-            "backends": backends,
-            "stuck_builds": stuck,
-            "uptime_seconds": time.time() - rt.plumbing.started_at,
-        },
-        status=200 if ok else 503,
-    )
+    """Every check named and measured (``gate.health``); 503 when one fails."""
+    report = await request.app[HEALTH].report()
+    return web.json_response(report.model_dump(mode="json"), status=200 if report.ok else 503)
 
 
 @web.middleware
@@ -354,6 +342,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = _error(408, str(exc))
         response.force_close()  # the rest of the body may still be on its way
         return response
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        # nothing was accepted: the client may send the same request again
+        log.warning("%s %s: transient fault: %s", request.method, request.path, exc)
+        response = _error(503, f"temporarily unavailable ({type(exc).__name__}); retry later")
+        response.headers["Retry-After"] = "5"
+        return response
+
+
+async def _close_health(app: web.Application) -> None:
+    await app[HEALTH].close()
 
 
 def make_app(rt: Runtime) -> web.Application:
@@ -362,6 +362,8 @@ def make_app(rt: Runtime) -> web.Application:
         client_max_size=MAX_BODY,
     )
     app[RUNTIME] = rt
+    app[HEALTH] = Health(rt)
+    app.on_cleanup.append(_close_health)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/status", get_status)
     app.router.add_get("/api/repos/{name}", get_repo)
@@ -373,6 +375,8 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_post("/api/ref-updated", ref_updated)
     app.router.add_post("/api/items/{id}/dequeue", dequeue_item)
     app.router.add_post("/api/items/{id}/promote", promote_item)
+    app.router.add_post("/api/items/{id}/publish", publish_item)
+    app.router.add_post("/api/items/{id}/retry", retry_item)
     app.router.add_post("/api/repos/{name}/republish", republish)
     app.router.add_post("/api/repos/{name}/rollback", rollback)
     speculative = rt.state_dir / "speculative"

@@ -118,6 +118,7 @@ def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> di
                 "state": j.state,
                 "summary": j.summary,
                 "details": json.loads(j.details),
+                "warnings": json.loads(j.warnings),
                 "log_url": log_url(rt, j.log_path),
                 "started_at": _iso(j.started_at),
                 "finished_at": _iso(j.finished_at),
@@ -129,6 +130,8 @@ def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> di
         if item.tested_state and item.active
         else None,
         "failure": item.failure or stuck or None,
+        "bootstrap": item.bootstrap,
+        "forced_by": item.forced_by,
         "result": item.result,
         "generation": item.generation,
         "enqueued_at": _iso(item.enqueued_at),
@@ -157,6 +160,7 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
                 "generation": qrow.generation if qrow else None,
                 "items": [item_doc(rt, s, item, i) for i, item in enumerate(items)],
                 "recent": [item_doc(rt, s, item, None) for item in finished],
+                "held_back": held_back(s, items),
             }
         )
     backends = {
@@ -165,6 +169,29 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
         if (health := backend.status()) is not None
     }
     return {"queues": queues, "backends": backends}
+
+
+def held_back(s: Session, items: list[ItemRow]) -> list[dict[str, Any]]:
+    """Blocked post items: where git and the repository disagree, and why."""
+    out = []
+    for item in items:
+        if not view_of(item).blocked:
+            continue
+        change = s.get(ChangeRow, item.change_id)
+        out.append(
+            {
+                "item": item.id,
+                "project": item.project,
+                "commit": change.sha if change else None,
+                "bootstrap": item.bootstrap,
+                "reason": item.failure,
+                "git_and_repository": "the project is missing from the repository"
+                if item.bootstrap
+                else "the branch has commits the repository was not built from",
+                "actions": ["publish", "dequeue", "retry"],
+            }
+        )
+    return out
 
 
 def repo_doc(rt: Runtime, s: Session, name: str) -> dict[str, Any] | None:
