@@ -106,6 +106,7 @@ class Builds:
         if project.lookaside is not None:
             cache = project.lookaside.cache_dir or (cfg.state_dir / "lookaside")
             lookaside = Lookaside(url=project.lookaside.url, cache_dir=cache)
+        scm = project.scm_url or self.source_of(row.project).scm_url(row.project)
         return BuildRequest(
             project=row.project,
             package=row.package,
@@ -117,7 +118,7 @@ class Builds:
             spec_path=cfg.spec_of(row.project),
             target=row.target,
             lookaside=lookaside,
-            scm_url=f"{project.scm_url}#{row.commit}" if project.scm_url else None,
+            scm_url=f"{scm}#{row.commit}" if scm else None,
         )
 
     # -- starting --------------------------------------------------------------------

@@ -25,6 +25,7 @@ from pydantic import (
     PrivateAttr,
     Tag,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -66,8 +67,12 @@ class LookasideConfig(_Strict):
 
 
 class ProjectConfig(_Strict):
-    #: git URL or local path of the distgit repository
-    git: str
+    #: git URL or local path of the distgit repository; default: the source's URL
+    #: of ``name`` (a review system's connection knows where its projects are)
+    git: str = ""
+    #: the project's path in its review system (``redhat/centos-stream/rpms/nova``);
+    #: default: the project's key
+    name: str | None = None
     branch: str = "main"
     #: spec file path inside the repository (default: <package>.spec)
     spec: str | None = None
@@ -89,10 +94,22 @@ class ProjectConfig(_Strict):
 
     @field_validator("git", "scm_url")
     @classmethod
-    def _not_an_option(cls, value: str | None) -> str | None:
-        # git reads a leading "-" as an option wherever an argument is parsed
-        if value is not None and (not value or value.startswith("-")):
+    def _not_an_option(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # git reads a leading "-" as an option wherever an argument is parsed;
+        # an empty git is "the source's URL", an empty scm_url is nothing
+        if value is not None and (
+            value.startswith("-") or (info.field_name == "scm_url" and not value)
+        ):
             raise ValueError(f"{value!r} is not a repository URL or path")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _a_path(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.+/-]*", value):
+            raise ValueError(f"{value!r} is not a project path (letters, digits, . _ + - /)")
+        if value is not None and ".." in value.split("/"):
+            raise ValueError(f"{value!r} is not a project path")
         return value
 
 
@@ -326,9 +343,18 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _references(self) -> Config:
         seen: dict[str, str] = {}
-        for pname, pcfg in self.projects.items():
+        for pname, pcfg in list(self.projects.items()):
             if pcfg.source not in self.sources:
                 raise _KeyError(f"projects.{pname}.source", f"unknown source {pcfg.source!r}")
+            name = pcfg.name or pname
+            git = pcfg.git or self.sources[pcfg.source].git_url(name)
+            if not git:
+                raise _KeyError(
+                    f"projects.{pname}.git",
+                    f"required: source {pcfg.source!r} has no URL of its own for {name!r}",
+                )
+            if (name, git) != (pcfg.name, pcfg.git):
+                self.projects[pname] = pcfg.model_copy(update={"name": name, "git": git})
         for qname, queue in self.queues.items():
             for i, project in enumerate(queue.projects):
                 if project not in self.projects:

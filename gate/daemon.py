@@ -35,7 +35,7 @@ from gate.faults import backoff, is_transient
 from gate.ingest import Ingest
 from gate.items import Items, view_of
 from gate.merger import Merger
-from gate.planner import plan
+from gate.planner import Dequeue, plan
 from gate.plumbing import Listener, Plumbing
 from gate.polling import Polling
 from gate.publishing import Publishing
@@ -97,6 +97,7 @@ class Gate:
             source_of,
             self.admin,
             self.polling,
+            rt.merger,
         )
         self.actions = Actions(
             self.items, self.attempts, self.checks, self.builds, self.tip, self.publishing
@@ -185,6 +186,8 @@ class Gate:
         )
         for name in self.config.queues:
             await self.polling.poll_queue(name)
+        for source in self.runtime.sources.values():
+            await source.start()
         loop = asyncio.get_running_loop()
         self._loop_task = loop.create_task(self._loop(), name="gate-loop")
         for name in self.config.queues:
@@ -216,6 +219,11 @@ class Gate:
         self._pollers.clear()
         for backend in self.backends.values():
             await backend.close()
+        for source in self.runtime.sources.values():
+            try:
+                await source.close()
+            except Exception:
+                log.exception("closing source %s failed", source.name)
         self.engine.dispose()
 
     async def wait_idle(self, timeout: float | None = None) -> None:
@@ -300,6 +308,10 @@ class Gate:
             changed = False
             for action in actions:
                 changed |= await self.actions.execute(name, action)
+                if isinstance(action, Dequeue):
+                    # a dequeue may take others with it (their dependencies left):
+                    # the rest of this plan was made for a queue that is gone
+                    break
             if not changed:
                 return
         log.error("queue %s: planner did not settle after %d rounds", name, MAX_ROUNDS)

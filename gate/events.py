@@ -100,6 +100,28 @@ class RefUpdated(Event):
     force: bool = False
 
 
+class ReviewUpdated(Event):
+    """Something happened to a review (a new revision, a vote, a comment, a close).
+
+    A hint only: the gate reads the review again (``ChangeSource.read_review``)
+    and acts on what it says now, so duplicated, reordered or lost events do
+    no harm.  Made by review-system drivers from their deliveries.
+    """
+
+    TYPE: ClassVar[str] = "review.updated"
+    #: the connection (``sources.<name>``)
+    source: str
+    #: the gate's project name
+    project: str
+    #: the review's id in that system (``Review.id``)
+    review: str
+    #: an approval command seen in the event (a comment command from someone
+    #: allowed to give it), for this revision; None: the review's state decides
+    approved_revision: str | None = None
+    #: who gave that command
+    approved_by: str | None = None
+
+
 class RepoRepublish(Event):
     TYPE: ClassVar[str] = "repo.republish"
     repo: str
@@ -125,6 +147,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ItemPublish,
         ItemRetry,
         RefUpdated,
+        ReviewUpdated,
         RepoRepublish,
         RepoRollback,
     )

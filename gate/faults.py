@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import aiohttp
@@ -165,6 +165,20 @@ async def until_it_lands(write: Callable[[], T], what: str) -> T:
     raise AssertionError("unreachable: tenacity retries until the write lands")
 
 
+async def until_it_answers(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """:func:`until_it_lands` for a coroutine (a read of git or a review system that
+    the work cannot go on without): ``call()`` makes a fresh one each try."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        wait=WAIT,
+        before_sleep=_log_retry(what),
+        reraise=True,
+    ):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: tenacity retries until it answers")
+
+
 async def retried(call: Callable[[], T], what: str, *, tries: int) -> T:
     """:func:`until_it_lands` that gives up after ``tries``, re-raising the last fault."""
     async for attempt in AsyncRetrying(
@@ -176,6 +190,20 @@ async def retried(call: Callable[[], T], what: str, *, tries: int) -> T:
     ):
         with attempt:
             return call()
+    raise AssertionError("unreachable: tenacity returns or re-raises")
+
+
+async def retried_call(call: Callable[[], Awaitable[T]], what: str, *, tries: int) -> T:
+    """:func:`retried` for a coroutine: ``call()`` makes a fresh one each try."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        wait=WAIT,
+        stop=stop_after_attempt(tries),
+        before_sleep=_log_retry(what),
+        reraise=True,
+    ):
+        with attempt:
+            return await call()
     raise AssertionError("unreachable: tenacity returns or re-raises")
 
 

@@ -44,15 +44,17 @@ from gate.events import (
     Refused,
     RepoRepublish,
     RepoRollback,
+    ReviewUpdated,
     parse_event,
 )
 from gate.faults import is_transient, retry_delay, until_it_lands
 from gate.items import Items, view_of
-from gate.merger import GitError
+from gate.merger import GitError, Merger
 from gate.model import ItemKind, TipStep
 from gate.plumbing import Plumbing
 from gate.polling import Polling
 from gate.refs import InvalidRef
+from gate.reviews import Reviews
 from gate.sources.base import ChangeSource
 from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, ItemRow, utcnow
@@ -73,8 +75,17 @@ class Ingest:
     source_of: Callable[[str], ChangeSource]
     admin: RepoAdmin
     polling: Polling
+    merger: Merger
+    #: changes from review systems (``ReviewUpdated``)
+    reviews: Reviews = field(init=False)
     #: transient faults in a row, per pending delivery
     _tries: dict[int, int] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.reviews = Reviews(
+            self.engine, self.config, self.items, self.merger, self.sources, self._enqueue
+        )
+
     #: no delivery is tried before this (time.monotonic())
     _retry_at: float = field(default=0.0, init=False)
 
@@ -180,9 +191,13 @@ class Ingest:
         event = source.parse_event(delivery.event_type, payload)
         if event is None:
             return None
-        return event.model_copy(
-            update={"delivery": delivery.id or 0, "requested_by": delivery.requested_by}
-        )
+        update: dict[str, object] = {
+            "delivery": delivery.id or 0,
+            "requested_by": delivery.requested_by,
+        }
+        if isinstance(event, ReviewUpdated):
+            update["source"] = delivery.source  # a source speaks for itself only
+        return event.model_copy(update=update)
 
     # -- handlers ------------------------------------------------------------------------
     async def change_proposed(self, event: ChangeProposed) -> str:
@@ -312,6 +327,14 @@ class Ingest:
         log.info("item %s: retried by %s", event.item, who)
         return f"item {event.item} will be built and tested again (by {who})"
 
+    async def review_updated(self, event: ReviewUpdated) -> str:
+        try:
+            return await self.reviews.updated(event)
+        except GitError as exc:  # the revision cannot be fetched: retried if transient
+            if is_transient(exc):
+                raise
+            raise Refused(str(exc)) from None
+
     async def ref_updated(self, event: RefUpdated) -> str:
         if event.project not in self.config.projects:
             raise Refused(f"unknown project {event.project!r}")
@@ -395,6 +418,7 @@ class Ingest:
             change=change_id,
             title=change.title,
         )
+        self.items.reporter.report(item.id or 0, "enqueued")
         return f"item {item.id}"
 
 
@@ -409,6 +433,7 @@ HANDLERS: dict[type[Event], Handler] = {
     ItemPublish: Ingest.item_publish,  # type: ignore[dict-item]
     ItemRetry: Ingest.item_retry,  # type: ignore[dict-item]
     RefUpdated: Ingest.ref_updated,  # type: ignore[dict-item]
+    ReviewUpdated: Ingest.review_updated,  # type: ignore[dict-item]
     RepoRepublish: Ingest.repo_command,  # type: ignore[dict-item]
     RepoRollback: Ingest.repo_command,  # type: ignore[dict-item]
 }

@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from gate.config import Config
 from gate.model import Base, ItemKind, ItemView, Step, TipStep
 from gate.plumbing import Plumbing
 from gate.queue_rules import WindowRule, window_after_dequeue
+from gate.reporting import Reporter, phase_of
 from gate.sources.base import ChangeSource
 from repo_state.db import session
 from repo_state.models import ChangeRow, ItemRow, QueueRow, utcnow
@@ -92,6 +93,11 @@ class Items:
     config: Config
     source_of: Callable[[str], ChangeSource]
     speculative_dir: Path
+    #: tells a change's owners at each step that matters to them
+    reporter: Reporter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reporter = Reporter(self.engine, self.plumbing, self.config, self.source_of)
 
     def get(self, item_id: int) -> ItemRow:
         with session(self.engine) as s:
@@ -163,10 +169,7 @@ class Items:
         self.plumbing.cancel_item_tasks(item_id)
         self.drop_speculative_repos(item_id)
         if change is not None:
-            self.plumbing.spawn(
-                self.source_of(item.project).report(item.project, change.ref, result, reason),
-                f"report-{item_id}",
-            )
+            self.reporter.report(item_id, phase_of(result), reason)
         self.plumbing.emit(
             "item",
             item=item_id,
@@ -181,3 +184,19 @@ class Items:
         log.info(
             "item %s (%s) %s%s", item_id, item.project, result, f": {reason}" if reason else ""
         )
+        if result != "merged" and change is not None:
+            self._dequeue_dependents(change.id or 0, f"item {item_id} ({item.project})", result)
+
+    def _dequeue_dependents(self, change_id: int, what: str, result: str) -> None:
+        """Items whose changes depend on a change that left the queue unmerged leave too."""
+        with session(self.engine) as s:
+            rows = s.exec(
+                select(ItemRow, ChangeRow)
+                .join(ChangeRow, col(ChangeRow.id) == col(ItemRow.change_id))
+                .where(col(ItemRow.active), ChangeRow.depends_on != "[]")
+            ).all()
+        for item, change in rows:
+            if change_id in json.loads(change.depends_on) and not view_of(item).committed:
+                self.dequeue(
+                    item.queue, item.id or 0, "dequeued", f"depends on {what}, which was {result}"
+                )

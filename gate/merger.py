@@ -295,6 +295,23 @@ class Merger:
             )
             return result.stdout.split()
 
+    async def commit_message(self, project: str, url: str, commit: str) -> str:
+        """The full message of ``commit`` (fetched if the clone lacks it)."""
+        async with self._lock(project):
+            git_dir = await self._ensure_clone(project, url)
+            commit = await self._ensure_commit(git_dir, commit)
+            result = await self._git(
+                git_dir, "log", "-1", "--format=%B", END_OF_OPTIONS, commit, "--"
+            )
+            return result.stdout
+
+    async def tree_of(self, project: str, url: str, commit: str) -> str:
+        """The tree of ``commit`` (fetched if the clone lacks it)."""
+        async with self._lock(project):
+            git_dir = await self._ensure_clone(project, url)
+            commit = await self._ensure_commit(git_dir, commit)
+            return await self._rev_parse(git_dir, f"{commit}^{{tree}}")
+
     async def export_tree(self, project: str, commit: str, dest: Path) -> None:
         """Write the files of ``commit`` into ``dest`` (``git archive | tar``).
 

@@ -30,6 +30,11 @@ class DriverConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: str
 
+    def git_url(self, name: str) -> str | None:
+        """A source's clone URL of its project ``name`` (the default of a project's
+        ``git``); None: the project must give it."""
+        return None
+
 
 @dataclass(frozen=True)
 class SourceDriver:

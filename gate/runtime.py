@@ -131,7 +131,9 @@ def make_sources(
     sources = {}
     for name, cfg in config.sources.items():
         projects = {p: c for p, c in config.projects.items() if c.source == name}
-        parts = SourceParts(projects=projects, merger=merger, store=store)
+        parts = SourceParts(
+            projects=projects, merger=merger, store=store, public_url=config.base_url
+        )
         sources[name] = SOURCES.get(cfg.type).create(name, cfg, parts)
     return sources
 

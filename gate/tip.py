@@ -26,11 +26,13 @@ from sqlmodel import Session
 from gate import transitions
 from gate.builds import Builds, final_key
 from gate.config import Config
-from gate.faults import backoff, is_transient, until_it_lands
+from gate.deliveries import store_delivery
+from gate.faults import backoff, is_transient, until_it_answers, until_it_lands
 from gate.items import Items, step_owner
 from gate.merger import GitError, Merger
 from gate.model import BuildState, ItemKind, ItemView, TipStep
 from gate.plumbing import Plumbing
+from gate.reviews import mergeable_now
 from gate.sources.base import ChangeSource, MergeOutcome
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, ItemRow, ProjectRow
@@ -163,41 +165,123 @@ class Tip:
         item = self.items.get(item_id)
         assert item.merge_commit
         source = self.source_of(item.project)
+        change = self._change(item)
         tries = 0
         while True:
             try:
-                result = await source.merge(item.project, item.merge_commit)
+                result = await self._merge_through(source, item, change)
                 break
-            except GitError as exc:
-                if is_transient(exc):  # the remote is down: push again later
-                    tries += 1
-                    log.warning("item %s: push failed (try %d): %s", item_id, tries, exc)
-                    await backoff(tries)
-                    continue
-                # the remote said no (a hook, permissions): the same push would too
-                result = MergeOutcome(False, exc.stderr or str(exc))
-                break
-        failure = "" if result.ok else f"merge refused: {result.reason}"
+            except Exception as exc:
+                if not is_transient(exc):  # the remote said no (a hook, permissions)
+                    if not isinstance(exc, GitError):
+                        raise
+                    result = MergeOutcome(False, exc.stderr or str(exc))
+                    break
+                tries += 1  # the remote or the review system is down: later
+                log.warning("item %s: merge failed (try %d): %s", item_id, tries, exc)
+                await backoff(tries)
         if result.ok:
-            await until_it_lands(lambda: self._record_merged(item_id), f"item {item_id} merged")
+            await self._merged(item, change, result.head or item.merge_commit)
+            return
         await until_it_lands(
-            lambda: self.items.step(item_id, lambda v: transitions.push_finished(v, failure)),
+            lambda: self.items.step(
+                item_id, lambda v: transitions.push_finished(v, f"merge refused: {result.reason}")
+            ),
             f"item {item_id}",
         )
         self.plumbing.emit(
             "item",
             item=item_id,
             project=item.project,
-            state="merged" if result.ok else "merge-refused",
+            state="merge-refused",
             reason=result.reason,
             commit=item.merge_commit,
         )
 
-    def _record_merged(self, item_id: int) -> None:
+    async def _merge_through(
+        self, source: ChangeSource, item: ItemRow, change: ChangeRow
+    ) -> MergeOutcome:
+        """Merge the tested commit; a review is read again first, and merged only if
+        it is still what was tested, open and approved (events are hints)."""
+        assert item.merge_commit
+        if change.review is None:
+            return await source.merge(item.project, item.merge_commit)
+        review = await source.read_review(item.project, change.review)
+        if review.merged:
+            # merged already: by this gate before a crash, or by someone else
+            head = await source.branch_head(item.project)
+            return MergeOutcome(True, head=head)
+        why = mergeable_now(review, change)
+        if why:
+            return MergeOutcome(False, why)
+        return await source.merge(item.project, item.merge_commit, review)
+
+    async def _merged(self, item: ItemRow, change: ChangeRow, head: str) -> None:
+        """The branch is at ``head`` now.  If that is not the tested tree (the review
+        system made its own merge), what is on the branch was not tested: the item
+        is done in git, and the head goes through the post-item rules instead."""
+        item_id = item.id or 0
+        tested = item.merge_tree
+        if head != item.merge_commit:
+            url = self.config.projects[item.project].git
+            tree = await until_it_answers(
+                lambda: self.merger.tree_of(item.project, url, head), f"tree of {head[:12]}"
+            )
+            if tree != tested:
+                await self._merged_untested(item, change, head, tree or "")
+                return
+        await until_it_lands(lambda: self._record_merged(item_id, head), f"item {item_id} merged")
+        await until_it_lands(
+            lambda: self.items.step(item_id, lambda v: transitions.push_finished(v, "")),
+            f"item {item_id}",
+        )
+        self.plumbing.emit(
+            "item", item=item_id, project=item.project, state="merged", reason="", commit=head
+        )
+
+    async def _merged_untested(
+        self, item: ItemRow, change: ChangeRow, head: str, tree: str
+    ) -> None:
+        item_id = item.id or 0
+        source = self.config.projects[item.project].source
+        reason = (
+            f"merged by {source} as {head[:12]}, whose tree {tree[:12]} is not the tested "
+            f"tree {(item.merge_tree or '')[:12]}: the branch head is built, tested and "
+            "published as a post item instead"
+        )
+        log.warning("item %s (%s): %s", item_id, item.project, reason)
+
+        def record() -> None:
+            with session(self.engine) as s:
+                row = s.get(ChangeRow, change.id)
+                if row is not None:
+                    row.state = "merged"
+                    s.add(row)
+                    s.commit()
+            # a durable request to look at the branch: the head becomes a post item
+            store_delivery(
+                self, "api", "ref.updated", {"project": item.project}, f"merged-untested-{item_id}"
+            )
+
+        await until_it_lands(record, f"item {item_id} merged untested")
+        # its commit is superseded by the head the review system made (a post item)
+        self.items.dequeue(item.queue, item_id, "superseded", reason)
+
+    def wake(self) -> None:
+        """(``store_delivery`` wakes the loop through the stage storing it.)"""
+        self.plumbing.wake()
+
+    def _change(self, item: ItemRow) -> ChangeRow:
+        with session(self.engine) as s:
+            change = s.get(ChangeRow, item.change_id)
+        assert change is not None
+        return change
+
+    def _record_merged(self, item_id: int, head: str) -> None:
         with session(self.engine) as s:
             row = s.get(ItemRow, item_id)
             assert row is not None
-            record_branch_head(s, row.project, row.merge_commit or "")
+            record_branch_head(s, row.project, head)
             change = s.get(ChangeRow, row.change_id)
             if change is not None:
                 change.state = "merged"
@@ -221,11 +305,16 @@ class Tip:
                 )
         elif item.tip == TipStep.MERGE:
             commit = item.merge_commit or ""
-            if await self.source_of(item.project).is_merged(item.project, commit):
-                with session(self.engine) as s:
-                    record_branch_head(s, item.project, commit)
-                    s.commit()
-                self.items.step(item.id, lambda v: transitions.push_finished(v, ""))
+            source = self.source_of(item.project)
+            change = self._change(item)
+            if change.review is not None:
+                review = await source.read_review(item.project, change.review)
+                if review.merged:
+                    await self._merged(item, change, await source.branch_head(item.project))
+                else:
+                    self.items.step(item.id, transitions.push_not_done)
+            elif await source.is_merged(item.project, commit):
+                await self._merged(item, change, commit)
             else:
                 self.items.step(item.id, transitions.push_not_done)
         elif item.tip == TipStep.PUBLISH:

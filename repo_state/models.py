@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -39,6 +39,7 @@ class Delivery(SQLModel, table=True):
 
 class ChangeRow(SQLModel, table=True):
     __tablename__ = "change"
+    __table_args__ = (Index("ix_change_review", "source", "review"),)
 
     id: int | None = Field(default=None, primary_key=True)
     project: str = Field(index=True)
@@ -51,6 +52,17 @@ class ChangeRow(SQLModel, table=True):
     #: the delivery that created it (processing a delivery twice finds it again)
     delivery_id: int | None = Field(default=None, unique=True)
     reason: str = ""
+    #: the review system it came from (``sources.<name>``; "git": rpmgate's own API)
+    source: str = "git"
+    #: its review there (a Gerrit change number, an MR iid, a PR number); one row
+    #: per revision of a review
+    review: str | None = None
+    #: the review's web page
+    url: str = ""
+    #: JSON list of the change ids it depends on (``Depends-On:``), in order
+    depends_on: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    #: who approved this revision by a command (review systems without votes)
+    approved_by: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -22,7 +22,7 @@ from gate.merger import MergeResult, RefNotFound
 from gate.plumbing import Plumbing
 from gate.refs import check_ref
 from gate.runtime import Runtime
-from gate.sources.base import ChangeSource, MergeOutcome
+from gate.sources.base import ChangeSource, MergeOutcome, Report, Review
 from repo_state.db import make_engine
 from repo_state.pool import Pool
 
@@ -51,7 +51,7 @@ class MemorySource(ChangeSource):
     def __init__(self, repos: dict[str, Repository], name: str = "git") -> None:
         self.repos = repos
         self.name = name
-        self.reports: list[tuple[str, str, str, str]] = []
+        self.reports: list[Report] = []
 
     async def resolve(self, project: str, ref: str) -> str:
         ref = check_ref(ref)
@@ -64,7 +64,7 @@ class MemorySource(ChangeSource):
     async def branch_head(self, project: str) -> str:
         return self.repos[project].branch
 
-    async def merge(self, project: str, commit: str) -> MergeOutcome:
+    async def merge(self, project: str, commit: str, review: Review | None = None) -> MergeOutcome:
         repo = self.repos[project]
         if commit in repo.history and repo.branch in repo.history[commit]:
             repo.branch = commit
@@ -75,8 +75,8 @@ class MemorySource(ChangeSource):
         repo = self.repos[project]
         return commit in repo.history.get(repo.branch, ())
 
-    async def report(self, project: str, change_ref: str, result: str, message: str) -> None:
-        self.reports.append((project, change_ref, result, message))
+    async def report(self, project: str, report: Report) -> None:
+        self.reports.append(report)
 
 
 class MemoryMerger:

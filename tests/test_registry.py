@@ -21,6 +21,7 @@ from gate.demo_world import World
 from gate.events import ChangeProposed, Event
 from gate.jobs.base import Job, JobConfig, JobContext, JobResult
 from gate.registry import JOBS, SOURCES, DriverConfig, JobDriver, SourceDriver
+from gate.sources import webhooks
 from gate.sources.base import SourceParts
 from gate.sources.plaingit import PlainGitSource
 from gate.web.app import make_app
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 class ToyConfig(DriverConfig):
     type: Literal["toy"] = "toy"
-    #: the path the toy review system posts to, under /hooks/
+    #: the path the toy review system posts to, under /api/sources/<name>/
     hook: str = "toy"
 
 
@@ -58,7 +59,7 @@ class ToySource(PlainGitSource):
             self.store(self.name, "review-approved", body, request.headers.get("X-Toy-Id"))
             return web.json_response({"accepted": True}, status=202)
 
-        return [web.post(f"/hooks/{self.hook}", hook)]
+        return [web.post(webhooks.path(self.name, self.hook), hook)]
 
     def parse_event(self, event_type: str, payload: dict[str, Any]) -> Event | None:
         if event_type != "review-approved":
@@ -122,7 +123,7 @@ async def test_a_registered_source_and_job_drive_the_gate(
         ref = world.propose("nova", NOVA_1201, "A")
 
         resp = await client.post(
-            "/hooks/reviews",
+            "/api/sources/reviews/reviews",
             json={"project": "nova", "ref": ref, "title": "A"},
             headers={"X-Toy-Id": "review-1"},
         )

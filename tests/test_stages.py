@@ -65,7 +65,15 @@ def stages(tmp_path: Path) -> Stages:
     polling = Polling(rt.engine, rt.plumbing, rt.config, rt.source_of, rt.publishers)
     admin = RepoAdmin(rt.engine, rt.plumbing, rt.config, rt.publishers)
     ingest = Ingest(
-        rt.engine, rt.plumbing, rt.config, items, rt.sources, rt.source_of, admin, polling
+        rt.engine,
+        rt.plumbing,
+        rt.config,
+        items,
+        rt.sources,
+        rt.source_of,
+        admin,
+        polling,
+        rt.merger,
     )
     return Stages(world, items, builds, attempts, tip, ingest)
 

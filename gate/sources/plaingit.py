@@ -15,7 +15,14 @@ from typing import Literal
 
 from gate.merger import Merger
 from gate.registry import DriverConfig
-from gate.sources.base import ChangeSource, GitProject, MergeOutcome, SourceParts
+from gate.sources.base import (
+    ChangeSource,
+    GitProject,
+    MergeOutcome,
+    Report,
+    Review,
+    SourceParts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +57,7 @@ class PlainGitSource(ChangeSource):
         url, branch = self._project(project)
         return await self.merger.branch_head(project, url, branch)
 
-    async def merge(self, project: str, commit: str) -> MergeOutcome:
+    async def merge(self, project: str, commit: str, review: Review | None = None) -> MergeOutcome:
         url, branch = self._project(project)
         result = await self.merger.push(project, url, commit, branch)
         return MergeOutcome(result.ok, result.reason)
@@ -72,7 +79,5 @@ class PlainGitSource(ChangeSource):
         url, _ = self._project(project)
         return sorted(await self.merger.remote_branches(project, url, namespace))
 
-    async def report(self, project: str, change_ref: str, result: str, message: str) -> None:
-        log.info(
-            "report %s %s: %s%s", project, change_ref, result, f": {message}" if message else ""
-        )
+    async def report(self, project: str, report: Report) -> None:
+        log.info("report %s %s %s: %s", project, report.ref, report.phase, report.message)

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 from gate.items import view_of
 from gate.model import BuildState, Step
 from gate.queue_view import active_items
+from gate.reporting import file_url
 from gate.runtime import Runtime
 from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, JobRunRow, QueueRow
 
@@ -51,15 +52,7 @@ def build_doc(rt: Runtime, row: BuildRow | None) -> dict[str, Any] | None:
 
 
 def log_url(rt: Runtime, path: str) -> str | None:
-    if not path:
-        return None
-    if path.startswith(("http://", "https://")):
-        return path
-    try:
-        rel = path.removeprefix(str(rt.state_dir) + "/")
-    except ValueError:
-        return None
-    return f"{rt.config.base_url}/files/{rel}" if rel != path else None
+    return file_url(rt.state_dir, rt.config.base_url, path)
 
 
 def change_doc(change: ChangeRow) -> dict[str, Any]:
@@ -70,6 +63,10 @@ def change_doc(change: ChangeRow) -> dict[str, Any]:
         "sha": change.sha,
         "title": change.title,
         "state": change.state,
+        "source": change.source,
+        "review": change.review,
+        "url": change.url or None,
+        "depends_on": json.loads(change.depends_on),
     }
 
 

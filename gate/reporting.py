@@ -1,0 +1,178 @@
+"""Telling a change's owners what happened, where they look.
+
+At the steps that matter to a packager -- enqueued, failed, merged, dequeued
+-- the item's source gets a :class:`~gate.sources.base.Report` (a vote, a
+commit status, a comment: the driver decides).  Reports run in tasks of their
+own: a transient fault is retried a few times with backoff, anything else is
+logged, and nothing waits for them.  A report is a courtesy; the status API
+is the record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, func, select
+
+from gate.config import Config
+from gate.faults import retried_call
+from gate.plumbing import Plumbing
+from gate.sources.base import ChangeSource, Report
+from repo_state.db import session
+from repo_state.models import BuildRow, ChangeRow, ItemRow, JobRunRow
+
+log = logging.getLogger(__name__)
+
+#: tries of one report before it is given up (with backoff: about a minute)
+REPORT_TRIES = 8
+
+Phase = Literal["enqueued", "failed", "merged", "dequeued"]
+
+
+def file_url(state_dir: Path, base_url: str, path: str) -> str | None:
+    """The URL a file under ``state_dir`` is served at (``/files/…``); a URL as is."""
+    if not path:
+        return None
+    if path.startswith(("http://", "https://")):
+        return path
+    rel = path.removeprefix(str(state_dir) + "/")
+    return f"{base_url}/files/{rel}" if rel != path else None
+
+
+def phase_of(result: str) -> Phase:
+    """The report phase of an item's result."""
+    if result == "merged":
+        return "merged"
+    if result == "rejected":
+        return "failed"
+    return "dequeued"
+
+
+@dataclass(eq=False)
+class Reporter:
+    engine: Engine
+    plumbing: Plumbing
+    config: Config
+    source_of: Callable[[str], ChangeSource]
+
+    def report(self, item_id: int, phase: Phase, reason: str = "") -> None:
+        """Report the item's ``phase`` in the background."""
+        made = self._make(item_id, phase, reason)
+        if made is None:
+            return
+        source, report = made
+        self.plumbing.spawn(self._send(source, report, item_id), f"report-{phase}-{item_id}")
+
+    async def _send(self, source: ChangeSource, report: Report, item_id: int) -> None:
+        try:
+            await retried_call(
+                lambda: source.report(report.project, report),
+                f"reporting item {item_id} {report.phase} to {source.name}",
+                tries=REPORT_TRIES,
+            )
+        except Exception as exc:  # a report never holds the gate
+            log.warning(
+                "reporting item %s %s to %s failed: %s: %s",
+                item_id,
+                report.phase,
+                source.name,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _make(self, item_id: int, phase: Phase, reason: str) -> tuple[ChangeSource, Report] | None:
+        base = self.config.base_url
+        with session(self.engine) as s:
+            item = s.get(ItemRow, item_id)
+            change = s.get(ChangeRow, item.change_id) if item is not None else None
+            if item is None or change is None:
+                return None
+            links = {"status": f"{base}/api/changes/{change.id}"}
+            position = None
+            if phase == "enqueued":
+                position = s.exec(
+                    select(func.count())
+                    .select_from(ItemRow)
+                    .where(
+                        ItemRow.queue == item.queue,
+                        col(ItemRow.active),
+                        col(ItemRow.id) != item.id,
+                        col(ItemRow.seq) <= item.seq,
+                    )
+                ).one()
+            if phase == "failed":
+                log_path = self._failing_log(item)
+                if log_path:
+                    url = file_url(self.config.state_dir, base, log_path)
+                    if url:
+                        links["log"] = url
+                if item.tested_state:
+                    links["speculative_repo"] = f"{base}/speculative/{item.id}-{item.attempt}/"
+            if phase == "merged":
+                links["repository"] = f"{base}/repos/{self.config.queues[item.queue].repo}/"
+            message = _message(phase, item, change, reason, position)
+            report = Report(
+                phase=phase,
+                project=item.project,
+                review=change.review,
+                revision=change.sha,
+                ref=change.ref,
+                message=message,
+                links=links,
+                queue=item.queue,
+                position=position,
+                generation=item.generation if phase == "merged" else None,
+            )
+        return self.source_of(item.project), report
+
+    def _failing_log(self, item: ItemRow) -> str:
+        with session(self.engine) as s:
+            job = s.exec(
+                select(JobRunRow).where(
+                    JobRunRow.item_id == item.id,
+                    JobRunRow.attempt == item.attempt,
+                    JobRunRow.state == "failed",
+                )
+            ).first()
+            if job is not None and job.log_path:
+                return job.log_path
+            for build_id in (item.final_build_id,):
+                build = s.get(BuildRow, build_id) if build_id else None
+                if build is not None and build.state == "failed":
+                    return build.log
+            if item.build_key:
+                scratch = s.exec(
+                    select(BuildRow).where(
+                        BuildRow.purpose == "scratch", BuildRow.key == item.build_key
+                    )
+                ).first()
+                if scratch is not None and scratch.state == "failed":
+                    return scratch.log
+        return ""
+
+
+def _message(
+    phase: Phase, item: ItemRow, change: ChangeRow, reason: str, position: int | None
+) -> str:
+    queue = item.queue
+    if phase == "enqueued":
+        ahead = json.loads(item.base_ahead) if item.base_ahead else []
+        tested = f", tested with items {', '.join(map(str, ahead))}" if ahead else ""
+        return (
+            f"rpmgate: {change.sha[:12]} queued in {queue} at position {position}"
+            f" (item {item.id}){tested}."
+        )
+    if phase == "failed":
+        return f"rpmgate: {change.sha[:12]} failed in {queue} (item {item.id}): {reason}"
+    if phase == "merged":
+        return (
+            f"rpmgate: {change.sha[:12]} merged and published in {queue}"
+            f" as generation {item.generation} (item {item.id})."
+        )
+    return f"rpmgate: {change.sha[:12]} left {queue} (item {item.id}): {reason or 'dequeued'}"
