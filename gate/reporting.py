@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
 from gate.config import Config
-from gate.faults import retried_call
+from gate.faults import retried, retried_call
 from gate.plumbing import Plumbing
 from gate.sources.base import ChangeSource, Report
 from repo_state.db import session
@@ -62,26 +62,32 @@ class Reporter:
     source_of: Callable[[str], ChangeSource]
 
     def report(self, item_id: int, phase: Phase, reason: str = "") -> None:
-        """Report the item's ``phase`` in the background."""
-        made = self._make(item_id, phase, reason)
-        if made is None:
-            return
-        source, report = made
-        self.plumbing.spawn(self._send(source, report, item_id), f"report-{phase}-{item_id}")
+        """Report the item's ``phase`` in the background (nothing here can fail)."""
+        self.plumbing.spawn(self._send(item_id, phase, reason), f"report-{phase}-{item_id}")
 
-    async def _send(self, source: ChangeSource, report: Report, item_id: int) -> None:
+    async def _send(self, item_id: int, phase: Phase, reason: str) -> None:
+        source_name = "its source"
         try:
+            made = await retried(
+                lambda: self._make(item_id, phase, reason),
+                f"reading item {item_id} for a report",
+                tries=REPORT_TRIES,
+            )
+            if made is None:
+                return
+            source, report = made
+            source_name = source.name
             await retried_call(
                 lambda: source.report(report.project, report),
-                f"reporting item {item_id} {report.phase} to {source.name}",
+                f"reporting item {item_id} {phase} to {source.name}",
                 tries=REPORT_TRIES,
             )
         except Exception as exc:  # a report never holds the gate
             log.warning(
                 "reporting item %s %s to %s failed: %s: %s",
                 item_id,
-                report.phase,
-                source.name,
+                phase,
+                source_name,
                 type(exc).__name__,
                 exc,
             )

@@ -93,11 +93,16 @@ class Reviews:
         source = self.sources[event.source]
         review = await source.read_review(event.project, event.review)
         said: list[str] = []
+        staying = None
         for change, item in self._queued(event.source, event.project, review.id):
             why = self._why_it_leaves(review, change)
             if why and not view_of(item).committed and not view_of(item).pushing:
                 self.items.dequeue(item.queue, item.id or 0, "dequeued", why)
                 said.append(f"item {item.id} dequeued: {why}")
+            else:
+                staying = item
+        if staying is not None:  # at this revision, or one the system deems the same
+            return "; ".join([*said, f"item {staying.id} (already queued)"])
         if not review.open:
             self._close_proposed(event.source, event.project, review.id, review)
             return "; ".join(said) or f"review {review.id} is closed: nothing queued"
