@@ -206,6 +206,8 @@ class FakeGitLab:
         self.deliveries: list[Delivery] = []
         #: (method, raw path) of every API call, for tests that count them
         self.calls: list[tuple[str, str]] = []
+        #: statuses the next API calls answer with instead (502: a proxy in trouble)
+        self.faults: list[int] = []
         self._ids = iter(range(1000, 10**9))
         self._clock = _Clock()
         self._runner: web.AppRunner | None = None
@@ -357,6 +359,8 @@ class FakeGitLab:
     async def _api(self, request: web.Request) -> web.StreamResponse:
         raw = request.rel_url.raw_path.removeprefix("/api/v4/")
         self.calls.append((request.method, request.rel_url.raw_path))
+        if self.faults:
+            return _error(self.faults.pop(0), "injected fault")
         # https://docs.gitlab.com/ee/api/rest/authentication.html: PRIVATE-TOKEN or OAuth bearer
         given = request.headers.get("PRIVATE-TOKEN") or request.headers.get(
             "Authorization", ""

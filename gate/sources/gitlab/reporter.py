@@ -18,7 +18,7 @@ import logging
 import re
 
 from gate.sources.base import Report
-from gate.sources.gitlab.client import GitLabClient
+from gate.sources.gitlab.client import GitLabClient, GitLabError
 from gate.sources.gitlab.config import ReportRule
 
 log = logging.getLogger(__name__)
@@ -73,14 +73,21 @@ class Reporter:
 
     async def report(self, path: str, report: Report) -> None:
         """The status first (the widget), then the note; either may raise (the gate retries)."""
-        await self.client.set_status(
-            path,
-            report.revision,
-            STATE[report.phase],
-            name=self.rule.status_name,
-            target_url=self.target_url(report),
-            description=description(report),
-        )
+        try:
+            await self.client.set_status(
+                path,
+                report.revision,
+                STATE[report.phase],
+                name=self.rule.status_name,
+                target_url=self.target_url(report),
+                description=description(report),
+            )
+        except GitLabError as exc:
+            # an unfinished status is moved on, and GitLab's state machine has no
+            # running -> running: a second "enqueued" (after a reset) is already shown
+            if exc.status != 400 or "Cannot transition status" not in exc.message:
+                raise
+            log.info("%s: status of %s is %s already", path, report.revision[:12], report.phase)
         if report.review is not None and report.phase in self.rule.comment_on:
             await self.client.create_note(path, int(report.review), note_body(report))
 
