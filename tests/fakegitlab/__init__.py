@@ -23,6 +23,7 @@ import json
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -208,6 +209,8 @@ class FakeGitLab:
         self.calls: list[tuple[str, str]] = []
         #: statuses the next API calls answer with instead (502: a proxy in trouble)
         self.faults: list[int] = []
+        #: run as a merge request is about to be merged (a race a test arranges)
+        self.on_merge: Callable[[MergeRequest], Awaitable[None]] | None = None
         self._ids = iter(range(1000, 10**9))
         self._clock = _Clock()
         self._runner: web.AppRunner | None = None
@@ -625,6 +628,9 @@ class FakeGitLab:
     # PUT /projects/:id/merge_requests/:iid/merge (#merge-a-merge-request)
     async def _merge(self, mr: MergeRequest, body: dict[str, Any]) -> web.Response:
         project = mr.project
+        if self.on_merge is not None:
+            hook, self.on_merge = self.on_merge, None
+            await hook(mr)
         if project.members.get(self.bot.id, 0) < DEVELOPER:
             return _error(401, "401 Unauthorized")  # "you don't have permissions to accept"
         status, _ = self._detailed_merge_status(mr)
