@@ -90,7 +90,7 @@ class GitLabClient:
         params: dict[str, str] | None = None,
     ) -> tuple[Any, Mapping[str, str]]:
         """One call: (parsed body, headers); errors raised as described above."""
-        what = f"{method} {url.path}"
+        what = f"{method} {url.raw_path}"
         async with self._open().request(method, url, json=json, params=params) as resp:
             try:
                 body: Any = await resp.json(content_type=None)
