@@ -22,7 +22,8 @@ from gate.registry import (
     PublisherDriver,
     SourceDriver,
 )
-from gate.sources.gitlab import GitLabConfig, GitLabSource
+from gate.sources.gitlab.config import GitLabConfig
+from gate.sources.gitlab.source import GitLabSource
 from gate.sources.plaingit import PlainGitConfig, PlainGitSource
 from publishers.createrepo import Publisher
 from repo_state.pool import Pool

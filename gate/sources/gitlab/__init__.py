@@ -4,8 +4,3 @@
 one is it), ``hooks`` (payloads read into hints), ``client`` (the REST calls),
 ``source`` (the ``ChangeSource``), ``reporter`` (statuses and notes).
 """
-
-from gate.sources.gitlab.config import GitLabConfig
-from gate.sources.gitlab.source import GitLabSource
-
-__all__ = ["GitLabConfig", "GitLabSource"]
