@@ -222,6 +222,10 @@ async def test_label_rule(fake: FakeGitLab, repo: tuple[Path, Path], tmp_path: P
         assert not (await source.read_review("nova", "1")).approved
         mr.labels.append("gate")
         assert (await source.read_review("nova", "1")).approved
+        # the label approves for the gate; GitLab's own rules still decide what it merges
+        mr.project.approvals_required = 1
+        review = await source.read_review("nova", "1")
+        assert review.approved and not review.mergeable and "approvals" in review.why_not
     finally:
         await source.close()
 

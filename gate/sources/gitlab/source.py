@@ -60,6 +60,7 @@ NOT_MERGEABLE = {
     "locked_lfs_files": "touches locked LFS files",
     "merge_request_blocked": "is blocked",
     "need_rebase": "needs a rebase (fast-forward merge method)",
+    "not_approved": "lacks the approvals the project's rules require",
     "not_open": "is not open",
     "policies_denied": "is denied by a policy",
     "requested_changes": "has changes requested",
