@@ -22,6 +22,8 @@ from gate.registry import (
     PublisherDriver,
     SourceDriver,
 )
+from gate.sources.gitlab.config import GitLabConfig
+from gate.sources.gitlab.source import GitLabSource
 from gate.sources.plaingit import PlainGitConfig, PlainGitSource
 from publishers.createrepo import Publisher
 from repo_state.pool import Pool
@@ -50,6 +52,7 @@ def _createrepo(name: str, cfg: PublisherConfig, pool: Pool) -> Publisher:
 
 
 SOURCES.register(SourceDriver("git", PlainGitConfig, PlainGitSource.create))
+SOURCES.register(SourceDriver("gitlab", GitLabConfig, GitLabSource.create))
 BACKENDS.register(BackendDriver("local", LocalBackendConfig, _local))
 BACKENDS.register(BackendDriver("koji", KojiBackendConfig, _koji))
 JOBS.register(JobDriver("repoclosure", RepoclosureJobConfig, lambda cfg: Repoclosure()))
