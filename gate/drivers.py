@@ -22,6 +22,10 @@ from gate.registry import (
     PublisherDriver,
     SourceDriver,
 )
+from gate.sources.forgejo.config import ForgejoConfig
+from gate.sources.forgejo.source import ForgejoSource
+from gate.sources.github.config import GitHubConfig
+from gate.sources.github.source import GitHubSource
 from gate.sources.gitlab.config import GitLabConfig
 from gate.sources.gitlab.source import GitLabSource
 from gate.sources.plaingit import PlainGitConfig, PlainGitSource
@@ -53,6 +57,8 @@ def _createrepo(name: str, cfg: PublisherConfig, pool: Pool) -> Publisher:
 
 SOURCES.register(SourceDriver("git", PlainGitConfig, PlainGitSource.create))
 SOURCES.register(SourceDriver("gitlab", GitLabConfig, GitLabSource.create))
+SOURCES.register(SourceDriver("github", GitHubConfig, GitHubSource.create))
+SOURCES.register(SourceDriver("forgejo", ForgejoConfig, ForgejoSource.create))
 BACKENDS.register(BackendDriver("local", LocalBackendConfig, _local))
 BACKENDS.register(BackendDriver("koji", KojiBackendConfig, _koji))
 JOBS.register(JobDriver("repoclosure", RepoclosureJobConfig, lambda cfg: Repoclosure()))

@@ -42,6 +42,8 @@ class FakeServer:
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._later: set[asyncio.Task[None]] = set()
+        #: run when a merge call arrives, before it is checked (a race a test stages)
+        self.before_merge: Callable[[], Awaitable[None]] | None = None
 
     def app(self) -> web.Application:
         raise NotImplementedError

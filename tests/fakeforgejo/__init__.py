@@ -117,11 +117,13 @@ class FakeForgejo(FakeServer):
         await self._pull_event("pull_request", pr, "opened", user)  # NewPullRequest
         return pr
 
-    async def push_to_pull(self, repo: str, number: int, sha: str) -> None:
+    async def push_to_pull(self, repo: str, number: int, sha: str, deliver: bool = True) -> None:
         """PullRequestSynchronized: ``pull_request_sync``, action ``synchronized``."""
         pr = self.repos[repo].pulls[number]
         await forge_git.git(self.repos[repo].path, "update-ref", f"refs/pull/{number}/head", sha)
         pr.head_sha = sha
+        if not deliver:  # a push whose delivery is late or lost
+            return
         await self._pull_event("pull_request_sync", pr, "synchronized", pr.user)
 
     async def review(self, repo: str, number: int, user: str, state: str = "APPROVED") -> None:
@@ -451,6 +453,8 @@ class FakeForgejo(FakeServer):
         if isinstance(found, web.Response):
             return found
         repo, pr = found
+        if self.before_merge is not None:
+            await self.before_merge()
         body = request[BODY] or {}
         style = body.get("Do")
         if style not in (

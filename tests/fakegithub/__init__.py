@@ -112,11 +112,13 @@ class FakeGitHub(FakeServer):
         await self.send_pull_event(pr, "opened", user)
         return pr
 
-    async def push_to_pull(self, repo: str, number: int, sha: str) -> None:
+    async def push_to_pull(self, repo: str, number: int, sha: str, deliver: bool = True) -> None:
         pr = self.repos[repo].pulls[number]
         before = pr.head_sha
         await forge_git.git(self.repos[repo].path, "update-ref", f"refs/pull/{number}/head", sha)
         pr.head_sha = sha
+        if not deliver:  # a push whose delivery is late or lost
+            return
         await self.send_pull_event(pr, "synchronize", pr.user, before=before, after=sha)
 
     async def review(self, repo: str, number: int, user: str, state: str = "APPROVED") -> None:
@@ -374,6 +376,8 @@ class FakeGitHub(FakeServer):
         if isinstance(found, web.Response):
             return found
         repo, pr = found
+        if self.before_merge is not None:
+            await self.before_merge()
         body = request[BODY] or {}
         if repo.roles.get(request[LOGIN]) not in ("write", "maintain", "admin"):
             return _error(403, "Resource not accessible by personal access token")

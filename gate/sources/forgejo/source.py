@@ -34,7 +34,7 @@ class ForgejoSource(PullRequestSource):
             parts.projects,
             parts.merger,
             parts.store,
-            getattr(parts, "public_url", ""),
+            parts.public_url,
         )
 
     def verify(self, headers: CIMultiDictProxy[str], body: bytes) -> tuple[int, str] | None:

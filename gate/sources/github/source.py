@@ -33,7 +33,7 @@ class GitHubSource(PullRequestSource):
             parts.projects,
             parts.merger,
             parts.store,
-            getattr(parts, "public_url", ""),
+            parts.public_url,
         )
 
     def verify(self, headers: CIMultiDictProxy[str], body: bytes) -> tuple[int, str] | None:
