@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from gate.demo_world import World, git
 from gate.events import RefUpdated, Refused, ReviewUpdated
 from gate.merger import Merger
-from gate.sources.base import Report, SourceParts
+from gate.sources.base import Report, Review, SourceParts
 from gate.sources.github.config import GitHubConfig
 from gate.sources.github.source import GitHubSource
 from gate.sources.pulls.source import PullRequestSource
@@ -373,14 +373,33 @@ async def test_report_posts_a_status_on_the_tested_head_and_a_comment(
     await source.close()
 
 
-async def test_a_bad_token_is_an_error_not_a_guess(
+async def test_a_bad_token_is_refused_with_github_s_words_not_guessed_around(
     github: FakeGitHub, world: World, tmp_path: Path
 ) -> None:
-    from gate.sources.pulls.rest import ApiError
-
     source = nova_source(github, world, tmp_path)
+    number = await open_nova(github, world)
     github.tokens.clear()
-    with pytest.raises(ApiError) as raised:
-        await source.read_review("nova", "1")
-    assert raised.value.status == 401 and "Bad credentials" in str(raised.value)
+    with pytest.raises(Refused, match="401 Bad credentials"):
+        await source.read_review("nova", str(number))
+    review = Review(
+        id=str(number),
+        project="nova",
+        revision="a" * 40,
+        fetch_ref=f"refs/pull/{number}/head",
+        branch="main",
+    )
+    outcome = await source.merge("nova", "0" * 40, review)
+    assert not outcome.ok and "401 Bad credentials" in outcome.reason
+    await source.close()
+
+
+async def test_a_draft_is_not_approved_whatever_its_reviews(
+    github: FakeGitHub, world: World, tmp_path: Path
+) -> None:
+    source = nova_source(github, world, tmp_path)
+    number = await open_nova(github, world)
+    await github.review("rdo/nova", number, "alice")
+    github.repos["rdo/nova"].pulls[number].draft = True
+    review = await source.read_review("nova", str(number))
+    assert (review.approved, review.mergeable, review.why_not) == (False, False, "a draft")
     await source.close()

@@ -18,6 +18,8 @@ the coarse event (``pull_request`` for a sync and a label change alike).
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from multidict import CIMultiDictProxy
 
 from gate.sources.forgejo.config import ForgejoConfig
@@ -99,7 +101,7 @@ async def permission(api: RestClient, repo: str, user: str) -> str:
     The answer's ``permission`` is none, read, write, admin or owner.
     """
     try:
-        doc = await api.get(f"/repos/{repo}/collaborators/{user}/permission")
+        doc = await api.get(f"/repos/{repo}/collaborators/{quote(user, safe='')}/permission")
     except ApiError as exc:
         if exc.status == 404:
             return "none"

@@ -13,6 +13,8 @@ The SHA-1 ``X-Hub-Signature`` is ignored: only the SHA-256 one is accepted.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from multidict import CIMultiDictProxy
 
 from gate.sources.base import MergeOutcome
@@ -99,7 +101,7 @@ async def permission(api: RestClient, repo: str, user: str) -> str:
     (a custom role's name says nothing comparable).  A user GitHub does not know: none.
     """
     try:
-        doc = await api.get(f"/repos/{repo}/collaborators/{user}/permission")
+        doc = await api.get(f"/repos/{repo}/collaborators/{quote(user, safe='')}/permission")
     except ApiError as exc:
         if exc.status == 404:
             return "none"

@@ -34,11 +34,12 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from gate.events import Refused
+from gate.faults import is_transient
 from gate.merger import Merger
 from gate.sources import webhooks
 from gate.sources.base import ChangeSource, GitProject, MergeOutcome, Report, Review, StoreDelivery
 from gate.sources.pulls.approval import by_reviews
-from gate.sources.pulls.config import PullRequestConnection
+from gate.sources.pulls.config import REPO_PATH, PullRequestConnection
 from gate.sources.pulls.model import Malformed, PullRequest, Verdict, pull_request
 from gate.sources.pulls.rest import ApiError, RestClient
 
@@ -120,7 +121,10 @@ class PullRequestSource(ChangeSource, abc.ABC):
         cfg = self.projects.get(project)
         if cfg is None:
             raise Refused(f"project {project!r} is not a project of source {self.name!r}")
-        return getattr(cfg, "name", None) or project
+        repo = getattr(cfg, "name", None) or project
+        if not REPO_PATH.match(repo):  # it goes into API paths: owner/repository exactly
+            raise Refused(f"project {project!r}: {repo!r} is not an owner/repository path")
+        return repo
 
     def project_for(self, repo: str, branch: str | None) -> str | None:
         """The gate project of repository ``repo`` (and target ``branch``, when known).
@@ -171,7 +175,10 @@ class PullRequestSource(ChangeSource, abc.ABC):
         except ApiError as exc:
             if exc.status == 404:
                 raise Refused(f"{repo}: no pull request {number}") from None
-            raise
+            if is_transient(exc):
+                raise
+            # a revoked token, a repository the bot may not read: say so, do not guess
+            raise Refused(f"{self.name} refused to read {repo}#{number}: {exc}") from None
         try:
             return pull_request(doc)
         except Malformed as exc:
@@ -185,14 +192,22 @@ class PullRequestSource(ChangeSource, abc.ABC):
         approved: bool | None
         if not pr.open:
             approved, why = False, "closed"
+        elif pr.draft:
+            approved, why = False, "a draft"
         elif pr.base.ref != branch:
             approved, why = False, f"targets branch {pr.base.ref}, not {branch}"
         else:
-            approved, why = await self.approval(repo, pr)
+            try:
+                approved, why = await self.approval(repo, pr)
+            except ApiError as exc:
+                if is_transient(exc):
+                    raise
+                # Forgejo: 403 on the permission call when the bot is no repository admin
+                raise Refused(
+                    f"{self.name} refused a call the approval rule needs: {exc}"
+                ) from None
         mergeable = pr.mergeable is not False and not pr.draft
-        if pr.draft:
-            why = why or "a draft"
-        elif pr.mergeable is False:
+        if pr.mergeable is False:
             why = why or "the system reports a conflict with the branch"
         return Review(
             id=str(pr.number),
@@ -234,6 +249,16 @@ class PullRequestSource(ChangeSource, abc.ABC):
                 False, f"{self.name}: changes of {project} merge through their pull request"
             )
         repo = self.repo_of(project)
+        try:
+            return await self._merge_review(repo, review)
+        except Refused as exc:
+            return MergeOutcome(False, str(exc))
+        except ApiError as exc:
+            if is_transient(exc):
+                raise
+            return MergeOutcome(False, f"{self.name}: {exc}")
+
+    async def _merge_review(self, repo: str, review: Review) -> MergeOutcome:
         pr = await self.pull(repo, _number(review.id))
         if pr.merged:
             # merged by an earlier try whose answer was lost, or by someone else:
