@@ -403,3 +403,18 @@ async def test_a_draft_is_not_approved_whatever_its_reviews(
     review = await source.read_review("nova", str(number))
     assert (review.approved, review.mergeable, review.why_not) == (False, False, "a draft")
     await source.close()
+
+
+async def test_a_spent_rate_limit_is_a_transient_fault(
+    github: FakeGitHub, world: World, tmp_path: Path
+) -> None:
+    from gate.faults import is_transient
+    from gate.sources.pulls.rest import ApiError
+
+    source = nova_source(github, world, tmp_path)
+    number = await open_nova(github, world)
+    github.rate_limited = True
+    with pytest.raises(ApiError) as raised:
+        await source.read_review("nova", str(number))
+    assert is_transient(raised.value) and "rate limited" in str(raised.value)
+    await source.close()

@@ -80,6 +80,8 @@ class FakeGitHub(FakeServer):
         self.repos: dict[str, Repo] = {}
         self._ids = itertools.count(1000)
         self.hook_id = 4242
+        #: answer every call as GitHub does when the token's rate limit is spent
+        self.rate_limited = False
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
@@ -315,6 +317,11 @@ class FakeGitHub(FakeServer):
         self.calls.append((request.method, request.path, body))
         if login is None:
             return _error(401, "Bad credentials")
+        if self.rate_limited:
+            # rate-limits-for-the-rest-api: 403 (or 429), x-ratelimit-remaining 0
+            answer = _error(403, "API rate limit exceeded for user ID 1.")
+            answer.headers.update({"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0"})
+            return answer
         request[LOGIN] = login
         request[BODY] = body
         return await handler(request)

@@ -100,7 +100,16 @@ class RestClient:
                 message = doc.get("message") if isinstance(doc, dict) else None
                 if not isinstance(message, str) or not message:
                     message = answer.reason or ""
-                raise ApiError(method, url, answer.status, message, doc)
+                status = answer.status
+                if status == 403 and (
+                    answer.headers.get("X-RateLimit-Remaining") == "0"
+                    or "Retry-After" in answer.headers
+                ):
+                    # GitHub's rate limits answer 403 as well as 429
+                    # (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api):
+                    # a fault that passes, not a refusal
+                    status, message = 429, f"rate limited: {message}"
+                raise ApiError(method, url, status, message, doc)
             return doc, answer.headers
 
     async def get(self, path: str, *, params: Mapping[str, str] | None = None) -> Any:

@@ -370,14 +370,8 @@ def _number(review: str) -> int:
 
 
 def _status_description(report: Report) -> str:
-    if report.phase == "enqueued":
-        where = f" in {report.queue}" if report.queue else ""
-        at = f" at position {report.position + 1}" if report.position is not None else ""
-        text = f"queued{where}{at}"
-    elif report.phase == "merged":
-        text = "merged" + (
-            f", published in generation {report.generation}" if report.generation else ""
-        )
-    else:
-        text = report.message.strip().splitlines()[0] if report.message.strip() else report.phase
-    return text[:DESCRIPTION_MAX]
+    """The report's first line, as the comment says it (without the ``rpmgate:`` the
+    status's context already says)."""
+    lines = report.message.strip().splitlines()
+    text = lines[0].removeprefix("rpmgate:").strip() if lines else report.phase
+    return text[:DESCRIPTION_MAX] or report.phase
