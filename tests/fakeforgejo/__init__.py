@@ -377,7 +377,10 @@ class FakeForgejo(FakeServer):
         401.  Anonymous reads of a public repository are allowed, writes are not."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         login = self.tokens.get(token) if scheme.lower() in ("token", "bearer") else None
-        body = await request.json() if request.can_read_body else None
+        try:
+            body = await request.json() if request.can_read_body else None
+        except ValueError:
+            return _error(400, "invalid JSON body")
         self.calls.append((request.method, request.path, body))
         if login is None and "Authorization" in request.headers:
             return _error(401, "user does not exist")

@@ -313,7 +313,10 @@ class FakeGitHub(FakeServer):
         "Bad credentials"."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         login = self.tokens.get(token) if scheme.lower() in ("bearer", "token") else None
-        body = await request.json() if request.can_read_body else None
+        try:
+            body = await request.json() if request.can_read_body else None
+        except ValueError:
+            return _error(400, "Problems parsing JSON")
         self.calls.append((request.method, request.path, body))
         if login is None:
             return _error(401, "Bad credentials")
