@@ -418,3 +418,14 @@ async def test_a_spent_rate_limit_is_a_transient_fault(
         await source.read_review("nova", str(number))
     assert is_transient(raised.value) and "rate limited" in str(raised.value)
     await source.close()
+
+
+async def test_an_answer_without_the_documented_shape_is_refused(
+    github: FakeGitHub, world: World, tmp_path: Path
+) -> None:
+    source = nova_source(github, world, tmp_path)
+    number = await open_nova(github, world)
+    github.repos["rdo/nova"].pulls[number].head_sha = "--upload-pack=touch /tmp/x"
+    with pytest.raises(Refused, match="not a pull request: head.sha"):
+        await source.read_review("nova", str(number))
+    await source.close()
