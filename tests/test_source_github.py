@@ -426,6 +426,6 @@ async def test_an_answer_without_the_documented_shape_is_refused(
     source = nova_source(github, world, tmp_path)
     number = await open_nova(github, world)
     github.repos["rdo/nova"].pulls[number].head_sha = "--upload-pack=touch /tmp/x"
-    with pytest.raises(Refused, match="not a pull request: head.sha"):
+    with pytest.raises(Refused, match=r"not a pull request: head\.sha"):
         await source.read_review("nova", str(number))
     await source.close()
