@@ -240,9 +240,7 @@ class KojiBackendConfig(DriverConfig):
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ValueError(
-                    f"unknown key {key!r} ({hint}known: {', '.join(sorted(known))})"
-                )
+                raise ValueError(f"unknown key {key!r} ({hint}known: {', '.join(sorted(known))})")
         try:
             KojiConfig(**(self.model_extra or {})).resolve()
         except (KojiConfigError, TypeError) as exc:
