@@ -42,6 +42,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gate.builders.koji_config import KojiBackendConfig, KojiConfigError
 from gate.config import Config
+from repo_state.db import engine_url
 
 #: seconds a single online probe (one git call, one HTTP request, one hub call) may take
 ONLINE_TIMEOUT = 20.0
@@ -188,6 +189,7 @@ def _database_url(config: Config) -> list[Finding]:
                 "write postgresql://user:${PASSWORD}@host/db or sqlite:////path/rpmgate.db",
             )
         ]
+    url = engine_url(config.database_url)
     dialect, _, driver = url.drivername.partition("+")
     if dialect not in DATABASES:
         close = difflib.get_close_matches(dialect, list(DATABASES), n=1, cutoff=0.6)
@@ -252,7 +254,7 @@ def _directory(key: str, path: Path) -> list[Finding]:
                 Finding(
                     key,
                     f"{path} is not writable by {user}",
-                    f"make it {user}'s (chown) or give a directory {user} can write",
+                    f"chown it to the daemon's user or give a directory {user} can write",
                 )
             ]
         return []
@@ -490,8 +492,8 @@ def online_findings(config: Config) -> list[Finding]:
 
 def _git_env() -> dict[str, str]:
     env = dict(os.environ)
-    # never wait for a password or a host key prompt; no ext:: or other helpers
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_PROTOCOL_FROM_USER="0", GIT_ASKPASS="/bin/false")
+    # never wait for a password or a host key prompt (ext:: is refused by _git)
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="/bin/false")
     env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
     return env
 
@@ -587,7 +589,7 @@ def _lookaside_base(key: str, template: str) -> list[Finding]:
 
 def _database(url: str, default: bool) -> list[Finding]:
     key = "state_dir" if default else "database_url"
-    parsed: URL = make_url(url)
+    parsed: URL = engine_url(url)
     if parsed.get_backend_name() == "sqlite":
         # connecting would create the file; the directory was checked offline
         path = parsed.database
