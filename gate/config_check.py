@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import importlib.metadata
+import json
 import os
 import re
 import socket
@@ -619,7 +620,40 @@ def _database(url: str, default: bool) -> list[Finding]:
 def _port(host: str, port: int) -> list[Finding]:
     if port == 0:
         return []
-    return [Finding("listen.port", problem, fix) for problem, fix in port_problems(host, port)]
+    findings = []
+    for problem, fix in port_problems(host, port):
+        if "already in use" in problem and _is_rpmgate(host, port):
+            # the daemon this config is for, about to be restarted (the Ansible role)
+            findings.append(
+                Finding(
+                    "listen.port",
+                    f"{host}:{port} is in use by a running rpmgate (it answers /healthz)",
+                    "it must stop before this config can listen there, as a restart does",
+                    warning=True,
+                )
+            )
+        else:
+            findings.append(Finding("listen.port", problem, fix))
+    return findings
+
+
+def _is_rpmgate(host: str, port: int) -> bool:
+    """Whether ``host:port`` answers ``/healthz`` with rpmgate's document."""
+    address = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    netloc = f"[{address}]" if ":" in address else address
+    try:
+        with urllib.request.urlopen(f"http://{netloc}:{port}/healthz", timeout=5) as resp:
+            doc = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:  # 503: rpmgate with a failing check
+        try:
+            doc = json.loads(exc.read())
+        except ValueError:
+            return False
+        finally:
+            exc.close()
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"ok", "failing", "checks"} <= set(doc)
 
 
 def port_problems(host: str, port: int) -> Iterator[tuple[str, str]]:
