@@ -8,12 +8,15 @@ right.
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -381,3 +384,26 @@ def test_a_database_that_refuses_connections_is_found_online(doc: Doc, tmp_path:
     finding = _one(_findings(doc, tmp_path / "c.yaml", online=True), "database_url")
     assert "refuses a connection" in finding.problem
     assert "pw-secret" not in str(finding)
+
+
+def test_a_running_rpmgate_on_the_port_is_only_a_warning(doc: Doc, tmp_path: Path) -> None:
+    """The Ansible role checks online before it restarts the daemon that holds the port."""
+
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"ok": False, "failing": ["loop"], "checks": []}).encode()
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthz) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        doc["listen"]["port"] = server.server_address[1]
+        finding = _one(_findings(doc, tmp_path / "c.yaml", online=True), "listen.port")
+        server.shutdown()
+    assert finding.warning
+    assert "in use by a running rpmgate" in finding.problem
