@@ -82,6 +82,9 @@ class Finding:
     fix: str = ""
     #: a probable mistake that does not stop the daemon (``$VAR`` left as written)
     warning: bool = False
+    #: about this host's files (a path missing or not writable here), not the value's
+    #: shape: the same file may be right on the host it is meant for
+    host: bool = False
 
     def __str__(self) -> str:
         text = f"{self.key}: {self.problem}"
@@ -244,40 +247,30 @@ def _directory(key: str, path: Path) -> list[Finding]:
     """``path`` is a directory the daemon's user can write, or can be created as one."""
     path = Path(path)
     user = _user()
+
+    def bad(problem: str, fix: str) -> list[Finding]:
+        return [Finding(key, problem, fix, host=True)]
+
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             kind = "a broken symlink" if not path.exists() else "not a directory"
-            return [
-                Finding(key, f"{path} is {kind}", "give a directory (it is created if missing)")
-            ]
+            return bad(f"{path} is {kind}", "give a directory (it is created if missing)")
         if not os.access(path, os.W_OK | os.X_OK):
-            return [
-                Finding(
-                    key,
-                    f"{path} is not writable by {user}",
-                    f"chown it to the daemon's user or give a directory {user} can write",
-                )
-            ]
+            return bad(
+                f"{path} is not writable by {user}",
+                f"chown it to the daemon's user or give a directory {user} can write",
+            )
         return []
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        return [
-            Finding(
-                key,
-                f"{path} cannot be created: {parent} is not a directory",
-                "give a path under a directory",
-            )
-        ]
+        return bad(f"{path} cannot be created: {parent} is not a directory", "give another path")
     if not os.access(parent, os.W_OK | os.X_OK):
-        return [
-            Finding(
-                key,
-                f"{path} does not exist and {user} cannot create it in {parent}",
-                f"create it for {user} first, or give a directory {user} can write",
-            )
-        ]
+        return bad(
+            f"{path} does not exist and {user} cannot create it in {parent}",
+            f"create it for {user} first, or give a directory {user} can write",
+        )
     return []
 
 
@@ -348,6 +341,7 @@ def _git_path(key: str, path: Path) -> list[Finding]:
                 key,
                 f"{path} does not exist" if not path.exists() else f"{path} is not a directory",
                 "give the path of a git repository (bare or not), or its URL",
+                host=True,
             )
         ]
     if (
@@ -356,7 +350,10 @@ def _git_path(key: str, path: Path) -> list[Finding]:
     ):
         return [
             Finding(
-                key, f"{path} is not a git repository", "give a repository's path (git init --bare)"
+                key,
+                f"{path} is not a git repository",
+                "give a repository's path (git init --bare)",
+                host=True,
             )
         ]
     return []
@@ -444,7 +441,8 @@ def _koji(config: Config, name: str, backend: KojiBackendConfig) -> list[Finding
     for field in ("cert", "serverca", "keytab"):
         value = getattr(conn, field)
         if value and not os.access(value, os.R_OK):
-            findings.append(Finding(f"{key}.{field}", f"{value} is not readable by {_user()}"))
+            problem = f"{value} is not readable by {_user()}"
+            findings.append(Finding(f"{key}.{field}", problem, host=True))
     kcfg = backend.koji_config()
     if "scm" in (kcfg.scratch_source, kcfg.final_source):
         for qname, queue in config.queues.items():
