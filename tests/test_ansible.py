@@ -740,6 +740,8 @@ def test_install_step_reinstalls_and_restarts_only_when_the_code_changes(tmp_pat
 def test_config_and_env_file_are_checked_together_and_never_printed(tmp_path: Path) -> None:
     etc = tmp_path / "etc"
     etc.mkdir()
+    # the project's repository exists: check-config looks
+    subprocess.run(["git", "init", "--quiet", "--bare", str(tmp_path / "nova.git")], check=True)
     roles = _local_role(tmp_path)
     check = f"{sys.executable} -m gate.cli check-config -c @CONFIG@ --env-file @ENV@"
     base = {
