@@ -407,3 +407,27 @@ def test_a_running_rpmgate_on_the_port_is_only_a_warning(doc: Doc, tmp_path: Pat
         server.shutdown()
     assert finding.warning
     assert "in use by a running rpmgate" in finding.problem
+
+
+def test_a_koji_hub_is_asked_for_its_version_a_login_and_the_targets(
+    doc: Doc, tmp_path: Path
+) -> None:
+    from tests.fakekoji import FakeKoji
+
+    with FakeKoji(tmp_path / "hub") as hub:
+        backend = {"type": "koji", "server": hub.url, "topurl": hub.topurl}
+        doc["backends"] = {"hub": {**backend, "user": "rpmgate", "password": "secret"}}
+        doc["queues"]["liberty"].update(backend="hub", target="liberty-candidate")
+        assert _findings(doc, tmp_path / "c.yaml", online=True) == []
+
+        doc["backends"]["hub"]["password"] = "wrong-password"
+        doc["queues"]["liberty"]["target"] = "mitaka-candidate"
+        found = _findings(doc, tmp_path / "c.yaml", online=True)
+        assert "login (password) to" in _one(found, "backends.hub").problem
+        assert "wrong-password" not in str(found)
+        target = _one(found, "queues.liberty.target")
+        assert target.problem.endswith("has no build target 'mitaka-candidate'")
+
+    doc["backends"]["hub"]["password"] = "secret"
+    found = _findings(doc, tmp_path / "c.yaml", online=True)
+    assert "does not answer getAPIVersion" in _one(found, "backends.hub.server").problem
