@@ -175,8 +175,9 @@ def _guess_scheme(value: str, schemes: tuple[str, ...]) -> str | None:
 
 
 def _shown(value: str) -> str:
-    """``value`` with any password of a URL in it replaced by ``***``."""
-    return re.sub(r"(://[^/@:\s]*:)[^/@\s]*@", r"\1***@", value)
+    """``value`` with the user part of any URL in it replaced by ``***``: a token
+    may be the user name (``https://${TOKEN}@host``) as well as the password."""
+    return re.sub(r"(://)[^/@\s]*@", r"\1***@", value)
 
 
 def _database_url(config: Config) -> list[Finding]:
