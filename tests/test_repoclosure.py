@@ -220,20 +220,23 @@ def test_without_a_baseline_every_problem_fails() -> None:
 
 
 def test_a_conflict_the_solver_finds_is_reported_in_its_words() -> None:
-    # beyond "some provider exists": the only provider conflicts with the package
+    # beyond "some provider exists": the item's new provider conflicts with d
     t = trees(
-        [
-            {"nevr": "d-1-1", "requires": ["nova-legacy"]},
-            {"nevr": "nova-legacy-1.0-1", "provides": []},
-        ]
+        [{"nevr": "d-1-1", "requires": ["nova-legacy"]}, {"nevr": "nova-legacy-1.0-2"}],
+        baseline=[{"nevr": "d-1-1", "requires": ["nova-legacy"]}, {"nevr": "nova-legacy-1.0-1"}],
     )
-    d = next(s for s in t.speculative.solvables_iter() if s.name == "d")
-    d.add_deparray(solv.SOLVABLE_CONFLICTS, t.pool.Dep("nova-legacy"))
+    new = next(s for s in t.speculative.solvables_iter() if s.name == "nova-legacy")
+    new.add_deparray(solv.SOLVABLE_CONFLICTS, t.pool.Dep("d"))
     t.pool.createwhatprovides()
-    failures, _ = problems(depsolve.repoclosure(t))
-    assert failures == [
-        "package d-1-1.noarch requires nova-legacy, but none of the providers can be installed"
-    ]
+    verdict = depsolve.repoclosure(t)
+    assert problems(verdict) == (
+        ["package d-1-1.noarch requires nova-legacy, but none of the providers can be installed"],
+        [],
+    )
+    assert "package nova-legacy-1.0-2.noarch conflicts with d provided by d-1-1.noarch" in (
+        verdict.failures[0].words
+    )
+    assert verdict.failures[0].cause == "introduced by this change (nova-legacy-1.0-2.noarch)"
 
 
 # --------------------------------------------------------------------------

@@ -330,7 +330,7 @@ def _say(log: TextIO, line: str) -> None:
 class Installability(DependencyJob):
     """Every package the item brings installs, with its dependencies (check-sat)."""
 
-    noun = "uninstallable package problem"
+    noun = "installability problem"
     clean = "{count} {packages} of this change can be installed{on}"
 
     def check(self, trees: Trees, digests: HeaderDigests) -> Verdict:

@@ -14,7 +14,9 @@ asked of the same solver:
   it replaces had it too: the item ships the requirement again.
 - :func:`repoclosure` (``check-repoclosure``): every package of the
   speculative repository (the base repositories' too, if asked) can be
-  installed.  A package the baseline has as the same file and that fails
+  installed; of the packages the item brings, only the requirements nothing
+  provides are its business (the rest is ``check-sat``'s, as in rpmdeplint,
+  which leaves the packages under test to it altogether).  A package the baseline has as the same file and that fails
   there with the same problem was broken already: a warning.  The comparison
   is per problem, not per package (rpmdeplint excuses a pre-broken package
   altogether): an item that breaks a second requirement of an already broken
@@ -127,7 +129,8 @@ class Trees:
             return None
         key = identity(s)
         for other in self.baseline.solvables_iter():
-            if other.nameid == s.nameid and identity(other) == key:
+            # ids are the pool's own: the baseline's are compared by their strings
+            if other.name == s.name and identity(other) == key:
                 return other
         return None
 
@@ -192,7 +195,8 @@ def describe(s: solv.XSolvable, problem: solv.Problem, cause: str) -> Finding:
         ):
             short = f"{s} requires {info.dep}"
             return Finding(str(s), short, "; ".join(words), cause, _hint(s.pool, info.dep))
-    return Finding(str(s), words[0], "; ".join(words[1:]), cause)
+    short = words[0] if str(s) in words[0] else f"{s} cannot be installed: {words[0]}"
+    return Finding(str(s), short, "; ".join(words[1:]), cause)
 
 
 def _obsoleted(pool: solv.Pool, packages: Iterable[solv.XSolvable]) -> solv.Selection:
@@ -292,9 +296,14 @@ def repoclosure(trees: Trees, *, check_bases: bool = False) -> Verdict:
             continue
         verdict.checked.add(str(s))
         findings = findings_of(solver, s)
+        mine = identity(s) in ours
+        if mine:
+            # The item's own packages: a requirement nothing provides is a hole in
+            # the repository; any other reason they cannot be installed (a
+            # conflict, a provider that cannot be installed) is installability's.
+            findings = [f for f in findings if f.problem.startswith(f"{s} requires ")]
         if not findings:
             continue
-        mine = identity(s) in ours
         twin = None if mine else trees.baseline_twin(s)
         if twin is None or baseline_solver is None:
             own = change_cause([s]) if mine else cause
@@ -415,7 +424,7 @@ def _explicit_conflicts(trees: Trees, s: solv.XSolvable, cause: str, verdict: Ve
     before: set[tuple[str, str]] = set()
     if trees.baseline is not None and trees.baseline_pool is not None:
         for old in trees.baseline.solvables_iter():
-            if old.nameid == s.nameid:
+            if old.name == s.name:
                 before |= set(_conflict_pairs(trees.baseline_pool, old))
     for pair, sentence in sorted(pairs.items()):
         if pair in before:
@@ -429,13 +438,14 @@ def upgrade(trees: Trees, *, allow_downgrade: bool = False) -> Verdict:
     verdict = Verdict()
     brought = trees.brought()
     if trees.baseline is not None:
+        compare = EvrComparison()
         for s in brought:
             trees.check_stop()
             verdict.checked.add(str(s))
             for old in trees.baseline.solvables_iter():
-                if old.nameid != s.nameid or not _same_arch_slot(s, old):
+                if old.name != s.name or not _same_arch_slot(s, old):
                     continue
-                order = trees.pool.evrcmp(s.evr, old.evr)
+                order = compare(s.evr, old.evr)
                 if order > 0 or (order == 0 and identity(old) == identity(s)):
                     continue
                 what = "downgrades" if order < 0 else "is not newer than"
@@ -443,6 +453,26 @@ def upgrade(trees: Trees, *, allow_downgrade: bool = False) -> Verdict:
                 (verdict.warnings if allow_downgrade else verdict.failures).append(finding)
     _replaced_by_others(trees, brought, verdict)
     return verdict
+
+
+class EvrComparison:
+    """rpm's version order, by libsolv's ``evrcmp``, for EVRs from any pool.
+
+    Solvables of two pools cannot be compared directly (their ids are each
+    pool's own), so both EVRs are put into a scratch pool of this object.
+    """
+
+    def __init__(self) -> None:
+        self._pool = solv.Pool()
+        self._pool.setdisttype(solv.Pool.DISTTYPE_RPM)
+        self._repo = self._pool.add_repo("evr")
+        self._a, self._b = self._repo.add_solvable(), self._repo.add_solvable()
+
+    def __call__(self, a: str, b: str) -> int:
+        """-1, 0 or 1 as ``a`` is older than, the same as or newer than ``b``."""
+        self._a.evr, self._b.evr = a, b
+        order: int = self._a.evrcmp(self._b)
+        return order
 
 
 def _same_arch_slot(a: solv.XSolvable, b: solv.XSolvable) -> bool:

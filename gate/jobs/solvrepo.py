@@ -150,7 +150,7 @@ class SolvCache:
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".solv", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
         try:
             fp = solv.xfopen_fd(None, os.dup(fd))
             try:
