@@ -16,8 +16,9 @@ asked of the same solver:
   speculative repository (the base repositories' too, if asked) can be
   installed; of the packages the item brings, only the requirements nothing
   provides are its business (the rest is ``check-sat``'s, as in rpmdeplint,
-  which leaves the packages under test to it altogether).  A package the baseline has as the same file and that fails
-  there with the same problem was broken already: a warning.  The comparison
+  which leaves the packages under test to it altogether).  A package the
+  baseline has as the same file and that fails there with the same problem
+  was broken already: a warning.  The comparison
   is per problem, not per package (rpmdeplint excuses a pre-broken package
   altogether): an item that breaks a second requirement of an already broken
   package fails.
