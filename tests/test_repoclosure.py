@@ -239,6 +239,17 @@ def test_a_conflict_the_solver_finds_is_reported_in_its_words() -> None:
     assert verdict.failures[0].cause == "introduced by this change (nova-legacy-1.0-2.noarch)"
 
 
+def test_a_kept_package_left_with_only_a_broken_provider_fails() -> None:
+    # d needed "virt"; the change replaced p, which provided it, by a version that
+    # does not, and the only other provider cannot be installed: the solver says so
+    d = {"nevr": "d-1-1", "requires": ["virt"]}
+    q = {"nevr": "q-1-1", "provides": ["virt"], "requires": ["gone"]}
+    assert closure([d, {"nevr": "p-2-1"}, q], [d, {"nevr": "p-1-1", "provides": ["virt"]}, q]) == (
+        ["d-1-1.noarch cannot be installed: nothing provides gone needed by q-1-1.noarch"],
+        ["q-1-1.noarch requires gone"],
+    )
+
+
 # --------------------------------------------------------------------------
 # The job, on real RPMs and real repodata
 # --------------------------------------------------------------------------

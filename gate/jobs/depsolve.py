@@ -105,6 +105,9 @@ class Trees:
     baseline_pool: solv.Pool | None = None
     baseline: solv.XRepo | None = None
     stop: threading.Event | None = None
+    _brought: list[solv.XSolvable] | None = field(default=None, repr=False)
+    _twins: dict[str, solv.XSolvable] | None = field(default=None, repr=False)
+    _files: dict[int, str] | None = field(default=None, repr=False)
 
     def check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -119,26 +122,49 @@ class Trees:
 
     def brought(self) -> list[solv.XSolvable]:
         """The speculative packages that are not in the baseline as the same file."""
-        if self.baseline is None:
-            return list(self.binaries(self.speculative))
-        before = {identity(s) for s in self.baseline.solvables_iter()}
-        return [s for s in self.binaries(self.speculative) if identity(s) not in before]
+        if self._brought is None:
+            before = self._baseline_files()
+            ids = self._speculative_files()
+            self._brought = [s for s in self.binaries(self.speculative) if ids[s.id] not in before]
+        return self._brought
+
+    def is_brought(self, s: solv.XSolvable) -> bool:
+        """Whether ``s`` (of the speculative repository) is one of :meth:`brought`."""
+        return self._speculative_files().get(s.id) not in self._baseline_files()
+
+    def replaced_provides(self) -> list[str]:
+        """Names the baseline's packages that are gone (removed or replaced) provided.
+
+        A package that needed one of them may now get it elsewhere, or not at all.
+        """
+        now = set(self._speculative_files().values())
+        names: set[str] = set()
+        for key, old in self._baseline_files().items():
+            if key not in now:
+                deps = old.lookup_deparray(solv.SOLVABLE_PROVIDES)
+                names |= {str(d).split(" ", 1)[0] for d in deps}
+        return sorted(names)
 
     def baseline_twin(self, s: solv.XSolvable) -> solv.XSolvable | None:
-        """The same file in the baseline."""
-        if self.baseline is None:
-            return None
-        key = identity(s)
-        for other in self.baseline.solvables_iter():
-            # ids are the pool's own: the baseline's are compared by their strings
-            if other.name == s.name and identity(other) == key:
-                return other
-        return None
+        """The same file in the baseline (ids are each pool's own: found by checksum)."""
+        return self._baseline_files().get(identity(s))
+
+    def _baseline_files(self) -> dict[str, solv.XSolvable]:
+        if self._twins is None:
+            repo = self.baseline
+            self._twins = {} if repo is None else {identity(s): s for s in repo.solvables_iter()}
+        return self._twins
+
+    def _speculative_files(self) -> dict[int, str]:
+        if self._files is None:
+            self._files = {s.id: identity(s) for s in self.speculative.solvables_iter()}
+        return self._files
 
 
-def identity(s: solv.XSolvable) -> tuple[str, str]:
+def identity(s: solv.XSolvable) -> str:
+    """What tells one package file from another: its checksum (else its NEVRA)."""
     checksum = s.lookup_checksum(solv.SOLVABLE_CHECKSUM)
-    return str(s), checksum.hex() if checksum is not None else ""
+    return checksum.hex() if checksum is not None else str(s)
 
 
 def source_of(s: solv.XSolvable) -> str:
@@ -277,27 +303,36 @@ def installability(trees: Trees) -> Verdict:
 
 
 def repoclosure(trees: Trees, *, check_bases: bool = False) -> Verdict:
-    """check-repoclosure: every package can be installed; the baseline's problems are warnings."""
+    """check-repoclosure: every package can be installed; the baseline's problems are warnings.
+
+    Every package's requirements are looked up (cheap); the solver is asked
+    only about the packages the change can affect: its own, and those that
+    need them or what they replaced, transitively.  The others install as
+    they did in the baseline, since nothing they can pull in changed.
+    Without a baseline every package is affected.
+    """
     verdict = Verdict()
     pool = trees.pool
     brought = trees.brought()
-    ours = {identity(s) for s in brought}
     cause = change_cause(brought)
     everything = [s for repo in [trees.speculative, *trees.bases] for s in trees.binaries(repo)]
     # Packages something else obsoletes or supersedes are not installed by dnf: not checked.
-    obsoleted = set(_obsoleted(pool, everything).solvables())
-    checked = list(trees.binaries(trees.speculative))
+    obsoleted = {s.id for s in _obsoleted(pool, everything).solvables()}
+    checked = [s for s in trees.binaries(trees.speculative) if s.id not in obsoleted]
     if check_bases:
-        checked += [s for repo in trees.bases for s in trees.binaries(repo)]
+        checked += [s for r in trees.bases for s in trees.binaries(r) if s.id not in obsoleted]
+    unmet, needed_by = _requirements(trees, checked)
+    affected = _affected(trees, brought, needed_by) if trees.baseline is not None else None
     solver = pool.Solver()
     baseline_solver = trees.baseline_pool.Solver() if trees.baseline_pool is not None else None
     for s in checked:
         trees.check_stop()
-        if s in obsoleted:
-            continue
         verdict.checked.add(str(s))
-        findings = findings_of(solver, s)
-        mine = identity(s) in ours
+        if affected is None or s.id in affected:
+            findings = findings_of(solver, s)
+        else:
+            findings = unmet.get(s.id, [])
+        mine = s.repo.id == trees.speculative.id and trees.is_brought(s)
         if mine:
             # The item's own packages: a requirement nothing provides is a hole in
             # the repository; any other reason they cannot be installed (a
@@ -317,6 +352,55 @@ def repoclosure(trees: Trees, *, check_bases: bool = False) -> Verdict:
             else:
                 verdict.failures.append(_caused(finding, cause))
     return verdict
+
+
+def _requirements(
+    trees: Trees, packages: list[solv.XSolvable]
+) -> tuple[dict[int, list[Finding]], dict[int, list[solv.XSolvable]]]:
+    """One pass over every requirement: what nothing provides, and who needs whom."""
+    pool = trees.pool
+    unmet: dict[int, list[Finding]] = {}
+    needed_by: dict[int, list[solv.XSolvable]] = {}
+    for s in packages:
+        trees.check_stop()
+        for dep in s.lookup_deparray(solv.SOLVABLE_REQUIRES, 0):
+            if dep.id == solv.SOLVABLE_PREREQMARKER:
+                continue
+            providers = pool.whatprovides(dep)
+            for p in providers:
+                needed_by.setdefault(p.id, []).append(s)
+            text = str(dep)
+            if not providers and not text.startswith(("(", "rpmlib(")):
+                words = f"nothing provides {text} needed by {s}"
+                finding = Finding(str(s), f"{s} requires {text}", words, "", _hint(pool, dep))
+                unmet.setdefault(s.id, []).append(finding)
+    return unmet, needed_by
+
+
+def _affected(
+    trees: Trees, brought: list[solv.XSolvable], needed_by: dict[int, list[solv.XSolvable]]
+) -> set[int]:
+    """Ids of the packages whose installation can differ from the baseline's.
+
+    The change's packages, the packages that conflict with or obsolete them,
+    the packages that require what the packages it replaced or removed
+    provided (file provides aside: a file rarely moves), and everything that
+    requires any of those, transitively.
+    """
+    pool = trees.pool
+    frontier = list(brought)
+    for s in brought:
+        frontier += pool.whatmatchessolvable(solv.SOLVABLE_CONFLICTS, s)
+        frontier += pool.whatmatchessolvable(solv.SOLVABLE_OBSOLETES, s)
+    for name in trees.replaced_provides():
+        frontier += pool.whatmatchesdep(solv.SOLVABLE_REQUIRES, pool.Dep(name))
+    affected: set[int] = set()
+    while frontier:
+        s = frontier.pop()
+        if s.id not in affected:
+            affected.add(s.id)
+            frontier += needed_by.get(s.id, ())
+    return affected
 
 
 def _caused(finding: Finding, cause: str) -> Finding:
