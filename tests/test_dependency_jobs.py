@@ -172,3 +172,15 @@ async def test_repositories_are_read_once_then_from_the_solv_cache(tmp_path: Pat
         f.write_bytes(f.read_bytes()[:20])
     result = await Installability("installability").run(ctx)
     assert not result.passed and result.summary.startswith("cannot read repository metadata")
+
+
+async def test_metadata_that_points_outside_its_repository_is_refused(tmp_path: Path) -> None:
+    rpms = tmp_path / "rpms"
+    ctx = ctx_for(tmp_path, [build_rpm(rpms, "tool", "2")], [build_rpm(rpms / "o", "tool", "1")])
+    repomd = ctx.repo_path / "x86_64" / "repodata" / "repomd.xml"
+    repomd.write_text(repomd.read_text().replace('href="repodata/', 'href="../../../../etc/'))
+
+    result = await Installability("installability").run(ctx)
+
+    assert not result.passed
+    assert "refusing metadata location '../../../../etc/" in result.summary
