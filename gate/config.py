@@ -37,7 +37,7 @@ from pydantic import (
 import gate.drivers  # noqa: F401 - registers the built-in drivers
 from gate.builders.local import LocalBackendConfig
 from gate.jobs.base import JobConfig
-from gate.jobs.repoclosure import RepoclosureJobConfig
+from gate.jobs.dependencies import RepoclosureJobConfig
 from gate.publisher_config import PublisherConfig
 from gate.refs import InvalidRef, check_branch
 from gate.registry import (
