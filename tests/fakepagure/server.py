@@ -119,6 +119,15 @@ class FakePagure:
         self.state.create_repo(project.fullname, branch, files, owner)
         return project
 
+    def adopt(self, fullname: str, owner: str, bare: Path) -> Project:
+        """A project whose repository is an existing bare repository (a test world's)."""
+        namespace, _, name = fullname.rpartition("/")
+        self.user(owner)
+        project = Project(name, namespace or None, owner, id=self.state._id())
+        self.state.projects[project.fullname] = project
+        self.state.paths[project.fullname] = bare
+        return project
+
     def fork(self, fullname: str, user: str) -> Project:
         parent = self.state.projects[fullname]
         self.user(user)
@@ -166,6 +175,67 @@ class FakePagure:
         )
         return pr
 
+    async def open_pr_from(
+        self, fullname: str, user: str, commit: str, title: str, *, branch: str = "main"
+    ) -> PullRequest:
+        """``user`` pushes ``commit`` (present in the project's repository, e.g. made by a
+        test world under a scratch ref) to a branch of their fork and opens a PR."""
+        fork_name = f"forks/{user}/{fullname}"
+        if fork_name not in self.state.projects:
+            self.fork(fullname, user)
+        branch_from = f"pr-{uuid.uuid4().hex[:8]}"
+        self._push_commit(fullname, fork_name, commit, branch_from)
+        pr = PullRequest(
+            id=self._next_pr(fullname),
+            project=fullname,
+            title=title,
+            branch=branch,
+            branch_from=branch_from,
+            repo_from=fork_name,
+            user=user,
+        )
+        self.state.prs[(fullname, pr.id)] = pr
+        commits = self.state.diff_commits(pr)
+        pr.commit_start, pr.commit_stop = commits[-1], commits[0]
+        self.state.sync_pull_ref(pr)
+        await self.notify(
+            fullname, "pull-request.new", {"pullrequest": self._pr(pr), "agent": user}
+        )
+        return pr
+
+    async def update_pr_from(self, fullname: str, pr_id: int, commit: str, message: str) -> None:
+        """The PR's branch moves to ``commit`` (a new commit on top, or a force-push)."""
+        pr = self.state.prs[(fullname, pr_id)]
+        self._push_commit(fullname, pr.repo_from or fullname, commit, pr.branch_from)
+        await self._refresh(pr, message)
+
+    def _push_commit(self, src: str, dst: str, commit: str, branch: str) -> None:
+        git(
+            self.state.repo(dst),
+            "fetch",
+            "-q",
+            str(self.state.repo(src)),
+            f"+{commit}:refs/heads/{branch}",
+        )
+
+    async def _refresh(self, pr: PullRequest, message: str) -> None:
+        """pagure/lib/git.py diff_pull_request after a push to the PR's branch."""
+        commits = self.state.diff_commits(pr)
+        pr.commit_start, pr.commit_stop = commits[-1], commits[0]
+        pr.last_updated = now()
+        self.state.sync_pull_ref(pr)
+        await self.notify(
+            pr.project,
+            "pull-request.updated",
+            {"pullrequest": self._pr(pr, with_comments=False), "agent": "pagure"},
+        )
+        self._add_comment(pr, pr.user, f"**1 new commit added**\n\n * ``{message}``\n", True)
+
+    async def receive(self, fullname: str, branch: str, old: str, new: str, user: str) -> None:
+        """The ``git.receive`` of a push made to the repository directly."""
+        revs = git(self.state.repo(fullname), "rev-list", "--reverse", new, "--not", old).split()
+        await self._receive(fullname, branch, old, revs or [new], user, None)
+
     async def push_to_pr(
         self, fullname: str, pr_id: int, files: dict[str, str], message: str
     ) -> str:
@@ -175,16 +245,7 @@ class FakePagure:
         pr = self.state.prs[(fullname, pr_id)]
         source = pr.repo_from or fullname
         sha = self.state.commit(source, pr.branch_from, files, message, pr.user)
-        commits = self.state.diff_commits(pr)
-        pr.commit_start, pr.commit_stop = commits[-1], commits[0]
-        pr.last_updated = now()
-        self.state.sync_pull_ref(pr)
-        await self.notify(
-            fullname,
-            "pull-request.updated",
-            {"pullrequest": self._pr(pr, with_comments=False), "agent": "pagure"},
-        )
-        self._add_comment(pr, pr.user, f"**1 new commit added**\n\n * ``{message}``\n", True)
+        await self._refresh(pr, message)
         return sha
 
     async def comment(self, fullname: str, pr_id: int, user: str, text: str) -> None:

@@ -205,6 +205,8 @@ class State:
     projects: dict[str, Project] = field(default_factory=dict)
     prs: dict[tuple[str, int], PullRequest] = field(default_factory=dict)
     flags: list[Flag] = field(default_factory=list)
+    #: repositories kept elsewhere (a test world's bare repositories), by fullname
+    paths: dict[str, Path] = field(default_factory=dict)
     next_id: int = 1
 
     def _id(self) -> int:
@@ -212,7 +214,7 @@ class State:
         return self.next_id
 
     def repo(self, fullname: str) -> Path:
-        return self.root / "repos" / f"{fullname}.git"
+        return self.paths.get(fullname) or self.root / "repos" / f"{fullname}.git"
 
     # -- records -----------------------------------------------------------------------
     def add_user(self, name: str, fullname: str = "") -> User:
