@@ -41,18 +41,26 @@ class Scene:
     client: TestClient
     pagure: FakePagure
     hold: Path
+    #: the second Pagure instance (connection ``centos``)
+    other: FakePagure
 
     def url(self, connection: str = "fedora") -> str:
         return str(self.client.make_url(f"/api/sources/{connection}/webhook"))
 
     async def open_pr(
-        self, project: str, spec: Any, title: str, user: str = "contributor", on: str | None = None
+        self,
+        project: str,
+        spec: Any,
+        title: str,
+        user: str = "contributor",
+        message: str | None = None,
+        on: FakePagure | None = None,
     ) -> PullRequest:
-        ref = self.world.propose(project, spec, title, on=on)
+        ref = self.world.propose(project, spec, message or title)
         remote = self.world.remote(project)
         commit = git(remote, "rev-parse", ref)
         git(remote, "update-ref", "-d", ref)  # the world's scratch ref is not Pagure's
-        return await self.pagure.open_pr_from(f"rpms/{project}", user, commit, title)
+        return await (on or self.pagure).open_pr_from(f"rpms/{project}", user, commit, title)
 
     async def new_commit(self, project: str, pr: PullRequest, spec: Any, message: str) -> str:
         ref = self.world.propose(project, spec, message, on=f"refs/pull/{pr.id}/head")
@@ -65,22 +73,20 @@ class Scene:
     def deliveries(self) -> list[Delivery]:
         with session(self.gate.engine) as s:
             return list(
-                s.exec(
-                    select(Delivery).where(Delivery.source == "fedora").order_by(col(Delivery.id))
-                )
+                s.exec(select(Delivery).where(Delivery.source != "api").order_by(col(Delivery.id)))
             )
 
     async def settled(self, timeout: float = 120) -> None:
         """Every delivery processed (the items may still be running)."""
         await until(lambda: all(d.processed_at for d in self.deliveries()), timeout)
 
-    def items(self, pr: PullRequest) -> list[ItemRow]:
+    def items(self, pr: PullRequest, source: str = "fedora") -> list[ItemRow]:
         with session(self.gate.engine) as s:
             return list(
                 s.exec(
                     select(ItemRow)
                     .join(ChangeRow, col(ChangeRow.id) == col(ItemRow.change_id))
-                    .where(ChangeRow.review == str(pr.id), ChangeRow.source == "fedora")
+                    .where(ChangeRow.review == str(pr.id), ChangeRow.source == source)
                     .order_by(col(ItemRow.id))
                 ).all()
             )
@@ -92,6 +98,12 @@ class Scene:
         return [(f.commit_hash, f.status) for f in self.pagure.state.flags if f.user == "gatebot"]
 
 
+def nova_posts(s: Scene) -> int:
+    with session(s.gate.engine) as db:
+        rows = db.exec(select(ItemRow).where(ItemRow.kind == "post", ItemRow.project == "nova"))
+        return len(rows.all())
+
+
 async def until(check: Callable[[], bool], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -101,30 +113,44 @@ async def until(check: Callable[[], bool], timeout: float = 120) -> None:
 
 @asynccontextmanager
 async def scene(
-    world: World, aiohttp_client: ClientFactory, tmp_path: Path, **connection: Any
+    world: World,
+    aiohttp_client: ClientFactory,
+    tmp_path: Path,
+    centos: tuple[str, ...] = (),
+    **connection: Any,
 ) -> AsyncIterator[Scene]:
+    """A gate whose projects are on the fake Pagure ``fedora``; those named in
+    ``centos`` are on a second Pagure instance, connection ``centos``."""
     pagure = FakePagure(tmp_path / "pagure")
+    other = FakePagure(tmp_path / "pagure2")
     await pagure.start()
-    token = pagure.token("gatebot", BOT_ACLS)
-    keys = {}
-    for name in world.projects:
-        project = pagure.adopt(f"rpms/{name}", "maintainer", world.remote(name))
-        project.access_users["commit"].append(pagure.user("gatebot"))
-        project.access_groups["commit"].append("packagers")
-        keys[project.fullname] = project.hook_token
-    pagure.group("packagers", ["sigmember"])
+    await other.start()
     doc = world.config()
-    doc["sources"] = {
-        "fedora": {
+    doc["sources"] = {}
+    for source, fake, names in (
+        ("fedora", pagure, [n for n in world.projects if n not in centos]),
+        ("centos", other, list(centos)),
+    ):
+        if not names:
+            continue
+        keys = {}
+        for name in names:
+            project = fake.adopt(f"rpms/{name}", "maintainer", world.remote(name))
+            project.access_users["commit"].append(fake.user("gatebot"))
+            project.access_groups["commit"].append("packagers")
+            keys[project.fullname] = project.hook_token
+            doc["projects"][name].update(source=source, name=f"rpms/{name}")
+        fake.group("packagers", ["sigmember"])
+        # a contributor's fork whose owner pointed its web-hook at the gate too
+        fork = fake.fork(f"rpms/{names[0]}", "contributor")
+        keys[fork.fullname] = fork.hook_token
+        doc["sources"][source] = {
             "type": "pagure",
-            "url": pagure.url,
-            "token": token,
+            "url": fake.url,
+            "token": fake.token("gatebot", BOT_ACLS),
             "webhook_keys": keys,
             **connection,
         }
-    }
-    for name, project in doc["projects"].items():
-        project.update(source="fedora", name=f"rpms/{name}")
     hold = tmp_path / "go"
     hold.touch()  # the bootstrap goes through
     wait = f"while [ ! -e {hold} ]; do sleep 0.05; done"
@@ -132,12 +158,14 @@ async def scene(
     queue["jobs"] = ["repoclosure", {"type": "command", "name": "hold", "command": wait}]
     try:
         async with served(world, aiohttp_client, **doc) as (gate, client):
-            here = Scene(world, gate, client, pagure, hold)
-            for project in pagure.state.projects.values():
-                project.webhooks.append(here.url())
+            here = Scene(world, gate, client, pagure, hold, other)
+            for source, fake in (("fedora", pagure), ("centos", other)):
+                for project in fake.state.projects.values():
+                    project.webhooks.append(here.url(source))
             yield here
     finally:
         await pagure.stop()
+        await other.stop()
 
 
 async def test_a_pr_approved_by_a_committer_is_tested_merged_through_pagure_and_reported(
@@ -230,13 +258,16 @@ async def test_a_push_is_a_post_item_a_fork_push_is_not_and_a_moved_pr_is_not_me
             posts = db.exec(select(ItemRow).where(ItemRow.kind == "post")).all()
         assert any(p.result == "merged" for p in posts if p.project == "ceilometer")
 
-        # a push to a contributor's fork, signed with the fork's key: seen, not acted on
-        fork = s.pagure.fork("rpms/nova", "contributor")
-        fork.webhooks.append(s.url())
-        count = len(s.deliveries())
+        # a push to a contributor's fork, signed with the fork's key: stored, not acted on
+        fork = s.pagure.state.projects["forks/contributor/rpms/nova"]
+        posts_before = nova_posts(s)
         await s.pagure.push(fork.fullname, "main", {"x": "y"}, "in my fork", "contributor")
-        assert s.pagure.sent[-1].answers == [403]  # no key for the fork: refused
-        assert len(s.deliveries()) == count
+        assert s.pagure.sent[-1].answers == [202]
+        await s.settled()
+        await s.gate.wait_idle(180)
+        stored = s.deliveries()[-1]
+        assert stored.event_type == "pagure.git.receive" and stored.error is None
+        assert nova_posts(s) == posts_before
 
         # a PR that moves while its item is tested, with the event lost: not merged
         s.hold.unlink()
@@ -252,4 +283,66 @@ async def test_a_push_is_a_post_item_a_fork_push_is_not_and_a_moved_pr_is_not_me
         assert f"review {pr.id} moved to" in (item.failure or "")
         assert pr.status == "Open"
         assert not any(c[1].endswith("/merge") for c in s.pagure.calls)
+        check_invariants(s.gate)
+
+
+async def test_pagure_merging_a_newer_head_than_tested_is_not_published_as_tested(
+    world: World, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    """Pagure's merge has no guard on the head: a push between the gate's last read
+    and Pagure's merge task is merged too.  The gate's tree check catches it."""
+    async with scene(world, aiohttp_client, tmp_path) as s:
+        pr = await s.open_pr("nova", NOVA_1201, "Update to 12.0.1")
+        pushed: list[str] = []
+
+        async def race(_: PullRequest) -> None:
+            if not pushed:  # the contributor pushes while Pagure's merge task is queued
+                s.pagure.state.projects["rpms/nova"].webhooks.clear()
+                pushed.append(
+                    await s.new_commit("nova", pr, replace(NOVA_1201, release="2"), "late")
+                )
+
+        s.pagure.during_merge = race
+        await s.pagure.comment("rpms/nova", pr.id, "maintainer", "/gate")
+        await s.settled()
+        await s.gate.wait_idle(180)
+        [item] = s.items(pr)
+        assert pr.status == "Merged" and s.world.branch_head("nova") == pushed[0]
+        assert item.result == "superseded" and "not the tested tree" in (item.failure or "")
+        with session(s.gate.engine) as db:
+            posts = db.exec(select(ItemRow).where(ItemRow.kind == "post")).all()
+        assert [p.result for p in posts if p.project == "nova"][-1] == "merged"
+        check_invariants(s.gate)
+
+
+async def test_a_pr_depending_on_a_pr_of_another_pagure_is_tested_and_merged_behind_it(
+    world: World, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    async with scene(world, aiohttp_client, tmp_path, centos=("ceilometer",)) as s:
+        s.hold.unlink()
+        nova = await s.open_pr("nova", NOVA_1201, "Update to 12.0.1")
+        nova_url = f"{s.pagure.url}/rpms/nova/pull-request/{nova.id}"
+        ceilo = await s.open_pr(
+            "ceilometer",
+            CEILO_801,
+            "Update to 8.0.1",
+            message=f"Update to 8.0.1\n\nDepends-On: {nova_url}\n",
+            on=s.other,
+        )
+        await s.other.comment("rpms/ceilometer", ceilo.id, "maintainer", "/gate")
+        await s.settled()
+        assert s.items(ceilo, "centos") == []
+        refused = s.deliveries()[-1]
+        assert f"depends on {nova_url}, which is not approved" in (refused.error or "")
+
+        await s.pagure.comment("rpms/nova", nova.id, "maintainer", "/gate")
+        await s.other.comment("rpms/ceilometer", ceilo.id, "maintainer", "/gate")
+        await s.settled()
+        [n] = s.items(nova)
+        [c] = s.items(ceilo, "centos")
+        assert n.active and c.active and n.seq < c.seq
+        s.hold.touch()
+        await s.gate.wait_idle(180)
+        assert results(s.gate) == {"merged": ["Update to 12.0.1", "Update to 8.0.1"]}
+        assert (nova.status, ceilo.status) == ("Merged", "Merged")
         check_invariants(s.gate)

@@ -33,9 +33,9 @@ from gate.registry import DriverConfig
 
 #: Pagure's flag statuses (pagure/default_config.py FLAG_STATUSES_LABELS)
 FlagStatus = Literal["success", "failure", "error", "pending", "canceled"]
-#: a project's path on Pagure: ``name`` or ``namespace/name`` (pagure/lib/model.py
-#: Project.fullname; forks are ``forks/<user>/...`` and never a gate project)
-PROJECT_PATH = re.compile(r"^(?:[A-Za-z0-9_.+-]+/)?[A-Za-z0-9_.+-]+$")
+#: a project's path on Pagure: ``name`` or ``namespace/name``, a fork's
+#: ``forks/<user>/...`` (pagure/lib/model.py Project.fullname)
+PROJECT_PATH = re.compile(r"^(?:forks/[A-Za-z0-9_.+-]+/)?(?:[A-Za-z0-9_.+-]+/)?[A-Za-z0-9_.+-]+$")
 
 
 class _Section(BaseModel):
@@ -138,6 +138,7 @@ class PagureConfig(DriverConfig):
     #: pull_request_comment); null: read-only (no merge, no report)
     token: SecretStr | None = None
     #: the "Private web-hook key" of each project (Settings > Hooks), by project path
+    #: (a fork's key makes its pushes seen and ignored rather than refused)
     webhook_keys: dict[str, SecretStr] = {}
     #: the key of projects not listed in ``webhook_keys`` (one key for all; rare)
     webhook_key: SecretStr | None = None
