@@ -277,8 +277,10 @@ class FakePagure:
         user: str = "packager",
     ) -> str:
         """A direct push; pagure/hooks/default.py send_notifications: ``git.receive``."""
-        old = self.state.head(fullname, branch)
+        repo = self.state.repo(fullname)
+        old = git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{branch}", check=False)
         sha = self.state.commit(fullname, branch, files, message, user)
+        old = old or "0" * 40  # a new branch
         await self._receive(fullname, branch, old, [sha], user, None)
         return sha
 

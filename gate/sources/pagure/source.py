@@ -216,7 +216,7 @@ class PagureSource(ChangeSource):
             and f.get("commit_hash") in (None, head)
             for f in flags
         )
-        wanted = f"a {rule.flag.status} flag from {rule.flag.user}"
+        wanted = f"{rule.flag.status} flag from {rule.flag.user}"
         if rule.command is None:
             return flagged, "" if flagged else f"no {wanted} on {head[:12]}"
         if rule.require == "any":
