@@ -186,6 +186,10 @@ class PagureSource(ChangeSource):
         if branch != target:
             approved, why = False, f"targets {branch!r}; the gate merges into {target!r}"
         mergeable = doc.get("cached_merge_status") != "CONFLICTS"
+        if not mergeable:
+            why = "Pagure finds conflicts with the branch"
+        elif approved is None and not why:
+            why = f"waiting for {self.config.approval.command} from someone with commit access"
         return Review(
             id=str(int(review)),
             project=project,
@@ -198,7 +202,7 @@ class PagureSource(ChangeSource):
             open=status == "Open",
             merged=status == "Merged",
             approved=approved,
-            why_not=why or ("" if mergeable else "Pagure finds conflicts with the branch"),
+            why_not=why,
             mergeable=mergeable,
         )
 
