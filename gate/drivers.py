@@ -37,6 +37,8 @@ from gate.sources.github.config import GitHubConfig
 from gate.sources.github.source import GitHubSource
 from gate.sources.gitlab.config import GitLabConfig
 from gate.sources.gitlab.source import GitLabSource
+from gate.sources.pagure.config import PagureConfig
+from gate.sources.pagure.source import PagureSource
 from gate.sources.plaingit import PlainGitConfig, PlainGitSource
 from publishers.createrepo import Publisher
 from repo_state.pool import Pool
@@ -68,6 +70,7 @@ SOURCES.register(SourceDriver("git", PlainGitConfig, PlainGitSource.create))
 SOURCES.register(SourceDriver("gitlab", GitLabConfig, GitLabSource.create))
 SOURCES.register(SourceDriver("github", GitHubConfig, GitHubSource.create))
 SOURCES.register(SourceDriver("forgejo", ForgejoConfig, ForgejoSource.create))
+SOURCES.register(SourceDriver("pagure", PagureConfig, PagureSource.create))
 BACKENDS.register(BackendDriver("local", LocalBackendConfig, _local))
 BACKENDS.register(BackendDriver("koji", KojiBackendConfig, _koji))
 JOBS.register(JobDriver("repoclosure", RepoclosureJobConfig, repoclosure_job))
