@@ -48,4 +48,4 @@ def review_post(
     labels: dict[str, int] = {}
     if config.vote and phase == "failed":
         labels[config.verified_label] = config.verified_failure
-    return ReviewPost("rpmgate: " + "\n".join(lines), labels)
+    return ReviewPost("\n".join(lines), labels)

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -36,7 +35,7 @@ from gate.sources.gerrit.config import GerritConfig
 from gate.sources.gerrit.reporter import review_post
 from gate.sources.gerrit.stream import StreamEvents
 from gate.sources.gerrit.verify import verify
-from gate.sources.webhooks import accept, read_body, refuse
+from gate.sources.webhooks import accept, json_object, path, read_body, refuse
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +95,25 @@ class GerritSource(ChangeSource):
     def routes(self) -> list[web.RouteDef]:
         if self.config.webhook is None:
             return []
-        path = f"/api/sources/{self.name}/events"
         if self.config.webhook.token is not None:
-            return [web.post(path + "/{token}", self._webhook)]
-        return [web.post(path, self._webhook)]
+            return [web.post(path(self.name, "events", "{token}"), self._webhook)]
+        return [web.post(path(self.name, "events"), self._webhook)]
 
     async def _webhook(self, request: web.Request) -> web.Response:
         assert self.config.webhook is not None
         problem = verify(self.config.webhook, request.match_info.get("token"), request.remote)
         if problem is not None:
             return refuse(request, self.name, *problem)
-        body = await read_body(request)
+        body = await read_body(request, self.name)
+        if isinstance(body, web.Response):
+            return body
+        payload = json_object(request, self.name, body)
+        if isinstance(payload, web.Response):
+            return payload
         try:
-            payload = json.loads(body)
             kind = hints.event_type(payload)
-        except (ValueError, AttributeError, hints.Malformed):
-            return refuse(request, self.name, 400, "not a Gerrit event (JSON with a type)")
+        except hints.Malformed:
+            return refuse(request, self.name, 400, "not a Gerrit event: no type")
         if self.parts.store is None:
             return refuse(request, self.name, 503, "this gate stores no events")
         return await accept(
@@ -276,6 +278,7 @@ class GerritSource(ChangeSource):
             url=url,
             owner=str(owner.get("username") or owner.get("name") or ""),
             open=is_open,
+            merged=change.get("status") == "MERGED",
             approved=approved,
             why_not=why_not,
             mergeable=mergeable,
