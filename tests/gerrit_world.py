@@ -25,7 +25,7 @@ from tests.fakegerrit.state import GerritState, git
 
 TOKEN = "gerrit-webhook-token-0123456789abcdefghij"
 ServerFactory = Callable[..., Awaitable[TestServer]]
-ClientFactory = Callable[..., Awaitable[TestClient]]
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 def gerrit_name(project: str) -> str:
@@ -127,7 +127,7 @@ async def gate_served(
     fakes: list[GerritWorld],
     source_names: list[str],
     hold: Path | None = None,
-) -> AsyncIterator[tuple[Gate, TestClient]]:
+) -> AsyncIterator[tuple[Gate, TestClient[Any, Any]]]:
     """The gate with its web app on a real port; each fake posts its webhooks there."""
     gate = Gate(parse_config(doc))
     try:

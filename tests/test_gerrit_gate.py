@@ -9,17 +9,23 @@ on back.  Every scenario ends with the invariant checks.
 
 from __future__ import annotations
 
-import json
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import asyncssh
 import pytest
 from sqlmodel import col, select
 
+from gate.daemon import Gate
 from gate.demo_world import World
 from gate.sources.gerrit import hints
 from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, ItemRow
 from tests.conftest import CEILO_801, HORIZON_BROKEN, NOVA_1201
+from tests.fakegerrit.ssh import StreamEventsServer
+from tests.fakegerrit.state import git
 from tests.gerrit_world import (
     TOKEN,
     ClientFactory,
@@ -74,9 +80,9 @@ async def test_approve_test_submit_and_report_back(
         assert failed.startswith("Patch Set 1: Verified-1\n\nrpmgate: ")
         assert "rpmbuild failed" in failed and "- Log: http" in failed, failed
         with session(gate.engine) as s:
-            change = s.exec(select(ChangeRow).where(ChangeRow.title == "A")).one()
-        assert (change.review, change.url) == (str(a), g.change_url(a))
-        assert change.ref == f"refs/changes/{a:02d}/{a}/1"
+            row = s.exec(select(ChangeRow).where(ChangeRow.title == "A")).one()
+        assert (row.review, row.url) == (str(a), g.change_url(a))
+        assert row.ref == f"refs/changes/{a:02d}/{a}/1"
         check_invariants(gate)
 
 
@@ -144,7 +150,7 @@ async def test_a_new_patch_set_and_an_abandon_dequeue(
         # the new one waits for a new approval (Code-Review is not carried on a rework)
         g.upload(
             "nova",
-            NOVA_1201.__class__(**{**NOVA_1201.__dict__, "release": "2"}),
+            replace(NOVA_1201, release="2"),
             "A",
             change_id=g.state.changes[a].change_id,
         )
@@ -189,8 +195,6 @@ async def test_a_trivial_rebase_keeps_the_item(
         # the same commit message on the same parent with nothing changed: NO_CHANGE
         # is not a new patch set in Gerrit; a new message (NO_CODE_CHANGE) is
         work = world.workdir("nova")
-        from tests.fakegerrit.state import git
-
         git(
             work,
             "commit",
@@ -267,7 +271,7 @@ async def test_a_change_that_moved_is_not_merged(
         webhooks, g.fake.webhooks = g.fake.webhooks, []
         g.upload(
             "nova",
-            NOVA_1201.__class__(**{**NOVA_1201.__dict__, "release": "3"}),
+            replace(NOVA_1201, release="3"),
             "A",
             change_id=g.state.changes[a].change_id,
         )
@@ -287,10 +291,8 @@ async def test_a_change_that_moved_is_not_merged(
         check_invariants(gate)
 
 
-def _items(gate: object, review: int) -> list[ItemRow]:
-    from sqlmodel import col
-
-    with session(gate.engine) as s:  # type: ignore[attr-defined]
+def _items(gate: Gate, review: int) -> list[ItemRow]:
+    with session(gate.engine) as s:
         return list(
             s.exec(
                 select(ItemRow)
@@ -301,4 +303,112 @@ def _items(gate: object, review: int) -> list[ItemRow]:
         )
 
 
-_ = json
+async def test_depends_on_a_change_on_another_gerrit(
+    world: World, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory
+) -> None:
+    """nova lives on one Gerrit, ceilometer on another; B needs A's nova."""
+    g1 = await start_fake(world, aiohttp_server, ["nova", "horizon", "python-django"])
+    g2 = await start_fake(world, aiohttp_server, ["ceilometer"])
+    doc = world.config()
+    doc["sources"] = {"review": gerrit_source(g1), "other": gerrit_source(g2)}
+    use_gerrit(doc, "review", ["nova", "horizon", "python-django"])
+    use_gerrit(doc, "other", ["ceilometer"])
+    async with gate_served(doc, aiohttp_client, [g1, g2], ["review", "other"]) as (gate, _):
+        a = g1.upload("nova", NOVA_1201, "A")
+        b = g2.upload("ceilometer", CEILO_801, "B", depends=g1.change_url(a))
+        g2.approve(b)
+        await settle(gate, g1, g2)
+        assert results(gate) == {}
+        with session(gate.engine) as s:
+            errors = {d.error for d in s.exec(select(Delivery)) if d.error}
+        assert errors == {
+            f"depends on {g1.change_url(a)}, which is not approved: "
+            "needs Code-Review +2; needs Workflow +1"
+        }
+
+        g1.approve(a)  # A goes in on its own; B is not asked about again...
+        change_b = g2.state.changes[b]
+        g2.state.review(
+            change_b, change_b.current, g2.state.account("core"), {"message": "recheck"}
+        )
+        await settle(gate, g1, g2)  # ... until a comment on B
+        assert results(gate) == {"merged": ["A", "B"]}
+        assert g1.state.changes[a].status == g2.state.changes[b].status == "MERGED"
+        check_invariants(gate)
+
+
+async def test_dependencies_enqueue_together_across_gerrits(
+    world: World, tmp_path: Path, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory
+) -> None:
+    g1 = await start_fake(world, aiohttp_server, ["nova", "horizon", "python-django"])
+    g2 = await start_fake(world, aiohttp_server, ["ceilometer"])
+    doc = world.config()
+    doc["sources"] = {"review": gerrit_source(g1), "other": gerrit_source(g2)}
+    use_gerrit(doc, "review", ["nova", "horizon", "python-django"])
+    use_gerrit(doc, "other", ["ceilometer"])
+    async with gate_served(doc, aiohttp_client, [g1, g2], ["review", "other"]) as (gate, _):
+        a = g1.upload("nova", NOVA_1201, "A")
+        g1.approve(a)
+        b = g2.upload("ceilometer", CEILO_801, "B", depends=g1.change_url(a))
+        g2.approve(b)
+        await settle(gate, g1, g2)
+        assert results(gate) == {"merged": ["A", "B"]}
+        check_invariants(gate)
+
+
+async def test_stream_events_resume_without_loss(
+    world: World, tmp_path: Path, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory
+) -> None:
+    """Events over SSH; what happens while the connection is down is found by the catch-up."""
+    g = await start_fake(world, aiohttp_server, ALL)
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    key_file = tmp_path / "id_ed25519"
+    client_key.write_private_key(str(key_file))
+    ssh = StreamEventsServer(g.state, host_key, client_key.export_public_key().decode())
+    await ssh.start()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{ssh.port} {host_key.export_public_key().decode()}")
+    doc = world.config()
+    stream = {
+        "host": "127.0.0.1",
+        "port": ssh.port,
+        "user": "rpmgate",
+        "key": str(key_file),
+        "known_hosts": str(known),
+        "max_backoff": 0.5,
+    }
+    doc["sources"] = {
+        "review": {k: v for k, v in gerrit_source(g, stream=stream).items() if k != "webhook"}
+    }
+    use_gerrit(doc, "review", ALL)
+    try:
+        async with gate_served(doc, aiohttp_client, [], []) as (gate, _):
+            source = gate.sources["review"]
+            await _until(lambda: source.stream is not None and source.stream.live.is_set())  # type: ignore[attr-defined]
+            a = g.upload("nova", NOVA_1201, "A")
+            g.approve(a)
+            await _until(lambda: g.state.changes[a].status == "MERGED")
+            await gate.wait_idle(120)
+
+            ssh.drop()  # Gerrit restarts: what happens now is not streamed to anyone
+            await _until(lambda: not source.stream.live.is_set())  # type: ignore[attr-defined]
+            b = g.upload("ceilometer", CEILO_801, "B")
+            g.approve(b)
+            await _until(lambda: source.stream.live.is_set())  # type: ignore[attr-defined]
+            await _until(lambda: g.state.changes[b].status == "MERGED")
+            await gate.wait_idle(120)
+            assert results(gate) == {"merged": ["A", "B"]}
+            assert source.stream.connections == 2  # type: ignore[attr-defined]
+            with session(gate.engine) as s:
+                types = {d.event_type for d in s.exec(select(Delivery))}
+            assert "gerrit.rpmgate-catch-up" in types and "gerrit.rpmgate-branch-head" in types
+            check_invariants(gate)
+    finally:
+        await ssh.stop()
+
+
+async def _until(check: Callable[[], bool], timeout: float = 120) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.05)

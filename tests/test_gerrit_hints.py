@@ -201,8 +201,8 @@ def test_config_keeps_secrets_out_of_its_repr() -> None:
         url="https://review.example.org/r/",
         user="rpmgate",
         password=SecretStr("hunter2"),
-        webhook={"token": TOKEN},
-    )  # type: ignore[arg-type]
+        webhook=WebhookConfig(token=SecretStr(TOKEN)),
+    )
     assert "hunter2" not in repr(config) and TOKEN not in repr(config)
     assert (
         config.git_url("openstack/nova-distgit")
@@ -252,7 +252,7 @@ def test_openstack_recipe_needs_a_plus_two_and_workflow() -> None:
 
 
 def test_trivial_rebases_and_message_edits_are_the_same_code() -> None:
-    change = {
+    change: dict[str, Any] = {
         "current_revision": "c" * 40,
         "revisions": {
             "a" * 40: {"_number": 1, "kind": "REWORK"},

@@ -470,7 +470,7 @@ class GerritState:
         text = f"Patch Set {ps.number}:{' ' + votes if votes else ''}"
         if message:
             text += f"\n\n{message}"
-        tag = body.get("tag") if isinstance(body.get("tag"), str) else ""
+        tag = str(body.get("tag") or "")
         change.messages.append(self._message(who, text, ps, tag))
         change.updated = self.clock()
         self._meta_updated(change, who)
