@@ -412,3 +412,14 @@ async def _until(check: Callable[[], bool], timeout: float = 120) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.05)
+
+
+async def test_the_demo_through_gerrit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gate.demo import run_demo
+
+    assert await run_demo(tmp_path / "demo", source="gerrit") == 0
+    out = capsys.readouterr().out
+    assert "outcome: as expected" in out
+    assert "A gerrit change 1: MERGED, Verified+1 on patch set 1" in out
+    assert "C gerrit change 3: NEW, Verified-1 on patch set 1" in out
+    assert "rpmgate says: Patch Set 1: Verified+1" in out
