@@ -14,9 +14,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from gate.config import ProjectConfig
+from gate.merger import Merger
+from gate.sources.base import SourceParts
 from gate.sources.gerrit.approval import equivalent_revisions, evaluate
 from gate.sources.gerrit.client import GerritClient, GerritError
-from gate.sources.gerrit.config import OPENSTACK_APPROVALS
+from gate.sources.gerrit.config import OPENSTACK_APPROVALS, GerritConfig
+from gate.sources.gerrit.source import GerritSource
 from tests.fakegerrit import BOT_PASSWORD, accounts, commit_file, push
 from tests.fakegerrit.server import FakeGerrit
 from tests.fakegerrit.state import GerritState, git
@@ -230,3 +234,64 @@ async def test_a_trivial_rebase_keeps_the_approval_and_is_the_same_code(gerrit: 
     assert change["revisions"][current]["kind"] == "TRIVIAL_REBASE"
     assert equivalent_revisions(change) == (first,)
     assert evaluate(change, OPENSTACK_APPROVALS) == (True, "")
+
+
+# -- the source's REST side, against the fake ---------------------------------------
+
+
+def gerrit_source(g: Gerrit, tmp_path: Path) -> GerritSource:
+    from pydantic import SecretStr
+
+    config = GerritConfig(url=g.state.url, user="rpmgate", password=SecretStr(BOT_PASSWORD))
+    nova = ProjectConfig(git=str(g.repo), name=NOVA, branch="main")
+    return GerritSource.create(
+        "review", config, SourceParts({"nova": nova}, Merger(tmp_path / "m"))
+    )
+
+
+async def test_read_review_says_what_gerrit_says_now(gerrit: Gerrit, tmp_path: Path) -> None:
+    source = gerrit_source(gerrit, tmp_path)
+    try:
+        commit_file(gerrit.work, "a", "1")
+        number, _ = push(gerrit.state, gerrit.work, NOVA, "Update nova")
+        review = await source.read_review("nova", str(number))
+        ps = gerrit.state.changes[number].current
+        assert (review.revision, review.fetch_ref, review.branch) == (
+            ps.revision,
+            f"refs/changes/{number:02d}/{number}/1",
+            "main",
+        )
+        assert (review.open, review.approved, review.mergeable) == (True, False, True)
+        assert review.why_not == "needs Code-Review +2; needs Workflow +1"
+        assert (
+            review.url == f"{gerrit.state.url}/c/{NOVA}/+/{number}" and review.owner == "packager"
+        )
+        approve(gerrit, number)
+        assert (await source.read_review("nova", str(number))).approved is True
+        gone = await source.read_review("nova", "999")
+        assert (gone.open, gone.approved) == (False, False) and "not in review" in gone.why_not
+    finally:
+        await source.close()
+
+
+async def test_merge_is_guarded_and_safe_to_repeat(gerrit: Gerrit, tmp_path: Path) -> None:
+    source = gerrit_source(gerrit, tmp_path)
+    try:
+        commit_file(gerrit.work, "a", "1")
+        number, _ = push(gerrit.state, gerrit.work, NOVA, "Update nova")
+        approve(gerrit, number)
+        review = await source.read_review("nova", str(number))
+        change_id = gerrit.state.changes[number].change_id
+        commit_file(gerrit.work, "a", "2")
+        push(gerrit.state, gerrit.work, NOVA, "Update nova", change_id=change_id)
+        moved = await source.merge("nova", review.revision, review)
+        assert not moved.ok and moved.reason.startswith(f"change {number} moved to ")
+        approve(gerrit, number)
+        review = await source.read_review("nova", str(number))
+        first = await source.merge("nova", review.revision, review)
+        again = await source.merge("nova", review.revision, review)  # after a crash
+        assert first.ok and again.ok and first.head == again.head == review.revision
+        votes = gerrit.state.changes[number].votes
+        assert votes[(2, "Verified", gerrit.state.account("rpmgate").id)] == 1
+    finally:
+        await source.close()

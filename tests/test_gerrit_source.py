@@ -91,3 +91,37 @@ def test_depends_on_urls(tmp_path: Path) -> None:
     )
     assert gerrit.change_url("nova", 7) == f"{URL}/c/openstack/nova-distgit/+/7"
     assert gerrit.scm_url("nova") == f"git+{URL}/openstack/nova-distgit.git"
+
+
+async def test_the_webhook_route_refuses_before_storing(
+    tmp_path: Path, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aiohttp import web
+
+    stored: list[tuple[str, str, str | None]] = []
+
+    def store(source: str, event_type: str, payload: dict[str, Any], key: str | None) -> bool:
+        stored.append((source, event_type, key))
+        return True
+
+    token = "k" * 40
+    for allow, status in ((("192.0.2.0/24",), 403), (("127.0.0.1",), 202)):
+        config = GerritConfig(
+            url=URL, webhook=WebhookConfig(token=SecretStr(token), allow_from=allow)
+        )
+        nova = ProjectConfig(git="/x", name="openstack/nova", branch="master")
+        parts = SourceParts(projects={"nova": nova}, merger=Merger(tmp_path), store=store)
+        app = web.Application()
+        app.add_routes(GerritSource.create("rdo", config, parts).routes())
+        client = await aiohttp_client(app)
+        event = captured("stream-events-ferrit.jsonl")[-1]
+        right = await client.post(f"/api/sources/rdo/events/{token}", json=event)
+        assert right.status == status
+        wrong = await client.post("/api/sources/rdo/events/" + "w" * 40, json=event)
+        assert wrong.status == (403 if status == 403 else 401)
+    assert stored == [("rdo", "gerrit.comment-added", stored[0][2])] and stored[0][2]
+    assert (
+        "rdo: webhook from 127.0.0.1 refused (403): address 127.0.0.1 is not in allow_from"
+        in caplog.text
+    )
+    assert token not in caplog.text
