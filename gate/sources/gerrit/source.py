@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -43,6 +45,12 @@ log = logging.getLogger(__name__)
 #: a stream-events reconnection found (a change updated, a branch's head)
 CATCH_UP_CHANGE = "rpmgate-catch-up"
 CATCH_UP_BRANCH = "rpmgate-branch-head"
+
+
+def _key(kind: str, *parts: object) -> str:
+    """A delivery key of bounded length: one per (change, update) or (branch, head)."""
+    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()
+    return f"{kind}:{digest}"
 
 
 class GerritSource(ChangeSource):
@@ -160,14 +168,14 @@ class GerritSource(ChangeSource):
                 "change": {"project": project, "branch": branch, "number": number},
                 "updated": change.get("updated"),
             }
-            key = f"gerrit-catch-up:{project}:{number}:{change.get('updated')}"
+            key = _key("gerrit-catch-up", project, number, change.get("updated"))
             await self._store(f"gerrit.{CATCH_UP_CHANGE}", payload, key)
         for project in self.projects:
             name, (_, branch) = self._gerrit_name(project), self._git(project)
             head = (await self.client.branch(name, branch)).get("revision")
             payload = {"type": CATCH_UP_BRANCH, "project": name, "branch": branch, "revision": head}
             await self._store(
-                f"gerrit.{CATCH_UP_BRANCH}", payload, f"gerrit-branch:{name}:{branch}:{head}"
+                f"gerrit.{CATCH_UP_BRANCH}", payload, _key("gerrit-branch", name, branch, head)
             )
         log.info("%s: caught up since %s: %d changes", self.name, when, len(found))
 
