@@ -34,11 +34,11 @@ def gerrit_name(project: str) -> str:
 class GerritDemo:
     """A fake Gerrit serving ``world``'s projects on a loopback port."""
 
-    def __init__(self, world: World, port: int, out: Any = sys.stdout) -> None:
+    def __init__(self, world: World, port: int, out: Any = None) -> None:
         self.world = world
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.out = out
+        self.out = out or sys.stdout  # the stdout of now, not of import time
         self.token = secrets.token_urlsafe(32)
         self._runner: web.AppRunner | None = None
         self.changes: dict[str, int] = {}
