@@ -187,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="gate the classic nova/ceilometer case locally")
     demo.add_argument("--dir", help="build the world here (kept) instead of a temp dir")
     demo.add_argument("--keep", action="store_true", help="keep the temporary world")
+    demo.add_argument(
+        "--source",
+        choices=("git", "gerrit"),
+        default="git",
+        help="where the changes are proposed: rpmgate's API (git) or a fake Gerrit",
+    )
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
@@ -242,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from gate import demo
 
-        return demo.main(args.dir, keep=args.keep or bool(args.dir), verbose=args.verbose)
+        return demo.main(
+            args.dir, keep=args.keep or bool(args.dir), verbose=args.verbose, source=args.source
+        )
     if args.command == "status":
         doc = _request(args, "GET", "/api/status")
         _print(doc) if args.json else _status_text(doc)

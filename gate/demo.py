@@ -29,13 +29,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import col, select
+
 from gate.config import parse_config
 from gate.daemon import Gate
+from gate.demo_gerrit import GerritDemo
 from gate.demo_world import CLASSIC_CHANGES, World
 from gate.jobs.base import JobContext
 from gate.jobs.dependencies import Repoclosure
 from gate.web.app import make_app
 from gate.web.server import limits_of, serve
+from repo_state.db import session
+from repo_state.models import ChangeRow, ItemRow
 
 _SHOWN = {
     "enqueued": "enqueued",
@@ -60,9 +65,16 @@ _SHOWN = {
 class Progress:
     """One line per item transition, prefixed with the time since start."""
 
-    def __init__(self, labels: dict[int, str], out: Any = sys.stdout) -> None:
+    def __init__(
+        self,
+        labels: dict[int, str],
+        out: Any = sys.stdout,
+        by_project: dict[str, str] | None = None,
+    ) -> None:
         self.start = time.monotonic()
         self.labels = labels
+        #: a label by project, for items whose id is not known yet (changes from a review system)
+        self.by_project = by_project or {}
         self.projects: dict[int, str] = {}
         self.out = out
 
@@ -88,7 +100,7 @@ class Progress:
             text = template.format(**fields)
         except (KeyError, ValueError):
             text = state
-        who = self.labels.get(item, f"#{item}")
+        who = self.labels.get(item) or self.by_project.get(self.projects.get(item, ""), f"#{item}")
         print(
             f"[{time.monotonic() - self.start:6.1f}s] {who:<3} {self.projects.get(item, ''):<14}"
             f" {text}",
@@ -130,13 +142,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def run_demo(directory: Path | None = None, keep: bool = False) -> int:
+async def run_demo(directory: Path | None = None, keep: bool = False, source: str = "git") -> int:
     root = Path(directory or tempfile.mkdtemp(prefix="rpmgate-demo-"))
     print(f"rpmgate demo: building a world of 4 distgit projects in {root}")
     world = World(root).create()
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    config = parse_config(world.config(listen={"host": "127.0.0.1", "port": port}, public_url=base))
+    doc = world.config(listen={"host": "127.0.0.1", "port": port}, public_url=base)
+    gerrit: GerritDemo | None = None
+    if source == "gerrit":
+        if not GerritDemo.available():
+            print("rpmgate demo: --source gerrit needs a source checkout (tests/fakegerrit)")
+            return 2
+        gerrit = GerritDemo(world, _free_port())
+        await gerrit.start()
+        doc["sources"] = {"gerrit": gerrit.source(base)}
+        gerrit.use_gerrit(doc)
+        print(f"rpmgate demo: a fake Gerrit at {gerrit.url} hosts rpms/<project>")
+    config = parse_config(doc)
     gate = Gate(config)
     labels: dict[int, str] = {}
     progress = Progress(labels)
@@ -155,6 +178,10 @@ async def run_demo(directory: Path | None = None, keep: bool = False) -> int:
             f"{', '.join(sorted(repo.state().nvrs().values()))}"
         )
 
+        if gerrit is not None:
+            # one classic change per project: items are named by their project
+            progress.by_project = {project: label for label, project, _, _ in CLASSIC_CHANGES}
+            return await _through_gerrit(gate, gerrit, base, root, labels)
         print("\n== proposing and approving A, B, C, D through the HTTP API")
         for label, project, spec, title in CLASSIC_CHANGES:
             ref = world.propose(project, spec, title)
@@ -177,10 +204,38 @@ async def run_demo(directory: Path | None = None, keep: bool = False) -> int:
     finally:
         await gate.stop()
         await served.close()
+        if gerrit is not None:
+            await gerrit.stop()
         if not keep and directory is None:
             shutil.rmtree(root, ignore_errors=True)
         else:
             print(f"(kept {root})")
+
+
+async def _through_gerrit(
+    gate: Gate, gerrit: GerritDemo, base: str, root: Path, labels: dict[int, str]
+) -> int:
+    """Upload and approve A-D on Gerrit; the webhooks plugin tells the gate."""
+    print("\n== uploading A, B, C, D to Gerrit; a core reviewer gives +2 and Workflow +1")
+    for label, project, spec, title in CLASSIC_CHANGES:
+        gerrit.propose(label, project, spec, title)
+    print()
+    await gerrit.delivered()
+    await gate.wait_idle(600)
+    await gerrit.delivered()  # the gate's last comments
+    with session(gate.engine) as s:
+        for label, number in gerrit.changes.items():
+            rows = s.exec(
+                select(ItemRow)
+                .join(ChangeRow, col(ChangeRow.id) == col(ItemRow.change_id))
+                .where(ChangeRow.source == "gerrit", ChangeRow.review == str(number))
+            ).all()
+            labels.update({row.id: label for row in rows if row.id is not None})
+    code = await _summary(gate, base, root, labels)
+    print("== on Gerrit")
+    for line in gerrit.summary():
+        print(line)
+    return code
 
 
 async def _summary(gate: Gate, base: str, root: Path, labels: dict[int, str]) -> int:
@@ -243,9 +298,11 @@ async def _check_generations(gate: Gate, root: Path) -> list[int]:
     return broken
 
 
-def main(directory: str | None = None, keep: bool = False, verbose: bool = False) -> int:
+def main(
+    directory: str | None = None, keep: bool = False, verbose: bool = False, source: str = "git"
+) -> int:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return asyncio.run(run_demo(Path(directory) if directory else None, keep))
+    return asyncio.run(run_demo(Path(directory) if directory else None, keep, source))

@@ -33,6 +33,8 @@ from gate.registry import (
 )
 from gate.sources.forgejo.config import ForgejoConfig
 from gate.sources.forgejo.source import ForgejoSource
+from gate.sources.gerrit.config import GerritConfig
+from gate.sources.gerrit.source import GerritSource
 from gate.sources.github.config import GitHubConfig
 from gate.sources.github.source import GitHubSource
 from gate.sources.gitlab.config import GitLabConfig
@@ -67,6 +69,7 @@ def _createrepo(name: str, cfg: PublisherConfig, pool: Pool) -> Publisher:
 
 
 SOURCES.register(SourceDriver("git", PlainGitConfig, PlainGitSource.create))
+SOURCES.register(SourceDriver("gerrit", GerritConfig, GerritSource.create))
 SOURCES.register(SourceDriver("gitlab", GitLabConfig, GitLabSource.create))
 SOURCES.register(SourceDriver("github", GitHubConfig, GitHubSource.create))
 SOURCES.register(SourceDriver("forgejo", ForgejoConfig, ForgejoSource.create))
