@@ -286,6 +286,10 @@ class Tip:
             row = s.get(ItemRow, item_id)
             assert row is not None
             record_branch_head(s, row.project, head)
+            # the commit on the branch: the tested one, or the review system's own
+            # commit of the tested tree (checked in _merged)
+            row.merge_commit = head
+            s.add(row)
             change = s.get(ChangeRow, row.change_id)
             if change is not None:
                 change.state = "merged"

@@ -124,6 +124,8 @@ def test_every_example_file_passes_check_config(
 # --- every key of the models in docs/config.md, and only those --------------------------
 
 _HEADING = re.compile(r"^#+ .*\(`(\w+)`(?: → `(\w+)`)?\)\s*$")
+#: one table for several models: ``(`A`, `B`)``; each key belongs to one of them
+_SHARED_HEADING = re.compile(r"^#+ .*\(((?:`\w+`, )+`\w+`)\)\s*$")
 
 
 def _documented_tables() -> dict[str, set[str]]:
@@ -139,6 +141,10 @@ def _documented_tables() -> dict[str, set[str]]:
         heading = _HEADING.match(line)
         if heading:
             model = heading.group(2) or heading.group(1)
+            continue
+        shared = _SHARED_HEADING.match(line)
+        if shared:
+            model = "+".join(re.findall(r"`(\w+)`", shared.group(1)))
             continue
         if line.startswith("#"):
             model = None
@@ -179,6 +185,14 @@ def _models() -> dict[str, set[str]]:
 def test_every_model_key_is_in_config_md_and_every_documented_key_in_a_model() -> None:
     documented = _documented_tables()
     models = _models()
+    for group in [name for name in documented if "+" in name]:
+        # a shared table: every key of each model in it, no key of none of them
+        keys = documented.pop(group)
+        members = group.split("+")
+        union = set().union(*(models.get(m, set()) for m in members))
+        assert keys <= union, f"{group}: documented keys no model has: {sorted(keys - union)}"
+        for member in members:
+            documented[member] = keys & models.get(member, set())
     missing = {
         name: sorted(keys - documented.get(name, set()))
         for name, keys in models.items()
