@@ -24,6 +24,8 @@ from sqlmodel import select
 from gate.deliveries import store_delivery
 from gate.faults import is_transient, retried
 from gate.health import Health
+from gate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gate.metrics import GateMetrics
 from gate.runtime import Runtime
 from gate.sources import webhooks
 from gate.web.bodies import (
@@ -48,6 +50,7 @@ M = TypeVar("M", bound=Body)
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 HEALTH: web.AppKey[Health] = web.AppKey("health")
+METRICS: web.AppKey[GateMetrics] = web.AppKey("metrics")
 MAX_BODY = 1 << 20
 #: tries at storing a delivery through a database blip (about 3 s) before a 503
 STORE_TRIES = 5
@@ -334,6 +337,38 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(report.model_dump(mode="json"), status=200 if report.ok else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus' text format (docs/metrics.md)."""
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+def _delivery_source(request: web.Request) -> str | None:
+    """Whose delivery a write request is: ``api``, a configured source, else None."""
+    if request.method != "POST":
+        return None
+    if request.path.startswith(webhooks.PREFIX):
+        name = request.path[len(webhooks.PREFIX) :].split("/", 1)[0]
+        # a label is never what a client wrote: unknown names are counted together
+        return name if name in _rt(request).sources else "unknown"
+    return "api" if request.path.startswith("/api/") else None
+
+
+@web.middleware
+async def count_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every write request by source and how it was answered (``/metrics``)."""
+    source = _delivery_source(request)
+    if source is None:
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        request.app[METRICS].request_answered(source, exc.status)
+        raise
+    request.app[METRICS].request_answered(source, response.status)
+    return response
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -359,15 +394,37 @@ async def _close_health(app: web.Application) -> None:
     await app[HEALTH].close()
 
 
+async def _start_metrics(app: web.Application) -> None:
+    app[RUNTIME].plumbing.listeners.append(app[METRICS].observe)
+    app[METRICS].start()
+
+
+async def _stop_metrics(app: web.Application) -> None:
+    listeners = app[RUNTIME].plumbing.listeners
+    if app[METRICS].observe in listeners:
+        listeners.remove(app[METRICS].observe)
+    await app[METRICS].stop()
+
+
 def make_app(rt: Runtime) -> web.Application:
     app = web.Application(
-        middlewares=[guard_middleware, error_middleware, file_name_middleware, auth_middleware],
+        middlewares=[
+            guard_middleware,
+            count_middleware,
+            error_middleware,
+            file_name_middleware,
+            auth_middleware,
+        ],
         client_max_size=MAX_BODY,
     )
     app[RUNTIME] = rt
     app[HEALTH] = Health(rt)
+    app[METRICS] = GateMetrics(rt)
+    app.on_startup.append(_start_metrics)
     app.on_cleanup.append(_close_health)
+    app.on_cleanup.append(_stop_metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/status", get_status)
     app.router.add_get("/api/repos/{name}", get_repo)
     app.router.add_get("/api/deliveries/{id}", get_delivery)
