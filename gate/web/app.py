@@ -39,6 +39,7 @@ from gate.web.bodies import (
     WithReason,
     parse_body,
 )
+from gate.web.openapi import openapi
 from gate.web.server import guard_middleware
 from gate.web.status import change_doc, item_doc, repo_doc, status
 from repo_state.db import session
@@ -331,6 +332,10 @@ async def get_delivery(request: web.Request) -> web.Response:
     )
 
 
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi())
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Every check named and measured (``gate.health``); 503 when one fails."""
     report = await request.app[HEALTH].report()
@@ -425,6 +430,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.on_cleanup.append(_stop_metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_get("/api/status", get_status)
     app.router.add_get("/api/repos/{name}", get_repo)
     app.router.add_get("/api/deliveries/{id}", get_delivery)
