@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -336,6 +337,66 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi())
 
 
+# -- dnf .repo files ---------------------------------------------------------------------------
+def _repo_file(section: str, name: str, baseurl: str) -> web.Response:
+    text = (
+        f"[{section}]\nname={name}\nbaseurl={baseurl}\nenabled=1\ngpgcheck=0\nmetadata_expire=1m\n"
+    )
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+#: ``/repos/<name>/<name>.repo`` and ``/speculative/<item>-<attempt>/rpmgate-<item>.repo``
+_PUBLISHED_REPO_FILE = re.compile(r"/repos/([^/]+)/([^/]+)\.repo")
+_SPECULATIVE_REPO_FILE = re.compile(
+    r"/speculative/([0-9]{1,19})-([0-9]{1,9})/rpmgate-([0-9]{1,19})\.repo"
+)
+
+
+@web.middleware
+async def repo_file_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """dnf ``.repo`` files, answered before the file trees are looked in (the router
+    matches the trees' prefixes first, so these are not routes)."""
+    if request.method not in ("GET", "HEAD"):
+        return await handler(request)
+    published = _PUBLISHED_REPO_FILE.fullmatch(request.path)
+    if published:
+        return published_repo_file(_rt(request), *published.groups())
+    speculative = _SPECULATIVE_REPO_FILE.fullmatch(request.path)
+    if speculative:
+        return speculative_repo_file(_rt(request), *speculative.groups())
+    return await handler(request)
+
+
+def published_repo_file(rt: Runtime, name: str, file: str) -> web.Response:
+    """The published repository for dnf: ``current`` of each arch (``$basearch``)."""
+    if name not in rt.publishers or file != name:
+        return _error(404, "no such file")
+    url = rt.config.publishers[name].url or f"{rt.config.base_url}/repos/{name}"
+    return _repo_file(name, f"{name} (rpmgate)", f"{url.rstrip('/')}/current/$basearch/")
+
+
+def speculative_repo_file(rt: Runtime, item: str, attempt: str, named: str) -> web.Response:
+    """An item's speculative repository, while it is on disk.  The numbers must be
+    written as the gate writes them (no leading zeros) and agree with each other."""
+    tree = f"{int(item)}-{int(attempt)}"
+    if named != item or tree != f"{item}-{attempt}":
+        return _error(404, "no such file")
+    if not (rt.state_dir / "speculative" / tree).is_dir():
+        return _error(404, "no such file")
+    return _repo_file(
+        f"rpmgate-{item}",
+        f"item {item} attempt {attempt}, speculative (rpmgate)",
+        f"{rt.config.base_url}/speculative/{tree}/$basearch/",
+    )
+
+
+async def _logs_as_text(request: web.Request, response: web.StreamResponse) -> None:
+    """Build and job logs are text a browser shows, whatever their extension says."""
+    path = request.path
+    if path.startswith("/files/") and path.endswith(".log") and response.status in (200, 206):
+        response.headers["Content-Type"] = "text/plain; charset=utf-8"
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Every check named and measured (``gate.health``); 503 when one fails."""
     report = await request.app[HEALTH].report()
@@ -418,6 +479,7 @@ def make_app(rt: Runtime) -> web.Application:
             count_middleware,
             error_middleware,
             file_name_middleware,
+            repo_file_middleware,
             auth_middleware,
         ],
         client_max_size=MAX_BODY,
@@ -431,6 +493,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/openapi.json", openapi_json)
+    app.on_response_prepare.append(_logs_as_text)
     app.router.add_get("/api/status", get_status)
     app.router.add_get("/api/repos/{name}", get_repo)
     app.router.add_get("/api/deliveries/{id}", get_delivery)
