@@ -27,6 +27,7 @@ from gate.faults import is_transient, retried
 from gate.health import Health
 from gate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gate.metrics import GateMetrics
+from gate.queue_view import active_items
 from gate.runtime import Runtime
 from gate.sources import webhooks
 from gate.web.bodies import (
@@ -235,6 +236,21 @@ async def get_change(request: web.Request) -> web.Response:
         items = s.exec(select(ItemRow).where(ItemRow.change_id == change_id)).all()
         docs = [item_doc(rt, s, i, None) for i in items]
     return web.json_response({**change_doc(change), "reason": change.reason or None, "items": docs})
+
+
+async def get_item(request: web.Request) -> web.Response:
+    rt = _rt(request)
+    item_id = _path_id(request)
+    with session(rt.engine) as s:
+        item = s.get(ItemRow, item_id)
+        if item is None:
+            return _error(404, f"no item {item_id}")
+        position = None
+        if item.active:
+            order = [i.id for i in active_items(s, item.queue)]
+            position = order.index(item_id) if item_id in order else None
+        doc = item_doc(rt, s, item, position)
+    return web.json_response(doc)
 
 
 async def ref_updated(request: web.Request) -> web.Response:
@@ -502,6 +518,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_post("/api/changes/{id}/approve", approve_change)
     app.router.add_post("/api/changes/{id}/enqueue", enqueue_change)
     app.router.add_post("/api/ref-updated", ref_updated)
+    app.router.add_get("/api/items/{id}", get_item)
     app.router.add_post("/api/items/{id}/dequeue", dequeue_item)
     app.router.add_post("/api/items/{id}/promote", promote_item)
     app.router.add_post("/api/items/{id}/publish", publish_item)

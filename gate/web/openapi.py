@@ -65,6 +65,8 @@ OPERATIONS: tuple[Operation, ...] = (
               d.DeliveryDoc, errors={404: "no such delivery"}),
     Operation("get", "/api/changes/{id}", "A change and its items", "read", d.ChangeWithItems,
               errors={404: "no such change"}),
+    Operation("get", "/api/items/{id}", "An item: where it is, its builds, jobs and outcome",
+              "read", d.ItemDoc, errors={404: "no such item"}),
     _write("/api/changes", "Propose a change (a ref or commit of a project)", "changes",
            ProposeChange),
     _write("/api/changes/{id}/approve", "Approve a change: it enters its queue", "changes",
