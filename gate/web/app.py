@@ -41,6 +41,7 @@ from gate.web.bodies import (
     WithReason,
     parse_body,
 )
+from gate.web.live import EventStream, StatusCache, etag_matches, serve_events
 from gate.web.openapi import openapi
 from gate.web.server import guard_middleware
 from gate.web.status import change_doc, item_doc, repo_doc, status
@@ -54,6 +55,8 @@ M = TypeVar("M", bound=Body)
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 HEALTH: web.AppKey[Health] = web.AppKey("health")
 METRICS: web.AppKey[GateMetrics] = web.AppKey("metrics")
+LIVE: web.AppKey[EventStream] = web.AppKey("live")
+STATUS: web.AppKey[StatusCache] = web.AppKey("status")
 MAX_BODY = 1 << 20
 #: tries at storing a delivery through a database blip (about 3 s) before a 503
 STORE_TRIES = 5
@@ -315,10 +318,21 @@ async def rollback(request: web.Request) -> web.Response:
 
 # -- reads ---------------------------------------------------------------------------------
 async def get_status(request: web.Request) -> web.Response:
-    rt = _rt(request)
+    """Built once per state version (``gate.web.live``); ``If-None-Match`` answers 304."""
+    body, etag = request.app[STATUS].current(request.app[LIVE].version)
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+def _status_now(rt: Runtime) -> dict[str, Any]:
     with session(rt.engine) as s:
-        doc = status(rt, s)
-    return web.json_response(doc)
+        return status(rt, s)
+
+
+async def get_events(request: web.Request) -> web.StreamResponse:
+    return await serve_events(request, request.app[LIVE])
 
 
 async def get_repo(request: web.Request) -> web.Response:
@@ -476,6 +490,20 @@ async def _close_health(app: web.Application) -> None:
     await app[HEALTH].close()
 
 
+async def _start_live(app: web.Application) -> None:
+    app[RUNTIME].plumbing.listeners.append(app[LIVE].publish)
+
+
+async def _close_live(app: web.Application) -> None:
+    app[LIVE].close()  # open event streams end, so the server can stop
+
+
+async def _stop_live(app: web.Application) -> None:
+    listeners = app[RUNTIME].plumbing.listeners
+    if app[LIVE].publish in listeners:
+        listeners.remove(app[LIVE].publish)
+
+
 async def _start_metrics(app: web.Application) -> None:
     app[RUNTIME].plumbing.listeners.append(app[METRICS].observe)
     app[METRICS].start()
@@ -503,7 +531,12 @@ def make_app(rt: Runtime) -> web.Application:
     app[RUNTIME] = rt
     app[HEALTH] = Health(rt)
     app[METRICS] = GateMetrics(rt)
+    app[LIVE] = EventStream()
+    app[STATUS] = StatusCache(partial(_status_now, rt))
     app.on_startup.append(_start_metrics)
+    app.on_startup.append(_start_live)
+    app.on_shutdown.append(_close_live)
+    app.on_cleanup.append(_stop_live)
     app.on_cleanup.append(_close_health)
     app.on_cleanup.append(_stop_metrics)
     app.router.add_get("/healthz", healthz)
@@ -511,6 +544,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_get("/api/openapi.json", openapi_json)
     app.on_response_prepare.append(_logs_as_text)
     app.router.add_get("/api/status", get_status)
+    app.router.add_get("/api/events", get_events)
     app.router.add_get("/api/repos/{name}", get_repo)
     app.router.add_get("/api/deliveries/{id}", get_delivery)
     app.router.add_post("/api/changes", propose_change)

@@ -58,7 +58,10 @@ def _write(path: str, summary: str, tag: str, body: type[BaseModel]) -> Operatio
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/api/status", "Every queue with its items and recent results", "read",
-              d.StatusDoc),
+              d.StatusDoc, errors={304: "If-None-Match names the current ETag"}),
+    Operation("get", "/api/events", "The gate's events as Server-Sent Events (Last-Event-ID "
+              "resumes)", "read", None, errors={503: "too many event streams"},
+              text="text/event-stream; charset=utf-8"),
     Operation("get", "/api/repos/{name}", "A repository: current generation and history",
               "read", d.RepoDoc, errors={404: "unknown repository"}),
     Operation("get", "/api/deliveries/{id}", "What became of a stored request", "read",
@@ -132,6 +135,9 @@ def openapi(version: str = "0.1.0") -> dict[str, Any]:
                     "content": _json(ref(op.ok, "serialization")),
                 }
         for code, why in op.errors.items():
+            if code == 304:  # not modified: no body
+                responses[str(code)] = {"description": why}
+                continue
             model = op.ok if op.path == "/healthz" else d.Error
             assert model is not None
             responses[str(code)] = {
