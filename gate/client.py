@@ -120,7 +120,10 @@ class Client:
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read())
+                raw = resp.read()
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise ClientError(f"{method} {path}: the answer is not JSON: {raw[:200]!r}") from None
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
             raise ClientError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
@@ -491,6 +494,8 @@ def run_client_command(args: argparse.Namespace) -> int:
     except ClientError as exc:
         print(f"rpmgate: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # watch, --wait: the gate goes on; so may the user
+        return 130
 
 
 def _write(client: Client, args: argparse.Namespace) -> int:
