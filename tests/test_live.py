@@ -91,9 +91,13 @@ async def test_status_has_an_etag_and_answers_304_until_the_state_changes(
     world: World, aiohttp_client: ClientFactory
 ) -> None:
     async with served(world, aiohttp_client) as (gate, client):
-        first = await client.get("/api/status")
+        first = await client.get("/api/status")  # aiohttp's client accepts gzip
+        assert first.headers["Content-Encoding"] == "gzip"
         etag = first.headers["ETag"]
         body = await first.json()
+        plain = await client.get("/api/status", headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in plain.headers
+        assert plain.headers["ETag"] == etag and await plain.json() == body
         same = await client.get("/api/status", headers={"If-None-Match": etag})
         assert same.status == 304 and same.headers["ETag"] == etag
         assert (await client.get("/api/status", headers={"If-None-Match": '"x", *'})).status == 304

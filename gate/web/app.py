@@ -319,10 +319,14 @@ async def rollback(request: web.Request) -> web.Response:
 # -- reads ---------------------------------------------------------------------------------
 async def get_status(request: web.Request) -> web.Response:
     """Built once per state version (``gate.web.live``); ``If-None-Match`` answers 304."""
-    body, etag = request.app[STATUS].current(request.app[LIVE].version)
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    cache = request.app[STATUS]
+    body, etag = cache.current(request.app[LIVE].version)
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
     if etag_matches(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        body = cache.gzipped()
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 

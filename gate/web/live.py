@@ -13,13 +13,15 @@ The event number is also the status document's version: ``GET /api/status``
 is built once per version (:class:`StatusCache`) and answers
 ``If-None-Match`` with ``304``.  A few writes change the document without an
 event (a build's task id, a job row starting), so a cached document is also
-rebuilt when older than :data:`STATUS_MAX_AGE`.
+rebuilt when older than :data:`STATUS_MAX_AGE`.  It is compressed once per
+version for clients that accept gzip.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
@@ -162,6 +164,7 @@ class StatusCache:
     body: bytes = b""
     etag: str = ""
     built_at: float = 0.0
+    _gzipped: bytes | None = None
 
     def current(self, version: str) -> tuple[bytes, str]:
         """(body, ETag) of ``version``, built now if it is not the cached one or too old."""
@@ -169,7 +172,14 @@ class StatusCache:
             self.body = json.dumps(self.build()).encode()
             self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
             self.version, self.built_at = version, time.monotonic()
+            self._gzipped = None
         return self.body, self.etag
+
+    def gzipped(self) -> bytes:
+        """The current body compressed once, for every client that accepts gzip."""
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=5)
+        return self._gzipped
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
