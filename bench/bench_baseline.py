@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gate.jobs.base import JobContext
-from gate.jobs.repoclosure import Repoclosure
+from gate.jobs.dependencies import Repoclosure
 from publishers.createrepo import Publisher
 from publishers.repotree import write_repo_tree
 from repo_state.pool import Pool

@@ -11,7 +11,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import bench_baseline, bench_demo, bench_planner, bench_publish
+from bench import bench_baseline, bench_demo, bench_deps, bench_planner, bench_publish
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -20,6 +20,7 @@ def main() -> None:
     planner = bench_planner.run()
     publish = bench_publish.run()
     baseline = bench_baseline.run()
+    deps = bench_deps.run()
     demo = bench_demo.run()
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     lines = [
@@ -54,6 +55,7 @@ def main() -> None:
         f"Peak RSS of the benchmark process: {publish['peak_rss_mib']:.0f} MiB.",
         "",
         *bench_baseline.markdown(baseline),
+        *bench_deps.markdown(deps),
         "## `rpmgate demo` wall time (bench/bench_demo.py)",
         "",
         f"{demo['runs']} runs: {demo['min_s']:.1f} s to {demo['max_s']:.1f} s "

@@ -22,7 +22,7 @@ from gate.builds import Builds, scratch_key
 from gate.config import Config
 from gate.faults import until_it_lands
 from gate.items import Items, step_owner
-from gate.merger import Merger
+from gate.merger import Merger, MergeResult
 from gate.model import Base, BuildState, ItemKind
 from gate.plumbing import Plumbing
 from gate.queue_rules import OtherChange, unmet_dependency
@@ -105,9 +105,10 @@ class Attempts:
         result = await self.merger.speculative_merge(item.project, project.git, head, shas)
         if result.conflict:
             files = ", ".join(result.files[:5])
-            reason = f"merge conflict with {result.conflict_with[:12]}" + (
-                f" in {files}" if files else ""
+            culprit = await self._conflicting(
+                item.project, project.git, head, list(zip(includes, shas, strict=True)), result
             )
+            reason = f"merge conflict with {culprit}" + (f" in {files}" if files else "")
             await self._merge_failed(item_id, attempt, item.project, reason)
             return
         qcfg = self.config.queues[queue]
@@ -144,6 +145,37 @@ class Attempts:
             build=build.id,
             reused=build.submissions > 0 or build.state != BuildState.RUNNING,
         )
+
+    async def _conflicting(
+        self,
+        project: str,
+        git: str,
+        head: str,
+        changes: list[tuple[int, str]],
+        result: MergeResult,
+    ) -> str:
+        """What the change that failed to merge conflicts with, in words.
+
+        The merger names the change that would not go on top of the others
+        (``conflict_with``); when that is the item's own, the other side is the
+        branch head or one of the changes ahead: merge it on a growing prefix to
+        find the first that makes it conflict.
+        """
+        own = changes[-1][1]
+        if result.conflict_with != own:
+            ahead = {sha: item for item, sha in changes}
+            item = ahead.get(result.conflict_with)
+            return f"{result.conflict_with[:12]}" + (f" (item {item}, ahead)" if item else "")
+        for i in range(len(changes)):
+            ahead_of_it = [sha for _, sha in changes[:i]]
+            trial = await self.merger.speculative_merge(project, git, head, [*ahead_of_it, own])
+            if trial.conflict and trial.conflict_with == own:
+                if i == 0:
+                    branch = self.config.projects[project].branch
+                    return f"{head[:12]} (the head of branch {branch})"
+                item, sha = changes[i - 1]
+                return f"{sha[:12]} (item {item}, ahead)"
+        return own[:12]
 
     async def _merge_failed(self, item_id: int, attempt: int, project: str, reason: str) -> None:
         await until_it_lands(

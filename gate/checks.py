@@ -117,6 +117,7 @@ class Checks:
                 processes=ProcessGroups.under(self.state_dir),
                 baseline_path=baseline_dir,
                 baseline_url=f"{self.config.base_url}/speculative/{name}-baseline/",
+                cache_dir=self.state_dir / "cache" / "solv",
             )
             for job in jobs
         }

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from gate import envfile
+from gate import config_check, envfile
 from gate.client import add_client_commands, run_client_command
 from gate.config import ConfigError, load_config
 
@@ -30,14 +30,24 @@ async def _serve(config_path: Path) -> int:
     from gate.web.server import limits_of, serve
 
     config = load_config(config_path)
+    findings = config_check.offline_findings(config)
+    if config_check.errors(findings):
+        raise ConfigError(config_check.report(config_path, findings))
+    for finding in findings:
+        logging.getLogger("rpmgate").warning("%s: %s", config_path, finding)
     gate = Gate(config)
-    served = await serve(
-        make_app(gate.runtime),
-        config.listen.host,
-        config.listen.port,
-        limits_of(config.listen),
-        access_log=logging.getLogger("rpmgate.access"),
-    )
+    try:
+        served = await serve(
+            make_app(gate.runtime),
+            config.listen.host,
+            config.listen.port,
+            limits_of(config.listen),
+            access_log=logging.getLogger("rpmgate.access"),
+        )
+    except OSError as exc:
+        # before the gate starts anything: a port in use stops here, with its key named
+        problem, fix = config_check.bind_problem(config.listen.host, config.listen.port, exc)
+        raise ConfigError(f"{config_path}: cannot start\n  listen.port: {problem}; {fix}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,6 +96,25 @@ def _use_service_environment(env_file: Path) -> None:
     os.environ.update({**base, **loaded.variables})
 
 
+def _check_config(path: Path, online: bool) -> int:
+    """Every finding on stderr; exit 2 when one is an error (warnings alone: 0)."""
+    config = load_config(path)
+    findings = config_check.offline_findings(config)
+    if online and not config_check.errors(findings):
+        # only values that passed the offline checks reach git, HTTP or a hub
+        findings += config_check.online_findings(config)
+    if findings:
+        print(config_check.report(path, findings), file=sys.stderr)
+    if config_check.errors(findings):
+        return 2
+    checked = "offline and online" if online else "offline"
+    print(
+        f"{path}: ok ({len(config.projects)} projects, {len(config.queues)} queues; "
+        f"checked {checked})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rpmgate", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -96,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, required=True)
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("-c", "--config", type=Path, required=True)
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask the world: git remotes and spec files, lookaside bases, the "
+        "database, the listen port, Koji hubs (login, targets)",
+    )
     check.add_argument(
         "--env-file",
         type=Path,
@@ -124,11 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             if args.env_file is not None:
                 _use_service_environment(args.env_file)
-            config = load_config(args.config)
-            print(
-                f"{args.config}: ok ({len(config.projects)} projects, {len(config.queues)} queues)"
-            )
-            return 0
+            return _check_config(args.config, online=args.online)
     except (ConfigError, envfile.EnvFileError) as exc:
         print(exc, file=sys.stderr)
         return 2

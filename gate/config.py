@@ -8,10 +8,13 @@ for every key.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,7 +37,7 @@ from pydantic import (
 import gate.drivers  # noqa: F401 - registers the built-in drivers
 from gate.builders.local import LocalBackendConfig
 from gate.jobs.base import JobConfig
-from gate.jobs.repoclosure import RepoclosureJobConfig
+from gate.jobs.dependencies import RepoclosureJobConfig
 from gate.publisher_config import PublisherConfig
 from gate.refs import InvalidRef, check_branch
 from gate.registry import (
@@ -377,11 +380,18 @@ class Config(_Strict):
 
     #: the file this config was loaded from (None: built in code)
     _source: Path | None = PrivateAttr(default=None)
+    #: probable mistakes found while loading that do not stop the daemon
+    #: (``key: message``, e.g. a bare ``$VAR``); see gate/config_check.py
+    _notes: tuple[str, ...] = PrivateAttr(default=())
 
     # -- derived values ----------------------------------------------------------------
     @property
     def source(self) -> Path | None:
         return self._source
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return self._notes
 
     def secret_paths(self) -> list[Path]:
         """Files and directories a build must never see: the config's own directory
@@ -438,8 +448,62 @@ def _format(error: ValidationError, source: str) -> str:
     for err in error.errors():
         loc = ".".join(str(p) for p in _user_loc(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg += _did_you_mean(str(err["loc"][-1]), _keys_at(err["loc"][:-1]))
         lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
     return "\n".join(lines)
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    """`` (did you mean 'branch'?)`` for a key close to a known one, else the known keys."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f" (known: {', '.join(sorted(known))})" if known else ""
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the model at ``loc`` (a path of a validation error) accepts.
+
+    The path names every step: mapping keys, list positions and, at each
+    discriminated union, the tag of the member that was used (``backend:local``).
+    """
+    annotation: Any = config_model()
+    for part in loc:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        if isinstance(part, str) and _TAG.match(part):
+            kind, _, type_ = part.partition(":")
+            registry = {r.kind: r for r in REGISTRIES}.get(kind)
+            annotation = registry.get(type_).config if registry else ApiToken
+            continue
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return []
+            annotation = field.annotation
+        elif typing.get_origin(annotation) in (dict, tuple, list):
+            annotation = typing.get_args(annotation)[-1 if isinstance(part, str) else 0]
+        else:
+            return []
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X`` of ``Annotated[X, ...]`` and of ``X | None``."""
+    while True:
+        if typing.get_origin(annotation) is Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+            annotation = args[0]
+            continue
+        return annotation
 
 
 #: tags the discriminated unions put in error paths (never a user's key: those
@@ -517,8 +581,9 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     """Validate a loaded YAML document; relative paths resolve against ``base_dir``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    notes: list[str] = []
     try:
-        data = _expand(data, ())
+        data = _expand(data, (), notes)
     except _KeyError as exc:
         raise ConfigError(f"{source}: invalid configuration\n  {exc}") from None
     problems = _driver_type_problems(data)
@@ -528,7 +593,9 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         config = config_model().model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format(exc, source)) from None
-    return _resolve_paths(config, base_dir) if base_dir else config
+    config = _resolve_paths(config, base_dir) if base_dir else config
+    config._notes = tuple(notes)
+    return config
 
 
 def load_config(path: Path) -> Config:
@@ -545,31 +612,48 @@ def load_config(path: Path) -> Config:
     return config
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: ``$NAME`` not braced and not escaped: left as written, but probably meant ``${NAME}``
+_BARE_VAR = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
+#: values a shell reads, where ``$NAME`` is the shell's business (command jobs)
+_SHELL_VALUE = re.compile(r"^queues\.[^.]+\.jobs\.\d+\.command$")
 
 
-def _expand(value: Any, path: tuple[str, ...]) -> Any:
+def _expand(value: Any, path: tuple[str, ...], notes: list[str] | None = None) -> Any:
     """Replace ``${VAR}`` with the environment's value (secrets stay out of the file).
 
     Only the braced form is expanded, so ``$HOME`` in a job's command reaches
-    the shell untouched; ``$${VAR}`` is a literal ``${VAR}``.  An unset
-    variable is an error naming the key, never a literal.
+    the shell untouched; ``$${VAR}`` is a literal ``${VAR}``; ``${VAR:-text}``
+    is ``text`` when VAR is unset or empty.  An unset variable without a
+    default is an error naming the key, never a literal.  A bare ``$VAR``
+    outside a command job is left as written and noted in ``notes``: it is
+    almost always a ``${VAR}`` that lost its braces.
     """
     if isinstance(value, str):
+        key = ".".join(path)
 
         def sub(match: re.Match[str]) -> str:
             if match.start() > 0 and value[match.start() - 1] == "$":
                 return match.group(0)
-            name = match.group(1)
+            name, default = match.group(1), match.group(2)
+            if default is not None and not os.environ.get(name):
+                return default
             if name not in os.environ:
-                raise _KeyError(".".join(path), f"environment variable {name} is not set")
+                raise _KeyError(key, f"environment variable {name} is not set")
             return os.environ[name]
 
+        if notes is not None and not _SHELL_VALUE.match(key):
+            for bare in _BARE_VAR.finditer(value):
+                name = bare.group(1)
+                notes.append(
+                    f"{key}: ${name} is not expanded (only ${{{name}}} is) and stays as "
+                    f"written; write ${{{name}}} to use the environment variable"
+                )
         return _VAR.sub(sub, value).replace("$${", "${")
     if isinstance(value, dict):
-        return {k: _expand(v, (*path, str(k))) for k, v in value.items()}
+        return {k: _expand(v, (*path, str(k)), notes) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, (*path, str(i))) for i, v in enumerate(value)]
+        return [_expand(v, (*path, str(i)), notes) for i, v in enumerate(value)]
     return value
 
 

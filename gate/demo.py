@@ -33,7 +33,7 @@ from gate.config import parse_config
 from gate.daemon import Gate
 from gate.demo_world import CLASSIC_CHANGES, World
 from gate.jobs.base import JobContext
-from gate.jobs.repoclosure import Repoclosure
+from gate.jobs.dependencies import Repoclosure
 from gate.web.app import make_app
 from gate.web.server import limits_of, serve
 

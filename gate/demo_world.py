@@ -48,10 +48,13 @@ class PackageSpec:
     build_seconds: float = 0
     #: ``BuildArch: noarch``; False: one package per arch the build system builds
     noarch: bool = True
+    #: more preamble lines as they are (``Conflicts: ...``, ``Obsoletes: ...``)
+    tags: tuple[str, ...] = ()
 
     def render(self) -> str:
         requires = "".join(f"Requires: {r}\n" for r in self.requires)
         provides = "".join(f"Provides: {p}\n" for p in self.provides)
+        provides += "".join(f"{line}\n" for line in self.tags)
         source = "Source0: %{name}-%{version}.tar.gz\n" if self.lookaside else ""
         prep = "%setup -q\n" if self.lookaside else ""
         build = f"sleep {self.build_seconds}\n" if self.build_seconds else ""

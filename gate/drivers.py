@@ -10,7 +10,16 @@ from gate.builders.base import BackendParts
 from gate.builders.koji_config import KojiBackendConfig
 from gate.builders.local import LocalBackend, LocalBackendConfig
 from gate.jobs.command import CommandJob, CommandJobConfig
-from gate.jobs.repoclosure import Repoclosure, RepoclosureJobConfig
+from gate.jobs.dependencies import (
+    ConflictsJobConfig,
+    InstallabilityJobConfig,
+    RepoclosureJobConfig,
+    UpgradeJobConfig,
+    conflicts_job,
+    installability_job,
+    repoclosure_job,
+    upgrade_job,
+)
 from gate.publisher_config import PublisherConfig
 from gate.registry import (
     BACKENDS,
@@ -22,6 +31,10 @@ from gate.registry import (
     PublisherDriver,
     SourceDriver,
 )
+from gate.sources.forgejo.config import ForgejoConfig
+from gate.sources.forgejo.source import ForgejoSource
+from gate.sources.github.config import GitHubConfig
+from gate.sources.github.source import GitHubSource
 from gate.sources.gitlab.config import GitLabConfig
 from gate.sources.gitlab.source import GitLabSource
 from gate.sources.plaingit import PlainGitConfig, PlainGitSource
@@ -53,8 +66,13 @@ def _createrepo(name: str, cfg: PublisherConfig, pool: Pool) -> Publisher:
 
 SOURCES.register(SourceDriver("git", PlainGitConfig, PlainGitSource.create))
 SOURCES.register(SourceDriver("gitlab", GitLabConfig, GitLabSource.create))
+SOURCES.register(SourceDriver("github", GitHubConfig, GitHubSource.create))
+SOURCES.register(SourceDriver("forgejo", ForgejoConfig, ForgejoSource.create))
 BACKENDS.register(BackendDriver("local", LocalBackendConfig, _local))
 BACKENDS.register(BackendDriver("koji", KojiBackendConfig, _koji))
-JOBS.register(JobDriver("repoclosure", RepoclosureJobConfig, lambda cfg: Repoclosure()))
+JOBS.register(JobDriver("repoclosure", RepoclosureJobConfig, repoclosure_job))
+JOBS.register(JobDriver("installability", InstallabilityJobConfig, installability_job))
+JOBS.register(JobDriver("conflicts", ConflictsJobConfig, conflicts_job))
+JOBS.register(JobDriver("upgrade", UpgradeJobConfig, upgrade_job))
 JOBS.register(JobDriver("command", CommandJobConfig, _command))
 PUBLISHERS.register(PublisherDriver("createrepo", PublisherConfig, _createrepo))

@@ -64,6 +64,8 @@ class ItemState(StrEnum):
     OUTSIDE_WINDOW = "waiting (outside the window)"
     MERGING = "speculative merge"
     BUILDING = "building"
+    #: its own scratch build passed; its jobs wait for the builds of items ahead
+    BUILT = "built, waiting for the builds ahead"
     TESTING = "testing"
     PASSED = "passed, waiting for the tip"
     FAILING = "failing"
@@ -185,6 +187,8 @@ class ItemView:
             return ItemState.TESTING
         if self.jobs is Step.PASSED:
             return ItemState.PASSED
+        if self.build is Step.PASSED:
+            return ItemState.BUILT
         return ItemState.BUILDING
 
 

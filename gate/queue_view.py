@@ -9,7 +9,7 @@ from dataclasses import replace
 from sqlmodel import Session, col, select
 
 from gate.items import view_of
-from gate.model import BuildState, ItemKind, QueueState, RunningBuild, Step
+from gate.model import BuildState, ItemKind, ItemView, QueueState, RunningBuild, Step
 from gate.queue_rules import queue_order
 from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, ProjectRow, QueueRow
 
@@ -19,6 +19,17 @@ _BUILD_STEP = {
     BuildState.PASSED: Step.PASSED,
     BuildState.FAILED: Step.FAILED,
 }
+
+
+def item_view(row: ItemRow, build: BuildRow | None) -> ItemView:
+    """The item with its scratch build's outcome: the one derivation of its state and
+    failure reason, used by the planner, the status API, the CLI and the page."""
+    step = _BUILD_STEP.get(BuildState(build.state), Step.NONE) if build else Step.NONE
+    failed_build = ""
+    if build is not None and build.state == BuildState.FAILED:
+        # the build's own words, as the item is rejected with them
+        failed_build = build.reason or f"scratch build {build.id} failed"
+    return view_of(row, step, failure=row.failure or failed_build)
 
 
 def active_items(s: Session, queue: str) -> list[ItemRow]:
@@ -71,10 +82,7 @@ def load_queue_state(s: Session, queue: str, projects: tuple[str, ...], repo: st
     }
     views = []
     for r in items:
-        build = builds.get(r.build_key or "")
-        step = _BUILD_STEP.get(BuildState(build.state), Step.NONE) if build else Step.NONE
-        failed_build = build.reason if build and build.state == BuildState.FAILED else ""
-        view = view_of(r, step, failure=r.failure or failed_build)
+        view = item_view(r, builds.get(r.build_key or ""))
         if view.kind is ItemKind.POST:
             view = replace(view, superseded_by=_moved_on(s, r))
         views.append(view)

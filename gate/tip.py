@@ -27,6 +27,7 @@ from gate import transitions
 from gate.builds import Builds, final_key
 from gate.config import Config
 from gate.deliveries import store_delivery
+from gate.events import Refused
 from gate.faults import backoff, is_transient, until_it_answers, until_it_lands
 from gate.items import Items, step_owner
 from gate.merger import GitError, Merger
@@ -206,7 +207,10 @@ class Tip:
         assert item.merge_commit
         if change.review is None:
             return await source.merge(item.project, item.merge_commit)
-        review = await source.read_review(item.project, change.review)
+        try:
+            review = await source.read_review(item.project, change.review)
+        except Refused as exc:  # gone, or the gate may no longer read it: not merged
+            return MergeOutcome(False, str(exc))
         if review.merged:
             # merged already: by this gate before a crash, or by someone else
             head = await source.branch_head(item.project)
@@ -308,8 +312,11 @@ class Tip:
             source = self.source_of(item.project)
             change = self._change(item)
             if change.review is not None:
-                review = await source.read_review(item.project, change.review)
-                if review.merged:
+                try:
+                    merged = (await source.read_review(item.project, change.review)).merged
+                except Refused:  # unreadable: the merge, done again, refuses with the reason
+                    merged = False
+                if merged:
                     await self._merged(item, change, await source.branch_head(item.project))
                 else:
                     self.items.step(item.id, transitions.push_not_done)

@@ -13,7 +13,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, make_url
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, create_engine
@@ -39,12 +39,17 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
+    return create_engine(engine_url(url), pool_pre_ping=True)
+
+
+def engine_url(url: str) -> URL:
+    """``url`` with the driver rpmgate uses when it names none."""
     parsed = make_url(url)
     if parsed.drivername == "postgresql":
         # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql:// URL; rpmgate
         # depends on psycopg2 (pyproject), so a bare URL means that driver.
         parsed = parsed.set(drivername="postgresql+psycopg2")
-    return create_engine(parsed, pool_pre_ping=True)
+    return parsed
 
 
 def alembic_config(url: str) -> AlembicConfig:

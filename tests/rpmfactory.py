@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +70,8 @@ def _spec_text(
     arch: str,
     epoch: int | None,
     subpackages: Sequence[Subpackage],
+    tags: Iterable[str] = (),
+    files: Mapping[str, str] | None = None,
 ) -> str:
     lines = [
         f"Name: {name}",
@@ -86,6 +88,7 @@ def _spec_text(
         lines.append("BuildArch: noarch")
     lines += [f"Requires: {r}" for r in requires]
     lines += [f"Provides: {p}" for p in provides]
+    lines += list(tags)
     lines += ["", "%description", f"{name} test package.", ""]
     for sub in subpackages:
         lines += [f"%package -n {sub.name}", f"Summary: {sub.name} subpackage"]
@@ -96,7 +99,10 @@ def _spec_text(
     for pkg in [name, *(s.name for s in subpackages)]:
         lines.append(f"mkdir -p %{{buildroot}}/usr/share/{pkg}")
         lines.append(f"echo '{pkg} {version}-{release}' > %{{buildroot}}/usr/share/{pkg}/{pkg}.txt")
-    lines += ["", "%files", f"/usr/share/{name}/{name}.txt", ""]
+    for path, content in (files or {}).items():
+        lines.append(f"mkdir -p %{{buildroot}}{path.rpartition('/')[0]}")
+        lines.append(f"echo '{content}' > %{{buildroot}}{path}")
+    lines += ["", "%files", f"/usr/share/{name}/{name}.txt", *(files or {}), ""]
     for sub in subpackages:
         lines += [f"%files -n {sub.name}", f"/usr/share/{sub.name}/{sub.name}.txt", ""]
     lines += [
@@ -120,16 +126,20 @@ def build_rpms(
     subpackages: Sequence[Subpackage | str] = (),
     *,
     srpm: bool = False,
+    tags: Iterable[str] = (),
+    files: Mapping[str, str] | None = None,
 ) -> BuiltRpms:
     """Run ``rpmbuild`` for a generated spec and move its RPMs into ``outdir``.
 
     ``subpackages`` are :class:`Subpackage` or plain names.  With ``srpm`` the
-    source RPM is built too (``-ba`` instead of ``-bb``).
+    source RPM is built too (``-ba`` instead of ``-bb``).  ``tags`` are spec
+    lines added as they are (``Conflicts: foo``, ``Recommends: bar``);
+    ``files`` maps extra paths the package ships to their one line of content.
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     subs = [Subpackage(s) if isinstance(s, str) else s for s in subpackages]
-    spec = _spec_text(name, version, release, requires, provides, arch, epoch, subs)
+    spec = _spec_text(name, version, release, requires, provides, arch, epoch, subs, tags, files)
     with tempfile.TemporaryDirectory(prefix="rpmfactory-") as top:
         topdir = Path(top)
         spec_path = topdir / f"{name}.spec"
@@ -168,13 +178,28 @@ def build_rpm(
     arch: str = "noarch",
     epoch: int | None = None,
     subpackages: Sequence[Subpackage | str] = (),
+    *,
+    tags: Iterable[str] = (),
+    files: Mapping[str, str] | None = None,
 ) -> Path:
     """Build one package and return the path of its main binary RPM.
 
     Subpackage RPMs land next to it in ``outdir``; use :func:`build_rpms` to
     get their paths (and an SRPM).
     """
-    built = build_rpms(outdir, name, version, release, requires, provides, arch, epoch, subpackages)
+    built = build_rpms(
+        outdir,
+        name,
+        version,
+        release,
+        requires,
+        provides,
+        arch,
+        epoch,
+        subpackages,
+        tags=tags,
+        files=files,
+    )
     return built.binaries[0]
 
 

@@ -740,6 +740,8 @@ def test_install_step_reinstalls_and_restarts_only_when_the_code_changes(tmp_pat
 def test_config_and_env_file_are_checked_together_and_never_printed(tmp_path: Path) -> None:
     etc = tmp_path / "etc"
     etc.mkdir()
+    # the project's repository exists: check-config looks
+    subprocess.run(["git", "init", "--quiet", "--bare", str(tmp_path / "nova.git")], check=True)
     roles = _local_role(tmp_path)
     check = f"{sys.executable} -m gate.cli check-config -c @CONFIG@ --env-file @ENV@"
     base = {
@@ -798,3 +800,80 @@ def test_config_and_env_file_are_checked_together_and_never_printed(tmp_path: Pa
         output = result.stdout + result.stderr
         assert "short $ecret" not in output
         assert "and more" not in output
+
+
+def test_the_service_is_started_only_after_the_online_check() -> None:
+    service = yaml.safe_load((ROLE / "tasks" / "service.yml").read_text())
+    names = [task["name"] for task in service]
+    check = next(i for i, t in enumerate(service) if "check_online.yml" in str(t))
+    starts = [
+        i
+        for i, t in enumerate(service)
+        if "ansible.builtin.systemd_service" in t or "ansible.builtin.meta" in t
+    ]
+    assert starts and check < min(starts), names
+    (task,) = yaml.safe_load((ROLE / "tasks" / "check_online.yml").read_text())
+    assert task["ansible.builtin.command"]["argv"].startswith("{{ rpmgate_check_config_online")
+    commands = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())[
+        "rpmgate_check_config_online_commands"
+    ]
+    for argv in commands.values():
+        assert argv[argv.index("check-config") :][:2] == ["check-config", "--online"]
+
+
+def test_online_check_stops_the_play_when_a_remote_lacks_the_branch(tmp_path: Path) -> None:
+    remote = tmp_path / "nova.git"
+    subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True)
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "--quiet", str(remote), str(work)], check=True)
+    (work / "nova.spec").write_text("Name: nova\n")
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "add", "nova.spec"], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "spec"], check=True)
+    subprocess.run([*git, "push", "--quiet", "origin", "HEAD:refs/heads/main"], check=True)
+    config = tmp_path / "rpmgate.yaml"
+    env_file = tmp_path / "rpmgate.env"
+    env_file.write_text("")
+    play = {
+        "name": "Check",
+        "hosts": "localhost",
+        "gather_facts": False,
+        "tasks": [
+            {
+                "name": "Check",
+                "ansible.builtin.include_role": {
+                    "name": "rpmgate",
+                    "tasks_from": "check_online.yml",
+                },
+            }
+        ],
+    }
+    extra = {
+        "rpmgate_config_no_log": False,
+        "rpmgate_check_config_online_commands": {
+            "parser": [
+                sys.executable,
+                *("-m", "gate.cli", "check-config", "--online"),
+                *("-c", str(config), "--env-file", str(env_file)),
+            ]
+        },
+    }
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    roles = _local_role(tmp_path)
+
+    def run(branch: str) -> subprocess.CompletedProcess[str]:
+        doc = {
+            "state_dir": str(tmp_path / "state"),
+            "listen": {"port": 0},
+            "publishers": {"liberty": {"root": str(tmp_path / "repos")}},
+            "projects": {"nova": {"git": str(remote), "branch": branch}},
+            "queues": {"liberty": {"projects": ["nova"], "repo": "liberty"}},
+        }
+        config.write_text(yaml.safe_dump(doc))
+        return _playbook(play, tmp_path, "-e", f"@{tmp_path / 'extra.json'}", roles=roles)
+
+    good = run("main")
+    assert _recap(good) == {"ok": 2, "changed": 0, "failed": 0}, good.stdout + good.stderr
+    bad = run("rpm-liberty")
+    assert _recap(bad)["failed"] == 1
+    assert "projects.nova.branch" in bad.stdout and "has no branch 'rpm-liberty'" in bad.stdout

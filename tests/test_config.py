@@ -241,6 +241,76 @@ def test_an_unset_variable_is_an_error_naming_the_key(
     assert "  auth.api_tokens.0: environment variable RPMGATE_TEST_UNSET is not set" in message
 
 
+def test_a_default_is_used_when_the_variable_is_unset_or_empty(
+    doc: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RPMGATE_TEST_UNSET", raising=False)
+    monkeypatch.setenv("RPMGATE_TEST_EMPTY", "")
+    monkeypatch.setenv("RPMGATE_TEST_PORT", "9090")
+    doc["public_url"] = "https://${RPMGATE_TEST_UNSET:-gate.example.com}:${RPMGATE_TEST_PORT:-80}"
+    doc["listen"]["host"] = "${RPMGATE_TEST_EMPTY:-0.0.0.0}"
+    _queue(doc)["window"] = {"start": "${RPMGATE_TEST_UNSET:-7}", "floor": 2}
+
+    config = parse_config(doc)
+
+    assert config.public_url == "https://gate.example.com:9090"
+    assert config.listen.host == "0.0.0.0"
+    assert config.queues["liberty"].window.start == 7
+    assert config.notes == ()
+
+
+def test_an_escaped_default_is_literal(doc: Doc, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RPMGATE_TEST_UNSET", raising=False)
+    _queue(doc)["jobs"] = [{"name": "smoke", "command": "echo $${RPMGATE_TEST_UNSET:-a b}"}]
+    (job,) = parse_config(doc).queues["liberty"].jobs
+    assert job.command == "echo ${RPMGATE_TEST_UNSET:-a b}"
+
+
+def test_a_bare_variable_is_noted_with_its_key_and_left_as_written(doc: Doc) -> None:
+    doc["projects"]["nova"]["git"] = "https://$GIT_HOST/rpms/nova.git"
+    _queue(doc)["jobs"] = [{"name": "smoke", "command": "echo $HOME", "env": {"A": "$HOME"}}]
+
+    config = parse_config(doc)
+
+    assert config.projects["nova"].git == "https://$GIT_HOST/rpms/nova.git"
+    assert config.notes == (
+        "projects.nova.git: $GIT_HOST is not expanded (only ${GIT_HOST} is) and stays as "
+        "written; write ${GIT_HOST} to use the environment variable",
+        "queues.liberty.jobs.0.env.A: $HOME is not expanded (only ${HOME} is) and stays as "
+        "written; write ${HOME} to use the environment variable",
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "line"),
+    [
+        (
+            lambda d: d["projects"]["nova"].update(brnach="main"),
+            "projects.nova.brnach: Extra inputs are not permitted; did you mean 'branch'?",
+        ),
+        (
+            lambda d: _queue(d).update(jobs=[{"name": "s", "command": "true", "timout": 3}]),
+            "queues.liberty.jobs.0.timout: Extra inputs are not permitted; did you mean 'timeout'?",
+        ),
+        (
+            lambda d: d["backends"].update(
+                k={"type": "koji", "server": "http://h/x", "topurl": "http://h", "pollinterval": 3}
+            ),
+            "backends.k: unknown key 'pollinterval' (did you mean 'poll_interval'? known:",
+        ),
+        (
+            lambda d: d.update(colour="blue"),
+            "colour: Extra inputs are not permitted (known: auth, backends,",
+        ),
+    ],
+)
+def test_an_unknown_key_close_to_a_known_one_says_which(
+    doc: Doc, mutate: Callable[[Doc], object], line: str
+) -> None:
+    mutate(doc)
+    assert f"  {line}" in _error(doc)
+
+
 def test_a_short_api_token_is_refused(doc: Doc) -> None:
     doc["auth"] = {"api_tokens": ["0123456789abcdef", "short"]}
     message = _error(doc)
@@ -277,10 +347,13 @@ def _rpmgate(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_check_config_accepts_a_valid_file(doc: Doc, tmp_path: Path) -> None:
+    for project in doc["projects"].values():  # the repositories must exist
+        subprocess.run(["git", "init", "--quiet", "--bare", project["git"]], check=True)
+    Path(doc["projects"]["nova"]["lookaside"]["url"].removeprefix("file://").split("{")[0]).mkdir()
     path = _write(tmp_path / "rpmgate.yaml", doc)
     out = _rpmgate("check-config", "-c", str(path))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == f"{path}: ok (4 projects, 1 queues)"
+    assert out.stdout.strip() == f"{path}: ok (4 projects, 1 queues; checked offline)"
 
 
 def test_check_config_exits_2_with_the_message_on_stderr(doc: Doc, tmp_path: Path) -> None:

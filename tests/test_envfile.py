@@ -226,6 +226,8 @@ def test_a_missing_file_is_an_error() -> None:
 
 def _config(tmp_path: Path, **overrides: Any) -> Path:
     doc = World(tmp_path / "world").config(**overrides)
+    for project in doc["projects"].values():  # check-config looks at the repositories
+        subprocess.run(["git", "init", "--quiet", "--bare", project["git"]], check=True)
     path = tmp_path / "rpmgate.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

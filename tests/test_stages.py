@@ -24,6 +24,7 @@ from gate.items import Items, view_of
 from gate.model import Base, ItemState, Step, TipStep
 from gate.polling import Polling
 from gate.tip import Tip
+from gate.web.status import item_doc
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, Delivery, ItemRow, ProjectRow, QueueRow
 from tests.memory import MemoryWorld, memory_runtime
@@ -175,7 +176,65 @@ async def test_a_conflict_fails_the_merge_naming_the_change(stages: Stages) -> N
     stages.attempts.prepare("liberty", second.id or 0)
     await world.runtime.plumbing.settle()
     view = view_of(stages.item(second.id or 0))
-    assert view.merge is Step.FAILED and view.failure == f"merge conflict with {b[:12]}"
+    # the change it conflicts with (A, ahead of it), not its own (B)
+    assert view.merge is Step.FAILED
+    assert view.failure == f"merge conflict with {a[:12]} (item {first.id}, ahead)"
+
+
+async def test_a_conflict_with_the_branch_names_the_branch_head(stages: Stages) -> None:
+    world = stages.world
+    repo = world.repos["nova"]
+    start = repo.branch
+    item = await enqueued(stages, "nova", "A", on=start)
+    a = repo.refs["refs/changes/A"]
+    pushed = repo.commit("pushed", start)
+    repo.branch = pushed
+    with session(world.runtime.engine) as s:
+        prow = s.get(ProjectRow, "nova")
+        if prow is not None:
+            prow.branch_head = pushed
+            s.add(prow)
+            s.commit()
+    world.merger.conflicts.add(frozenset((a, pushed)))
+    stages.attempts.start(item.id or 0, Base(0, ()))
+    stages.attempts.prepare("liberty", item.id or 0)
+    await world.runtime.plumbing.settle()
+    view = view_of(stages.item(item.id or 0))
+    assert view.failure == f"merge conflict with {pushed[:12]} (the head of branch main)"
+
+
+def _status_item(stages: Stages, item_id: int) -> dict[str, object]:
+    """The item as ``GET /api/status`` (and so the CLI and the page) shows it."""
+    with session(stages.world.runtime.engine) as s:
+        row = s.get(ItemRow, item_id)
+        assert row is not None
+        return item_doc(stages.world.runtime, s, row, 1)
+
+
+async def test_a_failed_scratch_build_is_the_items_failure_in_the_status(stages: Stages) -> None:
+    stages.world.backend.failing["nova"] = "error: Bad exit status from %build"
+    item = await enqueued(stages, "nova", "A")
+    stages.attempts.start(item.id or 0, Base(0, ()))
+    stages.attempts.prepare("liberty", item.id or 0)
+    await stages.world.runtime.plumbing.settle()
+    doc = _status_item(stages, item.id or 0)
+    assert doc["state"] == ItemState.FAILING.value
+    assert doc["failure"] == "error: Bad exit status from %build"
+
+
+async def test_an_item_whose_build_passed_waits_for_the_builds_ahead(stages: Stages) -> None:
+    first = await enqueued(stages, "nova", "A")
+    second = await enqueued(stages, "ceilometer", "B")
+    stages.attempts.start(second.id or 0, Base(0, (first.id or 0,)))
+    stages.attempts.prepare("liberty", second.id or 0)
+    await stages.world.runtime.plumbing.settle()
+    # A has not even started; B's own build passed
+    with session(stages.world.runtime.engine) as s:
+        build = s.exec(select(BuildRow).where(BuildRow.project == "ceilometer")).one()
+    assert build.state == "passed"
+    doc = _status_item(stages, second.id or 0)
+    assert doc["state"] == "built, waiting for the builds ahead"
+    assert doc["failure"] is None
 
 
 async def test_a_change_carrying_one_that_is_not_ahead_fails(stages: Stages) -> None:

@@ -13,6 +13,7 @@ the profile.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -237,7 +238,9 @@ class KojiBackendConfig(DriverConfig):
         known = {f.name for f in dataclasses.fields(KojiConfig)}
         for key in self.model_extra or {}:
             if key not in known:
-                raise ValueError(f"unknown key {key!r} (known: {', '.join(sorted(known))})")
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"unknown key {key!r} ({hint}known: {', '.join(sorted(known))})")
         try:
             KojiConfig(**(self.model_extra or {})).resolve()
         except (KojiConfigError, TypeError) as exc:

@@ -68,6 +68,9 @@ class JobContext:
     baseline_path: Path | None = None
     #: where the daemon serves ``baseline_path`` over HTTP
     baseline_url: str | None = None
+    #: where jobs may keep what outlives a run (the dependency jobs' ``.solv``
+    #: files, :mod:`gate.jobs.solvrepo`); ``None``: nothing is kept
+    cache_dir: Path | None = None
 
 
 @dataclass(frozen=True)

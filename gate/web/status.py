@@ -9,8 +9,8 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from gate.items import view_of
-from gate.model import BuildState, Step
-from gate.queue_view import active_items
+from gate.model import BuildState
+from gate.queue_view import active_items, item_view
 from gate.reporting import file_url
 from gate.runtime import Runtime
 from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, JobRunRow, QueueRow
@@ -26,8 +26,7 @@ def item_label(item: ItemRow, build: BuildRow | None) -> str:
     """Where the item is, in a word or two (``rt.model.ItemState``), or how it ended."""
     if not item.active:
         return item.result or "finished"
-    failed_build = build is not None and build.state == BuildState.FAILED
-    return view_of(item, Step.FAILED if failed_build else Step.NONE).state.value
+    return item_view(item, build).state.value
 
 
 def build_doc(rt: Runtime, row: BuildRow | None) -> dict[str, Any] | None:
@@ -126,7 +125,7 @@ def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> di
         "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/"
         if item.tested_state and item.active
         else None,
-        "failure": item.failure or stuck or None,
+        "failure": item_view(item, scratch).failure or stuck or None,
         "bootstrap": item.bootstrap,
         "forced_by": item.forced_by,
         "result": item.result,
