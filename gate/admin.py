@@ -10,6 +10,7 @@ not yet published, both commands are refused: publishing it first keeps I1.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,7 @@ class RepoAdmin:
             number = qrow.generation + 1
         # like the gate's own generations, say which items' builds it added: none
         who = event.requested_by or "anonymous"
+        started = time.monotonic()
         produced_by: dict[str, Any] = {
             "kind": action,
             "items": [],
@@ -89,6 +91,15 @@ class RepoAdmin:
             s.add(qrow)
             s.commit()
         self.plumbing.emit("repo", repo=repo, action=action, generation=number, by=who)
+        self.plumbing.emit(
+            "generation",
+            repo=repo,
+            queue=queue,
+            generation=number,
+            kind=action,
+            items=[],
+            seconds=time.monotonic() - started,
+        )
         self.plumbing.wake()
         by = f" by {event.requested_by}" if event.requested_by else ""
         return f"{repo} generation {number} ({action}{by})"

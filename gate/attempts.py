@@ -62,6 +62,7 @@ class Attempts:
             item=item_id,
             project=item.project,
             state="testing",
+            queue=item.queue,
             attempt=item.attempt,
             base=list(base.ahead),
             generation=base.generation,

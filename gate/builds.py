@@ -32,6 +32,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
@@ -206,10 +207,12 @@ class Builds:
                 break
             except TaskLost:
                 log.info("build %s: task %s is gone, submitting again", build_id, row.task_ref)
+                self._backend_fault(row, "task-lost")
                 row = await self._write(build_id, task_ref=None)
                 recovering = False
             except TransientBackendError as exc:
                 log.warning("build %s: backend unavailable (%s), retrying", build_id, exc)
+                self._backend_fault(row, "unavailable")
                 await self._write(build_id, reason=f"backend unavailable, retrying: {exc}")
                 await asyncio.sleep(TRANSIENT_RETRY)
             except asyncio.CancelledError:
@@ -221,6 +224,7 @@ class Builds:
             except Exception as exc:  # BackendError, or a bug: the outcome is unknown
                 if is_transient(exc):  # e.g. the disk filled while downloading results
                     log.warning("build %s: transient fault, retrying: %s", build_id, exc)
+                    self._backend_fault(row, "transient")
                     await self._write(build_id, reason=f"retrying after: {exc}")
                     await asyncio.sleep(TRANSIENT_RETRY)
                     continue
@@ -329,8 +333,15 @@ class Builds:
             purpose=row.purpose,
             state="error",
             reason=text,
+            backend=row.backend,
         )
+        self._backend_fault(row, "error")
         self.plumbing.wake()
+
+    def _backend_fault(self, row: BuildRow, fault: str) -> None:
+        """A backend fault on ``row``'s build: retried (``task-lost``, ``unavailable``,
+        ``transient``) or one that stops its watch (``error``)."""
+        self.plumbing.emit("backend", backend=row.backend, build=row.id, fault=fault)
 
     def _record(self, build_id: int, outcome: BuildOutcome) -> None:
         with session(self.engine) as s:
@@ -356,6 +367,8 @@ class Builds:
             nvr=row.nvr,
             reason=row.reason,
             log=row.log,
+            backend=row.backend,
+            seconds=_seconds_between(row.created_at, row.finished_at),
         )
         self.plumbing.wake()
 
@@ -423,3 +436,7 @@ class Builds:
             s.commit()
             s.refresh(row)
             return row
+
+
+def _seconds_between(start: datetime, end: datetime | None) -> float | None:
+    return None if end is None else max(0.0, (end - start).total_seconds())

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -179,6 +180,7 @@ class Checks:
     async def _run_one(self, job: Job, ctx: JobContext, row_id: int) -> JobResult:
         """Run one job and record its outcome as soon as it ends."""
         tries = 0
+        started = time.monotonic()
         while True:
             try:
                 result = await job.run(ctx)
@@ -195,6 +197,14 @@ class Checks:
                 result = JobResult(job.name, False, f"job error: {exc}", str(ctx.log_path))
                 break
         await until_it_lands(lambda: self._finish_job_row(row_id, result), f"job run {row_id}")
+        self.plumbing.emit(
+            "job",
+            item=ctx.item_id,
+            attempt=ctx.attempt,
+            name=job.name,
+            passed=result.passed,
+            seconds=time.monotonic() - started,
+        )
         return result
 
     def _start_job_rows(

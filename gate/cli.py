@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 from gate import config_check, envfile
+from gate.client import add_client_commands, run_client_command
 from gate.config import ConfigError, load_config
 
-DEFAULT_URL = os.environ.get("RPMGATE_URL", "http://127.0.0.1:8080")
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rpmgate")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 async def _serve(config_path: Path) -> int:
@@ -55,56 +59,6 @@ async def _serve(config_path: Path) -> int:
     await served.close()
     await gate.stop()
     return 0
-
-
-def _request(
-    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
-) -> Any:
-    headers = {"Content-Type": "application/json"}
-    token = args.token or os.environ.get("RPMGATE_TOKEN")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        args.url.rstrip("/") + path, data=data, method=method, headers=headers
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise SystemExit(f"rpmgate: {method} {path}: HTTP {exc.code}: {detail}") from None
-    except urllib.error.URLError as exc:
-        raise SystemExit(f"rpmgate: cannot reach {args.url}: {exc.reason}") from None
-
-
-def _print(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, sort_keys=True))
-
-
-def _status_text(doc: dict[str, Any]) -> None:
-    for queue in doc["queues"]:
-        print(
-            f"queue {queue['name']} -> repo {queue['repo']} (generation "
-            f"{queue['generation']}, window {queue['window']})"
-        )
-        for item in queue["items"]:
-            change = item["change"] or {}
-            print(
-                f"  {item['position']:>3} item {item['id']:<5} {change.get('project', ''):<16}"
-                f" {item['state']:<28} {change.get('title', '')}"
-            )
-            if item["failure"]:
-                print(f"        {item['failure']}")
-        if not queue["items"]:
-            print("  (empty)")
-        for held in queue.get("held_back", []):
-            print(
-                f"  held back: item {held['item']} {held['project']} at "
-                f"{(held['commit'] or '')[:12]}: {held['git_and_repository']}"
-            )
-            print(f"        {held['reason']}")
-            print(f"        rpmgate publish|dequeue|retry {held['item']}")
 
 
 #: what systemd itself puts in every service's environment, next to EnvironmentFile=
@@ -164,6 +118,7 @@ def _check_config(path: Path, online: bool) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rpmgate", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=f"rpmgate {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the daemon")
@@ -194,38 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the changes are proposed: rpmgate's API (git) or a fake Gerrit",
     )
 
-    def client(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--url", default=DEFAULT_URL, help="gate URL (env RPMGATE_URL)")
-        p.add_argument("--token", help="API token (env RPMGATE_TOKEN)")
-        return p
-
-    status = client("status", "show the queues")
-    status.add_argument("--json", action="store_true")
-    propose = client("propose", "propose a change (a ref or commit of a project)")
-    propose.add_argument("project")
-    propose.add_argument("ref")
-    propose.add_argument("--title", default="")
-    propose.add_argument("--approve", action="store_true", help="approve it at once")
-    approve = client("approve", "approve a change: it enters its queue")
-    approve.add_argument("change", type=int)
-    for name, text in (
-        ("dequeue", "remove an item from its queue"),
-        ("promote", "move an item to the head of its queue"),
-        ("publish", "publish a blocked post item although its checks failed"),
-        ("retry", "build and test a blocked post item (or failed bootstrap) again"),
-    ):
-        p = client(name, text)
-        p.add_argument("item", type=int)
-        p.add_argument("--reason", default="")
-    republish = client("republish", "publish the current content again as a new generation")
-    republish.add_argument("repo")
-    rollback = client("rollback", "publish an older generation's content as a new one")
-    rollback.add_argument("repo")
-    rollback.add_argument("--to", type=int, required=True)
-    rollback.add_argument("--reason", default="")
-    repo = client("repo", "show a repository's current generation")
-    repo.add_argument("repo")
+    add_client_commands(sub)
     return parser
 
 
@@ -251,45 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(
             args.dir, keep=args.keep or bool(args.dir), verbose=args.verbose, source=args.source
         )
-    if args.command == "status":
-        doc = _request(args, "GET", "/api/status")
-        _print(doc) if args.json else _status_text(doc)
-    elif args.command == "propose":
-        _print(
-            _request(
-                args,
-                "POST",
-                "/api/changes",
-                {
-                    "project": args.project,
-                    "ref": args.ref,
-                    "title": args.title,
-                    "approve": args.approve,
-                },
-            )
-        )
-    elif args.command == "approve":
-        _print(_request(args, "POST", f"/api/changes/{args.change}/approve", {}))
-    elif args.command in ("dequeue", "promote", "publish", "retry"):
-        _print(
-            _request(
-                args, "POST", f"/api/items/{args.item}/{args.command}", {"reason": args.reason}
-            )
-        )
-    elif args.command == "republish":
-        _print(_request(args, "POST", f"/api/repos/{args.repo}/republish", {}))
-    elif args.command == "rollback":
-        _print(
-            _request(
-                args,
-                "POST",
-                f"/api/repos/{args.repo}/rollback",
-                {"to": args.to, "reason": args.reason},
-            )
-        )
-    elif args.command == "repo":
-        _print(_request(args, "GET", f"/api/repos/{args.repo}"))
-    return 0
+    return run_client_command(args)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ class Ingest:
             self.plumbing.emit(
                 "delivery",
                 delivery=delivery_id,
+                source=delivery.source,
                 event_type=delivery.event_type,
                 result=result,
                 error=error,

@@ -180,6 +180,7 @@ class Items:
             reason=reason,
             change=item.change_id,
             generation=item.generation,
+            finished=True,
         )
         log.info(
             "item %s (%s) %s%s", item_id, item.project, result, f": {reason}" if reason else ""

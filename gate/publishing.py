@@ -33,7 +33,7 @@ from gate.plumbing import Plumbing
 from gate.speculative import check_tested, published_state
 from publishers.createrepo import Publisher
 from repo_state.db import session
-from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, QueueRow
+from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, QueueRow, utcnow
 from repo_state.state import RepoState
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class Publishing:
         head = items[0]
         assert head.generation
         number = head.generation
+        started = time.monotonic()
         try:
             state = published_state(publisher, number - 1)
             for final in finals:
@@ -115,15 +116,28 @@ class Publishing:
             f"generation {number} of {qcfg.repo}",
         )
         self.plumbing.wake()
+        self.plumbing.emit(
+            "generation",
+            repo=qcfg.repo,
+            queue=queue,
+            generation=number,
+            kind=head.kind,
+            items=list(item_ids),
+            seconds=time.monotonic() - started,
+        )
+        published_at = utcnow()
         for item, final in zip(items, finals, strict=True):
             self.plumbing.emit(
                 "item",
                 item=item.id,
                 project=item.project,
                 state="published",
+                queue=queue,
+                kind=item.kind,
                 generation=number,
                 nvr=final.nvr,
                 path=str(generation.path),
+                waited=(published_at - item.enqueued_at).total_seconds(),
             )
             self.plumbing.spawn(self._after_publish(final), f"after-publish-{final.id}")
 
@@ -187,6 +201,7 @@ class Publishing:
             self.plumbing.emit(
                 "item", item=item_id, state="publish-failed", reason=str(exc), retry_in=delay
             )
+        self.plumbing.emit("publish-failed", items=list(item_ids), reason=str(exc))
 
     async def _after_publish(self, final: BuildRow) -> None:
         """Post-publish work of the backend (tagging); a failure is reported, not fatal."""

@@ -67,7 +67,7 @@ class Flavour:
     def build_failure(self) -> str:
         """What the item of a change whose %build fails is rejected with (a regex)."""
         if self.hub is None:
-            return r"rpmbuild failed: .*\(%build\)"
+            return r"rpmbuild failed in %build: "
         return (
             r"Koji buildArch task \d+ \(noarch\) failed: BuildError: error building "
             r"package \(arch noarch\), mock exited with status 1"

@@ -38,7 +38,7 @@ from gate.builders.srpm import (
     SrpmError,
     SrpmResult,
     build_srpm,
-    last_error_line,
+    failure_reason,
     output_files,
     rpmbuild_dir_defines,
     run_capture,
@@ -258,7 +258,7 @@ class LocalBackend(BuildBackend):
         outcome = _outcome_of(srpm, log_path)
         if code != 0:
             log = await asyncio.to_thread(log_path.read_text, "utf-8", "replace")
-            return replace(outcome, reason=f"rpmbuild failed: {last_error_line(log)}")
+            return replace(outcome, reason=failure_reason(log))
         rpms = await asyncio.to_thread(output_files, topdir / "RPMS", "*.rpm")
         artifacts = await asyncio.to_thread(self._pool_artifacts, [*rpms, srpm.path])
         return replace(outcome, ok=True, artifacts=artifacts, extra={"task_ref": ref})

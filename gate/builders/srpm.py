@@ -154,13 +154,45 @@ async def run_capture(
     return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-def last_error_line(log: str) -> str:
-    """The most telling line of a failed rpmbuild: its last ``error:`` line."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if line.startswith("error:"):
-            return line.removeprefix("error:").strip()
-    return lines[-1] if lines else "no output"
+#: rpmbuild's own verdict on a failing scriptlet: says only which section failed
+_BAD_EXIT = re.compile(r"^error: Bad exit status from \S+ \((%[\w-]+)\)")
+#: rpmbuild announcing a section's script (``Executing(%build): /bin/sh -e ...``)
+_EXECUTING = re.compile(r"^Executing\((%[\w-]+)\):")
+#: the longest reason kept (a log line can be anything)
+MAX_REASON = 500
+
+
+def failure_reason(log: str, command: str = "rpmbuild") -> str:
+    """The most telling words of a failed rpmbuild, for a packager.
+
+    rpmbuild ends with ``error: Bad exit status from /var/tmp/rpm-tmp.X
+    (%build)``, which says where but not why.  The why is the first ``error:``
+    line before it (``error: File not found: ...``, a spec's own ``echo
+    'error: ...'``), else the failing section's last line of output (``make:
+    *** ... Error 2``), else its last traced command.  The section is named:
+    ``rpmbuild failed in %build: No module named pbr``.
+    """
+    section, first_error, last_output, last_line = "", "", "", ""
+    for raw in log.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        bad_exit = _BAD_EXIT.match(line)
+        if bad_exit:
+            section = bad_exit.group(1)
+            break
+        executing = _EXECUTING.match(line)
+        if executing:
+            section, last_output, last_line = executing.group(1), "", ""
+            continue
+        if line.startswith("error:") and not first_error:
+            first_error = line.removeprefix("error:").strip()
+        last_line = line
+        if not line.startswith("+ "):  # sh -x traces its commands with "+ "
+            last_output = line
+    what = first_error or last_output or last_line or "no output"
+    where = f" in {section}" if section else ""
+    return f"{command} failed{where}: {what[:MAX_REASON]}"
 
 
 def rpmbuild_dir_defines(topdir: Path) -> list[str]:
@@ -216,7 +248,7 @@ async def build_srpm(request: BuildRequest, workdir: Path, sandbox: Sandbox) -> 
     confined = Confined(sandbox, writable=top, readable=(src,))
     if await run_logged([*argv, str(spec)], log_path, confined=confined) != 0:
         log = _read(log_path)
-        raise SrpmError(f"rpmbuild -bs failed: {last_error_line(log)}", log)
+        raise SrpmError(failure_reason(log, "rpmbuild -bs"), log)
     srpms = output_files(top / "SRPMS", "*.rpm")
     if len(srpms) != 1:
         raise SrpmError(f"rpmbuild -bs wrote {len(srpms)} source RPMs, expected 1", _read(log_path))

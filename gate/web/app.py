@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -24,6 +25,9 @@ from sqlmodel import select
 from gate.deliveries import store_delivery
 from gate.faults import is_transient, retried
 from gate.health import Health
+from gate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gate.metrics import GateMetrics
+from gate.queue_view import active_items
 from gate.runtime import Runtime
 from gate.sources import webhooks
 from gate.web.bodies import (
@@ -37,6 +41,8 @@ from gate.web.bodies import (
     WithReason,
     parse_body,
 )
+from gate.web.live import EventStream, StatusCache, etag_matches, serve_events
+from gate.web.openapi import openapi
 from gate.web.server import guard_middleware
 from gate.web.status import change_doc, item_doc, repo_doc, status
 from repo_state.db import session
@@ -48,6 +54,9 @@ M = TypeVar("M", bound=Body)
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 HEALTH: web.AppKey[Health] = web.AppKey("health")
+METRICS: web.AppKey[GateMetrics] = web.AppKey("metrics")
+LIVE: web.AppKey[EventStream] = web.AppKey("live")
+STATUS: web.AppKey[StatusCache] = web.AppKey("status")
 MAX_BODY = 1 << 20
 #: tries at storing a delivery through a database blip (about 3 s) before a 503
 STORE_TRIES = 5
@@ -232,6 +241,21 @@ async def get_change(request: web.Request) -> web.Response:
     return web.json_response({**change_doc(change), "reason": change.reason or None, "items": docs})
 
 
+async def get_item(request: web.Request) -> web.Response:
+    rt = _rt(request)
+    item_id = _path_id(request)
+    with session(rt.engine) as s:
+        item = s.get(ItemRow, item_id)
+        if item is None:
+            return _error(404, f"no item {item_id}")
+        position = None
+        if item.active:
+            order = [i.id for i in active_items(s, item.queue)]
+            position = order.index(item_id) if item_id in order else None
+        doc = item_doc(rt, s, item, position)
+    return web.json_response(doc)
+
+
 async def ref_updated(request: web.Request) -> web.Response:
     body = await _body(request, RefUpdated)
     if body.project not in _rt(request).config.projects:
@@ -294,10 +318,25 @@ async def rollback(request: web.Request) -> web.Response:
 
 # -- reads ---------------------------------------------------------------------------------
 async def get_status(request: web.Request) -> web.Response:
-    rt = _rt(request)
+    """Built once per state version (``gate.web.live``); ``If-None-Match`` answers 304."""
+    cache = request.app[STATUS]
+    body, etag = cache.current(request.app[LIVE].version)
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers=headers)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        body = cache.gzipped()
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+def _status_now(rt: Runtime) -> dict[str, Any]:
     with session(rt.engine) as s:
-        doc = status(rt, s)
-    return web.json_response(doc)
+        return status(rt, s)
+
+
+async def get_events(request: web.Request) -> web.StreamResponse:
+    return await serve_events(request, request.app[LIVE])
 
 
 async def get_repo(request: web.Request) -> web.Response:
@@ -328,10 +367,106 @@ async def get_delivery(request: web.Request) -> web.Response:
     )
 
 
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi())
+
+
+# -- dnf .repo files ---------------------------------------------------------------------------
+def _repo_file(section: str, name: str, baseurl: str) -> web.Response:
+    text = (
+        f"[{section}]\nname={name}\nbaseurl={baseurl}\nenabled=1\ngpgcheck=0\nmetadata_expire=1m\n"
+    )
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+#: ``/repos/<name>/<name>.repo`` and ``/speculative/<item>-<attempt>/rpmgate-<item>.repo``
+_PUBLISHED_REPO_FILE = re.compile(r"/repos/([^/]+)/([^/]+)\.repo")
+_SPECULATIVE_REPO_FILE = re.compile(
+    r"/speculative/([0-9]{1,19})-([0-9]{1,9})/rpmgate-([0-9]{1,19})\.repo"
+)
+
+
+@web.middleware
+async def repo_file_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """dnf ``.repo`` files, answered before the file trees are looked in (the router
+    matches the trees' prefixes first, so these are not routes)."""
+    if request.method not in ("GET", "HEAD"):
+        return await handler(request)
+    published = _PUBLISHED_REPO_FILE.fullmatch(request.path)
+    if published:
+        return published_repo_file(_rt(request), *published.groups())
+    speculative = _SPECULATIVE_REPO_FILE.fullmatch(request.path)
+    if speculative:
+        return speculative_repo_file(_rt(request), *speculative.groups())
+    return await handler(request)
+
+
+def published_repo_file(rt: Runtime, name: str, file: str) -> web.Response:
+    """The published repository for dnf: ``current`` of each arch (``$basearch``)."""
+    if name not in rt.publishers or file != name:
+        return _error(404, "no such file")
+    url = rt.config.publishers[name].url or f"{rt.config.base_url}/repos/{name}"
+    return _repo_file(name, f"{name} (rpmgate)", f"{url.rstrip('/')}/current/$basearch/")
+
+
+def speculative_repo_file(rt: Runtime, item: str, attempt: str, named: str) -> web.Response:
+    """An item's speculative repository, while it is on disk.  The numbers must be
+    written as the gate writes them (no leading zeros) and agree with each other."""
+    tree = f"{int(item)}-{int(attempt)}"
+    if named != item or tree != f"{item}-{attempt}":
+        return _error(404, "no such file")
+    if not (rt.state_dir / "speculative" / tree).is_dir():
+        return _error(404, "no such file")
+    return _repo_file(
+        f"rpmgate-{item}",
+        f"item {item} attempt {attempt}, speculative (rpmgate)",
+        f"{rt.config.base_url}/speculative/{tree}/$basearch/",
+    )
+
+
+async def _logs_as_text(request: web.Request, response: web.StreamResponse) -> None:
+    """Build and job logs are text a browser shows, whatever their extension says."""
+    path = request.path
+    if path.startswith("/files/") and path.endswith(".log") and response.status in (200, 206):
+        response.headers["Content-Type"] = "text/plain; charset=utf-8"
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Every check named and measured (``gate.health``); 503 when one fails."""
     report = await request.app[HEALTH].report()
     return web.json_response(report.model_dump(mode="json"), status=200 if report.ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus' text format (docs/metrics.md)."""
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+def _delivery_source(request: web.Request) -> str | None:
+    """Whose delivery a write request is: ``api``, a configured source, else None."""
+    if request.method != "POST":
+        return None
+    if request.path.startswith(webhooks.PREFIX):
+        name = request.path[len(webhooks.PREFIX) :].split("/", 1)[0]
+        # a label is never what a client wrote: unknown names are counted together
+        return name if name in _rt(request).sources else "unknown"
+    return "api" if request.path.startswith("/api/") else None
+
+
+@web.middleware
+async def count_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every write request by source and how it was answered (``/metrics``)."""
+    source = _delivery_source(request)
+    if source is None:
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        request.app[METRICS].request_answered(source, exc.status)
+        raise
+    request.app[METRICS].request_answered(source, response.status)
+    return response
 
 
 @web.middleware
@@ -359,16 +494,61 @@ async def _close_health(app: web.Application) -> None:
     await app[HEALTH].close()
 
 
+async def _start_live(app: web.Application) -> None:
+    app[RUNTIME].plumbing.listeners.append(app[LIVE].publish)
+
+
+async def _close_live(app: web.Application) -> None:
+    app[LIVE].close()  # open event streams end, so the server can stop
+
+
+async def _stop_live(app: web.Application) -> None:
+    listeners = app[RUNTIME].plumbing.listeners
+    if app[LIVE].publish in listeners:
+        listeners.remove(app[LIVE].publish)
+
+
+async def _start_metrics(app: web.Application) -> None:
+    app[RUNTIME].plumbing.listeners.append(app[METRICS].observe)
+    app[METRICS].start()
+
+
+async def _stop_metrics(app: web.Application) -> None:
+    listeners = app[RUNTIME].plumbing.listeners
+    if app[METRICS].observe in listeners:
+        listeners.remove(app[METRICS].observe)
+    await app[METRICS].stop()
+
+
 def make_app(rt: Runtime) -> web.Application:
     app = web.Application(
-        middlewares=[guard_middleware, error_middleware, file_name_middleware, auth_middleware],
+        middlewares=[
+            guard_middleware,
+            count_middleware,
+            error_middleware,
+            file_name_middleware,
+            repo_file_middleware,
+            auth_middleware,
+        ],
         client_max_size=MAX_BODY,
     )
     app[RUNTIME] = rt
     app[HEALTH] = Health(rt)
+    app[METRICS] = GateMetrics(rt)
+    app[LIVE] = EventStream()
+    app[STATUS] = StatusCache(partial(_status_now, rt))
+    app.on_startup.append(_start_metrics)
+    app.on_startup.append(_start_live)
+    app.on_shutdown.append(_close_live)
+    app.on_cleanup.append(_stop_live)
     app.on_cleanup.append(_close_health)
+    app.on_cleanup.append(_stop_metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/openapi.json", openapi_json)
+    app.on_response_prepare.append(_logs_as_text)
     app.router.add_get("/api/status", get_status)
+    app.router.add_get("/api/events", get_events)
     app.router.add_get("/api/repos/{name}", get_repo)
     app.router.add_get("/api/deliveries/{id}", get_delivery)
     app.router.add_post("/api/changes", propose_change)
@@ -376,6 +556,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_post("/api/changes/{id}/approve", approve_change)
     app.router.add_post("/api/changes/{id}/enqueue", enqueue_change)
     app.router.add_post("/api/ref-updated", ref_updated)
+    app.router.add_get("/api/items/{id}", get_item)
     app.router.add_post("/api/items/{id}/dequeue", dequeue_item)
     app.router.add_post("/api/items/{id}/promote", promote_item)
     app.router.add_post("/api/items/{id}/publish", publish_item)

@@ -1,0 +1,510 @@
+"""The ``rpmgate`` client commands: where the gate is, talking to it, and showing answers.
+
+Like ``koji`` and ``zuul-client``, a client command finds its gate in a
+profile (:func:`load_profile`), from ``~/.config/rpmgate/config``::
+
+    [default]
+    url = http://127.0.0.1:8080
+
+    [prod]
+    url = https://gate.example.com
+    token = s3cret
+
+``--url``/``--token`` win over ``-p/--profile``, which wins over
+``$RPMGATE_URL``/``$RPMGATE_TOKEN``, which win over the ``[default]`` profile.
+
+Every write command answers with a delivery; :func:`wait_for_delivery` polls it
+to its outcome (``--wait``).  :func:`watch_item` follows an item like ``koji
+watch-task``, one line per step.  Nothing here imports the daemon: a client
+host needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import os
+import stat
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BUILTIN_URL = "http://127.0.0.1:8080"
+#: seconds between two polls of a delivery or an item
+POLL_INTERVAL = 1.0
+
+
+class ClientError(Exception):
+    """What the client prints before exiting with status 1."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A gate to talk to."""
+
+    url: str
+    token: str | None = None
+
+
+def config_path() -> Path:
+    """``$XDG_CONFIG_HOME/rpmgate/config`` (``~/.config/rpmgate/config``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "rpmgate" / "config"
+
+
+def load_profile(
+    profile: str | None, url: str | None, token: str | None, path: Path | None = None
+) -> Target:
+    """Where the gate is: flags, then a named profile, then the environment, then ``[default]``."""
+    path = path or config_path()
+    parser = configparser.ConfigParser(interpolation=None)
+    if path.exists():
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error as exc:
+            raise ClientError(f"{path}: {exc}") from None
+        _warn_if_readable(path, parser)
+    if profile is not None:
+        if not parser.has_section(profile):
+            known = ", ".join(parser.sections()) or "none"
+            raise ClientError(f"{path}: no profile [{profile}] (profiles: {known})")
+        if not parser.get(profile, "url", fallback=""):
+            raise ClientError(f"{path}: profile [{profile}] has no url")
+        # a profile asked for is a whole: never another gate's token from the environment
+        return Target(
+            (url or parser.get(profile, "url")).rstrip("/"),
+            token or parser.get(profile, "token", fallback="") or None,
+        )
+    default = dict(parser["default"]) if parser.has_section("default") else {}
+    chosen_url = url or os.environ.get("RPMGATE_URL") or default.get("url") or BUILTIN_URL
+    chosen_token = token or os.environ.get("RPMGATE_TOKEN") or default.get("token")
+    return Target(chosen_url.rstrip("/"), chosen_token or None)
+
+
+def _warn_if_readable(path: Path, parser: configparser.ConfigParser) -> None:
+    has_token = any(parser.has_option(s, "token") for s in parser.sections())
+    if has_token and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        print(
+            f"rpmgate: {path} holds tokens and others can read it (chmod 600 {path})",
+            file=sys.stderr,
+        )
+
+
+class Client:
+    """JSON over HTTP to one gate; an HTTP error is a :class:`ClientError` naming the request."""
+
+    def __init__(self, target: Target, timeout: float = 30.0) -> None:
+        self.target = target
+        self.timeout = timeout
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self.request("POST", path, body)
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.target.token:
+            headers["Authorization"] = f"Bearer {self.target.token}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.target.url + path, data=data, method=method, headers=headers
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise ClientError(f"{method} {path}: the answer is not JSON: {raw[:200]!r}") from None
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            raise ClientError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
+        except urllib.error.URLError as exc:
+            raise ClientError(f"cannot reach {self.target.url}: {exc.reason}") from None
+        except (TimeoutError, ConnectionError) as exc:
+            raise ClientError(f"{method} {path}: {exc}") from None
+
+
+def quoted(segment: str) -> str:
+    """A path segment as sent (a name with ``/`` stays one segment)."""
+    return urllib.parse.quote(segment, safe="")
+
+
+# -- waiting ------------------------------------------------------------------------------------
+Sleep = Callable[[float], None]
+
+
+def wait_for_delivery(
+    client: Client,
+    delivery: int,
+    timeout: float,
+    interval: float = POLL_INTERVAL,
+    sleep: Sleep = time.sleep,
+) -> dict[str, Any]:
+    """Poll a delivery until the gate processed it; its document."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc: dict[str, Any] = client.get(f"/api/deliveries/{delivery}")
+        if doc["state"] != "pending":
+            return doc
+        if time.monotonic() > deadline:
+            raise ClientError(f"delivery {delivery} still pending after {timeout:g}s")
+        sleep(interval)
+
+
+def delivery_line(doc: dict[str, Any]) -> str:
+    """``delivery 4 (change.proposed): processed: change 5 ...`` / ``refused: ...``."""
+    what = f"delivery {doc['id']} ({doc['event_type']})"
+    if doc["state"] == "pending":
+        return f"{what}: pending"
+    if doc["state"] == "error":
+        return f"{what}: refused: {doc['error']}"
+    return f"{what}: processed: {doc['result']}"
+
+
+def item_progress(doc: dict[str, Any]) -> str:
+    """One line for where an item is: state, attempt, build, jobs, tip."""
+    parts = [doc["state"]]
+    if doc.get("attempt"):
+        base = doc.get("base") or {}
+        ahead = base.get("ahead") or []
+        on = f" on generation {base.get('generation')}" if base else ""
+        parts.append(
+            f"attempt {doc['attempt']}{on}"
+            + (f" + items {', '.join(map(str, ahead))}" if ahead else "")
+        )
+    for label, build in (("scratch", doc.get("build")), ("final", doc.get("final_build"))):
+        if build:
+            parts.append(f"{label} build {build['id']} {build['state']}")
+    jobs = doc.get("jobs") or []
+    if jobs:
+        parts.append("jobs " + ", ".join(f"{j['name']} {j['state']}" for j in jobs))
+    tip = doc.get("tip") or {}
+    if tip.get("step") not in (None, "none"):
+        parts.append(f"tip {tip['step']} {tip['state']}")
+    return "; ".join(parts)
+
+
+def watch_item(
+    client: Client,
+    item_id: int,
+    out: Callable[[str], None],
+    timeout: float | None = None,
+    interval: float = POLL_INTERVAL,
+    sleep: Sleep = time.sleep,
+) -> dict[str, Any]:
+    """Print a line whenever the item moves, until it leaves its queue; its last document."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = ""
+    while True:
+        doc: dict[str, Any] = client.get(f"/api/items/{item_id}")
+        line = item_progress(doc)
+        if line != last:
+            change = doc.get("change") or {}
+            stamp = time.strftime("%H:%M:%S")
+            out(f"{stamp} item {item_id} {change.get('project', '')}: {line}")
+            last = line
+        if doc.get("result"):
+            out(item_outcome(doc))
+            return doc
+        if deadline is not None and time.monotonic() > deadline:
+            raise ClientError(f"item {item_id} still in its queue after {timeout:g}s")
+        sleep(interval)
+
+
+def item_outcome(doc: dict[str, Any]) -> str:
+    result = doc["result"]
+    line = f"item {doc['id']} {result}"
+    if result == "merged" and doc.get("generation"):
+        line += f": published in generation {doc['generation']}"
+    if doc.get("failure"):
+        line += f": {doc['failure']}"
+    return line
+
+
+# -- showing documents ----------------------------------------------------------------------
+def status_lines(doc: dict[str, Any], recent: int = 5) -> list[str]:
+    lines = []
+    for queue in doc["queues"]:
+        lines.append(
+            f"queue {queue['name']} -> repo {queue['repo']} (generation "
+            f"{queue['generation']}, window {queue['window']})"
+        )
+        for item in queue["items"]:
+            change = item["change"] or {}
+            lines.append(
+                f"  {item['position']:>3} item {item['id']:<5} {change.get('project', ''):<16}"
+                f" {item['state']:<28} {change.get('title', '')}"
+            )
+            if item["failure"]:
+                lines.append(f"        {item['failure']}")
+        if not queue["items"]:
+            lines.append("  (empty)")
+        for held in queue.get("held_back", []):
+            lines.append(
+                f"  held back: item {held['item']} {held['project']} at "
+                f"{(held['commit'] or '')[:12]}: {held['git_and_repository']}"
+            )
+            lines.append(f"        {held['reason']}")
+            lines.append(f"        rpmgate publish|dequeue|retry {held['item']}")
+        finished = queue.get("recent", [])[:recent]
+        if finished:
+            lines.append("  recent:")
+        for item in finished:
+            change = item["change"] or {}
+            when = (item.get("finished_at") or "")[:19].replace("T", " ")
+            result = item["result"] or item["state"]
+            generation = f" gen {item['generation']}" if result == "merged" else ""
+            lines.append(
+                f"    {when:<19} item {item['id']:<5} {change.get('project', ''):<16}"
+                f" {result + generation:<16} {change.get('title', '')}"
+            )
+            if item["failure"] and result != "merged":
+                lines.append(f"        {item['failure']}")
+    return lines
+
+
+def change_lines(doc: dict[str, Any]) -> list[str]:
+    lines = [f"change {doc['id']} {doc['project']} ({doc['state']}): {doc['title']}"]
+    lines.append(f"  ref {doc['ref']} at {doc['sha'][:12]}")
+    if doc.get("url"):
+        lines.append(f"  review {doc['url']}")
+    if doc.get("depends_on"):
+        lines.append(f"  depends on changes {', '.join(map(str, doc['depends_on']))}")
+    if doc.get("reason"):
+        lines.append(f"  {doc['reason']}")
+    for item in doc.get("items", []):
+        lines.append(f"  item {item['id']}: {item_progress(item)}")
+        if item.get("failure"):
+            lines.append(f"      {item['failure']}")
+    return lines
+
+
+def item_lines(doc: dict[str, Any]) -> list[str]:
+    change = doc.get("change") or {}
+    where = (
+        f"in queue {doc['queue']} at position {doc['position']}"
+        if doc.get("position") is not None
+        else f"queue {doc['queue']}"
+    )
+    lines = [
+        f"item {doc['id']} {change.get('project', '')} ({doc['kind']}) {where}: {doc['state']}",
+        f"  change {change.get('id')}: {change.get('title', '')}",
+        f"  {item_progress(doc)}",
+    ]
+    for label, build in (
+        ("scratch build", doc.get("build")),
+        ("final build", doc.get("final_build")),
+    ):
+        if build:
+            lines.append(f"  {label} {build['id']}: {build['state']} {build['nvr']}".rstrip())
+            if build.get("reason") and build["state"] != "passed":
+                lines.append(f"      {build['reason']}")
+            if build.get("log_url"):
+                lines.append(f"      log {build['log_url']}")
+    for job in doc.get("jobs") or []:
+        lines.append(f"  job {job['name']}: {job['state']} {job['summary']}".rstrip())
+        if job.get("log_url"):
+            lines.append(f"      log {job['log_url']}")
+    if doc.get("speculative_repo"):
+        lines.append(f"  speculative repository {doc['speculative_repo']}")
+    if doc.get("result"):
+        lines.append(f"  {item_outcome(doc)}")
+    elif doc.get("failure"):
+        lines.append(f"  failure: {doc['failure']}")
+    return lines
+
+
+def repo_lines(doc: dict[str, Any]) -> list[str]:
+    current = doc.get("current")
+    at = f"generation {current['number']}" if current else "no generation yet"
+    lines = [f"repo {doc['name']} at {at} ({doc['url']})"]
+    if current:
+        lines.append(f"  {len(current['packages'])} packages, {len(current['builds'])} builds")
+    lines.append(f"  kept: {' '.join(map(str, doc['kept'])) or 'none'}")
+    for gen in doc.get("history", []):
+        items = ", ".join(map(str, gen["items"]))
+        when = (gen.get("created_at") or "")[:19].replace("T", " ")
+        lines.append(
+            f"  {gen['number']:>4} {gen['kind']:<10} {when:<19} {gen['package_count']:>5} packages"
+            + (f"  items {items}" if items else "")
+        )
+    return lines
+
+
+# -- the commands ---------------------------------------------------------------------------
+#: write commands: name -> (help, the request's method path and body from the arguments)
+Request = tuple[str, dict[str, Any]]
+_WRITES: dict[str, tuple[str, Callable[[argparse.Namespace], Request]]] = {
+    "propose": (
+        "propose a change (a ref or commit of a project)",
+        lambda a: (
+            "/api/changes",
+            {"project": a.project, "ref": a.ref, "title": a.title, "approve": a.approve},
+        ),
+    ),
+    "approve": (
+        "approve a change: it enters its queue",
+        lambda a: (f"/api/changes/{a.change}/approve", {}),
+    ),
+    "enqueue": (
+        "enqueue a change as it is (no new look at its ref)",
+        lambda a: (f"/api/changes/{a.change}/enqueue", {}),
+    ),
+    "ref-updated": (
+        "a project's branch moved: look for direct pushes now",
+        lambda a: (
+            "/api/ref-updated",
+            {"project": a.project, "force": a.force, **({"new": a.new} if a.new else {})},
+        ),
+    ),
+    "dequeue": (
+        "remove an item from its queue",
+        lambda a: (f"/api/items/{a.item}/dequeue", {"reason": a.reason}),
+    ),
+    "promote": (
+        "move an item to the head of its queue",
+        lambda a: (f"/api/items/{a.item}/promote", {"reason": a.reason}),
+    ),
+    "publish": (
+        "publish a blocked post item although its checks failed",
+        lambda a: (f"/api/items/{a.item}/publish", {"reason": a.reason}),
+    ),
+    "retry": (
+        "build and test a blocked post item (or failed bootstrap) again",
+        lambda a: (f"/api/items/{a.item}/retry", {"reason": a.reason}),
+    ),
+    "republish": (
+        "publish the current content again as a new generation",
+        lambda a: (f"/api/repos/{quoted(a.repo)}/republish", {"reason": a.reason}),
+    ),
+    "rollback": (
+        "publish an older generation's content as a new one",
+        lambda a: (f"/api/repos/{quoted(a.repo)}/rollback", {"to": a.to, "reason": a.reason}),
+    ),
+}
+
+#: read commands: name -> (help, path from the arguments, text form of the document)
+_READS: dict[
+    str,
+    tuple[str, Callable[[argparse.Namespace], str], Callable[[dict[str, Any]], list[str]]],
+] = {
+    "status": ("show the queues and recent results", lambda a: "/api/status", status_lines),
+    "change": ("show a change and its items", lambda a: f"/api/changes/{a.change}", change_lines),
+    "item": (
+        "show an item: builds, jobs, logs, outcome",
+        lambda a: f"/api/items/{a.item}",
+        item_lines,
+    ),
+    "delivery": (
+        "show what became of a request",
+        lambda a: f"/api/deliveries/{a.delivery}",
+        lambda doc: [delivery_line(doc)],
+    ),
+    "repo": (
+        "show a repository's current generation and history",
+        lambda a: f"/api/repos/{quoted(a.repo)}",
+        repo_lines,
+    ),
+}
+
+#: positional arguments of each client command
+_ARGUMENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "propose": [
+        ("project", {}),
+        ("ref", {}),
+        ("--title", {"default": ""}),
+        ("--approve", {"action": "store_true", "help": "approve it at once"}),
+    ],
+    "approve": [("change", {"type": int})],
+    "enqueue": [("change", {"type": int})],
+    "ref-updated": [
+        ("project", {}),
+        ("--new", {"help": "the new head (full sha)"}),
+        ("--force", {"action": "store_true", "help": "a post item even if the head was seen"}),
+    ],
+    **{
+        name: [("item", {"type": int}), ("--reason", {"default": ""})]
+        for name in ("dequeue", "promote", "publish", "retry")
+    },
+    "republish": [("repo", {}), ("--reason", {"default": ""})],
+    "rollback": [
+        ("repo", {}),
+        ("--to", {"type": int, "required": True}),
+        ("--reason", {"default": ""}),
+    ],
+    "status": [],
+    "change": [("change", {"type": int})],
+    "item": [("item", {"type": int})],
+    "delivery": [("delivery", {"type": int})],
+    "repo": [("repo", {})],
+    "watch": [("item", {"type": int})],
+}
+
+
+def add_client_commands(sub: Any) -> None:
+    """The client commands on ``rpmgate``'s subparsers."""
+
+    def client(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+        p.add_argument("-p", "--profile", help=f"a [profile] of {config_path()}")
+        p.add_argument("--url", help="gate URL (else the profile, $RPMGATE_URL, [default])")
+        p.add_argument("--token", help="API token (else the profile, $RPMGATE_TOKEN)")
+        for arg, options in _ARGUMENTS[name]:
+            p.add_argument(arg, **options)
+        return p
+
+    for name, (text, _) in _WRITES.items():
+        p = client(name, text)
+        p.add_argument(
+            "--wait", action="store_true", help="wait for the outcome; exit 1 if refused"
+        )
+        p.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
+    for name, (text, _, _) in _READS.items():
+        client(name, text).add_argument("--json", action="store_true", help="the JSON document")
+    watch = client("watch", "follow an item to its end, a line per step (exit 1 unless merged)")
+    watch.add_argument("--timeout", type=float, default=None, help="give up after seconds")
+    watch.add_argument("--interval", type=float, default=POLL_INTERVAL, help="seconds per poll")
+
+
+def run_client_command(args: argparse.Namespace) -> int:
+    """Run a client command; ``0`` when it did what was asked, ``1`` otherwise."""
+    try:
+        client = Client(load_profile(args.profile, args.url, args.token))
+        if args.command in _WRITES:
+            return _write(client, args)
+        if args.command == "watch":
+            doc = watch_item(client, args.item, print, args.timeout, args.interval)
+            return 0 if doc.get("result") == "merged" else 1
+        _, path_of, lines_of = _READS[args.command]
+        doc = client.get(path_of(args))
+        if args.json:
+            print(json.dumps(doc, indent=2, sort_keys=True))
+        else:
+            print("\n".join(lines_of(doc)))
+        return 0
+    except ClientError as exc:
+        print(f"rpmgate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # watch, --wait: the gate goes on; so may the user
+        return 130
+
+
+def _write(client: Client, args: argparse.Namespace) -> int:
+    _, request_of = _WRITES[args.command]
+    path, body = request_of(args)
+    accepted = client.post(path, body)
+    if not args.wait:
+        print(json.dumps(accepted, indent=2, sort_keys=True))
+        return 0
+    doc = wait_for_delivery(client, int(accepted["delivery"]), args.timeout)
+    print(delivery_line(doc))
+    return 0 if doc["state"] == "processed" else 1
