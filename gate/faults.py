@@ -28,6 +28,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
+    stop_never,
     wait_exponential,
 )
 
@@ -147,6 +148,17 @@ def _log_retry(what: str) -> Callable[[RetryCallState], None]:
     return before_sleep
 
 
+def _retrying(what: str, tries: int | None = None) -> AsyncRetrying:
+    """Retry transient faults only, with :data:`WAIT`; for ever, or ``tries`` times."""
+    return AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        wait=WAIT,
+        stop=stop_after_attempt(tries) if tries is not None else stop_never,
+        before_sleep=_log_retry(what),
+        reraise=True,
+    )
+
+
 async def until_it_lands(write: Callable[[], T], what: str) -> T:
     """Run ``write`` (a whole transaction) until it does not fail transiently.
 
@@ -154,12 +166,7 @@ async def until_it_lands(write: Callable[[], T], what: str) -> T:
     cancellation stops it); anything else propagates at once.  The write must
     be safe to repeat: after a commit whose answer was lost it runs again.
     """
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(is_transient),
-        wait=WAIT,
-        before_sleep=_log_retry(what),
-        reraise=True,
-    ):
+    async for attempt in _retrying(what):
         with attempt:
             return write()
     raise AssertionError("unreachable: tenacity retries until the write lands")
@@ -168,12 +175,7 @@ async def until_it_lands(write: Callable[[], T], what: str) -> T:
 async def until_it_answers(call: Callable[[], Awaitable[T]], what: str) -> T:
     """:func:`until_it_lands` for a coroutine (a read of git or a review system that
     the work cannot go on without): ``call()`` makes a fresh one each try."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(is_transient),
-        wait=WAIT,
-        before_sleep=_log_retry(what),
-        reraise=True,
-    ):
+    async for attempt in _retrying(what):
         with attempt:
             return await call()
     raise AssertionError("unreachable: tenacity retries until it answers")
@@ -181,13 +183,7 @@ async def until_it_answers(call: Callable[[], Awaitable[T]], what: str) -> T:
 
 async def retried(call: Callable[[], T], what: str, *, tries: int) -> T:
     """:func:`until_it_lands` that gives up after ``tries``, re-raising the last fault."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(is_transient),
-        wait=WAIT,
-        stop=stop_after_attempt(tries),
-        before_sleep=_log_retry(what),
-        reraise=True,
-    ):
+    async for attempt in _retrying(what, tries):
         with attempt:
             return call()
     raise AssertionError("unreachable: tenacity returns or re-raises")
@@ -195,13 +191,7 @@ async def retried(call: Callable[[], T], what: str, *, tries: int) -> T:
 
 async def retried_call(call: Callable[[], Awaitable[T]], what: str, *, tries: int) -> T:
     """:func:`retried` for a coroutine: ``call()`` makes a fresh one each try."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(is_transient),
-        wait=WAIT,
-        stop=stop_after_attempt(tries),
-        before_sleep=_log_retry(what),
-        reraise=True,
-    ):
+    async for attempt in _retrying(what, tries):
         with attempt:
             return await call()
     raise AssertionError("unreachable: tenacity returns or re-raises")
