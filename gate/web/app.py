@@ -43,6 +43,7 @@ from gate.web.bodies import (
 )
 from gate.web.live import EventStream, StatusCache, etag_matches, serve_events
 from gate.web.openapi import openapi
+from gate.web.page import add_page
 from gate.web.server import guard_middleware
 from gate.web.status import change_doc, item_doc, repo_doc, status
 from repo_state.db import session
@@ -563,6 +564,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_post("/api/items/{id}/retry", retry_item)
     app.router.add_post("/api/repos/{name}/republish", republish)
     app.router.add_post("/api/repos/{name}/rollback", rollback)
+    add_page(app, rt, lambda: app[STATUS].current(app[LIVE].version))
     speculative = rt.state_dir / "speculative"
     speculative.mkdir(parents=True, exist_ok=True)
     app.router.add_static("/speculative/", speculative, show_index=True)
