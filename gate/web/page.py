@@ -153,6 +153,7 @@ class Page:
 
 
 def _document(title: str, body: str, query: str = "", live: bool = True, path: str = "/") -> str:
+    """The whole page; the filter form searches ``path`` (a queue's page, else all)."""
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -163,7 +164,7 @@ def _document(title: str, body: str, query: str = "", live: bool = True, path: s
         '<header class="top"><a class="brand" href="/">rpmgate</a>'
         f'<span class="where">{_e(title)}</span>'
         '<span id="live" class="live off" role="status">snapshot</span></header>'
-        '<form class="filter" method="get" role="search">'
+        f'<form class="filter" method="get" action="{_e(quote(path))}" role="search">'
         '<label for="q">Find my change</label>'
         f'<input id="q" name="q" type="search" value="{_e(query)}" maxlength="{MAX_QUERY}" '
         'placeholder="project, change id, owner, NVR" autocomplete="off">'
@@ -258,7 +259,6 @@ def _recent(queue: Doc, query: str) -> str:
     for item in queue.get("recent") or []:
         if query and not matches(item, query):
             continue
-        change = item.get("change") or {}
         result = str(item.get("result") or item.get("state") or "")
         what = (
             f"generation {_e(item.get('generation'))}"
@@ -268,14 +268,14 @@ def _recent(queue: Doc, query: str) -> str:
         when = str(item.get("finished_at") or "")[:19].replace("T", " ")
         rows.append(
             f'<tr class="result {_e(result)}" data-item="{_e(item.get("id"))}">'
-            f"<td>{_e(when)}</td><td>{_e(change.get('project'))}</td>"
+            f"<td>{_e(when)}</td>"
             f"<td>{_change_line(item)}</td>"
             f'<td><span class="state">{_e(result)}</span></td><td>{what}{_logs(item)}</td></tr>'
         )
     if not rows:
         return '<p class="empty">No recent results' + (" match." if query else ".") + "</p>"
     return (
-        '<div class="scroll"><table class="recent"><thead><tr><th>finished</th><th>project</th>'
+        '<div class="scroll"><table class="recent"><thead><tr><th>finished</th>'
         "<th>change</th><th>result</th><th>details</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )

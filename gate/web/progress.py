@@ -114,14 +114,16 @@ def why_waiting(item: Doc, ahead: Sequence[Doc], window: int | None) -> str:
     if state == ItemState.OUTSIDE_WINDOW:
         size = f"{window} items are" if window else "the window is"
         return f"outside the window ({size} tested at once): starts when an item ahead leaves"
-    failing = [a for a in ahead if a.get("state") == ItemState.FAILING]
+    # a failing item ahead that this attempt was tested with: its failure resets this
+    # one (once reset, the attempt no longer includes it and there is nothing to say)
+    base = set((item.get("base") or {}).get("ahead") or [])
+    failing = [a for a in ahead if a.get("state") == ItemState.FAILING and a.get("id") in base]
     if failing and item.get("kind") != "post":
         return (
             f"an item ahead, {_name(failing[0])}, is failing: this item will be reset and "
             "re-tested without it"
         )
     if state == ItemState.BUILT:
-        base = set((item.get("base") or {}).get("ahead") or [])
         building = [
             _name(a)
             for a in ahead
