@@ -66,7 +66,10 @@ class Durations:
         )
 
     def expected(self, step: str, key: str) -> float | None:
-        """How long ``step`` takes for ``key`` (its own history first, then any)."""
+        """How long ``step`` takes for ``key``: its own history, else (builds, merges:
+        a project's) any project's.  Jobs differ too much: a job's own history only."""
+        if step == "job":
+            return self.by_key.get((step, key))
         return self.by_key.get((step, key), self.by_step.get(step))
 
 

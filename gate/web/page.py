@@ -38,7 +38,7 @@ from aiohttp import web
 
 from gate.runtime import Runtime
 from gate.web.eta import Durations, duration_text, estimate_queue, load_durations
-from gate.web.progress import segments, tested_with, why_waiting
+from gate.web.progress import segments, speculative_base, why_waiting
 from gate.web.status import repo_doc
 from repo_state.db import session
 from repo_state.state_diff import diff_states
@@ -244,7 +244,7 @@ def _item(item: Doc, ahead: list[Doc], window: int | None, eta: float | None, pa
         f'<div class="pos">{_e((item.get("position") or 0) + 1)}</div><div class="card">'
         f"{_change_line(item)}"
         f'<p class="meta"><span class="state">{_e(state)}</span>{kind} · item {_e(item.get("id"))}'
-        f" · tested with {_e(tested_with(item))}</p>"
+        f" · tested with {_e(speculative_base(item))}</p>"
         f"{_bar(item, page.job_names(str(item.get('queue', ''))))}"
         f'<p class="times">{elapsed} {eta_text}</p>'
         + (f'<p class="why">{_e(why)}</p>' if why else "")

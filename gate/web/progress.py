@@ -138,7 +138,7 @@ def why_waiting(item: Doc, ahead: Sequence[Doc], window: int | None) -> str:
     return ""
 
 
-def tested_with(item: Doc) -> str:
+def speculative_base(item: Doc) -> str:
     """What the item is tested on: ``generation 3 + items 7, 8``."""
     base = item.get("base")
     if not base:

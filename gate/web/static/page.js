@@ -25,7 +25,15 @@
     });
   }
 
+  // a form in the page the reader has started to fill (a repository's diff) is
+  // not swapped from under them; submitting it loads the page anyway
+  var editing = false;
+  document.addEventListener("change", function (ev) {
+    if (ev.target.closest && ev.target.closest("#content form")) editing = true;
+  });
+
   function refresh() {
+    if (editing) return;
     if (busy) { again = true; return; }
     busy = true;
     fetch(location.href, {headers: {"Accept": "text/html"}, cache: "no-store"})
