@@ -169,7 +169,7 @@ def test_eta_adds_the_medians_of_the_steps_left_and_waits_for_the_item_ahead() -
     }
 
 
-def test_no_estimate_without_history_or_for_a_failing_item() -> None:
+def test_no_estimate_without_history_nor_for_a_failing_item() -> None:
     fresh = item(1, ItemState.MERGING, ahead=())
     assert estimate_queue([fresh], Durations(), ["repoclosure"], 20, NOW) == {1: None}
     no_job_history = Durations.of([(s, k, t) for (s, k), t in HISTORY.by_key.items()])
@@ -177,7 +177,7 @@ def test_no_estimate_without_history_or_for_a_failing_item() -> None:
     failing = item(1, ItemState.FAILING, ahead=())
     behind = item(2, ItemState.MERGING, ahead=(1,))
     etas = estimate_queue([failing, behind], HISTORY, ["repoclosure"], 20, NOW)
-    assert etas[1] is None and etas[2] is None
+    assert etas == {1: None, 2: 102.0}  # the item behind: reset, as if it came first
 
 
 def test_an_item_outside_the_window_starts_when_the_item_a_window_ahead_is_through() -> None:
@@ -338,3 +338,19 @@ def test_the_diff_of_two_generations_names_builds_and_packages() -> None:
 @pytest.mark.parametrize("seconds", [0.0, 0.4])
 def test_zero_seconds_reads_0s(seconds: float) -> None:
     assert duration_text(seconds) == "0s"
+
+
+def test_items_behind_a_failing_item_are_estimated_as_if_it_were_gone() -> None:
+    first = item(1, ItemState.TESTING, merge={"state": "passed"}, build={"state": "passed"})
+    first["jobs"] = [{"name": "repoclosure", "state": "running", "started_at": iso(5)}]
+    broken = item(2, ItemState.FAILING, "horizon", ahead=(1,))
+    # tested with the failing item: reset, so every step of it starts again
+    behind = item(3, ItemState.TESTING, ahead=(1, 2), merge={"state": "passed"})
+    behind["build"] = {"state": "passed"}
+    etas = estimate_queue([first, broken, behind], HISTORY, ["repoclosure"], 20, NOW)
+    # first: 5 s of its job left, 50 final, 5 tip; behind: after first (60 s), its
+    # final and tip (its own merge 2 + build 35 + job 10 end before)
+    assert etas == {1: 60.0, 2: None, 3: 60.0 + 55}
+    # a job failed already: it is as good as failing, even while another still runs
+    failed_job = {**first, "jobs": [{"name": "repoclosure", "state": "failed"}]}
+    assert estimate_queue([failed_job], HISTORY, ["repoclosure"], 20, NOW) == {1: None}

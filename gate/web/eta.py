@@ -207,6 +207,7 @@ def estimate_queue(
     now: float,
 ) -> dict[int, float | None]:
     """Item id -> seconds until it should be through (merged and published), or None."""
+    failing = {int(i.get("id") or 0) for i in items if _failing(i)}
     done: list[float | None] = []
     built: list[float | None] = []
     out: dict[int, float | None] = {}
@@ -220,18 +221,26 @@ def estimate_queue(
         jobs = _job_steps(item, job_names)
         if waiting:
             jobs = [_Step(j.step, j.key, "none") for j in jobs]
-        if str(item.get("state", "")).startswith(("failing", "stuck", "blocked")):
-            finish: float | None = None  # it leaves (or waits for people): no time to give
-            own_built: float | None = now
-        elif item.get("kind") == "post":
+        if _failing(item):
+            # it leaves (or waits for people): no time to give it, and the items
+            # behind go on as if it were not there
+            out[int(item.get("id") or 0)] = None
+            built.append(built[-1] if built else now)
+            done.append(previous)
+            continue
+        restarts = bool(set(_ahead(item)) & failing)
+        if restarts:  # tested with a failing item: it is reset and starts again
+            jobs = [_Step(j.step, j.key, "none") for j in jobs]
+        if item.get("kind") == "post":
             own_built = _after(start, [_final_step(item, project)], durations, now)
             ready = _after(own_built, _slowest(jobs, durations, now), durations, now)
             finish = _after(_max([ready, previous]), [_tip_step(item, project)], durations, now)
         else:
+            fresh = waiting or restarts
             merge = (item.get("merge") or {}).get("state", "none")
             steps = [
-                _Step("merge", project, "passed" if merge == "passed" and not waiting else "none"),
-                _build_step("scratch", project, None if waiting else item.get("build")),
+                _Step("merge", project, "passed" if merge == "passed" and not fresh else "none"),
+                _build_step("scratch", project, None if fresh else item.get("build")),
             ]
             own_built = _after(start, steps, durations, now)
             jobs_start = _max([own_built, *built])
@@ -243,6 +252,18 @@ def estimate_queue(
         if item.get("id") is not None:
             out[int(item["id"])] = None if finish is None else max(finish - now, 0.0)
     return out
+
+
+def _failing(item: Doc) -> bool:
+    """It will not be through: failing, held up, blocked, or a step of it failed already."""
+    if str(item.get("state", "")).startswith(("failing", "stuck", "blocked")):
+        return True
+    steps = [item.get("build") or {}, *(item.get("jobs") or [])]
+    return item.get("kind") != "post" and any(step.get("state") == "failed" for step in steps)
+
+
+def _ahead(item: Doc) -> list[int]:
+    return list((item.get("base") or {}).get("ahead") or [])
 
 
 def _final_step(item: Doc, project: str) -> _Step:
