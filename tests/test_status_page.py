@@ -5,17 +5,25 @@ browser against a real daemon: tests/test_status_page_browser.py.)"""
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import urllib.request
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
+from gate.demo_world import World
 from gate.model import ItemState
 from gate.web.eta import Durations, duration_text, estimate_queue
 from gate.web.page import matches, safe_href
 from gate.web.progress import segments, speculative_base, why_waiting
 from repo_state.state import Artifact, BuildEntry, RepoState
 from repo_state.state_diff import diff_states
+from tests.served import ClientFactory, served
 
 NOW = 1_800_000_000.0
 
@@ -354,3 +362,70 @@ def test_items_behind_a_failing_item_are_estimated_as_if_it_were_gone() -> None:
     # a job failed already: it is as good as failing, even while another still runs
     failed_job = {**first, "jobs": [{"name": "repoclosure", "state": "failed"}]}
     assert estimate_queue([failed_job], HISTORY, ["repoclosure"], 20, NOW) == {1: None}
+
+
+# -- the routes, on a gate that has not started ---------------------------------------------
+async def test_odd_queries_and_names_answer_a_page_or_404_never_a_500(
+    world: World, aiohttp_client: ClientFactory
+) -> None:
+    async with served(world, aiohttp_client, start=False) as (_, client):
+        for path in (
+            "/",
+            "/?q=",
+            "/?q=" + quote(HOSTILE),
+            "/?q=" + "x" * 5000,
+            "/?q=%00%ff",
+            "/?q=%23",
+            "/queues/liberty?q=nova",
+            "/repositories/liberty?from=abc&to=-1",
+            "/repositories/liberty?from=99999999999999999999&to=1",
+        ):
+            resp = await client.get(path)
+            assert resp.status == 200, path
+            assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+            text = await resp.text()
+            assert "<script>alert" not in text and "Find my change" in text
+        for path in ("/queues/nowhere", "/queues/" + quote(HOSTILE, safe=""), "/repositories/x"):
+            resp = await client.get(path)
+            assert resp.status == 404, path
+            assert "<script>alert" not in await resp.text()
+        css = await client.get("/assets/page.css")
+        js = await client.get("/assets/page.js")
+        assert css.status == js.status == 200
+        assert "EventSource" in await js.text()
+        assert (await client.get("/assets/../app.py")).status in (403, 404)
+
+
+# -- rpmgate demo --------------------------------------------------------------------------
+@pytest.mark.slow
+def test_demo_prints_the_page_url_and_keeps_running_until_interrupted(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gate.cli", "demo", "--keep-running", "--dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        url = None
+        for line in proc.stdout:
+            seen.append(line)
+            if "the daemon stays up: open" in line:
+                url = line.split("open ", 1)[1].split()[0]
+                break
+        assert url is not None, "".join(seen)
+        printed = next(line for line in seen if "status page at" in line)
+        assert url in printed  # the URL was given at the start too
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+            html = resp.read().decode()
+        assert "Recent results" in html and "rejected" in html and "merged" in html
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 0, rest
+        assert "stopping the daemon" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
