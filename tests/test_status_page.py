@@ -23,6 +23,7 @@ from gate.web.page import matches, safe_href
 from gate.web.progress import segments, speculative_base, why_waiting
 from repo_state.state import Artifact, BuildEntry, RepoState
 from repo_state.state_diff import diff_states
+from tests.conftest import NOVA_1201
 from tests.served import ClientFactory, served
 
 NOW = 1_800_000_000.0
@@ -429,3 +430,26 @@ def test_demo_prints_the_page_url_and_keeps_running_until_interrupted(tmp_path: 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+async def test_a_change_is_found_by_its_owner_the_token_that_proposed_it(
+    world: World, aiohttp_client: ClientFactory
+) -> None:
+    alice = {"name": "alice", "token": "alice-token-0123456789"}
+    async with served(world, aiohttp_client, auth={"api_tokens": [alice]}) as (gate, client):
+        ref = world.propose("nova", NOVA_1201, "Update to 12.0.1")
+        resp = await client.post(
+            "/api/changes",
+            json={"project": "nova", "ref": ref, "title": "Update to 12.0.1", "approve": True},
+            headers={"Authorization": f"Bearer {alice['token']}"},
+        )
+        assert resp.status == 202
+        await gate.wait_idle(120)
+        status = await (await client.get("/api/status")).json()
+        change = status["queues"][0]["recent"][0]["change"]
+        assert change["title"] == "Update to 12.0.1" and change["owner"] == "alice"
+        mine = await (await client.get("/?q=alice")).text()
+        assert "Update to 12.0.1" in mine and 'class="owner">by alice<' in mine
+        others = await (await client.get("/?q=bob")).text()
+        assert "Update to 12.0.1" not in others

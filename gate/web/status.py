@@ -65,6 +65,7 @@ def change_doc(change: ChangeRow) -> dict[str, Any]:
         "source": change.source,
         "review": change.review,
         "url": change.url or None,
+        "owner": change.owner or None,
         "depends_on": json.loads(change.depends_on),
     }
 
