@@ -103,36 +103,42 @@ def test_a_post_item_has_no_speculative_merge_nor_scratch_build() -> None:
 # -- why it waits ---------------------------------------------------------------------------
 def test_why_an_item_waits() -> None:
     head = item(1, ItemState.TESTING)
-    assert why_waiting(head, [], 20) == ""  # working, not waiting
     passed = item(2, ItemState.PASSED, ahead=(1,), build={"state": "passed"})
-    assert why_waiting(passed, [head], 20) == (
+    head_building = {**head, "state": ItemState.BUILDING, "build": {"state": "running"}}
+    built = item(3, ItemState.BUILT, ahead=(1, 2), build={"state": "passed"})
+    queue = {1: head_building, 2: passed, 3: built}
+    assert why_waiting(head, 0, queue) == ""  # working, not waiting
+    assert why_waiting(passed, 1, queue) == (
         "waiting for the tip: 1 item ahead must be through first"
     )
-    built = item(3, ItemState.BUILT, ahead=(1, 2), build={"state": "passed"})
-    head_building = {**head, "state": ItemState.BUILDING, "build": {"state": "running"}}
-    assert why_waiting(built, [head_building, passed], 20) == (
-        "waiting for the builds ahead: item 1 (nova)"
+    assert why_waiting({**passed, "base": {"generation": 3, "ahead": []}}, 0, {}) == (
+        "passed; waiting for the tip to start"
     )
+    assert why_waiting(built, 2, queue) == "waiting for the builds ahead: item 1 (nova)"
     outside = item(4, ItemState.OUTSIDE_WINDOW, ahead=None)
-    assert "outside the window (2 items are tested at once)" in why_waiting(outside, [head], 2)
+    assert "outside the window (2 items are tested at once)" in why_waiting(outside, 3, queue, 2)
     retry = item(5, ItemState.PUBLISH_RETRY, failure="createrepo_c: disk full")
-    assert why_waiting(retry, [], 20) == (
+    assert why_waiting(retry, 0, {}) == (
         "merged in git, publishing is retried: createrepo_c: disk full"
     )
 
 
-def test_an_item_speculative_base_a_failing_item_ahead_is_told_it_will_be_reset() -> None:
+def test_an_item_tested_with_a_failing_item_ahead_is_told_it_will_be_reset() -> None:
     failing = item(1, ItemState.FAILING, "horizon", failure="rpmbuild failed in %build")
     behind = item(2, ItemState.TESTING, "python-django", ahead=(1,))
-    assert why_waiting(behind, [failing], 20) == (
+    queue = {1: failing, 2: behind}
+    assert why_waiting(behind, 1, queue) == (
         "an item ahead, item 1 (horizon), is failing: this item will be reset and "
         "re-tested without it"
     )
     # once reset onto a base without it, there is nothing to wait for
     reset = item(2, ItemState.TESTING, "python-django", ahead=())
-    assert why_waiting(reset, [failing], 20) == ""
-    # the failing item itself: rejected once the items ahead are through
-    assert why_waiting(failing, [], 20).startswith("failing: rpmbuild failed in %build; it leaves")
+    assert why_waiting(reset, 1, queue) == ""
+    # the failing item itself: rejected at the head, or once the items ahead are through
+    assert (
+        why_waiting(failing, 0, queue) == "failing: rpmbuild failed in %build; it leaves the queue"
+    )
+    assert "once the items ahead are through" in why_waiting(failing, 3, queue)
 
 
 def test_the_base_names_the_generation_and_the_items_ahead() -> None:

@@ -209,7 +209,8 @@ def estimate_queue(
     """Item id -> seconds until it should be through (merged and published), or None."""
     failing = {int(i.get("id") or 0) for i in items if _failing(i)}
     done: list[float | None] = []
-    built: list[float | None] = []
+    #: when each item's own build should be done, by id
+    built: dict[int, float | None] = {}
     out: dict[int, float | None] = {}
     for position, item in enumerate(items):
         project = str((item.get("change") or {}).get("project") or "")
@@ -225,7 +226,6 @@ def estimate_queue(
             # it leaves (or waits for people): no time to give it, and the items
             # behind go on as if it were not there
             out[int(item.get("id") or 0)] = None
-            built.append(built[-1] if built else now)
             done.append(previous)
             continue
         restarts = bool(set(_ahead(item)) & failing)
@@ -243,11 +243,13 @@ def estimate_queue(
                 _build_step("scratch", project, None if fresh else item.get("build")),
             ]
             own_built = _after(start, steps, durations, now)
-            jobs_start = _max([own_built, *built])
+            # its jobs run on the builds of the items it is tested with
+            ahead = [built[i] for i in _ahead(item) if i in built]
+            jobs_start = _max([own_built, *ahead])
             tested = _after(jobs_start, _slowest(jobs, durations, now), durations, now)
             tip = [_final_step(item, project), _tip_step(item, project)]
             finish = _after(_max([tested, previous]), tip, durations, now)
-        built.append(own_built)
+        built[int(item.get("id") or 0)] = own_built
         done.append(finish)
         if item.get("id") is not None:
             out[int(item["id"])] = None if finish is None else max(finish - now, 0.0)

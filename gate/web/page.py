@@ -215,9 +215,16 @@ def _change_line(item: Doc) -> str:
     )
 
 
-def _item(item: Doc, ahead: list[Doc], window: int | None, eta: float | None, page: Page) -> str:
+def _item(
+    item: Doc,
+    position: int,
+    by_id: dict[int, Doc],
+    window: int | None,
+    eta: float | None,
+    page: Page,
+) -> str:
     state = str(item.get("state", ""))
-    why = why_waiting(item, ahead, window)
+    why = why_waiting(item, position, by_id, window)
     since = _epoch(item.get("enqueued_at"))
     elapsed = (
         f'<span class="elapsed" data-since="{since:.0f}">'
@@ -286,8 +293,9 @@ def render_queue(queue: Doc, page: Page, query: str) -> str:
     items = list(queue.get("items") or [])
     window = queue.get("window")
     etas = estimate_queue(items, page.durations(), page.job_names(name), window, time.time())
+    by_id = {int(i.get("id") or 0): i for i in items}
     shown = [
-        _item(item, items[:position], window, etas.get(int(item.get("id") or 0)), page)
+        _item(item, position, by_id, window, etas.get(int(item.get("id") or 0)), page)
         for position, item in enumerate(items)
         if not query or matches(item, query)
     ]

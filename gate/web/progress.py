@@ -9,7 +9,7 @@ ahead, builds ahead still running, how many must merge first).  Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,10 +91,13 @@ def _name(item: Doc) -> str:
     return f"item {item.get('id')} ({change.get('project') or item.get('queue', '')})"
 
 
-def why_waiting(item: Doc, ahead: Sequence[Doc], window: int | None) -> str:
+def why_waiting(
+    item: Doc, position: int, by_id: Mapping[int, Doc], window: int | None = None
+) -> str:
     """One line: why the item is not moving on now, or "" while it is working.
 
-    ``ahead`` are the items ahead of it in queue order.
+    ``position`` is its place in the queue (0: the head), ``by_id`` the queue's
+    items by id (those it is tested with are looked up there).
     """
     state = str(item.get("state", ""))
     failure = str(item.get("failure") or "")
@@ -108,16 +111,19 @@ def why_waiting(item: Doc, ahead: Sequence[Doc], window: int | None) -> str:
     if state == ItemState.PUBLISH_RETRY:
         return f"merged in git, publishing is retried: {failure or 'the last try failed'}"
     if state == ItemState.FAILING:
-        if not any(a.get("state") == ItemState.FAILING for a in ahead):
-            return f"failing: {failure}; it leaves the queue once the items ahead are through"
-        return f"failing: {failure}; re-tested if an item ahead of it fails too"
+        if position == 0:
+            return f"failing: {failure}; it leaves the queue"
+        return (
+            f"failing: {failure}; it leaves the queue once the items ahead are through "
+            "(if one of them fails, it is tested again without it)"
+        )
     if state == ItemState.OUTSIDE_WINDOW:
         size = f"{window} items are" if window else "the window is"
         return f"outside the window ({size} tested at once): starts when an item ahead leaves"
-    # a failing item ahead that this attempt was tested with: its failure resets this
-    # one (once reset, the attempt no longer includes it and there is nothing to say)
-    base = set((item.get("base") or {}).get("ahead") or [])
-    failing = [a for a in ahead if a.get("state") == ItemState.FAILING and a.get("id") in base]
+    # the items this attempt is tested with (a failing item ahead that it is not
+    # tested with any more, after a reset, changes nothing for it)
+    tested_with = [by_id[i] for i in (item.get("base") or {}).get("ahead") or [] if i in by_id]
+    failing = [a for a in tested_with if a.get("state") == ItemState.FAILING]
     if failing and item.get("kind") != "post":
         return (
             f"an item ahead, {_name(failing[0])}, is failing: this item will be reset and "
@@ -125,15 +131,13 @@ def why_waiting(item: Doc, ahead: Sequence[Doc], window: int | None) -> str:
         )
     if state == ItemState.BUILT:
         building = [
-            _name(a)
-            for a in ahead
-            if a.get("id") in base and _build_state(a.get("build")) in ("none", "running")
+            _name(a) for a in tested_with if _build_state(a.get("build")) in ("none", "running")
         ]
         return "waiting for the builds ahead" + (f": {', '.join(building)}" if building else "")
     if state == ItemState.PASSED:
-        if not ahead:
+        if position == 0:
             return "passed; waiting for the tip to start"
-        n = len(ahead)
+        n = position
         return f"waiting for the tip: {n} item{'s' if n != 1 else ''} ahead must be through first"
     return ""
 
