@@ -4,8 +4,8 @@ real daemon (``rpmgate run``: real git, rpmbuild, createrepo_c, SQLite).
 One daemon for the module; the tests run in order, each moving the gate on.  A job
 that waits for a file (``tests.test_web_api.held_queue``) keeps items in the queue
 for as long as a test looks at them.  Screenshots go to ``test-artifacts/status-page/``
-(``RPMGATE_TEST_ARTIFACTS`` elsewhere).  Without chromium the tests skip; ``./dev
-setup`` installs it.
+(``RPMGATE_TEST_ARTIFACTS`` elsewhere).  Without chromium (``/usr/bin/chromium``, or
+``RPMGATE_CHROMIUM``) the tests skip; ``./dev setup`` installs it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests.test_web_api import held_queue, release
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("RPMGATE_CHROMIUM", "/usr/bin/chromium"))
 WAIT = 90_000  # ms: a change through rpmbuild, jobs and createrepo_c on a busy machine
 NOVA_1202 = PackageSpec("nova", "12.0.2", lookaside=True)
 CEILO_802 = PackageSpec("ceilometer", "8.0.2", requires=("nova >= 12.0.1",))
@@ -36,7 +36,7 @@ HOSTILE = '"><script>alert(1)</script><img src=x onerror="alert(2)">'
 
 if not CHROMIUM.exists():
     pytest.skip(
-        "chromium is not installed (/usr/bin/chromium; ./dev setup installs it)",
+        f"chromium is not installed ({CHROMIUM}; ./dev setup installs it)",
         allow_module_level=True,
     )
 
