@@ -197,20 +197,21 @@ def plan(q: QueueState) -> list[Action]:
         in_the_way = True
         in_window = gate_position < q.window
         gate_position += 1
-        if item.pushing:
-            chain.append(item.id)
-            ready[item.id] = True
-            continue
-        if item.tip is TipStep.DONE:
-            # Published: the generation already carries it, so no base names it.
-            actions.append(Dequeue(item.id, merged=True))
-            continue
-        if item.committed:
-            # Merged in git: it is published in order, never reset.
-            actions.extend(_publish_steps(item, is_head, q.now))
-            chain.append(item.id)
-            ready[item.id] = True
-            continue
+        if item.tip is not TipStep.NONE:  # (tested: the only ones that may be landing)
+            if item.pushing:
+                chain.append(item.id)
+                ready[item.id] = True
+                continue
+            if item.tip is TipStep.DONE:
+                # Published: the generation already carries it, so no base names it.
+                actions.append(Dequeue(item.id, merged=True))
+                continue
+            if item.committed:
+                # Merged in git: it is published in order, never reset.
+                actions.extend(_publish_steps(item, is_head, q.now))
+                chain.append(item.id)
+                ready[item.id] = True
+                continue
 
         if not in_window:
             # Zuul: ``ChangeQueue.isActionable`` is ``item in queue[:window]`` and
