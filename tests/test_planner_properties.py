@@ -99,7 +99,7 @@ def test_generations_follow_queue_order(scenario) -> None:
     assert [sim.producers[g] for g in sorted(sim.producers)] == [(c,) for c in sim.published]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_only_items_inside_the_window_are_worked_on(scenario) -> None:
     changes, arrivals, window, seed = scenario
