@@ -459,3 +459,14 @@ async def test_a_change_is_found_by_its_owner_the_token_that_proposed_it(
         assert "Update to 12.0.1" in mine and 'class="owner">by alice<' in mine
         others = await (await client.get("/?q=bob")).text()
         assert "Update to 12.0.1" not in others
+
+
+def test_the_window_counts_gate_items_and_an_item_outside_it_keeps_its_old_base() -> None:
+    post = item(9, ItemState.FINAL_BUILD, kind="post", tip={"step": "none", "state": "none"})
+    first = item(1, ItemState.MERGING, ahead=())
+    # outside the window although it has a base from before (the window shrank)
+    waiting = item(2, ItemState.OUTSIDE_WINDOW, ahead=(1,), merge={"state": "passed"})
+    etas = estimate_queue([post, first, waiting], HISTORY, ["repoclosure"], 1, NOW)
+    # post: 50 final + 10 job + 5 publish = 65; first: 102 from now, after post (65)
+    # only its tip waits: done at max(47, 65) + 55 = 120; waiting: from 120, all of it
+    assert etas == {9: 65.0, 1: 120.0, 2: 120.0 + 102}

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from gate.model import ItemState
 from repo_state.models import BuildRow, ItemRow, JobRunRow
 
 Doc = dict[str, Any]
@@ -209,16 +210,19 @@ def estimate_queue(
     """Item id -> seconds until it should be through (merged and published), or None."""
     failing = {int(i.get("id") or 0) for i in items if _failing(i)}
     done: list[float | None] = []
+    #: when each gate item should be through, in order (the window counts gate items)
+    gate_done: list[float | None] = []
     #: when each item's own build should be done, by id
     built: dict[int, float | None] = {}
     out: dict[int, float | None] = {}
-    for position, item in enumerate(items):
+    for item in items:
         project = str((item.get("change") or {}).get("project") or "")
         previous = done[-1] if done else now
-        waiting = item.get("base") is None and item.get("kind") != "post"
+        # nothing is started for it until the gate item ``window`` places ahead is through
+        waiting = item.get("state") == ItemState.OUTSIDE_WINDOW
         start: float | None = now
-        if waiting and window and position >= window:
-            start = done[position - window]
+        if waiting and window and len(gate_done) >= window:
+            start = gate_done[len(gate_done) - window]
         jobs = _job_steps(item, job_names)
         if waiting:
             jobs = [_Step(j.step, j.key, "none") for j in jobs]
@@ -227,6 +231,8 @@ def estimate_queue(
             # behind go on as if it were not there
             out[int(item.get("id") or 0)] = None
             done.append(previous)
+            if item.get("kind") != "post":
+                gate_done.append(previous)
             continue
         restarts = bool(set(_ahead(item)) & failing)
         if restarts:  # tested with a failing item: it is reset and starts again
@@ -251,6 +257,8 @@ def estimate_queue(
             finish = _after(_max([tested, previous]), tip, durations, now)
         built[int(item.get("id") or 0)] = own_built
         done.append(finish)
+        if item.get("kind") != "post":
+            gate_done.append(finish)
         if item.get("id") is not None:
             out[int(item["id"])] = None if finish is None else max(finish - now, 0.0)
     return out
