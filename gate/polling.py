@@ -44,11 +44,18 @@ class Polling:
                 log.warning("polling %s failed: %s", project, exc)
 
     async def poll_forever(self, queue: str) -> None:
-        """Poll the queue's branches every ``poll_interval`` seconds (0: never)."""
-        interval = self.config.queues[queue].poll_interval
-        while interval > 0:
-            await asyncio.sleep(interval)
-            await self.poll_queue(queue)
+        """Poll the queue's branches every ``poll_interval`` seconds (0: never).
+
+        The interval is read again each time (a reload may change it); the
+        poller ends when a reload removes the queue or sets the interval to 0.
+        """
+        while True:
+            cfg = self.config.queues.get(queue)
+            if cfg is None or cfg.poll_interval <= 0:
+                return
+            await asyncio.sleep(cfg.poll_interval)
+            if queue in self.config.queues:
+                await self.poll_queue(queue)
 
     async def poll_project(self, project: str, force: bool = False) -> int | None:
         """Make a post item of the branch head if the gate did not put it there.
