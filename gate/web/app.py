@@ -322,7 +322,7 @@ async def reload_config(request: web.Request) -> web.Response:
     await _body(request, NoBody)
     reload = _rt(request).reloader
     if reload is None:
-        return _error(503, "this gate was not started from a configuration file")
+        return _error(404, "nothing to reload: this gate was not started from a configuration file")
     code, answer = await reload(f"api:{request.get(ACTOR, 'anonymous')}")
     return web.json_response(answer.model_dump(mode="json"), status=code)
 

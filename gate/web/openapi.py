@@ -97,7 +97,7 @@ OPERATIONS: tuple[Operation, ...] = (
                       409: "refused: it conflicts with the running gate (queued items, keys "
                       "only a restart applies); the findings say which",
                       422: "refused: the configuration is invalid; the findings say why",
-                      503: "this gate was not started from a configuration file"},
+                      404: "nothing to reload: the gate was not started from a file"},
               same_body=frozenset({409, 422})),
     Operation("get", "/healthz", "Liveness and readiness, every check named", "operations",
               d.HealthDoc, errors={503: "a check failed (same document)"}),
