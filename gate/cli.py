@@ -46,6 +46,18 @@ async def _serve(config_path: Path) -> int:
         gate.runtime.config_status = status
     if repo is not None and gate.reloader is not None:
         gate.reloader.on_applied.append(repo.record)
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[object]] = set()
+
+    def hangup() -> None:
+        # the answer is logged (and kept in the status): nobody waits for it here
+        if gate.reloader is not None:
+            task = loop.create_task(gate.reloader.reload("SIGHUP"), name="reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+    # from here on: a SIGHUP (systemctl reload) while starting must not kill the daemon
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         served = await serve(
             make_app(gate.runtime),
@@ -59,19 +71,8 @@ async def _serve(config_path: Path) -> int:
         problem, fix = config_check.bind_problem(config.listen.host, config.listen.port, exc)
         raise ConfigError(f"{config_path}: cannot start\n  listen.port: {problem}; {fix}") from None
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reloads: set[asyncio.Task[object]] = set()
-
-    def hangup() -> None:
-        # the answer is logged (and kept in the status): nobody waits for it here
-        if gate.reloader is not None:
-            task = loop.create_task(gate.reloader.reload("SIGHUP"), name="reload")
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, hangup)
     await gate.start()
     if repo is not None and gate.reloader is not None:
         gate.follow_config(repo.follow(gate.reloader))

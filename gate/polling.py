@@ -37,7 +37,8 @@ class Polling:
     publishers: Mapping[str, Publisher]
 
     async def poll_queue(self, queue: str) -> None:
-        for project in self.config.queues[queue].projects:
+        cfg = self.config.queues.get(queue)  # None: a reload removed it meanwhile
+        for project in cfg.projects if cfg is not None else ():
             try:
                 await self.poll_project(project)
             except (GitError, OSError) as exc:

@@ -250,7 +250,7 @@ def rebind(root: object, old: Config, new: Config) -> int:
     """Point every part reachable from ``root`` that holds ``old`` at ``new``."""
     count = 0
     for obj in holders(root):
-        for name, value in list(vars(obj).items()):
+        for name, value in list(getattr(obj, "__dict__", {}).items()):
             if value is old:
                 object.__setattr__(obj, name, new)
                 count += 1
