@@ -39,6 +39,8 @@ class Polling:
     async def poll_queue(self, queue: str) -> None:
         cfg = self.config.queues.get(queue)  # None: a reload removed it meanwhile
         for project in cfg.projects if cfg is not None else ():
+            if project not in self.config.projects:
+                continue  # removed by a reload while the others were polled
             try:
                 await self.poll_project(project)
             except (GitError, OSError) as exc:
