@@ -44,7 +44,7 @@ from gate.web.bodies import (
 from gate.web.live import EventStream, StatusCache, etag_matches, serve_events
 from gate.web.openapi import openapi
 from gate.web.server import guard_middleware
-from gate.web.status import change_doc, item_doc, repo_doc, status
+from gate.web.status import change_doc, item_doc, repo_doc, status, waiting_items
 from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, ItemRow
 
@@ -248,11 +248,13 @@ async def get_item(request: web.Request) -> web.Response:
         item = s.get(ItemRow, item_id)
         if item is None:
             return _error(404, f"no item {item_id}")
-        position = None
+        position, waiting = None, frozenset[int]()
         if item.active:
-            order = [i.id for i in active_items(s, item.queue)]
+            rows = active_items(s, item.queue)
+            order = [i.id for i in rows]
             position = order.index(item_id) if item_id in order else None
-        doc = item_doc(rt, s, item, position)
+            waiting = waiting_items(s, item.queue, rows)
+        doc = item_doc(rt, s, item, position, item_id in waiting)
     return web.json_response(doc)
 
 
