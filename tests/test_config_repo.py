@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from gate.config import ConfigError, parse_config
+from gate.config_check import offline_findings, online_findings
 from gate.config_repo import ConfigRepo
 from gate.demo_world import git
 from gate.reload import CandidateRefused
@@ -153,3 +154,25 @@ async def test_a_daemon_starts_with_the_last_applied_commit_when_the_head_is_ref
     with pytest.raises(ConfigError) as exc:
         await again.initial()
     assert broken[:12] in str(exc.value) and "unknown project 'keystone'" in str(exc.value)
+
+
+def test_check_config_checks_the_config_repository(tmp_path: Path, repo: Repo) -> None:
+    repo.commit(_policy(tmp_path, ["nova"]), "elsewhere.yaml")
+    doc = {**_policy(tmp_path, ["nova"]), "state_dir": str(tmp_path / "state")}
+    relative = parse_config({**doc, "config_repo": {"git": "config.git"}}, "local.yaml")
+    assert [str(f) for f in offline_findings(relative) if f.key.startswith("config_repo")] == [
+        "config_repo.git: 'config.git' is neither a URL git knows nor an absolute path; "
+        "write https://host/path.git, user@host:path, or an absolute path (a relative one "
+        "is read against the daemon's working directory)"
+    ]
+    online = parse_config({**doc, "config_repo": {"git": str(repo.bare)}}, "local.yaml")
+    assert [str(f) for f in online_findings(online) if f.key.startswith("config_repo")] == [
+        "config_repo.path: no file 'rpmgate.yaml' at the head of 'main'; give the file's "
+        "path inside the repository"
+    ]
+    other = parse_config(
+        {**doc, "config_repo": {"git": str(repo.bare), "branch": "stable"}}, "local.yaml"
+    )
+    assert [f.key for f in online_findings(other) if f.key.startswith("config_repo")] == [
+        "config_repo.branch"
+    ]
