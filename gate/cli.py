@@ -54,7 +54,12 @@ async def _serve(config_path: Path) -> int:
         if gate.reloader is not None:
             task = loop.create_task(gate.reloader.reload("SIGHUP"), name="reload")
             reloads.add(task)
-            task.add_done_callback(reloads.discard)
+            task.add_done_callback(_reloaded)
+
+    def _reloaded(task: asyncio.Task[object]) -> None:
+        reloads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logging.getLogger("rpmgate").error("reload (SIGHUP) failed", exc_info=task.exception())
 
     # from here on: a SIGHUP (systemctl reload) while starting must not kill the daemon
     loop.add_signal_handler(signal.SIGHUP, hangup)
