@@ -407,6 +407,9 @@ class Reloader:
         """Everything at once: no ``await`` from here to the end."""
         rt, new = self.runtime, candidate.config
         old = rt.config
+        # the one step that can fail (the database): before anything is swapped, so a
+        # fault leaves the old configuration whole (a new queue's row is harmless)
+        window_rows(rt.engine, old, new, {**rt.publishers, **added})
         for name in [n for n in rt.publishers if n not in new.publishers]:
             del rt.publishers[name]
         rt.publishers.update(added)
@@ -417,7 +420,6 @@ class Reloader:
                 projects.clear()
                 projects.update({p: c for p, c in new.projects.items() if c.source == name})
                 source.projects_changed()
-        window_rows(rt.engine, old, new, rt.publishers)
         rt.config_status = ConfigStatus(
             version=rt.config_status.version + 1,
             digest=digest_of(new),
