@@ -319,6 +319,17 @@ async def rollback(request: web.Request) -> web.Response:
     )
 
 
+async def reload_config(request: web.Request) -> web.Response:
+    """Read the configuration again, check it, apply it (``gate.reload``): answered
+    with the outcome, not stored as a delivery (a restart reads the file anyway)."""
+    await _body(request, NoBody)
+    reload = _rt(request).reloader
+    if reload is None:
+        return _error(404, "nothing to reload: this gate was not started from a configuration file")
+    code, answer = await reload(f"api:{request.get(ACTOR, 'anonymous')}")
+    return web.json_response(answer.model_dump(mode="json"), status=code)
+
+
 # -- reads ---------------------------------------------------------------------------------
 async def get_status(request: web.Request) -> web.Response:
     """Built once per state version (``gate.web.live``); ``If-None-Match`` answers 304."""
@@ -566,6 +577,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_post("/api/items/{id}/retry", retry_item)
     app.router.add_post("/api/repos/{name}/republish", republish)
     app.router.add_post("/api/repos/{name}/rollback", rollback)
+    app.router.add_post("/api/admin/reload", reload_config)
     add_page(app, rt, lambda: app[STATUS].current(app[LIVE].version))
     speculative = rt.state_dir / "speculative"
     speculative.mkdir(parents=True, exist_ok=True)

@@ -181,7 +181,11 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
         for name, backend in rt.backends.items()
         if (health := backend.status()) is not None
     }
-    return {"queues": queues, "backends": backends}
+    return {
+        "queues": queues,
+        "backends": backends,
+        "config": rt.config_status.model_dump(mode="json"),
+    }
 
 
 def held_back(s: Session, items: list[ItemRow]) -> list[dict[str, Any]]:
