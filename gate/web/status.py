@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from gate.flaky import flaky_jobs, flaky_note, flaky_notes
 from gate.items import view_of
 from gate.model import BuildState
+from gate.pipeline import stages_of
 from gate.queue_view import active_items, item_view
 from gate.reporting import file_url
 from gate.runtime import Runtime
@@ -111,6 +113,11 @@ def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> di
         "jobs": [
             {
                 "name": j.name,
+                "arch": j.arch,
+                "stage": j.stage,
+                "try_number": j.try_number,
+                "tries": j.tries,
+                "flaky": bool(flaky_note(j)),
                 "state": j.state,
                 "summary": j.summary,
                 "details": json.loads(j.details),
@@ -121,6 +128,7 @@ def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> di
             }
             for j in jobs
         ],
+        "flaky": flaky_notes(jobs),
         "tip": {"step": item.tip, "state": item.tip_state},
         "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/"
         if item.tested_state and item.active
@@ -140,6 +148,7 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
     queues = []
     for name, cfg in rt.config.queues.items():
         qrow = s.get(QueueRow, name)
+        arches = rt.config.arches_of(name)
         items = active_items(s, name)
         finished = s.exec(
             select(ItemRow)
@@ -157,6 +166,11 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
                 "items": [item_doc(rt, s, item, i) for i, item in enumerate(items)],
                 "recent": [item_doc(rt, s, item, None) for item in finished],
                 "held_back": held_back(s, items),
+                "arches": list(arches),
+                "pipeline": stages_of(cfg.pipeline, cfg.jobs),
+                "flaky_jobs": flaky_jobs(
+                    s, name, [j.name for j in cfg.jobs], cfg.flaky, len(arches)
+                ),
             }
         )
     backends = {
