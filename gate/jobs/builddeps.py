@@ -32,7 +32,7 @@ from pydantic import Field
 
 from gate.jobs.base import JobContext
 from gate.jobs.dependencies import DependencyJob, DependencyJobConfig, HeaderDigests
-from gate.jobs.depsolve import Finding, Trees, Verdict, hint, identity, source_of
+from gate.jobs.depsolve import Finding, Trees, Verdict, hint, identity
 from gate.jobs.solvrepo import MetadataError, RepoLoader, arch_subtree, finish_pool
 from gate.registry import NAME_PATTERN
 
@@ -127,7 +127,7 @@ def builddeps(trees: Trees) -> Verdict:
     for srpm in brought:
         trees.check_stop()
         verdict.checked.add(str(srpm))
-        cause = f"introduced by this change ({source_of(srpm)})"
+        cause = f"introduced by this change ({srpm.name}-{srpm.evr})"
         for dep in _build_requires(srpm):
             words = _problem_words(solver, trees.pool, dep)
             if not words:
