@@ -314,6 +314,7 @@ class Checks:
             attempt=ctx.attempt,
             name=job.name,
             arch=ctx.arch,
+            stage=ctx.stage,
             passed=result.passed,
             flaky=result.passed and ctx.try_number > 1,
             try_number=ctx.try_number,
