@@ -281,7 +281,7 @@ class Checks:
                 stage=planned.stage,
                 try_number=number,
                 tries=tries,
-                runner=runner_json(runner),
+                attributes=runner_json(runner),
                 env=dict(runner.variables),
                 log_path=run.log_path(cfg.name, planned.arch, number),
             )

@@ -57,7 +57,7 @@ class RunnerAttributes(_Strict):
 
     A command job gets ``variables`` as environment variables and the whole
     as ``RPMGATE_RUNNER`` (JSON) and ``RPMGATE_RUNNER_TAGS``; an external job
-    gets it in its request body (``JobContext.runner``).
+    gets it in its request body (``JobContext.attributes``).
     """
 
     #: runner tags (GitLab runner tags, Jenkins labels, ...)

@@ -88,7 +88,7 @@ class JobContext:
     #: the runner attributes of the first ``runners`` rule that matched this run
     #: (``gate.pipeline.RunnerAttributes`` as JSON: tags, variables, image); its
     #: ``variables`` are in ``env`` too
-    runner: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

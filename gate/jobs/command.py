@@ -135,8 +135,8 @@ class CommandJob(Job):
             "RPMGATE_STAGE": str(ctx.stage),
             "RPMGATE_TRY": str(ctx.try_number),
             "RPMGATE_TRIES": str(ctx.tries),
-            "RPMGATE_RUNNER": json.dumps(dict(ctx.runner), sort_keys=True),
-            "RPMGATE_RUNNER_TAGS": " ".join(str(t) for t in ctx.runner.get("tags", ())),
+            "RPMGATE_RUNNER": json.dumps(dict(ctx.attributes), sort_keys=True),
+            "RPMGATE_RUNNER_TAGS": " ".join(str(t) for t in ctx.attributes.get("tags", ())),
         }
 
     async def run(self, ctx: JobContext) -> JobResult:
