@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import col, select
 
 from gate.cli import main
+from gate.client import item_lines
 from gate.config import ConfigError, parse_config
 from gate.demo_world import PackageSpec, World
 from gate.jobs.base import JobConfig
@@ -361,6 +362,9 @@ async def test_a_job_that_passes_on_a_retry_counts_and_is_reported_flaky(
         item = next(i for i in queue["recent"] if i["id"] == a.id)
         assert item["flaky"] == ["install-test (x86_64): flaky: passed on try 2 of 3"]
         assert [j["flaky"] for j in item["jobs"] if j["name"] == "install-test"] == [False, True]
+        shown = item_lines(item)  # `rpmgate item show`
+        assert "  job install-test (try 1 of 3): failed exit code 1" in shown
+        assert "  install-test (x86_64): flaky: passed on try 2 of 3" in shown
         # every run of install-test so far (the bootstrap's and A's) passed only on a retry
         (reported,) = queue["flaky_jobs"]
         assert reported["job"] == "install-test"
