@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +26,7 @@ from sqlmodel import col, select
 from gate.cli import main
 from gate.client import item_lines
 from gate.config import ConfigError, parse_config
+from gate.daemon import Gate
 from gate.demo_world import PackageSpec, World
 from gate.jobs.base import JobConfig
 from gate.jobs.command import CommandJobConfig
@@ -32,6 +36,7 @@ from gate.web.status import status
 from repo_state.db import session
 from repo_state.models import ChangeRow, ItemRow, JobRunRow
 from tests.conftest import NOVA_1201, propose
+from tests.daemon import Daemon, free_port
 from tests.invariants import check_invariants, failure_of, results
 
 # --- the config model ------------------------------------------------------------------
@@ -425,3 +430,88 @@ async def test_builddeps_rejects_a_build_requirement_nothing_ahead_provides(
         (row,) = [r for r in _runs(gate, b2.id or 0, b2.attempt) if r.name == "builddeps"]
         assert row.summary == "the build dependencies of 1 source package resolve on x86_64"
         check_invariants(gate)
+
+
+@pytest.mark.slow
+def test_kill_9_during_stage_two_keeps_stage_one_and_runs_stage_two_again(
+    tmp_path: Path,
+) -> None:
+    """A run that passed in the attempt is kept over a kill -9; the one cut short runs
+    again, from its first try.  Counted from the commands' own output, not the database."""
+    root = Path(tempfile.mkdtemp(prefix="rpmgate-pipeline-crash-"))
+    root.chmod(0o755)  # the build user (nobody, under root) reaches the state directory
+    try:
+        d = tmp_path / "ctl"
+        d.mkdir()
+        world = World(tmp_path / "world").create()
+        port = free_port()
+        config = world.config(
+            listen={"host": "127.0.0.1", "port": port},
+            state_dir=str(root / "state"),
+            sandbox={"bubblewrap": "off"},
+        )
+        config["queues"]["liberty"].update(
+            jobs=[
+                {"name": "check", "command": f'echo "$RPMGATE_ITEM" >> {d}/check.log'},
+                {
+                    "name": "wait",
+                    "command": f'echo "$RPMGATE_ITEM" >> {d}/wait.log; '
+                    f"while [ ! -e {d}/go ]; do sleep 0.1; done",
+                    "retries": 1,
+                },
+            ],
+            pipeline=[["check"], ["wait"]],
+        )
+        config_path = tmp_path / "rpmgate.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        (d / "go").touch()  # the bootstrap's items pass at once
+        daemon = Daemon(config_path, f"http://127.0.0.1:{port}", tmp_path / "daemon.log")
+        daemon.start()
+        try:
+            _until(lambda: not daemon.busy() and daemon.get("/api/repos/liberty")["current"])
+            (d / "go").unlink()
+            ref = world.propose("nova", NOVA_1201, "A")
+            status_code, _ = daemon.post(
+                "/api/changes", {"project": "nova", "ref": ref, "title": "A", "approve": True}
+            )
+            assert status_code == 202
+            bootstrap = _item_lines(d / "wait.log")
+            _until(lambda: bool(_item_lines(d / "wait.log") - bootstrap))  # A in stage 2
+            waiting = _item_lines(d / "wait.log") - bootstrap
+            daemon.kill9()
+            daemon.start()
+            (d / "go").touch()
+            _until(lambda: not daemon.busy())
+        finally:
+            daemon.stop()
+        gate = Gate(parse_config(config))
+        try:
+            assert results(gate) == {"merged": ["A"]}
+            a = _item(gate, "A")
+            (item,) = {str(a.id)} & waiting
+            check_lines = (d / "check.log").read_text().split()
+            wait_lines = (d / "wait.log").read_text().split()
+            assert check_lines.count(item) == 1  # stage 1 was not run again
+            assert wait_lines.count(item) == 2  # stage 2 was, after the restart
+            rows = [(r.name, r.try_number, r.state) for r in _runs(gate, a.id or 0, a.attempt)]
+            assert rows == [("check", 1, "passed"), ("wait", 1, "failed"), ("wait", 1, "passed")]
+            interrupted = _runs(gate, a.id or 0, a.attempt)[1]
+            assert interrupted.summary == "interrupted; run again"
+            check_invariants(gate)
+        finally:
+            gate.engine.dispose()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _item_lines(path: Path) -> set[str]:
+    return set(path.read_text().split()) if path.exists() else set()
+
+
+def _until(done: Callable[[], Any], timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if done():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
