@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,7 +29,8 @@ from gate.client import item_lines
 from gate.config import ConfigError, parse_config
 from gate.daemon import Gate
 from gate.demo_world import PackageSpec, World
-from gate.jobs.base import JobConfig
+from gate.jobs.base import JobConfig, JobContext
+from gate.jobs.builddeps import BuildDeps
 from gate.jobs.command import CommandJobConfig
 from gate.metrics import GateMetrics
 from gate.pipeline import RunnerAttributes, RunnerMatch, RunnerRule, arch_stages, runner_for
@@ -38,6 +40,7 @@ from repo_state.models import ChangeRow, ItemRow, JobRunRow
 from tests.conftest import NOVA_1201, propose
 from tests.daemon import Daemon, free_port
 from tests.invariants import check_invariants, failure_of, results
+from tests.rpmfactory import build_rpm
 
 # --- the config model ------------------------------------------------------------------
 
@@ -515,3 +518,101 @@ def _until(done: Callable[[], Any], timeout: float = 180) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("timed out")
+
+
+# --- builddeps on real SRPMs and repodata ----------------------------------------------
+
+
+def _srpm(outdir: Path, name: str, version: str, build_requires: list[str]) -> Path:
+    """A source RPM with these BuildRequires (``-bs --nodeps``: nothing is installed)."""
+    top = outdir / f"top-{name}-{version}"
+    (top / "SPECS").mkdir(parents=True)
+    spec = top / "SPECS" / f"{name}.spec"
+    spec.write_text(
+        "\n".join(
+            [
+                f"Name: {name}",
+                f"Version: {version}",
+                "Release: 1",
+                "Summary: rpmgate test source package",
+                "License: MIT",
+                "BuildArch: noarch",
+                *(f"BuildRequires: {r}" for r in build_requires),
+                "",
+                "%description",
+                "test",
+                "",
+                "%files",
+                "",
+            ]
+        )
+    )
+    subprocess.run(
+        ["rpmbuild", "-bs", "--nodeps", "--quiet", "--define", f"_topdir {top}", str(spec)],
+        check=True,
+        capture_output=True,
+    )
+    (found,) = (top / "SRPMS").glob("*.src.rpm")
+    return found
+
+
+def _tree(root: Path, rpms: list[Path]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for rpm in rpms:
+        shutil.copy(rpm, root / rpm.name)
+    subprocess.run(["createrepo_c", "--quiet", str(root)], check=True)
+
+
+async def test_builddeps_blames_the_item_only_for_what_the_baseline_did_not_lack(
+    tmp_path: Path,
+) -> None:
+    rpms = tmp_path / "rpms"
+    devel = build_rpm(rpms, "nova-devel", "12.0.0")
+    x86_only = build_rpm(rpms, "libvirt-devel", "1.0", arch="x86_64")
+    old = _srpm(rpms, "ceilometer", "8.0.0", ["does-not-exist", "nova-devel"])
+    new = _srpm(
+        rpms,
+        "ceilometer",
+        "8.0.1",
+        ["does-not-exist", "nova-devel >= 12.0.1", "(nova-devel or nothing-else)", "libvirt-devel"],
+    )
+    for arch in ("x86_64", "aarch64"):
+        binaries = [devel, x86_only] if arch == "x86_64" else [devel]
+        _tree(tmp_path / "baseline" / arch, binaries)
+        _tree(tmp_path / "speculative" / arch, binaries)
+    _tree(tmp_path / "baseline" / "src", [old])
+    _tree(tmp_path / "speculative" / "src", [new])
+
+    def ctx(arch: str) -> JobContext:
+        return JobContext(
+            item_id=3,
+            attempt=1,
+            repo_path=tmp_path / "speculative",
+            repo_url="http://gate.example.invalid/3/",
+            arches=(arch,),
+            base_repos=(),
+            log_path=tmp_path / "logs" / f"{arch}.log",
+            baseline_path=tmp_path / "baseline",
+            cache_dir=tmp_path / "cache",
+            arch=arch,
+        )
+
+    x86 = await BuildDeps("builddeps").run(ctx("x86_64"))
+    assert not x86.passed
+    assert x86.summary == (
+        "1 unresolved build dependency: ceilometer-8.0.1-1.src BuildRequires "
+        "nova-devel >= 12.0.1 (and 1 warning: already broken in the base)"
+    )
+    assert x86.details == (
+        "ceilometer-8.0.1-1.src BuildRequires nova-devel >= 12.0.1 (available: "
+        "nova-devel-12.0.0-1.noarch; nothing provides requested nova-devel >= 12.0.1; "
+        "introduced by this change (ceilometer-8.0.1-1))",
+    )
+    # the old version lacked does-not-exist too: a warning, not the item's fault
+    assert x86.warnings == ("ceilometer-8.0.1-1.src BuildRequires does-not-exist",)
+    # an arch-specific build dependency resolves only where it is built
+    aarch64 = await BuildDeps("builddeps").run(ctx("aarch64"))
+    assert [line.split(" (")[0] for line in aarch64.details] == [
+        "ceilometer-8.0.1-1.src BuildRequires libvirt-devel",
+        "ceilometer-8.0.1-1.src BuildRequires nova-devel >= 12.0.1",
+    ]
