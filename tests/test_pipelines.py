@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +28,7 @@ from sqlmodel import col, select
 from gate.cli import main
 from gate.client import item_lines
 from gate.config import ConfigError, parse_config
+from gate.config_check import offline_findings
 from gate.daemon import Gate
 from gate.demo_world import PackageSpec, World
 from gate.jobs.base import JobConfig, JobContext
@@ -153,6 +155,21 @@ def test_check_config_names_every_pipeline_problem(
         "queues.liberty.pipeline.2.0: job packstack would run on aarch64, "
         "but no job of the previous stage runs there"
     ) in text
+
+
+def test_check_config_warns_of_an_arch_the_local_backend_builds_noarch_packages_only_for(
+    tmp_path: Path,
+) -> None:
+    config = parse_config(_doc(tmp_path, arches=["x86_64", "aarch64"]))
+    warned = {f.key: f for f in offline_findings(config) if f.key.startswith("queues.")}
+    foreign = {
+        f"queues.liberty.arches.{i}"
+        for i, arch in enumerate(["x86_64", "aarch64"])
+        if arch != platform.machine()
+    }
+    assert set(warned) == foreign
+    for finding in warned.values():
+        assert finding.warning and "gets the noarch packages only" in finding.problem
 
 
 def test_no_pipeline_is_one_stage_of_every_job_on_the_publishers_arches(tmp_path: Path) -> None:
