@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="git",
         help="where the changes are proposed: rpmgate's API (git) or a fake Gerrit",
     )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the daemon and its status page up after the demo, until Ctrl-C",
+    )
 
     add_client_commands(sub)
     return parser
@@ -173,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         from gate import demo
 
         return demo.main(
-            args.dir, keep=args.keep or bool(args.dir), verbose=args.verbose, source=args.source
+            args.dir,
+            keep=args.keep or bool(args.dir),
+            verbose=args.verbose,
+            source=args.source,
+            keep_running=args.keep_running,
         )
     return run_client_command(args)
 

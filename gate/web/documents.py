@@ -67,6 +67,8 @@ class ChangeDoc(Document):
     source: str
     review: str | None
     url: str | None
+    #: the review's owner, or the API token that proposed it
+    owner: str | None = None
     depends_on: list[int]
 
 

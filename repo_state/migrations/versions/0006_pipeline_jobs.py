@@ -1,7 +1,7 @@
 """Job runs of a pipeline: the arch, the stage, the try (job_run.arch, stage, try_number, tries)
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-26 04:40:00
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 # mypy: disable-error-code="attr-defined"
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
