@@ -317,9 +317,12 @@ def item_lines(doc: dict[str, Any]) -> list[str]:
             if build.get("log_url"):
                 lines.append(f"      log {build['log_url']}")
     for job in doc.get("jobs") or []:
-        lines.append(f"  job {job['name']}: {job['state']} {job['summary']}".rstrip())
+        tries = int(job.get("tries") or 1)
+        which = f" (try {job.get('try_number', 1)} of {tries})" if tries > 1 else ""
+        lines.append(f"  job {job['name']}{which}: {job['state']} {job['summary']}".rstrip())
         if job.get("log_url"):
             lines.append(f"      log {job['log_url']}")
+    lines += [f"  {note}" for note in doc.get("flaky") or []]
     if doc.get("speculative_repo"):
         lines.append(f"  speculative repository {doc['speculative_repo']}")
     if doc.get("result"):

@@ -38,6 +38,14 @@ import gate.drivers  # noqa: F401 - registers the built-in drivers
 from gate.builders.local import LocalBackendConfig
 from gate.jobs.base import JobConfig
 from gate.jobs.dependencies import RepoclosureJobConfig
+from gate.pipeline import (
+    ARCH_PATTERN,
+    NOT_ARCHES,
+    FlakyConfig,
+    RunnerRule,
+    effective_arches,
+    pipeline_problems,
+)
 from gate.publisher_config import PublisherConfig
 from gate.refs import InvalidRef, check_branch
 from gate.registry import (
@@ -141,6 +149,29 @@ class QueueConfig(_Strict):
     jobs: tuple[JobConfig, ...] = (RepoclosureJobConfig(),)
     #: seconds between polls of each project's branch (direct pushes -> post items)
     poll_interval: Annotated[float, Field(ge=0)] = 60.0
+    #: the arch trees jobs run on (each one of the publisher's ``arches``);
+    #: default: the publisher's arches (docs/pipelines.md)
+    arches: Annotated[
+        tuple[Annotated[str, Field(pattern=ARCH_PATTERN)], ...] | None, Field(min_length=1)
+    ] = None
+    #: stages in order, each a list of job names; default: one stage of every job
+    pipeline: tuple[tuple[str, ...], ...] | None = None
+    #: which runner a job's run gets: the first rule whose ``match`` fits wins
+    runners: tuple[RunnerRule, ...] = ()
+    #: when a job is reported as flaky on the status document
+    flaky: FlakyConfig = FlakyConfig()
+
+    @field_validator("arches")
+    @classmethod
+    def _real_arches(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for arch in value or ():
+            if arch in NOT_ARCHES:
+                raise ValueError(
+                    f"{arch} is not an arch tree: noarch packages are in every arch's tree"
+                )
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("an arch is listed twice")
+        return value
 
     @field_validator("jobs", mode="before")
     @classmethod
@@ -414,6 +445,30 @@ class Config(_Strict):
                 raise _KeyError(f"queues.{qname}.repo", f"unknown publisher {queue.repo!r}")
             if queue.backend not in self.backends:
                 raise _KeyError(f"queues.{qname}.backend", f"unknown backend {queue.backend!r}")
+            published = self.publishers[queue.repo].arches
+            for i, arch in enumerate(queue.arches or ()):
+                if arch not in published:
+                    raise _KeyError(
+                        f"queues.{qname}.arches.{i}",
+                        f"{arch} is not one of publisher {queue.repo}'s arches "
+                        f"({', '.join(published)}): add it there, the repository has a tree "
+                        "per arch",
+                    )
+            problems = pipeline_problems(
+                f"queues.{qname}",
+                self.arches_of(qname),
+                queue.jobs,
+                queue.pipeline,
+                queue.runners,
+            )
+            if problems:
+                # every finding at once, each naming its key (as _format prints them)
+                raise _KeyError(
+                    problems[0][0],
+                    "\n  ".join(
+                        [problems[0][1], *(f"{key}: {message}" for key, message in problems[1:])]
+                    ),
+                )
         repos = [q.repo for q in self.queues.values()]
         for repo in set(repos):
             if repos.count(repo) > 1:
@@ -452,6 +507,11 @@ class Config(_Strict):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.listen.host}:{self.listen.port}").rstrip("/")
+
+    def arches_of(self, queue: str) -> tuple[str, ...]:
+        """The arches ``queue``'s jobs run on: its own ``arches``, else its publisher's."""
+        qcfg = self.queues[queue]
+        return effective_arches(qcfg.arches, self.publishers[qcfg.repo].arches)
 
     def queue_of(self, project: str) -> str:
         for name, queue in self.queues.items():

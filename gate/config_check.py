@@ -24,6 +24,7 @@ import difflib
 import importlib.metadata
 import json
 import os
+import platform
 import re
 import socket
 import subprocess
@@ -42,6 +43,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gate.builders.koji_config import KojiBackendConfig, KojiConfigError
+from gate.builders.local import LocalBackendConfig
 from gate.config import Config
 from repo_state.db import engine_url
 
@@ -130,6 +132,35 @@ def offline_findings(config: Config) -> list[Finding]:
             findings += _koji(config, name, backend)
     if config.config_repo is not None:
         findings += _git_location("config_repo.git", config.config_repo.git)
+    findings += _foreign_arches(config)
+    return findings
+
+
+def _foreign_arches(config: Config) -> list[Finding]:
+    """Queue arches a local backend does not build arch-specific packages for.
+
+    ``rpmbuild`` on this host builds its own arch (and noarch, which is in every
+    tree); a job on another arch tests a tree without the arch-specific
+    packages (docs/pipelines.md).
+    """
+    host = platform.machine()
+    findings = []
+    for name, queue in config.queues.items():
+        if not isinstance(config.backends[queue.backend], LocalBackendConfig):
+            continue
+        for i, arch in enumerate(queue.arches or ()):
+            if arch != host:
+                findings.append(
+                    Finding(
+                        f"queues.{name}.arches.{i}",
+                        f"the local backend builds on this host ({host}): the {arch} tree "
+                        "gets the noarch packages only, not arch-specific ones",
+                        "build with a Koji backend, or gate only noarch packages on "
+                        "this arch (docs/pipelines.md)",
+                        warning=True,
+                        host=True,
+                    )
+                )
     return findings
 
 

@@ -12,7 +12,9 @@ D. python-django 1.8.1, dropping a Provides that published horizon requires
 
 and checks the outcome: A and B merged and published (A first), C and D
 rejected with their reasons, and every generation ever published passing
-repoclosure.
+repoclosure.  The queue runs a two-stage pipeline (``DEMO_PIPELINE``): the
+dependency checks, then an install test on the arches where they passed (D
+fails in stage 1, so its stage 2 never runs).
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class Progress:
         self.out = out
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("topic") == "job":
+            self._job(event)
+            return
         if event.get("topic") != "item":
             return
         item = int(event.get("item") or 0)
@@ -108,6 +113,31 @@ class Progress:
             file=self.out,
             flush=True,
         )
+
+    def _job(self, event: dict[str, Any]) -> None:
+        item = int(event.get("item") or 0)
+        who = self.labels.get(item) or self.by_project.get(self.projects.get(item, ""), f"#{item}")
+        print(
+            f"[{time.monotonic() - self.start:6.1f}s] {who:<3} {self.projects.get(item, ''):<14}"
+            f"   stage {event.get('stage', '?')} {event.get('name')} on {event.get('arch')}: "
+            f"{'passed' if event.get('passed') else 'failed'}",
+            file=self.out,
+            flush=True,
+        )
+
+
+#: the demo's pipeline: the dependency checks, then an install test on what they passed
+DEMO_JOBS: list[Any] = [
+    "repoclosure",
+    "builddeps",
+    {
+        "name": "install-test",
+        # a stand-in for a real install test (dnf in a container): the arch's tree
+        # is a repository dnf could install from
+        "command": 'test -s "$RPMGATE_ARCH_REPO_PATH/repodata/repomd.xml"',
+    },
+]
+DEMO_PIPELINE = [["repoclosure", "builddeps"], ["install-test"]]
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +187,11 @@ async def run_demo(
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     doc = world.config(listen={"host": "127.0.0.1", "port": port}, public_url=base)
+    doc["queues"]["liberty"].update(jobs=DEMO_JOBS, pipeline=DEMO_PIPELINE)
+    print(
+        "rpmgate demo: pipeline "
+        + " -> ".join(f"stage {n}: {', '.join(st)}" for n, st in enumerate(DEMO_PIPELINE, 1))
+    )
     gerrit: GerritDemo | None = None
     if source == "gerrit":
         if not GerritDemo.available():

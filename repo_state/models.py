@@ -164,6 +164,13 @@ class JobRunRow(SQLModel, table=True):
     log_path: str = ""
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    #: the arch tree the run tested ("" before pipelines: every arch at once)
+    arch: str = ""
+    #: its pipeline stage (1-based; 0 before pipelines)
+    stage: int = 0
+    #: which try of the job on this arch in this attempt (1: the first run), of ``tries``
+    try_number: int = 1
+    tries: int = 1
 
 
 class GenerationRow(SQLModel, table=True):
