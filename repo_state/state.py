@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import SupportsIndex, SupportsInt
 
 
@@ -50,7 +50,18 @@ class Artifact:
         return self.arch in ("src", "nosrc")
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        # by hand rather than dataclasses.asdict (which deep-copies): 20k of
+        # these are written per generation of a large repository
+        return {
+            "name": self.name,
+            "epoch": self.epoch,
+            "version": self.version,
+            "release": self.release,
+            "arch": self.arch,
+            "sourcerpm": self.sourcerpm,
+            "checksum": self.checksum,
+            "size": self.size,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Artifact:
@@ -75,17 +86,26 @@ class BuildEntry:
     artifacts: tuple[Artifact, ...]
     #: where the build came from: ``"final:<backend ref>"`` or ``"scratch:<key>"``
     origin: str = ""
+    #: the project (distgit) and commit it was built from: the source stamp
+    #: (empty for builds recorded before rpmgate kept it)
+    project: str = ""
+    commit: str = ""
 
     def binary_artifacts(self) -> tuple[Artifact, ...]:
         return tuple(a for a in self.artifacts if not a.is_source)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "source_name": self.source_name,
             "nvr": self.nvr,
             "origin": self.origin,
             "artifacts": [a.to_dict() for a in self.artifacts],
         }
+        if self.project:
+            out["project"] = self.project
+        if self.commit:
+            out["commit"] = self.commit
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> BuildEntry:
@@ -93,6 +113,8 @@ class BuildEntry:
             source_name=str(data["source_name"]),
             nvr=str(data["nvr"]),
             origin=str(data.get("origin") or ""),
+            project=str(data.get("project") or ""),
+            commit=str(data.get("commit") or ""),
             artifacts=tuple(Artifact.from_dict(a) for a in _mappings(data.get("artifacts"))),
         )
 
@@ -140,6 +162,11 @@ class RepoState:
 
     def to_json(self) -> str:
         return json.dumps([e.to_dict() for e in self], sort_keys=True)
+
+    def to_json_lines(self) -> str:
+        """The same JSON array as :meth:`to_json`, one build per line, compact."""
+        encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+        return "[\n" + ",\n".join(encode(e.to_dict()) for e in self) + "\n]\n"
 
     @classmethod
     def from_json(cls, text: str | None) -> RepoState:

@@ -17,7 +17,8 @@ from publishers.createrepo import (
     OutOfOrder,
     Publisher,
 )
-from publishers.repotree import RepoTreeError, package_href, write_repo_tree
+from publishers.pooled import pooled_href
+from publishers.repotree import RepoTreeError, write_repo_tree
 from repo_state.pool import Pool
 from repo_state.state import BuildEntry, RepoState
 from tests.rpmfactory import Subpackage, build_entry, build_rpms
@@ -125,17 +126,27 @@ def test_repodata_lists_exactly_the_state_packages(tmp_path, pool, builds):
     assert pkgs["foo"].changelogs
 
 
-def test_packages_are_laid_out_by_first_letter_and_hard_linked_from_the_pool(
+def test_packages_are_stored_once_by_checksum_and_hard_linked_from_the_pool(
     publisher, pool, builds
 ):
     state = state_of(builds, "foo-1", "baz-1")
     generation = publisher.publish(1, state, GATE)
+    second = publisher.publish(2, state_of(builds, "foo-2", "baz-1"), GATE)
 
+    for gen in (generation, second):
+        for tree in ("x86_64", "src"):
+            link = gen.path / tree / "Packages"
+            assert link.is_symlink() and link.resolve() == publisher.packages_dir.resolve()
     for artifact in state.artifacts(include_source=True):
         tree = "src" if artifact.is_source else "x86_64"
-        path = generation.path / tree / package_href(artifact)
-        assert path.parent.name == artifact.name[0]
+        path = generation.path / tree / pooled_href(artifact)
+        assert path.name == artifact.filename
+        assert path.parent.name == artifact.checksum
         assert path.stat().st_ino == pool.path_for(artifact.checksum).stat().st_ino
+    # every location primary.xml names is the file with that checksum
+    for tree in ("x86_64", "src"):
+        for href, pkg in primary_packages(second.path / tree).items():
+            assert pool.path_for(pkg.pkgId).samefile(second.path / tree / href)
 
 
 def test_client_holding_an_older_generation_keeps_working_after_the_switch(publisher, builds):
@@ -183,7 +194,7 @@ def test_publish_after_a_crash_mid_build_removes_the_debris(publisher, builds, m
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("kill -9 while writing metadata")
 
-    monkeypatch.setattr(createrepo_module, "_fsync_tree", crash)
+    monkeypatch.setattr(createrepo_module, "_write_synced", crash)
     with pytest.raises(KeyboardInterrupt):
         publisher.publish(2, state, GATE)
     monkeypatch.undo()
@@ -338,10 +349,17 @@ def test_manifest_names_what_produced_the_generation(publisher, builds):
     manifest = json.loads((generation.path / "manifest.json").read_text())
     assert manifest["number"] == 1
     assert manifest["produced_by"] == GATE
-    assert manifest["packages"] == sorted(state.nevras())
-    assert "foo-0:1.0-1.noarch" in manifest["packages"]
-    assert RepoState.from_json(json.dumps(manifest["state"])) == state
+    assert manifest["package_count"] == len(state.nevras())
     assert manifest["created"].endswith("+00:00")
+    # the state sits beside it, one build per line, and reads back equal
+    text = (generation.path / "state.json").read_text()
+    assert len(text.splitlines()) == len(state) + 2
+    assert RepoState.from_json(text) == state
+    assert generation.packages == sorted(state.nevras())
+    assert "foo-0:1.0-1.noarch" in generation.packages
+    # a fresh publisher (no cache) reads the same state
+    fresh = Publisher(publisher.root, publisher.pool, arches=publisher.arches)
+    assert fresh.state(1) == state
 
 
 def test_readers_see_a_complete_generation_at_every_instant(tmp_path, pool, builds):

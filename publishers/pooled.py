@@ -1,0 +1,127 @@
+"""A published generation's trees: metadata per generation, RPMs stored once per repository.
+
+Layout under a publisher's root::
+
+    packages/<sha[:2]>/<sha>/<name>-<version>-<release>.<arch>.rpm   every RPM, once
+    generations/<N>/<tree>/Packages -> ../../../packages             one symlink per tree
+    generations/<N>/<tree>/repodata/...                              see publishers.chunked
+
+``primary.xml`` locates a package at ``Packages/<sha[:2]>/<sha>/<file>``: a
+plain relative href under the tree (no ``xml:base``, no ``..``), which every
+client resolves against the tree's URL, and the ``Packages`` symlink makes it
+the repository-wide file.  A new generation therefore costs one symlink per
+tree plus a hard link for each RPM it adds, not a link for each RPM it
+serves.  Files under ``packages/`` are named by content, so a file a
+generation serves is never rewritten; :meth:`Publisher.gc
+<publishers.createrepo.Publisher.gc>` deletes the ones no kept generation
+serves.  The file name keeps the RPM's own name, which is what ``dnf
+download`` saves it as.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from publishers.chunked import ChunkIndexDict, SnippetSource, write_tree_metadata
+from publishers.repotree import RepoTreeError, TreeStats, tree_artifacts, tree_names
+from repo_state.pool import Pool
+from repo_state.state import Artifact, RepoState
+
+#: under the publisher's root
+PACKAGES = "packages"
+
+
+def package_dir(checksum: str) -> str:
+    """Directory of a package under ``packages/`` (and under each tree's ``Packages/``)."""
+    return f"{checksum[:2]}/{checksum}"
+
+
+def pooled_href(artifact: Artifact) -> str:
+    """Location of ``artifact`` inside a generation's tree, as written in primary.xml."""
+    return f"Packages/{package_dir(artifact.checksum)}/{artifact.filename}"
+
+
+def write_generation(
+    state: RepoState,
+    pool: Pool,
+    packages: Path,
+    dest: Path,
+    arches: Sequence[str],
+    previous: tuple[Path, Mapping[str, Mapping[str, ChunkIndexDict]]] | None,
+    *,
+    present: frozenset[str] = frozenset(),
+    revision: str | None = None,
+) -> tuple[TreeStats, dict[str, dict[str, ChunkIndexDict]], list[Path]]:
+    """Write the trees of ``state`` under ``dest``.
+
+    Returns the stats, the chunk index of every tree, and the directories
+    whose entries changed (for the caller to fsync).  ``previous`` is an
+    earlier generation's directory and chunk index; ``present`` the checksums
+    known to be under ``packages`` already (the current generation's), which
+    are not looked at.
+    """
+    by_checksum: dict[str, Artifact] = {}
+    for artifact in state.artifacts(include_source=True):
+        by_checksum.setdefault(artifact.checksum, artifact)
+    touched = _store_packages(by_checksum, pool, packages, present)
+    source = SnippetSource(
+        rpm_path=lambda c: packages / package_dir(c) / by_checksum[c].filename,
+        href=lambda c: pooled_href(by_checksum[c]),
+    )
+    stats = TreeStats()
+    reused: set[str] = set()
+    index: dict[str, dict[str, ChunkIndexDict]] = {}
+    dest.mkdir(parents=True, exist_ok=True)
+    for tree in tree_names(state, arches):
+        artifacts = tree_artifacts(state, tree)
+        _refuse_clashes(tree, artifacts)
+        tree_dir = dest / tree
+        tree_dir.mkdir()
+        os.symlink(os.path.relpath(packages, tree_dir), tree_dir / "Packages")
+        old = None
+        if previous is not None and tree in previous[1]:
+            old = (previous[0] / tree / "repodata", previous[1][tree])
+        checksums = [a.checksum for a in artifacts]
+        index[tree], tree_reused = write_tree_metadata(
+            tree_dir / "repodata", checksums, source, old, revision
+        )
+        reused |= tree_reused
+        stats.packages[tree] = len(set(checksums))
+        touched += [tree_dir, tree_dir / "repodata"]
+    stats.read = len(source.read)
+    stats.reused = len(reused - source.read)
+    touched.append(dest)
+    return stats, index, touched
+
+
+def _refuse_clashes(tree: str, artifacts: list[Artifact]) -> None:
+    """Two different RPMs with one file name would be one NEVRA twice for dnf."""
+    seen: dict[str, str] = {}
+    for artifact in artifacts:
+        other = seen.setdefault(artifact.filename, artifact.checksum)
+        if other != artifact.checksum:
+            raise RepoTreeError(
+                f"{tree}: two different RPMs named {artifact.filename} "
+                f"({other[:12]}, {artifact.checksum[:12]})"
+            )
+
+
+def _store_packages(
+    by_checksum: Mapping[str, Artifact], pool: Pool, packages: Path, present: frozenset[str]
+) -> list[Path]:
+    """Link the RPMs not yet under ``packages``; return the directories that changed."""
+    touched: set[Path] = set()
+    for checksum, artifact in by_checksum.items():
+        if checksum in present:
+            continue
+        target = packages / package_dir(checksum) / artifact.filename
+        if target.exists():
+            continue
+        for parent in (packages, target.parent.parent, target.parent):
+            if not parent.is_dir():
+                touched.add(parent.parent)
+        pool.link_into(checksum, target)
+        touched.add(target.parent)
+    return sorted(touched)
