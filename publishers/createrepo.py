@@ -356,7 +356,8 @@ class Publisher:
             index = load_index(reuse / INDEX)
             if index is not None:
                 previous = (reuse, index)
-                # what a pooled generation serves is under packages/ already
+            if index is not None and int(reuse.name) == self._current_number():
+                # what the current generation serves is under packages/ (gc keeps it)
                 present = package_set(self.state(int(reuse.name)))
         stats, chunks, touched = write_generation(
             state,

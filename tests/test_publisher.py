@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -12,6 +13,7 @@ import createrepo_c as cr
 import pytest
 
 from publishers import createrepo as createrepo_module
+from publishers import pooled as pooled_module
 from publishers.createrepo import (
     GenerationConflict,
     OutOfOrder,
@@ -164,6 +166,46 @@ def test_client_holding_an_older_generation_keeps_working_after_the_switch(publi
     assert {p.name for p in now.values()} == {"foo", "qux"}
 
 
+def served_files(generation_dir: Path) -> dict[str, tuple[str, int, int]]:
+    """Every file a generation serves (its own and the packages its metadata names)."""
+    files: dict[str, tuple[str, int, int]] = {}
+    paths = [p for p in generation_dir.rglob("*") if p.is_file() and "Packages" not in p.parts]
+    for tree in ("x86_64", "src"):
+        if (generation_dir / tree).is_dir():
+            paths += [
+                generation_dir / tree / href for href in primary_packages(generation_dir / tree)
+            ]
+    for path in paths:
+        info = path.stat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        files[str(path.relative_to(generation_dir))] = (digest, info.st_ino, info.st_mtime_ns)
+    return files
+
+
+def test_a_generation_is_served_unchanged_while_the_next_ones_are_written(
+    publisher, builds, monkeypatch
+):
+    first = publisher.publish(1, state_of(builds, "foo-1", "bar-1", "baz-1"), GATE)
+    before = served_files(first.path)
+    assert any("Packages" in name for name in before)
+    during: list[dict[str, tuple[str, int, int]]] = []
+    real = pooled_module.write_tree_metadata
+
+    def write_and_look(*args, **kwargs):
+        # the new generation's packages are linked, its metadata half written
+        during.append(served_files(first.path))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pooled_module, "write_tree_metadata", write_and_look)
+    publisher.publish(2, state_of(builds, "foo-2", "bar-1", "qux-1"), GATE)
+    publisher.publish(3, state_of(builds, "foo-2", "qux-1"), GATE)
+    publisher.rollback(1, GATE)
+    publisher.gc()
+
+    assert during and all(snapshot == before for snapshot in during)
+    assert served_files(first.path) == before
+
+
 def test_publish_after_a_crash_before_the_switch_only_switches(publisher, builds, monkeypatch):
     publisher.publish(1, state_of(builds, "foo-1"), GATE)
     state = state_of(builds, "foo-1", "baz-1")
@@ -275,6 +317,40 @@ def test_gc_keeps_the_newest_generations(tmp_path, pool, builds):
     assert publisher.generations() == [3, 4]
     assert publisher.current().number == 4
     assert publisher.gc() == []
+    # packages/ holds what generations 3 and 4 serve, and nothing else
+    stored = {p.parent.name for p in publisher.packages_dir.glob("*/*/*.rpm")}
+    served = {a.checksum for n in (3, 4) for a in publisher.state(n).artifacts(True)}
+    assert stored == served
+
+
+def test_generations_of_the_hard_linked_layout_are_read_rolled_back_to_and_collected(
+    tmp_path, pool, builds
+):
+    """A repository published before packages/ existed keeps working after the upgrade."""
+    root = tmp_path / "repo"
+    old = root / "generations" / "1"
+    state = state_of(builds, "foo-1", "baz-1")
+    write_repo_tree(state, pool, old, ["x86_64"], revision="1")
+    manifest = {
+        "number": 1,
+        "created": "2026-01-01T00:00:00+00:00",
+        "produced_by": GATE,
+        "arches": ["x86_64"],
+        "packages": sorted(state.nevras()),
+        "metadata": {"read": 3, "reused": 0, "packages": {"x86_64": 3}},
+        "state": json.loads(state.to_json()),
+    }
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    (root / "current").symlink_to("generations/1")
+    publisher = Publisher(root, pool, arches=("x86_64",), keep=1)
+
+    assert publisher.state() == state
+    second = publisher.publish(2, state.with_build(builds["qux-1"]), GATE)
+    assert listed(second.path / "x86_64") == expected(second.state, "x86_64")
+    rolled = publisher.rollback(1, GATE)
+    assert listed(rolled.path / "x86_64") == expected(state, "x86_64")
+    assert publisher.gc() == [1, 2]
+    assert listed(publisher.root / "current" / "x86_64") == expected(state, "x86_64")
 
 
 def test_gc_never_deletes_the_generation_current_points_at(tmp_path, pool, builds, monkeypatch):
