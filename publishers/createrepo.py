@@ -53,6 +53,7 @@ from typing import Required, TypedDict
 from publishers.chunked import INDEX, dump_index, load_index
 from publishers.pooled import PACKAGES, package_dir, write_generation
 from publishers.repotree import TreeStatsDict
+from publishers.statefile import Lines, encode_state, read_state, served_checksums
 from repo_state.pool import Pool
 from repo_state.state import RepoState
 
@@ -117,7 +118,7 @@ class Generation:
         """The repo state this generation serves (read from disk; Publisher.state caches)."""
         if "state" in self.manifest:
             return RepoState.from_json(json.dumps(self.manifest["state"]))
-        return RepoState.from_json((self.path / STATE).read_text())
+        return read_state(self.path / STATE)[0]
 
     @property
     def packages(self) -> list[str]:
@@ -135,7 +136,7 @@ def package_set(state: RepoState) -> frozenset[str]:
     Checksums rather than NEVRAs, because a rebuild of the same NVR is a
     different package for a client that already downloaded the first one.
     """
-    return frozenset(a.checksum for a in state.artifacts(include_source=True))
+    return frozenset(a.checksum for e in state.builds.values() for a in e.artifacts)
 
 
 class Publisher:
@@ -156,6 +157,8 @@ class Publisher:
         # number -> state: generations are immutable, so an entry never goes stale
         self._states: OrderedDict[int, RepoState] = OrderedDict()
         self._states_lock = threading.Lock()
+        # state.json lines of the last state written or read (publishers.statefile)
+        self._lines: Lines = {}
 
     # -- reading (no lock: everything read here is immutable or atomically replaced)
 
@@ -205,12 +208,18 @@ class Publisher:
             if n is None:
                 return RepoState()
             raise GenerationNotFound(f"generation {n} does not exist under {self.root}")
-        state = generation.state
-        self._remember(generation.number, state)
+        lines: Lines = {}
+        if "state" in generation.manifest:
+            state = generation.state
+        else:
+            state, lines = read_state(generation.path / STATE)
+        self._remember(generation.number, state, lines)
         return state
 
-    def _remember(self, number: int, state: RepoState) -> None:
+    def _remember(self, number: int, state: RepoState, lines: Lines | None = None) -> None:
         with self._states_lock:
+            if lines:
+                self._lines = lines
             self._states[number] = state
             self._states.move_to_end(number)
             while len(self._states) > _STATE_CACHE:
@@ -298,16 +307,27 @@ class Publisher:
         """Delete the files under ``packages/`` that only ``removed`` generations serve."""
         served: set[str] = set()
         for n in kept:
-            served |= package_set(self.state(n))
+            served |= self._served(n)
         doomed: set[str] = set()
         for n in removed:
             generation = self.generation(n)
             if generation is not None and generation.pooled:
-                doomed |= package_set(self.state(n)) - served
+                doomed |= self._served(n) - served
         for checksum in doomed:
             shutil.rmtree(self.packages_dir / package_dir(checksum), ignore_errors=True)
 
     # -- internals
+
+    def _served(self, n: int) -> set[str]:
+        """Checksums of the files generation ``n`` serves, without parsing it if need be."""
+        with self._states_lock:
+            cached = self._states.get(n)
+        if cached is not None:
+            return set(package_set(cached))
+        path = self.generations_dir / str(n) / STATE
+        if path.is_file():
+            return served_checksums(path)
+        return set(package_set(self.state(n)))
 
     def _publish_locked(
         self, number: int, state: RepoState, produced_by: Mapping[str, object], reuse: Path | None
@@ -336,7 +356,7 @@ class Publisher:
             raise
         os.rename(tmp, self.generations_dir / str(number))
         _fsync_dir(self.generations_dir)
-        self._remember(number, state)
+        self._remember(number, state, self._lines)
         self._switch(number)
         generation = self.generation(number)
         assert generation is not None
@@ -375,14 +395,21 @@ class Publisher:
             "produced_by": dict(produced_by),
             "arches": list(self.arches),
             "layout": LAYOUT_POOL,
-            "package_count": len(state.nevras()),
+            "package_count": sum(
+                1 for entry in state.builds.values() for a in entry.artifacts if not a.is_source
+            ),
             "metadata": stats.to_dict(),
         }
-        _write_synced(tmp / STATE, state.to_json_lines())
+        with self._states_lock:
+            known = self._lines
+        text, lines = encode_state(state, known)
+        _write_synced(tmp / STATE, text)
         _write_synced(tmp / INDEX, dump_index(chunks))
         _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for directory in touched:
             _fsync_dir(directory)
+        with self._states_lock:
+            self._lines = lines
 
     def _next_number(self) -> int:
         return (self._current_number() or 0) + 1

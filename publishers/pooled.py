@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from publishers.chunked import ChunkIndexDict, SnippetSource, write_tree_metadata
-from publishers.repotree import RepoTreeError, TreeStats, tree_artifacts, tree_names
+from publishers.repotree import SOURCE_TREE, RepoTreeError, TreeStats
 from repo_state.pool import Pool
 from repo_state.state import Artifact, RepoState
 
@@ -62,8 +62,10 @@ def write_generation(
     known to be under ``packages`` already (the current generation's), which
     are not looked at.
     """
+    # no state.artifacts(): it sorts, and order does not matter here
+    every = [a for entry in state.builds.values() for a in entry.artifacts]
     by_checksum: dict[str, Artifact] = {}
-    for artifact in state.artifacts(include_source=True):
+    for artifact in every:
         by_checksum.setdefault(artifact.checksum, artifact)
     touched = _store_packages(by_checksum, pool, packages, present)
     source = SnippetSource(
@@ -74,8 +76,14 @@ def write_generation(
     reused: set[str] = set()
     index: dict[str, dict[str, ChunkIndexDict]] = {}
     dest.mkdir(parents=True, exist_ok=True)
-    for tree in tree_names(state, arches):
-        artifacts = tree_artifacts(state, tree)
+    trees = list(dict.fromkeys(arches))
+    if any(a.is_source for a in every):
+        trees.append(SOURCE_TREE)
+    for tree in trees:
+        if tree == SOURCE_TREE:
+            artifacts = [a for a in every if a.is_source]
+        else:
+            artifacts = [a for a in every if not a.is_source and a.arch in (tree, "noarch")]
         _refuse_clashes(tree, artifacts)
         tree_dir = dest / tree
         tree_dir.mkdir()

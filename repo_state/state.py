@@ -163,11 +163,6 @@ class RepoState:
     def to_json(self) -> str:
         return json.dumps([e.to_dict() for e in self], sort_keys=True)
 
-    def to_json_lines(self) -> str:
-        """The same JSON array as :meth:`to_json`, one build per line, compact."""
-        encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
-        return "[\n" + ",\n".join(encode(e.to_dict()) for e in self) + "\n]\n"
-
     @classmethod
     def from_json(cls, text: str | None) -> RepoState:
         if not text:
