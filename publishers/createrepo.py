@@ -44,7 +44,7 @@ import secrets
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +53,7 @@ from typing import Required, TypedDict
 from publishers.chunked import INDEX, dump_index, load_index
 from publishers.pooled import PACKAGES, package_dir, write_generation
 from publishers.repotree import TreeStatsDict
-from publishers.statefile import Lines, encode_state, read_state, served_checksums
+from publishers.statefile import read_state, served_checksums, write_state
 from repo_state.pool import Pool
 from repo_state.state import RepoState
 
@@ -118,7 +118,7 @@ class Generation:
         """The repo state this generation serves (read from disk; Publisher.state caches)."""
         if "state" in self.manifest:
             return RepoState.from_json(json.dumps(self.manifest["state"]))
-        return read_state(self.path / STATE)[0]
+        return read_state(self.path / STATE)
 
     @property
     def packages(self) -> list[str]:
@@ -157,8 +157,6 @@ class Publisher:
         # number -> state: generations are immutable, so an entry never goes stale
         self._states: OrderedDict[int, RepoState] = OrderedDict()
         self._states_lock = threading.Lock()
-        # state.json lines of the last state written or read (publishers.statefile)
-        self._lines: Lines = {}
 
     # -- reading (no lock: everything read here is immutable or atomically replaced)
 
@@ -208,18 +206,12 @@ class Publisher:
             if n is None:
                 return RepoState()
             raise GenerationNotFound(f"generation {n} does not exist under {self.root}")
-        lines: Lines = {}
-        if "state" in generation.manifest:
-            state = generation.state
-        else:
-            state, lines = read_state(generation.path / STATE)
-        self._remember(generation.number, state, lines)
+        state = generation.state
+        self._remember(generation.number, state)
         return state
 
-    def _remember(self, number: int, state: RepoState, lines: Lines | None = None) -> None:
+    def _remember(self, number: int, state: RepoState) -> None:
         with self._states_lock:
-            if lines:
-                self._lines = lines
             self._states[number] = state
             self._states.move_to_end(number)
             while len(self._states) > _STATE_CACHE:
@@ -305,29 +297,34 @@ class Publisher:
 
     def _remove_packages(self, removed: Sequence[int], kept: Sequence[int]) -> None:
         """Delete the files under ``packages/`` that only ``removed`` generations serve."""
-        served: set[str] = set()
-        for n in kept:
-            served |= self._served(n)
+        current = self._current_number()
+        # the current state is in memory: what it serves needs no reading
+        base = package_set(self.state(current)) if current is not None else frozenset()
         doomed: set[str] = set()
         for n in removed:
             generation = self.generation(n)
             if generation is not None and generation.pooled:
-                doomed |= self._served(n) - served
+                doomed.update(c for c in self._served(n) if c not in base)
+        for n in kept:
+            if not doomed:
+                break
+            if n != current:
+                doomed.difference_update(self._served(n))
         for checksum in doomed:
             shutil.rmtree(self.packages_dir / package_dir(checksum), ignore_errors=True)
 
     # -- internals
 
-    def _served(self, n: int) -> set[str]:
+    def _served(self, n: int) -> Iterable[str]:
         """Checksums of the files generation ``n`` serves, without parsing it if need be."""
         with self._states_lock:
             cached = self._states.get(n)
         if cached is not None:
-            return set(package_set(cached))
+            return package_set(cached)
         path = self.generations_dir / str(n) / STATE
         if path.is_file():
             return served_checksums(path)
-        return set(package_set(self.state(n)))
+        return package_set(self.state(n))
 
     def _publish_locked(
         self, number: int, state: RepoState, produced_by: Mapping[str, object], reuse: Path | None
@@ -356,7 +353,7 @@ class Publisher:
             raise
         os.rename(tmp, self.generations_dir / str(number))
         _fsync_dir(self.generations_dir)
-        self._remember(number, state, self._lines)
+        self._remember(number, state)
         self._switch(number)
         generation = self.generation(number)
         assert generation is not None
@@ -400,16 +397,14 @@ class Publisher:
             ),
             "metadata": stats.to_dict(),
         }
-        with self._states_lock:
-            known = self._lines
-        text, lines = encode_state(state, known)
-        _write_synced(tmp / STATE, text)
+        old = None
+        if reuse is not None and (reuse / STATE).is_file():
+            old = (self.state(int(reuse.name)), reuse / STATE)
+        write_state(tmp / STATE, state, old)
         _write_synced(tmp / INDEX, dump_index(chunks))
         _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for directory in touched:
             _fsync_dir(directory)
-        with self._states_lock:
-            self._lines = lines
 
     def _next_number(self) -> int:
         return (self._current_number() or 0) + 1

@@ -64,13 +64,25 @@ def write_generation(
     """
     # no state.artifacts(): it sorts, and order does not matter here
     every = [a for entry in state.builds.values() for a in entry.artifacts]
-    by_checksum: dict[str, Artifact] = {}
+    new: dict[str, Artifact] = {}
     for artifact in every:
-        by_checksum.setdefault(artifact.checksum, artifact)
-    touched = _store_packages(by_checksum, pool, packages, present)
+        if artifact.checksum not in present:
+            new.setdefault(artifact.checksum, artifact)
+    touched = _store_packages(new, pool, packages)
+    everything: dict[str, Artifact] = {}
+
+    def artifact_of(checksum: str) -> Artifact:
+        # a header to read is almost always a new package's; any other (a tree
+        # without a previous index, say) is found in the whole state, once
+        if checksum in new:
+            return new[checksum]
+        if not everything:
+            everything.update((a.checksum, a) for a in every)
+        return everything[checksum]
+
     source = SnippetSource(
-        rpm_path=lambda c: packages / package_dir(c) / by_checksum[c].filename,
-        href=lambda c: pooled_href(by_checksum[c]),
+        rpm_path=lambda c: packages / package_dir(c) / artifact_of(c).filename,
+        href=lambda c: pooled_href(artifact_of(c)),
     )
     stats = TreeStats()
     reused: set[str] = set()
@@ -106,24 +118,22 @@ def write_generation(
 
 def _refuse_clashes(tree: str, artifacts: list[Artifact]) -> None:
     """Two different RPMs with one file name would be one NEVRA twice for dnf."""
-    seen: dict[str, str] = {}
+    # keyed by a hash, not the file name: no 20k new strings for a large repository
+    seen: dict[int, Artifact] = {}
     for artifact in artifacts:
-        other = seen.setdefault(artifact.filename, artifact.checksum)
-        if other != artifact.checksum:
+        key = hash((artifact.name, artifact.version, artifact.release, artifact.arch))
+        other = seen.setdefault(key, artifact)
+        if other.checksum != artifact.checksum and other.filename == artifact.filename:
             raise RepoTreeError(
                 f"{tree}: two different RPMs named {artifact.filename} "
-                f"({other[:12]}, {artifact.checksum[:12]})"
+                f"({other.checksum[:12]}, {artifact.checksum[:12]})"
             )
 
 
-def _store_packages(
-    by_checksum: Mapping[str, Artifact], pool: Pool, packages: Path, present: frozenset[str]
-) -> list[Path]:
+def _store_packages(new: Mapping[str, Artifact], pool: Pool, packages: Path) -> list[Path]:
     """Link the RPMs not yet under ``packages``; return the directories that changed."""
     touched: set[Path] = set()
-    for checksum, artifact in by_checksum.items():
-        if checksum in present:
-            continue
+    for checksum, artifact in new.items():
         target = packages / package_dir(checksum) / artifact.filename
         if target.exists():
             continue

@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import SupportsIndex, SupportsInt
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Artifact:
     """One RPM file, identified by its content (``checksum`` is its sha256)."""
 
@@ -65,19 +66,21 @@ class Artifact:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Artifact:
+        # interned: a large repository repeats these (noarch, 1.0, el9, a
+        # source RPM per subpackage), and states of 20k builds stay in memory
         return cls(
-            name=str(data["name"]),
+            name=intern(str(data["name"])),
             epoch=_int(data.get("epoch")),
-            version=str(data["version"]),
-            release=str(data["release"]),
-            arch=str(data["arch"]),
-            sourcerpm=str(data.get("sourcerpm") or ""),
+            version=intern(str(data["version"])),
+            release=intern(str(data["release"])),
+            arch=intern(str(data["arch"])),
+            sourcerpm=intern(str(data.get("sourcerpm") or "")),
             checksum=str(data["checksum"]),
             size=_int(data.get("size")),
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuildEntry:
     """One build of one source package as a repository carries it."""
 
@@ -110,10 +113,10 @@ class BuildEntry:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> BuildEntry:
         return cls(
-            source_name=str(data["source_name"]),
+            source_name=intern(str(data["source_name"])),
             nvr=str(data["nvr"]),
             origin=str(data.get("origin") or ""),
-            project=str(data.get("project") or ""),
+            project=intern(str(data.get("project") or "")),
             commit=str(data.get("commit") or ""),
             artifacts=tuple(Artifact.from_dict(a) for a in _mappings(data.get("artifacts"))),
         )

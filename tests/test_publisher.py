@@ -21,6 +21,7 @@ from publishers.createrepo import (
 )
 from publishers.pooled import pooled_href
 from publishers.repotree import RepoTreeError, write_repo_tree
+from publishers.statefile import write_state
 from repo_state.pool import Pool
 from repo_state.state import BuildEntry, RepoState
 from tests.rpmfactory import Subpackage, build_entry, build_rpms
@@ -491,3 +492,29 @@ def test_a_failed_publish_leaves_the_current_generation_and_no_debris(publisher,
 
     assert publisher.current().number == 1
     assert sorted(p.name for p in (publisher.root / "generations").iterdir()) == ["1"]
+
+
+def test_state_file_lines_copied_from_the_previous_generation_are_the_right_ones(
+    publisher, builds, tmp_path
+):
+    publisher.publish(1, state_of(builds, "foo-1", "bar-1", "baz-1"), GATE)
+    # foo replaced, bar removed, qux added, baz carried over
+    state = publisher.state().with_build(builds["foo-2"]).with_build(builds["qux-1"])
+    state = RepoState({k: v for k, v in state.builds.items() if k != "bar"})
+    second = publisher.publish(2, state, GATE)
+
+    write_state(tmp_path / "from-scratch.json", state)
+    text = (second.path / "state.json").read_text()
+    assert text == (tmp_path / "from-scratch.json").read_text()
+    assert Publisher(publisher.root, publisher.pool).state(2) == state
+
+
+def test_a_new_arch_tree_reads_the_headers_of_packages_the_repository_had(tmp_path, pool, builds):
+    one = Publisher(tmp_path / "repo", pool, arches=("x86_64",))
+    one.publish(1, state_of(builds, "foo-1", "baz-1"), GATE)
+    # the same repository, configured with a second arch: its tree has no previous index
+    two = Publisher(tmp_path / "repo", pool, arches=("x86_64", "aarch64"))
+    state = state_of(builds, "foo-1", "baz-1", "qux-1")
+    generation = two.publish(2, state, GATE)
+    for arch in ("x86_64", "aarch64"):
+        assert listed(generation.path / arch) == expected(state, arch)
