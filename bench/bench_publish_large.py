@@ -29,8 +29,8 @@ process' peak RSS cannot be split between rounds).
 from __future__ import annotations
 
 import json
-import resource
 import os
+import resource
 import shutil
 import statistics
 import subprocess
