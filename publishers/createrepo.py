@@ -39,10 +39,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import shutil
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +58,8 @@ from publishers.repotree import TreeStatsDict
 from publishers.statefile import read_state, served_checksums, write_state
 from repo_state.pool import Pool
 from repo_state.state import RepoState
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 STATE = "state.json"
@@ -376,16 +380,33 @@ class Publisher:
             if index is not None and int(reuse.name) == self._current_number():
                 # what the current generation serves is under packages/ (gc keeps it)
                 present = package_set(self.state(int(reuse.name)))
-        stats, chunks, touched = write_generation(
-            state,
-            self.pool,
-            self.packages_dir,
-            tmp,
-            self.arches,
-            previous,
-            present=present,
-            revision=str(number),
-        )
+        try:
+            stats, chunks, touched = write_generation(
+                state,
+                self.pool,
+                self.packages_dir,
+                tmp,
+                self.arches,
+                previous,
+                present=present,
+                revision=str(number),
+            )
+        except (ValueError, OSError, zlib.error) as exc:
+            if previous is None:
+                raise
+            # a damaged previous generation costs header reads, not a stuck publish
+            log.warning("cannot reuse metadata of %s (%s); reading every header", reuse, exc)
+            shutil.rmtree(tmp)
+            stats, chunks, touched = write_generation(
+                state,
+                self.pool,
+                self.packages_dir,
+                tmp,
+                self.arches,
+                None,
+                present=present,
+                revision=str(number),
+            )
         manifest: Manifest = {
             "number": number,
             "created": datetime.now(UTC).isoformat(),

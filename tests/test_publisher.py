@@ -518,3 +518,15 @@ def test_a_new_arch_tree_reads_the_headers_of_packages_the_repository_had(tmp_pa
     generation = two.publish(2, state, GATE)
     for arch in ("x86_64", "aarch64"):
         assert listed(generation.path / arch) == expected(state, arch)
+
+
+def test_a_damaged_previous_generation_costs_header_reads_not_a_stuck_publish(publisher, builds):
+    first = publisher.publish(1, state_of(builds, "foo-1", "baz-1"), GATE)
+    for primary in (first.path / "x86_64" / "repodata").glob("*-primary.xml.gz"):
+        primary.write_bytes(primary.read_bytes()[:40])  # truncated under our feet
+
+    state = state_of(builds, "foo-1", "baz-1", "qux-1")
+    second = publisher.publish(2, state, GATE)
+
+    assert listed(second.path / "x86_64") == expected(state, "x86_64")
+    assert second.manifest["metadata"]["read"] >= 3
