@@ -231,6 +231,46 @@ class HealthConfig(_Strict):
     check_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
 
 
+class ConfigRepoConfig(_Strict):
+    """Configuration as code: the gate follows a branch of a git repository holding
+    its policy (see gate/config_repo.py, docs/config.md#configuration-as-code)."""
+
+    #: URL or local path of the repository
+    git: str
+    branch: str = "main"
+    #: the file of the config document inside the repository
+    path: str = "rpmgate.yaml"
+    #: seconds between looks at the branch (0: only on SIGHUP and ``rpmgate reload``)
+    poll_interval: Annotated[float, Field(ge=0)] = 60.0
+
+    @field_validator("git")
+    @classmethod
+    def _not_an_option(cls, value: str) -> str:
+        if not value or value.startswith("-"):
+            raise ValueError(f"{value!r} is not a repository URL or path")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch_is_a_branch(cls, value: str) -> str:
+        try:
+            return check_branch(value)
+        except InvalidRef as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        parts = value.split("/")
+        if (
+            not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.+/-]*", value)
+            or ".." in parts
+            or "" in parts
+        ):
+            raise ValueError(f"{value!r} is not a relative path inside the repository")
+        return value
+
+
 class ApiToken(_Strict):
     #: who holds it: recorded on every request it makes (deliveries, generations)
     name: Annotated[str, Field(pattern=NAME, max_length=100)]
@@ -292,6 +332,8 @@ class Config(_Strict):
     auth: AuthConfig = AuthConfig()
     sandbox: SandboxConfig = SandboxConfig()
     health: HealthConfig = HealthConfig()
+    #: follow a git branch for the policy part of this document (gate/config_repo.py)
+    config_repo: ConfigRepoConfig | None = None
     #: review systems; a source ``git`` (plain git, rpmgate's own API) always exists
     sources: dict[str, DriverConfig] = Field(default_factory=lambda: _default_sources())
     backends: dict[str, DriverConfig] = Field(default_factory=lambda: _default_backends())
@@ -598,15 +640,24 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     return config
 
 
-def load_config(path: Path) -> Config:
+def read_document(path: Path, name: str | None = None) -> Any:
+    """The YAML document of the file ``path`` (``name``: how errors name it)."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{name or path}: cannot read: {exc.strerror}") from None
+    return parse_document(text, name or str(path))
+
+
+def parse_document(text: str, name: str) -> Any:
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{name}: not valid YAML: {exc}") from None
+
+
+def load_config(path: Path) -> Config:
+    data = read_document(path)
     config = parse_config(data, str(path), Path(path).resolve().parent)
     config._source = Path(path).resolve()
     return config
@@ -617,6 +668,14 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _BARE_VAR = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
 #: values a shell reads, where ``$NAME`` is the shell's business (command jobs)
 _SHELL_VALUE = re.compile(r"^queues\.[^.]+\.jobs\.\d+\.command$")
+
+
+def expand(value: Any, path: tuple[str, ...] = ()) -> Any:
+    """``value`` (a part of a config document at ``path``) with ``${VAR}`` expanded."""
+    try:
+        return _expand(value, path)
+    except _KeyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _expand(value: Any, path: tuple[str, ...], notes: list[str] | None = None) -> Any:

@@ -128,6 +128,8 @@ def offline_findings(config: Config) -> list[Finding]:
     for name, backend in config.backends.items():
         if isinstance(backend, KojiBackendConfig):
             findings += _koji(config, name, backend)
+    if config.config_repo is not None:
+        findings += _git_location("config_repo.git", config.config_repo.git)
     return findings
 
 
@@ -478,6 +480,9 @@ def online_findings(config: Config) -> list[Finding]:
             probes.append(
                 (_lookaside_base, f"projects.{name}.lookaside.url", project.lookaside.url)
             )
+    repo = config.config_repo
+    if repo is not None:
+        probes.append((_git_remote, "", repo.git, repo.branch, repo.path, "config_repo", "path"))
     probes.append((_database, config.db_url, config.database_url is None))
     probes.append((_port, config.listen.host, config.listen.port))
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -510,11 +515,16 @@ def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
     )
 
 
-def _git_remote(project: str, url: str, branch: str, spec: str) -> list[Finding]:
+def _git_remote(
+    project: str, url: str, branch: str, spec: str, section: str = "", file_key: str = "spec"
+) -> list[Finding]:
     """``git ls-remote`` for the branch, then a shallow fetch of its head into a
     temporary bare repository to see that the spec file is there (``git archive
-    --remote`` would be lighter, but most hosts refuse it: GitHub, GitLab over HTTP)."""
-    key = f"projects.{project}.git"
+    --remote`` would be lighter, but most hosts refuse it: GitHub, GitLab over HTTP).
+    ``section``: the keys' prefix (default ``projects.<project>``); ``file_key``:
+    the key that names the file."""
+    section = section or f"projects.{project}"
+    key = f"{section}.git"
     ref = f"refs/heads/{branch}"
     try:
         listed = _git("ls-remote", "--end-of-options", url, ref)
@@ -525,7 +535,7 @@ def _git_remote(project: str, url: str, branch: str, spec: str) -> list[Finding]
         if ref not in listed.stdout.split():
             return [
                 Finding(
-                    f"projects.{project}.branch",
+                    f"{section}.branch",
                     f"{_shown(url)} has no branch {branch!r}",
                     "give a branch the repository has",
                 )
@@ -546,9 +556,9 @@ def _git_remote(project: str, url: str, branch: str, spec: str) -> list[Finding]
             if tree.returncode != 0 or spec not in tree.stdout.splitlines():
                 return [
                     Finding(
-                        f"projects.{project}.spec",
+                        f"{section}.{file_key}",
                         f"no file {spec!r} at the head of {branch!r}",
-                        "give the spec's path inside the repository",
+                        "give the file's path inside the repository",
                     )
                 ]
     except subprocess.TimeoutExpired:

@@ -32,6 +32,8 @@ from prometheus_client.registry import Collector
 from sqlmodel import col, select
 
 from gate.items import view_of
+from gate.model import ItemView, item_states
+from gate.queue_rules import queue_order
 from gate.runtime import Runtime
 from repo_state.db import session
 from repo_state.models import ItemRow, QueueRow
@@ -303,10 +305,16 @@ class _QueueGauges(Collector):
             return
         counts: dict[tuple[str, str, str], int] = {}
         per_queue: dict[str, int] = dict.fromkeys(self.rt.config.queues, 0)
+        by_queue: dict[str, list[tuple[ItemView, float]]] = {}
         for row in rows:
             per_queue[row.queue] = per_queue.get(row.queue, 0) + 1
-            key = (row.queue, row.kind, view_of(row).state.name.lower())
-            counts[key] = counts.get(key, 0) + 1
+            by_queue.setdefault(row.queue, []).append((view_of(row), row.seq))
+        for name, viewed in by_queue.items():
+            qrow = queues.get(name)
+            labels = item_states(queue_order(viewed), qrow.window if qrow else 0)
+            for view, _ in viewed:
+                key = (name, view.kind.value, labels[view.id].name.lower())
+                counts[key] = counts.get(key, 0) + 1
         for name, count in per_queue.items():
             depth.add_metric([name], count)
             qrow = queues.get(name)

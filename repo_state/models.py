@@ -63,6 +63,9 @@ class ChangeRow(SQLModel, table=True):
     depends_on: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     #: who approved this revision by a command (review systems without votes)
     approved_by: str | None = None
+    #: who it is by: the review's owner in its review system, or the name of the API
+    #: token that proposed it ("" when unknown: a direct push, the open API)
+    owner: str = Field(default="", sa_column_kwargs={"server_default": ""})
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -15,8 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from gate.config_status import ConfigStatus
 from gate.health import (
     BackendCheck,
+    ConfigCheck,
     DatabaseCheck,
     DiskCheck,
     HeldBackCheck,
@@ -67,6 +69,8 @@ class ChangeDoc(Document):
     source: str
     review: str | None
     url: str | None
+    #: the review's owner, or the API token that proposed it
+    owner: str | None = None
     depends_on: list[int]
 
 
@@ -186,6 +190,8 @@ class StatusDoc(Document):
     queues: list[QueueDoc]
     #: backend name -> what it says of itself (Koji: hub health, tasks in flight)
     backends: dict[str, dict[str, Any]]
+    #: the configuration in force and the last one refused (``gate.reload``)
+    config: ConfigStatus
 
 
 class CurrentGeneration(Document):
@@ -229,6 +235,7 @@ AnyCheck = (
     | BackendCheck
     | StuckBuildsCheck
     | HeldBackCheck
+    | ConfigCheck
 )
 
 
