@@ -41,10 +41,10 @@ from gate.web.bodies import (
     WithReason,
     parse_body,
 )
-from gate.web.live import EventStream, StatusCache, etag_matches, serve_events
+from gate.web.live import Commits, EventStream, StatusCache, etag_matches, serve_events
 from gate.web.openapi import openapi
 from gate.web.server import guard_middleware
-from gate.web.status import change_doc, item_doc, repo_doc, status
+from gate.web.status import backends_doc, change_doc, item_doc, repo_doc, status
 from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, ItemRow
 
@@ -57,6 +57,7 @@ HEALTH: web.AppKey[Health] = web.AppKey("health")
 METRICS: web.AppKey[GateMetrics] = web.AppKey("metrics")
 LIVE: web.AppKey[EventStream] = web.AppKey("live")
 STATUS: web.AppKey[StatusCache] = web.AppKey("status")
+COMMITS: web.AppKey[Commits] = web.AppKey("commits")
 MAX_BODY = 1 << 20
 #: tries at storing a delivery through a database blip (about 3 s) before a 503
 STORE_TRIES = 5
@@ -318,21 +319,29 @@ async def rollback(request: web.Request) -> web.Response:
 
 # -- reads ---------------------------------------------------------------------------------
 async def get_status(request: web.Request) -> web.Response:
-    """Built once per state version (``gate.web.live``); ``If-None-Match`` answers 304."""
-    cache = request.app[STATUS]
-    body, etag = cache.current(request.app[LIVE].version)
-    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
-    if etag_matches(request.headers.get("If-None-Match"), etag):
+    """Built once per state version, off the loop (``gate.web.live``); ``If-None-Match``
+    answers 304."""
+    rt = _rt(request)
+    backends = backends_doc(rt)  # kept in memory by each backend: read on the loop
+    version = (
+        request.app[LIVE].version,
+        request.app[COMMITS].count,
+        json.dumps(backends, sort_keys=True, default=str),
+    )
+    doc = await request.app[STATUS].current(version, partial(_status_now, rt, backends))
+    headers = {"ETag": doc.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+    if etag_matches(request.headers.get("If-None-Match"), doc.etag):
         return web.Response(status=304, headers=headers)
+    body = doc.body
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         headers["Content-Encoding"] = "gzip"
-        body = cache.gzipped()
+        body = doc.gzipped
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 
-def _status_now(rt: Runtime) -> dict[str, Any]:
+def _status_now(rt: Runtime, backends: dict[str, dict[str, Any]]) -> dict[str, Any]:
     with session(rt.engine) as s:
-        return status(rt, s)
+        return status(rt, s, backends=backends)
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
@@ -496,6 +505,7 @@ async def _close_health(app: web.Application) -> None:
 
 async def _start_live(app: web.Application) -> None:
     app[RUNTIME].plumbing.listeners.append(app[LIVE].publish)
+    app[COMMITS].start()
 
 
 async def _close_live(app: web.Application) -> None:
@@ -503,6 +513,7 @@ async def _close_live(app: web.Application) -> None:
 
 
 async def _stop_live(app: web.Application) -> None:
+    app[COMMITS].stop()
     listeners = app[RUNTIME].plumbing.listeners
     if app[LIVE].publish in listeners:
         listeners.remove(app[LIVE].publish)
@@ -536,7 +547,8 @@ def make_app(rt: Runtime) -> web.Application:
     app[HEALTH] = Health(rt)
     app[METRICS] = GateMetrics(rt)
     app[LIVE] = EventStream()
-    app[STATUS] = StatusCache(partial(_status_now, rt))
+    app[STATUS] = StatusCache()
+    app[COMMITS] = Commits(rt.engine)
     app.on_startup.append(_start_metrics)
     app.on_startup.append(_start_live)
     app.on_shutdown.append(_close_live)

@@ -9,12 +9,13 @@ as ``text/event-stream``; a client that reconnects with ``Last-Event-ID``
 ``reset`` event when that is no longer kept (or the daemon restarted: ids
 carry the process's start) and should read ``/api/status`` again.
 
-The event number is also the status document's version: ``GET /api/status``
-is built once per version (:class:`StatusCache`) and answers
-``If-None-Match`` with ``304``.  A few writes change the document without an
-event (a build's task id, a job row starting), so a cached document is also
-rebuilt when older than :data:`STATUS_MAX_AGE`.  It is compressed once per
-version for clients that accept gzip.
+The event number, with the number of database commits (:class:`Commits`) and
+what the backends say of themselves, is the status document's version:
+``GET /api/status`` is built once per version (:class:`StatusCache`), in a
+worker thread with a fixed number of queries (``gate.web.status.related``),
+encoded and gzipped once, and answers ``If-None-Match`` with ``304``.  Nothing
+is re-read per request, and the event loop (``/healthz``, the gate itself) is
+never held by a build.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,6 @@ HEARTBEAT = 15.0
 MAX_CLIENTS = 100
 #: what a browser waits before reconnecting, in milliseconds
 RETRY_MS = 3000
-#: the oldest a cached status document is served
-STATUS_MAX_AGE = 0.5
 
 
 class EventStream:
@@ -155,31 +157,90 @@ async def serve_events(request: web.Request, stream: EventStream) -> web.StreamR
     return response
 
 
-@dataclass
+class Commits:
+    """Counts the commits of every session on one engine: the database's part of the
+    state version.  A few writes change the status document without an event (a
+    build's task id, a job row starting); each is a commit, so none is missed.
+
+    SQLAlchemy's ``after_commit`` runs once the DBAPI commit returned, so a document
+    built after the count was read never predates the commits it counted.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.count = 0
+
+    def start(self) -> None:
+        event.listen(Session, "after_commit", self._after_commit)
+
+    def stop(self) -> None:
+        if event.contains(Session, "after_commit", self._after_commit):
+            event.remove(Session, "after_commit", self._after_commit)
+
+    def _after_commit(self, session: Session) -> None:
+        if session.bind is self.engine:
+            self.count += 1
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The status document of one state version, encoded and compressed once."""
+
+    version: Hashable
+    body: bytes
+    gzipped: bytes
+    etag: str
+
+
+def render(version: Hashable, build: Callable[[], dict[str, Any]]) -> Rendered:
+    """Build, encode and compress a document (in a worker thread: it reads the database)."""
+    body = json.dumps(build()).encode()
+    return Rendered(
+        version=version,
+        body=body,
+        gzipped=gzip.compress(body, compresslevel=5),
+        etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+    )
+
+
 class StatusCache:
-    """The status document of one state version, encoded once."""
+    """The status document, built at most once per state version, off the event loop.
 
-    build: Callable[[], dict[str, Any]]
-    version: str = ""
-    body: bytes = b""
-    etag: str = ""
-    built_at: float = 0.0
-    _gzipped: bytes | None = None
+    A request that finds the version it was asked at already rendered gets it at
+    once.  Otherwise it waits for the one build under way (every request waiting
+    shares it; a request that goes away does not cancel it), and, if that build
+    started at an older version, for the next one: a request is never answered with
+    a state older than the one it arrived at.  The event loop only hashes a version
+    and writes bytes; the queries and the encoding run in a worker thread.
+    """
 
-    def current(self, version: str) -> tuple[bytes, str]:
-        """(body, ETag) of ``version``, built now if it is not the cached one or too old."""
-        if version != self.version or time.monotonic() - self.built_at > STATUS_MAX_AGE:
-            self.body = json.dumps(self.build()).encode()
-            self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
-            self.version, self.built_at = version, time.monotonic()
-            self._gzipped = None
-        return self.body, self.etag
+    def __init__(self) -> None:
+        self.rendered: Rendered | None = None
+        self.builds = 0
+        self._building: asyncio.Task[Rendered] | None = None
+        self._building_version: Hashable = None
 
-    def gzipped(self) -> bytes:
-        """The current body compressed once, for every client that accepts gzip."""
-        if self._gzipped is None:
-            self._gzipped = gzip.compress(self.body, compresslevel=5)
-        return self._gzipped
+    async def current(self, version: Hashable, build: Callable[[], dict[str, Any]]) -> Rendered:
+        """The document of ``version`` (read by the caller before any query of the build)."""
+        while True:
+            if self.rendered is not None and self.rendered.version == version:
+                return self.rendered
+            if self._building is None:
+                self._building = asyncio.ensure_future(self._render(version, build))
+                self._building_version = version
+            task, built_for = self._building, self._building_version
+            rendered = await asyncio.shield(task)
+            if built_for == version:
+                return rendered
+
+    async def _render(self, version: Hashable, build: Callable[[], dict[str, Any]]) -> Rendered:
+        try:
+            rendered = await asyncio.to_thread(render, version, build)
+        finally:
+            self._building = None
+        self.rendered = rendered
+        self.builds += 1
+        return rendered
 
 
 def etag_matches(header: str | None, etag: str) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,21 +71,81 @@ def change_doc(change: ChangeRow) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Related:
+    """The rows an item's document shows besides the item: loaded per item for one
+    document, in a few bulk queries for the status document."""
+
+    changes: dict[int, ChangeRow]
+    #: scratch builds by key
+    scratch: dict[str, BuildRow]
+    #: final builds by id
+    finals: dict[int, BuildRow]
+    #: (item id, attempt) -> its job runs in order
+    jobs: dict[tuple[int, int], list[JobRunRow]]
+
+
+#: ids per ``IN (...)`` list (SQLite's default limit on bound variables is far above)
+_CHUNK = 500
+
+
+def _chunks(values: set[Any]) -> Iterator[list[Any]]:
+    ordered = sorted(values)
+    for start in range(0, len(ordered), _CHUNK):
+        yield ordered[start : start + _CHUNK]
+
+
+def related(s: Session, items: Sequence[ItemRow]) -> Related:
+    """Everything the documents of ``items`` show, in a handful of queries whatever their
+    number (not three per item: ``GET /api/status`` reads hundreds)."""
+    change_ids = {i.change_id for i in items}
+    keys = {i.build_key for i in items if i.build_key}
+    final_ids = {i.final_build_id for i in items if i.final_build_id}
+    item_ids = {i.id for i in items if i.id is not None}
+    changes: dict[int, ChangeRow] = {}
+    for ids in _chunks(change_ids):
+        changes.update(
+            (c.id, c)
+            for c in s.exec(select(ChangeRow).where(col(ChangeRow.id).in_(ids)))
+            if c.id is not None
+        )
+    scratch: dict[str, BuildRow] = {}
+    for chunk in _chunks(keys):
+        for b in s.exec(
+            select(BuildRow)
+            .where(BuildRow.purpose == "scratch", col(BuildRow.key).in_(chunk))
+            .order_by(col(BuildRow.id))
+        ):
+            scratch.setdefault(b.key, b)  # the first, as a lookup by key finds it
+    finals: dict[int, BuildRow] = {}
+    for ids in _chunks(final_ids):
+        finals.update(
+            (b.id, b)
+            for b in s.exec(select(BuildRow).where(col(BuildRow.id).in_(ids)))
+            if b.id is not None
+        )
+    attempts = {i.id: i.attempt for i in items}
+    jobs: dict[tuple[int, int], list[JobRunRow]] = {}
+    for ids in _chunks(item_ids):
+        for j in s.exec(
+            select(JobRunRow).where(col(JobRunRow.item_id).in_(ids)).order_by(col(JobRunRow.id))
+        ):
+            if attempts.get(j.item_id) == j.attempt:
+                jobs.setdefault((j.item_id, j.attempt), []).append(j)
+    return Related(changes=changes, scratch=scratch, finals=finals, jobs=jobs)
+
+
 def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> dict[str, Any]:
-    change = s.get(ChangeRow, item.change_id)
-    scratch = (
-        s.exec(
-            select(BuildRow).where(BuildRow.purpose == "scratch", BuildRow.key == item.build_key)
-        ).first()
-        if item.build_key
-        else None
-    )
-    final = s.get(BuildRow, item.final_build_id) if item.final_build_id else None
-    jobs = s.exec(
-        select(JobRunRow)
-        .where(JobRunRow.item_id == item.id, JobRunRow.attempt == item.attempt)
-        .order_by(col(JobRunRow.id))
-    ).all()
+    """One item's document (``ItemDoc``), read from the database now."""
+    return item_doc_of(rt, item, position, related(s, [item]))
+
+
+def item_doc_of(rt: Runtime, item: ItemRow, position: int | None, rel: Related) -> dict[str, Any]:
+    """One item's document from rows already loaded (:func:`related`)."""
+    change = rel.changes.get(item.change_id)
+    scratch = rel.scratch.get(item.build_key) if item.build_key else None
+    final = rel.finals.get(item.final_build_id) if item.final_build_id else None
+    jobs = rel.jobs.get((item.id, item.attempt), []) if item.id is not None else []
     spec_name = f"{item.id}-{item.attempt}"
     # a build whose watch stopped on a backend error holds the item up: say so
     stuck = next(
@@ -123,7 +185,7 @@ def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> di
         ],
         "tip": {"step": item.tip, "state": item.tip_state},
         "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/"
-        if item.tested_state and item.active
+        if item.tested_state and _speculative_kept(rt, item, spec_name)
         else None,
         "failure": item_view(item, scratch).failure or stuck or None,
         "bootstrap": item.bootstrap,
@@ -136,7 +198,23 @@ def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> di
     }
 
 
-def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
+def _speculative_kept(rt: Runtime, item: ItemRow, name: str) -> bool:
+    """An active item's repository is served while it is tested; a finished item's
+    while ``speculative_retention`` keeps it (``gate.speculative_retention``)."""
+    return item.active or (rt.state_dir / "speculative" / name).is_dir()
+
+
+def status(
+    rt: Runtime,
+    s: Session,
+    recent: int = 20,
+    backends: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The status document (``StatusDoc``): a fixed number of queries per queue.
+
+    ``backends``: what :func:`backends_doc` said, when the caller read it already
+    (``GET /api/status`` does so on the event loop: the backends keep it in memory).
+    """
     queues = []
     for name, cfg in rt.config.queues.items():
         qrow = s.get(QueueRow, name)
@@ -147,6 +225,7 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
             .order_by(col(ItemRow.finished_at).desc())
             .limit(recent)
         ).all()
+        rel = related(s, [*items, *finished])
         queues.append(
             {
                 "name": name,
@@ -154,26 +233,30 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
                 "projects": list(cfg.projects),
                 "window": qrow.window if qrow else None,
                 "generation": qrow.generation if qrow else None,
-                "items": [item_doc(rt, s, item, i) for i, item in enumerate(items)],
-                "recent": [item_doc(rt, s, item, None) for item in finished],
-                "held_back": held_back(s, items),
+                "items": [item_doc_of(rt, item, i, rel) for i, item in enumerate(items)],
+                "recent": [item_doc_of(rt, item, None, rel) for item in finished],
+                "held_back": held_back(s, items, rel),
             }
         )
-    backends = {
+    return {"queues": queues, "backends": backends_doc(rt) if backends is None else backends}
+
+
+def backends_doc(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """What each backend says of itself (kept in memory by the backend, read per request)."""
+    return {
         name: health
         for name, backend in rt.backends.items()
         if (health := backend.status()) is not None
     }
-    return {"queues": queues, "backends": backends}
 
 
-def held_back(s: Session, items: list[ItemRow]) -> list[dict[str, Any]]:
+def held_back(s: Session, items: list[ItemRow], rel: Related | None = None) -> list[dict[str, Any]]:
     """Blocked post items: where git and the repository disagree, and why."""
     out = []
     for item in items:
         if not view_of(item).blocked:
             continue
-        change = s.get(ChangeRow, item.change_id)
+        change = rel.changes.get(item.change_id) if rel else s.get(ChangeRow, item.change_id)
         out.append(
             {
                 "item": item.id,
