@@ -41,6 +41,7 @@ from gate.polling import Polling
 from gate.publishing import Publishing
 from gate.queue_view import load_queue_state
 from gate.reconcile import Reconciler
+from gate.retention import SpeculativeSweep
 from gate.runtime import Runtime
 from gate.sources.base import ChangeSource
 from gate.tip import Tip
@@ -104,6 +105,12 @@ class Gate:
         )
         self.reconciler = Reconciler(
             rt.engine, rt.plumbing, self.builds, self.attempts, self.checks, self.tip
+        )
+        self.retention = SpeculativeSweep(
+            rt.engine,
+            rt.plumbing,
+            rt.state_dir / "speculative",
+            lambda: self.config.speculative_retention,  # the config in force (reloads)
         )
         self._loop_task: asyncio.Task[None] | None = None
         self._pollers: list[asyncio.Task[None]] = []
@@ -271,6 +278,7 @@ class Gate:
                 await self.reconciler.resume_orphans()
                 for name in self.config.queues:
                     await self._run_queue(name)
+                await self.retention.sweep_if_due()
                 faults = 0
             except asyncio.CancelledError:
                 raise
