@@ -207,6 +207,13 @@ async def _load(base: str) -> dict[str, Any]:
     """One measurement: :data:`RATE` requests/s for :data:`DURATION` s, and the probe."""
     async with aiohttp.ClientSession() as plain:
         doc = await _quiet(plain, base)
+        idle = []  # /healthz with no other load, for comparison
+        for _ in range(20):
+            start = time.perf_counter()
+            async with plain.get(f"{base}/healthz") as resp:
+                await resp.read()
+            idle.append(time.perf_counter() - start)
+            await asyncio.sleep(0.1)
     items = len(doc["queues"][0]["items"])
     status_size = len(json.dumps(doc).encode())
     connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
@@ -269,6 +276,7 @@ async def _load(base: str) -> dict[str, Any]:
         "success": ok / sent,
         "p50_ms": _percentile(latencies, 50) * 1000,
         "p99_ms": _percentile(latencies, 99) * 1000,
+        "health_idle_p50_ms": _percentile(idle, 50) * 1000,
         "health_p50_ms": _percentile(health, 50) * 1000,
         "health_p99_ms": _percentile(health, 99) * 1000,
         "health_max_ms": max(health) * 1000,
@@ -354,6 +362,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
         ("p50_ms", "status p50 ms", "{:.1f}"),
         ("p99_ms", "status p99 ms", "{:.1f}"),
         ("success", "status success rate", "{:.3f}"),
+        ("health_idle_p50_ms", "`/healthz` p50 ms, no load", "{:.1f}"),
         ("health_p50_ms", "`/healthz` p50 ms", "{:.1f}"),
         ("health_p99_ms", "`/healthz` p99 ms", "{:.1f}"),
         ("health_max_ms", "`/healthz` max ms", "{:.1f}"),

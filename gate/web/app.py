@@ -41,7 +41,14 @@ from gate.web.bodies import (
     WithReason,
     parse_body,
 )
-from gate.web.live import Commits, EventStream, StatusCache, etag_matches, serve_events
+from gate.web.live import (
+    Commits,
+    EventStream,
+    Rendered,
+    StatusCache,
+    etag_matches,
+    serve_events,
+)
 from gate.web.openapi import openapi
 from gate.web.server import guard_middleware
 from gate.web.status import backends_doc, change_doc, item_doc, repo_doc, status
@@ -321,14 +328,7 @@ async def rollback(request: web.Request) -> web.Response:
 async def get_status(request: web.Request) -> web.Response:
     """Built once per state version, off the loop (``gate.web.live``); ``If-None-Match``
     answers 304."""
-    rt = _rt(request)
-    backends = backends_doc(rt)  # kept in memory by each backend: read on the loop
-    version = (
-        request.app[LIVE].version,
-        request.app[COMMITS].count,
-        json.dumps(backends, sort_keys=True, default=str),
-    )
-    doc = await request.app[STATUS].current(version, partial(_status_now, rt, backends))
+    doc = await current_status(request.app)
     headers = {"ETag": doc.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
     if etag_matches(request.headers.get("If-None-Match"), doc.etag):
         return web.Response(status=304, headers=headers)
@@ -337,6 +337,19 @@ async def get_status(request: web.Request) -> web.Response:
         headers["Content-Encoding"] = "gzip"
         body = doc.gzipped
     return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+async def current_status(app: web.Application) -> Rendered:
+    """The status document of the state now (``Rendered.document``, ``.body``, ``.etag``):
+    what ``GET /api/status`` answers, for every view of it (the HTML page)."""
+    rt = app[RUNTIME]
+    backends = backends_doc(rt)  # kept in memory by each backend: read on the loop
+    version = (
+        app[LIVE].version,
+        app[COMMITS].count,
+        json.dumps(backends, sort_keys=True, default=str),
+    )
+    return await app[STATUS].current(version, partial(_status_now, rt, backends))
 
 
 def _status_now(rt: Runtime, backends: dict[str, dict[str, Any]]) -> dict[str, Any]:

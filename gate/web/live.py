@@ -187,6 +187,8 @@ class Rendered:
     """The status document of one state version, encoded and compressed once."""
 
     version: Hashable
+    #: the document itself (shared: read it, never change it), e.g. for the HTML page
+    document: dict[str, Any]
     body: bytes
     gzipped: bytes
     etag: str
@@ -194,9 +196,11 @@ class Rendered:
 
 def render(version: Hashable, build: Callable[[], dict[str, Any]]) -> Rendered:
     """Build, encode and compress a document (in a worker thread: it reads the database)."""
-    body = json.dumps(build()).encode()
+    document = build()
+    body = json.dumps(document).encode()
     return Rendered(
         version=version,
+        document=document,
         body=body,
         gzipped=gzip.compress(body, compresslevel=5),
         etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
