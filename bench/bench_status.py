@@ -292,9 +292,11 @@ def _percentile(values: list[float], pct: float) -> float:
 def _measure(daemon: Daemon) -> dict[str, Any]:
     daemon.start()
     try:
-        return asyncio.run(_serve_and_load(daemon.base))
+        result = asyncio.run(_serve_and_load(daemon.base))
     finally:
         daemon.stop()
+    # the machine is shared: say how busy it was (1-minute load average, after the run)
+    return {**result, "loadavg": os.getloadavg()[0]}
 
 
 async def _serve_and_load(base: str) -> dict[str, Any]:
@@ -342,6 +344,10 @@ def _summary(rows: list[dict[str, Any]], key: str) -> tuple[float, float]:
     return min(values), statistics.median(values)
 
 
+def _load(row: dict[str, Any]) -> str:
+    return f" (load {row['loadavg']:.1f})" if "loadavg" in row else ""
+
+
 def markdown(result: dict[str, Any]) -> list[str]:
     rows = result["rows"]
     lines = [
@@ -378,7 +384,27 @@ def markdown(result: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"The document: {doc['status_bytes'] / 1024:.0f} KiB of JSON, "
-        f"{doc['gzip_bytes'] / 1024:.0f} KiB gzipped.",
+        f"{doc['gzip_bytes'] / 1024:.0f} KiB gzipped. Every run, in order (status "
+        "p50 / p99 ms, `/healthz` p99 ms, and the machine's 1-minute load average after the run "
+        "where recorded):",
+        "",
+    ]
+    for n, (old, new) in enumerate(zip(rows["baseline"], rows["this"], strict=True), start=1):
+        lines.append(
+            f"- run {n}: baseline {old['p50_ms']:.1f} / {old['p99_ms']:.1f}, "
+            f"{old['health_p99_ms']:.1f}{_load(old)}; this {new['p50_ms']:.1f} / "
+            f"{new['p99_ms']:.1f}, {new['health_p99_ms']:.1f}{_load(new)}"
+        )
+    lines += [
+        "",
+        "Why a worktree of the main commit rather than the old code kept callable: the "
+        "cost was the daemon's (rendering in the event loop, 3 queries per item, every "
+        "0.5 s or state version), so the baseline is that daemon whole, on the same "
+        "state, the same interpreter and the same machine minutes apart. The state "
+        "grows a little per restart (held jobs run again), so the two alternate. "
+        "`/healthz` with no load is its own database read of the 500 items; under "
+        "load it stays close to that. `.venv/bin/python -m bench.bench_status [runs]` "
+        "runs only this benchmark (about 10 minutes: 5 for the 500 items).",
         "",
     ]
     return lines
