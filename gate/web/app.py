@@ -51,7 +51,7 @@ from gate.web.live import (
 )
 from gate.web.openapi import openapi
 from gate.web.server import guard_middleware
-from gate.web.status import backends_doc, change_doc, item_doc, repo_doc, status
+from gate.web.status import ItemDocs, backends_doc, change_doc, item_doc, repo_doc, status
 from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, ItemRow
 
@@ -65,6 +65,7 @@ METRICS: web.AppKey[GateMetrics] = web.AppKey("metrics")
 LIVE: web.AppKey[EventStream] = web.AppKey("live")
 STATUS: web.AppKey[StatusCache] = web.AppKey("status")
 COMMITS: web.AppKey[Commits] = web.AppKey("commits")
+STATUS_ITEMS: web.AppKey[ItemDocs] = web.AppKey("status_items")
 MAX_BODY = 1 << 20
 #: tries at storing a delivery through a database blip (about 3 s) before a 503
 STORE_TRIES = 5
@@ -349,12 +350,12 @@ async def current_status(app: web.Application) -> Rendered:
         app[COMMITS].count,
         json.dumps(backends, sort_keys=True, default=str),
     )
-    return await app[STATUS].current(version, partial(_status_now, rt, backends))
+    return await app[STATUS].current(version, partial(_status_now, rt, backends, app[STATUS_ITEMS]))
 
 
-def _status_now(rt: Runtime, backends: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _status_now(rt: Runtime, backends: dict[str, dict[str, Any]], memo: ItemDocs) -> dict[str, Any]:
     with session(rt.engine) as s:
-        return status(rt, s, backends=backends)
+        return status(rt, s, backends=backends, memo=memo)
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
@@ -562,6 +563,7 @@ def make_app(rt: Runtime) -> web.Application:
     app[LIVE] = EventStream()
     app[STATUS] = StatusCache()
     app[COMMITS] = Commits(rt.engine)
+    app[STATUS_ITEMS] = ItemDocs()
     app.on_startup.append(_start_metrics)
     app.on_startup.append(_start_live)
     app.on_shutdown.append(_close_live)

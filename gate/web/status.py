@@ -6,16 +6,21 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from sqlalchemy import Table
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from gate.items import view_of
 from gate.model import BuildState
-from gate.queue_view import active_items, item_view
+from gate.queue_rules import queue_order
+from gate.queue_view import item_view
 from gate.reporting import file_url
 from gate.runtime import Runtime
 from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, JobRunRow, QueueRow
+
+T = TypeVar("T")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -95,6 +100,25 @@ def _chunks(values: set[Any]) -> Iterator[list[Any]]:
         yield ordered[start : start + _CHUNK]
 
 
+def rows_of(
+    s: Session, model: type[T], *where: Any, order: Any = None, limit: int | None = None
+) -> list[T]:
+    """Rows of ``model`` as read-only result rows, not ORM instances.
+
+    A result row has the model's attributes (its columns, by the same names) and
+    costs a few microseconds; sqlmodel builds each instance in about a hundred,
+    and the status document reads thousands of rows.  Read them, never change
+    them: they belong to no session.
+    """
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    query = sa_select(*table.columns).where(*where)
+    if order is not None:
+        query = query.order_by(order)
+    if limit is not None:
+        query = query.limit(limit)
+    return cast(list[T], list(s.connection().execute(query)))
+
+
 def related(s: Session, items: Sequence[ItemRow]) -> Related:
     """Everything the documents of ``items`` show, in a handful of queries whatever their
     number (not three per item: ``GET /api/status`` reads hundreds)."""
@@ -105,31 +129,27 @@ def related(s: Session, items: Sequence[ItemRow]) -> Related:
     changes: dict[int, ChangeRow] = {}
     for ids in _chunks(change_ids):
         changes.update(
-            (c.id, c)
-            for c in s.exec(select(ChangeRow).where(col(ChangeRow.id).in_(ids)))
-            if c.id is not None
+            (c.id, c) for c in rows_of(s, ChangeRow, col(ChangeRow.id).in_(ids)) if c.id is not None
         )
     scratch: dict[str, BuildRow] = {}
     for chunk in _chunks(keys):
-        for b in s.exec(
-            select(BuildRow)
-            .where(BuildRow.purpose == "scratch", col(BuildRow.key).in_(chunk))
-            .order_by(col(BuildRow.id))
+        for b in rows_of(
+            s,
+            BuildRow,
+            BuildRow.purpose == "scratch",
+            col(BuildRow.key).in_(chunk),
+            order=col(BuildRow.id),
         ):
             scratch.setdefault(b.key, b)  # the first, as a lookup by key finds it
     finals: dict[int, BuildRow] = {}
     for ids in _chunks(final_ids):
         finals.update(
-            (b.id, b)
-            for b in s.exec(select(BuildRow).where(col(BuildRow.id).in_(ids)))
-            if b.id is not None
+            (b.id, b) for b in rows_of(s, BuildRow, col(BuildRow.id).in_(ids)) if b.id is not None
         )
     attempts = {i.id: i.attempt for i in items}
     jobs: dict[tuple[int, int], list[JobRunRow]] = {}
     for ids in _chunks(item_ids):
-        for j in s.exec(
-            select(JobRunRow).where(col(JobRunRow.item_id).in_(ids)).order_by(col(JobRunRow.id))
-        ):
+        for j in rows_of(s, JobRunRow, col(JobRunRow.item_id).in_(ids), order=col(JobRunRow.id)):
             if attempts.get(j.item_id) == j.attempt:
                 jobs.setdefault((j.item_id, j.attempt), []).append(j)
     return Related(changes=changes, scratch=scratch, finals=finals, jobs=jobs)
@@ -204,27 +224,81 @@ def _speculative_kept(rt: Runtime, item: ItemRow, name: str) -> bool:
     return item.active or (rt.state_dir / "speculative" / name).is_dir()
 
 
+class ItemDocs:
+    """The item documents of the last status document, each with the rows it was made
+    from: an item none of whose rows changed is not made again.
+
+    The rows are result rows (:func:`rows_of`: tuples of column values), so "changed"
+    is tuple equality over every column the document reads: the item, its change,
+    builds and job runs, and whether its speculative tree is on disk.  A document is
+    the same function of the same rows (:func:`item_doc_of`): this saves the work,
+    never a change.  Used by one build at a time (``gate.web.live.StatusCache``).
+    """
+
+    def __init__(self) -> None:
+        self._docs: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._next: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._base_url = ""
+        self.made = 0
+
+    def begin(self, rt: Runtime) -> None:
+        if rt.config.base_url != self._base_url:  # every URL in the documents changes
+            self._docs, self._base_url = {}, rt.config.base_url
+        self._next = {}
+
+    def doc(self, rt: Runtime, item: ItemRow, position: int | None, rel: Related) -> dict[str, Any]:
+        key = (
+            tuple(item),
+            rel.changes.get(item.change_id),
+            rel.scratch.get(item.build_key) if item.build_key else None,
+            rel.finals.get(item.final_build_id) if item.final_build_id else None,
+            tuple(rel.jobs.get((item.id or 0, item.attempt), ())),
+            bool(item.tested_state) and _speculative_kept(rt, item, f"{item.id}-{item.attempt}"),
+        )
+        cached = self._docs.get(item.id or 0)
+        if cached is not None and cached[0] == key:
+            doc = cached[1]
+        else:
+            doc = item_doc_of(rt, item, None, rel)
+            self.made += 1
+        self._next[item.id or 0] = (key, doc)
+        return doc if position is None else {**doc, "position": position}
+
+    def end(self) -> None:
+        """Keep only the items of this document."""
+        self._docs, self._next = self._next, {}
+
+
 def status(
     rt: Runtime,
     s: Session,
     recent: int = 20,
     backends: dict[str, dict[str, Any]] | None = None,
+    memo: ItemDocs | None = None,
 ) -> dict[str, Any]:
     """The status document (``StatusDoc``): a fixed number of queries per queue.
 
     ``backends``: what :func:`backends_doc` said, when the caller read it already
     (``GET /api/status`` does so on the event loop: the backends keep it in memory).
+    ``memo``: the item documents of the last call, to make again only what changed.
     """
+    memo = memo or ItemDocs()
+    memo.begin(rt)
     queues = []
     for name, cfg in rt.config.queues.items():
         qrow = s.get(QueueRow, name)
-        items = active_items(s, name)
-        finished = s.exec(
-            select(ItemRow)
-            .where(ItemRow.queue == name, col(ItemRow.active).is_(False))
-            .order_by(col(ItemRow.finished_at).desc())
-            .limit(recent)
-        ).all()
+        active = rows_of(s, ItemRow, ItemRow.queue == name, col(ItemRow.active))
+        ordered = queue_order((view_of(r), r.seq) for r in active)  # as active_items orders
+        by_id = {r.id: r for r in active}
+        items = [by_id[v.id] for v in ordered]
+        finished = rows_of(
+            s,
+            ItemRow,
+            ItemRow.queue == name,
+            col(ItemRow.active).is_(False),
+            order=col(ItemRow.finished_at).desc(),
+            limit=recent,
+        )
         rel = related(s, [*items, *finished])
         queues.append(
             {
@@ -233,11 +307,12 @@ def status(
                 "projects": list(cfg.projects),
                 "window": qrow.window if qrow else None,
                 "generation": qrow.generation if qrow else None,
-                "items": [item_doc_of(rt, item, i, rel) for i, item in enumerate(items)],
-                "recent": [item_doc_of(rt, item, None, rel) for item in finished],
+                "items": [memo.doc(rt, item, i, rel) for i, item in enumerate(items)],
+                "recent": [memo.doc(rt, item, None, rel) for item in finished],
                 "held_back": held_back(s, items, rel),
             }
         )
+    memo.end()
     return {"queues": queues, "backends": backends_doc(rt) if backends is None else backends}
 
 
