@@ -51,6 +51,12 @@ DURATION = 10.0
 TIMEOUT = 5.0
 MAX_IN_FLIGHT = 400
 PROJECT = "ceilometer"
+#: the queue left alone; the same with a webhook delivery every second
+SCENARIOS = {
+    "quiet": "nothing else happens",
+    "churn": "a `POST /api/ref-updated` every second meanwhile: each is a delivery "
+    "stored and processed, so the document is made again about every second",
+}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -203,8 +209,10 @@ async def _active_at_least(http: aiohttp.ClientSession, base: str, count: int) -
     return len(doc["queues"][0]["items"]) >= count
 
 
-async def _load(base: str) -> dict[str, Any]:
-    """One measurement: :data:`RATE` requests/s for :data:`DURATION` s, and the probe."""
+async def _load(base: str, churn: bool = False) -> dict[str, Any]:
+    """One measurement: :data:`RATE` requests/s for :data:`DURATION` s, and the probe;
+    with ``churn``, a ``POST /api/ref-updated`` every second meanwhile (a webhook
+    delivery: stored, processed, so the state changes and the document is made again)."""
     async with aiohttp.ClientSession() as plain:
         doc = await _quiet(plain, base)
         idle = []  # /healthz with no other load, for comparison
@@ -255,7 +263,19 @@ async def _load(base: str) -> dict[str, Any]:
                 health.append(time.perf_counter() - start)
                 await asyncio.sleep(0.1)
 
+        changes = 0
+
+        async def churner() -> None:
+            nonlocal changes
+            body = {"project": PROJECT}
+            while not done.is_set():
+                async with http.post(f"{base}/api/ref-updated", json=body) as resp:
+                    await resp.read()
+                    changes += resp.status == 202
+                await asyncio.sleep(1.0)
+
         prober = asyncio.ensure_future(probe())
+        churning = asyncio.ensure_future(churner()) if churn else None
         tasks = []
         start = time.perf_counter()
         for n in range(int(RATE * DURATION)):
@@ -267,6 +287,8 @@ async def _load(base: str) -> dict[str, Any]:
         await asyncio.gather(*tasks)
         done.set()
         await prober
+        if churning is not None:
+            await churning
     sent = len(tasks)
     return {
         "items": items,
@@ -281,6 +303,7 @@ async def _load(base: str) -> dict[str, Any]:
         "health_p99_ms": _percentile(health, 99) * 1000,
         "health_max_ms": max(health) * 1000,
         "health_ok": health_ok / len(health),
+        "deliveries": changes,
     }
 
 
@@ -289,20 +312,22 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
 
 
-def _measure(daemon: Daemon) -> dict[str, Any]:
+def _measure(daemon: Daemon) -> dict[str, dict[str, Any]]:
+    """The quiet queue, then the same with a delivery a second, on one daemon."""
     daemon.start()
     try:
-        result = asyncio.run(_serve_and_load(daemon.base))
+        results = asyncio.run(_serve_and_load(daemon.base))
     finally:
         daemon.stop()
     # the machine is shared: say how busy it was (1-minute load average, after the run)
-    return {**result, "loadavg": os.getloadavg()[0]}
+    load = os.getloadavg()[0]
+    return {scenario: {**r, "loadavg": load} for scenario, r in results.items()}
 
 
-async def _serve_and_load(base: str) -> dict[str, Any]:
+async def _serve_and_load(base: str) -> dict[str, dict[str, Any]]:
     async with aiohttp.ClientSession() as http:
         await _until(lambda: _get_json(http, f"{base}/healthz", 5), 120, "the daemon")
-    return await _load(base)
+    return {"quiet": await _load(base), "churn": await _load(base, churn=True)}
 
 
 def run(runs: int = 3) -> dict[str, Any]:
@@ -324,13 +349,16 @@ def run(runs: int = 3) -> dict[str, Any]:
             setup_s = time.perf_counter() - started
         finally:
             setup.stop()
-        rows: dict[str, list[dict[str, Any]]] = {"baseline": [], "this": []}
+        rows: dict[str, dict[str, list[dict[str, Any]]]] = {
+            scenario: {"baseline": [], "this": []} for scenario in SCENARIOS
+        }
         for _ in range(runs):
             for name, code in (("baseline", baseline), ("this", ROOT)):
-                result = _measure(Daemon(code, config, base, root / f"daemon-{name}.log"))
-                print(name, json.dumps(result), flush=True)
-                rows[name].append(result)
-        return {"queued": queued, "setup_s": setup_s, "runs": runs, "rows": rows}
+                results = _measure(Daemon(code, config, base, root / f"daemon-{name}.log"))
+                for scenario, result in results.items():
+                    print(name, scenario, json.dumps(result), flush=True)
+                    rows[scenario][name].append(result)
+        return {"queued": queued, "setup_s": setup_s, "runs": runs, "scenarios": rows}
     finally:
         (root / "hold" / "all").touch()
         subprocess.run(
@@ -344,23 +372,12 @@ def _summary(rows: list[dict[str, Any]], key: str) -> tuple[float, float]:
     return min(values), statistics.median(values)
 
 
-def _load(row: dict[str, Any]) -> str:
+def _loadavg(row: dict[str, Any]) -> str:
     return f" (load {row['loadavg']:.1f})" if "loadavg" in row else ""
 
 
-def markdown(result: dict[str, Any]) -> list[str]:
-    rows = result["rows"]
+def _table(rows: dict[str, list[dict[str, Any]]]) -> list[str]:
     lines = [
-        "## `GET /api/status` under load (bench/bench_status.py)",
-        "",
-        f"A real daemon (`rpmgate run`, SQLite) with {result['queued']} queued items "
-        f"(window 3, held under test; set up in {result['setup_s']:.0f} s), "
-        f"{RATE} requests/s for {DURATION:.0f} s (open loop, gzip, no `If-None-Match`, "
-        f"{TIMEOUT:.0f} s timeout counted as a failure), `/healthz` probed every 100 ms "
-        f"meanwhile. Baseline: the daemon at main `{BASELINE[:12]}` (document re-read "
-        "and rendered in the event loop per state version or every 0.5 s), on the same "
-        f"state, alternating with this code. Min / median of {result['runs']} runs:",
-        "",
         "| figure | baseline min / median | this min / median | ratio (median) |",
         "|---|---:|---:|---:|",
     ]
@@ -380,31 +397,50 @@ def markdown(result: dict[str, Any]) -> list[str]:
             f"| {label} | {fmt.format(b_min)} / {fmt.format(b_med)} | "
             f"{fmt.format(t_min)} / {fmt.format(t_med)} | {ratio} |"
         )
-    doc = rows["this"][0]
     lines += [
         "",
-        f"The document: {doc['status_bytes'] / 1024:.0f} KiB of JSON, "
-        f"{doc['gzip_bytes'] / 1024:.0f} KiB gzipped. Every run, in order (status "
-        "p50 / p99 ms, `/healthz` p99 ms, and the machine's 1-minute load average after the run "
-        "where recorded):",
+        "Every run, in order (status p50 / p99 ms, `/healthz` p99 ms, the machine's "
+        "1-minute load average after the run where recorded):",
         "",
     ]
     for n, (old, new) in enumerate(zip(rows["baseline"], rows["this"], strict=True), start=1):
         lines.append(
             f"- run {n}: baseline {old['p50_ms']:.1f} / {old['p99_ms']:.1f}, "
-            f"{old['health_p99_ms']:.1f}{_load(old)}; this {new['p50_ms']:.1f} / "
-            f"{new['p99_ms']:.1f}, {new['health_p99_ms']:.1f}{_load(new)}"
+            f"{old['health_p99_ms']:.1f}{_loadavg(old)}; this {new['p50_ms']:.1f} / "
+            f"{new['p99_ms']:.1f}, {new['health_p99_ms']:.1f}{_loadavg(new)}"
         )
-    lines += [
+    return [*lines, ""]
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    scenarios = result["scenarios"]
+    doc = scenarios["quiet"]["this"][0]
+    lines = [
+        "## `GET /api/status` under load (bench/bench_status.py)",
         "",
+        f"A real daemon (`rpmgate run`, SQLite) with {result['queued']} queued items "
+        f"(window 3, held under test; set up in {result['setup_s']:.0f} s), "
+        f"{RATE} requests/s for {DURATION:.0f} s (open loop, gzip, no `If-None-Match`, "
+        f"{TIMEOUT:.0f} s timeout counted as a failure), `/healthz` probed every 100 ms "
+        f"meanwhile. Baseline: the daemon at main `{BASELINE[:12]}` (document re-read "
+        "and rendered in the event loop per state version or every 0.5 s), on the same "
+        "state, alternating with this code; each daemon started once per run for both "
+        f"scenarios. Min / median of {result['runs']} runs. The document: "
+        f"{doc['status_bytes'] / 1024:.0f} KiB of JSON, {doc['gzip_bytes'] / 1024:.0f} KiB "
+        "gzipped.",
+        "",
+    ]
+    for scenario, text in SCENARIOS.items():
+        lines += [f"**{scenario}**: {text}.", "", *_table(scenarios[scenario])]
+    lines += [
         "Why a worktree of the main commit rather than the old code kept callable: the "
         "cost was the daemon's (rendering in the event loop, 3 queries per item, every "
         "0.5 s or state version), so the baseline is that daemon whole, on the same "
         "state, the same interpreter and the same machine minutes apart. The state "
         "grows a little per restart (held jobs run again), so the two alternate. "
-        "`/healthz` with no load is its own database read of the 500 items; under "
-        "load it stays close to that. `.venv/bin/python -m bench.bench_status [runs]` "
-        "runs only this benchmark (about 10 minutes: 5 for the 500 items).",
+        "`/healthz` with no load is its own database read of the 500 items. "
+        "`.venv/bin/python -m bench.bench_status [runs]` runs only this benchmark "
+        "(about 15 minutes: 5 to queue the 500 items).",
         "",
     ]
     return lines
