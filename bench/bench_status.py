@@ -51,11 +51,12 @@ DURATION = 10.0
 TIMEOUT = 5.0
 MAX_IN_FLIGHT = 400
 PROJECT = "ceilometer"
-#: the queue left alone; the same with a webhook delivery every second
+#: the queue left alone; the same while items leave and come back, one a second
 SCENARIOS = {
     "quiet": "nothing else happens",
-    "churn": "a `POST /api/ref-updated` every second meanwhile: each is a delivery "
-    "stored and processed, so the document is made again about every second",
+    "churn": "every second meanwhile, one of the last items leaves the queue and its "
+    "change is enqueued again at the end (`POST .../dequeue`, `POST .../enqueue`): "
+    "the document changes, and is made again, one or more times a second",
 }
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -211,8 +212,8 @@ async def _active_at_least(http: aiohttp.ClientSession, base: str, count: int) -
 
 async def _load(base: str, churn: bool = False) -> dict[str, Any]:
     """One measurement: :data:`RATE` requests/s for :data:`DURATION` s, and the probe;
-    with ``churn``, a ``POST /api/ref-updated`` every second meanwhile (a webhook
-    delivery: stored, processed, so the state changes and the document is made again)."""
+    with ``churn``, every second one of the last items is dequeued and its change
+    enqueued again (the state changes, so the document is made again)."""
     async with aiohttp.ClientSession() as plain:
         doc = await _quiet(plain, base)
         idle = []  # /healthz with no other load, for comparison
@@ -265,13 +266,25 @@ async def _load(base: str, churn: bool = False) -> dict[str, Any]:
 
         changes = 0
 
+        # the last items of the queue: one a second leaves it and its change comes back
+        # at the end (dequeue, enqueue: two deliveries, the queue keeps its length)
+        last = [i["change"]["id"] for i in doc["queues"][0]["items"][-int(DURATION) :]]
+
         async def churner() -> None:
             nonlocal changes
-            body = {"project": PROJECT}
-            while not done.is_set():
-                async with http.post(f"{base}/api/ref-updated", json=body) as resp:
-                    await resp.read()
-                    changes += resp.status == 202
+            for change in last:
+                if done.is_set():
+                    return
+                async with http.get(f"{base}/api/changes/{change}") as resp:
+                    info = json.loads(await resp.read())
+                item = next((i["id"] for i in info["items"] if not i["result"]), None)
+                if item is not None:
+                    reason = {"reason": "bench: out and in again"}
+                    async with http.post(f"{base}/api/items/{item}/dequeue", json=reason) as r:
+                        await r.read()
+                    async with http.post(f"{base}/api/changes/{change}/enqueue", json={}) as r:
+                        await r.read()
+                        changes += r.status == 202
                 await asyncio.sleep(1.0)
 
         prober = asyncio.ensure_future(probe())

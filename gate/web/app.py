@@ -51,7 +51,15 @@ from gate.web.live import (
 )
 from gate.web.openapi import openapi
 from gate.web.server import guard_middleware
-from gate.web.status import ItemDocs, backends_doc, change_doc, item_doc, repo_doc, status
+from gate.web.status import TABLES as STATUS_TABLES
+from gate.web.status import (
+    ItemDocs,
+    backends_doc,
+    change_doc,
+    item_doc,
+    repo_doc,
+    status,
+)
 from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, ItemRow
 
@@ -562,7 +570,7 @@ def make_app(rt: Runtime) -> web.Application:
     app[METRICS] = GateMetrics(rt)
     app[LIVE] = EventStream()
     app[STATUS] = StatusCache()
-    app[COMMITS] = Commits(rt.engine)
+    app[COMMITS] = Commits(rt.engine, STATUS_TABLES)
     app[STATUS_ITEMS] = ItemDocs()
     app.on_startup.append(_start_metrics)
     app.on_startup.append(_start_live)

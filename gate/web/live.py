@@ -158,28 +158,53 @@ async def serve_events(request: web.Request, stream: EventStream) -> web.StreamR
 
 
 class Commits:
-    """Counts the commits of every session on one engine: the database's part of the
-    state version.  A few writes change the status document without an event (a
-    build's task id, a job row starting); each is a commit, so none is missed.
+    """Counts the commits on one engine that wrote to the tables a document reads: the
+    database's part of the state version.  A few writes change the status document
+    without an event (a build's task id, a job row starting); each is a commit, so
+    none is missed, while a commit of other tables only (a webhook delivery stored
+    or marked processed) leaves the document as it is.
 
-    SQLAlchemy's ``after_commit`` runs once the DBAPI commit returned, so a document
-    built after the count was read never predates the commits it counted.
+    Every write of the gate goes through an ORM session (``s.add``; no bulk
+    ``UPDATE``), so ``after_flush`` sees each written row's table.  ``after_commit``
+    runs once the DBAPI commit returned, so a document built after the count was
+    read never predates the commits it counted.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    _KEY = "rpmgate.tables_written"
+
+    def __init__(self, engine: Engine, tables: frozenset[str]) -> None:
         self.engine = engine
+        self.tables = tables
         self.count = 0
 
     def start(self) -> None:
-        event.listen(Session, "after_commit", self._after_commit)
+        for name, listener in self._listeners():
+            event.listen(Session, name, listener)
 
     def stop(self) -> None:
-        if event.contains(Session, "after_commit", self._after_commit):
-            event.remove(Session, "after_commit", self._after_commit)
+        for name, listener in self._listeners():
+            if event.contains(Session, name, listener):
+                event.remove(Session, name, listener)
+
+    def _listeners(self) -> list[tuple[str, Callable[..., None]]]:
+        return [
+            ("after_flush", self._after_flush),
+            ("after_commit", self._after_commit),
+            ("after_rollback", self._after_rollback),
+        ]
+
+    def _after_flush(self, session: Session, _context: Any) -> None:
+        if session.bind is self.engine:
+            written = session.info.setdefault(self._KEY, set())
+            for row in (*session.new, *session.dirty, *session.deleted):
+                written.add(getattr(row, "__tablename__", ""))
 
     def _after_commit(self, session: Session) -> None:
-        if session.bind is self.engine:
+        if session.bind is self.engine and session.info.pop(self._KEY, set()) & self.tables:
             self.count += 1
+
+    def _after_rollback(self, session: Session) -> None:
+        session.info.pop(self._KEY, None)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,15 @@ from gate.queue_rules import queue_order
 from gate.queue_view import item_view
 from gate.reporting import file_url
 from gate.runtime import Runtime
-from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, JobRunRow, QueueRow
+from repo_state.models import (
+    BuildRow,
+    ChangeRow,
+    GenerationRow,
+    ItemRow,
+    JobRunRow,
+    ProjectRow,
+    QueueRow,
+)
 
 T = TypeVar("T")
 
@@ -222,6 +230,15 @@ def _speculative_kept(rt: Runtime, item: ItemRow, name: str) -> bool:
     """An active item's repository is served while it is tested; a finished item's
     while ``speculative_retention`` keeps it (``gate.speculative_retention``)."""
     return item.active or (rt.state_dir / "speculative" / name).is_dir()
+
+
+#: the tables :func:`status` reads (with a margin: generations, projects): a commit
+#: that wrote none of them leaves the document as it is (``gate.web.live.Commits``).
+#: Reading another table in the document means naming it here.
+TABLES = frozenset(
+    t.__tablename__
+    for t in (ItemRow, ChangeRow, BuildRow, JobRunRow, QueueRow, GenerationRow, ProjectRow)
+)
 
 
 class ItemDocs:
