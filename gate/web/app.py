@@ -50,6 +50,7 @@ from gate.web.live import (
     serve_events,
 )
 from gate.web.openapi import openapi
+from gate.web.page import add_page
 from gate.web.server import guard_middleware
 from gate.web.status import TABLES as STATUS_TABLES
 from gate.web.status import (
@@ -59,6 +60,7 @@ from gate.web.status import (
     item_doc,
     repo_doc,
     status,
+    waiting_items,
 )
 from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, ItemRow
@@ -265,11 +267,13 @@ async def get_item(request: web.Request) -> web.Response:
         item = s.get(ItemRow, item_id)
         if item is None:
             return _error(404, f"no item {item_id}")
-        position = None
+        position, waiting = None, frozenset[int]()
         if item.active:
-            order = [i.id for i in active_items(s, item.queue)]
+            rows = active_items(s, item.queue)
+            order = [i.id for i in rows]
             position = order.index(item_id) if item_id in order else None
-        doc = item_doc(rt, s, item, position)
+            waiting = waiting_items(s, item.queue, rows)
+        doc = item_doc(rt, s, item, position, item_id in waiting)
     return web.json_response(doc)
 
 
@@ -333,6 +337,17 @@ async def rollback(request: web.Request) -> web.Response:
     )
 
 
+async def reload_config(request: web.Request) -> web.Response:
+    """Read the configuration again, check it, apply it (``gate.reload``): answered
+    with the outcome, not stored as a delivery (a restart reads the file anyway)."""
+    await _body(request, NoBody)
+    reload = _rt(request).reloader
+    if reload is None:
+        return _error(404, "nothing to reload: this gate was not started from a configuration file")
+    code, answer = await reload(f"api:{request.get(ACTOR, 'anonymous')}")
+    return web.json_response(answer.model_dump(mode="json"), status=code)
+
+
 # -- reads ---------------------------------------------------------------------------------
 async def get_status(request: web.Request) -> web.Response:
     """Built once per state version, off the loop (``gate.web.live``); ``If-None-Match``
@@ -352,18 +367,23 @@ async def current_status(app: web.Application) -> Rendered:
     """The status document of the state now (``Rendered.document``, ``.body``, ``.etag``):
     what ``GET /api/status`` answers, for every view of it (the HTML page)."""
     rt = app[RUNTIME]
-    backends = backends_doc(rt)  # kept in memory by each backend: read on the loop
+    # kept in memory (each backend's health, the configuration in force): read on the loop
+    backends = backends_doc(rt)
+    config = rt.config_status.model_dump(mode="json")
     version = (
         app[LIVE].version,
         app[COMMITS].count,
-        json.dumps(backends, sort_keys=True, default=str),
+        json.dumps([backends, config], sort_keys=True, default=str),
     )
-    return await app[STATUS].current(version, partial(_status_now, rt, backends, app[STATUS_ITEMS]))
+    build = partial(_status_now, rt, backends, config, app[STATUS_ITEMS])
+    return await app[STATUS].current(version, build)
 
 
-def _status_now(rt: Runtime, backends: dict[str, dict[str, Any]], memo: ItemDocs) -> dict[str, Any]:
+def _status_now(
+    rt: Runtime, backends: dict[str, dict[str, Any]], config: dict[str, Any], memo: ItemDocs
+) -> dict[str, Any]:
     with session(rt.engine) as s:
-        return status(rt, s, backends=backends, memo=memo)
+        return status(rt, s, backends=backends, memo=memo, config=config)
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
@@ -598,6 +618,8 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_post("/api/items/{id}/retry", retry_item)
     app.router.add_post("/api/repos/{name}/republish", republish)
     app.router.add_post("/api/repos/{name}/rollback", rollback)
+    app.router.add_post("/api/admin/reload", reload_config)
+    add_page(app, rt, partial(current_status, app))
     speculative = rt.state_dir / "speculative"
     speculative.mkdir(parents=True, exist_ok=True)
     app.router.add_static("/speculative/", speculative, show_index=True)

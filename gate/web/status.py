@@ -12,8 +12,10 @@ from sqlalchemy import Table
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from gate.flaky import flaky_jobs, flaky_note, flaky_notes
 from gate.items import view_of
-from gate.model import BuildState
+from gate.model import BuildState, ItemState, outside_window
+from gate.pipeline import stages_of
 from gate.queue_rules import queue_order
 from gate.queue_view import item_view
 from gate.reporting import file_url
@@ -37,11 +39,20 @@ def _iso(value: datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
-def item_label(item: ItemRow, build: BuildRow | None) -> str:
-    """Where the item is, in a word or two (``rt.model.ItemState``), or how it ended."""
+def item_label(item: ItemRow, build: BuildRow | None, outside_window: bool = False) -> str:
+    """Where the item is, in a word or two (``gate.model.ItemState``), or how it ended;
+    ``outside_window`` as ``gate.model.outside_window`` says of the queue."""
     if not item.active:
         return item.result or "finished"
+    if outside_window:
+        return ItemState.OUTSIDE_WINDOW.value
     return item_view(item, build).state.value
+
+
+def waiting_items(s: Session, queue: str, active: list[ItemRow]) -> frozenset[int]:
+    """The queue's items outside its window (``active``: its active items in order)."""
+    qrow = s.get(QueueRow, queue)
+    return outside_window([view_of(r) for r in active], qrow.window if qrow else 0)
 
 
 def build_doc(rt: Runtime, row: BuildRow | None) -> dict[str, Any] | None:
@@ -80,6 +91,7 @@ def change_doc(change: ChangeRow) -> dict[str, Any]:
         "source": change.source,
         "review": change.review,
         "url": change.url or None,
+        "owner": change.owner or None,
         "depends_on": json.loads(change.depends_on),
     }
 
@@ -163,12 +175,16 @@ def related(s: Session, items: Sequence[ItemRow]) -> Related:
     return Related(changes=changes, scratch=scratch, finals=finals, jobs=jobs)
 
 
-def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> dict[str, Any]:
+def item_doc(
+    rt: Runtime, s: Session, item: ItemRow, position: int | None, outside_window: bool = False
+) -> dict[str, Any]:
     """One item's document (``ItemDoc``), read from the database now."""
-    return item_doc_of(rt, item, position, related(s, [item]))
+    return item_doc_of(rt, item, position, related(s, [item]), outside_window)
 
 
-def item_doc_of(rt: Runtime, item: ItemRow, position: int | None, rel: Related) -> dict[str, Any]:
+def item_doc_of(
+    rt: Runtime, item: ItemRow, position: int | None, rel: Related, outside_window: bool = False
+) -> dict[str, Any]:
     """One item's document from rows already loaded (:func:`related`)."""
     change = rel.changes.get(item.change_id)
     scratch = rel.scratch.get(item.build_key) if item.build_key else None
@@ -189,7 +205,9 @@ def item_doc_of(rt: Runtime, item: ItemRow, position: int | None, rel: Related) 
         "position": position,
         "queue": item.queue,
         "kind": item.kind,
-        "state": "stuck: backend error" if stuck and item.active else item_label(item, scratch),
+        "state": "stuck: backend error"
+        if stuck and item.active
+        else item_label(item, scratch, outside_window),
         "change": change_doc(change) if change else None,
         "attempt": item.attempt,
         "base": {"generation": item.base_generation, "ahead": json.loads(item.base_ahead)}
@@ -201,6 +219,11 @@ def item_doc_of(rt: Runtime, item: ItemRow, position: int | None, rel: Related) 
         "jobs": [
             {
                 "name": j.name,
+                "arch": j.arch,
+                "stage": j.stage,
+                "try_number": j.try_number,
+                "tries": j.tries,
+                "flaky": bool(flaky_note(j)),
                 "state": j.state,
                 "summary": j.summary,
                 "details": json.loads(j.details),
@@ -211,6 +234,7 @@ def item_doc_of(rt: Runtime, item: ItemRow, position: int | None, rel: Related) 
             }
             for j in jobs
         ],
+        "flaky": flaky_notes(jobs),
         "tip": {"step": item.tip, "state": item.tip_state},
         "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/"
         if item.tested_state and _speculative_kept(rt, item, spec_name)
@@ -263,8 +287,16 @@ class ItemDocs:
             self._docs, self._base_url = {}, rt.config.base_url
         self._next = {}
 
-    def doc(self, rt: Runtime, item: ItemRow, position: int | None, rel: Related) -> dict[str, Any]:
+    def doc(
+        self,
+        rt: Runtime,
+        item: ItemRow,
+        position: int | None,
+        rel: Related,
+        outside_window: bool = False,
+    ) -> dict[str, Any]:
         key = (
+            outside_window,
             tuple(item),
             rel.changes.get(item.change_id),
             rel.scratch.get(item.build_key) if item.build_key else None,
@@ -276,7 +308,7 @@ class ItemDocs:
         if cached is not None and cached[0] == key:
             doc = cached[1]
         else:
-            doc = item_doc_of(rt, item, None, rel)
+            doc = item_doc_of(rt, item, None, rel, outside_window)
             self.made += 1
         self._next[item.id or 0] = (key, doc)
         return doc if position is None else {**doc, "position": position}
@@ -292,22 +324,26 @@ def status(
     recent: int = 20,
     backends: dict[str, dict[str, Any]] | None = None,
     memo: ItemDocs | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The status document (``StatusDoc``): a fixed number of queries per queue.
 
     ``backends``: what :func:`backends_doc` said, when the caller read it already
     (``GET /api/status`` does so on the event loop: the backends keep it in memory).
     ``memo``: the item documents of the last call, to make again only what changed.
+    ``config``: ``rt.config_status`` as the caller read it (likewise kept in memory).
     """
     memo = memo or ItemDocs()
     memo.begin(rt)
     queues = []
     for name, cfg in rt.config.queues.items():
         qrow = s.get(QueueRow, name)
+        arches = rt.config.arches_of(name)
         active = rows_of(s, ItemRow, ItemRow.queue == name, col(ItemRow.active))
         ordered = queue_order((view_of(r), r.seq) for r in active)  # as active_items orders
         by_id = {r.id: r for r in active}
         items = [by_id[v.id] for v in ordered]
+        waiting = waiting_items(s, name, items)
         finished = rows_of(
             s,
             ItemRow,
@@ -324,13 +360,24 @@ def status(
                 "projects": list(cfg.projects),
                 "window": qrow.window if qrow else None,
                 "generation": qrow.generation if qrow else None,
-                "items": [memo.doc(rt, item, i, rel) for i, item in enumerate(items)],
+                "items": [
+                    memo.doc(rt, item, i, rel, item.id in waiting) for i, item in enumerate(items)
+                ],
                 "recent": [memo.doc(rt, item, None, rel) for item in finished],
                 "held_back": held_back(s, items, rel),
+                "arches": list(arches),
+                "pipeline": stages_of(cfg.pipeline, cfg.jobs),
+                "flaky_jobs": flaky_jobs(
+                    s, name, [j.name for j in cfg.jobs], cfg.flaky, len(arches)
+                ),
             }
         )
     memo.end()
-    return {"queues": queues, "backends": backends_doc(rt) if backends is None else backends}
+    return {
+        "queues": queues,
+        "backends": backends_doc(rt) if backends is None else backends,
+        "config": rt.config_status.model_dump(mode="json") if config is None else config,
+    }
 
 
 def backends_doc(rt: Runtime) -> dict[str, dict[str, Any]]:
