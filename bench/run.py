@@ -23,6 +23,7 @@ from bench import (
     bench_planner,
     bench_publish,
     bench_publish_large,
+    bench_status,
 )
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -34,6 +35,7 @@ def main() -> None:
     baseline = bench_baseline.run()
     deps = bench_deps.run()
     demo = bench_demo.run()
+    status = bench_status.run()
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     lines = [
         "# Benchmarks",
@@ -60,6 +62,7 @@ def main() -> None:
         "",
         *bench_baseline.markdown(baseline),
         *bench_deps.markdown(deps),
+        *bench_status.markdown(status),
         "## `rpmgate demo` wall time (bench/bench_demo.py)",
         "",
         f"{demo['runs']} runs: {demo['min_s']:.1f} s to {demo['max_s']:.1f} s "

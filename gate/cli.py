@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete's global completion finds this entry point)
 """The ``rpmgate`` command: run the daemon, the demo, and talk to a running gate."""
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import signal
 import sys
 from pathlib import Path
 
-from gate import config_check, envfile
+import argcomplete
+from argcomplete.shell_integration import shellcode
+
+from gate import config_check, envfile, manpage
 from gate.client import add_client_commands, run_client_command
 from gate.config import ConfigError, load_config
 
@@ -145,14 +149,14 @@ def _check_config(path: Path, online: bool) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rpmgate", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"rpmgate {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("-c", "--config", type=Path, required=True)
+    run.add_argument("-c", "--config", type=Path, required=True, help="the config file")
     check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("-c", "--config", type=Path, required=True)
+    check.add_argument("-c", "--config", type=Path, required=True, help="the config file")
     check.add_argument(
         "--online",
         action="store_true",
@@ -182,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave the daemon and its status page up after the demo, until Ctrl-C",
     )
 
+    completion = sub.add_parser(
+        "completion",
+        help='print the shell completion script: eval "$(rpmgate completion bash)"',
+    )
+    completion.add_argument("shell", choices=COMPLETION_SHELLS)
+    sub.add_parser("man", help="print the rpmgate(1) manual page (troff): rpmgate man | man -l -")
+
     add_client_commands(sub)
     reload = sub.add_parser(
         "reload",
@@ -193,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--token", help="API token (else the profile, $RPMGATE_TOKEN)")
     reload.add_argument("--json", action="store_true", help="the JSON answer")
     return parser
+
+
+#: the shells argcomplete writes a completion script for
+COMPLETION_SHELLS = ("bash", "zsh", "fish", "tcsh")
 
 
 def _reload(args: argparse.Namespace) -> int:
@@ -229,7 +244,15 @@ def _reload(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argcomplete.autocomplete(parser)  # answers a shell's completion request, then exits
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        print(shellcode(["rpmgate"], shell=args.shell), end="")
+        return 0
+    if args.command == "man":
+        print(manpage.render(parser, _version()), end="")
+        return 0
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

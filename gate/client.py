@@ -92,6 +92,16 @@ def load_profile(
     return Target(chosen_url.rstrip("/"), chosen_token or None)
 
 
+def profile_names(**_: Any) -> list[str]:
+    """The profiles of the config file (shell completion of ``-p``; argcomplete calls it)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(config_path(), encoding="utf-8")
+    except configparser.Error:
+        return []
+    return parser.sections()
+
+
 def _warn_if_readable(path: Path, parser: configparser.ConfigParser) -> None:
     has_token = any(parser.has_option(s, "token") for s in parser.sections())
     if has_token and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
@@ -223,6 +233,100 @@ def watch_item(
             return doc
         if deadline is not None and time.monotonic() > deadline:
             raise ClientError(f"item {item_id} still in its queue after {timeout:g}s")
+        sleep(interval)
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What ``rpmgate watch`` was asked to follow: an item, a change, or a review."""
+
+    #: "item", "change" or "review"
+    kind: str
+    #: the id (item, change) or the review's URL or id as written
+    key: str
+
+
+def watched(text: str) -> Watched:
+    """``12`` or ``item:12``: an item; ``change:5``: a change; a URL (``https://…``) or
+    ``review:R``: the newest revision of that review the gate knows."""
+    text = text.strip()
+    kind, sep, rest = text.partition(":")
+    if sep and kind in ("item", "change") and rest.isascii() and rest.isdigit():
+        return Watched(kind, str(int(rest)))
+    if text.isascii() and text.isdigit():
+        return Watched("item", str(int(text)))
+    if sep and kind == "review" and rest:
+        return Watched("review", rest)
+    if "://" in text:
+        return Watched("review", text.rstrip("/"))
+    raise ClientError(
+        f"watch {text!r}: give an item id (12, item:12), a change id (change:5), "
+        "a review URL (https://...) or review:ID"
+    )
+
+
+def find_review(client: Client, review: str) -> int | None:
+    """The newest change the gate shows (queued, or among each queue's recent results)
+    whose review URL or review id is ``review``."""
+    doc: dict[str, Any] = client.get("/api/status")
+    found = [
+        change["id"]
+        for queue in doc["queues"]
+        for item in [*queue["items"], *queue.get("recent", [])]
+        if (change := item.get("change"))
+        and review in ((change.get("url") or "").rstrip("/"), change.get("review"))
+    ]
+    return max(found, default=None)
+
+
+def _current_item(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The change's item in its queue, else the last one it had."""
+    items = doc.get("items") or []
+    active = [i for i in items if not i.get("result")]
+    return max(active or items, key=lambda i: i["id"], default=None)
+
+
+def watch_change(
+    client: Client,
+    target: Watched,
+    out: Callable[[str], None],
+    timeout: float | None = None,
+    interval: float = POLL_INTERVAL,
+    sleep: Sleep = time.sleep,
+) -> dict[str, Any]:
+    """Follow a change's current item (a reset is a new attempt of the same item; a
+    re-enqueue, or for a review a new revision, is a new item) until it left its queue
+    merged, or was rejected, dequeued or superseded with nothing to follow next.
+    A line each time it moves; the last item's document."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    following: tuple[int, int] | None = None
+    last = ""
+    while True:
+        change_id = int(target.key) if target.kind == "change" else find_review(client, target.key)
+        if change_id is None:
+            line = f"review {target.key}: not in the gate's queues or recent results yet"
+            item = None
+        else:
+            doc: dict[str, Any] = client.get(f"/api/changes/{change_id}")
+            item = _current_item(doc)
+            if item is None:
+                line = f"change {change_id} {doc['project']}: {doc['state']}, no item yet"
+            else:
+                if following != (change_id, item["id"]):
+                    if following is not None:
+                        out(f"change {change_id} {doc['project']}: now item {item['id']}")
+                    following = (change_id, item["id"])
+                line = f"change {change_id} item {item['id']} {doc['project']}: " + item_progress(
+                    item
+                )
+        if line != last:
+            out(f"{time.strftime('%H:%M:%S')} {line}")
+            last = line
+        if item is not None and item.get("result"):
+            out(item_outcome(item))
+            return item
+        if deadline is not None and time.monotonic() > deadline:
+            raise ClientError(f"{target.kind} {target.key}: not finished after {timeout:g}s")
         sleep(interval)
 
 
@@ -528,7 +632,15 @@ _ARGUMENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("repo", {"help": "a repository, or `diff` to compare two generations"}),
         ("rest", {"nargs": "*", "help": "with diff: [NAME] A B (generation numbers)"}),
     ],
-    "watch": [("item", {"type": int})],
+    "watch": [
+        (
+            "target",
+            {
+                "metavar": "ITEM|change:ID|URL",
+                "help": "an item id, change:ID, a review URL, or review:ID",
+            },
+        )
+    ],
 }
 
 
@@ -537,7 +649,8 @@ def add_client_commands(sub: Any) -> None:
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-        p.add_argument("-p", "--profile", help=f"a [profile] of {config_path()}")
+        profile = p.add_argument("-p", "--profile", help=f"a [profile] of {config_path()}")
+        profile.completer = profile_names  # type: ignore[attr-defined]  # argcomplete reads it
         p.add_argument("--url", help="gate URL (else the profile, $RPMGATE_URL, [default])")
         p.add_argument("--token", help="API token (else the profile, $RPMGATE_TOKEN)")
         for arg, options in _ARGUMENTS[name]:
@@ -552,7 +665,11 @@ def add_client_commands(sub: Any) -> None:
         p.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
     for name, (text, _, _) in _READS.items():
         client(name, text).add_argument("--json", action="store_true", help="the JSON document")
-    watch = client("watch", "follow an item to its end, a line per step (exit 1 unless merged)")
+    watch = client(
+        "watch",
+        "follow an item, or a change's current item, to its end, a line per step "
+        "(exit 1 unless merged)",
+    )
     watch.add_argument("--timeout", type=float, default=None, help="give up after seconds")
     watch.add_argument("--interval", type=float, default=POLL_INTERVAL, help="seconds per poll")
 
@@ -566,7 +683,11 @@ def run_client_command(args: argparse.Namespace) -> int:
         if args.command == "repo":
             return _repo_command(client, args)
         if args.command == "watch":
-            doc = watch_item(client, args.item, print, args.timeout, args.interval)
+            target = watched(args.target)
+            if target.kind == "item":
+                doc = watch_item(client, int(target.key), print, args.timeout, args.interval)
+            else:
+                doc = watch_change(client, target, print, args.timeout, args.interval)
             return 0 if doc.get("result") == "merged" else 1
         _, path_of, lines_of = _READS[args.command]
         doc = client.get(path_of(args))

@@ -360,6 +360,9 @@ class Config(_Strict):
     listen: ListenConfig = ListenConfig()
     #: URL the daemon is reached at (speculative repos are served under it)
     public_url: str | None = None
+    #: seconds a finished item's speculative repositories are kept (and served) after
+    #: it finished; 0: removed when it finishes (gate/retention.py)
+    speculative_retention: Annotated[float, Field(ge=0, le=366 * 86400)] = 86400.0
     auth: AuthConfig = AuthConfig()
     sandbox: SandboxConfig = SandboxConfig()
     health: HealthConfig = HealthConfig()

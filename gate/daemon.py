@@ -43,6 +43,7 @@ from gate.publishing import Publishing
 from gate.queue_view import load_queue_state
 from gate.reconcile import Reconciler
 from gate.reload import Loader, Reloader, file_loader
+from gate.retention import SpeculativeSweep
 from gate.runtime import Runtime
 from gate.sources.base import ChangeSource
 from gate.tip import Tip
@@ -108,6 +109,12 @@ class Gate:
         )
         self.reconciler = Reconciler(
             rt.engine, rt.plumbing, self.builds, self.attempts, self.checks, self.tip
+        )
+        self.retention = SpeculativeSweep(
+            rt.engine,
+            rt.plumbing,
+            rt.state_dir / "speculative",
+            lambda: self.config.speculative_retention,  # the config in force (reloads)
         )
         self._loop_task: asyncio.Task[None] | None = None
         #: each queue's branch poller (``follow_queues``), and the config repository's
@@ -317,6 +324,7 @@ class Gate:
                     await self.reconciler.resume_orphans()
                     for name in list(self.config.queues):
                         await self._run_queue(name)
+                    await self.retention.sweep_if_due()
                 faults = 0
             except asyncio.CancelledError:
                 raise

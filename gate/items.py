@@ -170,7 +170,8 @@ class Items:
             s.commit()
         self.plumbing.note_progress(queue)
         self.plumbing.cancel_item_tasks(item_id)
-        self.drop_speculative_repos(item_id)
+        if self.config.speculative_retention == 0:
+            self.drop_speculative_repos(item_id)  # else kept, then swept (gate.retention)
         if change is not None:
             self.reporter.report(item_id, phase_of(result), reason)
         self.plumbing.emit(

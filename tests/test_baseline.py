@@ -10,6 +10,7 @@ dependency, or ship the broken one again, are still rejected.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,12 @@ async def test_a_broken_published_repo_does_not_reject_an_unrelated_change(
         name = f"{a.id}-{a.attempt}-baseline"
         assert f"baseline path: {Path(gate.config.state_dir) / 'speculative' / name}\n" in log
         assert f"baseline url: {gate.config.base_url}/speculative/{name}/\n" in log
-        # Dequeued items leave no trees behind, baselines included.
-        assert not list((Path(gate.config.state_dir) / "speculative").iterdir())
+        # Finished items keep their trees, baselines included, for speculative_retention
+        # (gate/retention.py); past it, none is left behind.
+        trees = Path(gate.config.state_dir) / "speculative"
+        assert {name, f"{a.id}-{a.attempt}"} <= {p.name for p in trees.iterdir()}
+        await gate.retention.sweep(now=time.time() + gate.config.speculative_retention + 1)
+        assert not list(trees.iterdir())
         check_invariants(gate)
 
 

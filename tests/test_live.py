@@ -4,14 +4,20 @@ status document's ETag, against a served gate running a real change."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import threading
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
 
 from gate.demo_world import World
-from gate.web.live import EventStream
+from gate.web.app import LIVE, STATUS
+from gate.web.live import EventStream, StatusCache
+from gate.web.status import status
+from repo_state.db import session
+from repo_state.models import ChangeRow, Delivery, utcnow
 from tests.conftest import NOVA_1201
 from tests.served import ClientFactory, served
 from tests.test_web_api import propose
@@ -108,3 +114,81 @@ async def test_status_has_an_etag_and_answers_304_until_the_state_changes(
         assert changed.status == 200
         assert changed.headers["ETag"] != etag
         assert (await changed.json())["queues"][0]["recent"] != body["queues"][0]["recent"]
+
+
+async def test_a_status_request_never_gets_a_document_older_than_its_state() -> None:
+    """A build under way at version 1 is not the answer to a request made at version 2:
+    that request waits for a build of its own; requests at one version share one build."""
+    cache = StatusCache()
+    release = threading.Event()
+    started = threading.Event()
+    state = {"items": 1}
+
+    def build() -> dict[str, Any]:
+        seen = dict(state)  # what the database said when the build read it
+        started.set()
+        release.wait(10)
+        return seen
+
+    first = asyncio.ensure_future(cache.current(1, build))
+    await asyncio.to_thread(started.wait, 10)
+    state["items"] = 2  # an event: the state moved on while version 1 was being built
+    later = [asyncio.ensure_future(cache.current(2, build)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    release.set()
+    old = await first
+    new = await asyncio.gather(*later)
+    assert json.loads(old.body) == {"items": 1}
+    assert [json.loads(r.body) for r in new] == [{"items": 2}] * 3
+    assert {r.etag for r in new} == {new[0].etag} != {old.etag}
+    assert gzip.decompress(new[0].gzipped) == new[0].body
+    assert cache.builds == 2  # the three requests at version 2 shared one build
+    assert (await cache.current(2, build)) is new[0]  # and it is kept until the next change
+
+
+@pytest.mark.slow
+async def test_status_follows_a_database_write_made_without_an_event(
+    world: World, aiohttp_client: ClientFactory
+) -> None:
+    """The cached document is keyed on commits as well as events: a write that emits
+    nothing (a build's task id, a job row) shows at the next request, never later."""
+    async with served(world, aiohttp_client) as (gate, client):
+        first = await client.get("/api/status")
+        etag, body = first.headers["ETag"], await first.json()
+        recent = body["queues"][0]["recent"]
+        assert recent, "the bootstrap's post items are the queue's recent results"
+        change_id = recent[0]["change"]["id"]
+        seq = client.app[LIVE].seq
+        builds = client.app[STATUS].builds
+        # a commit of a table the document does not read leaves it as it is
+        with session(gate.engine) as s:
+            s.add(
+                Delivery(
+                    source="api",
+                    event_type="bench.unknown",
+                    delivery_key="not-in-the-document",
+                    payload="{}",
+                    processed_at=utcnow(),
+                )
+            )
+            s.commit()
+        same = await client.get("/api/status", headers={"If-None-Match": etag})
+        assert same.status == 304 and client.app[STATUS].builds == builds
+        with session(gate.engine) as s:
+            change = s.get(ChangeRow, change_id)
+            assert change is not None
+            change.title = "retitled without an event"
+            s.add(change)
+            s.commit()
+        assert client.app[LIVE].seq == seq  # no event was emitted
+        changed = await client.get("/api/status", headers={"If-None-Match": etag})
+        assert changed.status == 200 and changed.headers["ETag"] != etag
+        served_doc = await changed.json()
+        titles = {i["change"]["title"] for i in served_doc["queues"][0]["recent"]}
+        assert "retitled without an event" in titles
+        # what the app serves (item documents reused where no row changed) is what a
+        # fresh reading of the database makes
+        with session(gate.engine) as s:
+            assert served_doc == json.loads(json.dumps(status(gate.runtime, s)))
+        again = await client.get("/api/status", headers={"If-None-Match": changed.headers["ETag"]})
+        assert again.status == 304

@@ -42,11 +42,27 @@ from gate.web.bodies import (
     parse_body,
 )
 from gate.web.generations import get_generation
-from gate.web.live import EventStream, StatusCache, etag_matches, serve_events
+from gate.web.live import (
+    Commits,
+    EventStream,
+    Rendered,
+    StatusCache,
+    etag_matches,
+    serve_events,
+)
 from gate.web.openapi import openapi
 from gate.web.page import add_page
 from gate.web.server import guard_middleware
-from gate.web.status import change_doc, item_doc, repo_doc, status, waiting_items
+from gate.web.status import TABLES as STATUS_TABLES
+from gate.web.status import (
+    ItemDocs,
+    backends_doc,
+    change_doc,
+    item_doc,
+    repo_doc,
+    status,
+    waiting_items,
+)
 from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, ItemRow
 
@@ -59,6 +75,8 @@ HEALTH: web.AppKey[Health] = web.AppKey("health")
 METRICS: web.AppKey[GateMetrics] = web.AppKey("metrics")
 LIVE: web.AppKey[EventStream] = web.AppKey("live")
 STATUS: web.AppKey[StatusCache] = web.AppKey("status")
+COMMITS: web.AppKey[Commits] = web.AppKey("commits")
+STATUS_ITEMS: web.AppKey[ItemDocs] = web.AppKey("status_items")
 MAX_BODY = 1 << 20
 #: tries at storing a delivery through a database blip (about 3 s) before a 503
 STORE_TRIES = 5
@@ -333,21 +351,40 @@ async def reload_config(request: web.Request) -> web.Response:
 
 # -- reads ---------------------------------------------------------------------------------
 async def get_status(request: web.Request) -> web.Response:
-    """Built once per state version (``gate.web.live``); ``If-None-Match`` answers 304."""
-    cache = request.app[STATUS]
-    body, etag = cache.current(request.app[LIVE].version)
-    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
-    if etag_matches(request.headers.get("If-None-Match"), etag):
+    """Built once per state version, off the loop (``gate.web.live``); ``If-None-Match``
+    answers 304."""
+    doc = await current_status(request.app)
+    headers = {"ETag": doc.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+    if etag_matches(request.headers.get("If-None-Match"), doc.etag):
         return web.Response(status=304, headers=headers)
+    body = doc.body
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         headers["Content-Encoding"] = "gzip"
-        body = cache.gzipped()
+        body = doc.gzipped
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 
-def _status_now(rt: Runtime) -> dict[str, Any]:
+async def current_status(app: web.Application) -> Rendered:
+    """The status document of the state now (``Rendered.document``, ``.body``, ``.etag``):
+    what ``GET /api/status`` answers, for every view of it (the HTML page)."""
+    rt = app[RUNTIME]
+    # kept in memory (each backend's health, the configuration in force): read on the loop
+    backends = backends_doc(rt)
+    config = rt.config_status.model_dump(mode="json")
+    version = (
+        app[LIVE].version,
+        app[COMMITS].count,
+        json.dumps([backends, config], sort_keys=True, default=str),
+    )
+    build = partial(_status_now, rt, backends, config, app[STATUS_ITEMS])
+    return await app[STATUS].current(version, build)
+
+
+def _status_now(
+    rt: Runtime, backends: dict[str, dict[str, Any]], config: dict[str, Any], memo: ItemDocs
+) -> dict[str, Any]:
     with session(rt.engine) as s:
-        return status(rt, s)
+        return status(rt, s, backends=backends, memo=memo, config=config)
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
@@ -515,6 +552,7 @@ async def _close_health(app: web.Application) -> None:
 
 async def _start_live(app: web.Application) -> None:
     app[RUNTIME].plumbing.listeners.append(app[LIVE].publish)
+    app[COMMITS].start()
 
 
 async def _close_live(app: web.Application) -> None:
@@ -522,6 +560,7 @@ async def _close_live(app: web.Application) -> None:
 
 
 async def _stop_live(app: web.Application) -> None:
+    app[COMMITS].stop()
     listeners = app[RUNTIME].plumbing.listeners
     if app[LIVE].publish in listeners:
         listeners.remove(app[LIVE].publish)
@@ -555,7 +594,9 @@ def make_app(rt: Runtime) -> web.Application:
     app[HEALTH] = Health(rt)
     app[METRICS] = GateMetrics(rt)
     app[LIVE] = EventStream()
-    app[STATUS] = StatusCache(partial(_status_now, rt))
+    app[STATUS] = StatusCache()
+    app[COMMITS] = Commits(rt.engine, STATUS_TABLES)
+    app[STATUS_ITEMS] = ItemDocs()
     app.on_startup.append(_start_metrics)
     app.on_startup.append(_start_live)
     app.on_shutdown.append(_close_live)
@@ -584,7 +625,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_post("/api/repos/{name}/republish", republish)
     app.router.add_post("/api/repos/{name}/rollback", rollback)
     app.router.add_post("/api/admin/reload", reload_config)
-    add_page(app, rt, lambda: app[STATUS].current(app[LIVE].version))
+    add_page(app, rt, partial(current_status, app))
     speculative = rt.state_dir / "speculative"
     speculative.mkdir(parents=True, exist_ok=True)
     app.router.add_static("/speculative/", speculative, show_index=True)

@@ -9,12 +9,13 @@ as ``text/event-stream``; a client that reconnects with ``Last-Event-ID``
 ``reset`` event when that is no longer kept (or the daemon restarted: ids
 carry the process's start) and should read ``/api/status`` again.
 
-The event number is also the status document's version: ``GET /api/status``
-is built once per version (:class:`StatusCache`) and answers
-``If-None-Match`` with ``304``.  A few writes change the document without an
-event (a build's task id, a job row starting), so a cached document is also
-rebuilt when older than :data:`STATUS_MAX_AGE`.  It is compressed once per
-version for clients that accept gzip.
+The event number, with the number of database commits (:class:`Commits`) and
+what the backends say of themselves, is the status document's version:
+``GET /api/status`` is built once per version (:class:`StatusCache`), in a
+worker thread with a fixed number of queries (``gate.web.status.related``),
+encoded and gzipped once, and answers ``If-None-Match`` with ``304``.  Nothing
+is re-read per request, and the event loop (``/healthz``, the gate itself) is
+never held by a build.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,6 @@ HEARTBEAT = 15.0
 MAX_CLIENTS = 100
 #: what a browser waits before reconnecting, in milliseconds
 RETRY_MS = 3000
-#: the oldest a cached status document is served
-STATUS_MAX_AGE = 0.5
 
 
 class EventStream:
@@ -155,31 +157,119 @@ async def serve_events(request: web.Request, stream: EventStream) -> web.StreamR
     return response
 
 
-@dataclass
+class Commits:
+    """Counts the commits on one engine that wrote to the tables a document reads: the
+    database's part of the state version.  A few writes change the status document
+    without an event (a build's task id, a job row starting); each is a commit, so
+    none is missed, while a commit of other tables only (a webhook delivery stored
+    or marked processed) leaves the document as it is.
+
+    Every write of the gate goes through an ORM session (``s.add``; no bulk
+    ``UPDATE``), so ``after_flush`` sees each written row's table.  ``after_commit``
+    runs once the DBAPI commit returned, so a document built after the count was
+    read never predates the commits it counted.
+    """
+
+    _KEY = "rpmgate.tables_written"
+
+    def __init__(self, engine: Engine, tables: frozenset[str]) -> None:
+        self.engine = engine
+        self.tables = tables
+        self.count = 0
+
+    def start(self) -> None:
+        for name, listener in self._listeners():
+            event.listen(Session, name, listener)
+
+    def stop(self) -> None:
+        for name, listener in self._listeners():
+            if event.contains(Session, name, listener):
+                event.remove(Session, name, listener)
+
+    def _listeners(self) -> list[tuple[str, Callable[..., None]]]:
+        return [
+            ("after_flush", self._after_flush),
+            ("after_commit", self._after_commit),
+            ("after_rollback", self._after_rollback),
+        ]
+
+    def _after_flush(self, session: Session, _context: Any) -> None:
+        if session.bind is self.engine:
+            written = session.info.setdefault(self._KEY, set())
+            for row in (*session.new, *session.dirty, *session.deleted):
+                written.add(getattr(row, "__tablename__", ""))
+
+    def _after_commit(self, session: Session) -> None:
+        if session.bind is self.engine and session.info.pop(self._KEY, set()) & self.tables:
+            self.count += 1
+
+    def _after_rollback(self, session: Session) -> None:
+        session.info.pop(self._KEY, None)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The status document of one state version, encoded and compressed once."""
+
+    version: Hashable
+    #: the document itself (shared: read it, never change it), e.g. for the HTML page
+    document: dict[str, Any]
+    body: bytes
+    gzipped: bytes
+    etag: str
+
+
+def render(version: Hashable, build: Callable[[], dict[str, Any]]) -> Rendered:
+    """Build, encode and compress a document (in a worker thread: it reads the database)."""
+    document = build()
+    body = json.dumps(document).encode()
+    return Rendered(
+        version=version,
+        document=document,
+        body=body,
+        gzipped=gzip.compress(body, compresslevel=5),
+        etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+    )
+
+
 class StatusCache:
-    """The status document of one state version, encoded once."""
+    """The status document, built at most once per state version, off the event loop.
 
-    build: Callable[[], dict[str, Any]]
-    version: str = ""
-    body: bytes = b""
-    etag: str = ""
-    built_at: float = 0.0
-    _gzipped: bytes | None = None
+    A request that finds the version it was asked at already rendered gets it at
+    once.  Otherwise it waits for the one build under way (every request waiting
+    shares it; a request that goes away does not cancel it), and, if that build
+    started at an older version, for the next one: a request is never answered with
+    a state older than the one it arrived at.  The event loop only hashes a version
+    and writes bytes; the queries and the encoding run in a worker thread.
+    """
 
-    def current(self, version: str) -> tuple[bytes, str]:
-        """(body, ETag) of ``version``, built now if it is not the cached one or too old."""
-        if version != self.version or time.monotonic() - self.built_at > STATUS_MAX_AGE:
-            self.body = json.dumps(self.build()).encode()
-            self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
-            self.version, self.built_at = version, time.monotonic()
-            self._gzipped = None
-        return self.body, self.etag
+    def __init__(self) -> None:
+        self.rendered: Rendered | None = None
+        self.builds = 0
+        self._building: asyncio.Task[Rendered] | None = None
+        self._building_version: Hashable = None
 
-    def gzipped(self) -> bytes:
-        """The current body compressed once, for every client that accepts gzip."""
-        if self._gzipped is None:
-            self._gzipped = gzip.compress(self.body, compresslevel=5)
-        return self._gzipped
+    async def current(self, version: Hashable, build: Callable[[], dict[str, Any]]) -> Rendered:
+        """The document of ``version`` (read by the caller before any query of the build)."""
+        while True:
+            if self.rendered is not None and self.rendered.version == version:
+                return self.rendered
+            if self._building is None:
+                self._building = asyncio.ensure_future(self._render(version, build))
+                self._building_version = version
+            task, built_for = self._building, self._building_version
+            rendered = await asyncio.shield(task)
+            if built_for == version:
+                return rendered
+
+    async def _render(self, version: Hashable, build: Callable[[], dict[str, Any]]) -> Rendered:
+        try:
+            rendered = await asyncio.to_thread(render, version, build)
+        finally:
+            self._building = None
+        self.rendered = rendered
+        self.builds += 1
+        return rendered
 
 
 def etag_matches(header: str | None, etag: str) -> bool:

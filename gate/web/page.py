@@ -24,9 +24,8 @@ resumes by itself); without JavaScript the page is a snapshot.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
@@ -38,14 +37,15 @@ from aiohttp import web
 
 from gate.runtime import Runtime
 from gate.web.eta import Durations, duration_text, estimate_queue, load_durations
+from gate.web.live import Rendered
 from gate.web.progress import segments, speculative_base, why_waiting
 from gate.web.status import repo_doc
 from repo_state.db import session
 from repo_state.state_diff import diff_states
 
 Doc = dict[str, Any]
-#: (status document as JSON, its ETag): ``StatusCache.current`` of the live version
-StatusSource = Callable[[], tuple[bytes, str]]
+#: the status document of the state now (``gate.web.app.current_status``)
+StatusSource = Callable[[], Awaitable[Rendered]]
 STATIC = Path(__file__).parent / "static"
 #: seconds the step durations behind ETAs are reused before being read again
 DURATIONS_MAX_AGE = 10.0
@@ -128,11 +128,10 @@ class Page:
     _durations: Durations = field(default_factory=Durations)
     _durations_at: float = -DURATIONS_MAX_AGE
 
-    def status(self) -> Doc:
-        """The status document of the current state version, decoded once per version."""
-        body, etag = self.status_source()
-        if etag != self._etag:
-            self._doc, self._etag = json.loads(body), etag
+    async def status(self) -> Doc:
+        """The status document of the current state version (shared: read it only)."""
+        rendered = await self.status_source()
+        self._doc, self._etag = rendered.document, rendered.etag
         return self._doc
 
     @property
@@ -347,7 +346,7 @@ def _main(sections: str, version: str) -> str:
 async def index(request: web.Request) -> web.Response:
     page = request.app[PAGE]
     query = _query(request)
-    doc = page.status()
+    doc = await page.status()
     sections = "".join(render_queue(q, page, query) for q in doc.get("queues") or [])
     if not doc.get("queues"):
         sections = '<p class="empty">No queue is configured.</p>'
@@ -358,7 +357,9 @@ async def queue_page(request: web.Request) -> web.Response:
     page = request.app[PAGE]
     name = request.match_info["name"]
     query = _query(request)
-    queue = next((q for q in page.status().get("queues") or [] if q.get("name") == name), None)
+    queue = next(
+        (q for q in (await page.status()).get("queues") or [] if q.get("name") == name), None
+    )
     if queue is None:
         body = _main(f'<p class="empty">No queue named {_e(name[:100])}.</p>', "")
         return _html(_document("no such queue", body, live=False), status=404)

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from sqlalchemy import Table
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from gate.flaky import flaky_jobs, flaky_note, flaky_notes
 from gate.items import view_of
 from gate.model import BuildState, ItemState, outside_window
 from gate.pipeline import stages_of
-from gate.queue_view import active_items, item_view
+from gate.queue_rules import queue_order
+from gate.queue_view import item_view
 from gate.reporting import file_url
 from gate.runtime import Runtime
-from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, JobRunRow, QueueRow
+from repo_state.models import (
+    BuildRow,
+    ChangeRow,
+    GenerationRow,
+    ItemRow,
+    JobRunRow,
+    ProjectRow,
+    QueueRow,
+)
+
+T = TypeVar("T")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -81,23 +96,100 @@ def change_doc(change: ChangeRow) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Related:
+    """The rows an item's document shows besides the item: loaded per item for one
+    document, in a few bulk queries for the status document."""
+
+    changes: dict[int, ChangeRow]
+    #: scratch builds by key
+    scratch: dict[str, BuildRow]
+    #: final builds by id
+    finals: dict[int, BuildRow]
+    #: (item id, attempt) -> its job runs in order
+    jobs: dict[tuple[int, int], list[JobRunRow]]
+
+
+#: ids per ``IN (...)`` list (SQLite's default limit on bound variables is far above)
+_CHUNK = 500
+
+
+def _chunks(values: set[Any]) -> Iterator[list[Any]]:
+    ordered = sorted(values)
+    for start in range(0, len(ordered), _CHUNK):
+        yield ordered[start : start + _CHUNK]
+
+
+def rows_of(
+    s: Session, model: type[T], *where: Any, order: Any = None, limit: int | None = None
+) -> list[T]:
+    """Rows of ``model`` as read-only result rows, not ORM instances.
+
+    A result row has the model's attributes (its columns, by the same names) and
+    costs a few microseconds; sqlmodel builds each instance in about a hundred,
+    and the status document reads thousands of rows.  Read them, never change
+    them: they belong to no session.
+    """
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    query = sa_select(*table.columns).where(*where)
+    if order is not None:
+        query = query.order_by(order)
+    if limit is not None:
+        query = query.limit(limit)
+    return cast(list[T], list(s.connection().execute(query)))
+
+
+def related(s: Session, items: Sequence[ItemRow]) -> Related:
+    """Everything the documents of ``items`` show, in a handful of queries whatever their
+    number (not three per item: ``GET /api/status`` reads hundreds)."""
+    change_ids = {i.change_id for i in items}
+    keys = {i.build_key for i in items if i.build_key}
+    final_ids = {i.final_build_id for i in items if i.final_build_id}
+    item_ids = {i.id for i in items if i.id is not None}
+    changes: dict[int, ChangeRow] = {}
+    for ids in _chunks(change_ids):
+        changes.update(
+            (c.id, c) for c in rows_of(s, ChangeRow, col(ChangeRow.id).in_(ids)) if c.id is not None
+        )
+    scratch: dict[str, BuildRow] = {}
+    for chunk in _chunks(keys):
+        for b in rows_of(
+            s,
+            BuildRow,
+            BuildRow.purpose == "scratch",
+            col(BuildRow.key).in_(chunk),
+            order=col(BuildRow.id),
+        ):
+            scratch.setdefault(b.key, b)  # the first, as a lookup by key finds it
+    finals: dict[int, BuildRow] = {}
+    for ids in _chunks(final_ids):
+        finals.update(
+            (b.id, b) for b in rows_of(s, BuildRow, col(BuildRow.id).in_(ids)) if b.id is not None
+        )
+    attempts = {i.id: i.attempt for i in items}
+    jobs: dict[tuple[int, int], list[JobRunRow]] = {}
+    for ids in _chunks(item_ids):
+        for j in rows_of(s, JobRunRow, col(JobRunRow.item_id).in_(ids), order=col(JobRunRow.id)):
+            if attempts.get(j.item_id) == j.attempt:
+                jobs.setdefault((j.item_id, j.attempt), []).append(j)
+    return Related(changes=changes, scratch=scratch, finals=finals, jobs=jobs)
+
+
 def item_doc(
     rt: Runtime, s: Session, item: ItemRow, position: int | None, outside_window: bool = False
 ) -> dict[str, Any]:
-    change = s.get(ChangeRow, item.change_id)
-    scratch = (
-        s.exec(
-            select(BuildRow).where(BuildRow.purpose == "scratch", BuildRow.key == item.build_key)
-        ).first()
-        if item.build_key
-        else None
-    )
-    final = s.get(BuildRow, item.final_build_id) if item.final_build_id else None
-    jobs = s.exec(
-        select(JobRunRow)
-        .where(JobRunRow.item_id == item.id, JobRunRow.attempt == item.attempt)
-        .order_by(col(JobRunRow.id))
-    ).all()
+    """One item's document (``ItemDoc``), read from the database now."""
+    return item_doc_of(rt, item, position, related(s, [item]), outside_window)
+
+
+def item_doc_of(
+    rt: Runtime, item: ItemRow, position: int | None, rel: Related, outside_window: bool = False
+) -> dict[str, Any]:
+    """One item's document from rows already loaded (:func:`related`)."""
+    change = rel.changes.get(item.change_id)
+    scratch = rel.scratch.get(item.build_key) if item.build_key else None
+    final = rel.finals.get(item.final_build_id) if item.final_build_id else None
+    jobs = rel.jobs.get((item.id, item.attempt), []) if item.id is not None else []
     spec_name = f"{item.id}-{item.attempt}"
     # a build whose watch stopped on a backend error holds the item up: say so
     stuck = next(
@@ -145,7 +237,7 @@ def item_doc(
         "flaky": flaky_notes(jobs),
         "tip": {"step": item.tip, "state": item.tip_state},
         "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/"
-        if item.tested_state and item.active
+        if item.tested_state and _speculative_kept(rt, item, spec_name)
         else None,
         "failure": item_view(item, scratch).failure or stuck or None,
         "bootstrap": item.bootstrap,
@@ -158,19 +250,109 @@ def item_doc(
     }
 
 
-def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
+def _speculative_kept(rt: Runtime, item: ItemRow, name: str) -> bool:
+    """An active item's repository is served while it is tested; a finished item's
+    while ``speculative_retention`` keeps it (``gate.speculative_retention``)."""
+    return item.active or (rt.state_dir / "speculative" / name).is_dir()
+
+
+#: the tables :func:`status` reads (with a margin: generations, projects): a commit
+#: that wrote none of them leaves the document as it is (``gate.web.live.Commits``).
+#: Reading another table in the document means naming it here.
+TABLES = frozenset(
+    t.__tablename__
+    for t in (ItemRow, ChangeRow, BuildRow, JobRunRow, QueueRow, GenerationRow, ProjectRow)
+)
+
+
+class ItemDocs:
+    """The item documents of the last status document, each with the rows it was made
+    from: an item none of whose rows changed is not made again.
+
+    The rows are result rows (:func:`rows_of`: tuples of column values), so "changed"
+    is tuple equality over every column the document reads: the item, its change,
+    builds and job runs, and whether its speculative tree is on disk.  A document is
+    the same function of the same rows (:func:`item_doc_of`): this saves the work,
+    never a change.  Used by one build at a time (``gate.web.live.StatusCache``).
+    """
+
+    def __init__(self) -> None:
+        self._docs: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._next: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._base_url = ""
+        self.made = 0
+
+    def begin(self, rt: Runtime) -> None:
+        if rt.config.base_url != self._base_url:  # every URL in the documents changes
+            self._docs, self._base_url = {}, rt.config.base_url
+        self._next = {}
+
+    def doc(
+        self,
+        rt: Runtime,
+        item: ItemRow,
+        position: int | None,
+        rel: Related,
+        outside_window: bool = False,
+    ) -> dict[str, Any]:
+        key = (
+            outside_window,
+            tuple(item),
+            rel.changes.get(item.change_id),
+            rel.scratch.get(item.build_key) if item.build_key else None,
+            rel.finals.get(item.final_build_id) if item.final_build_id else None,
+            tuple(rel.jobs.get((item.id or 0, item.attempt), ())),
+            bool(item.tested_state) and _speculative_kept(rt, item, f"{item.id}-{item.attempt}"),
+        )
+        cached = self._docs.get(item.id or 0)
+        if cached is not None and cached[0] == key:
+            doc = cached[1]
+        else:
+            doc = item_doc_of(rt, item, None, rel, outside_window)
+            self.made += 1
+        self._next[item.id or 0] = (key, doc)
+        return doc if position is None else {**doc, "position": position}
+
+    def end(self) -> None:
+        """Keep only the items of this document."""
+        self._docs, self._next = self._next, {}
+
+
+def status(
+    rt: Runtime,
+    s: Session,
+    recent: int = 20,
+    backends: dict[str, dict[str, Any]] | None = None,
+    memo: ItemDocs | None = None,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The status document (``StatusDoc``): a fixed number of queries per queue.
+
+    ``backends``: what :func:`backends_doc` said, when the caller read it already
+    (``GET /api/status`` does so on the event loop: the backends keep it in memory).
+    ``memo``: the item documents of the last call, to make again only what changed.
+    ``config``: ``rt.config_status`` as the caller read it (likewise kept in memory).
+    """
+    memo = memo or ItemDocs()
+    memo.begin(rt)
     queues = []
     for name, cfg in rt.config.queues.items():
         qrow = s.get(QueueRow, name)
         arches = rt.config.arches_of(name)
-        items = active_items(s, name)
+        active = rows_of(s, ItemRow, ItemRow.queue == name, col(ItemRow.active))
+        ordered = queue_order((view_of(r), r.seq) for r in active)  # as active_items orders
+        by_id = {r.id: r for r in active}
+        items = [by_id[v.id] for v in ordered]
         waiting = waiting_items(s, name, items)
-        finished = s.exec(
-            select(ItemRow)
-            .where(ItemRow.queue == name, col(ItemRow.active).is_(False))
-            .order_by(col(ItemRow.finished_at).desc())
-            .limit(recent)
-        ).all()
+        finished = rows_of(
+            s,
+            ItemRow,
+            ItemRow.queue == name,
+            col(ItemRow.active).is_(False),
+            order=col(ItemRow.finished_at).desc(),
+            limit=recent,
+        )
+        rel = related(s, [*items, *finished])
         queues.append(
             {
                 "name": name,
@@ -179,10 +361,10 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
                 "window": qrow.window if qrow else None,
                 "generation": qrow.generation if qrow else None,
                 "items": [
-                    item_doc(rt, s, item, i, item.id in waiting) for i, item in enumerate(items)
+                    memo.doc(rt, item, i, rel, item.id in waiting) for i, item in enumerate(items)
                 ],
-                "recent": [item_doc(rt, s, item, None) for item in finished],
-                "held_back": held_back(s, items),
+                "recent": [memo.doc(rt, item, None, rel) for item in finished],
+                "held_back": held_back(s, items, rel),
                 "arches": list(arches),
                 "pipeline": stages_of(cfg.pipeline, cfg.jobs),
                 "flaky_jobs": flaky_jobs(
@@ -190,25 +372,30 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
                 ),
             }
         )
-    backends = {
+    memo.end()
+    return {
+        "queues": queues,
+        "backends": backends_doc(rt) if backends is None else backends,
+        "config": rt.config_status.model_dump(mode="json") if config is None else config,
+    }
+
+
+def backends_doc(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """What each backend says of itself (kept in memory by the backend, read per request)."""
+    return {
         name: health
         for name, backend in rt.backends.items()
         if (health := backend.status()) is not None
     }
-    return {
-        "queues": queues,
-        "backends": backends,
-        "config": rt.config_status.model_dump(mode="json"),
-    }
 
 
-def held_back(s: Session, items: list[ItemRow]) -> list[dict[str, Any]]:
+def held_back(s: Session, items: list[ItemRow], rel: Related | None = None) -> list[dict[str, Any]]:
     """Blocked post items: where git and the repository disagree, and why."""
     out = []
     for item in items:
         if not view_of(item).blocked:
             continue
-        change = s.get(ChangeRow, item.change_id)
+        change = rel.changes.get(item.change_id) if rel else s.get(ChangeRow, item.change_id)
         out.append(
             {
                 "item": item.id,
