@@ -1,23 +1,46 @@
 """Storing an accepted request as a delivery row: the first durable step of every event.
 
-The web API, a review system's webhook endpoint and the admin commands all
-call :func:`store_delivery`, and answer 202 only once it returned: the row is
-committed, so nothing answered 202 is lost.  A repeated idempotency key finds
-the row stored first instead of making another.
+The web API, a review system's webhook endpoint and the admin commands answer
+202 only once the delivery is committed, so nothing answered 202 is lost.  A
+repeated idempotency key finds the row stored first instead of making another.
+
+Two ways in:
+
+* :class:`DeliveryWriter` (``Runtime.deliveries``), what every request handler
+  awaits: *group commit*.  Accepts that arrive while a commit is under way
+  wait together and are committed next, in one transaction, in a worker
+  thread (the event loop goes on serving requests meanwhile).  Each caller is
+  answered once its own batch is committed.  A batch that fails for a reason
+  no retry covers (a constraint) is committed again row by row, so one bad
+  row fails alone; a transient fault is handed to every caller of the batch,
+  who retries with the same key (``gate.faults``): a commit whose answer was
+  lost is found again, never doubled.
+* :func:`store_delivery`, one row in one transaction, synchronously: for the
+  gate's own deliveries from inside a stage, and tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
+from gate.faults import is_transient
 from repo_state.db import session
 from repo_state.models import Delivery
+
+log = logging.getLogger(__name__)
+
+#: the most rows one transaction takes (also bounds the ``IN (...)`` of its lookup)
+MAX_BATCH = 500
 
 
 class Accepts(Protocol):
@@ -29,6 +52,48 @@ class Accepts(Protocol):
     def wake(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Accept:
+    """One accepted request, ready to be a row: its key is fixed before the first try."""
+
+    source: str
+    event_type: str
+    delivery_key: str
+    #: the payload as stored (JSON text)
+    payload: str
+    requested_by: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        source: str,
+        event_type: str,
+        payload: dict[str, Any],
+        key: str | None,
+        requested_by: str | None = None,
+    ) -> Accept:
+        return cls(
+            source=source,
+            event_type=event_type,
+            delivery_key=f"{source}:{event_type}:{key or uuid.uuid4()}",
+            payload=json.dumps(payload, sort_keys=True),
+            requested_by=requested_by,
+        )
+
+    def row(self) -> Delivery:
+        return Delivery(
+            source=self.source,
+            event_type=self.event_type,
+            delivery_key=self.delivery_key,
+            payload=self.payload,
+            requested_by=self.requested_by,
+        )
+
+
+#: what storing one accept came to: (the row, whether this accept created it)
+Stored = tuple[Delivery, bool]
+
+
 def store_delivery(
     to: Accepts,
     source: str,
@@ -36,27 +101,161 @@ def store_delivery(
     payload: dict[str, Any],
     key: str | None,
     requested_by: str | None = None,
-) -> tuple[Delivery, bool]:
-    """Commit the event; returns (delivery, created).  Idempotent on ``key``."""
-    delivery_key = f"{source}:{event_type}:{key or uuid.uuid4()}"
-    with session(to.engine) as s:
-        existing = s.exec(select(Delivery).where(Delivery.delivery_key == delivery_key)).first()
+) -> Stored:
+    """Commit the event alone; returns (delivery, created).  Idempotent on ``key``."""
+    stored = store_one(to.engine, Accept.of(source, event_type, payload, key, requested_by))
+    if stored[1]:
+        to.wake()
+    return stored
+
+
+def store_one(engine: Engine, accept: Accept) -> Stored:
+    """One accept in one transaction: the row stored first under its key, or a new one."""
+    key = accept.delivery_key
+    with session(engine) as s:
+        existing = s.exec(select(Delivery).where(Delivery.delivery_key == key)).first()
         if existing is not None:
             return existing, False
-        row = Delivery(
-            source=source,
-            event_type=event_type,
-            delivery_key=delivery_key,
-            payload=json.dumps(payload, sort_keys=True),
-            requested_by=requested_by,
-        )
+        row = accept.row()
         s.add(row)
         try:
             s.commit()
         except IntegrityError:
             s.rollback()
-            again = s.exec(select(Delivery).where(Delivery.delivery_key == delivery_key)).one()
+            again = s.exec(select(Delivery).where(Delivery.delivery_key == key)).first()
+            if again is None:
+                raise  # another constraint than the key's: the row itself is refused
             return again, False
         s.refresh(row)
-    to.wake()
     return row, True
+
+
+def store_together(engine: Engine, batch: list[Accept]) -> list[Stored]:
+    """Every accept of ``batch`` in one transaction, in order (rows get ids in that order).
+
+    The same answers as :func:`store_one` for each in turn: a key already
+    stored, or taken by an earlier accept of the batch, answers that row, not
+    created.  Raises if the transaction fails: nothing of it is stored then.
+    """
+    keys = {a.delivery_key for a in batch}
+    with session(engine) as s:
+        found = {
+            d.delivery_key: d
+            for d in s.exec(select(Delivery).where(col(Delivery.delivery_key).in_(keys))).all()
+        }
+        results: list[Stored] = []
+        new: list[Delivery] = []
+        for accept in batch:
+            earlier = found.get(accept.delivery_key)
+            if earlier is not None:
+                results.append((earlier, False))
+                continue
+            row = found[accept.delivery_key] = accept.row()
+            new.append(row)
+            results.append((row, True))
+        if new:
+            s.add_all(new)
+            s.commit()
+    return results
+
+
+#: an accept's outcome as the worker thread hands it back: stored, or why not
+Outcome = Stored | Exception
+
+
+class DeliveryWriter:
+    """Group commit of accepted deliveries (see the module's docstring).
+
+    One batch is in flight at a time; accepts arriving meanwhile wait for the
+    next, which takes all of them (up to :data:`MAX_BATCH`).  Nothing waits
+    for a batch to fill: a lone request is committed at once, as before.
+    """
+
+    def __init__(self, engine: Engine, wake: Callable[[], None]) -> None:
+        self.engine = engine
+        self.wake = wake
+        self._queue: list[tuple[Accept, asyncio.Future[Stored]]] = []
+        self._drain: asyncio.Task[None] | None = None
+        #: transactions committed, and rows in them (``bench/bench_ingest.py`` reads them)
+        self.commits = 0
+        self.rows = 0
+
+    async def store(
+        self,
+        source: str,
+        event_type: str,
+        payload: dict[str, Any],
+        key: str | None,
+        requested_by: str | None = None,
+    ) -> Stored:
+        """Commit the event with whatever else is waiting; returns (delivery, created).
+
+        Idempotent on ``key``.  Raises what its batch's commit raised (a
+        transient fault: the caller retries, with the same ``key``).
+        """
+        return await self.put(Accept.of(source, event_type, payload, key, requested_by))
+
+    async def put(self, accept: Accept) -> Stored:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Stored] = loop.create_future()
+        self._queue.append((accept, future))
+        drain = self._drain
+        if drain is None or drain.done() or drain.get_loop() is not loop:
+            self._drain = loop.create_task(self._drain_queue(), name="delivery-writer")
+        return await future
+
+    async def close(self) -> None:
+        """Wait until every accept taken so far is committed (or failed) and answered."""
+        while self._drain is not None and not self._drain.done():
+            await asyncio.wait({self._drain})
+
+    async def _drain_queue(self) -> None:
+        while self._queue:
+            taken, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                outcomes = await asyncio.to_thread(self._commit, [a for a, _ in taken])
+            except BaseException:
+                # cancelled while the thread runs (the loop is going away): the
+                # thread's commit may still land, but no caller is answered 202
+                for _, future in [*taken, *self._queue]:
+                    future.cancel()
+                self._queue.clear()
+                raise
+            for (_, future), outcome in zip(taken, outcomes, strict=True):
+                if future.done():  # its request was cancelled; the row stays stored
+                    continue
+                if isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+            if any(not isinstance(o, Exception) and o[1] for o in outcomes):
+                self.wake()
+
+    def _commit(self, batch: list[Accept]) -> list[Outcome]:
+        """In the worker thread: the batch together, else row by row."""
+        try:
+            stored = store_together(self.engine, batch)
+        except Exception as exc:
+            if is_transient(exc):
+                return [exc] * len(batch)
+            log.warning(
+                "a batch of %d deliveries failed (%s: %s): committing them one by one",
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+            return [self._commit_alone(a) for a in batch]
+        self.commits += 1
+        self.rows += sum(1 for _, created in stored if created)
+        return list(stored)
+
+    def _commit_alone(self, accept: Accept) -> Outcome:
+        try:
+            stored = store_one(self.engine, accept)
+        except Exception as exc:
+            if not is_transient(exc):
+                log.error("delivery %s refused by the database: %s", accept.delivery_key, exc)
+            return exc
+        self.commits += 1
+        self.rows += stored[1]
+        return stored

@@ -12,7 +12,7 @@ the HTTP server, so nothing of this run can race them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from gate.builders.base import BackendParts, BuildBackend
 from gate.builders.sandbox import Sandbox
 from gate.config import Config
-from gate.deliveries import store_delivery
+from gate.deliveries import DeliveryWriter
 from gate.merger import Merger
 from gate.plumbing import Plumbing
 from gate.processes import ProcessGroups
@@ -44,6 +44,11 @@ class Runtime:
     plumbing: Plumbing
     #: the process groups the gate starts (None: a runtime of in-memory parts)
     processes: ProcessGroups | None = None
+    #: group commit of accepted deliveries (every request handler stores through it)
+    deliveries: DeliveryWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deliveries = DeliveryWriter(self.engine, self.wake)
 
     @classmethod
     def create(
@@ -96,11 +101,12 @@ class Runtime:
     def wake(self) -> None:
         self.plumbing.wake()
 
-    def store(
+    async def store(
         self, source: str, event_type: str, payload: dict[str, object], key: str | None
     ) -> bool:
-        """How a source's webhook endpoint stores what it accepted (returns: created)."""
-        return store_delivery(self, source, event_type, dict(payload), key)[1]
+        """How a source's webhook endpoint stores what it accepted (returns: created);
+        committed with the other accepts waiting (``DeliveryWriter``)."""
+        return (await self.deliveries.store(source, event_type, dict(payload), key))[1]
 
 
 def make_sandbox(config: Config, processes: ProcessGroups | None = None) -> Sandbox:

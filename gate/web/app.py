@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from sqlmodel import select
 
-from gate.deliveries import store_delivery
-from gate.faults import is_transient, retried
+from gate.faults import is_transient, retried_call
 from gate.health import Health
 from gate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gate.metrics import GateMetrics
@@ -159,16 +158,10 @@ async def _store(request: web.Request, event_type: str, payload: dict[str, Any])
     actor = request.get(ACTOR)
     # A database blip is waited out briefly; longer, the client gets a 503 (retry
     # later).  One key for every try: a commit whose answer was lost is found again.
-    delivery, created = await retried(
-        partial(
-            store_delivery,
-            _rt(request),
-            "api",
-            event_type,
-            payload,
-            key or str(uuid.uuid4()),
-            actor,
-        ),
+    # Committed with the other requests arriving meanwhile (``gate.deliveries``).
+    fixed, deliveries = key or str(uuid.uuid4()), _rt(request).deliveries
+    delivery, created = await retried_call(
+        lambda: deliveries.store("api", event_type, payload, fixed, actor),
         f"storing a {event_type} delivery",
         tries=STORE_TRIES,
     )
