@@ -260,14 +260,22 @@ async def test_a_locked_sqlite_database_during_batch_commits_loses_no_request(
     def counting(self: DeliveryWriter, batch: list[Accept]) -> list[Any]:
         outcomes = real_commit(self, batch)
         faults.extend(o for o in outcomes if isinstance(o, OperationalError))
+        if faults:
+            failed.set()
         return outcomes
 
     halt = threading.Event()
     locked = []
 
+    holding, failed = threading.Event(), threading.Event()
+
     def locker() -> None:
         conn = sqlite3.connect(db, timeout=30, isolation_level=None)
-        while not halt.wait(0.03):
+        conn.execute("BEGIN IMMEDIATE")  # held until a batch has failed on it
+        holding.set()
+        failed.wait(10)
+        conn.execute("COMMIT")
+        while not halt.wait(0.03):  # then on and off
             conn.execute("BEGIN IMMEDIATE")
             locked.append(1)
             halt.wait(0.08)
@@ -280,6 +288,7 @@ async def test_a_locked_sqlite_database_during_batch_commits_loses_no_request(
             mp.setattr(DeliveryWriter, "_commit", counting)
             async with TestClient(TestServer(make_app(rt))) as client:
                 thread.start()
+                await asyncio.to_thread(holding.wait, 10)  # the first batch meets the lock
                 keys = [f"locked-{i}" for i in range(64 * 3)]
                 answers = await asyncio.gather(*(post_until_taken(client, k) for k in keys))
     finally:
@@ -307,7 +316,7 @@ async def test_terminated_postgresql_connections_during_batch_commits_lose_no_re
     halt = threading.Event()
 
     def killer() -> None:
-        while not halt.wait(0.02):
+        while not halt.wait(0.005):
             with admin.connect() as conn:
                 killed.append(
                     conn.execute(
@@ -330,6 +339,7 @@ async def test_terminated_postgresql_connections_during_batch_commits_lose_no_re
         thread.join(10)
         admin.dispose()
     assert sum(killed) >= 3, f"only {sum(killed)} connections were terminated"
+    assert runtime.deliveries.faults >= 1, "no batch commit was ever interrupted"
     stored = {d.id: d.delivery_key for d in rows(runtime.engine)}
     assert len(stored) == len(keys)
     for key, (_, delivery_id) in zip(keys, answers, strict=True):
@@ -386,23 +396,19 @@ async def test_a_key_stored_by_another_writer_between_lookup_and_insert_is_a_dup
     """Another process stores one of the batch's keys after the batch looked: the
     batch's unique key fails, row by row that one answers the other's row (as a
     concurrent ``store_delivery`` always did), and its batch-mates are created."""
-    real_row = Accept.row
+    real_now = deliveries.utcnow
     raced: list[str] = []
 
-    def row_after_a_race(self: Accept) -> Delivery:
-        if self.delivery_key.endswith(":race") and not raced:
-            raced.append(self.delivery_key)
+    def now_after_a_race() -> Any:  # called between the batch's lookup and its INSERT
+        if not raced:
             other = Accept.of("api", "change.proposed", {"by": "other"}, "race")
-
-            def elsewhere() -> None:
-                store_one(runtime.engine, other)
-
-            thread = threading.Thread(target=elsewhere)  # its own connection
-            thread.start()
+            raced.append(other.delivery_key)
+            thread = threading.Thread(target=store_one, args=(runtime.engine, other))
+            thread.start()  # its own connection and transaction
             thread.join()
-        return real_row(self)
+        return real_now()
 
-    monkeypatch.setattr(Accept, "row", row_after_a_race)
+    monkeypatch.setattr(deliveries, "utcnow", now_after_a_race)
     writer = runtime.deliveries
     keys = ["r-0", "race", "r-2", "r-3"]
     outcomes = await asyncio.gather(

@@ -13,7 +13,6 @@ import hmac
 import json
 import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from sqlmodel import select
 
-from gate.faults import is_transient, retried_call
+from gate.faults import is_transient
 from gate.health import Health
 from gate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gate.metrics import GateMetrics
@@ -159,11 +158,8 @@ async def _store(request: web.Request, event_type: str, payload: dict[str, Any])
     # A database blip is waited out briefly; longer, the client gets a 503 (retry
     # later).  One key for every try: a commit whose answer was lost is found again.
     # Committed with the other requests arriving meanwhile (``gate.deliveries``).
-    fixed, deliveries = key or str(uuid.uuid4()), _rt(request).deliveries
-    delivery, created = await retried_call(
-        lambda: deliveries.store("api", event_type, payload, fixed, actor),
-        f"storing a {event_type} delivery",
-        tries=STORE_TRIES,
+    delivery, created = await _rt(request).deliveries.store(
+        "api", event_type, payload, key, actor, tries=STORE_TRIES
     )
     if created:
         log.info(
