@@ -1,6 +1,7 @@
 """Run every benchmark and write docs/benchmarks.md.
 
-.venv/bin/python -m bench.run
+.venv/bin/python -m bench.run            every benchmark; rewrites the file
+.venv/bin/python -m bench.run ingest     one of them (see SUBCOMMANDS); rewrites its section
 """
 
 from __future__ import annotations
@@ -8,12 +9,41 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import bench_baseline, bench_demo, bench_deps, bench_planner, bench_publish
+from bench import (
+    bench_baseline,
+    bench_demo,
+    bench_deps,
+    bench_ingest,
+    bench_planner,
+    bench_publish,
+)
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+#: ``python -m bench.run <name>``: one benchmark, its section of the file rewritten
+SUBCOMMANDS: dict[str, Callable[[], list[str]]] = {
+    "ingest": lambda: bench_ingest.markdown(bench_ingest.run()),
+}
+
+
+def replace_section(text: str, section: list[str]) -> str:
+    """``text`` with the ``## `` section titled as ``section[0]`` replaced (or appended)."""
+    lines = text.splitlines()
+    if section[0] not in lines:
+        return "\n".join([*lines, "", *section]).rstrip("\n") + "\n"
+    start = lines.index(section[0])
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join([*lines[:start], *section, *lines[end:]]).rstrip("\n") + "\n"
+
+
+def run_one(name: str) -> None:
+    OUT.write_text(replace_section(OUT.read_text(), SUBCOMMANDS[name]()))
+    print(OUT.read_text())
 
 
 def main() -> None:
@@ -22,6 +52,7 @@ def main() -> None:
     baseline = bench_baseline.run()
     deps = bench_deps.run()
     demo = bench_demo.run()
+    ingest = bench_ingest.run()
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     lines = [
         "# Benchmarks",
@@ -56,6 +87,7 @@ def main() -> None:
         "",
         *bench_baseline.markdown(baseline),
         *bench_deps.markdown(deps),
+        *bench_ingest.markdown(ingest),
         "## `rpmgate demo` wall time (bench/bench_demo.py)",
         "",
         f"{demo['runs']} runs: {demo['min_s']:.1f} s to {demo['max_s']:.1f} s "
@@ -73,4 +105,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    main()
+    if len(sys.argv) > 1:
+        if sys.argv[1] not in SUBCOMMANDS:
+            sys.exit(f"usage: python -m bench.run [{' | '.join(SUBCOMMANDS)}]")
+        run_one(sys.argv[1])
+    else:
+        main()
