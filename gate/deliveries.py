@@ -29,7 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Select, Table, insert
+from sqlalchemy import select as select_core
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -92,8 +93,29 @@ class Accept:
         )
 
 
+class StoredRow(Protocol):
+    """What a request is answered with: the stored row's id (and key)."""
+
+    @property
+    def id(self) -> int | None: ...
+
+    @property
+    def delivery_key(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A row a batch stored or found.  Not a :class:`Delivery`: building a table
+    model costs more CPU than its share of the INSERT (measured), for an id."""
+
+    id: int
+    delivery_key: str
+
+
 #: what storing one accept came to: (the row, whether this accept created it)
 Stored = tuple[Delivery, bool]
+#: the same from the writer: a receipt of a batch, or the row of a lone commit
+Accepted = tuple[StoredRow, bool]
 
 
 def store_delivery(
@@ -132,7 +154,7 @@ def store_one(engine: Engine, accept: Accept) -> Stored:
     return row, True
 
 
-def store_together(engine: Engine, batch: list[Accept]) -> list[Stored]:
+def store_together(engine: Engine, batch: list[Accept]) -> list[Accepted]:
     """Every accept of ``batch`` in one transaction, in order (rows get ids in that order).
 
     The same answers as :func:`store_one` for each in turn: a key already
@@ -145,10 +167,8 @@ def store_together(engine: Engine, batch: list[Accept]) -> list[Stored]:
     table = DELIVERY
     keys = {a.delivery_key for a in batch}
     with engine.begin() as conn:
-        found = {
-            row.delivery_key: Delivery(**row._mapping)
-            for row in conn.execute(table.select().where(table.c.delivery_key.in_(keys)))
-        }
+        lookup = select_keys(table, keys)
+        found = {key: Receipt(int(id_), key) for key, id_ in conn.execute(lookup)}
         now = utcnow()
         fresh: dict[str, dict[str, Any]] = {}
         for accept in batch:
@@ -162,23 +182,25 @@ def store_together(engine: Engine, batch: list[Accept]) -> list[Stored]:
                     "received_at": now,
                 }
         if fresh:
-            values = list(fresh.values())
             returning = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-            ids = conn.execute(returning, values).scalars().all()
-            for delivery_id, value in zip(ids, values, strict=True):
-                found[value["delivery_key"]] = Delivery(id=delivery_id, **value)
+            ids = conn.execute(returning, list(fresh.values())).scalars().all()
+            for delivery_id, key in zip(ids, fresh, strict=True):
+                found[key] = Receipt(int(delivery_id), key)
     created: set[str] = set()
-    results: list[Stored] = []
+    results: list[Accepted] = []
     for accept in batch:
         key = accept.delivery_key
-        first = key in fresh and key not in created
+        results.append((found[key], key in fresh and key not in created))
         created.add(key)
-        results.append((found[key], first))
     return results
 
 
+def select_keys(table: Table, keys: set[str]) -> Select[str, int]:
+    return select_core(table.c.delivery_key, table.c.id).where(table.c.delivery_key.in_(keys))
+
+
 #: an accept's outcome as the worker thread hands it back: stored, or why not
-Outcome = Stored | Exception
+Outcome = Accepted | Exception
 
 
 class DeliveryWriter:
@@ -192,7 +214,7 @@ class DeliveryWriter:
     def __init__(self, engine: Engine, wake: Callable[[], None]) -> None:
         self.engine = engine
         self.wake = wake
-        self._queue: list[tuple[Accept, asyncio.Future[Stored]]] = []
+        self._queue: list[tuple[Accept, asyncio.Future[Accepted]]] = []
         self._drain: asyncio.Task[None] | None = None
         #: transactions committed, rows created in them, and batches that failed
         #: transiently (``bench/bench_ingest.py`` and the tests read them)
@@ -209,7 +231,7 @@ class DeliveryWriter:
         requested_by: str | None = None,
         *,
         tries: int = 1,
-    ) -> Stored:
+    ) -> Accepted:
         """Commit the event with whatever else is waiting; returns (delivery, created).
 
         Idempotent on ``key`` (without one, a key is drawn once, for every try).
@@ -226,9 +248,9 @@ class DeliveryWriter:
             lambda: self.put(accept), f"storing a {source} {event_type} delivery", tries=tries - 1
         )
 
-    async def put(self, accept: Accept) -> Stored:
+    async def put(self, accept: Accept) -> Accepted:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Stored] = loop.create_future()
+        future: asyncio.Future[Accepted] = loop.create_future()
         self._queue.append((accept, future))
         drain = self._drain
         if drain is None or drain.done() or drain.get_loop() is not loop:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from sqlmodel import select
 
+from gate.deliveries import StoredRow
 from gate.faults import is_transient
 from gate.health import Health
 from gate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -142,7 +143,7 @@ class _SlowBody(Exception):
     """The body did not arrive within ``listen.body_timeout`` (a 408, then close)."""
 
 
-def _accepted(request: web.Request, delivery: Delivery, created: bool) -> web.Response:
+def _accepted(request: web.Request, delivery: StoredRow, created: bool) -> web.Response:
     base = _rt(request).config.base_url
     return web.json_response(
         {"delivery": delivery.id, "status_url": f"{base}/api/deliveries/{delivery.id}"},
