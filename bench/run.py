@@ -4,6 +4,9 @@
 .venv/bin/python -m bench.run publish-large [--rounds N] [--packages N]
                                                  only the 20,000-RPM publishing benchmark,
                                                  its section of docs/benchmarks.md rewritten
+.venv/bin/python -m bench.run ingest [--runs N]  only the ingestion benchmark (group commit),
+                                                 its section rewritten (PostgreSQL too when
+                                                 RPMGATE_TEST_DATABASE_URL is set)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from bench import (
     bench_baseline,
     bench_demo,
     bench_deps,
+    bench_ingest,
     bench_planner,
     bench_publish,
     bench_publish_large,
@@ -36,6 +40,7 @@ def main() -> None:
     deps = bench_deps.run()
     demo = bench_demo.run()
     status = bench_status.run()
+    ingest = bench_ingest.run()
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     lines = [
         "# Benchmarks",
@@ -63,6 +68,7 @@ def main() -> None:
         *bench_baseline.markdown(baseline),
         *bench_deps.markdown(deps),
         *bench_status.markdown(status),
+        *bench_ingest.markdown(ingest),
         "## `rpmgate demo` wall time (bench/bench_demo.py)",
         "",
         f"{demo['runs']} runs: {demo['min_s']:.1f} s to {demo['max_s']:.1f} s "
@@ -108,9 +114,21 @@ def publish_large(argv: list[str]) -> None:
         f"createrepo_c {_createrepo_c_version()}.",
         *bench_publish_large.markdown(result)[1:],
     ]
+    write_section(section)
+
+
+def ingest_only(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run ingest")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    write_section(bench_ingest.markdown(bench_ingest.run(args.runs)))
+
+
+def write_section(section: list[str]) -> None:
+    """Replace the section of docs/benchmarks.md titled ``section[0]`` (or append it)."""
     text = OUT.read_text() if OUT.exists() else "# Benchmarks\n"
     lines = text.splitlines()
-    old = _section(text, LARGE_HEADING)
+    old = _section(text, section[0])
     if old:
         start = lines.index(old[0])
         lines[start : start + len(old)] = section
@@ -129,5 +147,7 @@ if __name__ == "__main__":
     os.environ.setdefault("PYTHONHASHSEED", "0")
     if sys.argv[1:2] == ["publish-large"]:
         publish_large(sys.argv[2:])
+    elif sys.argv[1:2] == ["ingest"]:
+        ingest_only(sys.argv[2:])
     else:
         main()

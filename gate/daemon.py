@@ -276,6 +276,7 @@ class Gate:
                 await source.close()
             except Exception:
                 log.exception("closing source %s failed", source.name)
+        await self.runtime.deliveries.close()  # accepts taken are committed and answered
         self.engine.dispose()
 
     async def wait_idle(self, timeout: float | None = None) -> None:

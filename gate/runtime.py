@@ -23,7 +23,7 @@ from gate.builders.base import BackendParts, BuildBackend
 from gate.builders.sandbox import Sandbox
 from gate.config import Config
 from gate.config_status import ConfigStatus, digest_of, now_iso
-from gate.deliveries import store_delivery
+from gate.deliveries import DeliveryWriter
 from gate.merger import Merger
 from gate.plumbing import Plumbing
 from gate.processes import ProcessGroups
@@ -52,6 +52,8 @@ class Runtime:
     #: reads, checks and applies the configuration again (``gate.reload.Reloader.reload``:
     #: trigger -> (HTTP status, answer)); None: this runtime cannot reload
     reloader: Callable[[str], Awaitable[tuple[int, Any]]] | None = None
+    #: group commit of accepted deliveries (every request handler stores through it)
+    deliveries: DeliveryWriter = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.config_status.digest:
@@ -60,6 +62,7 @@ class Runtime:
                 source=str(self.config.source or "<config>"),
                 applied_at=now_iso(),
             )
+        self.deliveries = DeliveryWriter(self.engine, self.wake)
 
     @classmethod
     def create(
@@ -112,11 +115,12 @@ class Runtime:
     def wake(self) -> None:
         self.plumbing.wake()
 
-    def store(
+    async def store(
         self, source: str, event_type: str, payload: dict[str, object], key: str | None
     ) -> bool:
-        """How a source's webhook endpoint stores what it accepted (returns: created)."""
-        return store_delivery(self, source, event_type, dict(payload), key)[1]
+        """How a source's webhook endpoint stores what it accepted (returns: created);
+        committed with the other accepts waiting (``DeliveryWriter``)."""
+        return (await self.deliveries.store(source, event_type, dict(payload), key))[1]
 
 
 def make_sandbox(config: Config, processes: ProcessGroups | None = None) -> Sandbox:

@@ -100,7 +100,7 @@ async def test_the_webhook_route_refuses_before_storing(
 
     stored: list[tuple[str, str, str | None]] = []
 
-    def store(source: str, event_type: str, payload: dict[str, Any], key: str | None) -> bool:
+    async def store(source: str, event_type: str, payload: dict[str, Any], key: str | None) -> bool:
         stored.append((source, event_type, key))
         return True
 

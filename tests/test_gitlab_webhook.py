@@ -82,7 +82,7 @@ class Store:
     def __init__(self) -> None:
         self.rows: dict[str, tuple[str, str, dict[str, Any]]] = {}
 
-    def __call__(
+    async def __call__(
         self, source: str, event_type: str, payload: dict[str, Any], key: str | None
     ) -> bool:
         if key in self.rows:

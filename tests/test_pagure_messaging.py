@@ -40,7 +40,7 @@ class Stored:
         self.rows: dict[str, tuple[str, dict[str, Any]]] = {}
         self.fail: list[Exception] = []
 
-    def __call__(
+    async def __call__(
         self, source: str, event_type: str, payload: dict[str, Any], key: str | None
     ) -> bool:
         if self.fail:

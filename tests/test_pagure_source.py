@@ -37,7 +37,9 @@ class Stored:
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, dict[str, Any], str | None]] = []
 
-    def __call__(self, source: str, kind: str, payload: dict[str, Any], key: str | None) -> bool:
+    async def __call__(
+        self, source: str, kind: str, payload: dict[str, Any], key: str | None
+    ) -> bool:
         if any(r[3] == key for r in self.rows):
             return False
         self.rows.append((source, kind, payload, key))

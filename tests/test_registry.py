@@ -56,7 +56,7 @@ class ToySource(PlainGitSource):
         async def hook(request: web.Request) -> web.Response:
             body = await request.json()
             assert self.store is not None
-            self.store(self.name, "review-approved", body, request.headers.get("X-Toy-Id"))
+            await self.store(self.name, "review-approved", body, request.headers.get("X-Toy-Id"))
             return web.json_response({"accepted": True}, status=202)
 
         return [web.post(webhooks.path(self.name, self.hook), hook)]

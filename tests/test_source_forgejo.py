@@ -49,7 +49,7 @@ def source_for(
 ) -> ForgejoSource:
     stored: list[tuple[str, str, dict[str, Any], str | None]] = []
 
-    def store(source: str, event_type: str, doc: dict[str, Any], key: str | None) -> bool:
+    async def store(source: str, event_type: str, doc: dict[str, Any], key: str | None) -> bool:
         if key is not None and any(k == key for *_, k in stored):
             return False
         stored.append((source, event_type, doc, key))

@@ -47,7 +47,7 @@ def source_for(
 ) -> GitHubSource:
     stored: list[tuple[str, str, dict[str, Any], str | None]] = []
 
-    def store(source: str, event_type: str, doc: dict[str, Any], key: str | None) -> bool:
+    async def store(source: str, event_type: str, doc: dict[str, Any], key: str | None) -> bool:
         if any(k == key for *_, k in stored if key is not None):
             return False
         stored.append((source, event_type, doc, key))

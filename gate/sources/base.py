@@ -32,7 +32,7 @@ hint: the gate re-reads the review and acts on what it says now) and
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -138,8 +138,9 @@ class GitProject(Protocol):
         ...
 
 
-#: commit a delivery: (source name, event type, payload, idempotency key) -> created
-StoreDelivery = Callable[[str, str, dict[str, Any], str | None], bool]
+#: commit a delivery: (source name, event type, payload, idempotency key) -> created;
+#: a coroutine, answered once the delivery is committed (``gate.deliveries``)
+StoreDelivery = Callable[[str, str, dict[str, Any], str | None], Awaitable[bool]]
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ verifies it, and then either
 
 * :func:`refuse`: ``401``/``403``, logged with the connection's name and the
   peer's address (never the secret or the signature), nothing stored; or
-* :func:`accept`: the delivery is committed (retried briefly on a transient
-  database fault; a ``503`` from the app's middleware after that) and only
-  then answered ``202`` (``200`` for a delivery id seen before: review
+* :func:`accept`: the delivery is committed (with the other deliveries
+  arriving meanwhile, in one transaction: ``gate.deliveries``; retried
+  briefly on a transient database fault, a ``503`` from the app's middleware
+  after that) and only then answered ``202`` (``200`` for a delivery id seen before: review
   systems redeliver).
 
 Parsing a delivery into events happens later, in the loop
@@ -28,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gate.faults import retried
+from gate.faults import retried_call
 from gate.sources.base import StoreDelivery
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ async def accept(
     if key is not None and (len(key) > 200 or not key.isprintable()):
         return refuse(request, source, 400, "delivery id: at most 200 printable characters")
     fixed = key or str(uuid.uuid4())  # one key for every try: a lost commit answer is found
-    created = await retried(
+    created = await retried_call(
         lambda: store(source, event_type, payload, fixed),
         f"storing a {source} {event_type} delivery",
         tries=STORE_TRIES,

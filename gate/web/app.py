@@ -13,7 +13,6 @@ import hmac
 import json
 import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -22,8 +21,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from sqlmodel import select
 
-from gate.deliveries import store_delivery
-from gate.faults import is_transient, retried
+from gate.deliveries import StoredRow
+from gate.faults import is_transient
 from gate.health import Health
 from gate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gate.metrics import GateMetrics
@@ -164,7 +163,7 @@ class _SlowBody(Exception):
     """The body did not arrive within ``listen.body_timeout`` (a 408, then close)."""
 
 
-def _accepted(request: web.Request, delivery: Delivery, created: bool) -> web.Response:
+def _accepted(request: web.Request, delivery: StoredRow, created: bool) -> web.Response:
     base = _rt(request).config.base_url
     return web.json_response(
         {"delivery": delivery.id, "status_url": f"{base}/api/deliveries/{delivery.id}"},
@@ -179,18 +178,9 @@ async def _store(request: web.Request, event_type: str, payload: dict[str, Any])
     actor = request.get(ACTOR)
     # A database blip is waited out briefly; longer, the client gets a 503 (retry
     # later).  One key for every try: a commit whose answer was lost is found again.
-    delivery, created = await retried(
-        partial(
-            store_delivery,
-            _rt(request),
-            "api",
-            event_type,
-            payload,
-            key or str(uuid.uuid4()),
-            actor,
-        ),
-        f"storing a {event_type} delivery",
-        tries=STORE_TRIES,
+    # Committed with the other requests arriving meanwhile (``gate.deliveries``).
+    delivery, created = await _rt(request).deliveries.store(
+        "api", event_type, payload, key, actor, tries=STORE_TRIES
     )
     if created:
         log.info(

@@ -27,7 +27,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from gate.events import Event, RefUpdated, Refused, ReviewUpdated
-from gate.faults import until_it_lands
+from gate.faults import until_it_answers
 from gate.merger import Merger
 from gate.sources.base import ChangeSource, GitProject, MergeOutcome, Report, Review, SourceParts
 from gate.sources.gerrit import hints
@@ -137,7 +137,7 @@ class GerritSource(ChangeSource):
         store = self.parts.store
         if store is None:
             return
-        await until_it_lands(
+        await until_it_answers(
             lambda: store(self.name, event_type, payload, key), f"{self.name}: store {event_type}"
         )
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
-from gate.faults import retried
+from gate.faults import retried_call
 from gate.sources.base import StoreDelivery
 from gate.sources.pagure import authority
 from gate.sources.pagure.client import PagureClient
@@ -87,7 +87,7 @@ class Intake:
             return
         doc = await self.payload(topic, body, msg_id, "fedora-messaging")
         store = self.store
-        created = await retried(
+        created = await retried_call(
             lambda: store(self.name, event_type(topic), doc, msg_id),
             f"storing {self.name} message {msg_id}",
             tries=5,
