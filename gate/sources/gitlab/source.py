@@ -384,9 +384,18 @@ class GitLabSource(ChangeSource):
                 False, f"!{iid} moved since {review.revision[:12]} was tested (GitLab: {body})"
             )
         # 405 also answers a merge request merged meanwhile (a retry after a lost answer)
-        done = self._already(await self._read(project, iid), review)
+        mr = await self._read(project, iid)
+        done = self._already(mr, review)
         if done is not None:
             return done
+        if mr.get("sha") not in (None, review.revision):
+            # GitLab checks mergeability before the sha: a push that reset the approvals
+            # (or the pipeline) answers 405, not 409; the reason is still the push
+            return MergeOutcome(
+                False,
+                f"!{iid} moved since {review.revision[:12]} was tested"
+                f" (GitLab answered HTTP {status}: {body})",
+            )
         return MergeOutcome(False, f"GitLab refused to merge !{iid} (HTTP {status}): {body}")
 
     def _already(self, mr: dict[str, Any], review: Review) -> MergeOutcome | None:
