@@ -120,6 +120,12 @@ class Plumbing:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def settle_named(self, prefix: str) -> None:
+        """Wait until every task named ``prefix…`` has ended, those it starts included
+        (tests: every report sent while the jobs are held)."""
+        while tasks := [t for t in self._tasks if t.get_name().startswith(prefix)]:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def stop(self) -> None:
         """Cancel every task and wait for them."""
         tasks = list(self._tasks)
