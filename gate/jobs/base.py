@@ -21,13 +21,16 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
 from gate.registry import NAME_PATTERN, DriverConfig
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from gate.plumbing import Plumbing
     from gate.processes import ProcessGroups
 
 
@@ -40,6 +43,20 @@ class JobConfig(DriverConfig):
     def dependency_repos(self) -> tuple[str, ...]:
         """Repositories whose packages may satisfy dependencies (``RPMGATE_BASE_REPOS``)."""
         return ()
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """The change an item carries, as a job that reports elsewhere names it."""
+
+    id: int
+    project: str
+    sha: str
+    title: str = ""
+    #: the change on its review system ("" if none)
+    url: str = ""
+    #: its review system's id (a merge request number, a Gerrit change), if any
+    review: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,18 @@ class JobContext:
     #: where jobs may keep what outlives a run (the dependency jobs' ``.solv``
     #: files, :mod:`gate.jobs.solvrepo`); ``None``: nothing is kept
     cache_dir: Path | None = None
+    #: the queue and the change under test (None: a job run outside a gate)
+    queue: str = ""
+    change: JobChange | None = None
+    #: runner attributes the queue maps this job (and arch) to; they override the
+    #: job's own ``attributes`` (``gate.jobs.external``)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    #: the gate's public URL (``public_url``), for callbacks an external system makes
+    public_url: str = ""
+    #: the gate's database and task plumbing, for jobs that keep durable state and
+    #: wait for callbacks (``gate.jobs.external``); None outside a gate
+    engine: Engine | None = None
+    plumbing: Plumbing | None = None
 
 
 @dataclass(frozen=True)
