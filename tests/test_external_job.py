@@ -23,7 +23,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from gate.jobs.base import JobChange, JobContext
-from gate.jobs.external import ExternalJob, ExternalJobConfig, ExternalRuns, token_hash
+from gate.jobs.external import (
+    ExternalJob,
+    ExternalJobConfig,
+    ExternalRuns,
+    cancel_abandoned_runs,
+    token_hash,
+)
 from gate.plumbing import Plumbing
 from gate.web.job_results import post_result
 from repo_state.db import make_engine, migrate, session
@@ -440,3 +446,26 @@ async def test_result_endpoint_refuses_missing_wrong_reused_tokens_and_bad_bodie
     ))  # fmt: skip
     assert (await fake.report(received, True))[0] == 404
     assert received.token not in caplog.text
+
+
+async def test_a_run_whose_attempt_ended_while_the_gate_was_down_is_cancelled_at_start(
+    gate_side: GateSide, fakes: Any
+) -> None:
+    fake = await fakes(FakeGitLabCI("hold"))
+    job = gitlab_job(fake)
+    task = asyncio.create_task(job.run(gate_side.ctx()))
+    await until(lambda: bool(fake.received) and gate_side.run_row().state == "running")
+    task.cancel()  # the gate stops (or dies) with the attempt still current
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    jobs = {"liberty": [job.config]}
+
+    # still current: its job will run again and wait for it
+    assert await cancel_abandoned_runs(gate_side.engine, jobs) == 0
+    assert gate_side.run_row().state == "running"
+
+    gate_side.reset()  # committed by a reset that died before its cancel request
+    assert await cancel_abandoned_runs(gate_side.engine, jobs) == 1
+    assert gate_side.run_row().state == "cancelled"
+    assert fake.pipelines[251]["status"] == "canceled"
+    assert await cancel_abandoned_runs(gate_side.engine, jobs) == 0

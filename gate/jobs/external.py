@@ -42,7 +42,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -497,6 +497,49 @@ def _superseded(ctx: JobContext) -> bool:
     except Exception:
         log.exception("item %s: cannot tell whether its attempt is over", ctx.item_id)
         return False
+
+
+async def cancel_abandoned_runs(engine: Engine, jobs_of: Mapping[str, Sequence[JobConfig]]) -> int:
+    """Cancel the open runs no job will wait for again; returns how many.
+
+    A run is abandoned when its item's attempt is over (a reset or dequeue whose
+    cancel request a crash cut short: the new attempt was committed first), or its
+    job is no longer in the queue's config.  Called when the daemon starts.
+    """
+    with session(engine) as s:
+        rows = s.exec(
+            select(ExternalRunRow, ItemRow)
+            .join(ItemRow, col(ItemRow.id) == ExternalRunRow.item_id)
+            .where(col(ExternalRunRow.state).in_(OPEN))
+        ).all()
+        found = [(_view(run), run.job, item.queue, item.active, item.attempt, run.attempt)
+                 for run, item in rows]  # fmt: skip
+    cancelled = 0
+    runs = ExternalRuns(engine)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT)) as http:
+        for run, job, queue, active, current, attempt in found:
+            config = next(
+                (j for j in jobs_of.get(queue, ()) if j.name == job),
+                None,
+            )
+            if active and current == attempt and isinstance(config, ExternalJobConfig):
+                continue  # its job runs again and waits for it
+            reason = "cancelled: the item's attempt was superseded while the gate was down"
+            if not runs.finish(run.id, "cancelled", reason):
+                continue
+            cancelled += 1
+            if not isinstance(config, ExternalJobConfig) or run.requests == 0:
+                log.warning("external run %s abandoned; no trigger to cancel it with", run.id)
+                continue
+            trigger = make_trigger(http, config.trigger)
+            try:
+                answer = await asyncio.wait_for(
+                    trigger.cancel(run.id, run.handle, reason), CANCEL_TIMEOUT_S
+                )
+            except Exception as exc:
+                answer = f"cancel request failed: {exc}"
+            log.info("external run %s: %s; %s", run.id, reason, scrub(answer, trigger.secrets()))
+    return cancelled
 
 
 def external_job(config: ExternalJobConfig) -> ExternalJob:
