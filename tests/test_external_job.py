@@ -22,6 +22,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from gate.faults import is_transient
 from gate.jobs.base import JobChange, JobContext
 from gate.jobs.external import (
     ExternalJob,
@@ -30,6 +31,7 @@ from gate.jobs.external import (
     cancel_abandoned_runs,
     token_hash,
 )
+from gate.jobs.external_triggers import TriggerUnavailable
 from gate.plumbing import Plumbing
 from gate.web.job_results import post_result
 from repo_state.db import make_engine, migrate, session
@@ -469,3 +471,36 @@ async def test_a_run_whose_attempt_ended_while_the_gate_was_down_is_cancelled_at
     assert gate_side.run_row().state == "cancelled"
     assert fake.pipelines[251]["status"] == "canceled"
     assert await cancel_abandoned_runs(gate_side.engine, jobs) == 0
+
+
+async def test_an_unavailable_trigger_is_a_transient_fault_and_is_sent_again_until_the_deadline(
+    gate_side: GateSide, fakes: Any
+) -> None:
+    fake = await fakes(FakeGitLabCI("pass"))
+    fake.unavailable = 1
+    job = gitlab_job(fake)
+    with pytest.raises(TriggerUnavailable) as raised:
+        await job.run(gate_side.ctx())
+    assert is_transient(raised.value)  # the checks retry the job with backoff
+    assert (gate_side.run_row().state, gate_side.run_row().requests) == ("requesting", 1)
+    result = await job.run(gate_side.ctx())
+    assert result.passed, result
+    row = gate_side.run_row()
+    assert (row.state, row.requests) == ("passed", 2)
+    assert [r.run for r in fake.received] == [row.id]
+
+
+async def test_a_trigger_unavailable_until_the_deadline_times_the_job_out(
+    gate_side: GateSide, fakes: Any
+) -> None:
+    fake = await fakes(FakeGitLabCI("pass"))
+    fake.unavailable = 100
+    job = gitlab_job(fake, timeout=0.2)
+    with pytest.raises(TriggerUnavailable):
+        await job.run(gate_side.ctx())
+    await asyncio.sleep(0.3)
+    result = await job.run(gate_side.ctx())
+    assert not result.passed
+    assert result.summary == "the request was not accepted within the timeout of 0.2s"
+    assert gate_side.run_row().state == "timed_out"
+    assert fake.unavailable == 99  # not sent again after the deadline

@@ -250,8 +250,10 @@ class ExternalJob(Job):
         runs = ExternalRuns(ctx.engine)
         ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(ctx.log_path, "a", encoding="utf-8") as joblog:
+            # cookies of IP-addressed hosts too: Jenkins binds its crumbs to the session
             async with aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
+                timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT),
+                cookie_jar=aiohttp.CookieJar(unsafe=True),
             ) as http:
                 trigger = make_trigger(http, self.config.trigger)
                 return await self._run(ctx, runs, trigger, joblog)
@@ -279,6 +281,13 @@ class ExternalJob(Job):
         if ctx.plumbing is not None:
             ctx.plumbing.listeners.append(listener)
         try:
+            if run is not None and run.state == "requesting" and run.deadline <= time.time():
+                # sending kept failing (a transient fault, retried) until the deadline
+                summary = (
+                    f"the request was not accepted within the timeout of {self.config.timeout:g}s"
+                )
+                await self._cancel(runs, trigger, run.id, summary, note, state="timed_out")
+                return self._result(ctx, False, summary)
             if run is None or run.state == "requesting":
                 token = secrets.token_urlsafe(32)
                 if run is None:

@@ -50,6 +50,9 @@ class FakeGitLabCI(FakeCI):
         self.trigger_token, self.access_token = trigger_token, access_token
         self.refs = refs
         self.pipelines: dict[int, dict[str, Any]] = {}
+        #: trigger calls answered 502 before the next is served (GitLab behind a proxy
+        #: while Puma restarts answers the proxy's 502 page)
+        self.unavailable = 0
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -63,6 +66,9 @@ class FakeGitLabCI(FakeCI):
         return given in (str(self.project_id), self.path)
 
     async def trigger(self, request: web.Request) -> web.Response:
+        if self.unavailable:
+            self.unavailable -= 1
+            return web.Response(status=502, text="<html><body>502 Bad Gateway</body></html>")
         params: dict[str, Any] = dict(request.query)
         variables: dict[str, Any] = {}
         if request.content_type == "application/json":
