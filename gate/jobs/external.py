@@ -45,6 +45,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import aiohttp
@@ -53,6 +54,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from gate.faults import until_it_lands
 from gate.jobs.base import Job, JobConfig, JobContext, JobResult
 from gate.jobs.external_triggers import (
     HTTP_TIMEOUT,
@@ -339,8 +341,9 @@ class ExternalJob(Job):
             runs.finish(run.id, "failed", summary)
             note(summary)
             return self._result(ctx, False, summary)
-        # TriggerUnavailable is transient: the checks retry the job, which sends again
-        runs.acknowledged(run.id, handle)
+        # TriggerUnavailable is transient: the checks retry the job, which sends again.
+        # The answer must land: lost, a restart would send the request again.
+        await until_it_lands(partial(runs.acknowledged, run.id, handle), f"external run {run.id}")
         note(
             f"run {run.id}: accepted; {handle.remote_url or handle.remote_id or 'no handle given'}"
         )
