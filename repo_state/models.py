@@ -173,12 +173,15 @@ class ExternalRunRow(SQLModel, table=True):
     """
 
     __tablename__ = "external_run"
-    __table_args__ = (UniqueConstraint("item_id", "attempt", "job"),)
+    __table_args__ = (UniqueConstraint("item_id", "attempt", "job", "variant"),)
 
     id: int | None = Field(default=None, primary_key=True)
     item_id: int = Field(foreign_key="item.id", index=True)
     attempt: int
     job: str
+    #: which of the job's runs for this attempt: its arches (a job run once per arch
+    #: has one run per arch)
+    variant: str = ""
     #: webhook | gitlab | jenkins
     flavour: str
     #: requesting | running | passed | failed | timed_out | cancelled

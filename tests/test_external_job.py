@@ -10,6 +10,7 @@ per flavour (``tests/fakeci``) that calls the result URL back as a CI job would.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -387,7 +388,9 @@ async def test_a_request_whose_answer_was_lost_is_sent_again_with_the_same_run_a
     # a gate that committed the run, sent the request, and died before the answer
     first = job.request(ctx, 1, "old-token-0123456789", 0.0, 1)
     runs = ExternalRuns(gate_side.engine)
-    run = runs.create(gate_side.item_id, 1, "packstack", "webhook", "old-token-0123456789", 1e10)
+    run = runs.create(
+        gate_side.item_id, 1, "packstack", "x86_64 aarch64", "webhook", "old-token-0123456789", 1e10
+    )
     runs.sending(run.id)
     assert first.document["run"] == run.id
 
@@ -504,3 +507,20 @@ async def test_a_trigger_unavailable_until_the_deadline_times_the_job_out(
     assert result.summary == "the request was not accepted within the timeout of 0.2s"
     assert gate_side.run_row().state == "timed_out"
     assert fake.unavailable == 99  # not sent again after the deadline
+
+
+async def test_a_job_run_once_per_arch_has_one_run_token_and_result_per_arch(
+    gate_side: GateSide, fakes: Any
+) -> None:
+    fake = await fakes(FakeGitLabCI("hold"))
+    ctx = gate_side.ctx()
+    x86, arm = (dataclasses.replace(ctx, arches=(arch,)) for arch in ("x86_64", "aarch64"))
+    tasks = [asyncio.create_task(gitlab_job(fake).run(c)) for c in (x86, arm)]
+    await until(lambda: len(fake.received) == 2)
+    by_arch = {r.variables["RPMGATE_ARCHES"]: r for r in fake.received}
+    assert by_arch["x86_64"].run != by_arch["aarch64"].run
+    assert by_arch["x86_64"].token != by_arch["aarch64"].token
+    assert (await fake.report(by_arch["aarch64"], False))[0] == 200
+    assert (await fake.report(by_arch["x86_64"], True))[0] == 200
+    x86_result, arm_result = await asyncio.gather(*tasks)
+    assert x86_result.passed and not arm_result.passed

@@ -144,13 +144,14 @@ class ExternalRuns:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def find(self, item_id: int, attempt: int, job: str) -> RunView | None:
+    def find(self, item_id: int, attempt: int, job: str, variant: str) -> RunView | None:
         with session(self.engine) as s:
             row = s.exec(
                 select(ExternalRunRow).where(
                     ExternalRunRow.item_id == item_id,
                     ExternalRunRow.attempt == attempt,
                     ExternalRunRow.job == job,
+                    ExternalRunRow.variant == variant,
                 )
             ).first()
             return _view(row) if row is not None else None
@@ -169,13 +170,21 @@ class ExternalRuns:
             return _view(row) if row is not None else None
 
     def create(
-        self, item_id: int, attempt: int, job: str, flavour: str, token: str, deadline: float
+        self,
+        item_id: int,
+        attempt: int,
+        job: str,
+        variant: str,
+        flavour: str,
+        token: str,
+        deadline: float,
     ) -> RunView:
         with session(self.engine) as s:
             row = ExternalRunRow(
                 item_id=item_id,
                 attempt=attempt,
                 job=job,
+                variant=variant,
                 flavour=flavour,
                 token_hash=token_hash(token),
                 deadline=deadline,
@@ -269,7 +278,8 @@ class ExternalJob(Job):
             )
             joblog.flush()
 
-        run = runs.find(ctx.item_id, ctx.attempt, self.name)
+        variant = run_variant(ctx)
+        run = runs.find(ctx.item_id, ctx.attempt, self.name, variant)
         if run is not None and run.state in ENDED:
             note(f"run {run.id} ended already: {run.state}")
             return self._ended(ctx, run)
@@ -297,6 +307,7 @@ class ExternalJob(Job):
                         ctx.item_id,
                         ctx.attempt,
                         self.name,
+                        variant,
                         trigger.kind,
                         token,
                         time.time() + self.config.timeout,
@@ -488,6 +499,12 @@ class ExternalJob(Job):
         self, ctx: JobContext, passed: bool, summary: str, details: tuple[str, ...] = ()
     ) -> JobResult:
         return JobResult(self.name, passed, summary, str(ctx.log_path), details)
+
+
+def run_variant(ctx: JobContext) -> str:
+    """Which of the job's runs of an attempt ``ctx`` is: a job the pipeline runs once
+    per arch (or per named build) has one run, one token, one result for each."""
+    return " ".join(ctx.arches)
 
 
 def _handle_details(run: RunView) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("item_id", sa.Integer(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("job", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("variant", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("flavour", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("state", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("token_hash", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
@@ -40,7 +41,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["item_id"], ["item.id"]),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("item_id", "attempt", "job"),
+        sa.UniqueConstraint("item_id", "attempt", "job", "variant"),
     )
     op.create_index("ix_external_run_item_id", "external_run", ["item_id"])
 
