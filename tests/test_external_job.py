@@ -432,7 +432,15 @@ async def test_result_endpoint_refuses_missing_wrong_reused_tokens_and_bad_bodie
     not_http = await fake.report(received, True, body={"passed": True, "log_url": "javascript:x"})
     unknown = {"passed": True, "extra": 1}
     extra = await fake.report(received, True, body=unknown)
-    assert [missing[0], wrong[0], malformed[0], not_http[0], extra[0]] == [401, 403, 400, 400, 400]
+    huge = await fake.report(received, True, body={"passed": True, "summary": "x" * 70000})
+    assert [missing[0], wrong[0], malformed[0], not_http[0], extra[0], huge[0]] == [
+        401,
+        403,
+        400,
+        400,
+        400,
+        413,
+    ]
     assert gate_side.run_row().state == "running"  # nothing changed
 
     assert (await fake.report(received, False))[0] == 200

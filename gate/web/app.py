@@ -372,7 +372,9 @@ async def get_delivery(request: web.Request) -> web.Response:
 
 async def post_job_result(request: web.Request) -> web.Response:
     rt = _rt(request)
-    return await job_results.post_result(request, rt.engine, rt.plumbing)
+    return await job_results.post_result(
+        request, rt.engine, rt.plumbing, rt.config.listen.body_timeout
+    )
 
 
 async def openapi_json(request: web.Request) -> web.Response:

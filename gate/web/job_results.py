@@ -14,6 +14,7 @@ the header is ever logged.
 401    no ``Authorization: Bearer`` token
 403    the token is not this run's
 404    no such run
+408    the body did not arrive within ``listen.body_timeout``
 409    the run ended already (result posted, timed out, cancelled)
 413    the body is larger than 64 KiB
 =====  ==============================================================
@@ -21,6 +22,7 @@ the header is ever logged.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 
@@ -52,7 +54,9 @@ def _run_id(text: str) -> int | None:
     return value if 1 <= value <= MAX_ID else None
 
 
-async def post_result(request: web.Request, engine: Engine, plumbing: Plumbing) -> web.Response:
+async def post_result(
+    request: web.Request, engine: Engine, plumbing: Plumbing, body_timeout: float = 30.0
+) -> web.Response:
     run_id = _run_id(request.match_info["id"])
     if run_id is None:
         return _answer(404, "no such run")
@@ -60,7 +64,13 @@ async def post_result(request: web.Request, engine: Engine, plumbing: Plumbing) 
     token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _answer(413, f"body larger than {MAX_BODY} bytes")
-    raw = await request.content.read(MAX_BODY + 1)
+    try:
+        async with asyncio.timeout(body_timeout):
+            raw = await request.read()
+    except TimeoutError:
+        response = _answer(408, f"request body not received within {body_timeout:g}s")
+        response.force_close()  # the rest of the body may still be on its way
+        return response
     if len(raw) > MAX_BODY:
         return _answer(413, f"body larger than {MAX_BODY} bytes")
     runs = ExternalRuns(engine)

@@ -49,6 +49,7 @@ _RESULT_ERRORS: dict[int, str] = {
     401: "no `Authorization: Bearer` token (the run's, not an API token)",
     403: "the token is not this run's",
     404: "no such run",
+    408: "the body did not arrive within `listen.body_timeout`",
     409: "the run ended already (a result, its timeout, a reset): nothing changed",
     413: "the body is larger than 64 KiB",
     503: "temporarily unavailable (the database); retry after `Retry-After`",
