@@ -30,15 +30,7 @@ def main() -> None:
         f"Python {platform.python_version()}, with `.venv/bin/python -m bench.run` "
         "(which rewrites this file).",
         "",
-        "## Planner: one `plan()` call (bench/bench_planner.py)",
-        "",
-        "| items in queue | median ms | max ms | calls |",
-        "|---:|---:|---:|---:|",
-        *[
-            f"| {r['items']} | {r['median_ms']:.3f} | {r['max_ms']:.3f} | {r['calls']} |"
-            for r in planner
-        ],
-        "",
+        *bench_planner.markdown(planner),
         "## Publishing a generation (bench/bench_publish.py)",
         "",
         f"{publish['packages']} real noarch RPMs made with rpmbuild "

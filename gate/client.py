@@ -44,6 +44,10 @@ POLL_INTERVAL = 1.0
 class ClientError(Exception):
     """What the client prints before exiting with status 1."""
 
+    #: the HTTP status and body of a refusal (None: no answer)
+    status: int | None = None
+    body: str = ""
+
 
 @dataclass(frozen=True)
 class Target:
@@ -126,7 +130,9 @@ class Client:
             raise ClientError(f"{method} {path}: the answer is not JSON: {raw[:200]!r}") from None
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
-            raise ClientError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
+            error = ClientError(f"{method} {path}: HTTP {exc.code}: {detail}")
+            error.status, error.body = exc.code, detail
+            raise error from None
         except urllib.error.URLError as exc:
             raise ClientError(f"cannot reach {self.target.url}: {exc.reason}") from None
         except (TimeoutError, ConnectionError) as exc:
@@ -311,9 +317,12 @@ def item_lines(doc: dict[str, Any]) -> list[str]:
             if build.get("log_url"):
                 lines.append(f"      log {build['log_url']}")
     for job in doc.get("jobs") or []:
-        lines.append(f"  job {job['name']}: {job['state']} {job['summary']}".rstrip())
+        tries = int(job.get("tries") or 1)
+        which = f" (try {job.get('try_number', 1)} of {tries})" if tries > 1 else ""
+        lines.append(f"  job {job['name']}{which}: {job['state']} {job['summary']}".rstrip())
         if job.get("log_url"):
             lines.append(f"      log {job['log_url']}")
+    lines += [f"  {note}" for note in doc.get("flaky") or []]
     if doc.get("speculative_repo"):
         lines.append(f"  speculative repository {doc['speculative_repo']}")
     if doc.get("result"):

@@ -162,7 +162,10 @@ class Items:
                 s.add(change)
             qrow = s.get(QueueRow, queue)
             assert qrow is not None
-            qrow.window = window_after_dequeue(qrow.window, ItemKind(item.kind), result, rule)
+            passed_tests = view_of(item).jobs is Step.PASSED
+            qrow.window = window_after_dequeue(
+                qrow.window, ItemKind(item.kind), result, rule, passed_tests
+            )
             s.add_all([item, qrow])
             s.commit()
         self.plumbing.note_progress(queue)

@@ -32,6 +32,8 @@ from prometheus_client.registry import Collector
 from sqlmodel import col, select
 
 from gate.items import view_of
+from gate.model import ItemView, item_states
+from gate.queue_rules import queue_order
 from gate.runtime import Runtime
 from repo_state.db import session
 from repo_state.models import ItemRow, QueueRow
@@ -84,7 +86,16 @@ class GateMetrics:
             registry=r,
         )
         self.jobs = Counter(
-            "rpmgate_jobs", "Job runs that ended, by job and result", ["job", "result"], registry=r
+            "rpmgate_jobs",
+            "Job runs (each try of a retried job) that ended, by job and result",
+            ["job", "result"],
+            registry=r,
+        )
+        self.flaky_passes = Counter(
+            "rpmgate_job_flaky_passes",
+            "Job runs that passed only on a retry (flaky: passed on try 2 of 3), by job and arch",
+            ["job", "arch"],
+            registry=r,
         )
         self.job_seconds = Histogram(
             "rpmgate_job_duration_seconds",
@@ -186,6 +197,8 @@ class GateMetrics:
     def _job(self, event: dict[str, Any]) -> None:
         name = str(event["name"])
         self.jobs.labels(name, "passed" if event["passed"] else "failed").inc()
+        if event.get("flaky"):
+            self.flaky_passes.labels(name, str(event.get("arch", ""))).inc()
         self.job_seconds.labels(name).observe(float(event["seconds"]))
 
     def _item(self, event: dict[str, Any]) -> None:
@@ -303,10 +316,16 @@ class _QueueGauges(Collector):
             return
         counts: dict[tuple[str, str, str], int] = {}
         per_queue: dict[str, int] = dict.fromkeys(self.rt.config.queues, 0)
+        by_queue: dict[str, list[tuple[ItemView, float]]] = {}
         for row in rows:
             per_queue[row.queue] = per_queue.get(row.queue, 0) + 1
-            key = (row.queue, row.kind, view_of(row).state.name.lower())
-            counts[key] = counts.get(key, 0) + 1
+            by_queue.setdefault(row.queue, []).append((view_of(row), row.seq))
+        for name, viewed in by_queue.items():
+            qrow = queues.get(name)
+            labels = item_states(queue_order(viewed), qrow.window if qrow else 0)
+            for view, _ in viewed:
+                key = (name, view.kind.value, labels[view.id].name.lower())
+                counts[key] = counts.get(key, 0) + 1
         for name, count in per_queue.items():
             depth.add_metric([name], count)
             qrow = queues.get(name)

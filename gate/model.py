@@ -19,7 +19,7 @@ rows, the predicates the planner, the shell and the API ask (``committed``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -61,6 +61,7 @@ class BuildState(StrEnum):
 class ItemState(StrEnum):
     """Where an active item is, in words a packager understands (the status label)."""
 
+    #: behind the first ``window`` gate items: nothing is started for it (Zuul's window)
     OUTSIDE_WINDOW = "waiting (outside the window)"
     MERGING = "speculative merge"
     BUILDING = "building"
@@ -216,10 +217,37 @@ class QueueState:
 
 def normalize_base(base: Base, producers: Mapping[int, tuple[int, ...]]) -> Base:
     """Fold items ahead that have since been published into the generation number."""
-    generation, ahead = base.generation, base.ahead
-    while ahead:
+    generation, ahead, start = base.generation, base.ahead, 0
+    while start < len(ahead):
         made = producers.get(generation + 1)
-        if not made or ahead[: len(made)] != made:
+        if not made or ahead[start : start + len(made)] != made:
             break
-        generation, ahead = generation + 1, ahead[len(made) :]
-    return Base(generation, ahead)
+        generation, start = generation + 1, start + len(made)
+    return base if start == 0 else Base(generation, ahead[start:])
+
+
+def outside_window(items: Iterable[ItemView], window: int) -> frozenset[int]:
+    """The gate items the window leaves waiting, given the items in queue order.
+
+    Zuul's rule (``ChangeQueue.isActionable`` in zuul/model.py: ``item in
+    self.queue[:self.window]``): only the first ``window`` gate items are worked
+    on; failing items count, as they stay in Zuul's queue until they reach its
+    head.  Post items are not counted: they are always worked on.  An item
+    whose merge is being pushed or published is never left waiting (it is at
+    the head anyway).  The planner applies this rule; the status labels use it.
+    """
+    outside = []
+    position = 0
+    for item in items:
+        if item.kind is not ItemKind.GATE:
+            continue
+        if position >= window and not (item.pushing or item.committed):
+            outside.append(item.id)
+        position += 1
+    return frozenset(outside)
+
+
+def item_states(items: Sequence[ItemView], window: int) -> dict[int, ItemState]:
+    """Each active item's label, the window taken into account (items in queue order)."""
+    waiting = outside_window(items, window)
+    return {i.id: ItemState.OUTSIDE_WINDOW if i.id in waiting else i.state for i in items}

@@ -13,7 +13,16 @@ Semantics follow Zuul's dependent pipeline:
   back waits: if an item ahead of it fails too, it is reset and re-tested.
 * Only the head item runs the tip protocol (final build, merge, publish), so
   generations are published in queue order (I3).
-* A dynamic window bounds how many gate items are being worked on.
+* The window is Zuul's (``ChangeQueue.isActionable``): only the first
+  ``window`` gate items in queue order are worked on (given a base, merged,
+  built, tested).  An item behind waits where it is: nothing is started for
+  it and its base is not even looked at, so its attempt is not reset while it
+  waits.  Work it had begun before the window shrank runs to its end (Zuul
+  keeps the running builds of an item the window no longer covers) and its
+  scratch builds are kept: they are content-keyed, so when the item enters
+  the window and is given a base, the builds whose key did not change are
+  reused.  The window's size follows Zuul's dynamic rule
+  (``gate.queue_rules``).
 * Post items (commits that reached a branch outside the gate, and the first
   commit of each project: its *bootstrap*) go first.  Each is final-built and
   tested like a gate item, on the published generation plus the post items
@@ -119,6 +128,13 @@ Action = (
 
 
 def plan(q: QueueState) -> list[Action]:
+    """The next actions for a queue.
+
+    Linear in the queue length: each item is looked at once, and only items
+    that may be given work (post items, gate items inside the window) have
+    their base compared with the one they should have, whose length is
+    bounded by the post items plus the window.
+    """
     actions: list[Action] = []
     chain: list[int] = []  # non-failing items ahead, in queue order
     ready: dict[int, bool] = {}  # item id -> its RPMs can be put in a speculative repo
@@ -126,8 +142,9 @@ def plan(q: QueueState) -> list[Action]:
     gate_position = 0
     # an item ahead that must be published (or dropped) before a gate item's tip
     in_the_way = False
-    # post items ready to publish together; None once one of them is not ready
-    batch: list[int] | None = []
+    # post items ready to publish together, while every one so far is
+    batch: list[int] = []
+    batching = True
     for item in q.items:
         if item.kind is ItemKind.POST:
             if item.tip is TipStep.DONE:
@@ -143,7 +160,9 @@ def plan(q: QueueState) -> list[Action]:
             if item.tip is TipStep.PUBLISH:
                 # being published, or retrying with backoff: never reset
                 retry = item.tip_state in (Step.NONE, Step.FAILED) and q.now >= item.not_before
-                batch = [*batch, item.id] if batch is not None and retry else None
+                batching = batching and retry
+                if batching:
+                    batch.append(item.id)
                 chain.append(item.id)
                 ready[item.id] = in_the_way = True
                 continue
@@ -151,7 +170,7 @@ def plan(q: QueueState) -> list[Action]:
             if item.base is None or normalize_base(item.base, q.producers) != desired:
                 actions.append(StartAttempt(item.id, desired))
                 chain.append(item.id)
-                ready[item.id], in_the_way, batch = False, True, None
+                ready[item.id], in_the_way, batching = False, True, False
                 continue
             built = item.tip is TipStep.FINAL_BUILD and item.tip_state is Step.PASSED
             if item.tip is TipStep.NONE:
@@ -164,38 +183,50 @@ def plan(q: QueueState) -> list[Action]:
             if item.blocked:
                 if item.bootstrap and q.generation == 0:
                     # the first generation carries every project or waits
-                    in_the_way, batch = True, None
+                    in_the_way, batching = True, False
                 continue  # items behind go on without it
             chain.append(item.id)
             ready[item.id], in_the_way = built, True
             tested = item.jobs is Step.PASSED or (item.forced and item.jobs is Step.FAILED)
-            batch = [*batch, item.id] if batch is not None and built and tested else None
+            batching = batching and built and tested
+            if batching:
+                batch.append(item.id)
             continue
 
         is_head = not in_the_way
         in_the_way = True
         in_window = gate_position < q.window
         gate_position += 1
-        if item.pushing:
-            chain.append(item.id)
-            ready[item.id] = True
-            continue
-        if item.tip is TipStep.DONE:
-            # Published: the generation already carries it, so no base names it.
-            actions.append(Dequeue(item.id, merged=True))
-            continue
-        if item.committed:
-            # Merged in git: it is published in order, never reset.
-            actions.extend(_publish_steps(item, is_head, q.now))
-            chain.append(item.id)
-            ready[item.id] = True
+        if item.tip is not TipStep.NONE:  # (tested: the only ones that may be landing)
+            if item.pushing:
+                chain.append(item.id)
+                ready[item.id] = True
+                continue
+            if item.tip is TipStep.DONE:
+                # Published: the generation already carries it, so no base names it.
+                actions.append(Dequeue(item.id, merged=True))
+                continue
+            if item.committed:
+                # Merged in git: it is published in order, never reset.
+                actions.extend(_publish_steps(item, is_head, q.now))
+                chain.append(item.id)
+                ready[item.id] = True
+                continue
+
+        if not in_window:
+            # Zuul: ``ChangeQueue.isActionable`` is ``item in queue[:window]`` and
+            # ``PipelineManager._processOneItem`` prepares and runs jobs only for an
+            # actionable item (zuul/model.py, zuul/manager/__init__.py).  Every gate
+            # item behind this one is outside too: none gets work, none is reset.
+            if item.base is not None and item.build_key:
+                # its scratch build is kept for when it enters the window
+                referenced.add(item.build_key)
             continue
 
         desired = Base(q.generation, tuple(chain))
         current = item.base is not None and normalize_base(item.base, q.producers) == desired
         if not current:
-            if item.base is not None or in_window:
-                actions.append(StartAttempt(item.id, desired))
+            actions.append(StartAttempt(item.id, desired))
             chain.append(item.id)
             ready[item.id] = False
             continue
@@ -219,7 +250,7 @@ def plan(q: QueueState) -> list[Action]:
         elif item.jobs is Step.PASSED and is_head:
             actions.extend(_tip_steps(item))
 
-    if batch:
+    if batching and batch:
         actions.append(Publish(tuple(batch)))
     actions.extend(_obsolete_builds(q, referenced))
     return actions

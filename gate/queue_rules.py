@@ -13,7 +13,9 @@ from typing import TypeVar
 
 from gate.model import BuildState, ItemKind, ItemView
 
-# Zuul's defaults for a dependent pipeline's window.
+# Zuul's defaults for a dependent pipeline's window (zuul/configloader.py,
+# ``PipelineParser.fromYaml``: window 20, window-floor 3, window-increase-type linear
+# with factor 1, window-decrease-type exponential with factor 2).
 WINDOW_START = 20
 WINDOW_FLOOR = 3
 WINDOW_INCREASE = 1
@@ -50,20 +52,35 @@ class WindowRule:
 
 
 def window_after_merge(window: int, increase: int = WINDOW_INCREASE) -> int:
+    """Zuul's linear increase (``ChangeQueue.increaseWindowSize``: ``window + factor``)."""
     return window + increase
 
 
 def window_after_failure(
     window: int, floor: int = WINDOW_FLOOR, factor: int = WINDOW_DECREASE_FACTOR
 ) -> int:
+    """Zuul's exponential decrease (``ChangeQueue.decreaseWindowSize``:
+    ``max(floor, int(window / factor))``)."""
     return max(floor, window // factor)
 
 
-def window_after_dequeue(window: int, kind: ItemKind, result: str, rule: WindowRule) -> int:
-    """Zuul's dynamic window: a merged gate item widens it, a rejection halves it."""
+def window_after_dequeue(
+    window: int, kind: ItemKind, result: str, rule: WindowRule, passed_tests: bool = False
+) -> int:
+    """Zuul's dynamic window, adjusted when an item leaves the queue.
+
+    As ``PipelineManager.reportItem`` (zuul/manager/__init__.py) does: a gate
+    item that merged widens it (``increaseWindowSize``); an item rejected at
+    the head without having passed its tests (a merge conflict, a failed
+    scratch build, failed jobs) narrows it (``decreaseWindowSize``, called when
+    ``not succeeded``); an item that passed its tests and then could not land
+    (its final build or its push failed: Zuul's "merge-failure") leaves it
+    alone, and so does an item dequeued or superseded (Zuul's ``dequeueItem``
+    without a report).
+    """
     if kind is ItemKind.GATE and result == "merged":
         return window_after_merge(window, rule.increase)
-    if result == "rejected":
+    if result == "rejected" and not passed_tests:
         return window_after_failure(window, rule.floor, rule.decrease_factor)
     return window
 

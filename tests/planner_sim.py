@@ -11,6 +11,12 @@ jobs break on their own, it needs other changes in its tested set, it
 conflicts with another change in the same project, or its final build breaks.
 The serial oracle (:func:`serial_outcome`) processes changes one at a time in
 queue order; a correct gate must end with exactly the oracle's result.
+
+At every planning step the simulation also checks the window (Zuul's
+semantics): no action gives work to a gate item outside it
+(``gate.model.outside_window``), and the gate items with work in progress are
+at most ``window``, not counting items the window left behind when it last
+narrowed, which only finish the work they had.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from gate.model import (
     Step,
     TipStep,
     normalize_base,
+    outside_window,
 )
 from gate.planner import (
+    Action,
     CancelBuild,
     Dequeue,
     FinalBuild,
@@ -87,6 +95,16 @@ class Simulation:
     publish_attempts: Counter[int] = field(default_factory=Counter)
     #: every invariant violation seen while running
     violations: list[str] = field(default_factory=list)
+    window_rule: WindowRule = field(default_factory=WindowRule)
+    #: planning steps so far; the step at which the window last narrowed
+    steps: int = 0
+    narrowed_at: int = -1
+    #: item id -> the planning step at which it was last given work
+    last_work: dict[int, int] = field(default_factory=dict)
+    #: window violations seen (an item outside given work, too many items at work)
+    window_violations: list[str] = field(default_factory=list)
+    #: the largest number of gate items with work in progress at once
+    most_busy: int = 0
 
     # -- the view the planner sees -------------------------------------------------
     def view(self) -> QueueState:
@@ -121,10 +139,32 @@ class Simulation:
         self.queue.append(SimItem(change, view))
 
     def apply_plan(self) -> int:
-        actions = plan(self.view())
+        q = self.view()
+        actions = plan(q)
+        self.steps += 1
+        self._check_window(q, actions)
         for action in actions:
             self._apply(action)
         return len(actions)
+
+    def _check_window(self, q: QueueState, actions: list[Action]) -> None:
+        outside = outside_window(q.items, q.window)
+        for action in actions:
+            for item_id in _work_for(action):
+                if item_id in outside:
+                    self.window_violations.append(
+                        f"step {self.steps}: {action} for item {item_id}, outside window {q.window}"
+                    )
+                self.last_work[item_id] = self.steps
+        busy = {i.id for i in q.items if i.kind is ItemKind.GATE and _at_work(i)}
+        # what the window left behind when it narrowed finishes, and only that
+        left_behind = {i for i in busy & outside if self.last_work.get(i, -1) <= self.narrowed_at}
+        self.most_busy = max(self.most_busy, len(busy))
+        if len(busy - left_behind) > q.window:
+            self.window_violations.append(
+                f"step {self.steps}: items {sorted(busy)} at work with window {q.window} "
+                f"(left behind by the last narrowing: {sorted(left_behind)})"
+            )
 
     def _apply(self, action: object) -> None:
         match action:
@@ -170,9 +210,14 @@ class Simulation:
                     item.rejected_on = normalize_base(item.view.base, self.producers)
                     if item.rejected_on != Base(self.generation, ()):
                         self.violations.append(f"{item_id} rejected on {item.rejected_on}")
-                self.window = window_after_dequeue(
-                    self.window, ItemKind.GATE, "merged" if merged else "rejected", WindowRule()
+                result = "merged" if merged else "rejected"
+                passed_tests = item.view.jobs is Step.PASSED
+                window = window_after_dequeue(
+                    self.window, ItemKind.GATE, result, self.window_rule, passed_tests
                 )
+                if window < self.window:
+                    self.narrowed_at = self.steps
+                self.window = window
                 self.queue.remove(item)
             case CancelBuild(key):
                 self.builds.pop(key, None)
@@ -284,6 +329,25 @@ def serial_outcome(changes: list[Change]) -> tuple[list[int], set[int]]:
         else:
             rejected.add(change.id)
     return merged, rejected
+
+
+def _work_for(action: Action) -> tuple[int, ...]:
+    """The items an action gives work to (starts, merges, builds, tests, lands)."""
+    match action:
+        case StartAttempt(item_id) | Prepare(item_id) | RunJobs(item_id):
+            return (item_id,)
+        case FinalBuild(item_id) | MergeChange(item_id):
+            return (item_id,)
+        case Publish(item_ids):
+            return item_ids
+    return ()
+
+
+def _at_work(item: ItemView) -> bool:
+    """Work of the item's attempt is running or about to (a merge, its build, jobs, a tip
+    step)."""
+    running = (item.merge, item.build, item.jobs, item.tip_state)
+    return Step.RUNNING in running
 
 
 def _last(key: str) -> int:

@@ -364,9 +364,11 @@ async def test_a_stopping_gate_leaves_the_run_and_the_next_start_waits_for_it_wi
     job = gitlab_job(fake)
     task = asyncio.create_task(job.run(gate_side.ctx()))
     await until(lambda: bool(fake.received) and gate_side.run_row().state == "running")
-    task.cancel()  # the daemon stops: the attempt is still current
+    gate_side.plumbing.stopping = True  # the daemon stops (Plumbing.stop)
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    gate_side.plumbing.stopping = False  # the next start
     assert fake.pipelines[251]["status"] == "created"
     assert gate_side.run_row().state == "running"
 
@@ -386,10 +388,10 @@ async def test_a_request_whose_answer_was_lost_is_sent_again_with_the_same_run_a
     job = webhook_job(fake)
     ctx = gate_side.ctx()
     # a gate that committed the run, sent the request, and died before the answer
-    first = job.request(ctx, 1, "old-token-0123456789", 0.0, 1)
+    first = job.request(ctx, 1, "old-token", 0.0, 1)
     runs = ExternalRuns(gate_side.engine)
     run = runs.create(
-        gate_side.item_id, 1, "packstack", "x86_64 aarch64", "webhook", "old-token-0123456789", 1e10
+        gate_side.item_id, 1, "packstack", "x86_64 aarch64 try 1", "webhook", "old-token", 1e10
     )
     runs.sending(run.id)
     assert first.document["run"] == run.id
@@ -399,8 +401,8 @@ async def test_a_request_whose_answer_was_lost_is_sent_again_with_the_same_run_a
     (received,) = fake.received
     assert received.run == run.id and received.document is not None
     assert received.document["request"] == 2
-    assert received.token != "old-token-0123456789"
-    old = await fake.report(received, True, token="old-token-0123456789")
+    assert received.token != "old-token"
+    old = await fake.report(received, True, token="old-token")
     assert old[0] == 403
     assert (await fake.report(received, True))[0] == 200
     assert (await asyncio.wait_for(task, 10)).passed
@@ -468,7 +470,8 @@ async def test_a_run_whose_attempt_ended_while_the_gate_was_down_is_cancelled_at
     job = gitlab_job(fake)
     task = asyncio.create_task(job.run(gate_side.ctx()))
     await until(lambda: bool(fake.received) and gate_side.run_row().state == "running")
-    task.cancel()  # the gate stops (or dies) with the attempt still current
+    gate_side.plumbing.stopping = True  # the gate stops (or dies) with the attempt current
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     jobs = {"liberty": [job.config]}
@@ -532,3 +535,32 @@ async def test_a_job_run_once_per_arch_has_one_run_token_and_result_per_arch(
     assert (await fake.report(by_arch["x86_64"], True))[0] == 200
     x86_result, arm_result = await asyncio.gather(*tasks)
     assert x86_result.passed and not arm_result.passed
+
+
+async def test_a_retry_of_the_job_is_a_new_run_not_the_failed_one_again(
+    gate_side: GateSide, fakes: Any
+) -> None:
+    fake = await fakes(FakeGitLabCI("fail"))
+    ctx = gate_side.ctx()
+    first = await gitlab_job(fake).run(ctx)
+    fake.outcome = "pass"
+    second = await gitlab_job(fake).run(dataclasses.replace(ctx, try_number=2, tries=2))
+    assert not first.passed and second.passed
+    assert len({r.run for r in fake.received}) == 2
+
+
+async def test_a_job_cancelled_while_the_gate_runs_on_cancels_its_run(
+    gate_side: GateSide, fakes: Any
+) -> None:
+    """Another job's early failure stops the item's jobs: the attempt is still current."""
+    fake = await fakes(FakeWebhookCI("hold"))
+    task = asyncio.create_task(webhook_job(fake).run(gate_side.ctx()))
+    await until(lambda: bool(fake.received) and gate_side.run_row().state == "running")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (cancel,) = fake.cancels
+    assert cancel["run"] == fake.received[0].run
+    row = gate_side.run_row()
+    assert row.state == "cancelled"
+    assert row.summary == "cancelled: the item's jobs were stopped (another job failed)"

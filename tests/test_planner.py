@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from gate.model import Base, ItemKind, ItemView, QueueState, RunningBuild, Step, TipStep
+from dataclasses import replace
+
+from gate.model import (
+    Base,
+    ItemKind,
+    ItemState,
+    ItemView,
+    QueueState,
+    RunningBuild,
+    Step,
+    TipStep,
+    item_states,
+)
 from gate.planner import (
     CancelBuild,
     Dequeue,
@@ -14,7 +26,12 @@ from gate.planner import (
     StartAttempt,
     plan,
 )
-from gate.queue_rules import window_after_failure, window_after_merge
+from gate.queue_rules import (
+    WindowRule,
+    window_after_dequeue,
+    window_after_failure,
+    window_after_merge,
+)
 
 
 def gate_item(id: int, project: str = "nova", **kw: object) -> ItemView:
@@ -50,6 +67,72 @@ def test_items_beyond_the_window_do_not_start() -> None:
     actions = plan(queue(gate_item(1), gate_item(2), gate_item(3), window=2))
     assert StartAttempt(3, Base(1, (1, 2))) not in actions
     assert len(actions) == 2
+
+
+def test_items_outside_the_window_are_not_reset_while_they_wait() -> None:
+    """Issue 15: window 3, item 2 fails; items 3 and 4 were tested on a base with
+    item 2 in it.  Item 3 (inside) is reset past it; item 4 (outside) waits, and is
+    given no new attempt (today's planner reset every item that once had a base)."""
+    q = queue(
+        passing(1, ()),
+        passing(2, (1,), jobs=Step.FAILED),
+        passing(3, (1, 2), jobs=Step.RUNNING),
+        passing(4, (1, 2, 3), jobs=Step.RUNNING),
+        passing(5, (1, 2, 3, 4), jobs=Step.NONE),
+        window=3,
+    )
+    assert plan(q) == [FinalBuild(1), StartAttempt(3, Base(1, (1,)))]
+
+
+def test_items_outside_the_window_are_given_no_work() -> None:
+    """An item the window left behind (it narrowed) keeps its attempt but starts
+    nothing: no merge, no jobs; its running build is kept."""
+    merging = gate_item(3, "p3", base=Base(1, (1, 2)))  # its attempt began, no merge yet
+    built = passing(4, (1, 2, 3), jobs=Step.NONE)  # jobs would be next
+    q = queue(
+        passing(1, (), jobs=Step.RUNNING),
+        passing(2, (1,), jobs=Step.RUNNING),
+        merging,
+        built,
+        window=2,
+        running_builds={"k4": RunningBuild("p4", frozenset({4, 99}))},  # 99 left the queue
+    )
+    assert plan(q) == []
+    # once it is inside, the same item gets its work, on the base it already has
+    assert plan(replace(q, window=3)) == [Prepare(3)]
+
+
+def test_an_item_entering_the_window_is_reset_if_its_base_changed_meanwhile() -> None:
+    waiting = passing(3, (1, 2), jobs=Step.PASSED)
+    q = queue(passing(1, ()), passing(2, (1,), jobs=Step.FAILED), waiting, window=2)
+    assert plan(q) == [FinalBuild(1)]
+    assert plan(replace(q, window=3)) == [FinalBuild(1), StartAttempt(3, Base(1, (1,)))]
+
+
+def test_the_status_says_outside_the_window_for_items_behind_it() -> None:
+    items = (
+        passing(1, (), tip=TipStep.MERGE, tip_state=Step.RUNNING),
+        passing(2, (1,), jobs=Step.RUNNING),
+        passing(3, (1, 2), jobs=Step.RUNNING),  # left behind when the window narrowed
+        gate_item(4, "p4"),
+    )
+    states = item_states(items, 2)
+    assert states == {
+        1: ItemState.MERGE,
+        2: ItemState.TESTING,
+        3: ItemState.OUTSIDE_WINDOW,
+        4: ItemState.OUTSIDE_WINDOW,
+    }
+
+
+def test_window_shrinks_only_for_items_that_failed_their_tests_as_zuul_does() -> None:
+    rule = WindowRule()
+    assert window_after_dequeue(8, ItemKind.GATE, "merged", rule) == 9
+    assert window_after_dequeue(8, ItemKind.GATE, "rejected", rule) == 4
+    # tests passed, then the final build or the push failed: Zuul's merge-failure
+    assert window_after_dequeue(8, ItemKind.GATE, "rejected", rule, passed_tests=True) == 8
+    assert window_after_dequeue(8, ItemKind.GATE, "dequeued", rule) == 8
+    assert window_after_dequeue(8, ItemKind.POST, "merged", rule) == 8
 
 
 def test_window_grows_on_merge_and_halves_on_failure_down_to_the_floor() -> None:

@@ -24,7 +24,7 @@ from gate.items import Items, view_of
 from gate.model import Base, ItemState, Step, TipStep
 from gate.polling import Polling
 from gate.tip import Tip
-from gate.web.status import item_doc
+from gate.web.status import item_doc, status
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, Delivery, ItemRow, ProjectRow, QueueRow
 from tests.memory import MemoryWorld, memory_runtime
@@ -303,3 +303,26 @@ async def test_a_branch_that_moved_refuses_the_merge(stages: Stages) -> None:
     await stages.world.runtime.plumbing.settle()
     view = view_of(stages.item(item_id))
     assert view.failing and view.failure == f"merge refused: branch moved to {repo.branch[:12]}"
+
+
+async def test_the_status_says_outside_the_window_for_an_item_behind_it(stages: Stages) -> None:
+    """An item the window left behind (it narrowed while the item was tested) keeps its
+    attempt and its build, and the status, the CLI and the page say it waits."""
+    first = await enqueued(stages, "nova", "A")
+    second = await enqueued(stages, "ceilometer", "B")
+    stages.attempts.start(first.id or 0, Base(0, ()))
+    stages.attempts.start(second.id or 0, Base(0, (first.id or 0,)))
+    stages.attempts.prepare("liberty", second.id or 0)
+    await stages.world.runtime.plumbing.settle()
+    rt = stages.world.runtime
+    with session(rt.engine) as s:
+        qrow = s.get(QueueRow, "liberty")
+        assert qrow is not None
+        qrow.window = 1
+        s.add(qrow)
+        s.commit()
+        doc = status(rt, s)
+    by_id = {i["id"]: i for i in doc["queues"][0]["items"]}
+    assert by_id[first.id]["state"] == ItemState.MERGING.value
+    assert by_id[second.id]["state"] == ItemState.OUTSIDE_WINDOW.value
+    assert by_id[second.id]["build"]["state"] == "passed"  # kept for when it enters

@@ -39,6 +39,13 @@ class JobConfig(DriverConfig):
 
     #: stable name used in reports, logs and the status
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    #: the arches it runs on (each one of the queue's ``arches``); default: all of them
+    arches: Annotated[
+        tuple[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")], ...] | None, Field(min_length=1)
+    ] = None
+    #: how many times a failed run is run again within the same attempt (a pass on
+    #: a retry counts, and is reported as flaky); never implied, even for flaky jobs
+    retries: Annotated[int, Field(ge=0, le=10)] = 0
 
     def dependency_repos(self) -> tuple[str, ...]:
         """Repositories whose packages may satisfy dependencies (``RPMGATE_BASE_REPOS``)."""
@@ -88,12 +95,20 @@ class JobContext:
     #: where jobs may keep what outlives a run (the dependency jobs' ``.solv``
     #: files, :mod:`gate.jobs.solvrepo`); ``None``: nothing is kept
     cache_dir: Path | None = None
+    #: the arch this run is for (``arches`` is then ``(arch,)``); "" outside a pipeline
+    arch: str = ""
+    #: the pipeline stage the run belongs to (1-based; 0 outside a pipeline)
+    stage: int = 0
+    #: which try this is (1: the first run) and how many the job may take
+    try_number: int = 1
+    tries: int = 1
+    #: the runner attributes of the first ``runners`` rule that matched this run
+    #: (``gate.pipeline.RunnerAttributes`` as JSON: tags, variables, image); its
+    #: ``variables`` are in ``env`` too
+    attributes: Mapping[str, Any] = field(default_factory=dict)
     #: the queue and the change under test (None: a job run outside a gate)
     queue: str = ""
     change: JobChange | None = None
-    #: runner attributes the queue maps this job (and arch) to; they override the
-    #: job's own ``attributes`` (``gate.jobs.external``)
-    attributes: Mapping[str, Any] = field(default_factory=dict)
     #: the gate's public URL (``public_url``), for callbacks an external system makes
     public_url: str = ""
     #: the gate's database and task plumbing, for jobs that keep durable state and

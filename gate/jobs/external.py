@@ -16,7 +16,7 @@ A run is durable (``external_run`` rows, ``repo_state.models.ExternalRunRow``):
   set once, by whoever comes first (a conditional update): the result endpoint,
   the timeout, or a reset.
 * After a gate restart the jobs of an item are run again (``Checks.interrupted``)
-  and this job finds its run by (item, attempt, job):
+  and this job finds its run by (item, attempt, job, arch and try):
   ``running`` -> it keeps waiting, to the original deadline, and sends nothing:
   the external system has the request, and GitLab's and Jenkins' triggers are not
   idempotent (a second POST starts a second pipeline or build).
@@ -26,10 +26,10 @@ A run is durable (``external_run`` rows, ``repo_state.models.ExternalRunRow``):
   report a result that is no longer asked for).  A webhook receiver should treat
   a repeated run id as the same run (``"request"`` counts the sends).
   An ended run -> its result is the job's result; nothing is sent.
-* A reset or dequeue (the item's attempt superseded) cancels the job's task; the
+* A reset, a dequeue or another job's early failure cancels the job's task; the
   run becomes ``cancelled`` and the flavour's cancel request is sent.  A daemon
-  that is stopping cancels the task too, but the attempt is still current: the
-  run is left as it is for the next start.
+  that is stopping cancels the task too (``Plumbing.stopping``): the run is left
+  as it is for the next start.
 * A timeout sets ``timed_out`` and sends the cancel request as well.
 """
 
@@ -324,10 +324,9 @@ class ExternalJob(Job):
                 note(f"run {run.id}: {trigger.kind} has the request ({where}); waiting")
             return await self._wait(ctx, runs, trigger, run.id, wake, note)
         except asyncio.CancelledError:
-            if run_id and _superseded(ctx):
-                await self._cancel(
-                    runs, trigger, run_id, "cancelled: the item's attempt was superseded", note
-                )
+            if run_id and not (ctx.plumbing is not None and ctx.plumbing.stopping):
+                # a reset, a dequeue, another job's early failure: the run is not wanted
+                await self._cancel(runs, trigger, run_id, f"cancelled: {_why_cancelled(ctx)}", note)
             raise
         finally:
             if ctx.plumbing is not None and listener in ctx.plumbing.listeners:
@@ -503,8 +502,9 @@ class ExternalJob(Job):
 
 def run_variant(ctx: JobContext) -> str:
     """Which of the job's runs of an attempt ``ctx`` is: a job the pipeline runs once
-    per arch (or per named build) has one run, one token, one result for each."""
-    return " ".join(ctx.arches)
+    per arch has one run, one token, one result for each arch, and so has each try
+    of a job with ``retries``."""
+    return f"{ctx.arch or ' '.join(ctx.arches)} try {ctx.try_number}"
 
 
 def _handle_details(run: RunView) -> tuple[str, ...]:
@@ -516,16 +516,19 @@ def _handle_details(run: RunView) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _superseded(ctx: JobContext) -> bool:
-    """Whether the item's attempt is over (reset, dequeued): not a daemon stopping."""
+def _why_cancelled(ctx: JobContext) -> str:
+    """Why a run's job was cancelled while the daemon is not stopping, in words."""
     assert ctx.engine is not None
     try:
         with session(ctx.engine) as s:
             item = s.get(ItemRow, ctx.item_id)
-            return item is None or not item.active or item.attempt != ctx.attempt
-    except Exception:
-        log.exception("item %s: cannot tell whether its attempt is over", ctx.item_id)
-        return False
+            if item is None or not item.active:
+                return "the item left its queue"
+            if item.attempt != ctx.attempt:
+                return "the item's attempt was superseded"
+    except Exception as exc:  # the reason is for people; the cancel goes on
+        log.warning("item %s: cannot read why its job was cancelled: %s", ctx.item_id, exc)
+    return "the item's jobs were stopped (another job failed)"
 
 
 async def cancel_abandoned_runs(engine: Engine, jobs_of: Mapping[str, Sequence[JobConfig]]) -> int:

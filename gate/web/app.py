@@ -44,8 +44,9 @@ from gate.web.bodies import (
 )
 from gate.web.live import EventStream, StatusCache, etag_matches, serve_events
 from gate.web.openapi import openapi
+from gate.web.page import add_page
 from gate.web.server import guard_middleware
-from gate.web.status import change_doc, item_doc, repo_doc, status
+from gate.web.status import change_doc, item_doc, repo_doc, status, waiting_items
 from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, ItemRow
 
@@ -251,11 +252,13 @@ async def get_item(request: web.Request) -> web.Response:
         item = s.get(ItemRow, item_id)
         if item is None:
             return _error(404, f"no item {item_id}")
-        position = None
+        position, waiting = None, frozenset[int]()
         if item.active:
-            order = [i.id for i in active_items(s, item.queue)]
+            rows = active_items(s, item.queue)
+            order = [i.id for i in rows]
             position = order.index(item_id) if item_id in order else None
-        doc = item_doc(rt, s, item, position)
+            waiting = waiting_items(s, item.queue, rows)
+        doc = item_doc(rt, s, item, position, item_id in waiting)
     return web.json_response(doc)
 
 
@@ -317,6 +320,17 @@ async def rollback(request: web.Request) -> web.Response:
         "repo.rollback",
         {"repo": name, "action": "rollback", "to": body.to, "reason": body.reason},
     )
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """Read the configuration again, check it, apply it (``gate.reload``): answered
+    with the outcome, not stored as a delivery (a restart reads the file anyway)."""
+    await _body(request, NoBody)
+    reload = _rt(request).reloader
+    if reload is None:
+        return _error(404, "nothing to reload: this gate was not started from a configuration file")
+    code, answer = await reload(f"api:{request.get(ACTOR, 'anonymous')}")
+    return web.json_response(answer.model_dump(mode="json"), status=code)
 
 
 # -- reads ---------------------------------------------------------------------------------
@@ -574,6 +588,8 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_post("/api/repos/{name}/republish", republish)
     app.router.add_post("/api/repos/{name}/rollback", rollback)
     app.router.add_post("/api/jobs/{id}/result", post_job_result)
+    app.router.add_post("/api/admin/reload", reload_config)
+    add_page(app, rt, lambda: app[STATUS].current(app[LIVE].version))
     speculative = rt.state_dir / "speculative"
     speculative.mkdir(parents=True, exist_ok=True)
     app.router.add_static("/speculative/", speculative, show_index=True)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from gate.reload import ReloadDoc
 from gate.web import documents as d
 from gate.web.bodies import (
     MAX_ID,
@@ -69,6 +70,8 @@ class Operation:
     ok_status: int = 200
     #: a non-JSON answer: its content type
     text: str | None = None
+    #: error statuses answered with the ``ok`` model (not :class:`Error`)
+    same_body: frozenset[int] = frozenset()
 
 
 def _write(path: str, summary: str, tag: str, body: type[BaseModel]) -> Operation:
@@ -111,6 +114,15 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/api/jobs/{id}/result", "An external CI system's result of one run "
               "(Authorization: Bearer <the run's token>)", "jobs", d.JobResultAnswer,
               JobResultBody, errors=_RESULT_ERRORS),
+    Operation("post", "/api/admin/reload", "Read the configuration again, check it and apply "
+              "it (docs/runbook.md#reloading-the-configuration)", "admin", ReloadDoc, NoBody,
+              errors={400: _WRITE_ERRORS[400], 401: _WRITE_ERRORS[401],
+                      408: _WRITE_ERRORS[408], 413: _WRITE_ERRORS[413],
+                      409: "refused: it conflicts with the running gate (queued items, keys "
+                      "only a restart applies); the findings say which",
+                      422: "refused: the configuration is invalid; the findings say why",
+                      404: "nothing to reload: the gate was not started from a file"},
+              same_body=frozenset({409, 422})),
     Operation("get", "/healthz", "Liveness and readiness, every check named", "operations",
               d.HealthDoc, errors={503: "a check failed (same document)"}),
     Operation("get", "/metrics", "Prometheus metrics (docs/metrics.md)", "operations", None,
@@ -162,7 +174,7 @@ def openapi(version: str = "0.1.0") -> dict[str, Any]:
             if code == 304:  # not modified: no body
                 responses[str(code)] = {"description": why}
                 continue
-            model = op.ok if op.path == "/healthz" else d.Error
+            model = op.ok if op.path == "/healthz" or code in op.same_body else d.Error
             assert model is not None
             responses[str(code)] = {
                 "description": why,
@@ -186,7 +198,7 @@ def openapi(version: str = "0.1.0") -> dict[str, Any]:
                 "content": _json(ref(op.body, "validation")),
             }
             operation["security"] = [{"bearer": []}]
-        if op.body is not None and op.ok_status == 202:
+        if op.body is not None and op.ok_status == 202:  # a stored delivery
             operation["parameters"] = [
                 *operation.get("parameters", []),
                 {

@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from gate.flaky import flaky_jobs, flaky_note, flaky_notes
 from gate.items import view_of
-from gate.model import BuildState
+from gate.model import BuildState, ItemState, outside_window
+from gate.pipeline import stages_of
 from gate.queue_view import active_items, item_view
 from gate.reporting import file_url
 from gate.runtime import Runtime
@@ -22,11 +24,20 @@ def _iso(value: datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
-def item_label(item: ItemRow, build: BuildRow | None) -> str:
-    """Where the item is, in a word or two (``rt.model.ItemState``), or how it ended."""
+def item_label(item: ItemRow, build: BuildRow | None, outside_window: bool = False) -> str:
+    """Where the item is, in a word or two (``gate.model.ItemState``), or how it ended;
+    ``outside_window`` as ``gate.model.outside_window`` says of the queue."""
     if not item.active:
         return item.result or "finished"
+    if outside_window:
+        return ItemState.OUTSIDE_WINDOW.value
     return item_view(item, build).state.value
+
+
+def waiting_items(s: Session, queue: str, active: list[ItemRow]) -> frozenset[int]:
+    """The queue's items outside its window (``active``: its active items in order)."""
+    qrow = s.get(QueueRow, queue)
+    return outside_window([view_of(r) for r in active], qrow.window if qrow else 0)
 
 
 def build_doc(rt: Runtime, row: BuildRow | None) -> dict[str, Any] | None:
@@ -65,11 +76,14 @@ def change_doc(change: ChangeRow) -> dict[str, Any]:
         "source": change.source,
         "review": change.review,
         "url": change.url or None,
+        "owner": change.owner or None,
         "depends_on": json.loads(change.depends_on),
     }
 
 
-def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> dict[str, Any]:
+def item_doc(
+    rt: Runtime, s: Session, item: ItemRow, position: int | None, outside_window: bool = False
+) -> dict[str, Any]:
     change = s.get(ChangeRow, item.change_id)
     scratch = (
         s.exec(
@@ -99,7 +113,9 @@ def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> di
         "position": position,
         "queue": item.queue,
         "kind": item.kind,
-        "state": "stuck: backend error" if stuck and item.active else item_label(item, scratch),
+        "state": "stuck: backend error"
+        if stuck and item.active
+        else item_label(item, scratch, outside_window),
         "change": change_doc(change) if change else None,
         "attempt": item.attempt,
         "base": {"generation": item.base_generation, "ahead": json.loads(item.base_ahead)}
@@ -111,6 +127,11 @@ def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> di
         "jobs": [
             {
                 "name": j.name,
+                "arch": j.arch,
+                "stage": j.stage,
+                "try_number": j.try_number,
+                "tries": j.tries,
+                "flaky": bool(flaky_note(j)),
                 "state": j.state,
                 "summary": j.summary,
                 "details": json.loads(j.details),
@@ -121,6 +142,7 @@ def item_doc(rt: Runtime, s: Session, item: ItemRow, position: int | None) -> di
             }
             for j in jobs
         ],
+        "flaky": flaky_notes(jobs),
         "tip": {"step": item.tip, "state": item.tip_state},
         "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/"
         if item.tested_state and item.active
@@ -140,7 +162,9 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
     queues = []
     for name, cfg in rt.config.queues.items():
         qrow = s.get(QueueRow, name)
+        arches = rt.config.arches_of(name)
         items = active_items(s, name)
+        waiting = waiting_items(s, name, items)
         finished = s.exec(
             select(ItemRow)
             .where(ItemRow.queue == name, col(ItemRow.active).is_(False))
@@ -154,9 +178,16 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
                 "projects": list(cfg.projects),
                 "window": qrow.window if qrow else None,
                 "generation": qrow.generation if qrow else None,
-                "items": [item_doc(rt, s, item, i) for i, item in enumerate(items)],
+                "items": [
+                    item_doc(rt, s, item, i, item.id in waiting) for i, item in enumerate(items)
+                ],
                 "recent": [item_doc(rt, s, item, None) for item in finished],
                 "held_back": held_back(s, items),
+                "arches": list(arches),
+                "pipeline": stages_of(cfg.pipeline, cfg.jobs),
+                "flaky_jobs": flaky_jobs(
+                    s, name, [j.name for j in cfg.jobs], cfg.flaky, len(arches)
+                ),
             }
         )
     backends = {
@@ -164,7 +195,11 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
         for name, backend in rt.backends.items()
         if (health := backend.status()) is not None
     }
-    return {"queues": queues, "backends": backends}
+    return {
+        "queues": queues,
+        "backends": backends,
+        "config": rt.config_status.model_dump(mode="json"),
+    }
 
 
 def held_back(s: Session, items: list[ItemRow]) -> list[dict[str, Any]]:

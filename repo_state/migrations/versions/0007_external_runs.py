@@ -1,7 +1,7 @@
 """External job runs (gate.jobs.external): request, token hash, deadline, result
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-26 04:40:00
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 # mypy: disable-error-code="attr-defined"
 
-revision = "0005"
-down_revision = "0004"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
