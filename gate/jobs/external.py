@@ -454,6 +454,8 @@ class ExternalJob(Job):
             if change
             else None,
             "arches": list(ctx.arches),
+            "stage": ctx.stage,
+            "try": ctx.try_number,
             "attributes": attributes,
             "repos": repos,
             "result_url": result_url,
@@ -471,6 +473,8 @@ class ExternalJob(Job):
             "RPMGATE_CHANGE_SHA": change.sha if change else "",
             "RPMGATE_CHANGE_URL": change.url if change else "",
             "RPMGATE_ARCHES": " ".join(ctx.arches),
+            "RPMGATE_STAGE": str(ctx.stage),
+            "RPMGATE_TRY": str(ctx.try_number),
             "RPMGATE_REPO_URL": base,
             "RPMGATE_REPO_FILE": repo_file,
             "RPMGATE_ATTRIBUTES": json.dumps(attributes, sort_keys=True),
