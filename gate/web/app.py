@@ -42,6 +42,7 @@ from gate.web.bodies import (
     WithReason,
     parse_body,
 )
+from gate.web.generations import get_generation
 from gate.web.live import EventStream, StatusCache, etag_matches, serve_events
 from gate.web.openapi import openapi
 from gate.web.page import add_page
@@ -365,6 +366,10 @@ async def get_repo(request: web.Request) -> web.Response:
     return web.json_response(doc)
 
 
+async def get_repo_generation(request: web.Request) -> web.Response:
+    return await get_generation(request, _rt(request))
+
+
 async def get_delivery(request: web.Request) -> web.Response:
     rt = _rt(request)
     with session(rt.engine) as s:
@@ -574,6 +579,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_get("/api/status", get_status)
     app.router.add_get("/api/events", get_events)
     app.router.add_get("/api/repos/{name}", get_repo)
+    app.router.add_get("/api/repos/{name}/generations/{number}", get_repo_generation)
     app.router.add_get("/api/deliveries/{id}", get_delivery)
     app.router.add_post("/api/changes", propose_change)
     app.router.add_get("/api/changes/{id}", get_change)

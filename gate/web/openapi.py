@@ -30,6 +30,7 @@ from gate.web.bodies import (
     Rollback,
 )
 from gate.web.bodies import WithReason as ReasonBody
+from gate.web.generations import GenerationDoc
 
 Method = Literal["get", "post"]
 
@@ -88,6 +89,9 @@ OPERATIONS: tuple[Operation, ...] = (
               text="text/event-stream; charset=utf-8"),
     Operation("get", "/api/repos/{name}", "A repository: current generation and history",
               "read", d.RepoDoc, errors={404: "unknown repository"}),
+    Operation("get", "/api/repos/{name}/generations/{number}", "A generation: its manifest "
+              "and source stamp (project and commit of every package's build)", "read",
+              GenerationDoc, errors={404: "unknown repository or generation"}),
     Operation("get", "/api/deliveries/{id}", "What became of a stored request", "read",
               d.DeliveryDoc, errors={404: "no such delivery"}),
     Operation("get", "/api/changes/{id}", "A change and its items", "read", d.ChangeWithItems,
@@ -134,6 +138,7 @@ OPERATIONS: tuple[Operation, ...] = (
 
 _PARAMETERS: dict[str, dict[str, Any]] = {
     "id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+    "number": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
     "name": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 200},
 }
 

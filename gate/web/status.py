@@ -247,8 +247,9 @@ def repo_doc(rt: Runtime, s: Session, name: str) -> dict[str, Any] | None:
             "path": str(current.path),
             "produced_by": current.manifest.get("produced_by"),
             "created": current.manifest.get("created"),
-            "packages": current.packages,
-            "builds": current.state.nvrs(),
+            # the publisher's cached state: no re-reading of state.json per request
+            "packages": sorted(publisher.state(current.number).nevras()),
+            "builds": publisher.state(current.number).nvrs(),
         },
         "kept": publisher.generations(),
         "history": [
