@@ -27,7 +27,7 @@ from gate import transitions
 from gate.config import Config
 from gate.faults import backoff, is_transient, until_it_lands
 from gate.items import Items, step_owner
-from gate.jobs.base import Job, JobConfig, JobContext, JobResult
+from gate.jobs.base import Job, JobChange, JobConfig, JobContext, JobResult
 from gate.model import ItemKind, Step
 from gate.pipeline import PlannedJob, RunnerRule, arch_stages, runner_for, runner_json
 from gate.plumbing import Plumbing
@@ -37,7 +37,7 @@ from gate.speculative import speculative_state
 from publishers.createrepo import Publisher
 from publishers.repotree import write_repo_tree
 from repo_state.db import session
-from repo_state.models import ItemRow, JobRunRow, utcnow
+from repo_state.models import ChangeRow, ItemRow, JobRunRow, utcnow
 from repo_state.pool import Pool
 from repo_state.state import RepoState
 
@@ -131,6 +131,7 @@ class Checks:
             assert item is not None
             state = speculative_state(s, item, publisher, qcfg.repo)
             baseline = speculative_state(s, item, publisher, qcfg.repo, own=False)
+            change = _job_change(s.get(ChangeRow, item.change_id))
         name = f"{item_id}-{attempt}"
         repo_dir = self.state_dir / "speculative" / name
         baseline_dir = self.state_dir / "speculative" / f"{name}-baseline"
@@ -178,6 +179,11 @@ class Checks:
                 baseline_path=baseline_dir,
                 baseline_url=f"{self.config.base_url}/speculative/{name}-baseline/",
                 cache_dir=self.state_dir / "cache" / "solv",
+                queue=queue,
+                change=change,
+                public_url=self.config.base_url,
+                engine=self.engine,
+                plumbing=self.plumbing,
             ),
             log_stem=self.state_dir / "logs" / "jobs" / name,
         )
@@ -404,3 +410,16 @@ class Checks:
                 s.add(row)
             s.commit()
         self.items.step(item_id, transitions.jobs_interrupted)
+
+
+def _job_change(row: ChangeRow | None) -> JobChange | None:
+    if row is None:
+        return None
+    return JobChange(
+        id=row.id or 0,
+        project=row.project,
+        sha=row.sha,
+        title=row.title,
+        url=row.url,
+        review=row.review,
+    )

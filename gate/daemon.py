@@ -35,6 +35,7 @@ from gate.executor import Actions
 from gate.faults import backoff, is_transient
 from gate.ingest import Ingest
 from gate.items import Items, view_of
+from gate.jobs.external import cancel_abandoned_runs
 from gate.merger import GitError, Merger
 from gate.planner import Dequeue, plan
 from gate.plumbing import Listener, Plumbing
@@ -199,10 +200,15 @@ class Gate:
         resumed = await self.reconciler.resume_orphans(starting=True)
         self.retry_reconfigured_bootstraps()
         swept = await self.builds.sweep_branches()
+        abandoned = await cancel_abandoned_runs(
+            self.engine, {name: q.jobs for name, q in self.config.queues.items()}
+        )
         log.info(
-            "started: %d pieces of running work resumed, %d leftover build branches deleted",
+            "started: %d pieces of running work resumed, %d leftover build branches deleted, "
+            "%d abandoned external runs cancelled",
             resumed,
             swept,
+            abandoned,
         )
         for name in self.config.queues:
             await self.polling.poll_queue(name)

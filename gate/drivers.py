@@ -21,6 +21,7 @@ from gate.jobs.dependencies import (
     repoclosure_job,
     upgrade_job,
 )
+from gate.jobs.external import ExternalJobConfig, external_job
 from gate.publisher_config import PublisherConfig
 from gate.registry import (
     BACKENDS,
@@ -83,4 +84,5 @@ JOBS.register(JobDriver("conflicts", ConflictsJobConfig, conflicts_job))
 JOBS.register(JobDriver("upgrade", UpgradeJobConfig, upgrade_job))
 JOBS.register(JobDriver("builddeps", BuildDepsJobConfig, builddeps_job))
 JOBS.register(JobDriver("command", CommandJobConfig, _command))
+JOBS.register(JobDriver("external", ExternalJobConfig, external_job))
 PUBLISHERS.register(PublisherDriver("createrepo", PublisherConfig, _createrepo))

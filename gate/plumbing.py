@@ -37,6 +37,9 @@ class Plumbing:
         self.loop_seen_at = 0.0
         #: when an item of each queue last changed state (see :meth:`note_progress`)
         self.progress_at: dict[str, float] = {}
+        #: the daemon is stopping: tasks are cancelled because it stops, not because
+        #: their work was superseded (an external job then leaves its run for the next start)
+        self.stopping = False
 
     def spawn(
         self,
@@ -128,6 +131,7 @@ class Plumbing:
 
     async def stop(self) -> None:
         """Cancel every task and wait for them."""
+        self.stopping = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -173,6 +173,46 @@ class JobRunRow(SQLModel, table=True):
     tries: int = 1
 
 
+class ExternalRunRow(SQLModel, table=True):
+    """One run of an external job (``gate.jobs.external``): a request to another CI
+    system and the result it posts back to ``/api/jobs/<id>/result``.
+
+    Only a hash of the run's token is kept; a run's state moves once from
+    ``requesting``/``running`` to an end state, so a late or repeated result is
+    refused instead of changing the outcome.
+    """
+
+    __tablename__ = "external_run"
+    __table_args__ = (UniqueConstraint("item_id", "attempt", "job", "variant"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    attempt: int
+    job: str
+    #: which of the job's runs for this attempt: its arches (a job run once per arch
+    #: has one run per arch)
+    variant: str = ""
+    #: webhook | gitlab | jenkins
+    flavour: str
+    #: requesting | running | passed | failed | timed_out | cancelled
+    state: str = "requesting"
+    #: sha256 hex of the run's token (the token itself is never stored)
+    token_hash: str
+    #: when the run times out (seconds since the epoch; survives a restart)
+    deadline: float
+    #: the external system's handle: a pipeline id, a Jenkins queue item URL
+    remote_id: str | None = None
+    #: where a person sees the run on the external system
+    remote_url: str | None = None
+    #: how many times the request was sent (a restart before its answer sends it again)
+    requests: int = 0
+    log_url: str | None = None
+    summary: str = ""
+    details: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
 class GenerationRow(SQLModel, table=True):
     __tablename__ = "generation"
     __table_args__ = (UniqueConstraint("repo", "number"),)

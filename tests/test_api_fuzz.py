@@ -45,6 +45,7 @@ ENDPOINTS: list[tuple[str, str, tuple[str, ...]]] = [
     ("POST", "/api/items/{id}/promote", ("reason",)),
     ("POST", "/api/repos/{name}/republish", ("reason",)),
     ("POST", "/api/repos/{name}/rollback", ("to", "reason")),
+    ("POST", "/api/jobs/{id}/result", ("passed", "log_url", "summary", "details")),
     ("GET", "/repos/{name}/{file}", ()),
     ("GET", "/repos/{name}/{name}.repo", ()),
     ("GET", "/speculative/{id}-{id}/rpmgate-{id}.repo", ()),

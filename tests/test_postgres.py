@@ -47,6 +47,7 @@ TABLES = {
     "build",
     "change",
     "delivery",
+    "external_run",
     "generation",
     "item",
     "job_run",

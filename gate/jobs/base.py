@@ -28,6 +28,9 @@ from pydantic import Field
 from gate.registry import NAME_PATTERN, DriverConfig
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from gate.plumbing import Plumbing
     from gate.processes import ProcessGroups
 
 
@@ -47,6 +50,20 @@ class JobConfig(DriverConfig):
     def dependency_repos(self) -> tuple[str, ...]:
         """Repositories whose packages may satisfy dependencies (``RPMGATE_BASE_REPOS``)."""
         return ()
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """The change an item carries, as a job that reports elsewhere names it."""
+
+    id: int
+    project: str
+    sha: str
+    title: str = ""
+    #: the change on its review system ("" if none)
+    url: str = ""
+    #: its review system's id (a merge request number, a Gerrit change), if any
+    review: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,15 @@ class JobContext:
     #: (``gate.pipeline.RunnerAttributes`` as JSON: tags, variables, image); its
     #: ``variables`` are in ``env`` too
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    #: the queue and the change under test (None: a job run outside a gate)
+    queue: str = ""
+    change: JobChange | None = None
+    #: the gate's public URL (``public_url``), for callbacks an external system makes
+    public_url: str = ""
+    #: the gate's database and task plumbing, for jobs that keep durable state and
+    #: wait for callbacks (``gate.jobs.external``); None outside a gate
+    engine: Engine | None = None
+    plumbing: Plumbing | None = None
 
 
 @dataclass(frozen=True)

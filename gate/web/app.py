@@ -29,6 +29,7 @@ from gate.metrics import GateMetrics
 from gate.queue_view import active_items
 from gate.runtime import Runtime
 from gate.sources import webhooks
+from gate.web import job_results
 from gate.web.bodies import (
     MAX_ID,
     BadBody,
@@ -102,6 +103,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     tokens = _rt(request).config.auth.named_tokens()
     if request.path.startswith(webhooks.PREFIX):
         return await handler(request)  # a review system's delivery: its driver verifies it
+    if request.path.startswith(job_results.PREFIX):
+        return await handler(request)  # an external CI's result: the run's token proves it
     if request.method == "POST" and tokens:
         header = request.headers.get("Authorization", "")
         given = (
@@ -413,6 +416,13 @@ async def get_delivery(request: web.Request) -> web.Response:
     )
 
 
+async def post_job_result(request: web.Request) -> web.Response:
+    rt = _rt(request)
+    return await job_results.post_result(
+        request, rt.engine, rt.plumbing, rt.config.listen.body_timeout
+    )
+
+
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi())
 
@@ -614,6 +624,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_post("/api/items/{id}/retry", retry_item)
     app.router.add_post("/api/repos/{name}/republish", republish)
     app.router.add_post("/api/repos/{name}/rollback", rollback)
+    app.router.add_post("/api/jobs/{id}/result", post_job_result)
     app.router.add_post("/api/admin/reload", reload_config)
     add_page(app, rt, partial(current_status, app))
     speculative = rt.state_dir / "speculative"

@@ -74,6 +74,29 @@ class RefUpdated(Body):
     force: StrictBool = False
 
 
+def _http_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")) or any(c.isspace() for c in value):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+HttpUrl = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_http_url)]
+
+
+class JobResultBody(Body):
+    """``POST /api/jobs/{id}/result``: an external CI system's result of one run
+    (authenticated by the run's token: ``Authorization: Bearer <token>``)."""
+
+    #: whether the job passed
+    passed: StrictBool
+    #: where a person reads the run's log (shown with the job)
+    log_url: HttpUrl | None = None
+    #: one sentence, shown with the job
+    summary: Text = ""
+    #: one line per finding (at most 50)
+    details: Annotated[list[Text], Field(max_length=50)] = []
+
+
 class NoBody(Body):
     """Endpoints that take no parameters (``{}`` or no body at all)."""
 

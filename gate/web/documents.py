@@ -46,6 +46,15 @@ class Accepted(Document):
     status_url: str
 
 
+class JobResultAnswer(Document):
+    """An external job run's result was recorded."""
+
+    message: str
+    run: int
+    #: passed | failed
+    state: str
+
+
 class DeliveryDoc(Document):
     """``GET /api/deliveries/{id}``: what became of a stored request."""
 

@@ -20,7 +20,15 @@ from pydantic.json_schema import models_json_schema
 
 from gate.reload import ReloadDoc
 from gate.web import documents as d
-from gate.web.bodies import MAX_ID, NAME_PATTERN, NoBody, ProposeChange, RefUpdated, Rollback
+from gate.web.bodies import (
+    MAX_ID,
+    NAME_PATTERN,
+    JobResultBody,
+    NoBody,
+    ProposeChange,
+    RefUpdated,
+    Rollback,
+)
 from gate.web.bodies import WithReason as ReasonBody
 from gate.web.generations import GenerationDoc
 
@@ -33,6 +41,19 @@ _WRITE_ERRORS: dict[int, str] = {
     404: "what the path or body names does not exist",
     408: "the body did not arrive within `listen.body_timeout`",
     413: "the body is larger than 1 MiB",
+    503: "temporarily unavailable (the database); retry after `Retry-After`",
+}
+
+
+#: what the result endpoint of an external job run answers besides 200
+_RESULT_ERRORS: dict[int, str] = {
+    400: "the body does not fit its model (the message names the field)",
+    401: "no `Authorization: Bearer` token (the run's, not an API token)",
+    403: "the token is not this run's",
+    404: "no such run",
+    408: "the body did not arrive within `listen.body_timeout`",
+    409: "the run ended already (a result, its timeout, a reset): nothing changed",
+    413: "the body is larger than 64 KiB",
     503: "temporarily unavailable (the database); retry after `Retry-After`",
 }
 
@@ -94,6 +115,9 @@ OPERATIONS: tuple[Operation, ...] = (
            "admin", ReasonBody),
     _write("/api/repos/{name}/rollback", "Publish an older generation's content", "admin",
            Rollback),
+    Operation("post", "/api/jobs/{id}/result", "An external CI system's result of one run "
+              "(Authorization: Bearer <the run's token>)", "jobs", d.JobResultAnswer,
+              JobResultBody, errors=_RESULT_ERRORS),
     Operation("post", "/api/admin/reload", "Read the configuration again, check it and apply "
               "it (docs/runbook.md#reloading-the-configuration)", "admin", ReloadDoc, NoBody,
               errors={400: _WRITE_ERRORS[400], 401: _WRITE_ERRORS[401],
