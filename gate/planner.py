@@ -23,6 +23,13 @@ Semantics follow Zuul's dependent pipeline:
   the window and is given a base, the builds whose key did not change are
   reused.  The window's size follows Zuul's dynamic rule
   (``gate.queue_rules``).
+* Drafts (``QueueState.drafts``: Koji >= 1.34, the local backend): once a
+  gate item's jobs passed and no item of its project is ahead of it (so its
+  tree is the branch plus its change, and changes only with a new attempt),
+  its final build starts as a draft, in parallel with the items ahead; at the
+  tip the draft is promoted instead of built.  A draft that fails makes the
+  item fail (its own tree's build), rejected at the head only (I5).  The draft
+  of a reset or rejected item is never promoted.
 * Post items (commits that reached a branch outside the gate, and the first
   commit of each project: its *bootstrap*) go first.  Each is final-built and
   tested like a gate item, on the published generation plus the post items
@@ -85,6 +92,25 @@ class FinalBuild:
 
 
 @dataclass(frozen=True)
+class DraftBuild:
+    """The final build of a passed item's tree, started ahead of the tip as a draft.
+
+    Only for an item no item of its project is ahead of: its tree (the branch
+    plus its change) then changes only if its attempt does, and a new attempt
+    asks again (the same tree gets the same draft back).
+    """
+
+    item_id: int
+
+
+@dataclass(frozen=True)
+class PromoteDraft:
+    """Tip step 1 with a draft: promote the item's draft to the real build."""
+
+    item_id: int
+
+
+@dataclass(frozen=True)
 class MergeChange:
     """Tip step 2: merge the tested merge commit into the branch."""
 
@@ -123,7 +149,16 @@ class CancelBuild:
 
 
 Action = (
-    StartAttempt | Prepare | RunJobs | FinalBuild | MergeChange | Publish | Dequeue | CancelBuild
+    StartAttempt
+    | Prepare
+    | RunJobs
+    | DraftBuild
+    | FinalBuild
+    | PromoteDraft
+    | MergeChange
+    | Publish
+    | Dequeue
+    | CancelBuild
 )
 
 
@@ -145,7 +180,12 @@ def plan(q: QueueState) -> list[Action]:
     # post items ready to publish together, while every one so far is
     batch: list[int] = []
     batching = True
+    # projects with an item ahead whose landing may still change a later tree
+    unsettled: set[str] = set()
     for item in q.items:
+        project_ahead = item.project in unsettled
+        if not (item.kind is ItemKind.GATE and item.committed) and item.tip is not TipStep.DONE:
+            unsettled.add(item.project)
         if item.kind is ItemKind.POST:
             if item.tip is TipStep.DONE:
                 actions.append(Dequeue(item.id, merged=True))
@@ -249,6 +289,9 @@ def plan(q: QueueState) -> list[Action]:
             actions.append(RunJobs(item.id))
         elif item.jobs is Step.PASSED and is_head:
             actions.extend(_tip_steps(item))
+        elif item.jobs is Step.PASSED and q.drafts and not project_ahead:
+            if item.tip is TipStep.NONE and item.draft is Step.NONE:
+                actions.append(DraftBuild(item.id))
 
     if batching and batch:
         actions.append(Publish(tuple(batch)))
@@ -280,6 +323,10 @@ def _obsolete_builds(q: QueueState, referenced: set[str]) -> list[Action]:
 def _tip_steps(item: ItemView) -> list[Action]:
     """The head item's next tip step, before it is committed (merged)."""
     if item.tip is TipStep.NONE:
+        if item.draft is Step.PASSED:
+            return [PromoteDraft(item.id)]
+        if item.draft is Step.RUNNING:
+            return []  # promoted when it is built
         return [FinalBuild(item.id)]
     if item.tip is TipStep.FINAL_BUILD and item.tip_state is Step.PASSED:
         return [MergeChange(item.id)]
