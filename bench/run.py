@@ -11,7 +11,14 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import bench_baseline, bench_demo, bench_deps, bench_planner, bench_publish
+from bench import (
+    bench_baseline,
+    bench_demo,
+    bench_deps,
+    bench_planner,
+    bench_publish,
+    bench_throughput,
+)
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -22,6 +29,7 @@ def main() -> None:
     baseline = bench_baseline.run()
     deps = bench_deps.run()
     demo = bench_demo.run()
+    throughput = bench_throughput.run()
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     lines = [
         "# Benchmarks",
@@ -46,6 +54,7 @@ def main() -> None:
         "",
         f"Peak RSS of the benchmark process: {publish['peak_rss_mib']:.0f} MiB.",
         "",
+        *bench_throughput.markdown(throughput),
         *bench_baseline.markdown(baseline),
         *bench_deps.markdown(deps),
         "## `rpmgate demo` wall time (bench/bench_demo.py)",

@@ -24,12 +24,18 @@ Semantics follow Zuul's dependent pipeline:
   reused.  The window's size follows Zuul's dynamic rule
   (``gate.queue_rules``).
 * Drafts (``QueueState.drafts``: Koji >= 1.34, the local backend): once a
-  gate item's jobs passed and no item of its project is ahead of it (so its
-  tree is the branch plus its change, and changes only with a new attempt),
-  its final build starts as a draft, in parallel with the items ahead; at the
-  tip the draft is promoted instead of built.  A draft that fails makes the
-  item fail (its own tree's build), rejected at the head only (I5).  The draft
-  of a reset or rejected item is never promoted.
+  gate item's jobs passed, the final build of its tested tree starts as a
+  draft, in parallel with the items ahead; at the tip the draft is promoted
+  instead of built.  The draft is the attempt's: a tree changes only with a
+  new attempt (an item of its project ahead failed, the branch moved), which
+  asks for its draft again (the shell keys drafts by tree, so an unchanged
+  tree gets the same draft back), and only the current attempt's draft is
+  ever promoted.  So a draft may start even with an item of its project
+  ahead (its tree then contains that change): if that item fails, the draft
+  is wasted, never promoted, and burns no NVR; waiting instead would make the
+  items of one project build one after the other at the tip (the tip of a
+  busy project is then serial again).  A draft that fails makes the item
+  fail (the build of its own tree), rejected at the head only (I5).
 * Post items (commits that reached a branch outside the gate, and the first
   commit of each project: its *bootstrap*) go first.  Each is final-built and
   tested like a gate item, on the published generation plus the post items
@@ -180,12 +186,7 @@ def plan(q: QueueState) -> list[Action]:
     # post items ready to publish together, while every one so far is
     batch: list[int] = []
     batching = True
-    # projects with an item ahead whose landing may still change a later tree
-    unsettled: set[str] = set()
     for item in q.items:
-        project_ahead = item.project in unsettled
-        if not (item.kind is ItemKind.GATE and item.committed) and item.tip is not TipStep.DONE:
-            unsettled.add(item.project)
         if item.kind is ItemKind.POST:
             if item.tip is TipStep.DONE:
                 actions.append(Dequeue(item.id, merged=True))
@@ -288,8 +289,8 @@ def plan(q: QueueState) -> list[Action]:
         if item.jobs is Step.NONE and _all_ready(item, ready):
             actions.append(RunJobs(item.id))
         elif item.jobs is Step.PASSED and is_head:
-            actions.extend(_tip_steps(item))
-        elif item.jobs is Step.PASSED and q.drafts and not project_ahead:
+            actions.extend(_tip_steps(item, q.drafts))
+        elif item.jobs is Step.PASSED and q.drafts:
             if item.tip is TipStep.NONE and item.draft is Step.NONE:
                 actions.append(DraftBuild(item.id))
 
@@ -320,14 +321,18 @@ def _obsolete_builds(q: QueueState, referenced: set[str]) -> list[Action]:
     ]
 
 
-def _tip_steps(item: ItemView) -> list[Action]:
-    """The head item's next tip step, before it is committed (merged)."""
+def _tip_steps(item: ItemView, drafts: bool) -> list[Action]:
+    """The head item's next tip step, before it is committed (merged).
+
+    With drafts, the head asks for its draft too: a new attempt on an unchanged
+    tree gets its draft back at once, so only a new tree is built at the tip.
+    """
     if item.tip is TipStep.NONE:
         if item.draft is Step.PASSED:
             return [PromoteDraft(item.id)]
         if item.draft is Step.RUNNING:
             return []  # promoted when it is built
-        return [FinalBuild(item.id)]
+        return [DraftBuild(item.id) if drafts else FinalBuild(item.id)]
     if item.tip is TipStep.FINAL_BUILD and item.tip_state is Step.PASSED:
         return [MergeChange(item.id)]
     return []
