@@ -290,9 +290,9 @@ def plan(q: QueueState) -> list[Action]:
             actions.append(RunJobs(item.id))
         elif item.jobs is Step.PASSED and is_head:
             actions.extend(_tip_steps(item, q.drafts))
-        elif item.jobs is Step.PASSED and q.drafts:
-            if item.tip is TipStep.NONE and item.draft is Step.NONE:
-                actions.append(DraftBuild(item.id))
+        elif item.jobs is Step.PASSED and q.drafts and item.draft is Step.NONE:
+            # (tip NONE: an item with a tip step is the head's, handled above)
+            actions.append(DraftBuild(item.id))
 
     if batching and batch:
         actions.append(Publish(tuple(batch)))
