@@ -274,10 +274,9 @@ class Simulation:
         item.view = transitions.draft_started(item.view)
         item.draft_key = key
         state = self.drafts.get(key)
-        if state in (Step.PASSED, Step.FAILED):
-            failure = "draft build failed" if state is Step.FAILED else ""
-            item.view = transitions.draft_finished(item.view, failure)
-        elif state is None:
+        if state is Step.PASSED:  # the same tree's draft (``build_reusable``)
+            item.view = transitions.draft_finished(item.view, "")
+        elif state in (None, Step.FAILED):  # a failed draft is built again
             self.drafts[key] = Step.RUNNING
             self.draft_submissions[key] += 1
             self.start(("draftbuild", key, 0))
