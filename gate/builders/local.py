@@ -243,7 +243,10 @@ class LocalBackend(BuildBackend):
             return BuildOutcome(
                 ok=False,
                 nvr=draft.nvr,
-                reason=f"the draft of {draft.nvr} is gone (garbage-collected): built again",
+                reason=(
+                    f"the draft of {draft.nvr} is gone (garbage-collected after "
+                    "draft_keep_hours): `rpmgate retry` builds it again"
+                ),
             )
         data = json.loads(mine.read_text(encoding="utf-8"))
         if data.get("nvr") != draft.nvr or data.get("source") != request.tree:
