@@ -13,6 +13,10 @@ publication 1 min each.  Every variant sees the same arrivals (one seed):
 
 * ``rpmgate, drafts``: final builds start ahead of the tip as drafts and are
   promoted there (Koji >= 1.34, the local backend);
+* ``rpmgate, drafts, window floor 20``: the same, with the queue's window kept
+  at 20 or more (``window: {start: 20, floor: 20}``): Zuul's default floor of
+  3 halves the window on every failure, and at 10 % failures the items behind
+  a narrowed window wait;
 * ``rpmgate, serial tip``: the final build starts at the tip (older hubs);
 * ``Zuul-style, no build reuse``: the same planner, but every attempt builds
   again (a reset throws its builds away), final build at the tip;
@@ -123,6 +127,8 @@ def variant(name: str, seed: int) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if name == "drafts":
         options = {"drafts_enabled": True}
+    elif name == "drafts-floor":
+        options = {"drafts_enabled": True, "window_rule": WindowRule(start=20, floor=20)}
     elif name == "zuul":
         options = {"reuse_builds": False}
     elif name == "rpmfactory":
@@ -156,9 +162,10 @@ def _figures(
     }
 
 
-VARIANTS = ("drafts", "serial", "zuul", "rpmfactory", "bound")
+VARIANTS = ("drafts", "drafts-floor", "serial", "zuul", "rpmfactory", "bound")
 LABELS = {
     "drafts": "rpmgate, drafts",
+    "drafts-floor": "rpmgate, drafts, window floor 20",
     "serial": "rpmgate, serial tip",
     "zuul": "Zuul-style, no build reuse",
     "rpmfactory": "rpmfactory's serial gate",
@@ -195,8 +202,18 @@ def markdown(results: list[dict[str, Any]]) -> list[str]:
     lines.append("")
     by = {name: [r for r in results if r["variant"] == name] for name in VARIANTS}
     medians = {name: statistics.median(r["merged"] for r in rs) for name, rs in by.items()}
+    mean_latency = {
+        name: statistics.median(r["mean_h"] for r in rs) for name, rs in by.items()
+    }
     lines.append(
-        f"Median merged over the {len(SEEDS)} seeds: drafts {medians['drafts']:.0f}, serial "
+        f"Median over the {len(SEEDS)} seeds of the mean latency: drafts "
+        f"{mean_latency['drafts']:.2f} h, drafts with window floor 20 "
+        f"{mean_latency['drafts-floor']:.2f} h, serial tip {mean_latency['serial']:.2f} h."
+    )
+    lines.append("")
+    lines.append(
+        f"Median merged over the {len(SEEDS)} seeds: drafts {medians['drafts']:.0f} "
+        f"(window floor 20: {medians['drafts-floor']:.0f}), serial "
         f"tip {medians['serial']:.0f} (drafts / serial = "
         f"{medians['drafts'] / max(medians['serial'], 1):.2f}), Zuul-style "
         f"{medians['zuul']:.0f}, rpmfactory {medians['rpmfactory']:.0f}, bound "

@@ -46,7 +46,9 @@ from tests.koji_gate import TARGET, koji_config_doc, koji_settings, start_hub
 pytestmark = pytest.mark.slow
 
 #: ``cli-build/rpmgate-<purpose>-<key prefix>-<tree>[-<attempt>]/<name>.src.rpm``
-UPLOAD = re.compile(r"rpmgate-(scratch|final)-([A-Za-z0-9]+)-([0-9a-f]{40,64})(?:-\d+)?/(.+)$")
+UPLOAD = re.compile(
+    r"rpmgate-(scratch|final|draft)-([A-Za-z0-9]+)-([0-9a-f]{40,64})(?:-\d+)?/(.+)$"
+)
 
 
 # -- fixtures --------------------------------------------------------------------
