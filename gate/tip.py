@@ -170,6 +170,7 @@ class Tip:
         qcfg = self.config.queues[queue]
         item = await until_it_lands(partial(self.items.get, item_id), f"item {item_id}")
         tree = item.merge_tree or ""
+        self.plumbing.emit("item", item=item_id, project=item.project, state="draft-build")
         # keyed by the tree: a new attempt on the same tree gets this draft back
         row = await until_it_lands(
             partial(
@@ -191,7 +192,6 @@ class Tip:
         )
         if updated is None:
             return  # reset meanwhile: the draft is left unpromoted
-        self.plumbing.emit("item", item=item_id, project=item.project, state="draft-build")
         await self.await_draft(item_id, attempt, row.id or 0)
 
     async def await_draft(self, item_id: int, attempt: int, build_id: int) -> None:

@@ -275,10 +275,12 @@ async def seed_final_build_from_other_sources(world: World, fk: FakeKoji, tmp_pa
 
 
 def fail_next_final_build_of(gate: Gate, fk: FakeKoji, project: str, message: str) -> None:
-    """Arm a buildArch failure on the hub the moment ``project``'s item starts its final build."""
+    """Arm a buildArch failure on the hub the moment ``project``'s item starts its final build
+    (at the tip, or ahead of it as a draft)."""
 
     def arm(event: dict[str, Any]) -> None:
-        if event.get("state") == "final-build" and event.get("project") == project:
+        starts = event.get("state") in ("final-build", "draft-build")
+        if starts and event.get("project") == project:
             fk.hub.builder.failures.append(Failure("buildArch", message, package=project))
 
     gate.listeners.append(arm)
@@ -467,10 +469,12 @@ async def test_restart_with_koji_tasks_in_flight_reattaches_without_new_build_ca
         assert results(gate) == {"merged": ["A", "B"]}
         assert gate.publishers["liberty"].generations() == [1, 2, 3]
         calls = assert_each_build_submitted_once(hub, gate)
-        # only A's and B's final builds were submitted after the restart
+        # only A's and B's final builds were submitted after the restart (as drafts:
+        # the fake hub is Koji 1.35), and promoted
         assert len(calls) == 8
         assert sorted(c.nvr for c in calls[6:]) == ["ceilometer-8.0.1-1", "nova-12.0.1-1"]
-        assert backend.submitted == Counter(final=2)
+        assert backend.submitted == Counter(draft=2)
+        assert hub.hub.count("promoteBuild") == 2
         assert_published_rpms_are_kojis(gate, hub)
         check_invariants(gate)
 

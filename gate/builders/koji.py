@@ -181,11 +181,14 @@ class KojiBackend(BuildBackend):
         ``<release>,draft_<id>``): the build keeps its id and takes the target
         NVR.  A draft promoted already (a daemon killed since) is that build."""
         match = _DRAFT_RELEASE.search(draft.nvr)
-        if match is None:
-            raise BuildError(f"{draft.nvr} is not a Koji draft build")
-        draft_id = int(match.group(1))
         with _translated(f"promote draft build {draft.nvr}"):
-            build = await self.hub.call("getBuild", draft_id)
+            build = await self.hub.call("getBuild", int(match.group(1)) if match else draft.nvr)
+            if match is None:
+                # the "draft" took over a final build of the same sources (submit)
+                if build and build["state"] == koji.BUILD_STATES["COMPLETE"]:
+                    return BuildOutcome(ok=True, nvr=build["nvr"], artifacts=draft.artifacts)
+                raise BuildError(f"{draft.nvr} is not a Koji draft build")
+            draft_id = int(match.group(1))
             if build and not build.get("draft") and build["state"] == koji.BUILD_STATES["COMPLETE"]:
                 return BuildOutcome(ok=True, nvr=build["nvr"], artifacts=draft.artifacts)
             try:
@@ -217,10 +220,11 @@ class KojiBackend(BuildBackend):
             if await self._still_useful(record.task_id):
                 return str(record.task_id)
             previous.append(record.task_id)
-        if request.purpose == "final":
+        if request.purpose in ("final", "draft"):
+            # a draft like a final build: kojihub's new_build refuses a draft whose
+            # target NVR exists ("Target build already exists"), so the same check
+            # first, and a build of the same sources is taken over
             return await self._submit_final(request, previous)
-        if request.purpose == "draft":
-            return await self._submit_draft(request, previous)
         return await self._submit_scratch(request, previous)
 
     async def wait(self, task_ref: str) -> BuildOutcome:
@@ -354,17 +358,6 @@ class KojiBackend(BuildBackend):
         srpm = await self._srpm(request) if self.config.scratch_source == "srpm" else None
         try:
             record = self._intent_for(request, self.config.scratch_source, srpm, previous)
-            return await self._start(record, srpm)
-        finally:
-            await self._drop_srpm(request)
-
-    async def _submit_draft(self, request: BuildRequest, previous: list[int]) -> str:
-        """A draft (``build(..., {'draft': True})``): from the final builds' source;
-        no NVR check, drafts of one NVR coexist and claim it only when promoted."""
-        mode = self.config.final_source
-        srpm = await self._srpm(request) if mode == "srpm" else None
-        try:
-            record = self._intent_for(request, mode, srpm, previous)
             return await self._start(record, srpm)
         finally:
             await self._drop_srpm(request)
