@@ -58,18 +58,25 @@ async def test_two_drafts_of_one_nvr_and_only_one_is_promoted(
     assert backend.rebuild_count("final") == 0 and backend.rebuild_count("draft") == 2
 
 
-async def test_a_draft_build_of_an_existing_nvr_is_a_draft_all_the_same(
+async def test_a_draft_of_an_nvr_built_already_is_refused_or_takes_it_over(
     backend: LocalBackend,  # noqa: F811
     distgit,  # noqa: F811
 ) -> None:
-    """Unlike a final build, a draft is not refused for an NVR built already: it
-    fails only when promoted."""
+    """As kojihub's new_build refuses a draft whose target NVR exists: from another
+    tree it fails at once, from the same tree it is that build (promoted as is)."""
     repo = distgit()
-    final = await build(backend, repo.request(repo.commit({"hello.spec": spec()}), "final", "f"))
+    first_commit = repo.commit({"hello.spec": spec()})
+    final = await build(backend, repo.request(first_commit, "final", "f"))
     assert final.ok
     commit = repo.commit({"hello.spec": spec(), "README": "other\n"})
-    draft = await build(backend, repo.request(commit, purpose="draft", key="d"))
-    assert draft.ok and draft.nvr == "hello-1.0-1"
+    refused = await build(backend, repo.request(commit, purpose="draft", key="d"))
+    assert not refused.ok and refused.reason.startswith("build hello-1.0-1 already exists")
+    same = repo.request(first_commit, purpose="draft", key="d0")
+    adopted = await build(backend, same)
+    assert adopted.ok and adopted.artifacts == final.artifacts
+    promoted = await backend.promote(same, _draft(adopted))
+    assert promoted.ok and promoted.artifacts == final.artifacts
+    assert backend.rebuild_count("draft") == 0
 
 
 async def test_unpromoted_drafts_are_collected_after_the_configured_time(

@@ -230,7 +230,8 @@ class LocalBackend(BuildBackend):
         if record is not None:
             artifacts = tuple(Artifact.from_dict(a) for a in record.get("artifacts") or [])
             if record.get("source") == request.tree:
-                # promoted already (a daemon killed after the rename): the same build
+                # promoted already (a daemon killed after the rename), or the draft
+                # took over the final build of the same tree: the same build
                 return BuildOutcome(ok=True, nvr=draft.nvr, artifacts=artifacts)
             reason = (
                 f"build {draft.nvr} already exists (built from tree {record.get('source')}, "
@@ -341,7 +342,11 @@ class LocalBackend(BuildBackend):
         await asyncio.to_thread(_write, log_path, header + srpm.log)
 
         if request.purpose == "draft":
-            # several drafts of one NVR may exist: the NVR is claimed at promotion
+            # several drafts of one NVR may exist: the NVR is claimed at promotion;
+            # but, as kojihub's new_build does, not a draft of an NVR built already
+            existing = await self.find_final(srpm.nvr)
+            if existing is not None:
+                return await self._existing(request, srpm, existing, log_path)
             outcome = await self._rebuild(ref, request, srpm, taskdir, log_path)
             if outcome.ok:
                 await asyncio.to_thread(self._write_draft, ref, request, srpm, outcome)
