@@ -202,9 +202,7 @@ def markdown(results: list[dict[str, Any]]) -> list[str]:
     lines.append("")
     by = {name: [r for r in results if r["variant"] == name] for name in VARIANTS}
     medians = {name: statistics.median(r["merged"] for r in rs) for name, rs in by.items()}
-    mean_latency = {
-        name: statistics.median(r["mean_h"] for r in rs) for name, rs in by.items()
-    }
+    mean_latency = {name: statistics.median(r["mean_h"] for r in rs) for name, rs in by.items()}
     lines.append(
         f"Median over the {len(SEEDS)} seeds of the mean latency: drafts "
         f"{mean_latency['drafts']:.2f} h, drafts with window floor 20 "
