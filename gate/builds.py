@@ -85,7 +85,14 @@ def final_key(project: str, tree: str, target: str) -> str:
 def build_entry(row: BuildRow) -> BuildEntry:
     """The repo-state entry a finished build contributes."""
     artifacts = tuple(Artifact.from_dict(a) for a in json.loads(row.artifacts))
-    return BuildEntry(row.package, row.nvr, artifacts, origin=f"{row.purpose}:{row.id}")
+    return BuildEntry(
+        row.package,
+        row.nvr,
+        artifacts,
+        origin=f"{row.purpose}:{row.id}",
+        project=row.project,
+        commit=row.commit,
+    )
 
 
 @dataclass(eq=False)

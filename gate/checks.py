@@ -15,8 +15,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from gate.faults import backoff, is_transient, until_it_lands
 from gate.items import Items, step_owner
 from gate.jobs.base import Job, JobConfig, JobContext, JobResult
 from gate.model import ItemKind, Step
+from gate.pipeline import PlannedJob, RunnerRule, arch_stages, runner_for, runner_json
 from gate.plumbing import Plumbing
 from gate.processes import ProcessGroups
 from gate.registry import JOBS
@@ -47,6 +48,59 @@ def make_job(config: JobConfig) -> Job:
     """The job its driver builds from a queue's ``jobs`` entry."""
     job: Job = JOBS.get(config.type).create(config)
     return job
+
+
+#: the state of a job run that was cancelled (its item failed elsewhere, or was reset)
+CANCELED = "canceled"
+
+
+def flaky_note(ctx: JobContext) -> str:
+    return f"flaky: passed on try {ctx.try_number} of {ctx.tries}"
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions of a (nested) group, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
+
+
+class _JobFailed(Exception):
+    """A job failed on every try: the item fails."""
+
+    def __init__(self, result: JobResult, arch: str) -> None:
+        super().__init__(result.summary)
+        self.result = result
+        self.arch = arch
+
+
+@dataclass(eq=False)
+class _PipelineRun:
+    """What every run of one item's attempt shares."""
+
+    item_id: int
+    attempt: int
+    jobs: dict[str, Job]
+    runners: tuple[RunnerRule, ...]
+    many_arches: bool
+    #: (job, arch) -> the result of a run that passed in this attempt already
+    passed: dict[tuple[str, str], JobResult]
+    #: ``JobContext`` with the item's fields filled in
+    context: Callable[..., JobContext]
+    log_stem: Path
+
+    def label(self, job: str, arch: str) -> str:
+        """How a run is named in a reason: the job, and its arch when there are several."""
+        return f"{job} ({arch})" if self.many_arches and arch else job
+
+    def log_path(self, job: str, arch: str, try_number: int) -> Path:
+        stem = f"{self.log_stem.name}-{job}"
+        if self.many_arches:
+            stem += f"-{arch}"
+        if try_number > 1:
+            stem += f"-try{try_number}"
+        return self.log_stem.with_name(f"{stem}.log")
 
 
 @dataclass(eq=False)
@@ -81,7 +135,7 @@ class Checks:
         repo_dir = self.state_dir / "speculative" / name
         baseline_dir = self.state_dir / "speculative" / f"{name}-baseline"
         current = publisher.current()
-        arches = tuple(self.config.publishers[qcfg.repo].arches)
+        arches = self.config.arches_of(queue)
         await asyncio.to_thread(
             self._write_trees,
             baseline,
@@ -103,32 +157,33 @@ class Checks:
             repo=str(repo_dir),
             packages=len(state.nevras()),
         )
-        jobs = [make_job(j) for j in qcfg.jobs]
         base_repos = tuple(r for j in qcfg.jobs for r in j.dependency_repos())
-        ctx_for = {
-            job.name: JobContext(
+        run = _PipelineRun(
+            item_id=item_id,
+            attempt=attempt,
+            jobs={j.name: make_job(j) for j in qcfg.jobs},
+            runners=qcfg.runners,
+            many_arches=len(arches) > 1,
+            passed=await until_it_lands(
+                partial(self._passed_runs, item_id, attempt), f"jobs of item {item_id}"
+            ),
+            context=partial(
+                JobContext,
                 item_id=item_id,
                 attempt=attempt,
                 repo_path=repo_dir,
                 repo_url=f"{self.config.base_url}/speculative/{name}/",
-                arches=arches,
                 base_repos=base_repos,
-                log_path=self.state_dir / "logs" / "jobs" / f"{name}-{job.name}.log",
                 processes=ProcessGroups.under(self.state_dir),
                 baseline_path=baseline_dir,
                 baseline_url=f"{self.config.base_url}/speculative/{name}-baseline/",
                 cache_dir=self.state_dir / "cache" / "solv",
-            )
-            for job in jobs
-        }
-        rows = await until_it_lands(
-            partial(self._start_job_rows, item_id, attempt, ctx_for), f"jobs of item {item_id}"
+            ),
+            log_stem=self.state_dir / "logs" / "jobs" / name,
         )
-        results = await asyncio.gather(
-            *(self._run_one(job, ctx_for[job.name], rows[job.name]) for job in jobs)
-        )
-        failed = [r for r in results if not r.passed]
-        reason = "; ".join(f"{r.name}: {r.summary}" for r in failed)
+        failure = await self._run_pipeline(run, arch_stages(qcfg.pipeline, qcfg.jobs, arches))
+        failed = [failure] if failure is not None else []
+        reason = "; ".join(f"{run.label(r.name, a)}: {r.summary}" for r, a in failed)
         moved: dict[str, float] = {}
         if reason and item.kind == ItemKind.POST:
             # merged already: it cannot be rejected, only held out of the repository
@@ -177,49 +232,153 @@ class Checks:
         write_repo_tree(baseline, self.pool, baseline_dir, arches, current)
         write_repo_tree(state, self.pool, repo_dir, arches, baseline_dir)
 
+    async def _run_pipeline(
+        self, run: _PipelineRun, plan: dict[str, list[list[PlannedJob]]]
+    ) -> tuple[JobResult, str] | None:
+        """Each arch's stages in order, the arches side by side; the first failure ends all.
+
+        A failed job (after its retries) fails the item at once: the other
+        runs, of its stage and of the other arches, are cancelled (their rows
+        say so), and the caller records the failure, so the items behind are
+        reset without waiting for work whose outcome cannot change the verdict.
+        """
+        failed: list[_JobFailed] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                for arch, stages in plan.items():
+                    group.create_task(self._arch_stages(run, arch, stages))
+        except* _JobFailed as failures:
+            failed += [f for f in _leaves(failures) if isinstance(f, _JobFailed)]
+        return (failed[0].result, failed[0].arch) if failed else None
+
+    async def _arch_stages(
+        self, run: _PipelineRun, arch: str, stages: list[list[PlannedJob]]
+    ) -> None:
+        """One arch: a stage starts when every job of the one before passed there."""
+        for stage in stages:
+            async with asyncio.TaskGroup() as group:
+                for planned in stage:
+                    group.create_task(self._run_tries(run, planned))
+
+    async def _run_tries(self, run: _PipelineRun, planned: PlannedJob) -> JobResult:
+        """One job on one arch, tried up to ``retries + 1`` times; raises when all failed.
+
+        A pass on try n > 1 counts as a pass and says so ("flaky: passed on try
+        2 of 3") in its summary and its row.  A run that passed in this attempt
+        before a restart is not run again.
+        """
+        cfg = planned.job
+        done = run.passed.get((cfg.name, planned.arch))
+        if done is not None:
+            return done
+        tries = cfg.retries + 1
+        runner = runner_for(run.runners, cfg.name, planned.arch)
+        result: JobResult | None = None
+        for number in range(1, tries + 1):
+            ctx = run.context(
+                arches=(planned.arch,),
+                arch=planned.arch,
+                stage=planned.stage,
+                try_number=number,
+                tries=tries,
+                attributes=runner_json(runner),
+                env=dict(runner.variables),
+                log_path=run.log_path(cfg.name, planned.arch, number),
+            )
+            row_id = await until_it_lands(
+                partial(self._start_job_row, ctx, cfg.name), f"job {cfg.name} of item {ctx.item_id}"
+            )
+            result = await self._run_one(run.jobs[cfg.name], ctx, row_id)
+            if result.passed:
+                return result
+        assert result is not None
+        if tries > 1:
+            result = replace(result, summary=f"{result.summary} (failed {tries} tries of {tries})")
+        raise _JobFailed(result, planned.arch)
+
     async def _run_one(self, job: Job, ctx: JobContext, row_id: int) -> JobResult:
-        """Run one job and record its outcome as soon as it ends."""
-        tries = 0
+        """Run one try and record its outcome as soon as it ends (or that it was cancelled)."""
         started = time.monotonic()
-        while True:
-            try:
-                result = await job.run(ctx)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if is_transient(exc):  # the disk, the network: not the item's fault
-                    tries += 1
-                    log.warning("job %s: transient fault (try %d): %s", job.name, tries, exc)
-                    await backoff(tries)
-                    continue
-                log.exception("job %s crashed", job.name)
-                result = JobResult(job.name, False, f"job error: {exc}", str(ctx.log_path))
-                break
-        await until_it_lands(lambda: self._finish_job_row(row_id, result), f"job run {row_id}")
+        try:
+            result = await self._outcome(job, ctx)
+        except asyncio.CancelledError:
+            self._cancelled_job_row(row_id)
+            raise
+        if result.passed and ctx.try_number > 1:
+            result = replace(result, summary=f"{result.summary} ({flaky_note(ctx)})")
+        outcome = result
+        await until_it_lands(lambda: self._finish_job_row(row_id, outcome), f"job run {row_id}")
         self.plumbing.emit(
             "job",
             item=ctx.item_id,
             attempt=ctx.attempt,
             name=job.name,
+            arch=ctx.arch,
+            stage=ctx.stage,
             passed=result.passed,
+            flaky=result.passed and ctx.try_number > 1,
+            try_number=ctx.try_number,
+            tries=ctx.tries,
             seconds=time.monotonic() - started,
         )
         return result
 
-    def _start_job_rows(
-        self, item_id: int, attempt: int, ctx_for: dict[str, JobContext]
-    ) -> dict[str, int]:
+    async def _outcome(self, job: Job, ctx: JobContext) -> JobResult:
+        """The job's result; a transient fault is retried, a crash is a failed result."""
+        faults = 0
+        while True:
+            try:
+                return await job.run(ctx)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("job %s crashed", job.name)
+                    return JobResult(job.name, False, f"job error: {exc}", str(ctx.log_path))
+                faults += 1  # the disk, the network: not the item's fault
+                log.warning("job %s: transient fault (try %d): %s", job.name, faults, exc)
+                await backoff(faults)
+
+    def _start_job_row(self, ctx: JobContext, name: str) -> int:
         with session(self.engine) as s:
-            rows = {
-                name: JobRunRow(
-                    item_id=item_id, attempt=attempt, name=name, log_path=str(ctx.log_path)
-                )
-                for name, ctx in ctx_for.items()
-            }
-            s.add_all(rows.values())
+            row = JobRunRow(
+                item_id=ctx.item_id,
+                attempt=ctx.attempt,
+                name=name,
+                log_path=str(ctx.log_path),
+                arch=ctx.arch,
+                stage=ctx.stage,
+                try_number=ctx.try_number,
+                tries=ctx.tries,
+            )
+            s.add(row)
             s.commit()
-            return {name: row.id or 0 for name, row in rows.items()}
+            return row.id or 0
+
+    def _passed_runs(self, item_id: int, attempt: int) -> dict[tuple[str, str], JobResult]:
+        """The runs of this attempt that passed already (before a restart): kept."""
+        with session(self.engine) as s:
+            rows = s.exec(
+                select(JobRunRow).where(
+                    JobRunRow.item_id == item_id,
+                    JobRunRow.attempt == attempt,
+                    JobRunRow.state == Step.PASSED,
+                )
+            ).all()
+            return {(r.name, r.arch): JobResult(r.name, True, r.summary, r.log_path) for r in rows}
+
+    def _cancelled_job_row(self, row_id: int) -> None:
+        """Best effort: a cancelled run's row says so (a crash leaves it to ``interrupted``)."""
+        try:
+            with session(self.engine) as s:
+                row = s.get(JobRunRow, row_id)
+                if row is not None and row.state == Step.RUNNING:
+                    row.state, row.summary = CANCELED, "cancelled: the item failed or was reset"
+                    row.finished_at = utcnow()
+                    s.add(row)
+                    s.commit()
+        except Exception as exc:  # never hide the cancellation behind a database fault
+            log.warning("job run %d: cannot record its cancellation: %s", row_id, exc)
 
     def _finish_job_row(self, row_id: int, result: JobResult) -> None:
         with session(self.engine) as s:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -25,17 +26,43 @@ def _version() -> str:
 
 
 async def _serve(config_path: Path) -> int:
+    from gate.config_repo import ConfigRepo
     from gate.daemon import Gate
     from gate.web.app import make_app
     from gate.web.server import limits_of, serve
 
-    config = load_config(config_path)
+    repo = ConfigRepo.of(config_path)
+    if repo is not None:
+        config, status = await repo.initial()
+    else:
+        config, status = load_config(config_path), None
     findings = config_check.offline_findings(config)
     if config_check.errors(findings):
         raise ConfigError(config_check.report(config_path, findings))
     for finding in findings:
         logging.getLogger("rpmgate").warning("%s: %s", config_path, finding)
-    gate = Gate(config)
+    gate = Gate(config, load=repo.candidate if repo is not None else None)
+    if status is not None:
+        gate.runtime.config_status = status
+    if repo is not None and gate.reloader is not None:
+        gate.reloader.on_applied.append(repo.record)
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[object]] = set()
+
+    def hangup() -> None:
+        # the answer is logged (and kept in the status): nobody waits for it here
+        if gate.reloader is not None:
+            task = loop.create_task(gate.reloader.reload("SIGHUP"), name="reload")
+            reloads.add(task)
+            task.add_done_callback(_reloaded)
+
+    def _reloaded(task: asyncio.Task[object]) -> None:
+        reloads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logging.getLogger("rpmgate").error("reload (SIGHUP) failed", exc_info=task.exception())
+
+    # from here on: a SIGHUP (systemctl reload) while starting must not kill the daemon
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         served = await serve(
             make_app(gate.runtime),
@@ -49,10 +76,11 @@ async def _serve(config_path: Path) -> int:
         problem, fix = config_check.bind_problem(config.listen.host, config.listen.port, exc)
         raise ConfigError(f"{config_path}: cannot start\n  listen.port: {problem}; {fix}") from None
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await gate.start()
+    if repo is not None and gate.reloader is not None:
+        gate.follow_config(repo.follow(gate.reloader))
     logging.getLogger("rpmgate").info("listening on %s:%s", config.listen.host, config.listen.port)
     await stop.wait()
     logging.getLogger("rpmgate").info("stopping")
@@ -148,9 +176,56 @@ def build_parser() -> argparse.ArgumentParser:
         default="git",
         help="where the changes are proposed: rpmgate's API (git) or a fake Gerrit",
     )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the daemon and its status page up after the demo, until Ctrl-C",
+    )
 
     add_client_commands(sub)
+    reload = sub.add_parser(
+        "reload",
+        help="make a running gate read its configuration again (as SIGHUP does); "
+        "exit 1 if it was refused",
+    )
+    reload.add_argument("-p", "--profile", help="a [profile] of the client config")
+    reload.add_argument("--url", help="gate URL (else the profile, $RPMGATE_URL, [default])")
+    reload.add_argument("--token", help="API token (else the profile, $RPMGATE_TOKEN)")
+    reload.add_argument("--json", action="store_true", help="the JSON answer")
     return parser
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """``POST /api/admin/reload``; the outcome on stdout (applied) or stderr (refused)."""
+    from gate.client import Client, ClientError, load_profile
+
+    try:
+        answer = Client(load_profile(args.profile, args.url, args.token)).post(
+            "/api/admin/reload", {}
+        )
+    except ClientError as exc:
+        if exc.status not in (409, 422):
+            print(f"rpmgate: {exc}", file=sys.stderr)
+            return 1
+        answer = json.loads(exc.body)
+    if args.json:
+        print(json.dumps(answer, indent=2, sort_keys=True))
+        return 0 if answer["applied"] or answer["unchanged"] else 1
+    config = answer["config"]
+    where = f" (commit {config['commit'][:12]})" if config.get("commit") else ""
+    if answer["unchanged"]:
+        print(f"unchanged: configuration {config['version']}{where} is in force")
+    elif answer["applied"]:
+        print(f"applied: configuration {config['version']}{where}")
+        for line in answer["changes"]:
+            print(f"  {line}")
+    else:
+        print(f"refused: configuration {config['version']}{where} stays in force", file=sys.stderr)
+        for line in answer["findings"]:
+            print(f"  {line}", file=sys.stderr)
+    for line in answer["warnings"]:
+        print(f"  warning: {line}", file=sys.stderr)
+    return 0 if answer["applied"] or answer["unchanged"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,11 +244,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, envfile.EnvFileError) as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.command == "reload":
+        return _reload(args)
     if args.command == "demo":
         from gate import demo
 
         return demo.main(
-            args.dir, keep=args.keep or bool(args.dir), verbose=args.verbose, source=args.source
+            args.dir,
+            keep=args.keep or bool(args.dir),
+            verbose=args.verbose,
+            source=args.source,
+            keep_running=args.keep_running,
         )
     return run_client_command(args)
 

@@ -44,6 +44,10 @@ POLL_INTERVAL = 1.0
 class ClientError(Exception):
     """What the client prints before exiting with status 1."""
 
+    #: the HTTP status and body of a refusal (None: no answer)
+    status: int | None = None
+    body: str = ""
+
 
 @dataclass(frozen=True)
 class Target:
@@ -126,7 +130,9 @@ class Client:
             raise ClientError(f"{method} {path}: the answer is not JSON: {raw[:200]!r}") from None
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
-            raise ClientError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
+            error = ClientError(f"{method} {path}: HTTP {exc.code}: {detail}")
+            error.status, error.body = exc.code, detail
+            raise error from None
         except urllib.error.URLError as exc:
             raise ClientError(f"cannot reach {self.target.url}: {exc.reason}") from None
         except (TimeoutError, ConnectionError) as exc:
@@ -311,9 +317,12 @@ def item_lines(doc: dict[str, Any]) -> list[str]:
             if build.get("log_url"):
                 lines.append(f"      log {build['log_url']}")
     for job in doc.get("jobs") or []:
-        lines.append(f"  job {job['name']}: {job['state']} {job['summary']}".rstrip())
+        tries = int(job.get("tries") or 1)
+        which = f" (try {job.get('try_number', 1)} of {tries})" if tries > 1 else ""
+        lines.append(f"  job {job['name']}{which}: {job['state']} {job['summary']}".rstrip())
         if job.get("log_url"):
             lines.append(f"      log {job['log_url']}")
+    lines += [f"  {note}" for note in doc.get("flaky") or []]
     if doc.get("speculative_repo"):
         lines.append(f"  speculative repository {doc['speculative_repo']}")
     if doc.get("result"):
@@ -338,6 +347,75 @@ def repo_lines(doc: dict[str, Any]) -> list[str]:
             + (f"  items {items}" if items else "")
         )
     return lines
+
+
+def repo_diff_lines(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What changed between two generation documents, by project (their source stamps)."""
+
+    def by_package(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {e["package"]: e for e in doc.get("source_stamp") or []}
+
+    before, after = by_package(old), by_package(new)
+    projects: dict[str, list[str]] = {}
+    ranges: dict[str, tuple[set[str], set[str]]] = {}
+    for package in sorted(before.keys() | after.keys()):
+        a, b = before.get(package), after.get(package)
+        if a and b and (a["nvr"], a.get("commit")) == (b["nvr"], b.get("commit")):
+            continue
+        project = (b or a or {}).get("project") or package
+        old_commits, new_commits = ranges.setdefault(project, (set(), set()))
+        if a and a.get("commit"):
+            old_commits.add(a["commit"])
+        if b and b.get("commit"):
+            new_commits.add(b["commit"])
+        was = a["nvr"] if a else "(absent)"
+        now = b["nvr"] if b else "(removed)"
+        projects.setdefault(project, []).append(f"    {package}: {was} -> {now}")
+    lines = [
+        f"repo {new.get('repo', '')}: generation {old['number']} -> {new['number']}, "
+        f"{len(projects)} project(s) changed"
+    ]
+    for project in sorted(projects):
+        old_commits, new_commits = ranges[project]
+        span = f"{_commits(old_commits)}..{_commits(new_commits)}"
+        lines.append(f"  {project} {span}")
+        lines.extend(projects[project])
+    return lines
+
+
+def _commits(commits: set[str]) -> str:
+    return ",".join(sorted(c[:12] for c in commits)) or "-"
+
+
+def _repo_command(client: Client, args: argparse.Namespace) -> int:
+    """``repo NAME`` shows a repository; ``repo diff [NAME] A B`` compares two generations."""
+    rest = list(args.rest)
+    if not rest:
+        doc = client.get(f"/api/repos/{quoted(args.repo)}")
+        print(
+            json.dumps(doc, indent=2, sort_keys=True) if args.json else "\n".join(repo_lines(doc))
+        )
+        return 0
+    if args.repo != "diff" or len(rest) not in (2, 3):
+        raise ClientError("usage: rpmgate repo NAME | rpmgate repo diff [NAME] A B")
+    if len(rest) == 3:
+        name = rest.pop(0)
+    else:
+        repos = sorted({q["repo"] for q in client.get("/api/status").get("queues") or []})
+        if len(repos) != 1:
+            raise ClientError(f"name the repository: one of {', '.join(repos) or '(none)'}")
+        name = repos[0]
+    numbers = []
+    for text in rest:
+        if not (text.isascii() and text.isdigit()):
+            raise ClientError(f"not a generation number: {text[:40]!r}")
+        numbers.append(int(text))
+    old, new = (client.get(f"/api/repos/{quoted(name)}/generations/{n}") for n in numbers)
+    if args.json:
+        print(json.dumps({"old": old, "new": new}, indent=2, sort_keys=True))
+    else:
+        print("\n".join(repo_diff_lines(old, new)))
+    return 0
 
 
 # -- the commands ---------------------------------------------------------------------------
@@ -410,7 +488,8 @@ _READS: dict[
         lambda doc: [delivery_line(doc)],
     ),
     "repo": (
-        "show a repository's current generation and history",
+        "show a repository's current generation and history; `repo diff [NAME] A B` "
+        "compares the source stamps of two generations",
         lambda a: f"/api/repos/{quoted(a.repo)}",
         repo_lines,
     ),
@@ -445,7 +524,10 @@ _ARGUMENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "change": [("change", {"type": int})],
     "item": [("item", {"type": int})],
     "delivery": [("delivery", {"type": int})],
-    "repo": [("repo", {})],
+    "repo": [
+        ("repo", {"help": "a repository, or `diff` to compare two generations"}),
+        ("rest", {"nargs": "*", "help": "with diff: [NAME] A B (generation numbers)"}),
+    ],
     "watch": [("item", {"type": int})],
 }
 
@@ -481,6 +563,8 @@ def run_client_command(args: argparse.Namespace) -> int:
         client = Client(load_profile(args.profile, args.url, args.token))
         if args.command in _WRITES:
             return _write(client, args)
+        if args.command == "repo":
+            return _repo_command(client, args)
         if args.command == "watch":
             doc = watch_item(client, args.item, print, args.timeout, args.interval)
             return 0 if doc.get("result") == "merged" else 1

@@ -38,6 +38,14 @@ import gate.drivers  # noqa: F401 - registers the built-in drivers
 from gate.builders.local import LocalBackendConfig
 from gate.jobs.base import JobConfig
 from gate.jobs.dependencies import RepoclosureJobConfig
+from gate.pipeline import (
+    ARCH_PATTERN,
+    NOT_ARCHES,
+    FlakyConfig,
+    RunnerRule,
+    effective_arches,
+    pipeline_problems,
+)
 from gate.publisher_config import PublisherConfig
 from gate.refs import InvalidRef, check_branch
 from gate.registry import (
@@ -141,6 +149,29 @@ class QueueConfig(_Strict):
     jobs: tuple[JobConfig, ...] = (RepoclosureJobConfig(),)
     #: seconds between polls of each project's branch (direct pushes -> post items)
     poll_interval: Annotated[float, Field(ge=0)] = 60.0
+    #: the arch trees jobs run on (each one of the publisher's ``arches``);
+    #: default: the publisher's arches (docs/pipelines.md)
+    arches: Annotated[
+        tuple[Annotated[str, Field(pattern=ARCH_PATTERN)], ...] | None, Field(min_length=1)
+    ] = None
+    #: stages in order, each a list of job names; default: one stage of every job
+    pipeline: tuple[tuple[str, ...], ...] | None = None
+    #: which runner a job's run gets: the first rule whose ``match`` fits wins
+    runners: tuple[RunnerRule, ...] = ()
+    #: when a job is reported as flaky on the status document
+    flaky: FlakyConfig = FlakyConfig()
+
+    @field_validator("arches")
+    @classmethod
+    def _real_arches(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for arch in value or ():
+            if arch in NOT_ARCHES:
+                raise ValueError(
+                    f"{arch} is not an arch tree: noarch packages are in every arch's tree"
+                )
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("an arch is listed twice")
+        return value
 
     @field_validator("jobs", mode="before")
     @classmethod
@@ -231,6 +262,46 @@ class HealthConfig(_Strict):
     check_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
 
 
+class ConfigRepoConfig(_Strict):
+    """Configuration as code: the gate follows a branch of a git repository holding
+    its policy (see gate/config_repo.py, docs/config.md#configuration-as-code)."""
+
+    #: URL or local path of the repository
+    git: str
+    branch: str = "main"
+    #: the file of the config document inside the repository
+    path: str = "rpmgate.yaml"
+    #: seconds between looks at the branch (0: only on SIGHUP and ``rpmgate reload``)
+    poll_interval: Annotated[float, Field(ge=0)] = 60.0
+
+    @field_validator("git")
+    @classmethod
+    def _not_an_option(cls, value: str) -> str:
+        if not value or value.startswith("-"):
+            raise ValueError(f"{value!r} is not a repository URL or path")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch_is_a_branch(cls, value: str) -> str:
+        try:
+            return check_branch(value)
+        except InvalidRef as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        parts = value.split("/")
+        if (
+            not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.+/-]*", value)
+            or ".." in parts
+            or "" in parts
+        ):
+            raise ValueError(f"{value!r} is not a relative path inside the repository")
+        return value
+
+
 class ApiToken(_Strict):
     #: who holds it: recorded on every request it makes (deliveries, generations)
     name: Annotated[str, Field(pattern=NAME, max_length=100)]
@@ -292,6 +363,8 @@ class Config(_Strict):
     auth: AuthConfig = AuthConfig()
     sandbox: SandboxConfig = SandboxConfig()
     health: HealthConfig = HealthConfig()
+    #: follow a git branch for the policy part of this document (gate/config_repo.py)
+    config_repo: ConfigRepoConfig | None = None
     #: review systems; a source ``git`` (plain git, rpmgate's own API) always exists
     sources: dict[str, DriverConfig] = Field(default_factory=lambda: _default_sources())
     backends: dict[str, DriverConfig] = Field(default_factory=lambda: _default_backends())
@@ -372,6 +445,30 @@ class Config(_Strict):
                 raise _KeyError(f"queues.{qname}.repo", f"unknown publisher {queue.repo!r}")
             if queue.backend not in self.backends:
                 raise _KeyError(f"queues.{qname}.backend", f"unknown backend {queue.backend!r}")
+            published = self.publishers[queue.repo].arches
+            for i, arch in enumerate(queue.arches or ()):
+                if arch not in published:
+                    raise _KeyError(
+                        f"queues.{qname}.arches.{i}",
+                        f"{arch} is not one of publisher {queue.repo}'s arches "
+                        f"({', '.join(published)}): add it there, the repository has a tree "
+                        "per arch",
+                    )
+            problems = pipeline_problems(
+                f"queues.{qname}",
+                self.arches_of(qname),
+                queue.jobs,
+                queue.pipeline,
+                queue.runners,
+            )
+            if problems:
+                # every finding at once, each naming its key (as _format prints them)
+                raise _KeyError(
+                    problems[0][0],
+                    "\n  ".join(
+                        [problems[0][1], *(f"{key}: {message}" for key, message in problems[1:])]
+                    ),
+                )
         repos = [q.repo for q in self.queues.values()]
         for repo in set(repos):
             if repos.count(repo) > 1:
@@ -410,6 +507,11 @@ class Config(_Strict):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.listen.host}:{self.listen.port}").rstrip("/")
+
+    def arches_of(self, queue: str) -> tuple[str, ...]:
+        """The arches ``queue``'s jobs run on: its own ``arches``, else its publisher's."""
+        qcfg = self.queues[queue]
+        return effective_arches(qcfg.arches, self.publishers[qcfg.repo].arches)
 
     def queue_of(self, project: str) -> str:
         for name, queue in self.queues.items():
@@ -598,15 +700,24 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     return config
 
 
-def load_config(path: Path) -> Config:
+def read_document(path: Path, name: str | None = None) -> Any:
+    """The YAML document of the file ``path`` (``name``: how errors name it)."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{name or path}: cannot read: {exc.strerror}") from None
+    return parse_document(text, name or str(path))
+
+
+def parse_document(text: str, name: str) -> Any:
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{name}: not valid YAML: {exc}") from None
+
+
+def load_config(path: Path) -> Config:
+    data = read_document(path)
     config = parse_config(data, str(path), Path(path).resolve().parent)
     config._source = Path(path).resolve()
     return config
@@ -617,6 +728,14 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _BARE_VAR = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
 #: values a shell reads, where ``$NAME`` is the shell's business (command jobs)
 _SHELL_VALUE = re.compile(r"^queues\.[^.]+\.jobs\.\d+\.command$")
+
+
+def expand(value: Any, path: tuple[str, ...] = ()) -> Any:
+    """``value`` (a part of a config document at ``path``) with ``${VAR}`` expanded."""
+    try:
+        return _expand(value, path)
+    except _KeyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _expand(value: Any, path: tuple[str, ...], notes: list[str] | None = None) -> Any:

@@ -24,6 +24,7 @@ import difflib
 import importlib.metadata
 import json
 import os
+import platform
 import re
 import socket
 import subprocess
@@ -42,6 +43,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gate.builders.koji_config import KojiBackendConfig, KojiConfigError
+from gate.builders.local import LocalBackendConfig
 from gate.config import Config
 from repo_state.db import engine_url
 
@@ -128,6 +130,37 @@ def offline_findings(config: Config) -> list[Finding]:
     for name, backend in config.backends.items():
         if isinstance(backend, KojiBackendConfig):
             findings += _koji(config, name, backend)
+    if config.config_repo is not None:
+        findings += _git_location("config_repo.git", config.config_repo.git)
+    findings += _foreign_arches(config)
+    return findings
+
+
+def _foreign_arches(config: Config) -> list[Finding]:
+    """Queue arches a local backend does not build arch-specific packages for.
+
+    ``rpmbuild`` on this host builds its own arch (and noarch, which is in every
+    tree); a job on another arch tests a tree without the arch-specific
+    packages (docs/pipelines.md).
+    """
+    host = platform.machine()
+    findings = []
+    for name, queue in config.queues.items():
+        if not isinstance(config.backends[queue.backend], LocalBackendConfig):
+            continue
+        for i, arch in enumerate(queue.arches or ()):
+            if arch != host:
+                findings.append(
+                    Finding(
+                        f"queues.{name}.arches.{i}",
+                        f"the local backend builds on this host ({host}): the {arch} tree "
+                        "gets the noarch packages only, not arch-specific ones",
+                        "build with a Koji backend, or gate only noarch packages on "
+                        "this arch (docs/pipelines.md)",
+                        warning=True,
+                        host=True,
+                    )
+                )
     return findings
 
 
@@ -478,6 +511,9 @@ def online_findings(config: Config) -> list[Finding]:
             probes.append(
                 (_lookaside_base, f"projects.{name}.lookaside.url", project.lookaside.url)
             )
+    repo = config.config_repo
+    if repo is not None:
+        probes.append((_git_remote, "", repo.git, repo.branch, repo.path, "config_repo", "path"))
     probes.append((_database, config.db_url, config.database_url is None))
     probes.append((_port, config.listen.host, config.listen.port))
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -510,11 +546,16 @@ def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
     )
 
 
-def _git_remote(project: str, url: str, branch: str, spec: str) -> list[Finding]:
+def _git_remote(
+    project: str, url: str, branch: str, spec: str, section: str = "", file_key: str = "spec"
+) -> list[Finding]:
     """``git ls-remote`` for the branch, then a shallow fetch of its head into a
     temporary bare repository to see that the spec file is there (``git archive
-    --remote`` would be lighter, but most hosts refuse it: GitHub, GitLab over HTTP)."""
-    key = f"projects.{project}.git"
+    --remote`` would be lighter, but most hosts refuse it: GitHub, GitLab over HTTP).
+    ``section``: the keys' prefix (default ``projects.<project>``); ``file_key``:
+    the key that names the file."""
+    section = section or f"projects.{project}"
+    key = f"{section}.git"
     ref = f"refs/heads/{branch}"
     try:
         listed = _git("ls-remote", "--end-of-options", url, ref)
@@ -525,7 +566,7 @@ def _git_remote(project: str, url: str, branch: str, spec: str) -> list[Finding]
         if ref not in listed.stdout.split():
             return [
                 Finding(
-                    f"projects.{project}.branch",
+                    f"{section}.branch",
                     f"{_shown(url)} has no branch {branch!r}",
                     "give a branch the repository has",
                 )
@@ -546,9 +587,9 @@ def _git_remote(project: str, url: str, branch: str, spec: str) -> list[Finding]
             if tree.returncode != 0 or spec not in tree.stdout.splitlines():
                 return [
                     Finding(
-                        f"projects.{project}.spec",
+                        f"{section}.{file_key}",
                         f"no file {spec!r} at the head of {branch!r}",
-                        "give the spec's path inside the repository",
+                        "give the file's path inside the repository",
                     )
                 ]
     except subprocess.TimeoutExpired:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from gate.executor import Actions
 from gate.faults import backoff, is_transient
 from gate.ingest import Ingest
 from gate.items import Items, view_of
-from gate.merger import Merger
+from gate.merger import GitError, Merger
 from gate.model import QueueState
 from gate.planner import Dequeue, plan
 from gate.plumbing import Listener, Plumbing
@@ -43,6 +44,7 @@ from gate.polling import Polling
 from gate.publishing import Publishing
 from gate.queue_view import load_queue_state
 from gate.reconcile import Reconciler
+from gate.reload import Loader, Reloader, file_loader
 from gate.runtime import Runtime
 from gate.sources.base import ChangeSource
 from gate.tip import Tip
@@ -68,6 +70,7 @@ class Gate:
         sources: dict[str, ChangeSource] | None = None,
         window_override: int | None = None,
         runtime: Runtime | None = None,
+        load: Loader | None = None,
     ) -> None:
         rt = runtime or Runtime.create(config, backends=backends, sources=sources)
         self.runtime = rt
@@ -88,6 +91,7 @@ class Gate:
         self.publishing = Publishing(
             rt.engine, rt.plumbing, rt.config, self.items, rt.publishers, rt.backends
         )
+        self.publishing.gated_by = lambda: self.runtime.config_status.gated_by()
         self.polling = Polling(rt.engine, rt.plumbing, rt.config, source_of, rt.publishers)
         self.admin = RepoAdmin(rt.engine, rt.plumbing, rt.config, rt.publishers)
         self.ingest = Ingest(
@@ -108,10 +112,20 @@ class Gate:
             rt.engine, rt.plumbing, self.builds, self.attempts, self.checks, self.tip
         )
         self._loop_task: asyncio.Task[None] | None = None
-        self._pollers: list[asyncio.Task[None]] = []
-        #: queue -> its final builds start ahead of the tip as drafts (``detect_drafts``)
+        #: queue -> its final builds start ahead of the tip as drafts (``detect_drafts``;
+        #: a queue added by a reload is not in it: serial tip until a restart)
         self.drafts: dict[str, bool] = {}
+        #: each queue's branch poller (``follow_queues``), and the config repository's
+        self._pollers: dict[str, asyncio.Task[None]] = {}
+        if load is None and config.source is not None:
+            load = file_loader(config.source)
+        #: reads, checks and applies the configuration again (None: built in code)
+        self.reloader = Reloader(self, load) if load is not None else None
+        rt.reloader = self.reloader.reload if self.reloader is not None else None
         self._idle = asyncio.Event()
+        #: held by each iteration of the loop (ingest, plan, execute): a reload swaps
+        #: the configuration between two iterations, never during one
+        self.planning = asyncio.Lock()
         self._stopping = False
         self._init_queues(window_override)
 
@@ -201,7 +215,7 @@ class Gate:
         self._stopping = False
         await self.detect_drafts()
         resumed = await self.reconciler.resume_orphans(starting=True)
-        self._retry_reconfigured_bootstraps()
+        self.retry_reconfigured_bootstraps()
         swept = await self.builds.sweep_branches()
         log.info(
             "started: %d pieces of running work resumed, %d leftover build branches deleted",
@@ -214,19 +228,51 @@ class Gate:
             await source.start()
         loop = asyncio.get_running_loop()
         self._loop_task = loop.create_task(self._loop(), name="gate-loop")
-        for name in self.config.queues:
-            self._pollers.append(
-                loop.create_task(self.polling.poll_forever(name), name=f"poll-{name}")
-            )
+        self.follow_queues()
         self.wake()
 
-    def _retry_reconfigured_bootstraps(self) -> None:
+    def follow_queues(self) -> None:
+        """A poller for each queue that polls and has none running (at start, and
+        after a reload added a queue or gave one a ``poll_interval``)."""
+        if self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        for name, queue in self.config.queues.items():
+            task = self._pollers.get(name)
+            if queue.poll_interval > 0 and (task is None or task.done()):
+                self._pollers[name] = loop.create_task(
+                    self.polling.poll_forever(name), name=f"poll-{name}"
+                )
+
+    def follow_config(self, follower: Coroutine[Any, Any, None]) -> None:
+        """Run the config repository's follower (``gate.config_repo``) until stop."""
+        task = asyncio.get_running_loop().create_task(follower, name="config-repo")
+        self._pollers[" config-repo"] = task  # not a queue name (names have no space)
+
+    def poll_soon(self, projects: list[str]) -> None:
+        """Look at these projects' branches now: a project added by a reload is
+        bootstrapped (or its head recorded) as at start."""
+        if projects and not self._stopping:
+            self.plumbing.spawn(self._poll_projects(projects), name="poll-added-projects")
+
+    async def _poll_projects(self, projects: list[str]) -> None:
+        for project in projects:
+            if project not in self.config.projects:
+                continue
+            try:
+                await self.polling.poll_project(project)
+            except (GitError, OSError) as exc:
+                log.warning("polling %s failed: %s", project, exc)
+
+    def retry_reconfigured_bootstraps(self) -> None:
         """A blocked bootstrap whose project's build settings changed since it was built
         is tried again: the change (a fixed lookaside URL, target) may be the fix."""
         with session(self.engine) as s:
             rows = s.exec(select(ItemRow).where(col(ItemRow.active), col(ItemRow.bootstrap))).all()
         for row in rows:
-            if not view_of(row).blocked or row.project not in self.config.projects:
+            if not view_of(row).blocked or row.queue not in self.config.queues:
+                continue
+            if row.project not in self.config.queues[row.queue].projects:
                 continue
             if row.config_digest != self.config.build_digest(row.project):
                 log.info("item %s: %s's build settings changed", row.id, row.project)
@@ -235,7 +281,7 @@ class Gate:
     async def stop(self) -> None:
         """Stop taking work; cancel what runs here (Koji tasks keep running on the hub)."""
         self._stopping = True
-        loops = [*self._pollers, *([self._loop_task] if self._loop_task else [])]
+        loops = [*self._pollers.values(), *([self._loop_task] if self._loop_task else [])]
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
@@ -291,10 +337,11 @@ class Gate:
             await self.plumbing.wait_for_wake(self._next_timer())
             self.plumbing.loop_seen_at = time.time()
             try:
-                await self.ingest.process_deliveries()
-                await self.reconciler.resume_orphans()
-                for name in self.config.queues:
-                    await self._run_queue(name)
+                async with self.planning:
+                    await self.ingest.process_deliveries()
+                    await self.reconciler.resume_orphans()
+                    for name in list(self.config.queues):
+                        await self._run_queue(name)
                 faults = 0
             except asyncio.CancelledError:
                 raise
@@ -323,6 +370,9 @@ class Gate:
 
     async def _run_queue(self, name: str) -> None:
         for _ in range(MAX_ROUNDS):
+            queue = self.config.queues.get(name)
+            if queue is None:
+                return  # a reload removed it (it had no queued item)
             with session(self.engine) as s:
                 state = self.queue_state(s, name)
             actions = plan(state)

@@ -12,7 +12,9 @@ D. python-django 1.8.1, dropping a Provides that published horizon requires
 
 and checks the outcome: A and B merged and published (A first), C and D
 rejected with their reasons, and every generation ever published passing
-repoclosure.
+repoclosure.  The queue runs a two-stage pipeline (``DEMO_PIPELINE``): the
+dependency checks, then an install test on the arches where they passed (D
+fails in stage 1, so its stage 2 never runs).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import json
 import logging
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -79,6 +82,9 @@ class Progress:
         self.out = out
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("topic") == "job":
+            self._job(event)
+            return
         if event.get("topic") != "item":
             return
         item = int(event.get("item") or 0)
@@ -107,6 +113,31 @@ class Progress:
             file=self.out,
             flush=True,
         )
+
+    def _job(self, event: dict[str, Any]) -> None:
+        item = int(event.get("item") or 0)
+        who = self.labels.get(item) or self.by_project.get(self.projects.get(item, ""), f"#{item}")
+        print(
+            f"[{time.monotonic() - self.start:6.1f}s] {who:<3} {self.projects.get(item, ''):<14}"
+            f"   stage {event.get('stage', '?')} {event.get('name')} on {event.get('arch')}: "
+            f"{'passed' if event.get('passed') else 'failed'}",
+            file=self.out,
+            flush=True,
+        )
+
+
+#: the demo's pipeline: the dependency checks, then an install test on what they passed
+DEMO_JOBS: list[Any] = [
+    "repoclosure",
+    "builddeps",
+    {
+        "name": "install-test",
+        # a stand-in for a real install test (dnf in a container): the arch's tree
+        # is a repository dnf could install from
+        "command": 'test -s "$RPMGATE_ARCH_REPO_PATH/repodata/repomd.xml"',
+    },
+]
+DEMO_PIPELINE = [["repoclosure", "builddeps"], ["install-test"]]
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -142,13 +173,25 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def run_demo(directory: Path | None = None, keep: bool = False, source: str = "git") -> int:
+async def run_demo(
+    directory: Path | None = None,
+    keep: bool = False,
+    source: str = "git",
+    keep_running: asyncio.Event | bool = False,
+) -> int:
+    """Run the demo; with ``keep_running`` the daemon stays up afterwards for a person to
+    look at the status page: until Ctrl-C, or until the event given is set (tests)."""
     root = Path(directory or tempfile.mkdtemp(prefix="rpmgate-demo-"))
     print(f"rpmgate demo: building a world of 4 distgit projects in {root}")
     world = World(root).create()
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     doc = world.config(listen={"host": "127.0.0.1", "port": port}, public_url=base)
+    doc["queues"]["liberty"].update(jobs=DEMO_JOBS, pipeline=DEMO_PIPELINE)
+    print(
+        "rpmgate demo: pipeline "
+        + " -> ".join(f"stage {n}: {', '.join(st)}" for n, st in enumerate(DEMO_PIPELINE, 1))
+    )
     gerrit: GerritDemo | None = None
     if source == "gerrit":
         if not GerritDemo.available():
@@ -167,7 +210,7 @@ async def run_demo(directory: Path | None = None, keep: bool = False, source: st
     served = await serve(
         make_app(gate.runtime), "127.0.0.1", port, limits_of(config.listen), access_log=None
     )
-    print(f"rpmgate demo: daemon API at {base}/api/status")
+    print(f"rpmgate demo: status page at {base}/ (API at {base}/api/status)")
     try:
         print("\n== bootstrap: the branch heads become post items and are published")
         await gate.start()
@@ -181,7 +224,10 @@ async def run_demo(directory: Path | None = None, keep: bool = False, source: st
         if gerrit is not None:
             # one classic change per project: items are named by their project
             progress.by_project = {project: label for label, project, _, _ in CLASSIC_CHANGES}
-            return await _through_gerrit(gate, gerrit, base, root, labels)
+            code = await _through_gerrit(gate, gerrit, base, root, labels)
+            if keep_running:
+                await _stay_up(base, keep_running)
+            return code
         print("\n== proposing and approving A, B, C, D through the HTTP API")
         for label, project, spec, title in CLASSIC_CHANGES:
             ref = world.propose(project, spec, title)
@@ -200,7 +246,10 @@ async def run_demo(directory: Path | None = None, keep: bool = False, source: st
             )
         print()
         await gate.wait_idle(600)
-        return await _summary(gate, base, root, labels)
+        code = await _summary(gate, base, root, labels)
+        if keep_running:
+            await _stay_up(base, keep_running)
+        return code
     finally:
         await gate.stop()
         await served.close()
@@ -210,6 +259,21 @@ async def run_demo(directory: Path | None = None, keep: bool = False, source: st
             shutil.rmtree(root, ignore_errors=True)
         else:
             print(f"(kept {root})")
+
+
+async def _stay_up(base: str, until: asyncio.Event | bool) -> None:
+    """Leave the daemon serving until Ctrl-C (or ``until`` is set)."""
+    print(f"\nrpmgate demo: the daemon stays up: open {base}/ (Ctrl-C to stop)", flush=True)
+    stop = until if isinstance(until, asyncio.Event) else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+    print("rpmgate demo: stopping the daemon")
 
 
 async def _through_gerrit(
@@ -299,10 +363,14 @@ async def _check_generations(gate: Gate, root: Path) -> list[int]:
 
 
 def main(
-    directory: str | None = None, keep: bool = False, verbose: bool = False, source: str = "git"
+    directory: str | None = None,
+    keep: bool = False,
+    verbose: bool = False,
+    source: str = "git",
+    keep_running: bool = False,
 ) -> int:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return asyncio.run(run_demo(Path(directory) if directory else None, keep, source))
+    return asyncio.run(run_demo(Path(directory) if directory else None, keep, source, keep_running))

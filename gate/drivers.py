@@ -9,6 +9,7 @@ from __future__ import annotations
 from gate.builders.base import BackendParts
 from gate.builders.koji_config import KojiBackendConfig
 from gate.builders.local import LocalBackend, LocalBackendConfig
+from gate.jobs.builddeps import BuildDepsJobConfig, builddeps_job
 from gate.jobs.command import CommandJob, CommandJobConfig
 from gate.jobs.dependencies import (
     ConflictsJobConfig,
@@ -85,5 +86,6 @@ JOBS.register(JobDriver("repoclosure", RepoclosureJobConfig, repoclosure_job))
 JOBS.register(JobDriver("installability", InstallabilityJobConfig, installability_job))
 JOBS.register(JobDriver("conflicts", ConflictsJobConfig, conflicts_job))
 JOBS.register(JobDriver("upgrade", UpgradeJobConfig, upgrade_job))
+JOBS.register(JobDriver("builddeps", BuildDepsJobConfig, builddeps_job))
 JOBS.register(JobDriver("command", CommandJobConfig, _command))
 PUBLISHERS.register(PublisherDriver("createrepo", PublisherConfig, _createrepo))

@@ -20,7 +20,12 @@ section, what to do about each in docs/runbook.md):
 * ``backend:<name>`` -- the error the backend recorded (``problem()``), else
   its active probe (``probe()``), reused for ``probe_interval`` seconds and
   bounded by ``probe_timeout``;
-* ``stuck_builds`` -- builds whose watch stopped on a backend error.
+* ``stuck_builds`` -- builds whose watch stopped on a backend error;
+* ``config`` -- the configuration in force (its version and config repository
+  commit) and the last one refused, if any (``gate.reload``).  It passes even
+  when the newest configuration was refused: the gate runs on the one before,
+  and a probe that restarted the daemon on it would turn a bad commit into an
+  outage; alert on ``newest_refused`` instead.
 
 Slow checks run at most once at a time: a request arriving while one is
 under way waits for that one rather than starting another, so a hung
@@ -50,6 +55,7 @@ from sqlmodel import col
 from gate.builders.base import BuildBackend
 from gate.builds import build_owner
 from gate.config import HealthConfig
+from gate.config_status import ConfigStatus
 from gate.items import step_owner
 from gate.model import BuildState, ItemKind, ItemView, Step, TipStep
 from gate.runtime import Runtime
@@ -119,6 +125,43 @@ class BackendCheck(Check):
 
 class StuckBuildsCheck(Check):
     builds: list[int]
+
+
+class ConfigCheck(Check):
+    """The configuration in force, and the last one refused (``gate.reload``)."""
+
+    version: int
+    #: the config repository's commit in force (None: no ``config_repo``)
+    commit: str | None
+    #: the newest configuration asked for was refused: the one before runs
+    newest_refused: bool
+    #: why the last refused configuration was refused (empty: none was)
+    refused: list[str]
+
+
+def config_check(status: ConfigStatus) -> ConfigCheck:
+    in_force = f"configuration {status.version} in force" + (
+        f" (commit {status.commit[:12]})" if status.commit else ""
+    )
+    refused = status.last_refused
+    if refused is None:
+        detail = in_force
+    else:
+        what = f"commit {refused.commit[:12]}" if refused.commit else "a configuration"
+        when = "newest" if status.newest_refused else "earlier"
+        detail = (
+            f"{in_force}; {what} ({refused.trigger}, {refused.at}) was refused, the "
+            f"{when} one asked for: {'; '.join(refused.findings)[:500]}"
+        )
+    return ConfigCheck(
+        name="config",
+        ok=True,
+        detail=detail,
+        version=status.version,
+        commit=status.commit,
+        newest_refused=status.newest_refused,
+        refused=list(refused.findings) if refused else [],
+    )
 
 
 class HeldBackCheck(Check):
@@ -597,7 +640,10 @@ class Health:
         database, loop = database_check(reading), loop_check(plumbing.loop_seen_at, now, self.cfg)
         stuck = stuck_builds_check(reading)
         held = [held_back_check(name, reading) for name in config.queues]
-        checks: list[Check] = [database, loop, *queues, *held, *disks, *backends, stuck]
+        configured = config_check(self.rt.config_status)
+        checks: list[Check] = [
+            database, loop, *queues, *held, *disks, *backends, stuck, configured
+        ]  # fmt: skip
         self._log_changes(checks)
         return HealthReport(
             ok=all(c.ok for c in checks),

@@ -215,12 +215,15 @@ class Ingest:
             sha = await self._resolve(event.project, event.ref)
             await self._refuse_duplicate(event.project, sha)
             with session(self.engine) as s:
+                delivery = s.get(Delivery, event.delivery) if event.delivery else None
                 change = ChangeRow(
                     project=event.project,
                     ref=event.ref,
                     sha=sha,
                     title=event.title or event.ref,
                     delivery_id=event.delivery or None,
+                    # who proposed it: the name of the API token it came with
+                    owner=(delivery.requested_by if delivery else None) or "",
                 )
                 s.add(change)
                 s.commit()

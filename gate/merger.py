@@ -305,6 +305,22 @@ class Merger:
             )
             return result.stdout
 
+    async def file_at(self, project: str, url: str, commit: str, path: str) -> str | None:
+        """The text of the file ``path`` in ``commit`` (fetched if the clone lacks
+        it); None when the commit has no such file."""
+        async with self._lock(project):
+            git_dir = await self._ensure_clone(project, url)
+            commit = await self._ensure_commit(git_dir, commit)
+            result = await self._git(
+                git_dir, "cat-file", "blob", END_OF_OPTIONS, f"{commit}:{path}", check=False
+            )
+            if result.returncode != 0:
+                if "does not exist" in result.stderr or "exists on disk, but not" in result.stderr:
+                    return None
+                command = ["git", "cat-file", "blob", commit]
+                raise GitError(command, result.returncode, result.stderr)
+            return result.stdout
+
     async def tree_of(self, project: str, url: str, commit: str) -> str:
         """The tree of ``commit`` (fetched if the clone lacks it)."""
         async with self._lock(project):

@@ -86,7 +86,16 @@ class GateMetrics:
             registry=r,
         )
         self.jobs = Counter(
-            "rpmgate_jobs", "Job runs that ended, by job and result", ["job", "result"], registry=r
+            "rpmgate_jobs",
+            "Job runs (each try of a retried job) that ended, by job and result",
+            ["job", "result"],
+            registry=r,
+        )
+        self.flaky_passes = Counter(
+            "rpmgate_job_flaky_passes",
+            "Job runs that passed only on a retry (flaky: passed on try 2 of 3), by job and arch",
+            ["job", "arch"],
+            registry=r,
         )
         self.job_seconds = Histogram(
             "rpmgate_job_duration_seconds",
@@ -188,6 +197,8 @@ class GateMetrics:
     def _job(self, event: dict[str, Any]) -> None:
         name = str(event["name"])
         self.jobs.labels(name, "passed" if event["passed"] else "failed").inc()
+        if event.get("flaky"):
+            self.flaky_passes.labels(name, str(event.get("arch", ""))).inc()
         self.job_seconds.labels(name).observe(float(event["seconds"]))
 
     def _item(self, event: dict[str, Any]) -> None:

@@ -37,18 +37,28 @@ class Polling:
     publishers: Mapping[str, Publisher]
 
     async def poll_queue(self, queue: str) -> None:
-        for project in self.config.queues[queue].projects:
+        cfg = self.config.queues.get(queue)  # None: a reload removed it meanwhile
+        for project in cfg.projects if cfg is not None else ():
+            if project not in self.config.projects:
+                continue  # removed by a reload while the others were polled
             try:
                 await self.poll_project(project)
             except (GitError, OSError) as exc:
                 log.warning("polling %s failed: %s", project, exc)
 
     async def poll_forever(self, queue: str) -> None:
-        """Poll the queue's branches every ``poll_interval`` seconds (0: never)."""
-        interval = self.config.queues[queue].poll_interval
-        while interval > 0:
-            await asyncio.sleep(interval)
-            await self.poll_queue(queue)
+        """Poll the queue's branches every ``poll_interval`` seconds (0: never).
+
+        The interval is read again each time (a reload may change it); the
+        poller ends when a reload removes the queue or sets the interval to 0.
+        """
+        while True:
+            cfg = self.config.queues.get(queue)
+            if cfg is None or cfg.poll_interval <= 0:
+                return
+            await asyncio.sleep(cfg.poll_interval)
+            if queue in self.config.queues:
+                await self.poll_queue(queue)
 
     async def poll_project(self, project: str, force: bool = False) -> int | None:
         """Make a post item of the branch head if the gate did not put it there.

@@ -15,8 +15,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
@@ -50,6 +50,8 @@ class Publishing:
     items: Items
     publishers: Mapping[str, Publisher]
     backends: Mapping[str, BuildBackend]
+    #: the configuration in force (``ConfigStatus.gated_by``), recorded in each manifest
+    gated_by: Callable[[], dict[str, object]] = field(default=dict)
 
     def publish(self, queue: str, item_ids: tuple[int, ...]) -> None:
         with session(self.engine) as s:
@@ -103,6 +105,7 @@ class Publishing:
                     }
                     for i, c, f in zip(items, changes, finals, strict=True)
                 ],
+                "config": self.gated_by(),
             }
             generation = await asyncio.to_thread(publisher.publish, number, state, produced_by)
             await asyncio.to_thread(publisher.gc)

@@ -22,6 +22,7 @@ from sqlmodel import col, func, select
 
 from gate.config import Config
 from gate.faults import retried, retried_call
+from gate.flaky import flaky_notes
 from gate.plumbing import Plumbing
 from gate.sources.base import ChangeSource, Report
 from repo_state.db import session
@@ -123,6 +124,16 @@ class Reporter:
             if phase == "merged":
                 links["repository"] = f"{base}/repos/{self.config.queues[item.queue].repo}/"
             message = _message(phase, item, change, reason, position)
+            if phase in ("merged", "failed"):
+                # a pass on a retry counts, and is said (retries never launder a failure)
+                runs = s.exec(
+                    select(JobRunRow)
+                    .where(JobRunRow.item_id == item.id, JobRunRow.attempt == item.attempt)
+                    .order_by(col(JobRunRow.id))
+                ).all()
+                flaky = flaky_notes(runs)
+                if flaky:
+                    message += f" Flaky: {'; '.join(flaky)}."
             report = Report(
                 phase=phase,
                 project=item.project,
@@ -140,11 +151,13 @@ class Reporter:
     def _failing_log(self, item: ItemRow) -> str:
         with session(self.engine) as s:
             job = s.exec(
-                select(JobRunRow).where(
+                select(JobRunRow)
+                .where(
                     JobRunRow.item_id == item.id,
                     JobRunRow.attempt == item.attempt,
                     JobRunRow.state == "failed",
                 )
+                .order_by(col(JobRunRow.id).desc())  # the last try, the one that failed it
             ).first()
             if job is not None and job.log_path:
                 return job.log_path

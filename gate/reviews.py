@@ -187,6 +187,7 @@ class Reviews:
                 source=event.source,
                 review=review.id,
                 url=review.url,
+                owner=review.owner,
             )
         if event.approved_revision == review.revision and change.approved_by is None:
             change.approved_by = event.approved_by or "a command"

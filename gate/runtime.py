@@ -12,14 +12,17 @@ the HTTP server, so nothing of this run can race them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from gate.builders.base import BackendParts, BuildBackend
 from gate.builders.sandbox import Sandbox
 from gate.config import Config
+from gate.config_status import ConfigStatus, digest_of, now_iso
 from gate.deliveries import store_delivery
 from gate.merger import Merger
 from gate.plumbing import Plumbing
@@ -44,6 +47,19 @@ class Runtime:
     plumbing: Plumbing
     #: the process groups the gate starts (None: a runtime of in-memory parts)
     processes: ProcessGroups | None = None
+    #: the configuration in force and the last one refused (``gate.reload``)
+    config_status: ConfigStatus = field(default_factory=ConfigStatus)
+    #: reads, checks and applies the configuration again (``gate.reload.Reloader.reload``:
+    #: trigger -> (HTTP status, answer)); None: this runtime cannot reload
+    reloader: Callable[[str], Awaitable[tuple[int, Any]]] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.config_status.digest:
+            self.config_status = ConfigStatus(
+                digest=digest_of(self.config),
+                source=str(self.config.source or "<config>"),
+                applied_at=now_iso(),
+            )
 
     @classmethod
     def create(

@@ -2,17 +2,31 @@
 
 On disk, under ``root``::
 
-    generations/<N>/<arch>/...      a tree from :func:`write_repo_tree`
-    generations/<N>/manifest.json   what N holds and what produced it
+    packages/...                    every RPM any kept generation serves, once
+                                    (:mod:`publishers.pooled`)
+    generations/<N>/<arch>/...      Packages -> ../../../packages, repodata/
+    generations/<N>/manifest.json   what produced N (small; see :class:`Manifest`)
+    generations/<N>/state.json      the repo state N serves, one build per line
+    generations/<N>/chunks.json     where N's metadata chunks lie (:mod:`publishers.chunked`)
     current -> generations/<N>      what clients are served
 
-A generation is built in ``generations/.tmp-<N>-<random>``, fsynced, and
-renamed into place, so a directory named ``<N>`` is always complete.  Then
-``current`` is switched by renaming a fresh symlink over it (``rename(2)`` is
-atomic): a client resolving ``current`` gets the old generation or the new
-one, never a mix (I3).  Generations are never modified after the rename;
-rollback and republish make a new, higher-numbered generation, and old ones
-stay (``keep``) so clients that resolved ``current`` earlier can finish.
+A generation is built in ``generations/.tmp-<N>-<random>``, the files and
+directories it wrote are fsynced, and it is renamed into place, so a directory
+named ``<N>`` is always complete.  Then ``current`` is switched by renaming a
+fresh symlink over it (``rename(2)`` is atomic): a client resolving
+``current`` gets the old generation or the new one, never a mix (I3).
+Generations are never modified after the rename, and files under
+``packages/`` are named by their content and never rewritten; rollback and
+republish make a new, higher-numbered generation, and old ones stay
+(``keep``) so clients that resolved ``current`` earlier can finish.
+
+The cost of a generation follows the change, not the repository: only new
+RPMs are linked and read, only the metadata chunks that hold a changed
+package are recompressed, and the state of the generations this process
+wrote or read stays in memory (it is immutable), so the next publish does not
+parse it back.  Generations written before this layout (RPMs hard-linked into
+``<arch>/Packages/<letter>/``, state inside ``manifest.json``) are still read,
+rolled back to and collected.
 
 Every step is safe to repeat after a crash (I4): publishing ``N`` again with
 the same packages only finishes the switch, debris of an interrupted build is
@@ -25,20 +39,33 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypedDict
+from typing import Required, TypedDict
 
-from publishers.repotree import TreeStatsDict, write_repo_tree
+from publishers.chunked import INDEX, dump_index, load_index
+from publishers.pooled import PACKAGES, package_dir, write_generation
+from publishers.repotree import TreeStatsDict
+from publishers.statefile import read_state, served_checksums, write_state
 from repo_state.pool import Pool
 from repo_state.state import RepoState
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "manifest.json"
+STATE = "state.json"
+LAYOUT_POOL = "pool"
+#: states kept in memory (current and the one before cover publish, rollback, retry)
+_STATE_CACHE = 3
 CURRENT = "current"
 GENERATIONS = "generations"
 _TMP_PREFIX = ".tmp-"
@@ -62,17 +89,23 @@ class GenerationNotFound(PublishError, LookupError):
     """No such generation (never published, or garbage-collected)."""
 
 
-class Manifest(TypedDict):
-    """``manifest.json``: what a generation holds and what produced it."""
+class Manifest(TypedDict, total=False):
+    """``manifest.json``: what a generation holds and what produced it.
 
-    number: int
-    created: str
-    produced_by: dict[str, object]
-    arches: list[str]
-    #: sorted binary NEVRAs
+    New optional keys may be added; readers ignore the ones they do not know.
+    """
+
+    number: Required[int]
+    created: Required[str]
+    produced_by: Required[dict[str, object]]
+    arches: Required[list[str]]
+    metadata: Required[TreeStatsDict]
+    #: "pool" (packages/ + chunked metadata); absent for the older hard-linked layout
+    layout: str
+    #: number of binary packages
+    package_count: int
+    #: older layout only: sorted binary NEVRAs and RepoState.to_json(), decoded
     packages: list[str]
-    metadata: TreeStatsDict
-    #: RepoState.to_json(), decoded
     state: list[dict[str, object]]
 
 
@@ -86,13 +119,19 @@ class Generation:
 
     @property
     def state(self) -> RepoState:
-        """The repo state this generation serves."""
-        return RepoState.from_json(json.dumps(self.manifest["state"]))
+        """The repo state this generation serves (read from disk; Publisher.state caches)."""
+        if "state" in self.manifest:
+            return RepoState.from_json(json.dumps(self.manifest["state"]))
+        return read_state(self.path / STATE)
 
     @property
     def packages(self) -> list[str]:
-        """Sorted binary NEVRAs, as recorded in the manifest."""
-        return list(self.manifest["packages"])
+        """Sorted binary NEVRAs."""
+        return sorted(self.state.nevras())
+
+    @property
+    def pooled(self) -> bool:
+        return self.manifest.get("layout") == LAYOUT_POOL
 
 
 def package_set(state: RepoState) -> frozenset[str]:
@@ -101,7 +140,7 @@ def package_set(state: RepoState) -> frozenset[str]:
     Checksums rather than NEVRAs, because a rebuild of the same NVR is a
     different package for a client that already downloaded the first one.
     """
-    return frozenset(a.checksum for a in state.artifacts(include_source=True))
+    return frozenset(a.checksum for e in state.builds.values() for a in e.artifacts)
 
 
 class Publisher:
@@ -118,6 +157,10 @@ class Publisher:
         self.keep = keep
         self.generations_dir = self.root / GENERATIONS
         self.generations_dir.mkdir(parents=True, exist_ok=True)
+        self.packages_dir = self.root / PACKAGES
+        # number -> state: generations are immutable, so an entry never goes stale
+        self._states: OrderedDict[int, RepoState] = OrderedDict()
+        self._states_lock = threading.Lock()
 
     # -- reading (no lock: everything read here is immutable or atomically replaced)
 
@@ -155,12 +198,28 @@ class Publisher:
 
     def state(self, n: int | None = None) -> RepoState:
         """The state of generation ``n`` (default: current; empty if none yet)."""
+        number = self._current_number() if n is None else n
+        if number is None:
+            return RepoState()
+        with self._states_lock:
+            cached = self._states.get(number)
+        if cached is not None and (self.generations_dir / str(number)).is_dir():
+            return cached
         generation = self.current() if n is None else self.generation(n)
         if generation is None:
             if n is None:
                 return RepoState()
             raise GenerationNotFound(f"generation {n} does not exist under {self.root}")
-        return generation.state
+        state = generation.state
+        self._remember(generation.number, state)
+        return state
+
+    def _remember(self, number: int, state: RepoState) -> None:
+        with self._states_lock:
+            self._states[number] = state
+            self._states.move_to_end(number)
+            while len(self._states) > _STATE_CACHE:
+                self._states.popitem(last=False)
 
     # -- writing (serialised by an flock on root/.lock, across threads and processes)
 
@@ -194,7 +253,7 @@ class Publisher:
             number = self._next_number() if number is None else number
             record = {**produced_by, "kind": "rollback", "rollback_to": to}
             # the target's metadata describes exactly the files we want again
-            return self._publish_locked(number, target.state, record, target.path)
+            return self._publish_locked(number, self.state(to), record, target.path)
 
     def republish(
         self, produced_by: Mapping[str, object], *, number: int | None = None
@@ -210,7 +269,7 @@ class Publisher:
                 raise PublishError("nothing published yet; nothing to republish")
             number = self._next_number() if number is None else number
             record = {**produced_by, "kind": "republish", "republished": current.number}
-            return self._publish_locked(number, current.state, record, None)
+            return self._publish_locked(number, self.state(current.number), record, None)
 
     def gc(self) -> list[int]:
         """Delete all but the newest ``keep`` generations and the current one.
@@ -225,16 +284,51 @@ class Publisher:
             if current is not None:
                 keep.add(current)
             removed = [n for n in numbers if n not in keep]
+            if removed:
+                # Packages first: a crash after this leaves a generation that is
+                # collected next time, never a package file nobody collects.
+                self._remove_packages(removed, sorted(keep & set(numbers)))
             for n in removed:
                 # Rename first: a crash mid-rmtree then leaves debris, not a
                 # generation directory that exists but is incomplete.
                 trash = self.generations_dir / f"{_TRASH_PREFIX}{n}-{secrets.token_hex(4)}"
                 os.rename(self.generations_dir / str(n), trash)
                 shutil.rmtree(trash)
+                with self._states_lock:
+                    self._states.pop(n, None)
             _fsync_dir(self.generations_dir)
             return removed
 
+    def _remove_packages(self, removed: Sequence[int], kept: Sequence[int]) -> None:
+        """Delete the files under ``packages/`` that only ``removed`` generations serve."""
+        current = self._current_number()
+        # the current state is in memory: what it serves needs no reading
+        base = package_set(self.state(current)) if current is not None else frozenset()
+        doomed: set[str] = set()
+        for n in removed:
+            generation = self.generation(n)
+            if generation is not None and generation.pooled:
+                doomed.update(c for c in self._served(n) if c not in base)
+        for n in kept:
+            if not doomed:
+                break
+            if n != current:
+                doomed.difference_update(self._served(n))
+        for checksum in doomed:
+            shutil.rmtree(self.packages_dir / package_dir(checksum), ignore_errors=True)
+
     # -- internals
+
+    def _served(self, n: int) -> Iterable[str]:
+        """Checksums of the files generation ``n`` serves, without parsing it if need be."""
+        with self._states_lock:
+            cached = self._states.get(n)
+        if cached is not None:
+            return package_set(cached)
+        path = self.generations_dir / str(n) / STATE
+        if path.is_file():
+            return served_checksums(path)
+        return package_set(self.state(n))
 
     def _publish_locked(
         self, number: int, state: RepoState, produced_by: Mapping[str, object], reuse: Path | None
@@ -243,7 +337,7 @@ class Publisher:
         current = self._current_number()
         existing = self.generation(number)
         if existing is not None:
-            if package_set(existing.state) != package_set(state):
+            if package_set(self.state(number)) != package_set(state):
                 raise GenerationConflict(
                     f"generation {number} exists with a different package set; "
                     "history is never rewritten, publish a new number"
@@ -263,6 +357,7 @@ class Publisher:
             raise
         os.rename(tmp, self.generations_dir / str(number))
         _fsync_dir(self.generations_dir)
+        self._remember(number, state)
         self._switch(number)
         generation = self.generation(number)
         assert generation is not None
@@ -276,18 +371,61 @@ class Publisher:
         produced_by: Mapping[str, object],
         reuse: Path | None,
     ) -> None:
-        stats = write_repo_tree(state, self.pool, tmp, self.arches, reuse, revision=str(number))
+        previous = None
+        present: frozenset[str] = frozenset()
+        if reuse is not None:
+            index = load_index(reuse / INDEX)
+            if index is not None:
+                previous = (reuse, index)
+            if index is not None and int(reuse.name) == self._current_number():
+                # what the current generation serves is under packages/ (gc keeps it)
+                present = package_set(self.state(int(reuse.name)))
+        try:
+            stats, chunks, touched = write_generation(
+                state,
+                self.pool,
+                self.packages_dir,
+                tmp,
+                self.arches,
+                previous,
+                present=present,
+                revision=str(number),
+            )
+        except (ValueError, OSError, zlib.error) as exc:
+            if previous is None:
+                raise
+            # a damaged previous generation costs header reads, not a stuck publish
+            log.warning("cannot reuse metadata of %s (%s); reading every header", reuse, exc)
+            shutil.rmtree(tmp)
+            stats, chunks, touched = write_generation(
+                state,
+                self.pool,
+                self.packages_dir,
+                tmp,
+                self.arches,
+                None,
+                present=present,
+                revision=str(number),
+            )
         manifest: Manifest = {
             "number": number,
             "created": datetime.now(UTC).isoformat(),
             "produced_by": dict(produced_by),
             "arches": list(self.arches),
-            "packages": sorted(state.nevras()),
+            "layout": LAYOUT_POOL,
+            "package_count": sum(
+                1 for entry in state.builds.values() for a in entry.artifacts if not a.is_source
+            ),
             "metadata": stats.to_dict(),
-            "state": json.loads(state.to_json()),
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _fsync_tree(tmp)
+        old = None
+        if reuse is not None and (reuse / STATE).is_file():
+            old = (self.state(int(reuse.name)), reuse / STATE)
+        write_state(tmp / STATE, state, old)
+        _write_synced(tmp / INDEX, dump_index(chunks))
+        _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        for directory in touched:
+            _fsync_dir(directory)
 
     def _next_number(self) -> int:
         return (self._current_number() or 0) + 1
@@ -332,18 +470,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(top: Path) -> None:
-    """Make a new generation durable before it gets its name.
-
-    Metadata and manifest are flushed, and every directory (for the new hard
-    links). RPM contents belong to the pool and are not re-flushed here.
-    """
-    for dirpath, _dirnames, filenames in os.walk(top):
-        for name in filenames:
-            if not name.endswith(".rpm"):
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        _fsync_dir(Path(dirpath))
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -63,6 +63,9 @@ class ChangeRow(SQLModel, table=True):
     depends_on: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     #: who approved this revision by a command (review systems without votes)
     approved_by: str | None = None
+    #: who it is by: the review's owner in its review system, or the name of the API
+    #: token that proposed it ("" when unknown: a direct push, the open API)
+    owner: str = Field(default="", sa_column_kwargs={"server_default": ""})
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -165,6 +168,13 @@ class JobRunRow(SQLModel, table=True):
     log_path: str = ""
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    #: the arch tree the run tested ("" before pipelines: every arch at once)
+    arch: str = ""
+    #: its pipeline stage (1-based; 0 before pipelines)
+    stage: int = 0
+    #: which try of the job on this arch in this attempt (1: the first run), of ``tries``
+    try_number: int = 1
+    tries: int = 1
 
 
 class GenerationRow(SQLModel, table=True):

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from sys import intern
 from typing import SupportsIndex, SupportsInt
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Artifact:
     """One RPM file, identified by its content (``checksum`` is its sha256)."""
 
@@ -50,23 +51,36 @@ class Artifact:
         return self.arch in ("src", "nosrc")
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        # by hand rather than dataclasses.asdict (which deep-copies): 20k of
+        # these are written per generation of a large repository
+        return {
+            "name": self.name,
+            "epoch": self.epoch,
+            "version": self.version,
+            "release": self.release,
+            "arch": self.arch,
+            "sourcerpm": self.sourcerpm,
+            "checksum": self.checksum,
+            "size": self.size,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Artifact:
+        # interned: a large repository repeats these (noarch, 1.0, el9, a
+        # source RPM per subpackage), and states of 20k builds stay in memory
         return cls(
-            name=str(data["name"]),
+            name=intern(str(data["name"])),
             epoch=_int(data.get("epoch")),
-            version=str(data["version"]),
-            release=str(data["release"]),
-            arch=str(data["arch"]),
-            sourcerpm=str(data.get("sourcerpm") or ""),
+            version=intern(str(data["version"])),
+            release=intern(str(data["release"])),
+            arch=intern(str(data["arch"])),
+            sourcerpm=intern(str(data.get("sourcerpm") or "")),
             checksum=str(data["checksum"]),
             size=_int(data.get("size")),
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuildEntry:
     """One build of one source package as a repository carries it."""
 
@@ -75,24 +89,35 @@ class BuildEntry:
     artifacts: tuple[Artifact, ...]
     #: where the build came from: ``"final:<backend ref>"`` or ``"scratch:<key>"``
     origin: str = ""
+    #: the project (distgit) and commit it was built from: the source stamp
+    #: (empty for builds recorded before rpmgate kept it)
+    project: str = ""
+    commit: str = ""
 
     def binary_artifacts(self) -> tuple[Artifact, ...]:
         return tuple(a for a in self.artifacts if not a.is_source)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "source_name": self.source_name,
             "nvr": self.nvr,
             "origin": self.origin,
             "artifacts": [a.to_dict() for a in self.artifacts],
         }
+        if self.project:
+            out["project"] = self.project
+        if self.commit:
+            out["commit"] = self.commit
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> BuildEntry:
         return cls(
-            source_name=str(data["source_name"]),
+            source_name=intern(str(data["source_name"])),
             nvr=str(data["nvr"]),
             origin=str(data.get("origin") or ""),
+            project=intern(str(data.get("project") or "")),
+            commit=str(data.get("commit") or ""),
             artifacts=tuple(Artifact.from_dict(a) for a in _mappings(data.get("artifacts"))),
         )
 

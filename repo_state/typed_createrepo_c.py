@@ -25,6 +25,7 @@ __all__ = [
     "RepomdRecord",
     "checksum_name_str",
     "package_from_rpm",
+    "xml_from_rpm",
 ]
 
 if TYPE_CHECKING:
@@ -61,6 +62,10 @@ if TYPE_CHECKING:
     class RepomdRecord:
         type: str
         location_href: str
+        checksum: str | None
+        checksum_type: str | None
+        size: int
+        timestamp: int
 
         def __init__(self, type: str | None = None, path: str | None = None) -> None: ...
         def fill(self, checksum_type: int) -> None: ...
@@ -96,6 +101,14 @@ if TYPE_CHECKING:
         changelog_limit: int = ...,
     ) -> Package: ...
 
+    def xml_from_rpm(
+        filename: str,
+        checksum_type: int = ...,
+        location_href: str | None = None,
+        location_base: str | None = None,
+        changelog_limit: int = ...,
+    ) -> tuple[str, str, str]: ...
+
 else:
     from createrepo_c import (
         GZ_COMPRESSION,
@@ -110,4 +123,5 @@ else:
         RepomdRecord,
         checksum_name_str,
         package_from_rpm,
+        xml_from_rpm,
     )

@@ -96,10 +96,12 @@ async def test_each_dependency_job_rejects_what_it_checks_and_nothing_else(
             "upgrade: 1 upgrade problem: python-django-1.7.0-1.noarch downgrades "
             "python-django-1.8.0-1.noarch"
         )
-        # each was rejected by exactly one check
+        # each was rejected by exactly one check: the others passed, or were cancelled
+        # when it failed (early failure, docs/pipelines.md); none failed
         for title, failing in {"I": "installability", "F": "conflicts", "U": "upgrade"}.items():
             states = {name: row.state for name, row in _jobs(gate, title).items()}
-            assert states == {n: "failed" if n == failing else "passed" for n in JOBS}, title
+            assert states.pop(failing) == "failed", title
+            assert set(states.values()) <= {"passed", "canceled"}, (title, states)
 
         # the unrelated change passed every check; the old breakage is a warning
         a = _jobs(gate, "A")

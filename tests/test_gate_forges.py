@@ -192,6 +192,9 @@ async def test_an_approved_pull_request_is_tested_merged_by_the_forge_and_report
         [item] = items_of(gate, number)
         pr = forge.fake.repos[forge.repo("nova")].pulls[number]
         assert pr.merged and world.branch_head("nova") == pr.merge_commit_sha
+        with session(gate.engine) as s:
+            change = s.get(ChangeRow, item.change_id)
+        assert change is not None and change.owner == "packager"  # who opened it
         parents = git(world.remote("nova"), "rev-list", "--parents", "-n1", "main").split()[1:]
         assert parents == [before, head]  # the forge's own merge commit, the tested tree
         statuses = forge.fake.repos[forge.repo("nova")].statuses[head]

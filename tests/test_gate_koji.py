@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import createrepo_c as cr
 import koji
 import pytest
 from sqlmodel import select
@@ -716,7 +717,13 @@ async def test_a_two_arch_target_builds_and_publishes_every_arch(tmp_path: Path)
             current = gate.publishers["liberty"].current()
             assert current is not None
             for arch in ("x86_64", "aarch64"):
-                listed = sorted(p.name for p in (current.path / arch / "Packages").rglob("*.rpm"))
+                # what the tree's metadata serves (Packages/ is the repository-wide store)
+                reader = cr.RepositoryReader.from_path(str(current.path / arch))
+                listed = sorted(Path(p.location_href).name for p in reader.iter_packages())
+                assert all(
+                    (current.path / arch / p.location_href).is_file()
+                    for p in reader.iter_packages()
+                )
                 assert listed == ["ceilometer-8.0.0-1.noarch.rpm", f"nova-12.0.1-1.{arch}.rpm"]
             assert_published_rpms_are_kojis(gate, fk)
             check_invariants(gate)

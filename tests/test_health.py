@@ -47,6 +47,7 @@ CHECKS = [
     "disk:publisher:liberty",
     "backend:local",
     "stuck_builds",
+    "config",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -12,12 +13,15 @@ import createrepo_c as cr
 import pytest
 
 from publishers import createrepo as createrepo_module
+from publishers import pooled as pooled_module
 from publishers.createrepo import (
     GenerationConflict,
     OutOfOrder,
     Publisher,
 )
-from publishers.repotree import RepoTreeError, package_href, write_repo_tree
+from publishers.pooled import pooled_href
+from publishers.repotree import RepoTreeError, write_repo_tree
+from publishers.statefile import write_state
 from repo_state.pool import Pool
 from repo_state.state import BuildEntry, RepoState
 from tests.rpmfactory import Subpackage, build_entry, build_rpms
@@ -125,17 +129,27 @@ def test_repodata_lists_exactly_the_state_packages(tmp_path, pool, builds):
     assert pkgs["foo"].changelogs
 
 
-def test_packages_are_laid_out_by_first_letter_and_hard_linked_from_the_pool(
+def test_packages_are_stored_once_by_checksum_and_hard_linked_from_the_pool(
     publisher, pool, builds
 ):
     state = state_of(builds, "foo-1", "baz-1")
     generation = publisher.publish(1, state, GATE)
+    second = publisher.publish(2, state_of(builds, "foo-2", "baz-1"), GATE)
 
+    for gen in (generation, second):
+        for tree in ("x86_64", "src"):
+            link = gen.path / tree / "Packages"
+            assert link.is_symlink() and link.resolve() == publisher.packages_dir.resolve()
     for artifact in state.artifacts(include_source=True):
         tree = "src" if artifact.is_source else "x86_64"
-        path = generation.path / tree / package_href(artifact)
-        assert path.parent.name == artifact.name[0]
+        path = generation.path / tree / pooled_href(artifact)
+        assert path.name == artifact.filename
+        assert path.parent.name == artifact.checksum
         assert path.stat().st_ino == pool.path_for(artifact.checksum).stat().st_ino
+    # every location primary.xml names is the file with that checksum
+    for tree in ("x86_64", "src"):
+        for href, pkg in primary_packages(second.path / tree).items():
+            assert pool.path_for(pkg.pkgId).samefile(second.path / tree / href)
 
 
 def test_client_holding_an_older_generation_keeps_working_after_the_switch(publisher, builds):
@@ -151,6 +165,46 @@ def test_client_holding_an_older_generation_keeps_working_after_the_switch(publi
         assert (held / href).is_file()
     now = primary_packages(publisher.root / "current" / "x86_64")
     assert {p.name for p in now.values()} == {"foo", "qux"}
+
+
+def served_files(generation_dir: Path) -> dict[str, tuple[str, int, int]]:
+    """Every file a generation serves (its own and the packages its metadata names)."""
+    files: dict[str, tuple[str, int, int]] = {}
+    paths = [p for p in generation_dir.rglob("*") if p.is_file() and "Packages" not in p.parts]
+    for tree in ("x86_64", "src"):
+        if (generation_dir / tree).is_dir():
+            paths += [
+                generation_dir / tree / href for href in primary_packages(generation_dir / tree)
+            ]
+    for path in paths:
+        info = path.stat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        files[str(path.relative_to(generation_dir))] = (digest, info.st_ino, info.st_mtime_ns)
+    return files
+
+
+def test_a_generation_is_served_unchanged_while_the_next_ones_are_written(
+    publisher, builds, monkeypatch
+):
+    first = publisher.publish(1, state_of(builds, "foo-1", "bar-1", "baz-1"), GATE)
+    before = served_files(first.path)
+    assert any("Packages" in name for name in before)
+    during: list[dict[str, tuple[str, int, int]]] = []
+    real = pooled_module.write_tree_metadata
+
+    def write_and_look(*args, **kwargs):
+        # the new generation's packages are linked, its metadata half written
+        during.append(served_files(first.path))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pooled_module, "write_tree_metadata", write_and_look)
+    publisher.publish(2, state_of(builds, "foo-2", "bar-1", "qux-1"), GATE)
+    publisher.publish(3, state_of(builds, "foo-2", "qux-1"), GATE)
+    publisher.rollback(1, GATE)
+    publisher.gc()
+
+    assert during and all(snapshot == before for snapshot in during)
+    assert served_files(first.path) == before
 
 
 def test_publish_after_a_crash_before_the_switch_only_switches(publisher, builds, monkeypatch):
@@ -183,7 +237,7 @@ def test_publish_after_a_crash_mid_build_removes_the_debris(publisher, builds, m
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("kill -9 while writing metadata")
 
-    monkeypatch.setattr(createrepo_module, "_fsync_tree", crash)
+    monkeypatch.setattr(createrepo_module, "_write_synced", crash)
     with pytest.raises(KeyboardInterrupt):
         publisher.publish(2, state, GATE)
     monkeypatch.undo()
@@ -264,6 +318,40 @@ def test_gc_keeps_the_newest_generations(tmp_path, pool, builds):
     assert publisher.generations() == [3, 4]
     assert publisher.current().number == 4
     assert publisher.gc() == []
+    # packages/ holds what generations 3 and 4 serve, and nothing else
+    stored = {p.parent.name for p in publisher.packages_dir.glob("*/*/*.rpm")}
+    served = {a.checksum for n in (3, 4) for a in publisher.state(n).artifacts(True)}
+    assert stored == served
+
+
+def test_generations_of_the_hard_linked_layout_are_read_rolled_back_to_and_collected(
+    tmp_path, pool, builds
+):
+    """A repository published before packages/ existed keeps working after the upgrade."""
+    root = tmp_path / "repo"
+    old = root / "generations" / "1"
+    state = state_of(builds, "foo-1", "baz-1")
+    write_repo_tree(state, pool, old, ["x86_64"], revision="1")
+    manifest = {
+        "number": 1,
+        "created": "2026-01-01T00:00:00+00:00",
+        "produced_by": GATE,
+        "arches": ["x86_64"],
+        "packages": sorted(state.nevras()),
+        "metadata": {"read": 3, "reused": 0, "packages": {"x86_64": 3}},
+        "state": json.loads(state.to_json()),
+    }
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    (root / "current").symlink_to("generations/1")
+    publisher = Publisher(root, pool, arches=("x86_64",), keep=1)
+
+    assert publisher.state() == state
+    second = publisher.publish(2, state.with_build(builds["qux-1"]), GATE)
+    assert listed(second.path / "x86_64") == expected(second.state, "x86_64")
+    rolled = publisher.rollback(1, GATE)
+    assert listed(rolled.path / "x86_64") == expected(state, "x86_64")
+    assert publisher.gc() == [1, 2]
+    assert listed(publisher.root / "current" / "x86_64") == expected(state, "x86_64")
 
 
 def test_gc_never_deletes_the_generation_current_points_at(tmp_path, pool, builds, monkeypatch):
@@ -338,10 +426,17 @@ def test_manifest_names_what_produced_the_generation(publisher, builds):
     manifest = json.loads((generation.path / "manifest.json").read_text())
     assert manifest["number"] == 1
     assert manifest["produced_by"] == GATE
-    assert manifest["packages"] == sorted(state.nevras())
-    assert "foo-0:1.0-1.noarch" in manifest["packages"]
-    assert RepoState.from_json(json.dumps(manifest["state"])) == state
+    assert manifest["package_count"] == len(state.nevras())
     assert manifest["created"].endswith("+00:00")
+    # the state sits beside it, one build per line, and reads back equal
+    text = (generation.path / "state.json").read_text()
+    assert len(text.splitlines()) == len(state) + 2
+    assert RepoState.from_json(text) == state
+    assert generation.packages == sorted(state.nevras())
+    assert "foo-0:1.0-1.noarch" in generation.packages
+    # a fresh publisher (no cache) reads the same state
+    fresh = Publisher(publisher.root, publisher.pool, arches=publisher.arches)
+    assert fresh.state(1) == state
 
 
 def test_readers_see_a_complete_generation_at_every_instant(tmp_path, pool, builds):
@@ -397,3 +492,41 @@ def test_a_failed_publish_leaves_the_current_generation_and_no_debris(publisher,
 
     assert publisher.current().number == 1
     assert sorted(p.name for p in (publisher.root / "generations").iterdir()) == ["1"]
+
+
+def test_state_file_lines_copied_from_the_previous_generation_are_the_right_ones(
+    publisher, builds, tmp_path
+):
+    publisher.publish(1, state_of(builds, "foo-1", "bar-1", "baz-1"), GATE)
+    # foo replaced, bar removed, qux added, baz carried over
+    state = publisher.state().with_build(builds["foo-2"]).with_build(builds["qux-1"])
+    state = RepoState({k: v for k, v in state.builds.items() if k != "bar"})
+    second = publisher.publish(2, state, GATE)
+
+    write_state(tmp_path / "from-scratch.json", state)
+    text = (second.path / "state.json").read_text()
+    assert text == (tmp_path / "from-scratch.json").read_text()
+    assert Publisher(publisher.root, publisher.pool).state(2) == state
+
+
+def test_a_new_arch_tree_reads_the_headers_of_packages_the_repository_had(tmp_path, pool, builds):
+    one = Publisher(tmp_path / "repo", pool, arches=("x86_64",))
+    one.publish(1, state_of(builds, "foo-1", "baz-1"), GATE)
+    # the same repository, configured with a second arch: its tree has no previous index
+    two = Publisher(tmp_path / "repo", pool, arches=("x86_64", "aarch64"))
+    state = state_of(builds, "foo-1", "baz-1", "qux-1")
+    generation = two.publish(2, state, GATE)
+    for arch in ("x86_64", "aarch64"):
+        assert listed(generation.path / arch) == expected(state, arch)
+
+
+def test_a_damaged_previous_generation_costs_header_reads_not_a_stuck_publish(publisher, builds):
+    first = publisher.publish(1, state_of(builds, "foo-1", "baz-1"), GATE)
+    for primary in (first.path / "x86_64" / "repodata").glob("*-primary.xml.gz"):
+        primary.write_bytes(primary.read_bytes()[:40])  # truncated under our feet
+
+    state = state_of(builds, "foo-1", "baz-1", "qux-1")
+    second = publisher.publish(2, state, GATE)
+
+    assert listed(second.path / "x86_64") == expected(state, "x86_64")
+    assert second.manifest["metadata"]["read"] >= 3

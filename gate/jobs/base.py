@@ -21,7 +21,7 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
@@ -36,6 +36,13 @@ class JobConfig(DriverConfig):
 
     #: stable name used in reports, logs and the status
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    #: the arches it runs on (each one of the queue's ``arches``); default: all of them
+    arches: Annotated[
+        tuple[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")], ...] | None, Field(min_length=1)
+    ] = None
+    #: how many times a failed run is run again within the same attempt (a pass on
+    #: a retry counts, and is reported as flaky); never implied, even for flaky jobs
+    retries: Annotated[int, Field(ge=0, le=10)] = 0
 
     def dependency_repos(self) -> tuple[str, ...]:
         """Repositories whose packages may satisfy dependencies (``RPMGATE_BASE_REPOS``)."""
@@ -71,6 +78,17 @@ class JobContext:
     #: where jobs may keep what outlives a run (the dependency jobs' ``.solv``
     #: files, :mod:`gate.jobs.solvrepo`); ``None``: nothing is kept
     cache_dir: Path | None = None
+    #: the arch this run is for (``arches`` is then ``(arch,)``); "" outside a pipeline
+    arch: str = ""
+    #: the pipeline stage the run belongs to (1-based; 0 outside a pipeline)
+    stage: int = 0
+    #: which try this is (1: the first run) and how many the job may take
+    try_number: int = 1
+    tries: int = 1
+    #: the runner attributes of the first ``runners`` rule that matched this run
+    #: (``gate.pipeline.RunnerAttributes`` as JSON: tags, variables, image); its
+    #: ``variables`` are in ``env`` too
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

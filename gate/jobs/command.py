@@ -15,7 +15,18 @@ its environment:
 ``RPMGATE_BASELINE_REPO_PATH``    root of the baseline repo: the speculative one
                                   without the item's own build (empty if none)
 ``RPMGATE_BASELINE_REPO_URL``     the baseline served over HTTP (empty if none)
+``RPMGATE_ARCH``                  the arch this run tests (in a pipeline, each job
+                                  runs once per arch; ``RPMGATE_ARCHES`` is then
+                                  that arch alone)
+``RPMGATE_ARCH_REPO_PATH``        that arch's tree: ``$RPMGATE_REPO_PATH/<arch>``
+``RPMGATE_ARCH_REPO_URL``         the same served over HTTP
+``RPMGATE_STAGE``                 the run's pipeline stage (1-based)
+``RPMGATE_TRY``, ``RPMGATE_TRIES`` which try this is, of how many (``retries`` + 1)
+``RPMGATE_RUNNER``                the matched runner attributes (JSON)
+``RPMGATE_RUNNER_TAGS``           their tags, separated by spaces
 ================================  ==============================================
+
+The runner's ``variables`` are in the environment as they are named.
 
 The whole process group is killed when the command times out (SIGTERM, then
 SIGKILL after a grace period) or when the job is cancelled (SIGKILL at once),
@@ -31,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -117,6 +129,14 @@ class CommandJob(Job):
             "RPMGATE_BASE_REPOS": " ".join(ctx.base_repos),
             "RPMGATE_BASELINE_REPO_PATH": str(ctx.baseline_path or ""),
             "RPMGATE_BASELINE_REPO_URL": ctx.baseline_url or "",
+            "RPMGATE_ARCH": ctx.arch,
+            "RPMGATE_ARCH_REPO_PATH": str(ctx.repo_path / ctx.arch) if ctx.arch else "",
+            "RPMGATE_ARCH_REPO_URL": f"{ctx.repo_url.rstrip('/')}/{ctx.arch}/" if ctx.arch else "",
+            "RPMGATE_STAGE": str(ctx.stage),
+            "RPMGATE_TRY": str(ctx.try_number),
+            "RPMGATE_TRIES": str(ctx.tries),
+            "RPMGATE_RUNNER": json.dumps(dict(ctx.attributes), sort_keys=True),
+            "RPMGATE_RUNNER_TAGS": " ".join(str(t) for t in ctx.attributes.get("tags", ())),
         }
 
     async def run(self, ctx: JobContext) -> JobResult:

@@ -105,6 +105,10 @@ class Trees:
     baseline_pool: solv.Pool | None = None
     baseline: solv.XRepo | None = None
     stop: threading.Event | None = None
+    #: the SRPMs of the speculative repository and of the baseline, when a job
+    #: loads them (``builddeps``); in ``pool`` and ``baseline_pool``
+    sources: solv.XRepo | None = None
+    baseline_sources: solv.XRepo | None = None
     _brought: list[solv.XSolvable] | None = field(default=None, repr=False)
     _twins: dict[str, solv.XSolvable] | None = field(default=None, repr=False)
     _files: dict[int, str] | None = field(default=None, repr=False)
@@ -191,6 +195,11 @@ def set_installonly(pool: solv.Pool) -> None:
 # --------------------------------------------------------------------------
 # libsolv's problems as findings
 # --------------------------------------------------------------------------
+
+
+def hint(pool: solv.Pool, dep: solv.Dep | None) -> str:
+    """What the repositories offer under the name ``dep`` asks for, for a human."""
+    return _hint(pool, dep)
 
 
 def _hint(pool: solv.Pool, dep: solv.Dep | None) -> str:

@@ -166,6 +166,11 @@ class ChangeSource(abc.ABC):
         """Web routes of this source (its webhook endpoint); none by default."""
         return []
 
+    def projects_changed(self) -> None:
+        """The mapping of this source's projects was updated in place (a reload,
+        ``gate.reload``): recompute what was derived from it."""
+        return None
+
     def parse_event(self, event_type: str, payload: dict[str, Any]) -> Event | None:
         """The gate event a delivery stored by this source's routes holds.
 

@@ -41,8 +41,10 @@ from gate.web.bodies import (
     WithReason,
     parse_body,
 )
+from gate.web.generations import get_generation
 from gate.web.live import EventStream, StatusCache, etag_matches, serve_events
 from gate.web.openapi import openapi
+from gate.web.page import add_page
 from gate.web.server import guard_middleware
 from gate.web.status import change_doc, item_doc, repo_doc, status, waiting_items
 from repo_state.db import session
@@ -318,6 +320,17 @@ async def rollback(request: web.Request) -> web.Response:
     )
 
 
+async def reload_config(request: web.Request) -> web.Response:
+    """Read the configuration again, check it, apply it (``gate.reload``): answered
+    with the outcome, not stored as a delivery (a restart reads the file anyway)."""
+    await _body(request, NoBody)
+    reload = _rt(request).reloader
+    if reload is None:
+        return _error(404, "nothing to reload: this gate was not started from a configuration file")
+    code, answer = await reload(f"api:{request.get(ACTOR, 'anonymous')}")
+    return web.json_response(answer.model_dump(mode="json"), status=code)
+
+
 # -- reads ---------------------------------------------------------------------------------
 async def get_status(request: web.Request) -> web.Response:
     """Built once per state version (``gate.web.live``); ``If-None-Match`` answers 304."""
@@ -348,6 +361,10 @@ async def get_repo(request: web.Request) -> web.Response:
     if doc is None:
         return _error(404, f"unknown repository {request.match_info['name'][:100]!r}")
     return web.json_response(doc)
+
+
+async def get_repo_generation(request: web.Request) -> web.Response:
+    return await get_generation(request, _rt(request))
 
 
 async def get_delivery(request: web.Request) -> web.Response:
@@ -552,6 +569,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_get("/api/status", get_status)
     app.router.add_get("/api/events", get_events)
     app.router.add_get("/api/repos/{name}", get_repo)
+    app.router.add_get("/api/repos/{name}/generations/{number}", get_repo_generation)
     app.router.add_get("/api/deliveries/{id}", get_delivery)
     app.router.add_post("/api/changes", propose_change)
     app.router.add_get("/api/changes/{id}", get_change)
@@ -565,6 +583,8 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_post("/api/items/{id}/retry", retry_item)
     app.router.add_post("/api/repos/{name}/republish", republish)
     app.router.add_post("/api/repos/{name}/rollback", rollback)
+    app.router.add_post("/api/admin/reload", reload_config)
+    add_page(app, rt, lambda: app[STATUS].current(app[LIVE].version))
     speculative = rt.state_dir / "speculative"
     speculative.mkdir(parents=True, exist_ok=True)
     app.router.add_static("/speculative/", speculative, show_index=True)

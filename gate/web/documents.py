@@ -15,8 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from gate.config_status import ConfigStatus
 from gate.health import (
     BackendCheck,
+    ConfigCheck,
     DatabaseCheck,
     DiskCheck,
     HeldBackCheck,
@@ -67,6 +69,8 @@ class ChangeDoc(Document):
     source: str
     review: str | None
     url: str | None
+    #: the review's owner, or the API token that proposed it
+    owner: str | None = None
     depends_on: list[int]
 
 
@@ -91,8 +95,19 @@ class BuildDoc(Document):
 
 
 class JobDoc(Document):
+    """One try of one job on one arch."""
+
     name: str
-    #: running | passed | failed
+    #: the arch tree it tested ("" for a run from before pipelines)
+    arch: str
+    #: its pipeline stage (1-based; 0 for a run from before pipelines)
+    stage: int
+    #: which try of the job on this arch in this attempt, of how many
+    try_number: int
+    tries: int
+    #: passed, but only on a retry (``try_number`` > 1)
+    flaky: bool
+    #: running | passed | failed | canceled
     state: str
     summary: str
     details: list[Any]
@@ -136,6 +151,8 @@ class ItemDoc(Document):
     build: BuildDoc | None
     final_build: BuildDoc | None
     jobs: list[JobDoc]
+    #: "install-test (x86_64): flaky: passed on try 2 of 3", one per flaky pass
+    flaky: list[str]
     tip: TipDoc
     speculative_repo: str | None
     failure: str | None
@@ -168,6 +185,19 @@ class HeldBack(Document):
     actions: list[str]
 
 
+class FlakyJob(Document):
+    """A job whose recent runs passed only on a retry too often."""
+
+    job: str
+    #: its recent runs that ended (at most ``flaky.window``)
+    runs: int
+    #: of which passed only on a retry
+    flaky: int
+    rate: float
+    threshold: float
+    summary: str
+
+
 class QueueDoc(Document):
     name: str
     repo: str
@@ -178,6 +208,12 @@ class QueueDoc(Document):
     #: the items that left the queue last, newest first
     recent: list[ItemDoc]
     held_back: list[HeldBack]
+    #: the arch trees its jobs run on
+    arches: list[str]
+    #: the stages, in order, each a list of job names
+    pipeline: list[list[str]]
+    #: jobs that passed only on a retry in more of their recent runs than ``flaky.threshold``
+    flaky_jobs: list[FlakyJob]
 
 
 class StatusDoc(Document):
@@ -186,6 +222,8 @@ class StatusDoc(Document):
     queues: list[QueueDoc]
     #: backend name -> what it says of itself (Koji: hub health, tasks in flight)
     backends: dict[str, dict[str, Any]]
+    #: the configuration in force and the last one refused (``gate.reload``)
+    config: ConfigStatus
 
 
 class CurrentGeneration(Document):
@@ -229,6 +267,7 @@ AnyCheck = (
     | BackendCheck
     | StuckBuildsCheck
     | HeldBackCheck
+    | ConfigCheck
 )
 
 

@@ -18,9 +18,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from gate.reload import ReloadDoc
 from gate.web import documents as d
 from gate.web.bodies import MAX_ID, NAME_PATTERN, NoBody, ProposeChange, RefUpdated, Rollback
 from gate.web.bodies import WithReason as ReasonBody
+from gate.web.generations import GenerationDoc
 
 Method = Literal["get", "post"]
 
@@ -48,6 +50,8 @@ class Operation:
     ok_status: int = 200
     #: a non-JSON answer: its content type
     text: str | None = None
+    #: error statuses answered with the ``ok`` model (not :class:`Error`)
+    same_body: frozenset[int] = frozenset()
 
 
 def _write(path: str, summary: str, tag: str, body: type[BaseModel]) -> Operation:
@@ -64,6 +68,9 @@ OPERATIONS: tuple[Operation, ...] = (
               text="text/event-stream; charset=utf-8"),
     Operation("get", "/api/repos/{name}", "A repository: current generation and history",
               "read", d.RepoDoc, errors={404: "unknown repository"}),
+    Operation("get", "/api/repos/{name}/generations/{number}", "A generation: its manifest "
+              "and source stamp (project and commit of every package's build)", "read",
+              GenerationDoc, errors={404: "unknown repository or generation"}),
     Operation("get", "/api/deliveries/{id}", "What became of a stored request", "read",
               d.DeliveryDoc, errors={404: "no such delivery"}),
     Operation("get", "/api/changes/{id}", "A change and its items", "read", d.ChangeWithItems,
@@ -87,6 +94,15 @@ OPERATIONS: tuple[Operation, ...] = (
            "admin", ReasonBody),
     _write("/api/repos/{name}/rollback", "Publish an older generation's content", "admin",
            Rollback),
+    Operation("post", "/api/admin/reload", "Read the configuration again, check it and apply "
+              "it (docs/runbook.md#reloading-the-configuration)", "admin", ReloadDoc, NoBody,
+              errors={400: _WRITE_ERRORS[400], 401: _WRITE_ERRORS[401],
+                      408: _WRITE_ERRORS[408], 413: _WRITE_ERRORS[413],
+                      409: "refused: it conflicts with the running gate (queued items, keys "
+                      "only a restart applies); the findings say which",
+                      422: "refused: the configuration is invalid; the findings say why",
+                      404: "nothing to reload: the gate was not started from a file"},
+              same_body=frozenset({409, 422})),
     Operation("get", "/healthz", "Liveness and readiness, every check named", "operations",
               d.HealthDoc, errors={503: "a check failed (same document)"}),
     Operation("get", "/metrics", "Prometheus metrics (docs/metrics.md)", "operations", None,
@@ -98,6 +114,7 @@ OPERATIONS: tuple[Operation, ...] = (
 
 _PARAMETERS: dict[str, dict[str, Any]] = {
     "id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+    "number": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
     "name": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 200},
 }
 
@@ -138,7 +155,7 @@ def openapi(version: str = "0.1.0") -> dict[str, Any]:
             if code == 304:  # not modified: no body
                 responses[str(code)] = {"description": why}
                 continue
-            model = op.ok if op.path == "/healthz" else d.Error
+            model = op.ok if op.path == "/healthz" or code in op.same_body else d.Error
             assert model is not None
             responses[str(code)] = {
                 "description": why,
@@ -162,6 +179,7 @@ def openapi(version: str = "0.1.0") -> dict[str, Any]:
                 "content": _json(ref(op.body, "validation")),
             }
             operation["security"] = [{"bearer": []}]
+        if op.body is not None and op.ok_status == 202:  # a stored delivery
             operation["parameters"] = [
                 *operation.get("parameters", []),
                 {

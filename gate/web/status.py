@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from gate.flaky import flaky_jobs, flaky_note, flaky_notes
 from gate.items import view_of
 from gate.model import BuildState, ItemState, outside_window
+from gate.pipeline import stages_of
 from gate.queue_view import active_items, item_view
 from gate.reporting import file_url
 from gate.runtime import Runtime
@@ -74,6 +76,7 @@ def change_doc(change: ChangeRow) -> dict[str, Any]:
         "source": change.source,
         "review": change.review,
         "url": change.url or None,
+        "owner": change.owner or None,
         "depends_on": json.loads(change.depends_on),
     }
 
@@ -124,6 +127,11 @@ def item_doc(
         "jobs": [
             {
                 "name": j.name,
+                "arch": j.arch,
+                "stage": j.stage,
+                "try_number": j.try_number,
+                "tries": j.tries,
+                "flaky": bool(flaky_note(j)),
                 "state": j.state,
                 "summary": j.summary,
                 "details": json.loads(j.details),
@@ -134,6 +142,7 @@ def item_doc(
             }
             for j in jobs
         ],
+        "flaky": flaky_notes(jobs),
         "tip": {"step": item.tip, "state": item.tip_state},
         "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/"
         if item.tested_state and item.active
@@ -153,6 +162,7 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
     queues = []
     for name, cfg in rt.config.queues.items():
         qrow = s.get(QueueRow, name)
+        arches = rt.config.arches_of(name)
         items = active_items(s, name)
         waiting = waiting_items(s, name, items)
         finished = s.exec(
@@ -173,6 +183,11 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
                 ],
                 "recent": [item_doc(rt, s, item, None) for item in finished],
                 "held_back": held_back(s, items),
+                "arches": list(arches),
+                "pipeline": stages_of(cfg.pipeline, cfg.jobs),
+                "flaky_jobs": flaky_jobs(
+                    s, name, [j.name for j in cfg.jobs], cfg.flaky, len(arches)
+                ),
             }
         )
     backends = {
@@ -180,7 +195,11 @@ def status(rt: Runtime, s: Session, recent: int = 20) -> dict[str, Any]:
         for name, backend in rt.backends.items()
         if (health := backend.status()) is not None
     }
-    return {"queues": queues, "backends": backends}
+    return {
+        "queues": queues,
+        "backends": backends,
+        "config": rt.config_status.model_dump(mode="json"),
+    }
 
 
 def held_back(s: Session, items: list[ItemRow]) -> list[dict[str, Any]]:
@@ -228,8 +247,9 @@ def repo_doc(rt: Runtime, s: Session, name: str) -> dict[str, Any] | None:
             "path": str(current.path),
             "produced_by": current.manifest.get("produced_by"),
             "created": current.manifest.get("created"),
-            "packages": current.packages,
-            "builds": current.state.nvrs(),
+            # the publisher's cached state: no re-reading of state.json per request
+            "packages": sorted(publisher.state(current.number).nevras()),
+            "builds": publisher.state(current.number).nvrs(),
         },
         "kept": publisher.generations(),
         "history": [

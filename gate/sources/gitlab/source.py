@@ -122,6 +122,9 @@ class GitLabSource(ChangeSource):
         #: a project's path there (case-folded: GitLab paths are case-insensitive) -> gate name
         self.by_path = {self.path(p).casefold(): p for p in projects}
 
+    def projects_changed(self) -> None:
+        self.by_path = {self.path(p).casefold(): p for p in self.projects}
+
     @classmethod
     def create(cls, name: str, config: GitLabConfig, parts: SourceParts) -> GitLabSource:
         return cls(

@@ -68,6 +68,10 @@ class PagureSource(ChangeSource):
             + r"/(?P<path>[^?#]+?)/pull-request/(?P<id>[0-9]{1,9})/?(?:[?#].*)?$"
         )
 
+    def projects_changed(self) -> None:
+        self.by_path = {(p.name or gate_name): gate_name for gate_name, p in self.projects.items()}
+        self.intake.paths = frozenset(self.by_path)
+
     @classmethod
     def create(cls, name: str, config: PagureConfig, parts: SourceParts) -> PagureSource:
         return cls(name, config, parts)

@@ -1,7 +1,7 @@
 """Draft final builds ahead of the tip (item.draft, item.draft_build_id)
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-26 05:00:00
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 # mypy: disable-error-code="attr-defined"
 
-revision = "0005"
-down_revision = "0004"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

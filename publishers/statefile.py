@@ -1,0 +1,87 @@
+"""A generation's ``state.json``: the repo state it serves, one build per line.
+
+The file is one JSON array (any JSON reader, and
+:meth:`RepoState.from_json <repo_state.state.RepoState.from_json>`, reads it),
+written one build per line in source-name order, so that a new generation
+re-encodes only the builds that changed: the new state is the previous one
+with a few builds replaced, every other entry is the very same immutable
+object, and its line is copied from the previous generation's file, streamed
+side by side (line k of a file is the k-th source name in sorted order).
+Nothing is held in memory but the states themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from repo_state.state import BuildEntry, RepoState
+
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+_CHECKSUM = re.compile(r'"checksum":"([0-9a-f]{64})"')
+
+
+def _lines(fh: TextIO) -> Iterator[str]:
+    for raw in fh:
+        line = raw.rstrip("\n").removesuffix(",")
+        if line not in ("[", "]", "[]", ""):
+            yield line
+
+
+def write_state(
+    path: Path, state: RepoState, previous: tuple[RepoState, Path] | None = None
+) -> None:
+    """Write (and fsync) ``state`` to ``path``; ``previous`` is a state and its file."""
+    old_lines: Iterator[str] = iter(())
+    old_names: Iterator[str] = iter(())
+    old_builds: dict[str, BuildEntry] = {}
+    old_fh = None
+    if previous is not None and previous[1].is_file():
+        old_fh = open(previous[1], encoding="utf-8")  # noqa: SIM115 - closed below
+        old_lines = _lines(old_fh)
+        old_builds = dict(previous[0].builds)
+        old_names = iter(sorted(old_builds))
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write("[")
+            first = True
+            old_name = next(old_names, None)
+            old_line = next(old_lines, None)
+            for name in sorted(state.builds):
+                entry = state.builds[name]
+                while old_name is not None and old_name < name:
+                    old_name, old_line = next(old_names, None), next(old_lines, None)
+                if old_name == name and old_builds[name] is entry and old_line is not None:
+                    line = old_line
+                else:
+                    line = _ENCODE(entry.to_dict())
+                out.write("\n" if first else ",\n")
+                out.write(line)
+                first = False
+            out.write("\n]\n" if not first else "]\n")
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        if old_fh is not None:
+            old_fh.close()
+
+
+def read_state(path: Path) -> RepoState:
+    """The state in ``path``, read a line at a time."""
+    builds: dict[str, BuildEntry] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in _lines(fh):
+            entry = BuildEntry.from_dict(json.loads(line))
+            builds[entry.source_name] = entry
+    return RepoState(builds)
+
+
+def served_checksums(path: Path) -> Iterator[str]:
+    """The checksums of every file a state file names, without building the state."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            yield from _CHECKSUM.findall(line)

@@ -1,0 +1,105 @@
+"""Source stamps: every generation records, for every package, the project and commit its
+published build came from; the API serves it and ``rpmgate repo diff`` compares two.
+
+Real git, real rpmbuild, the gate's own HTTP app (tests/served.py).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gate.demo_world import World
+from gate.web.generations import GenerationDoc
+from tests.conftest import CEILO_801, NOVA_1201
+from tests.served import ClientFactory, served
+from tests.test_cli import rpmgate, write_profiles
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "config"
+    (home / "rpmgate").mkdir(parents=True)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    for name in ("RPMGATE_URL", "RPMGATE_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+async def _generation(client: Any, number: int) -> dict[str, Any]:
+    response = await client.get(f"/api/repos/liberty/generations/{number}")
+    assert response.status == 200, await response.text()
+    doc: dict[str, Any] = await response.json()
+    GenerationDoc.model_validate(doc)
+    return doc
+
+
+async def test_generations_record_the_whole_source_stamp_and_repo_diff_compares_two(
+    world: World,
+    aiohttp_client: ClientFactory,
+    config_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with served(world, aiohttp_client) as (gate, client):
+        url = str(client.make_url("")).rstrip("/")
+        write_profiles(config_home, f"[test]\nurl = {url}\n")
+        publisher = gate.publishers["liberty"]
+        before = publisher.current()
+        assert before is not None
+        first = await _generation(client, before.number)
+        heads = {p: world.branch_head(p) for p in world.config()["projects"]}
+        # after the bootstrap, every package's build came from its project's head
+        assert {e["project"]: e["commit"] for e in first["source_stamp"]} == heads
+        assert first["current"] is True
+
+        for project, spec, title in (("nova", NOVA_1201, "A"), ("ceilometer", CEILO_801, "B")):
+            ref = world.propose(project, spec, title)
+            assert await rpmgate("propose", project, ref, "--approve", "-p", "test", "--wait") == 0
+        await gate.wait_idle(180)
+        after = publisher.current()
+        assert after is not None and after.number >= before.number + 2
+        last = await _generation(client, after.number)
+        stamp = {e["project"]: e for e in last["source_stamp"]}
+        # the whole stamp, not only the producing change: every project is there
+        assert set(stamp) == set(heads)
+        for project in heads:
+            assert stamp[project]["commit"] == world.branch_head(project), project
+        assert stamp["nova"]["nvr"] == "nova-12.0.1-1"
+        unchanged = {p for p in heads if p not in ("nova", "ceilometer")}
+        assert unchanged and all(stamp[p]["commit"] == heads[p] for p in unchanged)
+
+        # the OpenAPI document describes it
+        spec = await (await client.get("/api/openapi.json")).json()
+        assert "/api/repos/{name}/generations/{number}" in spec["paths"]
+        assert "GenerationDoc" in spec["components"]["schemas"]
+        for bad in ("0", "x", "-1", "99999999999999999999", str(after.number + 1)):
+            response = await client.get(f"/api/repos/liberty/generations/{bad}")
+            assert response.status == 404, bad
+            assert "error" in await response.json()
+        assert (await client.get("/api/repos/nope/generations/1")).status == 404
+
+        capsys.readouterr()
+        argv = ("repo", "diff", "liberty", str(before.number), str(after.number), "-p", "test")
+        assert await rpmgate(*argv) == 0
+        out = capsys.readouterr().out
+        assert re.match(
+            rf"repo liberty: generation {before.number} -> {after.number}, 2 project\(s\) changed",
+            out,
+        )
+        for project in ("nova", "ceilometer"):
+            old, new = heads[project][:12], world.branch_head(project)[:12]
+            assert f"  {project} {old}..{new}\n" in out, out
+        assert "    nova: nova-12.0.0-1 -> nova-12.0.1-1" in out
+        assert "horizon" not in out
+        # with one repository, its name may be left out
+        assert (
+            await rpmgate("repo", "diff", str(before.number), str(after.number), "-p", "test") == 0
+        )
+        assert capsys.readouterr().out == out
+        assert await rpmgate("repo", "diff", "1", "x", "-p", "test") == 1
+        assert "not a generation number" in capsys.readouterr().err
