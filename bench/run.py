@@ -28,6 +28,7 @@ from bench import (
     bench_publish,
     bench_publish_large,
     bench_status,
+    bench_throughput,
 )
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -41,6 +42,7 @@ def main() -> None:
     demo = bench_demo.run()
     status = bench_status.run()
     ingest = bench_ingest.run()
+    throughput = bench_throughput.run()
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     lines = [
         "# Benchmarks",
@@ -65,6 +67,7 @@ def main() -> None:
         "",
         f"Peak RSS of the benchmark process: {publish['peak_rss_mib']:.0f} MiB.",
         "",
+        *bench_throughput.markdown(throughput),
         *bench_baseline.markdown(baseline),
         *bench_deps.markdown(deps),
         *bench_status.markdown(status),

@@ -52,6 +52,7 @@ class Attempts:
             merge_tree=None,
             tested_state=None,
             final_build_id=None,
+            draft_build_id=None,
             attempt_started_at=utcnow(),
         )
         assert item is not None

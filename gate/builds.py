@@ -30,8 +30,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -43,6 +44,7 @@ from gate.builders.base import (
     BuildError,
     BuildOutcome,
     BuildRequest,
+    Draft,
     Lookaside,
     TaskLost,
     TransientBackendError,
@@ -405,6 +407,89 @@ class Builds:
             purpose=row.purpose,
             state=BuildState.CANCELED.value,
         )
+
+    # -- drafts ------------------------------------------------------------------------
+    async def promote(self, draft_id: int) -> BuildRow:
+        """The final build made of draft ``draft_id``: promoted by the backend, then
+        recorded as a finished ``final`` row of the same key (never a running
+        one, which a restart would submit as a real build).  Idempotent: a row
+        recorded already is returned; the backend's promotion is."""
+        draft = self._load(draft_id)
+        with session(self.engine) as s:
+            row = s.exec(
+                select(BuildRow).where(BuildRow.purpose == "final", BuildRow.key == draft.key)
+            ).first()
+        if row is not None and row.state == BuildState.PASSED:
+            return row
+        started = time.monotonic()
+        backend = self.backend(draft)
+        request = replace(self.request(draft), purpose="final")
+        artifacts = tuple(Artifact.from_dict(a) for a in json.loads(draft.artifacts))
+        spec = Draft(nvr=draft.nvr, task_ref=draft.task_ref or "", artifacts=artifacts)
+        while True:
+            try:
+                outcome = await backend.promote(request, spec)
+                break
+            except TransientBackendError as exc:
+                log.warning("promotion of build %s: backend unavailable (%s)", draft_id, exc)
+                self._backend_fault(draft, "unavailable")
+                await asyncio.sleep(TRANSIENT_RETRY)
+            except BuildError as exc:
+                outcome = BuildOutcome(ok=False, nvr=draft.nvr, reason=str(exc))
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await asyncio.sleep(TRANSIENT_RETRY)
+
+        def record() -> BuildRow:
+            with session(self.engine) as s:
+                final = s.exec(
+                    select(BuildRow).where(BuildRow.purpose == "final", BuildRow.key == draft.key)
+                ).first()
+                if final is None:
+                    final = BuildRow(
+                        purpose="final",
+                        key=draft.key,
+                        project=draft.project,
+                        package=draft.package,
+                        backend=draft.backend,
+                        commit=draft.commit,
+                        tree=draft.tree,
+                        target=draft.target,
+                        includes=draft.includes,
+                        build_requires=draft.build_requires,
+                    )
+                final.task_ref = f"promoted:{draft.task_ref or ''}"
+                final.state = BuildState.PASSED if outcome.ok else BuildState.FAILED
+                final.nvr = outcome.nvr or draft.nvr
+                final.reason = outcome.reason
+                final.log = outcome.log or draft.log
+                final.artifacts = json.dumps(
+                    [a.to_dict() for a in (outcome.artifacts or artifacts)]
+                )
+                final.submissions += 1
+                final.finished_at = utcnow()
+                s.add(final)
+                s.commit()
+                s.refresh(final)
+                return final
+
+        final = await until_it_lands(record, f"promotion of build {draft_id}")
+        self.plumbing.emit(
+            "build",
+            build=final.id,
+            project=final.project,
+            purpose="final",
+            state=final.state,
+            nvr=final.nvr,
+            reason=final.reason,
+            backend=final.backend,
+            promoted=draft_id,
+            # a final build made of a draft takes its promotion's time
+            seconds=time.monotonic() - started,
+        )
+        return final
 
     async def finished(self, build_id: int) -> None:
         """Return once the build's watcher has recorded an outcome (or is gone)."""

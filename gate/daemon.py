@@ -18,11 +18,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from gate import transitions
 from gate.admin import RepoAdmin
@@ -37,6 +38,7 @@ from gate.ingest import Ingest
 from gate.items import Items, view_of
 from gate.jobs.external import cancel_abandoned_runs
 from gate.merger import GitError, Merger
+from gate.model import QueueState
 from gate.planner import Dequeue, plan
 from gate.plumbing import Listener, Plumbing
 from gate.polling import Polling
@@ -118,6 +120,9 @@ class Gate:
             lambda: self.config.speculative_retention,  # the config in force (reloads)
         )
         self._loop_task: asyncio.Task[None] | None = None
+        #: queue -> its final builds start ahead of the tip as drafts (``detect_drafts``;
+        #: a queue added by a reload is not in it: serial tip until a restart)
+        self.drafts: dict[str, bool] = {}
         #: each queue's branch poller (``follow_queues``), and the config repository's
         self._pollers: dict[str, asyncio.Task[None]] = {}
         if load is None and config.source is not None:
@@ -194,9 +199,29 @@ class Gate:
                     )
             s.commit()
 
+    async def detect_drafts(self) -> None:
+        """Which queues build final builds ahead of the tip as drafts: their backend
+        says so (``draft_support``); the others keep a serial tip."""
+        for name, queue in self.config.queues.items():
+            try:
+                why_not = await self.backends[queue.backend].draft_support()
+            except Exception as exc:  # an unreachable hub: serial tip until a restart
+                why_not = f"draft support unknown: {exc}"
+            self.drafts[name] = why_not is None
+            if why_not is None:
+                log.info("queue %s: final builds start ahead of the tip as drafts", name)
+            else:
+                log.info("queue %s: serial tip (%s)", name, why_not)
+
+    def queue_state(self, s: Session, name: str) -> QueueState:
+        queue = self.config.queues[name]
+        state = load_queue_state(s, name, queue.projects, queue.repo)
+        return replace(state, drafts=self.drafts.get(name, False))
+
     async def start(self) -> None:
         """Resume where the last run stopped, then start the loop and branch pollers."""
         self._stopping = False
+        await self.detect_drafts()
         resumed = await self.reconciler.resume_orphans(starting=True)
         self.retry_reconfigured_bootstraps()
         swept = await self.builds.sweep_branches()
@@ -309,8 +334,8 @@ class Gate:
                     return False
                 if s.exec(select(ItemRow.id).where(col(ItemRow.active))).first() is None:
                     return True
-                for name, queue in self.config.queues.items():
-                    state = load_queue_state(s, name, queue.projects, queue.repo)
+                for name in self.config.queues:
+                    state = self.queue_state(s, name)
                     if plan(state) or any(i.not_before > state.now for i in state.items):
                         return False
         except Exception as exc:
@@ -364,7 +389,7 @@ class Gate:
             if queue is None:
                 return  # a reload removed it (it had no queued item)
             with session(self.engine) as s:
-                state = load_queue_state(s, name, queue.projects, queue.repo)
+                state = self.queue_state(s, name)
             actions = plan(state)
             if not actions:
                 return

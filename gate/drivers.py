@@ -50,7 +50,12 @@ from repo_state.pool import Pool
 
 def _local(name: str, cfg: LocalBackendConfig, parts: BackendParts) -> LocalBackend:
     return LocalBackend(
-        parts.state_dir / "builds" / name, parts.pool, cfg.workers, sandbox=parts.sandbox
+        parts.state_dir / "builds" / name,
+        parts.pool,
+        cfg.workers,
+        sandbox=parts.sandbox,
+        drafts=cfg.drafts,
+        draft_keep_hours=cfg.draft_keep_hours,
     )
 
 

@@ -18,9 +18,11 @@ from gate.planner import (
     Action,
     CancelBuild,
     Dequeue,
+    DraftBuild,
     FinalBuild,
     MergeChange,
     Prepare,
+    PromoteDraft,
     Publish,
     RunJobs,
     StartAttempt,
@@ -43,7 +45,9 @@ class Actions:
             StartAttempt: self._start_attempt,
             Prepare: self._prepare,
             RunJobs: self._run_jobs,
+            DraftBuild: self._draft_build,
             FinalBuild: self._final_build,
+            PromoteDraft: self._promote,
             MergeChange: self._merge,
             Publish: self._publish,
             Dequeue: self._dequeue,
@@ -67,6 +71,14 @@ class Actions:
 
     async def _final_build(self, queue: str, action: FinalBuild) -> bool:
         self.tip.final_build(queue, action.item_id)
+        return True
+
+    async def _draft_build(self, queue: str, action: DraftBuild) -> bool:
+        self.tip.draft_build(queue, action.item_id)
+        return True
+
+    async def _promote(self, queue: str, action: PromoteDraft) -> bool:
+        self.tip.promote(queue, action.item_id)
         return True
 
     async def _merge(self, queue: str, action: MergeChange) -> bool:

@@ -68,6 +68,7 @@ def view_of(row: ItemRow, build: Step = Step.NONE, failure: str | None = None) -
         attempt=row.attempt,
         bootstrap=row.bootstrap,
         forced=row.forced_by is not None,
+        draft=Step(row.draft),
     )
 
 
@@ -84,6 +85,7 @@ def store(row: ItemRow, view: ItemView) -> None:
     row.merge, row.build_key, row.jobs = view.merge.value, view.build_key, view.jobs.value
     row.tip, row.tip_state = view.tip.value, view.tip_state.value
     row.not_before, row.failure = view.not_before, view.failure
+    row.draft = view.draft.value
 
 
 @dataclass(eq=False)

@@ -69,6 +69,10 @@ class ItemState(StrEnum):
     BUILT = "built, waiting for the builds ahead"
     TESTING = "testing"
     PASSED = "passed, waiting for the tip"
+    #: passed; its final build runs ahead of the tip as a draft (Koji >= 1.34, local)
+    DRAFT_BUILD = "passed, final build as a draft"
+    #: passed; its draft final build is done and is promoted when it reaches the tip
+    DRAFT_BUILT = "passed, draft built, waiting for the tip"
     FAILING = "failing"
     FINAL_BUILD = "final build"
     MERGE = "merging"
@@ -114,6 +118,9 @@ class ItemView:
     #: a post item whose branch moved on past its commit (a newer push, a merge on
     #: top of it): why it has nothing left to publish, once blocked
     superseded_by: str = ""
+    #: the draft final build of the attempt's tree, started ahead of the tip (gate
+    #: items, backends with drafts): promoted at the tip instead of building there
+    draft: Step = Step.NONE
 
     @property
     def failing(self) -> bool:
@@ -123,6 +130,10 @@ class ItemView:
         if self.tip is TipStep.FINAL_BUILD and self.tip_state is Step.FAILED:
             return True
         if self.tip is TipStep.MERGE and self.tip_state is Step.FAILED:
+            return True
+        if self.tip is TipStep.NONE and self.draft is Step.FAILED:
+            # the final build of its own tree failed (no item of its project is
+            # ahead, so the tree is its alone): its fault, rejected at the head
             return True
         return Step.FAILED in (self.merge, self.build, self.jobs)
 
@@ -187,6 +198,10 @@ class ItemView:
         if self.jobs is Step.RUNNING:
             return ItemState.TESTING
         if self.jobs is Step.PASSED:
+            if self.draft is Step.RUNNING:
+                return ItemState.DRAFT_BUILD
+            if self.draft is Step.PASSED:
+                return ItemState.DRAFT_BUILT
             return ItemState.PASSED
         if self.build is Step.PASSED:
             return ItemState.BUILT
@@ -213,6 +228,9 @@ class QueueState:
     #: scratch builds the backend is running, by key
     running_builds: Mapping[str, RunningBuild] = field(default_factory=dict)
     now: float = 0.0
+    #: the queue's backend builds drafts (Koji >= 1.34 allowing them, local): final
+    #: builds start ahead of the tip and are promoted there
+    drafts: bool = False
 
 
 def normalize_base(base: Base, producers: Mapping[int, tuple[int, ...]]) -> Base:

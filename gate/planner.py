@@ -23,6 +23,19 @@ Semantics follow Zuul's dependent pipeline:
   the window and is given a base, the builds whose key did not change are
   reused.  The window's size follows Zuul's dynamic rule
   (``gate.queue_rules``).
+* Drafts (``QueueState.drafts``: Koji >= 1.34, the local backend): once a
+  gate item's jobs passed, the final build of its tested tree starts as a
+  draft, in parallel with the items ahead; at the tip the draft is promoted
+  instead of built.  The draft is the attempt's: a tree changes only with a
+  new attempt (an item of its project ahead failed, the branch moved), which
+  asks for its draft again (the shell keys drafts by tree, so an unchanged
+  tree gets the same draft back), and only the current attempt's draft is
+  ever promoted.  So a draft may start even with an item of its project
+  ahead (its tree then contains that change): if that item fails, the draft
+  is wasted, never promoted, and burns no NVR; waiting instead would make the
+  items of one project build one after the other at the tip (the tip of a
+  busy project is then serial again).  A draft that fails makes the item
+  fail (the build of its own tree), rejected at the head only (I5).
 * Post items (commits that reached a branch outside the gate, and the first
   commit of each project: its *bootstrap*) go first.  Each is final-built and
   tested like a gate item, on the published generation plus the post items
@@ -85,6 +98,25 @@ class FinalBuild:
 
 
 @dataclass(frozen=True)
+class DraftBuild:
+    """The final build of a passed item's tree, started ahead of the tip as a draft.
+
+    Only for an item no item of its project is ahead of: its tree (the branch
+    plus its change) then changes only if its attempt does, and a new attempt
+    asks again (the same tree gets the same draft back).
+    """
+
+    item_id: int
+
+
+@dataclass(frozen=True)
+class PromoteDraft:
+    """Tip step 1 with a draft: promote the item's draft to the real build."""
+
+    item_id: int
+
+
+@dataclass(frozen=True)
 class MergeChange:
     """Tip step 2: merge the tested merge commit into the branch."""
 
@@ -123,7 +155,16 @@ class CancelBuild:
 
 
 Action = (
-    StartAttempt | Prepare | RunJobs | FinalBuild | MergeChange | Publish | Dequeue | CancelBuild
+    StartAttempt
+    | Prepare
+    | RunJobs
+    | DraftBuild
+    | FinalBuild
+    | PromoteDraft
+    | MergeChange
+    | Publish
+    | Dequeue
+    | CancelBuild
 )
 
 
@@ -248,7 +289,10 @@ def plan(q: QueueState) -> list[Action]:
         if item.jobs is Step.NONE and _all_ready(item, ready):
             actions.append(RunJobs(item.id))
         elif item.jobs is Step.PASSED and is_head:
-            actions.extend(_tip_steps(item))
+            actions.extend(_tip_steps(item, q.drafts))
+        elif item.jobs is Step.PASSED and q.drafts and item.draft is Step.NONE:
+            # (tip NONE: an item with a tip step is the head's, handled above)
+            actions.append(DraftBuild(item.id))
 
     if batching and batch:
         actions.append(Publish(tuple(batch)))
@@ -277,10 +321,18 @@ def _obsolete_builds(q: QueueState, referenced: set[str]) -> list[Action]:
     ]
 
 
-def _tip_steps(item: ItemView) -> list[Action]:
-    """The head item's next tip step, before it is committed (merged)."""
+def _tip_steps(item: ItemView, drafts: bool) -> list[Action]:
+    """The head item's next tip step, before it is committed (merged).
+
+    With drafts, the head asks for its draft too: a new attempt on an unchanged
+    tree gets its draft back at once, so only a new tree is built at the tip.
+    """
     if item.tip is TipStep.NONE:
-        return [FinalBuild(item.id)]
+        if item.draft is Step.PASSED:
+            return [PromoteDraft(item.id)]
+        if item.draft is Step.RUNNING:
+            return []  # promoted when it is built
+        return [DraftBuild(item.id) if drafts else FinalBuild(item.id)]
     if item.tip is TipStep.FINAL_BUILD and item.tip_state is Step.PASSED:
         return [MergeChange(item.id)]
     return []

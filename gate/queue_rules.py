@@ -92,11 +92,11 @@ def build_reusable(purpose: str, state: str) -> bool:
     Same inputs, same output: a running, passed or failed scratch build is
     reused (a failed one fails the same way again).  A canceled build was
     stopped, not finished; a failed final build may be retried, as Koji lets
-    a failed NVR be built again.
+    a failed NVR be built again; so may a failed draft.
     """
     if state == BuildState.CANCELED:
         return False
-    return not (purpose == "final" and state == BuildState.FAILED)
+    return not (purpose in ("final", "draft") and state == BuildState.FAILED)
 
 
 # -- dependencies -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from gate.builds import Builds, build_owner
 from gate.checks import Checks
 from gate.faults import is_transient
 from gate.items import step_owner
-from gate.model import BuildState, Step
+from gate.model import BuildState, Step, TipStep
 from gate.plumbing import Plumbing
 from gate.tip import Tip
 from repo_state.db import session
@@ -70,6 +70,7 @@ class Reconciler:
                         ItemRow.merge == Step.RUNNING,
                         ItemRow.jobs == Step.RUNNING,
                         ItemRow.tip_state == Step.RUNNING,
+                        ItemRow.draft == Step.RUNNING,
                     ),
                 )
             ).all()
@@ -86,6 +87,7 @@ class Reconciler:
                 ("merge", item.merge == Step.RUNNING),
                 ("jobs", item.jobs == Step.RUNNING),
                 ("tip", item.tip_state == Step.RUNNING),
+                ("draft", item.draft == Step.RUNNING and item.tip == TipStep.NONE),
             ):
                 key = step_owner(step, item_id)
                 if not running or not self._due(key, starting):
@@ -95,6 +97,8 @@ class Reconciler:
                         self.attempts.interrupted(item_id)
                     elif step == "jobs":
                         self.checks.interrupted(item_id)
+                    elif step == "draft":
+                        self.tip.resume_draft(item)
                     else:
                         await self.tip.resume(item)
                 except Exception as exc:

@@ -154,6 +154,99 @@ class Tip:
             assert row is not None
             return row
 
+    # -- drafts: step 1 ahead of the tip ------------------------------------------------------
+    def draft_build(self, queue: str, item_id: int) -> None:
+        """The final build of the item's tested tree, started as a draft before the tip."""
+        item = self.items.step(item_id, transitions.draft_started)
+        assert item is not None
+        self.plumbing.spawn(
+            self._draft(queue, item_id, item.attempt),
+            f"draft-{item_id}",
+            item_id,
+            owns=(step_owner("draft", item_id),),
+        )
+
+    async def _draft(self, queue: str, item_id: int, attempt: int) -> None:
+        qcfg = self.config.queues[queue]
+        item = await until_it_lands(partial(self.items.get, item_id), f"item {item_id}")
+        tree = item.merge_tree or ""
+        self.plumbing.emit("item", item=item_id, project=item.project, state="draft-build")
+        # keyed by the tree: a new attempt on the same tree gets this draft back
+        row = await until_it_lands(
+            partial(
+                self.builds.ensure,
+                purpose="draft",
+                key=final_key(item.project, tree, qcfg.target),
+                project=item.project,
+                backend=qcfg.backend,
+                commit=item.merge_commit or "",
+                tree=tree,
+                target=qcfg.target,
+                includes=[item_id],
+            ),
+            f"draft build of item {item_id}",
+        )
+        updated = await until_it_lands(
+            partial(self.items.update, item_id, attempt, draft_build_id=row.id),
+            f"item {item_id}",
+        )
+        if updated is None:
+            return  # reset meanwhile: the draft is left unpromoted
+        await self.await_draft(item_id, attempt, row.id or 0)
+
+    async def await_draft(self, item_id: int, attempt: int, build_id: int) -> None:
+        while True:
+            row = await until_it_lands(partial(self._build, build_id), f"item {item_id}")
+            if row.state != BuildState.RUNNING:
+                break
+            await self.builds.finished(build_id)
+        failure = (
+            ""
+            if row.state == BuildState.PASSED
+            else (f"final build failed: {row.reason}" + (f" (log: {row.log})" if row.log else ""))
+        )
+        item = await until_it_lands(
+            lambda: self.items.step(
+                item_id, lambda v: transitions.draft_finished(v, failure), attempt
+            ),
+            f"item {item_id}",
+        )
+        if item is not None:
+            self.plumbing.emit(
+                "item",
+                item=item_id,
+                project=item.project,
+                state="draft-built" if not failure else "final-failed",
+                nvr=row.nvr,
+                reason=failure,
+            )
+
+    def promote(self, queue: str, item_id: int) -> None:
+        """Tip step 1 with a draft: promote it (a metadata operation), then as a final
+        build that finished."""
+        item = self.items.step(item_id, transitions.promote_started)
+        assert item is not None
+        self.plumbing.spawn(
+            self._promote(item_id, item.attempt),
+            f"promote-{item_id}",
+            item_id,
+            owns=(step_owner("tip", item_id),),
+        )
+
+    async def _promote(self, item_id: int, attempt: int) -> None:
+        item = await until_it_lands(partial(self.items.get, item_id), f"item {item_id}")
+        assert item.draft_build_id is not None
+        self.plumbing.emit("item", item=item_id, project=item.project, state="promote")
+        final = await self.builds.promote(item.draft_build_id)
+        digest = self.config.build_digest(item.project)
+        await until_it_lands(
+            partial(
+                self.items.update, item_id, attempt, final_build_id=final.id, config_digest=digest
+            ),
+            f"item {item_id}",
+        )
+        await self.await_final(item_id, attempt, final.id or 0)
+
     # -- step 2: the merge ---------------------------------------------------------------------
     def merge_change(self, queue: str, item_id: int) -> None:
         item = self.items.step(item_id, transitions.push_started)
@@ -297,12 +390,27 @@ class Tip:
             s.commit()
 
     # -- recovery ---------------------------------------------------------------------------------
+    def resume_draft(self, item: ItemRow) -> None:
+        """A draft left running with no task: watch its build again, or ask again."""
+        assert item.id is not None
+        if item.draft_build_id is None:
+            self.items.step(item.id, transitions.draft_not_started, item.attempt)
+            return
+        self.plumbing.spawn(
+            self.await_draft(item.id, item.attempt, item.draft_build_id),
+            f"draft-{item.id}",
+            item.id,
+            owns=(step_owner("draft", item.id),),
+        )
+
     async def resume(self, item: ItemRow) -> None:
         """A tip step left running with no task (a crash, a fault): decide from the world
         what already happened, and go on from there."""
         assert item.id is not None
         if item.tip == TipStep.FINAL_BUILD:
             if item.final_build_id is None:
+                # (a promotion records its final build only once it is over: the
+                # draft is promoted again, which is idempotent)
                 self.items.step(item.id, transitions.final_build_not_started)
             else:
                 self.plumbing.spawn(

@@ -34,6 +34,9 @@ def start_attempt(item: V, base: Base) -> V:
         tip=TipStep.NONE,
         tip_state=Step.NONE,
         failure="",
+        # a draft of the old attempt is left unpromoted; the new attempt asks for
+        # one again, and gets the same build back if its tree did not change
+        draft=Step.NONE,
     )
 
 
@@ -82,6 +85,27 @@ def final_build_finished(item: V, failure: str) -> V:
 def final_build_not_started(item: V) -> V:
     """A restart found the step recorded but no build behind it: start it again."""
     return replace(item, tip=TipStep.NONE, tip_state=Step.NONE)
+
+
+def draft_started(item: V) -> V:
+    """The final build of the attempt's tree runs ahead of the tip, as a draft."""
+    return replace(item, draft=Step.RUNNING)
+
+
+def draft_finished(item: V, failure: str) -> V:
+    """The draft is built (or failed: the item fails, and is rejected at the head)."""
+    return replace(item, draft=Step.FAILED if failure else Step.PASSED, failure=failure)
+
+
+def draft_not_started(item: V) -> V:
+    """A restart found the draft recorded but no build behind it: ask again."""
+    return replace(item, draft=Step.NONE)
+
+
+def promote_started(item: V) -> V:
+    """Tip step 1 with a draft: the draft is promoted to the real build (a metadata
+    operation); it ends as the final build does (``final_build_finished``)."""
+    return replace(item, tip=TipStep.FINAL_BUILD, tip_state=Step.RUNNING)
 
 
 def push_started(item: V) -> V:

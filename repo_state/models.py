@@ -98,6 +98,10 @@ class ItemRow(SQLModel, table=True):
     #: the speculative repo state the current attempt's jobs ran on (RepoState JSON)
     tested_state: str | None = Field(default=None, sa_column=Column(Text))
     final_build_id: int | None = None
+    #: the draft final build of the attempt's tree (none | running | passed | failed)
+    #: and its build row (purpose ``draft``); promoted at the tip
+    draft: str = Field(default="none", sa_column_kwargs={"server_default": "none"})
+    draft_build_id: int | None = None
     #: generation number this item publishes (recorded before publishing)
     generation: int | None = None
     publish_attempts: int = 0

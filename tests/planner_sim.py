@@ -41,9 +41,11 @@ from gate.planner import (
     Action,
     CancelBuild,
     Dequeue,
+    DraftBuild,
     FinalBuild,
     MergeChange,
     Prepare,
+    PromoteDraft,
     Publish,
     RunJobs,
     StartAttempt,
@@ -71,6 +73,10 @@ class SimItem:
     view: ItemView
     tested: frozenset[int] | None = None
     rejected_on: Base | None = None
+    #: the key of the draft the current attempt asked for (its tree)
+    draft_key: str | None = None
+    #: how its final build was made: "final" (at the tip) or "promoted" (a draft)
+    final_via: str = ""
 
     @property
     def attempt(self) -> int:
@@ -105,11 +111,25 @@ class Simulation:
     window_violations: list[str] = field(default_factory=list)
     #: the largest number of gate items with work in progress at once
     most_busy: int = 0
+    #: the backend builds drafts (``QueueState.drafts``)
+    drafts_enabled: bool = False
+    #: scratch builds are reused across attempts (False: every attempt builds again)
+    reuse_builds: bool = True
+    #: draft builds by key (the tree), like scratch builds; submissions per key
+    drafts: dict[str, Step] = field(default_factory=dict)
+    draft_submissions: Counter[str] = field(default_factory=Counter)
+    #: draft keys promoted (a promoted draft claims its NVR: never twice)
+    promoted: set[str] = field(default_factory=set)
+    #: final builds started at the tip (not promoted drafts)
+    final_builds: int = 0
+    #: item id -> time it was enqueued, time it was published
+    enqueued_at: dict[int, float] = field(default_factory=dict)
+    published_at: dict[int, float] = field(default_factory=dict)
 
     # -- the view the planner sees -------------------------------------------------
     def view(self) -> QueueState:
         running = {
-            k: RunningBuild(self._change(_last(k)).project, frozenset(map(int, k.split("/"))))
+            k: RunningBuild(self._change(_last(k)).project, _includes(k))
             for k, s in self.builds.items()
             if s is Step.RUNNING
         }
@@ -121,6 +141,7 @@ class Simulation:
             window=self.window,
             running_builds=running,
             now=self.now,
+            drafts=self.drafts_enabled,
         )
 
     def _item_view(self, item: SimItem) -> ItemView:
@@ -137,6 +158,11 @@ class Simulation:
     def enqueue(self, change: Change) -> None:
         view = ItemView(id=change.id, kind=ItemKind.GATE, project=change.project)
         self.queue.append(SimItem(change, view))
+        self.enqueued_at[change.id] = self.now
+
+    def start(self, work: tuple[str, int | str, int]) -> None:
+        """Work begins; it ends when :meth:`complete_one` picks it."""
+        self.inflight.append(work)
 
     def apply_plan(self) -> int:
         q = self.view()
@@ -176,31 +202,45 @@ class Simulation:
                     self.violations.append(f"{item_id} based on {base}: ahead already published")
                 item.view = transitions.start_attempt(item.view, base)
                 item.tested = None
+                item.draft_key = None
             case Prepare(item_id):
                 item = self._item(item_id)
                 assert item is not None and item.view.merge is Step.NONE
                 item.view = transitions.merge_started(item.view)
-                self.inflight.append(("merge", item_id, item.attempt))
+                self.start(("merge", item_id, item.attempt))
             case RunJobs(item_id):
                 item = self._item(item_id)
                 assert item is not None and item.view.jobs is Step.NONE
                 item.view = transitions.jobs_started(item.view)
-                self.inflight.append(("jobs", item_id, item.attempt))
+                self.start(("jobs", item_id, item.attempt))
+            case DraftBuild(item_id):
+                item = self._item(item_id)
+                assert item is not None and item.view.draft is Step.NONE
+                self._draft(item)
             case FinalBuild(item_id):
                 item = self._item(item_id)
                 assert item is not None and item.view.tip is TipStep.NONE
                 item.view = transitions.final_build_started(item.view)
-                self.inflight.append(("final", item_id, item.attempt))
+                item.final_via = "final"
+                self.final_builds += 1
+                self.start(("final", item_id, item.attempt))
+            case PromoteDraft(item_id):
+                item = self._item(item_id)
+                assert item is not None and item.view.tip is TipStep.NONE
+                self._check_promotion(item)
+                item.view = transitions.promote_started(item.view)
+                item.final_via = "promoted"
+                self.start(("promote", item_id, item.attempt))
             case MergeChange(item_id):
                 item = self._item(item_id)
                 assert item is not None
                 item.view = transitions.push_started(item.view)
-                self.inflight.append(("git", item_id, item.attempt))
+                self.start(("git", item_id, item.attempt))
             case Publish((item_id,)):
                 item = self._item(item_id)
                 assert item is not None
                 item.view = transitions.publish_started(item.view)
-                self.inflight.append(("publish", item_id, item.attempt))
+                self.start(("publish", item_id, item.attempt))
             case Dequeue(item_id, merged, reason):
                 item = self._item(item_id)
                 assert item is not None
@@ -225,16 +265,60 @@ class Simulation:
             case _:
                 raise AssertionError(f"unknown action {action!r}")
 
+    # -- drafts --------------------------------------------------------------------
+    def _draft(self, item: SimItem) -> None:
+        """Ask for the draft of the item's tree: the same tree gets the same draft
+        back (the shell's ``Builds.ensure`` by key), a new tree a new draft."""
+        assert item.view.build_key is not None
+        key = "d:" + _tree(item.view.build_key)
+        item.view = transitions.draft_started(item.view)
+        item.draft_key = key
+        state = self.drafts.get(key)
+        if state is Step.PASSED:  # the same tree's draft (``build_reusable``)
+            item.view = transitions.draft_finished(item.view, "")
+        elif state in (None, Step.FAILED):  # a failed draft is built again
+            self.drafts[key] = Step.RUNNING
+            self.draft_submissions[key] += 1
+            self.start(("draftbuild", key, 0))
+
+    def _check_promotion(self, item: SimItem) -> None:
+        """Only the draft of the tree the item was tested with, built, never twice."""
+        assert item.view.build_key is not None
+        key = "d:" + _tree(item.view.build_key)
+        if item.draft_key != key:
+            self.violations.append(f"{item.change.id}: promoting {item.draft_key}, tree {key}")
+        if self.drafts.get(key) is not Step.PASSED:
+            self.violations.append(f"{item.change.id}: promoting {key} in {self.drafts.get(key)}")
+        if key in self.promoted:
+            self.violations.append(f"{item.change.id}: {key} promoted twice (its NVR burnt)")
+        self.promoted.add(key)
+
+    def _draft_done(self, key: str) -> None:
+        failed = self._change(_last(key)).final_fails
+        self.drafts[key] = Step.FAILED if failed else Step.PASSED
+        for item in self.queue:
+            if item.draft_key == key and item.view.draft is Step.RUNNING:
+                failure = "draft build failed" if failed else ""
+                item.view = transitions.draft_finished(item.view, failure)
+
+    def pick(self) -> tuple[str, int | str, int]:
+        """The in-flight work that ends next: any one (the property tests)."""
+        self.now += 1
+        return self.inflight.pop(self.rng.randrange(len(self.inflight)))
+
     def complete_one(self) -> bool:
         """Finish one random piece of in-flight work; False when nothing is in flight."""
         if not self.inflight:
             return False
-        self.now += 1
-        kind, item_id, tag = self.inflight.pop(self.rng.randrange(len(self.inflight)))
+        kind, item_id, tag = self.pick()
         if kind == "build":
             assert isinstance(item_id, str)
             failed = self._change(_last(item_id)).bad_build
             self.builds[item_id] = Step.FAILED if failed else Step.PASSED
+            return True
+        if kind == "draftbuild":
+            assert isinstance(item_id, str)
+            self._draft_done(item_id)
             return True
         assert isinstance(item_id, int)
         item = self._item(item_id)
@@ -254,11 +338,13 @@ class Simulation:
             item.view = transitions.merge_failed(item.view, "merge conflict")
             return
         key = "/".join(map(str, [*tree, item.change.id]))
+        if not self.reuse_builds:  # every attempt builds again (Zuul has no reuse)
+            key = f"{key}@{item.attempt}"
         item.view = transitions.merged(item.view, key)
         if key not in self.builds:
             self.builds[key] = Step.RUNNING
             self.build_submissions[key] += 1
-            self.inflight.append(("build", key, 0))
+            self.start(("build", key, 0))
 
     def _finish_jobs(self, item: SimItem) -> None:
         assert item.view.base is not None
@@ -272,6 +358,9 @@ class Simulation:
         failure = "final build failed" if item.change.final_fails else ""
         item.view = transitions.final_build_finished(item.view, failure)
 
+    def _finish_promote(self, item: SimItem) -> None:
+        item.view = transitions.final_build_finished(item.view, "")
+
     def _finish_git(self, item: SimItem) -> None:
         item.view = transitions.push_finished(item.view, "")
 
@@ -284,6 +373,9 @@ class Simulation:
         self.generation += 1
         self.producers[self.generation] = (cid,)
         self.published.append(cid)
+        self.published_at[cid] = self.now
+        if item.final_via == "promoted" and item.draft_key not in self.promoted:
+            self.violations.append(f"{cid} published from an unpromoted draft")
         if item.tested != frozenset(self.published):
             self.violations.append(
                 f"generation {self.generation} = {sorted(self.published)} but item {cid} "
@@ -336,7 +428,9 @@ def _work_for(action: Action) -> tuple[int, ...]:
     match action:
         case StartAttempt(item_id) | Prepare(item_id) | RunJobs(item_id):
             return (item_id,)
-        case FinalBuild(item_id) | MergeChange(item_id):
+        case FinalBuild(item_id) | MergeChange(item_id) | DraftBuild(item_id):
+            return (item_id,)
+        case PromoteDraft(item_id):
             return (item_id,)
         case Publish(item_ids):
             return item_ids
@@ -346,9 +440,18 @@ def _work_for(action: Action) -> tuple[int, ...]:
 def _at_work(item: ItemView) -> bool:
     """Work of the item's attempt is running or about to (a merge, its build, jobs, a tip
     step)."""
-    running = (item.merge, item.build, item.jobs, item.tip_state)
+    running = (item.merge, item.build, item.jobs, item.tip_state, item.draft)
     return Step.RUNNING in running
 
 
+def _tree(key: str) -> str:
+    """A scratch build key without the attempt a gate without reuse adds."""
+    return key.split("@", 1)[0]
+
+
+def _includes(key: str) -> frozenset[int]:
+    return frozenset(map(int, _tree(key).removeprefix("d:").split("/")))
+
+
 def _last(key: str) -> int:
-    return int(key.rsplit("/", 1)[-1])
+    return int(_tree(key).removeprefix("d:").rsplit("/", 1)[-1])

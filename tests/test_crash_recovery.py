@@ -7,6 +7,11 @@ the tip), restarted, killed again, restarted, and must end exactly as an
 uninterrupted run: A and B merged in order, C and D rejected, no accepted
 event lost, no final build made twice, and I1-I3 intact.
 
+The local backend builds final builds ahead of the tip as drafts (its
+default): the kills then hit a draft being built, a promotion, and the
+instant between a promotion and the merge ("draft-tip"); one run keeps the
+serial tip (``drafts: off``) so both tips are killed.
+
 Builds run without bubblewrap: its ``--die-with-parent`` would end a
 sandboxed rpmbuild with the daemon, and the daemon must not depend on that
 (nor on systemd's ``KillMode=control-group``).  A kill at "building" or
@@ -31,11 +36,14 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlmodel import select
 
 from gate.config import parse_config
 from gate.daemon import Gate
 from gate.demo_world import World
 from gate.processes import GroupRecord, ProcessGroups, all_processes, process_info
+from repo_state.db import session
+from repo_state.models import BuildRow
 from tests.conftest import CEILO_801, DJANGO_NO_COMPAT, HORIZON_BROKEN, NOVA_1201
 from tests.daemon import Daemon, free_port
 from tests.invariants import check_invariants, failure_of, results
@@ -106,7 +114,11 @@ def _busy_with(daemon: Daemon, wanted: str, logs: Path, timeout: float = 5) -> b
     """Wait until the daemon runs the process that makes state ``wanted`` worth a kill:
     ``rpmbuild --rebuild`` of a scratch or final build (whose leftover would build an
     NVR a second time), the straggler job; False if none came."""
-    purpose = {"building": "scratch", "final build": "final"}.get(wanted)
+    purpose = {
+        "building": "scratch",
+        "final build": "final",
+        "passed, final build as a draft": "draft",
+    }.get(wanted)
     if purpose is None and wanted != "testing":
         return True
     assert daemon.proc is not None
@@ -125,12 +137,13 @@ def _busy_with(daemon: Daemon, wanted: str, logs: Path, timeout: float = 5) -> b
 
 
 def _final_rpmbuild_runs(logs: Path) -> Counter[str]:
-    """NVRs that an ``rpmbuild --rebuild`` of a final build wrote binary RPMs of, counted
-    from rpmbuild's own output: a run the daemon lost track of still writes its log."""
+    """NVRs that an ``rpmbuild --rebuild`` of a final build (or of a draft, the final
+    build made ahead of the tip) wrote binary RPMs of, counted from rpmbuild's own
+    output: a run the daemon lost track of still writes its log."""
     runs: Counter[str] = Counter()
     for log in logs.glob("*.log"):
         text = log.read_text(errors="replace")
-        if not text.startswith("# rpmgate local final build"):
+        if not text.startswith(("# rpmgate local final build", "# rpmgate local draft build")):
             continue
         wrote = re.findall(r"^Wrote: \S*/([^/\s]+)\.([^./\s]+)\.rpm$", text, re.M)
         for nvr in {nvr for nvr, arch in wrote if arch != "src"}:
@@ -152,16 +165,17 @@ def _wait_for_state(daemon: Daemon, wanted: str, timeout: float = 60) -> list[st
 
 
 @pytest.mark.parametrize(
-    "kill_at",
+    ("kill_at", "drafts"),
     [
-        ("building", "testing", "final build"),
-        ("final build", "merging", "publishing"),
-        ("passed", "building", "final build"),
+        (("building", "testing", "final build"), "auto"),
+        (("final build", "merging", "publishing"), "off"),
+        (("passed", "building", "final build"), "auto"),
+        (("passed, final build as a draft", "final build", "merging"), "auto"),
     ],
-    ids=["scratch-then-tip", "tip-steps", "waiting-then-tip"],
+    ids=["scratch-then-tip", "tip-steps", "waiting-then-tip", "draft-tip"],
 )
 def test_kill_9_and_restart_lose_nothing_and_build_nothing_twice(
-    tmp_path: Path, state_dir: Path, kill_at: tuple[str, ...]
+    tmp_path: Path, state_dir: Path, kill_at: tuple[str, ...], drafts: str
 ) -> None:
     world = World(tmp_path / "world").create()
     port = free_port()
@@ -172,6 +186,7 @@ def test_kill_9_and_restart_lose_nothing_and_build_nothing_twice(
     )
     if "testing" in kill_at:
         config["queues"]["liberty"]["jobs"].append(STRAGGLER)
+    config["backends"]["local"]["drafts"] = drafts
     config_path = tmp_path / "rpmgate.yaml"
     config_path.write_text(yaml.safe_dump(config))
     daemon = Daemon(config_path, f"http://127.0.0.1:{port}", tmp_path / "daemon.log")
@@ -246,5 +261,13 @@ def test_kill_9_and_restart_lose_nothing_and_build_nothing_twice(
         )
         assert len(nvrs) == len(set(nvrs))
         assert "nova-12.0.1-1" in nvrs and "ceilometer-8.0.1-1" in nvrs
+        with session(gate.engine) as s:
+            finals = s.exec(select(BuildRow).where(BuildRow.purpose == "final")).all()
+        promoted = {b.nvr for b in finals if (b.task_ref or "").startswith("promoted:")}
+        if drafts == "auto":  # the published final builds are promoted drafts
+            assert {"nova-12.0.1-1", "ceilometer-8.0.1-1"} <= promoted, finals
+            assert not any((store.parent / "drafts").glob("*/build.json"))  # none left
+        else:
+            assert promoted == set()
     finally:
         gate.engine.dispose()

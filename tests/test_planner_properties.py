@@ -8,7 +8,9 @@ reject only items failing with everything ahead merged (I5), publish only
 package sets that were tested as a whole (I2), never submit a scratch
 build of the same key twice, and keep to Zuul's window at every planning
 step (nothing started outside it; no more items at work than it allows).
-The window starts small and narrows to a floor of 1 on failures, so items
+Half the scenarios run with drafts (final builds ahead of the tip, promoted
+at the tip): the same outcome, no draft promoted but the one of the tested
+tree, none twice.  The window starts small and narrows to a floor of 1 on failures, so items
 fall out of it while they are being tested.
 """
 
@@ -27,7 +29,7 @@ PROJECTS = ("nova", "ceilometer", "horizon")
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[list[Change], list[int], int, int]:
+def scenarios(draw: st.DrawFn) -> tuple[list[Change], list[int], int, int, bool]:
     count = draw(st.integers(min_value=1, max_value=9))
     changes: list[Change] = []
     for cid in range(1, count + 1):
@@ -53,12 +55,21 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Change], list[int], int, int]:
     arrivals = draw(st.lists(st.integers(0, 6), min_size=count, max_size=count))
     window = draw(st.sampled_from([1, 2, 3, 4, 20]))
     seed = draw(st.integers(0, 2**32 - 1))
-    return changes, arrivals, window, seed
+    drafts = draw(st.booleans())
+    return changes, arrivals, window, seed, drafts
 
 
-def _run(changes: list[Change], arrivals: list[int], window: int, seed: int) -> Simulation:
+def _run(
+    changes: list[Change], arrivals: list[int], window: int, seed: int, drafts: bool = False
+) -> Simulation:
     rule = WindowRule(start=window, floor=1)
-    sim = Simulation(changes=changes, window=window, rng=random.Random(seed), window_rule=rule)
+    sim = Simulation(
+        changes=changes,
+        window=window,
+        rng=random.Random(seed),
+        window_rule=rule,
+        drafts_enabled=drafts,
+    )
     sim.run(arrivals)
     return sim
 
@@ -66,8 +77,8 @@ def _run(changes: list[Change], arrivals: list[int], window: int, seed: int) -> 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_gate_ends_as_a_serial_gate_would_under_any_completion_order(scenario) -> None:
-    changes, arrivals, window, seed = scenario
-    sim = _run(changes, arrivals, window, seed)
+    changes, arrivals, window, seed, drafts = scenario
+    sim = _run(changes, arrivals, window, seed, drafts)
     merged, rejected = serial_outcome(changes)
     assert sim.published == merged
     assert set(sim.rejected) == rejected
@@ -76,24 +87,24 @@ def test_gate_ends_as_a_serial_gate_would_under_any_completion_order(scenario) -
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_rejects_only_at_head_and_publishes_only_tested_sets(scenario) -> None:
-    changes, arrivals, window, seed = scenario
-    sim = _run(changes, arrivals, window, seed)
+    changes, arrivals, window, seed, drafts = scenario
+    sim = _run(changes, arrivals, window, seed, drafts)
     assert sim.violations == []
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_no_scratch_build_key_is_submitted_twice(scenario) -> None:
-    changes, arrivals, window, seed = scenario
-    sim = _run(changes, arrivals, window, seed)
+    changes, arrivals, window, seed, drafts = scenario
+    sim = _run(changes, arrivals, window, seed, drafts)
     assert all(n == 1 for n in sim.build_submissions.values()), sim.build_submissions
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_generations_follow_queue_order(scenario) -> None:
-    changes, arrivals, window, seed = scenario
-    sim = _run(changes, arrivals, window, seed)
+    changes, arrivals, window, seed, drafts = scenario
+    sim = _run(changes, arrivals, window, seed, drafts)
     order = [c.id for c in changes]
     assert sim.published == sorted(sim.published, key=order.index)
     assert [sim.producers[g] for g in sorted(sim.producers)] == [(c,) for c in sim.published]
@@ -102,8 +113,8 @@ def test_generations_follow_queue_order(scenario) -> None:
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_only_items_inside_the_window_are_worked_on(scenario) -> None:
-    changes, arrivals, window, seed = scenario
-    sim = _run(changes, arrivals, window, seed)
+    changes, arrivals, window, seed, drafts = scenario
+    sim = _run(changes, arrivals, window, seed, drafts)
     assert sim.window_violations == []
 
 

@@ -33,7 +33,8 @@ from repo_state.state import Artifact
 if TYPE_CHECKING:
     from gate.builders.sandbox import Sandbox
 
-Purpose = Literal["scratch", "final"]
+#: ``draft``: a final build that claims its NVR only when promoted (Koji >= 1.34)
+Purpose = Literal["scratch", "final", "draft"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,15 @@ class ExistingBuild:
     artifacts: tuple[Artifact, ...] = ()
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A finished draft build, as the gate recorded it, to be promoted."""
+
+    nvr: str
+    task_ref: str
+    artifacts: tuple[Artifact, ...] = ()
+
+
 class BuildError(Exception):
     """The backend could not take the build at all (e.g. NVR already built)."""
 
@@ -152,6 +162,21 @@ class BuildBackend(abc.ABC):
     async def recover(self, request: BuildRequest) -> str | None:
         """Find a task submitted for ``request`` before a crash, or None."""
         return None
+
+    async def draft_support(self) -> str | None:
+        """None when final builds may run ahead of the tip as drafts (``submit`` takes
+        purpose ``draft``, :meth:`promote` promotes one), else why not: the status
+        says it and the queue keeps a serial tip.  Asked once at start."""
+        return "this backend has no draft builds"
+
+    async def promote(self, request: BuildRequest, draft: Draft) -> BuildOutcome:
+        """Make ``draft`` (built from ``request``'s tree) the final build of its NVR.
+
+        Idempotent: a draft promoted already (by a daemon killed since) is
+        the final build again.  An NVR already built from other sources is a
+        failed outcome (``ok=False``), as a final build of it would be.
+        """
+        raise BuildError(await self.draft_support() or "no draft builds")
 
     def status(self) -> dict[str, Any] | None:
         """Health worth showing in the status document (None: nothing to show)."""

@@ -38,6 +38,7 @@ from gate.builders.base import (
     BuildError,
     BuildOutcome,
     BuildRequest,
+    Draft,
     ExistingBuild,
     TaskLost,
     TransientBackendError,
@@ -69,7 +70,13 @@ log = logging.getLogger(__name__)
 _FINDABLE_STATES = [koji.TASK_STATES[s] for s in ("FREE", "ASSIGNED", "OPEN", "CLOSED")]
 #: seconds a hub's clock may run behind ours when searching tasks made after an intent
 _CLOCK_SKEW = 120.0
-_UPLOAD_TREE = re.compile(r"rpmgate-(?:scratch|final)-[^/]*?-([0-9a-f]{40}|[0-9a-f]{64})(?:-\d+)?/")
+#: a draft build's release: ``koji.DRAFT_RELEASE_FORMAT``, '{target_release},draft_{build_id}'
+_DRAFT_RELEASE = re.compile(r",draft_(\d+)$")
+#: the first Koji with draft builds (``build(..., {'draft': True})``, ``promoteBuild``)
+DRAFTS_SINCE = (1, 34)
+_UPLOAD_TREE = re.compile(
+    r"rpmgate-(?:scratch|final|draft)-[^/]*?-([0-9a-f]{40}|[0-9a-f]{64})(?:-\d+)?/"
+)
 
 
 class KojiBackend(BuildBackend):
@@ -100,6 +107,8 @@ class KojiBackend(BuildBackend):
         self._dist: dict[str, str] = {}
         #: ``build`` tasks this process created, by purpose
         self.submitted: Counter[str] = Counter()
+        #: why drafts are not used (None: they are), once ``draft_support`` asked
+        self.drafts_off: str | None = "not asked yet"
 
     def task_url(self, task_id: int) -> str:
         return f"{self.conn.weburl}/taskinfo?taskID={task_id}"
@@ -143,8 +152,58 @@ class KojiBackend(BuildBackend):
             "in_flight": len(self.watcher),
             "poll_cycles": self.watcher.cycles,
             "tasks": self.watcher.progress(),
+            "drafts": "on" if self.drafts_off is None else f"off: {self.drafts_off}",
             **self.hub.health.as_dict(),
         }
+
+    # -- drafts (Koji >= 1.34) ------------------------------------------------
+
+    async def draft_support(self) -> str | None:
+        """Drafts when the hub is Koji 1.34 or newer (``getKojiVersion``; hubs before
+        1.23 lack the call) and ``drafts`` is not ``off``."""
+        self.drafts_off = await self._drafts_off()
+        return self.drafts_off
+
+    async def _drafts_off(self) -> str | None:
+        if self.config.drafts == "off":
+            return "drafts: off in the backend's configuration (serial tip)"
+        try:
+            version = str(await self.hub.call("getKojiVersion"))
+        except koji.GenericError:
+            return "the hub predates getKojiVersion (Koji < 1.23): no draft builds, serial tip"
+        numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
+        if numbers < DRAFTS_SINCE:
+            return f"Koji hub {version} has no draft builds (Koji 1.34 added them): serial tip"
+        return None
+
+    async def promote(self, request: BuildRequest, draft: Draft) -> BuildOutcome:
+        """``promoteBuild`` of the draft (its build id is in its release,
+        ``<release>,draft_<id>``): the build keeps its id and takes the target
+        NVR.  A draft promoted already (a daemon killed since) is that build."""
+        match = _DRAFT_RELEASE.search(draft.nvr)
+        with _translated(f"promote draft build {draft.nvr}"):
+            build = await self.hub.call("getBuild", int(match.group(1)) if match else draft.nvr)
+            if match is None:
+                # the "draft" took over a final build of the same sources (submit)
+                if build and build["state"] == koji.BUILD_STATES["COMPLETE"]:
+                    return BuildOutcome(ok=True, nvr=build["nvr"], artifacts=draft.artifacts)
+                raise BuildError(f"{draft.nvr} is not a Koji draft build")
+            draft_id = int(match.group(1))
+            if build and not build.get("draft") and build["state"] == koji.BUILD_STATES["COMPLETE"]:
+                return BuildOutcome(ok=True, nvr=build["nvr"], artifacts=draft.artifacts)
+            try:
+                promoted = await self.hub.call("promoteBuild", draft_id, login=True, retry=False)
+            except (koji.GenericError, koji.ActionNotAllowed) as exc:
+                # the NVR exists (another draft of it was promoted, or a build from
+                # other sources), or the hub's draft_promotion policy says no
+                build = await self.hub.call("getBuild", draft_id)
+                if build and not build.get("draft"):  # our call did promote it
+                    return BuildOutcome(ok=True, nvr=build["nvr"], artifacts=draft.artifacts)
+                return BuildOutcome(
+                    ok=False, nvr=draft.nvr, reason=f"Koji refused to promote: {describe(exc)}"
+                )
+        log.info("promoted draft build %s to %s", draft.nvr, promoted["nvr"])
+        return BuildOutcome(ok=True, nvr=promoted["nvr"], artifacts=draft.artifacts)
 
     # -- BuildBackend -------------------------------------------------------
 
@@ -161,7 +220,10 @@ class KojiBackend(BuildBackend):
             if await self._still_useful(record.task_id):
                 return str(record.task_id)
             previous.append(record.task_id)
-        if request.purpose == "final":
+        if request.purpose in ("final", "draft"):
+            # a draft like a final build: kojihub's new_build refuses a draft whose
+            # target NVR exists ("Target build already exists"), so the same check
+            # first, and a build of the same sources is taken over
             return await self._submit_final(request, previous)
         return await self._submit_scratch(request, previous)
 
@@ -389,6 +451,8 @@ class KojiBackend(BuildBackend):
     async def _create_task(self, record: Submission) -> int:
         """Call ``build`` once; after a failure that may hide a created task, look for it first."""
         opts: dict[str, Any] = {"scratch": True} if record.scratch else {}
+        if record.purpose == "draft":
+            opts["draft"] = True  # kojihub build(): opts['draft'] (Koji >= 1.34)
         kwargs: dict[str, Any] = {}
         if self.config.priority is not None:
             kwargs["priority"] = self.config.priority

@@ -101,6 +101,9 @@ class KojiConfig:
     final_source: SourceMode = "srpm"
     #: tag the final build into this tag after its repo generation is published
     tag_after_publish: str | None = None
+    #: final builds ahead of the tip as Koji draft builds, promoted at the tip
+    #: (``auto``: when the hub is Koji >= 1.34; ``off``: the serial tip)
+    drafts: str = "auto"
     #: the ``%dist`` the target's build tag defines; None: read ``rpm.macro.dist``
     #: from the build tag's extra on the hub
     dist: str | None = None
@@ -137,6 +140,8 @@ class KojiConfig:
                 raise KojiConfigError(
                     f"{name} must be 'srpm' or 'scm', not {getattr(self, name)!r}"
                 )
+        if self.drafts not in ("auto", "off"):
+            raise KojiConfigError(f"drafts must be 'auto' or 'off', not {self.drafts!r}")
         if self.max_concurrent_calls < 1 or self.max_concurrent_downloads < 1:
             raise KojiConfigError("max_concurrent_calls and max_concurrent_downloads must be >= 1")
         if self.poll_interval <= 0:

@@ -9,14 +9,25 @@ raises :class:`TaskLost` and the daemon submits again.
 Final builds go into a *build store* (``builds/<name>/<version>/<release>/
 build.json``) that plays Koji's part: an NVR is built once, a second final
 build of it from the same tree adopts the first, from another tree is refused.
+
+Drafts (Koji's draft builds, here): a ``draft`` build is a final build kept
+privately under ``drafts/<key digest>/build.json``, one per tested tree, so
+several drafts of one NVR may exist and none claims it.  Promotion is one
+``rename(2)`` of that directory into the build store, under the NVR's lock:
+the NVR is claimed atomically, by one draft only.  Drafts never promoted are
+removed ``draft_keep_hours`` after they were built (at start and whenever a
+draft is built); ``drafts: off`` keeps the serial tip.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import os
 import shutil
+import time
 import uuid
 from collections import Counter
 from dataclasses import replace
@@ -29,6 +40,7 @@ from gate.builders.base import (
     BuildBackend,
     BuildOutcome,
     BuildRequest,
+    Draft,
     ExistingBuild,
     TaskLost,
 )
@@ -60,6 +72,10 @@ class LocalBackendConfig(DriverConfig):
     type: Literal["local"] = "local"
     #: concurrent rpmbuild processes
     workers: Annotated[int, Field(ge=1, le=64)] = 2
+    #: final builds ahead of the tip as drafts, promoted at the tip (``off``: serial tip)
+    drafts: Literal["auto", "off"] = "auto"
+    #: drafts never promoted (their item was reset or rejected) are deleted after this
+    draft_keep_hours: Annotated[float, Field(ge=0)] = 72.0
 
 
 class LocalBackend(BuildBackend):
@@ -68,7 +84,13 @@ class LocalBackend(BuildBackend):
     name = "local"
 
     def __init__(
-        self, state_dir: Path, pool: Pool, workers: int = 2, sandbox: Sandbox | None = None
+        self,
+        state_dir: Path,
+        pool: Pool,
+        workers: int = 2,
+        sandbox: Sandbox | None = None,
+        drafts: Literal["auto", "off"] = "auto",
+        draft_keep_hours: float = 72.0,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -85,6 +107,16 @@ class LocalBackend(BuildBackend):
         self._nvr_locks: dict[str, asyncio.Lock] = {}
         #: ``rpmbuild --rebuild`` runs started, by (purpose, key)
         self.rebuilds: Counter[tuple[str, str]] = Counter()
+        self.drafts = drafts
+        self.draft_keep_s = draft_keep_hours * 3600
+
+    @property
+    def drafts_dir(self) -> Path:
+        return self.state_dir / "drafts"
+
+    def draft_dir(self, key: str) -> Path:
+        """The private place of the draft of build key ``key`` (a digest: no path)."""
+        return self.drafts_dir / hashlib.sha256(key.encode()).hexdigest()
 
     @property
     def logs_dir(self) -> Path:
@@ -153,6 +185,84 @@ class LocalBackend(BuildBackend):
             return
         task.cancel()
         await asyncio.wait({task})
+
+    # -- drafts -------------------------------------------------------------
+    async def draft_support(self) -> str | None:
+        if self.drafts == "off":
+            return "drafts: off in the backend's configuration"
+        await asyncio.to_thread(self.gc_drafts)
+        return None
+
+    def status(self) -> dict[str, Any]:
+        drafts = "off (serial tip)" if self.drafts == "off" else "on"
+        return {"drafts": drafts}
+
+    def gc_drafts(self, now: float | None = None) -> int:
+        """Delete drafts built more than ``draft_keep_hours`` ago (never promoted:
+        a promoted one left ``drafts/``).  Returns how many."""
+        now = time.time() if now is None else now
+        removed = 0
+        if not self.drafts_dir.is_dir():
+            return 0
+        for entry in self.drafts_dir.iterdir():
+            record = entry / "build.json"
+            try:
+                age = now - record.stat().st_mtime
+            except FileNotFoundError:
+                age = now - entry.stat().st_mtime
+            if age > self.draft_keep_s:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        return removed
+
+    async def promote(self, request: BuildRequest, draft: Draft) -> BuildOutcome:
+        """Claim the NVR for the draft of ``request``'s tree: rename its private
+        directory into the build store (atomic), or adopt the same tree's
+        promotion done before a crash; another tree's build of the NVR wins."""
+        async with self._nvr_locks.setdefault(draft.nvr, asyncio.Lock()):
+            return await asyncio.to_thread(self._promote, request, draft)
+
+    def _promote(self, request: BuildRequest, draft: Draft) -> BuildOutcome:
+        final = self._record_path(draft.nvr)
+        if final is None:
+            return BuildOutcome(ok=False, nvr=draft.nvr, reason=f"bad NVR {draft.nvr!r}")
+        record = self._read_record(draft.nvr)
+        if record is not None:
+            artifacts = tuple(Artifact.from_dict(a) for a in record.get("artifacts") or [])
+            if record.get("source") == request.tree:
+                # promoted already (a daemon killed after the rename), or the draft
+                # took over the final build of the same tree: the same build
+                return BuildOutcome(ok=True, nvr=draft.nvr, artifacts=artifacts)
+            reason = (
+                f"build {draft.nvr} already exists (built from tree {record.get('source')}, "
+                f"this change is tree {request.tree}): the draft is not promoted"
+            )
+            return BuildOutcome(ok=False, nvr=draft.nvr, reason=reason)
+        private = self.draft_dir(request.key)
+        mine = private / "build.json"
+        if not mine.exists():
+            return BuildOutcome(
+                ok=False,
+                nvr=draft.nvr,
+                reason=(
+                    f"the draft of {draft.nvr} is gone (garbage-collected after "
+                    "draft_keep_hours): `rpmgate retry` builds it again"
+                ),
+            )
+        data = json.loads(mine.read_text(encoding="utf-8"))
+        if data.get("nvr") != draft.nvr or data.get("source") != request.tree:
+            return BuildOutcome(ok=False, nvr=draft.nvr, reason="the draft is not this tree's")
+        data["state"], data["promoted_at"] = "COMPLETE", time.time()
+        write_atomically(mine, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        final.parent.parent.mkdir(parents=True, exist_ok=True)
+        # the NVR's directory does not exist (no record, under the lock): rename
+        # claims it whole; a leftover empty directory is replaced
+        if final.parent.exists() and not any(final.parent.iterdir()):
+            final.parent.rmdir()
+        os.rename(private, final.parent)
+        _fsync_dir(final.parent.parent)
+        artifacts = tuple(Artifact.from_dict(a) for a in data.get("artifacts") or [])
+        return BuildOutcome(ok=True, nvr=draft.nvr, artifacts=artifacts)
 
     async def find_final(self, nvr: str) -> ExistingBuild | None:
         """The final build of ``nvr`` recorded in the build store, if any."""
@@ -231,6 +341,16 @@ class LocalBackend(BuildBackend):
             return BuildOutcome(ok=False, reason=exc.reason, log=str(log_path))
         await asyncio.to_thread(_write, log_path, header + srpm.log)
 
+        if request.purpose == "draft":
+            # several drafts of one NVR may exist: the NVR is claimed at promotion;
+            # but, as kojihub's new_build does, not a draft of an NVR built already
+            existing = await self.find_final(srpm.nvr)
+            if existing is not None:
+                return await self._existing(request, srpm, existing, log_path)
+            outcome = await self._rebuild(ref, request, srpm, taskdir, log_path)
+            if outcome.ok:
+                await asyncio.to_thread(self._write_draft, ref, request, srpm, outcome)
+            return outcome
         if request.purpose != "final":
             return await self._rebuild(ref, request, srpm, taskdir, log_path)
         # The NVR is only known from the SRPM header, hence the check here and
@@ -306,13 +426,28 @@ class LocalBackend(BuildBackend):
         record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return record
 
+    def _write_draft(
+        self, ref: str, request: BuildRequest, srpm: SrpmResult, outcome: BuildOutcome
+    ) -> None:
+        self.gc_drafts()
+        record = self._record(ref, request, srpm, outcome)
+        record["state"] = "DRAFT"
+        path = self.draft_dir(request.key) / "build.json"
+        write_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
     def _write_record(
         self, ref: str, request: BuildRequest, srpm: SrpmResult, outcome: BuildOutcome
     ) -> None:
         path = self._record_path(srpm.nvr)
         if path is None:
             raise ValueError(f"cannot store build {srpm.nvr!r}")
-        record = {
+        record = self._record(ref, request, srpm, outcome)
+        write_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    def _record(
+        self, ref: str, request: BuildRequest, srpm: SrpmResult, outcome: BuildOutcome
+    ) -> dict[str, Any]:
+        return {
             "nvr": srpm.nvr,
             "name": srpm.name,
             "epoch": srpm.epoch,
@@ -327,7 +462,6 @@ class LocalBackend(BuildBackend):
             "build_requires": list(srpm.build_requires),
             "artifacts": [a.to_dict() for a in outcome.artifacts],
         }
-        write_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _outcome_of(srpm: SrpmResult, log_path: Path) -> BuildOutcome:
@@ -340,6 +474,14 @@ def _outcome_of(srpm: SrpmResult, log_path: Path) -> BuildOutcome:
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _append(path: Path, text: str) -> None:

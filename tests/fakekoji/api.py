@@ -16,6 +16,7 @@ Answers to queries without ``ORDER BY`` come back in a shuffled order.
 from __future__ import annotations
 
 import os
+import time
 import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
@@ -107,8 +108,12 @@ class RootExports(UploadExports):
     # -- misc -----------------------------------------------------------------
 
     def getKojiVersion(self) -> str:
-        """RootExports.getKojiVersion: koji.__version__."""
-        return KOJI_VERSION
+        """RootExports.getKojiVersion: koji.__version__ (``hub.koji_version`` plays an
+        older hub; hubs before 1.23 have no such call: ``None`` makes it unknown)."""
+        version = getattr(self._hub, "koji_version", KOJI_VERSION)
+        if version is None:
+            raise koji.GenericError("Invalid method: getKojiVersion")
+        return str(version)
 
     def getAPIVersion(self) -> int:
         """RootExports.getAPIVersion: koji.API_VERSION."""
@@ -413,6 +418,43 @@ class RootExports(UploadExports):
         found = self.get_build_record(buildInfo, strict)
         return found.info() if found else None
 
+    def promoteBuild(self, build: Any, force: bool = False) -> dict[str, Any]:
+        """kojihub/kojihub.py _promote_build (RootExports.promoteBuild, Koji >= 1.34):
+        a COMPLETE draft becomes the build of its target release, keeping its id;
+        refused when the target NVR exists; policy ``draft_promotion`` (``force``
+        only for admins); the files move to the new path, the old one a symlink."""
+        user = self._user()
+        binfo = self.get_build_record(build, strict=True)
+        assert binfo is not None
+        err = f"Cannot promote build {binfo.nvr}. Reason: {{}}"
+        if not binfo.draft:
+            raise koji.GenericError(err.format("Not a draft build"))
+        state = koji.BUILD_STATES[binfo.state]
+        if state != "COMPLETE":
+            raise koji.GenericError(err.format(f"state ({state}) is not COMPLETE."))
+        target_release = koji.parse_target_release(binfo.release)
+        old = self._state.find_build(
+            {"name": binfo.name, "version": binfo.version, "release": target_release}
+        )
+        if old is not None:
+            raise koji.GenericError(err.format(f"Target build exists: {old.nvr}(#{old.id})"))
+        if force and not self._has_perm("admin"):
+            raise koji.ActionNotAllowed("only admins may force")
+        if not force:
+            policy_data = {"build": binfo.id, "target_release": target_release, "user_id": user.id}
+            self._hub.policies.assert_policy("draft_promotion", policy_data)
+        old_path = self._hub.build_dir(binfo)
+        binfo.draft, binfo.release = False, target_release
+        binfo.promoter, binfo.promotion_ts = user, time.time()
+        for rpm in binfo.rpms:  # rpminfo.draft follows build.draft (ON UPDATE CASCADE)
+            rpm["draft"] = False
+        new_path = self._hub.build_dir(binfo)
+        if old_path.exists():  # safer_move, then ensure_volume_backlink
+            new_path.parent.mkdir(parents=True, exist_ok=True)
+            old_path.rename(new_path)
+            old_path.symlink_to(new_path)
+        return binfo.info()
+
     def findBuildID(self, X: Any, strict: bool = False) -> int | None:
         """kojihub/kojihub.py find_build_id."""
         if isinstance(X, int):
@@ -460,9 +502,10 @@ class RootExports(UploadExports):
                 return []
             builds = [b for b in builds if b.owner.id == user["id"]]
         if promoter is not None:
-            if not self.getUser(promoter):
+            user = self.getUser(promoter)
+            if not user:
                 return []
-            builds = []  # the fake never promotes
+            builds = [b for b in builds if b.promoter is not None and b.promoter.id == user["id"]]
         if volumeID is not None and _db_int(volumeID) != 0:
             builds = []  # every build is on the DEFAULT volume (id 0)
         if taskID is not None:
@@ -483,6 +526,8 @@ class RootExports(UploadExports):
             (createdAfter, "create_ts", True),
             (completeBefore, "completion_ts", False),
             (completeAfter, "completion_ts", True),
+            (promotedBefore, "promotion_ts", False),
+            (promotedAfter, "promotion_ts", True),
         ):
             if value:
                 limit = timestamp(value)
@@ -492,8 +537,6 @@ class RootExports(UploadExports):
                     if getattr(b, attr) is not None
                     and (getattr(b, attr) > limit if newer else getattr(b, attr) < limit)
                 ]
-        if promotedBefore or promotedAfter:
-            builds = []
         if cgID:
             return []
         if type not in (None, "rpm"):

@@ -133,6 +133,18 @@ def _tests(state: HubState) -> dict[str, type]:
             tag = state.tag_by(data["build_tag"]) if data.get("build_tag") else None
             return tag is not None and koji.util.multi_fnmatch(tag.name, self.str.split()[1:])
 
+    class IsBuildOwnerTest(koji.policy.BaseSimpleTest):
+        # kojihub/kojihub.py IsBuildOwnerTest: the policy user owns data['build']
+        # (group owners: the fake has no groups)
+        name = "is_build_owner"
+
+        def run(self, data: dict[str, Any]) -> bool:
+            build = state.find_build(data["build"])
+            user = policy_user(data)
+            if build is None or user is None:
+                return False
+            return bool(build.owner.id == user.id)
+
     class SourceTest(koji.policy.MatchTest):
         # kojihub/kojihub.py SourceTest (policy data with source)
         name = "source"
@@ -156,6 +168,7 @@ def _tests(state: HubState) -> dict[str, type]:
             FromTagTest,
             BuildTagTest,
             SourceTest,
+            IsBuildOwnerTest,
         )
     }
 

@@ -283,6 +283,9 @@ class Build:
     start_ts: float | None = None
     completion_ts: float | None = None
     draft: bool = False
+    #: who promoted the draft and when (kojihub _promote_build: promoter, promotion_time)
+    promoter: User | None = None
+    promotion_ts: float | None = None
     #: rpminfo rows of this build (also in HubState.rpms)
     rpms: list[dict[str, Any]] = field(default_factory=list)
 
@@ -298,7 +301,7 @@ class Build:
             "draft": self.draft,
             "state": self.state,
             "completion_time": timestr(self.completion_ts),
-            "promotion_time": None,
+            "promotion_time": timestr(self.promotion_ts),
             "start_time": timestr(self.start_ts),
             "task_id": self.task_id,
             "creation_event_id": self.create_event,
@@ -312,11 +315,11 @@ class Build:
             "creation_ts": self.create_ts,
             "start_ts": self.start_ts,
             "completion_ts": self.completion_ts,
-            "promotion_ts": None,
+            "promotion_ts": self.promotion_ts,
             "owner_id": self.owner.id,
             "owner_name": self.owner.name,
-            "promoter_id": None,
-            "promoter_name": None,
+            "promoter_id": self.promoter.id if self.promoter else None,
+            "promoter_name": self.promoter.name if self.promoter else None,
             "source": self.source,
             "extra": dict(self.extra) if self.extra is not None else None,
         }

@@ -1,0 +1,225 @@
+"""Throughput of the gate over one simulated day, in virtual time.
+
+The simulation is ``tests/planner_sim.Simulation``: the real planner
+(``gate.planner.plan``) and the real state transitions (``gate.transitions``,
+``gate.queue_rules``), the code the daemon runs; only the outcome of each piece
+of work is simulated.  This module adds a clock: every piece of work ends a
+fixed time after it starts (below), and work ends in time order.
+
+The day: 10 projects, 200 changes approved at uniformly random instants over
+24 h, 20 of them (10 %) failing their jobs; scratch build 20 min, jobs 30 min,
+final build (or draft) 20 min; a speculative merge, a promotion, a push and a
+publication 1 min each.  Every variant sees the same arrivals (one seed):
+
+* ``rpmgate, drafts``: final builds start ahead of the tip as drafts and are
+  promoted there (Koji >= 1.34, the local backend);
+* ``rpmgate, drafts, window floor 20``: the same, with the queue's window kept
+  at 20 or more (``window: {start: 20, floor: 20}``): Zuul's default floor of
+  3 halves the window on every failure, and at 10 % failures the items behind
+  a narrowed window wait;
+* ``rpmgate, serial tip``: the final build starts at the tip (older hubs);
+* ``Zuul-style, no build reuse``: the same planner, but every attempt builds
+  again (a reset throws its builds away), final build at the tip;
+* ``rpmfactory's serial gate``: one change at a time (scratch build, jobs,
+  final build), modelled as the real planner with a window of 1 that never
+  widens, no build reuse and no drafts;
+* ``bound``: every change that can pass published one critical path after its
+  approval (merge, build, jobs, final build, promotion/push/publish), nothing
+  waiting on anything else.
+
+    .venv/bin/python -m bench.bench_throughput            # markdown table
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gate.queue_rules import WindowRule
+from tests.planner_sim import Change, Simulation
+
+DAY = 24 * 60.0  # minutes
+PROJECTS = tuple(f"project{i}" for i in range(10))
+CHANGES = 200
+FAILING = 20
+#: minutes each piece of work takes (``Simulation.start``'s kinds)
+DURATIONS = {
+    "merge": 1.0,
+    "build": 20.0,
+    "jobs": 30.0,
+    "final": 20.0,
+    "draftbuild": 20.0,
+    "promote": 1.0,
+    "git": 1.0,
+    "publish": 1.0,
+}
+#: approval to publication when nothing waits: merge, build, jobs, final, push, publish
+CRITICAL_PATH = sum(DURATIONS[k] for k in ("merge", "build", "jobs", "final", "git", "publish"))
+SEEDS = (1, 2, 3)
+
+
+@dataclass
+class TimedSimulation(Simulation):
+    """The planner's simulation with a clock: work ends when its duration has passed."""
+
+    due: dict[tuple[str, int | str, int], float] = field(default_factory=dict)
+
+    def start(self, work: tuple[str, int | str, int]) -> None:
+        super().start(work)
+        self.due[work] = self.now + DURATIONS[work[0]]
+
+    def next_due(self) -> float:
+        return min((self.due[w] for w in self.inflight), default=float("inf"))
+
+    def pick(self) -> tuple[str, int | str, int]:
+        index = min(range(len(self.inflight)), key=lambda i: self.due[self.inflight[i]])
+        work = self.inflight.pop(index)
+        self.now = max(self.now, self.due.pop(work))
+        return work
+
+
+def day_of_changes(seed: int) -> tuple[list[Change], list[float]]:
+    """200 changes over 10 projects, 20 failing their jobs, approved over 24 h."""
+    rng = random.Random(seed)
+    failing = set(rng.sample(range(1, CHANGES + 1), FAILING))
+    arrivals = sorted(rng.uniform(0, DAY) for _ in range(CHANGES))
+    changes = [
+        Change(id=i, project=rng.choice(PROJECTS), bad_jobs=i in failing)
+        for i in range(1, CHANGES + 1)
+    ]
+    return changes, arrivals
+
+
+def run_day(sim: TimedSimulation, arrivals: list[float]) -> None:
+    """Run the gate until the end of the day: arrivals and work end in time order,
+    and the planner runs after each until it names nothing new."""
+    pending = list(zip(arrivals, sim.changes, strict=True))
+    while True:
+        while pending and pending[0][0] <= sim.now:
+            sim.enqueue(pending.pop(0)[1])
+        for _ in range(1_000):
+            if not sim.apply_plan():
+                break
+        else:
+            raise AssertionError("the planner never settles")
+        next_arrival = pending[0][0] if pending else float("inf")
+        if min(sim.next_due(), next_arrival) > DAY:
+            return
+        if sim.next_due() <= next_arrival:
+            sim.complete_one()
+        else:
+            sim.now = next_arrival
+
+
+def variant(name: str, seed: int) -> dict[str, Any]:
+    changes, arrivals = day_of_changes(seed)
+    if name == "bound":
+        latencies = [
+            CRITICAL_PATH
+            for change, at in zip(changes, arrivals, strict=True)
+            if not change.bad_jobs and at + CRITICAL_PATH <= DAY
+        ]
+        return _figures(name, latencies, builds=3 * len(changes), violations=0, wall=0.0)
+    options: dict[str, Any] = {}
+    if name == "drafts":
+        options = {"drafts_enabled": True}
+    elif name == "drafts-floor":
+        options = {"drafts_enabled": True, "window_rule": WindowRule(start=20, floor=20)}
+    elif name == "zuul":
+        options = {"reuse_builds": False}
+    elif name == "rpmfactory":
+        options = {"reuse_builds": False, "window": 1}
+        options["window_rule"] = WindowRule(start=1, floor=1, increase=0)
+    sim = TimedSimulation(changes=changes, rng=random.Random(seed), **options)
+    started = time.perf_counter()
+    run_day(sim, arrivals)
+    wall = time.perf_counter() - started
+    latencies = [sim.published_at[c] - sim.enqueued_at[c] for c in sim.published]
+    builds = (
+        sum(sim.build_submissions.values()) + sum(sim.draft_submissions.values()) + sim.final_builds
+    )
+    violations = len(sim.violations) + len(sim.window_violations)
+    return _figures(name, latencies, builds, violations, wall)
+
+
+def _figures(
+    name: str, latencies: list[float], builds: int, violations: int, wall: float
+) -> dict[str, Any]:
+    ordered = sorted(latencies)
+    p95 = ordered[max(0, int(0.95 * len(ordered)) - 1)] if ordered else 0.0
+    return {
+        "variant": name,
+        "merged": len(latencies),
+        "mean_h": statistics.fmean(latencies) / 60 if latencies else 0.0,
+        "p95_h": p95 / 60,
+        "builds": builds,
+        "violations": violations,
+        "wall_s": wall,
+    }
+
+
+VARIANTS = ("drafts", "drafts-floor", "serial", "zuul", "rpmfactory", "bound")
+LABELS = {
+    "drafts": "rpmgate, drafts",
+    "drafts-floor": "rpmgate, drafts, window floor 20",
+    "serial": "rpmgate, serial tip",
+    "zuul": "Zuul-style, no build reuse",
+    "rpmfactory": "rpmfactory's serial gate",
+    "bound": "bound (no waiting)",
+}
+
+
+def run() -> list[dict[str, Any]]:
+    return [variant(name, seed) for seed in SEEDS for name in VARIANTS]
+
+
+def markdown(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Throughput over one simulated day (bench/bench_throughput.py)",
+        "",
+        "Virtual time on the real planner and state transitions "
+        "(`tests/planner_sim.Simulation` with a clock): 10 projects, 200 changes approved "
+        "at random over 24 h (20 fail their jobs), scratch build 20 min, jobs 30 min, final "
+        "build or draft 20 min, merge/promote/push/publish 1 min each. Same arrivals for "
+        "every variant of a seed. Merged: published within the 24 h; latency: approval to "
+        "publication of those; builds: scratch + draft + final builds submitted; "
+        "violations: invariant and window violations the simulation saw.",
+        "",
+        "| seed | variant | merged in 24 h | mean latency (h) | p95 latency (h) | builds "
+        "| violations |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for seed_index, seed in enumerate(SEEDS):
+        for r in results[seed_index * len(VARIANTS) : (seed_index + 1) * len(VARIANTS)]:
+            lines.append(
+                f"| {seed} | {LABELS[r['variant']]} | {r['merged']} | {r['mean_h']:.2f} "
+                f"| {r['p95_h']:.2f} | {r['builds']} | {r['violations']} |"
+            )
+    lines.append("")
+    by = {name: [r for r in results if r["variant"] == name] for name in VARIANTS}
+    medians = {name: statistics.median(r["merged"] for r in rs) for name, rs in by.items()}
+    mean_latency = {name: statistics.median(r["mean_h"] for r in rs) for name, rs in by.items()}
+    lines.append(
+        f"Median over the {len(SEEDS)} seeds of the mean latency: drafts "
+        f"{mean_latency['drafts']:.2f} h, drafts with window floor 20 "
+        f"{mean_latency['drafts-floor']:.2f} h, serial tip {mean_latency['serial']:.2f} h."
+    )
+    lines.append("")
+    lines.append(
+        f"Median merged over the {len(SEEDS)} seeds: drafts {medians['drafts']:.0f} "
+        f"(window floor 20: {medians['drafts-floor']:.0f}), serial "
+        f"tip {medians['serial']:.0f} (drafts / serial = "
+        f"{medians['drafts'] / max(medians['serial'], 1):.2f}), Zuul-style "
+        f"{medians['zuul']:.0f}, rpmfactory {medians['rpmfactory']:.0f}, bound "
+        f"{medians['bound']:.0f}."
+    )
+    lines.append("")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.stdout.write("\n".join(markdown(run())) + "\n")

@@ -1,0 +1,112 @@
+"""The gate with drafts on the local backend, end to end (real git, rpmbuild,
+createrepo_c, SQLite): final builds start ahead of the tip as drafts and are
+promoted at the tip; no final build runs at the tip; the status says so."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from gate.config import parse_config
+from gate.daemon import Gate
+from gate.demo_world import World
+from repo_state.db import session
+from repo_state.models import BuildRow, ChangeRow, ItemRow
+from tests.conftest import CEILO_801, DJANGO_NO_COMPAT, NOVA_1201, propose
+from tests.invariants import check_invariants, results
+
+pytestmark = pytest.mark.slow
+
+
+async def _run(world: World, drafts: str, *changes: tuple[str, Any, str]) -> Gate:
+    config = world.config()
+    config["backends"]["local"]["drafts"] = drafts
+    gate = Gate(parse_config(config))
+    await gate.start()
+    await gate.wait_idle(180)
+    for project, spec, title in changes:
+        propose(gate, world, project, spec, title)
+    gate.wake()
+    await gate.wait_idle(180)
+    return gate
+
+
+def _finals(gate: Gate) -> dict[str, BuildRow]:
+    with session(gate.engine) as s:
+        return {b.nvr: b for b in s.exec(select(BuildRow).where(BuildRow.purpose == "final"))}
+
+
+async def test_final_builds_are_promoted_drafts(world: World) -> None:
+    events: list[dict[str, Any]] = []
+    config = world.config()
+    gate = Gate(parse_config(config))
+    gate.listeners.append(events.append)
+    await gate.start()
+    try:
+        await gate.wait_idle(180)
+        assert gate.drafts == {"liberty": True}
+        backend = gate.backends["local"]
+        # the bootstrap (post items: commits already on the branches) is final-built
+        bootstrap = backend.rebuild_count("final")  # type: ignore[attr-defined]
+        propose(gate, world, "nova", NOVA_1201, "A")
+        propose(gate, world, "ceilometer", CEILO_801, "B")
+        gate.wake()
+        await gate.wait_idle(180)
+        assert results(gate) == {"merged": ["A", "B"]}
+        finals = _finals(gate)
+        for nvr in ("nova-12.0.1-1", "ceilometer-8.0.1-1"):
+            assert finals[nvr].task_ref.startswith("promoted:"), finals[nvr]
+        # the drafts were the final builds: none was built at the tip
+        assert backend.rebuild_count("final") == bootstrap  # type: ignore[attr-defined]
+        assert backend.rebuild_count("draft") == 2  # type: ignore[attr-defined]
+        assert not list(backend.drafts_dir.glob("*/build.json"))  # type: ignore[attr-defined]
+        states = [(e.get("item"), e.get("state")) for e in events if e["topic"] == "item"]
+        assert ("draft-build" in {s for _, s in states}) and ("promote" in {s for _, s in states})
+        assert gate.backends["local"].status() == {"drafts": "on"}
+        check_invariants(gate)
+    finally:
+        await gate.stop()
+
+
+async def test_an_item_reset_after_its_draft_promotes_the_draft_of_its_tree(
+    world: World,
+) -> None:
+    """D (python-django) fails its jobs; A (nova) behind it is reset: whether its
+    draft was built before the reset or not, it is built once (same tree, same
+    key), promoted, and D's change never gets a draft."""
+    gate = await _run(
+        world, "auto", ("python-django", DJANGO_NO_COMPAT, "D"), ("nova", NOVA_1201, "A")
+    )
+    try:
+        assert results(gate) == {"rejected": ["D"], "merged": ["A"]}
+        backend = gate.backends["local"]
+        with session(gate.engine) as s:
+            drafts = s.exec(select(BuildRow).where(BuildRow.purpose == "draft")).all()
+            a = s.exec(
+                select(ItemRow)
+                .join(ChangeRow, ChangeRow.id == ItemRow.change_id)
+                .where(ChangeRow.title == "A")
+            ).one()
+        assert [d.nvr for d in drafts] == ["nova-12.0.1-1"]
+        assert backend.rebuild_count("draft") == 1  # type: ignore[attr-defined]
+        assert a.attempt >= 2  # reset when D failed
+        assert _finals(gate)["nova-12.0.1-1"].task_ref.startswith("promoted:")
+        check_invariants(gate)
+    finally:
+        await gate.stop()
+
+
+async def test_drafts_off_keeps_the_serial_tip(world: World) -> None:
+    gate = await _run(world, "off", ("nova", NOVA_1201, "A"))
+    try:
+        assert gate.drafts == {"liberty": False}
+        assert results(gate) == {"merged": ["A"]}
+        assert not _finals(gate)["nova-12.0.1-1"].task_ref.startswith("promoted:")
+        assert gate.backends["local"].rebuild_count("final") == 5  # type: ignore[attr-defined]
+        assert gate.backends["local"].rebuild_count("draft") == 0  # type: ignore[attr-defined]
+        assert gate.backends["local"].status() == {"drafts": "off (serial tip)"}
+        check_invariants(gate)
+    finally:
+        await gate.stop()

@@ -1,0 +1,128 @@
+"""Koji draft builds (Koji >= 1.34) through the real ``koji.ClientSession`` against
+the fake hub, which implements them as kojihub does (``build(..., {'draft':
+True})``, release ``<release>,draft_<build id>``, ``promoteBuild``, policy
+``draft_promotion``, the ``draft`` and promoter fields of ``getBuild`` and
+``listBuilds``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import koji
+import pytest
+
+from gate.builders.base import Draft
+from gate.builders.koji import KojiBackend
+from tests.fakekoji import FakeKoji
+from tests.fakekoji.distgit import Distgit, spec
+from tests.test_koji_backend import DIST, backends, fake_koji, repo  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.slow
+
+
+def _draft(outcome) -> Draft:  # type: ignore[no-untyped-def]
+    return Draft(nvr=outcome.nvr, task_ref=outcome.extra["task_id"], artifacts=outcome.artifacts)
+
+
+async def test_two_drafts_of_one_nvr_one_promoted_the_other_refused(
+    fake_koji: FakeKoji,  # noqa: F811
+    repo: Distgit,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+) -> None:
+    fake_koji.hub.builder.allow_srpm_final = True
+    backend = backends()
+    assert await backend.draft_support() is None
+    assert backend.status()["drafts"] == "on"
+    first_request = repo.request(repo.commit(spec()), purpose="draft", key="d1" * 10)
+    # the same NVR from another tree (the release was not bumped)
+    second_request = repo.request(
+        repo.commit(spec(content="other")), purpose="draft", key="d2" * 10
+    )
+
+    first = await backend.wait(await backend.submit(first_request))
+    second = await backend.wait(await backend.submit(second_request))
+    assert first.ok and second.ok, (first.reason, second.reason)
+    builds = [c for c in fake_koji.hub.calls if c.method == "build"]
+    assert [c.args[2] for c in builds] == [{"draft": True}, {"draft": True}]
+    first_id, second_id = int(first.extra["build_id"]), int(second.extra["build_id"])
+    assert first.nvr == f"hello-1.0-1{DIST},draft_{first_id}"
+    assert second.nvr == f"hello-1.0-1{DIST},draft_{second_id}"
+    # neither claims the NVR
+    assert await backend.find_final(f"hello-1.0-1{DIST}") is None
+
+    promoted = await backend.promote(first_request, _draft(first))
+    assert promoted.ok, promoted.reason
+    assert promoted.nvr == f"hello-1.0-1{DIST}" and promoted.artifacts == first.artifacts
+    info = fake_koji.run(lambda: fake_koji.hub.state.builds[first_id].info())
+    assert (info["draft"], info["release"], info["promoter_name"]) == (False, f"1{DIST}", "rpmgate")
+    # the RPMs moved to the promoted build's directory; the draft path links there
+    moved = fake_koji.hub.topdir / f"packages/hello/1.0/1{DIST}"
+    assert moved.is_dir() and (moved.parent / f"1{DIST},draft_{first_id}").is_symlink()
+
+    refused = await backend.promote(second_request, _draft(second))
+    assert not refused.ok
+    assert refused.reason.startswith(
+        f"Koji refused to promote: GenericError: Cannot promote build "
+        f"hello-1.0-1{DIST},draft_{second_id}. "
+        f"Reason: Target build exists: hello-1.0-1{DIST}(#{first_id})"
+    ), refused.reason
+    # a daemon killed after promoteBuild, before recording it: promoting again is that build
+    calls = fake_koji.hub.count("promoteBuild")
+    again = await backend.promote(first_request, _draft(first))
+    assert again.ok and again.nvr == f"hello-1.0-1{DIST}"
+    assert fake_koji.hub.count("promoteBuild") == calls  # looked up, not promoted again
+
+    # listBuilds: the unpromoted draft is still a draft; the promoted one has a promoter
+    session = koji.ClientSession(fake_koji.url)
+    drafts = session.listBuilds(draft=True)
+    assert [b["build_id"] for b in drafts] == [second_id]
+    assert [b["build_id"] for b in session.listBuilds(promoter="rpmgate")] == [first_id]
+
+
+async def test_a_hub_policy_that_refuses_promotion_fails_the_promotion(
+    fake_koji: FakeKoji,  # noqa: F811
+    repo: Distgit,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+) -> None:
+    fake_koji.hub.builder.allow_srpm_final = True
+    fake_koji.run(lambda: fake_koji.hub.policies.__setitem__("draft_promotion", "all :: deny"))
+    backend = backends()
+    request = repo.request(repo.commit(spec()), purpose="draft", key="d3" * 10)
+    draft = await backend.wait(await backend.submit(request))
+    assert draft.ok
+    refused = await backend.promote(request, _draft(draft))
+    assert not refused.ok and "draft_promotion" in refused.reason, refused.reason
+    build = fake_koji.run(lambda: fake_koji.hub.state.builds[int(draft.extra["build_id"])])
+    assert build.draft  # still a draft: no NVR claimed
+
+
+@pytest.mark.parametrize(
+    ("version", "reason"),
+    [
+        ("1.35.3", None),
+        ("1.34.0", None),
+        ("1.33.1", "Koji hub 1.33.1 has no draft builds (Koji 1.34 added them): serial tip"),
+        (None, "the hub predates getKojiVersion (Koji < 1.23): no draft builds, serial tip"),
+    ],
+)
+async def test_drafts_only_on_hubs_that_have_them(
+    fake_koji: FakeKoji,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+    version: str | None,
+    reason: str | None,
+) -> None:
+    fake_koji.hub.koji_version = version  # type: ignore[attr-defined]
+    backend = backends()
+    assert await backend.draft_support() == reason
+    assert backend.status()["drafts"] == ("on" if reason is None else f"off: {reason}")
+
+
+async def test_drafts_off_in_the_config(
+    fake_koji: FakeKoji,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+) -> None:
+    backend = backends(drafts="off")
+    assert await backend.draft_support() == (
+        "drafts: off in the backend's configuration (serial tip)"
+    )
+    assert fake_koji.hub.count("getKojiVersion") == 0
