@@ -94,6 +94,7 @@ class SpecNames:
 
 _TAG = re.compile(r"^(Name|Provides|BuildRequires)\s*:\s*(.+?)\s*$", re.IGNORECASE)
 _PACKAGE = re.compile(r"^%package\s+(-n\s+)?(\S+)\s*$")
+_MACRO = re.compile(r"%(\{[^}]*\}|\([^)]*\)|[A-Za-z_]\w*)")
 _OPERATORS = frozenset({"<", ">", "=", "<=", ">=", "<>"})
 
 
@@ -101,6 +102,8 @@ def _names(value: str) -> list[str]:
     """The names of a dependency list (``a >= 1, b``), versions dropped."""
     names: list[str] = []
     skip_version = False
+    # a macro (``%{py3_dist sphinx}``) is not expanded: its words are no name
+    value = _MACRO.sub(" % ", value)
     for token in value.replace(",", " ").split():
         if skip_version:
             skip_version = False
@@ -108,7 +111,8 @@ def _names(value: str) -> list[str]:
         if token in _OPERATORS:
             skip_version = True
             continue
-        names.append(token)
+        if token != "%":  # a macro where a name is
+            names.append(token)
     return names
 
 
