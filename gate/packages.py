@@ -188,14 +188,15 @@ def package_order(after: Mapping[str, set[str]], where: str = "packages") -> lis
     return order
 
 
-def parse_ls_tree(output: bytes) -> dict[str, str]:
+def parse_ls_tree(output: bytes | str) -> dict[str, str]:
     """path -> object id from ``git ls-tree -r -z <commit>``."""
+    text = output.decode("utf-8", "surrogateescape") if isinstance(output, bytes) else output
     listing: dict[str, str] = {}
-    for entry in output.split(b"\0"):
+    for entry in text.split("\0"):
         if not entry:
             continue
-        meta, _, path = entry.partition(b"\t")
-        listing[path.decode("utf-8", "surrogateescape")] = meta.split()[2].decode()
+        meta, _, path = entry.partition("\t")
+        listing[path] = meta.split()[2]
     return listing
 
 

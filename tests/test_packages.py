@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from gate.config import ConfigError, parse_config
+from gate.merger import Merger
+from gate.package_plan import MissingSpec, plan_at
 from gate.packages import (
     PackageConfig,
     PackageOrderError,
@@ -258,3 +260,44 @@ def test_an_unchanged_package_reuses_its_build_and_a_dependent_one_is_rebuilt(
         ("foo-doc", "build"),
         ("foo-cli", "reuse"),
     ]
+
+
+async def test_a_plan_at_a_commit_reads_the_specs_order_and_inputs_through_the_merger(
+    tmp_path: Path,
+) -> None:
+    """Through the gate's own clone (real git): BuildRequires order, then a reuse."""
+    remote = tmp_path / "foo"
+    remote.mkdir()
+    _git(remote, "init", "-q")
+    _commit(
+        remote,
+        {
+            "python-foo/python-foo.spec": PYTHON_FOO,
+            "foo-doc/foo-doc.spec": FOO_DOC,
+        },
+        "initial",
+    )
+    first = _git(remote, "rev-parse", "HEAD").decode().strip()
+    _commit(remote, {"foo-doc/foo-doc.spec": FOO_DOC + "# fix\n"}, "docs")
+    second = _git(remote, "rev-parse", "HEAD").decode().strip()
+    packages = _packages(
+        **{
+            "foo-doc": {"spec": "foo-doc/foo-doc.spec"},  # BuildRequires python3-foo
+            "python-foo": {"spec": "python-foo/python-foo.spec"},
+        }
+    )
+    merger = Merger(tmp_path / "git")
+    steps = await plan_at(merger, "foo", str(remote), first, packages, {})
+    assert [(s.package, s.action) for s in steps] == [
+        ("python-foo", "build"),
+        ("foo-doc", "build"),
+    ]
+    previous = {s.package: PreviousBuild(i, s.digest, "") for i, s in enumerate(steps)}
+    steps = await plan_at(merger, "foo", str(remote), second, packages, previous)
+    assert [(s.package, s.action) for s in steps] == [
+        ("python-foo", "reuse"),
+        ("foo-doc", "build"),
+    ]
+    missing = _packages(a={"spec": "a/a.spec"})
+    with pytest.raises(MissingSpec, match=r"package a: a/a.spec is not in commit"):
+        await plan_at(merger, "foo", str(remote), second, missing, {})
