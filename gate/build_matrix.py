@@ -21,12 +21,9 @@ Pure: no I/O.  What the daemon does with several builds is in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:  # gate.jobs.base uses MatrixEntry
-    from gate.jobs.base import JobConfig
 
 #: the build a queue without ``builds`` has
 DEFAULT_BUILD = "default"
@@ -54,6 +51,19 @@ class MatrixEntry(_Strict):
     arches: tuple[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")], ...] = ()
 
 
+class JobReferences(Protocol):
+    """What a job says about its runs (``gate.jobs.base.JobConfig``, which imports this)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def arches(self) -> tuple[str, ...] | None: ...
+    @property
+    def builds(self) -> tuple[str, ...] | None: ...
+    @property
+    def matrix(self) -> tuple[MatrixEntry, ...] | None: ...
+
+
 def build_targets(
     builds: Mapping[str, NamedBuildConfig] | None, queue_target: str
 ) -> dict[str, str]:
@@ -64,7 +74,7 @@ def build_targets(
 
 
 def job_runs(
-    job: JobConfig, builds: Sequence[str], arches: Sequence[str]
+    job: JobReferences, builds: Sequence[str], arches: Sequence[str]
 ) -> tuple[tuple[str, str], ...]:
     """The (build, arch) pairs ``job`` runs on, in the queue's order, each once."""
     if job.matrix:
@@ -85,7 +95,7 @@ def build_problems(
     where: str,
     builds: Sequence[str],
     arches: Sequence[str],
-    jobs: Sequence[JobConfig],
+    jobs: Sequence[JobReferences],
     pipeline: Sequence[Sequence[str]] | None,
 ) -> list[tuple[str, str]]:
     """Every reason the job references of queue ``where`` cannot run, as ``(key, message)``.
