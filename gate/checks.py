@@ -178,6 +178,7 @@ class Checks:
                 baseline_path=baseline_dir,
                 baseline_url=f"{self.config.base_url}/speculative/{name}-baseline/",
                 cache_dir=self.state_dir / "cache" / "solv",
+                build=self.config.build_of(queue)[0],
             ),
             log_stem=self.state_dir / "logs" / "jobs" / name,
         )

@@ -253,3 +253,54 @@ async def test_koji_builds_a_named_build_with_its_own_target(tmp_path: Path) -> 
             await gate.stop()
     finally:
         fk.stop()
+
+
+# --- the local backend: one named build, jobs that name it -----------------------------------
+
+
+@pytest.mark.slow
+async def test_a_job_naming_the_queues_build_runs_against_it_and_a_matrix_on_its_arches(
+    world: World, tmp_path: Path
+) -> None:
+    """Real git, rpmbuild and createrepo_c: the scratch build is keyed by the build's name and
+    its target label, each job run is told its build, the matrix job runs on x86_64 only."""
+    d = tmp_path / "ctl"
+    d.mkdir()
+    record = (
+        f'test -f "$RPMGATE_ARCH_REPO_PATH/repodata/repomd.xml" && '
+        f'echo "$RPMGATE_JOB $RPMGATE_BUILD $RPMGATE_ARCH" >> {d}/runs.log'
+    )
+    doc = world.config()
+    doc["publishers"]["liberty"]["arches"] = ["x86_64", "aarch64"]
+    doc["queues"]["liberty"].update(
+        arches=["x86_64", "aarch64"],
+        builds={"el9": {"target": "el9-label"}},
+        jobs=[
+            {"name": "install-test", "command": record, "builds": ["el9"]},
+            {"name": "packstack", "command": record, "matrix": [{"arches": ["x86_64"]}]},
+        ],
+        pipeline=[["install-test"], ["packstack"]],
+    )
+    gate = Gate(parse_config(doc))
+    await gate.start()
+    try:
+        await gate.wait_idle(120)
+        propose(gate, world, "nova", PackageSpec("nova", "12.0.1"), "A")
+        gate.wake()
+        await gate.wait_idle(180)
+        assert results(gate) == {"merged": ["A"]}
+        with session(gate.engine) as s:
+            scratch = s.exec(
+                select(BuildRow).where(BuildRow.purpose == "scratch", BuildRow.project == "nova")
+            ).one()
+        assert scratch.target == "el9-label"
+        assert scratch.key == scratch_key("nova", scratch.tree, "el9-label", "local", "el9")
+        runs = sorted(set((d / "runs.log").read_text().splitlines()))
+        assert runs == [
+            "install-test el9 aarch64",
+            "install-test el9 x86_64",
+            "packstack el9 x86_64",
+        ]
+        check_invariants(gate)
+    finally:
+        await gate.stop()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
-from gate.build_matrix import BUILD_NAME_PATTERN, MatrixEntry
+from gate.build_matrix import BUILD_NAME_PATTERN, DEFAULT_BUILD, MatrixEntry
 from gate.registry import NAME_PATTERN, DriverConfig
 
 if TYPE_CHECKING:
@@ -88,6 +88,8 @@ class JobContext:
     cache_dir: Path | None = None
     #: the arch this run is for (``arches`` is then ``(arch,)``); "" outside a pipeline
     arch: str = ""
+    #: the queue's named build whose repository this is (gate/build_matrix.py)
+    build: str = DEFAULT_BUILD
     #: the pipeline stage the run belongs to (1-based; 0 outside a pipeline)
     stage: int = 0
     #: which try this is (1: the first run) and how many the job may take
