@@ -24,6 +24,7 @@ from repo_state.db import session
 from repo_state.models import BuildRow
 from tests.conftest import propose
 from tests.invariants import check_invariants, results
+from tests.koji_gate import koji_config_doc, start_hub
 
 
 def _doc(tmp_path: Path, **queue: Any) -> dict[str, Any]:
@@ -210,8 +211,6 @@ def test_build_keys_include_the_build_name_and_keep_the_default_key() -> None:
 
 @pytest.mark.slow
 async def test_koji_builds_a_named_build_with_its_own_target(tmp_path: Path) -> None:
-    from tests.koji_gate import koji_config_doc, start_hub
-
     world = World(tmp_path / "world", projects={"nova": PackageSpec("nova", "12.0.0")}).create()
     fk = start_hub(tmp_path / "hub", world)
     try:
