@@ -7,7 +7,8 @@ is one package (``package``/``spec``), as before.
 - **Order.**  A package is built after those in its ``after``; a package with
   no ``after`` is built after the packages of the project that provide one of
   its ``BuildRequires`` (read from the spec's text: ``Name``, ``%package``
-  and ``Provides`` lines; a name with an unexpanded macro is not matched).
+  and ``Provides`` lines; a name with an unexpanded macro, or a rich
+  dependency, is not matched).
   Ties keep the config's order; a cycle is refused, naming it.
 - **Inputs.**  A package's inputs are the files under its ``paths`` (default:
   the directory of its spec, the whole tree when the spec is at the top) and
@@ -102,6 +103,8 @@ def _names(value: str) -> list[str]:
     """The names of a dependency list (``a >= 1, b``), versions dropped."""
     names: list[str] = []
     skip_version = False
+    if value.lstrip().startswith("("):
+        return []  # a rich dependency (``(a or b)``) names no one package
     # a macro (``%{py3_dist sphinx}``) is not expanded: its words are no name
     value = _MACRO.sub(" % ", value)
     for token in value.replace(",", " ").split():

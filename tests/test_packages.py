@@ -59,6 +59,7 @@ Summary: docs
 License: MIT
 BuildRequires: python3-foo >= 1.0
 BuildRequires: %{py3_dist sphinx}
+BuildRequires: (python3-foo-extras or python3-foo)
 %description
 docs
 """
