@@ -113,7 +113,8 @@ class Attempts:
             await self._merge_failed(item_id, attempt, item.project, reason)
             return
         qcfg = self.config.queues[queue]
-        key = scratch_key(item.project, result.tree, qcfg.target, qcfg.backend)
+        build_name, target = self.config.build_of(queue)
+        key = scratch_key(item.project, result.tree, target, qcfg.backend, build_name)
         build = await until_it_lands(
             partial(
                 self.builds.ensure,
@@ -123,7 +124,7 @@ class Attempts:
                 backend=qcfg.backend,
                 commit=result.commit,
                 tree=result.tree,
-                target=qcfg.target,
+                target=target,
                 includes=includes,
             ),
             f"scratch build of item {item_id}",

@@ -38,6 +38,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from gate.build_matrix import DEFAULT_BUILD
 from gate.builders.base import (
     BackendError,
     BuildBackend,
@@ -71,15 +72,24 @@ def build_owner(build_id: int) -> str:
     return f"build:{build_id}"
 
 
-def scratch_key(project: str, tree: str, target: str, backend: str) -> str:
-    """What determines a scratch build's output; equal keys are never built twice."""
-    # the empty last field keeps the keys of builds recorded before it was dropped
-    text = "\0".join(("scratch", project, tree, target, backend, ""))
+def scratch_key(
+    project: str, tree: str, target: str, backend: str, build: str = DEFAULT_BUILD
+) -> str:
+    """What determines a scratch build's output; equal keys are never built twice.
+
+    ``build`` is the queue's named build (gate/build_matrix.py): two named builds
+    never share a scratch build, even on the same target.
+    """
+    # the empty last field keeps the keys of builds recorded before it was dropped;
+    # the default build's key is the one it always had
+    named = () if build == DEFAULT_BUILD else (build,)
+    text = "\0".join(("scratch", project, tree, target, backend, "", *named))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def final_key(project: str, tree: str, target: str) -> str:
-    return hashlib.sha256("\0".join(("final", project, tree, target)).encode()).hexdigest()
+def final_key(project: str, tree: str, target: str, build: str = DEFAULT_BUILD) -> str:
+    named = () if build == DEFAULT_BUILD else (build,)
+    return hashlib.sha256("\0".join(("final", project, tree, target, *named)).encode()).hexdigest()
 
 
 def build_entry(row: BuildRow) -> BuildEntry:

@@ -184,6 +184,7 @@ class Checks:
                 public_url=self.config.base_url,
                 engine=self.engine,
                 plumbing=self.plumbing,
+                build=self.config.build_of(queue)[0],
             ),
             log_stem=self.state_dir / "logs" / "jobs" / name,
         )

@@ -35,9 +35,11 @@ from pydantic import (
 )
 
 import gate.drivers  # noqa: F401 - registers the built-in drivers
+from gate.build_matrix import BUILD_NAME_PATTERN, NamedBuildConfig, build_problems, build_targets
 from gate.builders.local import LocalBackendConfig
 from gate.jobs.base import JobConfig
 from gate.jobs.dependencies import RepoclosureJobConfig
+from gate.packages import PackageConfig, PackageOrderError, built_after, package_order
 from gate.pipeline import (
     ARCH_PATTERN,
     NOT_ARCHES,
@@ -89,6 +91,9 @@ class ProjectConfig(_Strict):
     spec: str | None = None
     #: source package name (default: the project name)
     package: str | None = None
+    #: several packages built from the project, in order (gate/packages.py);
+    #: instead of ``package``/``spec``
+    packages: Annotated[dict[str, PackageConfig] | None, Field(min_length=1)] = None
     lookaside: LookasideConfig | None = None
     #: for SCM builds in Koji: git+https://host/rpms/<name>.git (the sha is appended)
     scm_url: str | None = None
@@ -144,6 +149,9 @@ class QueueConfig(_Strict):
     backend: str = "local"
     #: build target (Koji target; a label for the local backend)
     target: str = "rpmgate"
+    #: named builds of each change, each with its own target (gate/build_matrix.py);
+    #: default: one build named ``default`` on ``target``
+    builds: Annotated[dict[str, NamedBuildConfig] | None, Field(min_length=1)] = None
     window: WindowConfig = WindowConfig()
     #: each entry validated by its driver's model (gate.registry.JOBS)
     jobs: tuple[JobConfig, ...] = (RepoclosureJobConfig(),)
@@ -160,6 +168,19 @@ class QueueConfig(_Strict):
     runners: tuple[RunnerRule, ...] = ()
     #: when a job is reported as flaky on the status document
     flaky: FlakyConfig = FlakyConfig()
+
+    @field_validator("builds")
+    @classmethod
+    def _build_names(
+        cls, value: dict[str, NamedBuildConfig] | None
+    ) -> dict[str, NamedBuildConfig] | None:
+        for name in value or {}:
+            if not re.match(BUILD_NAME_PATTERN, name):
+                raise ValueError(
+                    f"{name!r} is not a build name (lowercase letters, digits, . _ -; "
+                    "it is part of keys and paths)"
+                )
+        return value
 
     @field_validator("arches")
     @classmethod
@@ -434,6 +455,7 @@ class Config(_Strict):
                 )
             if (name, git) != (pcfg.name, pcfg.git):
                 self.projects[pname] = pcfg.model_copy(update={"name": name, "git": git})
+            _check_packages(pname, pcfg)
         for qname, queue in self.queues.items():
             for i, project in enumerate(queue.projects):
                 if project not in self.projects:
@@ -463,7 +485,9 @@ class Config(_Strict):
                 queue.jobs,
                 queue.pipeline,
                 queue.runners,
+                arch_stages=len(self.builds_of(qname)) < 2,
             )
+            problems += _build_problems(f"queues.{qname}", queue, self.arches_of(qname))
             if problems:
                 # every finding at once, each naming its key (as _format prints them)
                 raise _KeyError(
@@ -523,10 +547,25 @@ class Config(_Strict):
         raise KeyError(project)
 
     def package_of(self, project: str) -> str:
+        packages = self.projects[project].packages
+        if packages:  # one package (several are refused at load, see _check_packages)
+            return next(iter(packages))
         return self.projects[project].package or project
 
     def spec_of(self, project: str) -> str:
+        packages = self.projects[project].packages
+        if packages:
+            return next(iter(packages.values())).spec
         return self.projects[project].spec or f"{self.package_of(project)}.spec"
+
+    def builds_of(self, queue: str) -> dict[str, str]:
+        """Name -> target of each named build of ``queue`` (``default`` when none is named)."""
+        qcfg = self.queues[queue]
+        return build_targets(qcfg.builds, qcfg.target)
+
+    def build_of(self, queue: str) -> tuple[str, str]:
+        """The (name, target) of ``queue``'s build (several are refused at load)."""
+        return next(iter(self.builds_of(queue).items()))
 
     def build_digest(self, project: str) -> str:
         """A digest of every setting that shapes a build of ``project``: its section,
@@ -536,10 +575,50 @@ class Config(_Strict):
         doc = {
             "project": self.projects[project].model_dump(mode="json"),
             "target": queue.target,
+            **({"builds": {n: b.target for n, b in queue.builds.items()}} if queue.builds else {}),
             "backend": self.backends[queue.backend].model_dump(mode="json"),
         }
         encoded = json.dumps(doc, sort_keys=True, default=str).encode()
         return hashlib.sha256(encoded).hexdigest()
+
+
+#: what the daemon does not run yet (issue 12): refused rather than half-run
+SEVERAL_BUILDS = (
+    "{n} named builds: the gate checks them but builds, tests and publishes one "
+    "named build per queue for now (docs/pipelines.md, Named builds)"
+)
+SEVERAL_PACKAGES = (
+    "{n} packages: the gate checks their order but builds one package per project "
+    "for now (docs/pipelines.md, Package order)"
+)
+
+
+def _build_problems(
+    where: str, queue: QueueConfig, arches: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    builds = list(build_targets(queue.builds, queue.target))
+    problems = build_problems(where, builds, arches, queue.jobs, queue.pipeline)
+    if len(builds) > 1:
+        problems.append((f"{where}.builds", SEVERAL_BUILDS.format(n=len(builds))))
+    return problems
+
+
+def _check_packages(name: str, project: ProjectConfig) -> None:
+    if project.packages is None:
+        return
+    where = f"projects.{name}.packages"
+    for key in ("package", "spec"):
+        if getattr(project, key) is not None:
+            raise _KeyError(
+                f"projects.{name}.{key}",
+                "give either packages or package/spec (each package has its own spec)",
+            )
+    try:
+        package_order(built_after(project.packages, where=where), where)
+    except PackageOrderError as exc:
+        raise _KeyError(exc.key, str(exc)) from None
+    if len(project.packages) > 1:
+        raise _KeyError(where, SEVERAL_PACKAGES.format(n=len(project.packages)))
 
 
 class _KeyError(ValueError):

@@ -44,7 +44,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gate.builders.koji_config import KojiBackendConfig, KojiConfigError
 from gate.builders.local import LocalBackendConfig
-from gate.config import Config
+from gate.config import Config, QueueConfig
 from repo_state.db import engine_url
 
 #: seconds a single online probe (one git call, one HTTP request, one hub call) may take
@@ -521,9 +521,26 @@ def online_findings(config: Config) -> list[Finding]:
         findings = [f for future in futures for f in future.result()]
     for name, backend in config.backends.items():
         if isinstance(backend, KojiBackendConfig):
-            targets = sorted((q.target, n) for n, q in config.queues.items() if q.backend == name)
+            targets = sorted(
+                (target, key)
+                for n, q in config.queues.items()
+                if q.backend == name
+                for target, key in _target_keys(n, q)
+            )
             findings += asyncio.run(_koji_hub(name, backend, targets))
     return findings
+
+
+def _target_keys(name: str, queue: QueueConfig) -> list[tuple[str, str]]:
+    """The Koji targets a queue builds on, each with the key that names it."""
+    if not queue.builds:
+        return [(queue.target, f"queues.{name}.target")]
+    return [
+        (b.target, f"queues.{name}.builds.{build}.target")
+        if b.target
+        else (queue.target, f"queues.{name}.target")
+        for build, b in queue.builds.items()
+    ]
 
 
 def _git_env() -> dict[str, str]:
@@ -758,14 +775,14 @@ async def _koji_hub(
                 findings.append(
                     Finding(key, f"login ({conn.authtype}) to {conn.server} failed: {_reason(exc)}")
                 )
-        for target, queue in targets:
+        for target, key_of_target in targets:
             info = await asyncio.wait_for(
                 hub.call("getBuildTarget", target, retry=False), ONLINE_TIMEOUT
             )
             if not info:
                 findings.append(
                     Finding(
-                        f"queues.{queue}.target",
+                        key_of_target,
                         f"the hub {conn.server} of backend {name!r} has no build target {target!r}",
                         "create it (koji add-target) or give a target the hub has",
                     )

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from gate.packages import parse_ls_tree
 from gate.processes import ProcessGroups, spawn_group
 from gate.refs import FULL_SHA, check_branch, check_ref
 
@@ -320,6 +321,15 @@ class Merger:
                 command = ["git", "cat-file", "blob", commit]
                 raise GitError(command, result.returncode, result.stderr)
             return result.stdout
+
+    async def listing(self, project: str, url: str, commit: str) -> dict[str, str]:
+        """path -> object id of every file of ``commit`` (``git ls-tree -r``; fetched if
+        the clone lacks it): what a package's inputs are compared by (gate/packages.py)."""
+        async with self._lock(project):
+            git_dir = await self._ensure_clone(project, url)
+            commit = await self._ensure_commit(git_dir, commit)
+            result = await self._git(git_dir, "ls-tree", "-r", "-z", "--full-tree", commit)
+            return parse_ls_tree(result.stdout)
 
     async def tree_of(self, project: str, url: str, commit: str) -> str:
         """The tree of ``commit`` (fetched if the clone lacks it)."""

@@ -103,7 +103,11 @@ class PlannedJob:
 
 
 def job_arches(job: JobConfig, arches: Sequence[str]) -> tuple[str, ...]:
-    """The arches ``job`` runs on: its own, in the queue's order, else all of them."""
+    """The arches ``job`` runs on: its own (or its ``matrix``'s), in the queue's order,
+    else all of them."""
+    if job.matrix:
+        named = {a for entry in job.matrix for a in (entry.arches or arches)}
+        return tuple(a for a in arches if a in named)
     if job.arches is None:
         return tuple(arches)
     return tuple(a for a in arches if a in job.arches)
@@ -153,9 +157,12 @@ def pipeline_problems(
     jobs: Sequence[JobConfig],
     pipeline: Sequence[Sequence[str]] | None,
     runners: Sequence[RunnerRule],
+    arch_stages: bool = True,
 ) -> list[tuple[str, str]]:
     """Every reason the pipeline of queue ``where`` (``queues.<name>``) cannot run,
-    as ``(key, message)``; the arches are the queue's effective ones."""
+    as ``(key, message)``; the arches are the queue's effective ones.  Without
+    ``arch_stages`` the stages are not checked per arch (a queue of several named
+    builds checks them per build and arch: ``gate.build_matrix``)."""
     problems: list[tuple[str, str]] = []
     known = ", ".join(arches)
     names = [j.name for j in jobs]
@@ -169,7 +176,7 @@ def pipeline_problems(
                     )
                 )
     if pipeline is not None:
-        problems += _stage_problems(where, arches, jobs, pipeline)
+        problems += _stage_problems(where, arches, jobs, pipeline, arch_stages)
     for i, rule in enumerate(runners):
         if rule.match.job is not None and rule.match.job not in names:
             problems.append(
@@ -190,7 +197,11 @@ def pipeline_problems(
 
 
 def _stage_problems(
-    where: str, arches: Sequence[str], jobs: Sequence[JobConfig], pipeline: Sequence[Sequence[str]]
+    where: str,
+    arches: Sequence[str],
+    jobs: Sequence[JobConfig],
+    pipeline: Sequence[Sequence[str]],
+    arch_stages: bool = True,
 ) -> list[tuple[str, str]]:
     if not pipeline:
         return [
@@ -222,7 +233,7 @@ def _stage_problems(
             stage_of[name] = s
             for arch in job_arches(job, arches):
                 runs_here.add(arch)
-                if previous is not None and arch not in previous:
+                if arch_stages and previous is not None and arch not in previous:
                     problems.append(
                         (
                             key,

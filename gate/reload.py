@@ -11,8 +11,8 @@ applies it, all at once:
   publisher added (with its queue);
 * **refused while items are queued** (the list of items is in the answer):
   removing a project or a queue, moving a project to another queue, changing
-  a project's ``git``, ``name``, ``branch``, ``source`` or ``package``, or a
-  queue's ``repo``, ``backend`` or ``target``;
+  a project's ``git``, ``name``, ``branch``, ``source``, ``package`` or
+  ``packages``, or a queue's ``repo``, ``backend``, ``target`` or ``builds``;
 * **refused, needs a restart** (the running parts were built from them):
   ``state_dir``, ``database_url``, ``listen``, ``sandbox``, ``public_url``,
   ``config_repo``, ``sources``, ``backends``, and a publisher changed.
@@ -66,9 +66,9 @@ RESTART_KEYS: dict[str, str] = {
     "backends": "build backends are built at start and run builds now",
 }
 #: a project's keys that name what its queued items are (their branch, merges, package)
-PROJECT_IDENTITY = ("git", "name", "branch", "source", "package")
+PROJECT_IDENTITY = ("git", "name", "branch", "source", "package", "packages")
 #: a queue's keys that name what its queued items are built and published with
-QUEUE_IDENTITY = ("repo", "backend", "target")
+QUEUE_IDENTITY = ("repo", "backend", "target", "builds")
 
 
 class ReloadDoc(BaseModel):

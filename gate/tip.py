@@ -80,6 +80,7 @@ class Tip:
 
     async def _final_build(self, queue: str, item_id: int, attempt: int) -> None:
         qcfg = self.config.queues[queue]
+        build_name, target = self.config.build_of(queue)
         with session(self.engine) as s:
             item = s.get(ItemRow, item_id)
             assert item is not None
@@ -101,12 +102,12 @@ class Tip:
             partial(
                 self.builds.ensure,
                 purpose="final",
-                key=final_key(item.project, tree, qcfg.target),
+                key=final_key(item.project, tree, target, build_name),
                 project=item.project,
                 backend=qcfg.backend,
                 commit=commit,
                 tree=tree,
-                target=qcfg.target,
+                target=target,
                 includes=[item_id],
             ),
             f"final build of item {item_id}",

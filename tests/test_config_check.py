@@ -428,6 +428,15 @@ def test_a_koji_hub_is_asked_for_its_version_a_login_and_the_targets(
         target = _one(found, "queues.liberty.target")
         assert target.problem.endswith("has no build target 'mitaka-candidate'")
 
+        # a named build's target is asked for under its own key
+        doc["backends"]["hub"]["password"] = "secret"
+        doc["queues"]["liberty"]["builds"] = {"el9": {"target": "cloud9s-candidate"}}
+        found = _findings(doc, tmp_path / "c.yaml", online=True)
+        target = _one(found, "queues.liberty.builds.el9.target")
+        assert target.problem.endswith("has no build target 'cloud9s-candidate'")
+        assert [f for f in found if f.key == "queues.liberty.target"] == []
+        del doc["queues"]["liberty"]["builds"]
+
     doc["backends"]["hub"]["password"] = "secret"
     found = _findings(doc, tmp_path / "c.yaml", online=True)
     assert "does not answer getAPIVersion" in _one(found, "backends.hub.server").problem

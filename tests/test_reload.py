@@ -262,6 +262,17 @@ async def test_removing_a_project_with_queued_items_is_refused_with_their_list(
         ]
         assert gate.config is before and "nova" in gate.runtime.config.projects
 
+        # a named build (another target) for the queue's items: refused the same way
+        policy = _policy(world, block, marker)
+        policy["queues"]["liberty"]["builds"] = {"el9": {"target": "cloud9s-candidate"}}
+        path.write_text(yaml.safe_dump({**policy, **host}))
+        code, answer = await gate.reloader.reload("test")
+        assert code == 409 and not answer.applied
+        assert answer.findings[0].startswith(
+            f"queues.liberty.builds: changed while the queue has queued items: item {nova.id} "
+        )
+        assert gate.config is before
+
         # a key only a restart applies: refused too, the rest is not applied either
         policy = _policy(world, block, marker, version="v2", glance=True)
         path.write_text(yaml.safe_dump({**policy, **host, "listen": {"port": 9999}}))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
+from gate.build_matrix import BUILD_NAME_PATTERN, DEFAULT_BUILD, MatrixEntry
 from gate.registry import NAME_PATTERN, DriverConfig
 
 if TYPE_CHECKING:
@@ -46,6 +47,13 @@ class JobConfig(DriverConfig):
     #: how many times a failed run is run again within the same attempt (a pass on
     #: a retry counts, and is reported as flaky); never implied, even for flaky jobs
     retries: Annotated[int, Field(ge=0, le=10)] = 0
+    #: the named builds (``queues.<q>.builds``) whose repositories it runs against;
+    #: default: every build of the queue (gate/build_matrix.py)
+    builds: Annotated[
+        tuple[Annotated[str, Field(pattern=BUILD_NAME_PATTERN)], ...] | None, Field(min_length=1)
+    ] = None
+    #: its runs as ``{builds: [...], arches: [...]}`` entries, instead of builds x arches
+    matrix: Annotated[tuple[MatrixEntry, ...] | None, Field(min_length=1)] = None
 
     def dependency_repos(self) -> tuple[str, ...]:
         """Repositories whose packages may satisfy dependencies (``RPMGATE_BASE_REPOS``)."""
@@ -97,6 +105,8 @@ class JobContext:
     cache_dir: Path | None = None
     #: the arch this run is for (``arches`` is then ``(arch,)``); "" outside a pipeline
     arch: str = ""
+    #: the queue's named build whose repository this is (gate/build_matrix.py)
+    build: str = DEFAULT_BUILD
     #: the pipeline stage the run belongs to (1-based; 0 outside a pipeline)
     stage: int = 0
     #: which try this is (1: the first run) and how many the job may take

@@ -129,6 +129,7 @@ class CommandJob(Job):
             "RPMGATE_BASE_REPOS": " ".join(ctx.base_repos),
             "RPMGATE_BASELINE_REPO_PATH": str(ctx.baseline_path or ""),
             "RPMGATE_BASELINE_REPO_URL": ctx.baseline_url or "",
+            "RPMGATE_BUILD": ctx.build,
             "RPMGATE_ARCH": ctx.arch,
             "RPMGATE_ARCH_REPO_PATH": str(ctx.repo_path / ctx.arch) if ctx.arch else "",
             "RPMGATE_ARCH_REPO_URL": f"{ctx.repo_url.rstrip('/')}/{ctx.arch}/" if ctx.arch else "",

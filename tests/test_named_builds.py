@@ -1,0 +1,305 @@
+"""Named builds (docs/pipelines.md, Named builds): the config model, job references, keys.
+
+The config errors are checked on the model; a queue's named build reaching
+Koji with its own target runs through the real gate against the fake hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from gate.build_matrix import DEFAULT_BUILD, build_problems, job_runs
+from gate.builds import final_key, scratch_key
+from gate.config import ConfigError, parse_config
+from gate.daemon import Gate
+from gate.demo_world import PackageSpec, World
+from gate.jobs.command import CommandJobConfig
+from gate.pipeline import arch_stages
+from repo_state.db import session
+from repo_state.models import BuildRow
+from tests.conftest import propose
+from tests.invariants import check_invariants, results
+from tests.koji_gate import koji_config_doc, start_hub
+
+
+def _doc(tmp_path: Path, **queue: Any) -> dict[str, Any]:
+    return {
+        "state_dir": str(tmp_path / "state"),
+        "publishers": {
+            "liberty": {"root": str(tmp_path / "repo"), "arches": ["x86_64", "aarch64"]}
+        },
+        "projects": {"nova": {"git": str(tmp_path / "nova.git")}},
+        "queues": {
+            "liberty": {"projects": ["nova"], "repo": "liberty", "target": "liberty", **queue}
+        },
+    }
+
+
+def _error(tmp_path: Path, **queue: Any) -> str:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_doc(tmp_path, **queue), "rpmgate.yaml")
+    return str(exc.value)
+
+
+# --- the config model --------------------------------------------------------------------
+
+
+def test_a_queue_without_builds_has_one_build_named_default_on_its_target(
+    tmp_path: Path,
+) -> None:
+    config = parse_config(_doc(tmp_path))
+    assert config.builds_of("liberty") == {DEFAULT_BUILD: "liberty"}
+    assert config.build_of("liberty") == ("default", "liberty")
+
+
+def test_a_named_build_has_its_own_target_and_a_job_may_name_it(tmp_path: Path) -> None:
+    config = parse_config(
+        _doc(
+            tmp_path,
+            builds={"el9": {"target": "cloud9s-candidate"}},
+            jobs=[{"name": "install-test", "command": "true", "builds": ["el9"]}],
+        )
+    )
+    assert config.build_of("liberty") == ("el9", "cloud9s-candidate")
+    # a named build without a target builds on the queue's
+    config = parse_config(_doc(tmp_path, builds={"el9": {}}))
+    assert config.builds_of("liberty") == {"el9": "liberty"}
+
+
+@pytest.mark.parametrize(
+    ("queue", "line"),
+    [
+        (
+            {
+                "builds": {"el9": {"target": "c9"}},
+                "jobs": ["repoclosure", {"name": "t", "command": "true", "builds": ["el10"]}],
+            },
+            "queues.liberty.jobs.1.builds.0: job t names unknown build 'el10' "
+            "(the queue's builds: el9)",
+        ),
+        (
+            {"jobs": [{"name": "t", "command": "true", "builds": ["el9"]}]},
+            "queues.liberty.jobs.0.builds.0: job t names unknown build 'el9' "
+            "(the queue's builds: default)",
+        ),
+        (
+            {
+                "builds": {"el9": {"target": "c9"}},
+                "jobs": [{"name": "t", "command": "true", "matrix": [{"builds": ["el9", "el8"]}]}],
+            },
+            "queues.liberty.jobs.0.matrix.0.builds.1: job t names unknown build 'el8' "
+            "(the queue's builds: el9)",
+        ),
+        (
+            {"jobs": [{"name": "t", "command": "true", "matrix": [{"arches": ["ppc64le"]}]}]},
+            "queues.liberty.jobs.0.matrix.0.arches.0: job t names unknown arch 'ppc64le' "
+            "(the queue's arches: x86_64, aarch64)",
+        ),
+        (
+            {
+                "jobs": [
+                    {
+                        "name": "t",
+                        "command": "true",
+                        "arches": ["x86_64"],
+                        "matrix": [{"arches": ["x86_64"]}],
+                    }
+                ]
+            },
+            "queues.liberty.jobs.0.matrix: job t has a matrix and builds/arches: say its runs "
+            "one way (each matrix entry has builds and arches)",
+        ),
+        (
+            {"builds": {"EL9": {"target": "c9"}}},
+            "queues.liberty.builds: 'EL9' is not a build name",
+        ),
+        (
+            {"builds": {"el9": {"target": "-c9"}}},
+            "queues.liberty.builds.el9.target: String should match pattern",
+        ),
+        (
+            {"builds": {"el9": {"target": "c9"}, "el10": {"target": "c10"}}},
+            "queues.liberty.builds: 2 named builds: the gate checks them but builds, tests "
+            "and publishes one named build per queue for now",
+        ),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path: Path, queue: dict[str, Any], line: str) -> None:
+    assert line in _error(tmp_path, **queue)
+
+
+def test_stages_are_checked_per_build_and_arch(tmp_path: Path) -> None:
+    """The issue's packstack: el9 on x86_64, el10 on both; install-test only names el9."""
+    jobs = [
+        CommandJobConfig(name="repoclosure", command="true"),
+        CommandJobConfig(name="install-test", command="true", builds=("el9",)),
+        CommandJobConfig.model_validate(
+            {
+                "name": "packstack",
+                "command": "true",
+                "matrix": [
+                    {"builds": ["el9"], "arches": ["x86_64"]},
+                    {"builds": ["el10"], "arches": ["x86_64", "aarch64"]},
+                ],
+            }
+        ),
+    ]
+    builds, arches = ["el9", "el10"], ["x86_64", "aarch64"]
+    assert job_runs(jobs[2], builds, arches) == (
+        ("el9", "x86_64"),
+        ("el10", "x86_64"),
+        ("el10", "aarch64"),
+    )
+    assert job_runs(jobs[1], builds, arches) == (("el9", "x86_64"), ("el9", "aarch64"))
+    pipeline = [["repoclosure"], ["install-test"], ["packstack"]]
+    assert build_problems("queues.liberty", builds, arches, jobs, pipeline) == [
+        (
+            "queues.liberty.pipeline.2.0",
+            "job packstack would run on x86_64 (build el10), "
+            "but no job of the previous stage runs there",
+        ),
+        (
+            "queues.liberty.pipeline.2.0",
+            "job packstack would run on aarch64 (build el10), "
+            "but no job of the previous stage runs there",
+        ),
+    ]
+    fixed = [["repoclosure"], ["install-test", "packstack"]]
+    assert build_problems("queues.liberty", builds, arches, jobs, fixed) == []
+
+
+def test_a_matrix_job_runs_on_its_entries_arches(tmp_path: Path) -> None:
+    config = parse_config(
+        _doc(
+            tmp_path,
+            jobs=[
+                "repoclosure",
+                {"name": "packstack", "command": "true", "matrix": [{"arches": ["x86_64"]}]},
+            ],
+            pipeline=[["repoclosure"], ["packstack"]],
+        )
+    )
+    q = config.queues["liberty"]
+    plan = arch_stages(q.pipeline, q.jobs, config.arches_of("liberty"))
+    assert [[r.job.name for r in stage] for stage in plan["x86_64"]] == [
+        ["repoclosure"],
+        ["packstack"],
+    ]
+    assert [[r.job.name for r in stage] for stage in plan["aarch64"]] == [["repoclosure"]]
+
+
+def test_build_keys_include_the_build_name_and_keep_the_default_key() -> None:
+    tree = "a" * 40
+    # the key every scratch build had before named builds: rows recorded then still match
+    legacy = hashlib.sha256(f"scratch\0nova\0{tree}\0t\0local\0".encode()).hexdigest()
+    default = scratch_key("nova", tree, "t", "local")
+    assert default == scratch_key("nova", tree, "t", "local", DEFAULT_BUILD) == legacy
+    old_final = hashlib.sha256(f"final\0nova\0{tree}\0t".encode()).hexdigest()
+    assert final_key("nova", tree, "t") == old_final
+    el9 = scratch_key("nova", tree, "t", "local", "el9")
+    assert len({default, el9, scratch_key("nova", tree, "t", "local", "el10")}) == 3
+    assert final_key("nova", tree, "t") != final_key("nova", tree, "t", "el9")
+
+
+# --- Koji: a named build's target ----------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_koji_builds_a_named_build_with_its_own_target(tmp_path: Path) -> None:
+    world = World(tmp_path / "world", projects={"nova": PackageSpec("nova", "12.0.0")}).create()
+    fk = start_hub(tmp_path / "hub", world)
+    try:
+
+        def c9s() -> None:
+            fk.hub.add_tag("c9s-build")
+            fk.hub.add_tag("c9s-candidate")
+            fk.hub.add_target("cloud9s-candidate", "c9s-build", "c9s-candidate")
+            fk.hub.add_package("c9s-candidate", "nova")
+            fk.hub.builder.allow_srpm_final = True
+
+        fk.run(c9s)
+        doc = koji_config_doc(world, fk)
+        doc["queues"]["liberty"]["builds"] = {"el9": {"target": "cloud9s-candidate"}}
+        gate = Gate(parse_config(doc))
+        await gate.start()
+        try:
+            await gate.wait_idle(120)
+            propose(gate, world, "nova", PackageSpec("nova", "12.0.1"), "A")
+            gate.wake()
+            await gate.wait_idle(120)
+            assert results(gate) == {"merged": ["A"]}
+            assert gate.publishers["liberty"].state().nvrs()["nova"] == "nova-12.0.1-1"
+            targets = fk.run(
+                lambda: sorted(
+                    {t.request[1] for t in fk.hub.state.tasks.values() if t.method == "build"}
+                )
+            )
+            assert targets == ["cloud9s-candidate"]
+            with session(gate.engine) as s:
+                rows = s.exec(select(BuildRow).where(BuildRow.purpose == "scratch")).all()
+            assert rows and {r.target for r in rows} == {"cloud9s-candidate"}
+            for row in rows:
+                assert row.key == scratch_key(
+                    row.project, row.tree, "cloud9s-candidate", "koji", "el9"
+                )
+            check_invariants(gate)
+        finally:
+            await gate.stop()
+    finally:
+        fk.stop()
+
+
+# --- the local backend: one named build, jobs that name it -----------------------------------
+
+
+@pytest.mark.slow
+async def test_a_job_naming_the_queues_build_runs_against_it_and_a_matrix_on_its_arches(
+    world: World, tmp_path: Path
+) -> None:
+    """Real git, rpmbuild and createrepo_c: the scratch build is keyed by the build's name and
+    its target label, each job run is told its build, the matrix job runs on x86_64 only."""
+    d = tmp_path / "ctl"
+    d.mkdir()
+    record = (
+        f'test -f "$RPMGATE_ARCH_REPO_PATH/repodata/repomd.xml" && '
+        f'echo "$RPMGATE_JOB $RPMGATE_BUILD $RPMGATE_ARCH" >> {d}/runs.log'
+    )
+    doc = world.config()
+    doc["publishers"]["liberty"]["arches"] = ["x86_64", "aarch64"]
+    doc["queues"]["liberty"].update(
+        arches=["x86_64", "aarch64"],
+        builds={"el9": {"target": "el9-label"}},
+        jobs=[
+            {"name": "install-test", "command": record, "builds": ["el9"]},
+            {"name": "packstack", "command": record, "matrix": [{"arches": ["x86_64"]}]},
+        ],
+        pipeline=[["install-test"], ["packstack"]],
+    )
+    gate = Gate(parse_config(doc))
+    await gate.start()
+    try:
+        await gate.wait_idle(120)
+        propose(gate, world, "nova", PackageSpec("nova", "12.0.1"), "A")
+        gate.wake()
+        await gate.wait_idle(180)
+        assert results(gate) == {"merged": ["A"]}
+        with session(gate.engine) as s:
+            scratch = s.exec(
+                select(BuildRow).where(BuildRow.purpose == "scratch", BuildRow.project == "nova")
+            ).one()
+        assert scratch.target == "el9-label"
+        assert scratch.key == scratch_key("nova", scratch.tree, "el9-label", "local", "el9")
+        runs = sorted(set((d / "runs.log").read_text().splitlines()))
+        assert runs == [
+            "install-test el9 aarch64",
+            "install-test el9 x86_64",
+            "packstack el9 x86_64",
+        ]
+        check_invariants(gate)
+    finally:
+        await gate.stop()
