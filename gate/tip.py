@@ -169,6 +169,7 @@ class Tip:
 
     async def _draft(self, queue: str, item_id: int, attempt: int) -> None:
         qcfg = self.config.queues[queue]
+        build_name, target = self.config.build_of(queue)
         item = await until_it_lands(partial(self.items.get, item_id), f"item {item_id}")
         tree = item.merge_tree or ""
         self.plumbing.emit("item", item=item_id, project=item.project, state="draft-build")
@@ -177,12 +178,12 @@ class Tip:
             partial(
                 self.builds.ensure,
                 purpose="draft",
-                key=final_key(item.project, tree, qcfg.target),
+                key=final_key(item.project, tree, target, build_name),
                 project=item.project,
                 backend=qcfg.backend,
                 commit=item.merge_commit or "",
                 tree=tree,
-                target=qcfg.target,
+                target=target,
                 includes=[item_id],
             ),
             f"draft build of item {item_id}",
