@@ -122,7 +122,8 @@ def load_durations(s: Session) -> Durations:
     return Durations.of(samples)
 
 
-def _epoch(value: Any) -> float | None:
+def epoch(value: object) -> float | None:
+    """An ISO 8601 time of a document as a Unix time; ``None`` when absent or unreadable."""
     if not value:
         return None
     try:
@@ -154,7 +155,7 @@ class _Step:
 def _job_steps(item: Doc, job_names: Sequence[str]) -> list[_Step]:
     ran = {str(j.get("name")): j for j in item.get("jobs") or []}
     return [
-        _Step("job", name, str(ran[name].get("state")), _epoch(ran[name].get("started_at")))
+        _Step("job", name, str(ran[name].get("state")), epoch(ran[name].get("started_at")))
         if name in ran
         else _Step("job", name, "none")
         for name in job_names
@@ -176,7 +177,7 @@ def _build_step(step: str, project: str, build: Doc | None) -> _Step:
         return _Step(step, project, "none")
     state = str(build.get("state"))
     shown = state if state in ("running", "passed") else "none"
-    return _Step(step, project, shown, _epoch(build.get("created_at")))
+    return _Step(step, project, shown, epoch(build.get("created_at")))
 
 
 def _max(values: Iterable[float | None]) -> float | None:
@@ -289,7 +290,7 @@ def _tip_step(item: Doc, project: str) -> _Step:
         return _Step("tip", project, "passed")
     if _tip_done(item, "merge") != "none":
         final = item.get("final_build") or {}
-        return _Step("tip", project, "running", _epoch(final.get("finished_at")))
+        return _Step("tip", project, "running", epoch(final.get("finished_at")))
     return _Step("tip", project, "none")
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from gate.runtime import Runtime
-from gate.web.eta import Durations, duration_text, estimate_queue, load_durations
+from gate.web.eta import Durations, duration_text, epoch, estimate_queue, load_durations
 from gate.web.live import Rendered
 from gate.web.progress import segments, speculative_base, why_waiting
 from gate.web.status import repo_doc
@@ -73,15 +72,6 @@ def _link(url: object, text: str, cls: str = "") -> str:
     href = safe_href(url)
     klass = f' class="{cls}"' if cls else ""
     return f'<a href="{_e(href)}"{klass}>{text}</a>' if href else text
-
-
-def _epoch(value: object) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
 
 
 # -- finding a change ----------------------------------------------------------------------
@@ -224,7 +214,7 @@ def _item(
 ) -> str:
     state = str(item.get("state", ""))
     why = why_waiting(item, position, by_id, window)
-    since = _epoch(item.get("enqueued_at"))
+    since = epoch(item.get("enqueued_at"))
     elapsed = (
         f'<span class="elapsed" data-since="{since:.0f}">'
         f"{duration_text(max(time.time() - since, 0))}</span>"
