@@ -181,7 +181,7 @@ async def test_gitlab_pipeline_is_triggered_with_the_request_and_its_result_pass
     assert v["RPMGATE_RUN"] == str(gate_side.run_row().id)
     assert v["RPMGATE_REPO_URL"] == f"{gate_side.public_url}/speculative/{gate_side.item_id}-1/"
     assert v["RPMGATE_RESULT_URL"] == f"{gate_side.public_url}/api/jobs/{v['RPMGATE_RUN']}/result"
-    assert v["RPMGATE_ARCHES"] == "x86_64 aarch64"
+    assert v["RPMGATE_ARCHES"] == "x86_64 aarch64" and v["RPMGATE_BUILD"] == "default"
     assert v["RPMGATE_PROJECT"] == "nova" and v["RPMGATE_CHANGE_SHA"] == "a" * 40
     # the queue's runner attributes override the job's own; their variables are variables
     assert v["MEM"] == "16G"
@@ -265,6 +265,7 @@ async def test_webhook_request_is_signed_and_carries_the_whole_request(
     assert doc is not None
     assert doc["action"] == "run" and doc["job"] == "packstack" and doc["queue"] == "liberty"
     assert doc["change"]["sha"] == "a" * 40 and doc["project"] == "nova"
+    assert doc["build"] == "default"
     assert doc["repos"]["arches"]["aarch64"].endswith(
         f"/speculative/{gate_side.item_id}-1/aarch64/"
     )

@@ -115,6 +115,10 @@ def test_why_an_item_waits() -> None:
         "passed; waiting for the tip to start"
     )
     assert why_waiting(built, 2, queue) == "waiting for the builds ahead: item 1 (nova)"
+    # a draft final build done ahead of the tip waits for the tip as a passed item does
+    drafted = {**passed, "state": ItemState.DRAFT_BUILT}
+    assert why_waiting(drafted, 1, queue) == why_waiting(passed, 1, queue)
+    assert why_waiting({**drafted, "state": ItemState.DRAFT_BUILD}, 1, queue) == ""  # building
     outside = item(4, ItemState.OUTSIDE_WINDOW, ahead=None)
     assert "outside the window (2 items are tested at once)" in why_waiting(outside, 3, queue, 2)
     retry = item(5, ItemState.PUBLISH_RETRY, failure="createrepo_c: disk full")

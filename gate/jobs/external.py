@@ -454,6 +454,7 @@ class ExternalJob(Job):
             if change
             else None,
             "arches": list(ctx.arches),
+            "build": ctx.build,
             "stage": ctx.stage,
             "try": ctx.try_number,
             "attributes": attributes,
@@ -473,6 +474,7 @@ class ExternalJob(Job):
             "RPMGATE_CHANGE_SHA": change.sha if change else "",
             "RPMGATE_CHANGE_URL": change.url if change else "",
             "RPMGATE_ARCHES": " ".join(ctx.arches),
+            "RPMGATE_BUILD": ctx.build,
             "RPMGATE_STAGE": str(ctx.stage),
             "RPMGATE_TRY": str(ctx.try_number),
             "RPMGATE_REPO_URL": base,

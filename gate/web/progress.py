@@ -134,7 +134,8 @@ def why_waiting(
             _name(a) for a in tested_with if _build_state(a.get("build")) in ("none", "running")
         ]
         return "waiting for the builds ahead" + (f": {', '.join(building)}" if building else "")
-    if state == ItemState.PASSED:
+    if state in (ItemState.PASSED, ItemState.DRAFT_BUILT):
+        # (a built draft is promoted at the tip instead of a final build there)
         if position == 0:
             return "passed; waiting for the tip to start"
         n = position
