@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.engine import Engine
 
 from gate.demo_world import World
 from gate.model import QueueState
 from repo_state.db import make_engine, session, snapshot
+from tests.conftest import POSTGRES_URL
 from tests.served import ClientFactory, served
 
 #: how long the held load waits for the loop before giving up (only reached on failure)
@@ -54,8 +59,32 @@ async def test_the_loop_answers_a_request_while_a_planning_load_is_in_progress(
         assert gate.planning.locked() is False
 
 
-def test_a_snapshot_sees_one_state_while_others_commit(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty database of each kind (PostgreSQL: a fresh schema, when one is set up)."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+        yield engine
+        engine.dispose()
+        return
+    if not POSTGRES_URL:
+        pytest.skip("set RPMGATE_TEST_DATABASE_URL=postgresql://... to run the PostgreSQL tests")
+    schema = f"rpmgate_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    engine = make_engine(url.render_as_string(hide_password=False))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.engine.dispose()
+
+
+def test_a_snapshot_sees_one_state_while_others_commit(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE t (n INTEGER)"))
         conn.execute(text("INSERT INTO t VALUES (1)"))
@@ -79,4 +108,3 @@ def test_a_snapshot_sees_one_state_while_others_commit(tmp_path: Path) -> None:
         commit_another(3)
         again = count(s)
     assert (first, again) == (2, 3)
-    engine.dispose()
