@@ -7,6 +7,8 @@ each check.  Lists the hub returns without ORDER BY are compared as sets.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import os
 import subprocess
@@ -61,9 +63,39 @@ echo doc > %{buildroot}/usr/share/docs/doc.txt
 DONE = ("CLOSED", "FAILED", "CANCELED")
 
 
+#: every koji.ClientSession made here, kept alive until _sessions_forgotten ends
+_SESSIONS: list[Any] = []
+
+
+def _session(url: str, opts: dict[str, Any]) -> Any:
+    session = koji.ClientSession(url, opts)
+    _SESSIONS.append(session)
+    return session
+
+
+@contextlib.contextmanager
+def _sessions_forgotten() -> Iterator[None]:
+    """Forget the tests' sessions on the test's thread while their hub still runs.
+
+    ``koji.ClientSession.__del__`` logs a logged-in session out over HTTP.  A
+    session that only the cyclic garbage collector frees (a fault raised through
+    ``_callMethod`` keeps it in a traceback's reference cycle) is freed in whatever
+    thread the collector happens to run in; on the hub's own thread that logout
+    waits, with koji's 12-hour default timeout, for a reply from the loop it
+    blocks.  Held here, no session is garbage before its hub stops; forgotten,
+    none logs out later.  The gate forgets its sessions for the same reason
+    (gate/builders/koji_session.py ``close``).
+    """
+    try:
+        yield
+    finally:
+        while _SESSIONS:
+            _SESSIONS.pop()._forget()
+
+
 @pytest.fixture
 def fake_koji(tmp_path: Path) -> Iterator[FakeKoji]:
-    with FakeKoji(tmp_path / "hub") as fk:
+    with FakeKoji(tmp_path / "hub") as fk, _sessions_forgotten():
         fk.hub.builder.scm_roots[SCM_PREFIX] = tmp_path / "git"
         yield fk
 
@@ -75,9 +107,7 @@ def repo(tmp_path: Path) -> Distgit:
 
 def client(fk: FakeKoji, login: bool = True, user: str = "rpmgate", **opts: Any) -> Any:
     password = {"rpmgate": "secret", "kojiadmin": "admin"}[user]
-    session = koji.ClientSession(
-        fk.url, {"max_retries": 0, "user": user, "password": password, **opts}
-    )
+    session = _session(fk.url, {"max_retries": 0, "user": user, "password": password, **opts})
     if login:
         session.login()
     return session
@@ -359,8 +389,20 @@ def test_an_expired_session_is_renewed_but_keeps_its_stored_call_number(
         session.getLoggedInUser()
 
 
+def test_the_collector_on_the_hubs_thread_has_no_session_to_log_out(fake_koji: FakeKoji) -> None:
+    with _sessions_forgotten():
+        session = client(fake_koji)
+        sid = session.sinfo["session-id"]
+    session.itself = session  # garbage that only the cyclic collector frees
+    del session
+    # unforgotten, its __del__ would log out from the hub's thread and block the
+    # hub's loop on its own reply: run() would time out
+    fake_koji.run(gc.collect)
+    assert not fake_koji.hub.state.sessions[sid].closed
+
+
 def test_login_and_logout_fail_with_the_hubs_texts(fake_koji: FakeKoji) -> None:
-    wrong = koji.ClientSession(fake_koji.url, {"user": "rpmgate", "password": "nope"})
+    wrong = _session(fake_koji.url, {"user": "rpmgate", "password": "nope"})
     with pytest.raises(koji.AuthError, match=r"^invalid username or password$"):
         wrong.login()
     anonymous = client(fake_koji, login=False)
@@ -1187,12 +1229,12 @@ def test_an_injected_failure_fails_the_child_and_the_parent_alike(
 
 def test_ssl_login_needs_a_client_certificate(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki")
-    with FakeKoji(tmp_path / "hub", ssl_context=pki.server_context()) as fk:
-        session = koji.ClientSession(fk.url, {"max_retries": 0, "serverca": str(pki.ca)})
+    with FakeKoji(tmp_path / "hub", ssl_context=pki.server_context()) as fk, _sessions_forgotten():
+        session = _session(fk.url, {"max_retries": 0, "serverca": str(pki.ca)})
         session.ssl_login(cert=str(pki.client_pem))
         me = session.getLoggedInUser()
         assert (me["name"], me["authtype"]) == ("rpmgate", koji.AUTHTYPES["SSL"])
 
-        without = koji.ClientSession(fk.url, {"max_retries": 0, "serverca": str(pki.ca)})
+        without = _session(fk.url, {"max_retries": 0, "serverca": str(pki.ca)})
         with pytest.raises(koji.AuthError, match=r"^could not verify client: NONE$"):
             without._callMethod("sslLogin", [], {})

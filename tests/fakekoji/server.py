@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,7 +92,14 @@ class FakeKoji:
         return self.run_async(call())
 
     def run_async(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout=60)
+        except TimeoutError:
+            # name what holds the hub's loop (e.g. a blocking call made on its thread)
+            frame = sys._current_frames().get(self._thread.ident or 0)
+            where = "".join(traceback.format_stack(frame)) if frame else "(no thread)\n"
+            raise TimeoutError(f"the fake hub's loop is busy; its thread is at:\n{where}") from None
 
     def hold(self) -> None:
         """Keep tasks in FREE (no host takes them) until :meth:`release`."""
