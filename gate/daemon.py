@@ -51,7 +51,7 @@ from gate.runtime import Runtime
 from gate.sources.base import ChangeSource
 from gate.tip import Tip
 from publishers.createrepo import Publisher
-from repo_state.db import session, snapshot
+from repo_state.db import session
 from repo_state.models import Delivery, ItemRow, QueueRow
 from repo_state.pool import Pool
 
@@ -217,19 +217,6 @@ class Gate:
         queue = self.config.queues[name]
         state = load_queue_state(s, name, queue.projects, queue.repo)
         return replace(state, drafts=self.drafts.get(name, False))
-
-    async def load_state(self, name: str) -> QueueState:
-        """The queue's state for a planning pass, read in a worker thread: reading the
-        queue's items (hundreds of rows) does not hold the event loop, so requests
-        (``/healthz``, the API) are answered meanwhile.  The caller holds
-        :attr:`planning`, so no other pass plans or executes meanwhile; what running
-        builds and jobs commit meanwhile is read whole or not at all (one snapshot),
-        as when the read held the loop."""
-        return await asyncio.to_thread(self._read_state, name)
-
-    def _read_state(self, name: str) -> QueueState:
-        with snapshot(self.engine) as s:  # the loop's tasks commit meanwhile
-            return self.queue_state(s, name)
 
     async def start(self) -> None:
         """Resume where the last run stopped, then start the loop and branch pollers."""
@@ -401,7 +388,8 @@ class Gate:
             queue = self.config.queues.get(name)
             if queue is None:
                 return  # a reload removed it (it had no queued item)
-            state = await self.load_state(name)
+            with session(self.engine) as s:
+                state = self.queue_state(s, name)
             actions = plan(state)
             if not actions:
                 return

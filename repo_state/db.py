@@ -71,23 +71,3 @@ def migrate(engine: Engine) -> None:
 def session(engine: Engine) -> Iterator[Session]:
     with Session(engine, expire_on_commit=False) as s:
         yield s
-
-
-@contextmanager
-def snapshot(engine: Engine) -> Iterator[Session]:
-    """A read-only session whose queries all see one state of the database, for a
-    read made outside the event loop while the loop's tasks go on committing.
-
-    SQLite: an explicit ``BEGIN`` (pysqlite issues none before a ``SELECT``, so
-    each query would see the latest commit); WAL keeps the snapshot of the
-    first read until the end.  PostgreSQL: ``REPEATABLE READ``.  Rolled back.
-    """
-    with Session(engine, expire_on_commit=False) as s:
-        if engine.dialect.name == "sqlite":
-            s.connection().exec_driver_sql("BEGIN")
-        else:
-            s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        try:
-            yield s
-        finally:
-            s.rollback()
