@@ -133,6 +133,33 @@ def offline_findings(config: Config) -> list[Finding]:
     if config.config_repo is not None:
         findings += _git_location("config_repo.git", config.config_repo.git)
     findings += _foreign_arches(config)
+    findings += _job_timeouts(config)
+    return findings
+
+
+def _job_timeouts(config: Config) -> list[Finding]:
+    """Jobs allowed to run longer than ``/healthz`` lets a busy queue sit still.
+
+    While a job runs (an external job waiting for its result, a long command)
+    its item changes no state; past ``health.stall_after_busy`` the queue is
+    reported stalled although the job is within its ``timeout``.
+    """
+    limit = config.health.stall_after_busy
+    findings = []
+    for qname, queue in config.queues.items():
+        for i, job in enumerate(queue.jobs):
+            timeout = getattr(job, "timeout", None)
+            if isinstance(timeout, int | float) and timeout > limit:
+                findings.append(
+                    Finding(
+                        f"queues.{qname}.jobs.{i}.timeout",
+                        f"job {job.name} may run {timeout:g}s, longer than "
+                        f"health.stall_after_busy ({limit:g}s): /healthz would call "
+                        "the queue stalled while it waits",
+                        f"raise health.stall_after_busy above {timeout:g} or lower the timeout",
+                        warning=True,
+                    )
+                )
     return findings
 
 

@@ -306,6 +306,20 @@ def test_bare_dollar_var_is_reported_and_left_as_written(
     assert "public_url: $GATE_HOST is not expanded" in result.stderr
 
 
+def test_a_job_timeout_beyond_the_busy_stall_limit_is_a_warning(doc: Doc, tmp_path: Path) -> None:
+    doc["queues"]["liberty"]["jobs"] = [
+        {"name": "quick", "command": "true", "timeout": 600},
+        {"name": "soak", "command": "true", "timeout": 2 * 86400},
+    ]
+    found = _findings(doc, tmp_path / "c.yaml")
+    finding = _one(found, "queues.liberty.jobs.1.timeout")
+    assert finding.warning
+    assert "job soak may run 172800s, longer than health.stall_after_busy (86400s)" in str(finding)
+    assert [f.key for f in found] == ["queues.liberty.jobs.1.timeout"]
+    doc["health"] = {"stall_after_busy": 3 * 86400}
+    assert _findings(doc, tmp_path / "c.yaml") == []
+
+
 # --- run refuses what check-config refuses ----------------------------------------------
 
 
