@@ -6,6 +6,7 @@ True})``, release ``<release>,draft_<build id>``, ``promoteBuild``, policy
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import koji
@@ -13,6 +14,7 @@ import pytest
 
 from gate.builders.base import Draft
 from gate.builders.koji import KojiBackend
+from gate.builders.koji_journal import Submission
 from tests.fakekoji import FakeKoji
 from tests.fakekoji.distgit import Distgit, spec
 from tests.test_koji_backend import DIST, backends, fake_koji, repo  # noqa: F401 (fixtures)
@@ -126,3 +128,83 @@ async def test_drafts_off_in_the_config(
         "drafts: off in the backend's configuration (serial tip)"
     )
     assert fake_koji.hub.count("getKojiVersion") == 0
+
+
+async def test_recovery_from_scm_tells_a_draft_task_from_a_final_task(
+    fake_koji: FakeKoji,  # noqa: F811
+    repo: Distgit,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+) -> None:
+    """A draft and a final build of one commit from SCM have the same source, target
+    and scratch flag: a restart that lost a task id must not adopt the other's task."""
+    commit = repo.commit(spec())
+    draft_request = repo.request(commit, purpose="draft", key="d4" * 10)
+    final_request = repo.request(commit, purpose="final", key="d4" * 10)
+    backend = backends(final_source="scm")
+    draft_ref = await backend.submit(draft_request)
+    assert fake_koji.run(lambda: fake_koji.hub.state.tasks[int(draft_ref)].request[2]) == {
+        "draft": True
+    }
+
+    # a final build of the same tree was about to be submitted when the daemon died:
+    # its intent is journaled (after the draft's task was made), its task id is not
+    journal = backend.journal
+    final_intent = Submission(
+        purpose="final",
+        key=final_request.key,
+        project=final_request.project,
+        target=final_request.target,
+        source=f"{final_request.scm_url}",
+        scratch=False,
+        commit=final_request.commit,
+        tree=final_request.tree,
+        intent_at=time.time(),
+    )
+    assert not final_intent.draft
+    journal.save(final_intent)
+    assert await backends("state", final_source="scm").recover(final_request) is None
+
+    # and the other way round: a draft whose task id was lost never adopts the final
+    # task of its tree (here the only task of that commit on the hub)
+    other = repo.commit(spec(content="other"))
+    other_final = repo.request(other, purpose="final", key="d5" * 10)
+    other_draft = repo.request(other, purpose="draft", key="d5" * 10)
+    final_ref = await backend.submit(other_final)
+    journal.save(
+        Submission(
+            purpose="draft",
+            key=other_draft.key,
+            project=other_draft.project,
+            target=other_draft.target,
+            source=f"{other_draft.scm_url}",
+            scratch=False,
+            commit=other_draft.commit,
+            tree=other_draft.tree,
+            intent_at=time.time(),
+        )
+    )
+    assert await backends("state", final_source="scm").recover(other_draft) is None
+    # each finds its own task
+    lost = journal.load("draft", draft_request.key)
+    assert lost is not None and lost.draft and lost.task_id == int(draft_ref)
+    lost.task_id = None
+    journal.save(lost)
+    assert await backends("state", final_source="scm").recover(draft_request) == draft_ref
+    assert await backends("state", final_source="scm").recover(other_final) == final_ref
+
+
+def test_journals_written_before_the_draft_field_read_it_from_the_purpose() -> None:
+    fields = {
+        "key": "k",
+        "project": "p",
+        "target": "t",
+        "source": "git+https://h/p.git#0",
+        "scratch": False,
+        "commit": "0",
+        "tree": "1",
+        "intent_at": 0.0,
+    }
+    assert Submission(purpose="draft", **fields).draft
+    assert not Submission(purpose="final", **fields).draft
+    assert Submission(purpose="draft", **fields).matches(fields["source"], "t", False, True)
+    assert not Submission(purpose="draft", **fields).matches(fields["source"], "t", False, False)

@@ -451,7 +451,7 @@ class KojiBackend(BuildBackend):
     async def _create_task(self, record: Submission) -> int:
         """Call ``build`` once; after a failure that may hide a created task, look for it first."""
         opts: dict[str, Any] = {"scratch": True} if record.scratch else {}
-        if record.purpose == "draft":
+        if record.draft:
             opts["draft"] = True  # kojihub build(): opts['draft'] (Koji >= 1.34)
         kwargs: dict[str, Any] = {}
         if self.config.priority is not None:
@@ -508,7 +508,8 @@ class KojiBackend(BuildBackend):
             if not isinstance(req, list) or len(req) < 2:
                 continue
             opts = req[2] if len(req) > 2 and isinstance(req[2], dict) else {}
-            if record.matches(str(req[0]), str(req[1]), bool(opts.get("scratch"))):
+            scratch, draft = bool(opts.get("scratch")), bool(opts.get("draft"))
+            if record.matches(str(req[0]), str(req[1]), scratch, draft):
                 return int(task_id)
         return None
 

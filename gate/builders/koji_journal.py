@@ -47,10 +47,22 @@ class Submission:
     adopted: bool = False
     #: task ids of earlier attempts (canceled or failed) for the same purpose and key
     previous: list[int] = field(default_factory=list)
+    #: a draft build (``build(..., {'draft': True})``); None in journals written before
+    #: the field: then the purpose says it
+    draft: bool | None = None
 
-    def matches(self, src: str, target: str, scratch: bool) -> bool:
-        """Is a task with this ``build`` request the one this intent submitted?"""
-        if target != self.target or scratch != self.scratch:
+    def __post_init__(self) -> None:
+        if self.draft is None:
+            self.draft = self.purpose == "draft"
+
+    def matches(self, src: str, target: str, scratch: bool, draft: bool = False) -> bool:
+        """Is a task with this ``build`` request the one this intent submitted?
+
+        A draft and a final build of one commit from SCM have the same source
+        and target and are both non-scratch: only the request's ``draft`` option
+        tells them apart (kojihub ``build()`` keeps ``opts`` in the task request).
+        """
+        if target != self.target or scratch != self.scratch or draft != self.draft:
             return False
         if self.upload_dir is not None:
             return os.path.dirname(src) == self.upload_dir
