@@ -32,6 +32,7 @@ from gate.builders.base import BuildBackend
 from gate.builds import Builds
 from gate.checks import Checks
 from gate.config import Config
+from gate.draft_gc import DraftSweep
 from gate.executor import Actions
 from gate.faults import backoff, is_transient
 from gate.ingest import Ingest
@@ -119,6 +120,8 @@ class Gate:
             rt.state_dir / "speculative",
             lambda: self.config.speculative_retention,  # the config in force (reloads)
         )
+        #: unpromoted drafts deleted by their backend's ``draft_retention``
+        self.draft_sweep = DraftSweep(rt.engine, rt.plumbing, rt.backends)
         self._loop_task: asyncio.Task[None] | None = None
         #: queue -> its final builds start ahead of the tip as drafts (``detect_drafts``;
         #: a queue added by a reload is not in it: serial tip until a restart)
@@ -357,6 +360,7 @@ class Gate:
                     for name in list(self.config.queues):
                         await self._run_queue(name)
                     await self.retention.sweep_if_due()
+                    await self.draft_sweep.sweep_if_due()
                 faults = 0
             except asyncio.CancelledError:
                 raise

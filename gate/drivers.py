@@ -6,7 +6,7 @@ A new review system, backend, job type or publisher is a module of its own
 
 from __future__ import annotations
 
-from gate.builders.base import BackendParts
+from gate.builders.base import BackendParts, draft_retention_seconds
 from gate.builders.koji_config import KojiBackendConfig
 from gate.builders.local import LocalBackend, LocalBackendConfig
 from gate.jobs.builddeps import BuildDepsJobConfig, builddeps_job
@@ -55,7 +55,7 @@ def _local(name: str, cfg: LocalBackendConfig, parts: BackendParts) -> LocalBack
         cfg.workers,
         sandbox=parts.sandbox,
         drafts=cfg.drafts,
-        draft_keep_hours=cfg.draft_keep_hours,
+        draft_retention=draft_retention_seconds(cfg.draft_retention),
     )
 
 

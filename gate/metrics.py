@@ -85,6 +85,14 @@ class GateMetrics:
             ["backend", "fault"],
             registry=r,
         )
+        self.drafts_removed = Counter(
+            "rpmgate_drafts_removed",
+            "Unpromoted drafts past their backend's draft_retention, by backend and "
+            "result (deleted; left: the backend keeps it; refused: the backend refuses "
+            "every deletion, counted once)",
+            ["backend", "result"],
+            registry=r,
+        )
         self.jobs = Counter(
             "rpmgate_jobs",
             "Job runs (each try of a retried job) that ended, by job and result",
@@ -194,6 +202,9 @@ class GateMetrics:
     def _backend(self, event: dict[str, Any]) -> None:
         self.backend_faults.labels(str(event["backend"]), str(event["fault"])).inc()
 
+    def _draft_removal(self, event: dict[str, Any]) -> None:
+        self.drafts_removed.labels(str(event["backend"]), str(event["result"])).inc()
+
     def _job(self, event: dict[str, Any]) -> None:
         name = str(event["name"])
         self.jobs.labels(name, "passed" if event["passed"] else "failed").inc()
@@ -235,6 +246,7 @@ class GateMetrics:
     _by_topic = {
         "build": _build,
         "backend": _backend,
+        "draft-removal": _draft_removal,
         "job": _job,
         "item": _item,
         "generation": _generation,

@@ -56,6 +56,11 @@ class BuildState(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     CANCELED = "canceled"  # stopped because no attempt needs it any more
+    #: an unpromoted draft no item can use, past its backend's ``draft_retention``:
+    #: being deleted (``collecting``), then let go of (``collected``; ``reason``
+    #: says whether the backend deleted it or keeps it).  gate/draft_gc.py
+    COLLECTING = "collecting"
+    COLLECTED = "collected"
 
 
 class ItemState(StrEnum):

@@ -92,9 +92,10 @@ def build_reusable(purpose: str, state: str) -> bool:
     Same inputs, same output: a running, passed or failed scratch build is
     reused (a failed one fails the same way again).  A canceled build was
     stopped, not finished; a failed final build may be retried, as Koji lets
-    a failed NVR be built again; so may a failed draft.
+    a failed NVR be built again; so may a failed draft.  A draft the gate let go
+    of (``collecting``, ``collected``: gate/draft_gc.py) is built again.
     """
-    if state == BuildState.CANCELED:
+    if state in (BuildState.CANCELED, BuildState.COLLECTING, BuildState.COLLECTED):
         return False
     return not (purpose in ("final", "draft") and state == BuildState.FAILED)
 

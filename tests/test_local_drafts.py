@@ -1,10 +1,8 @@
 """Draft builds on the local backend: several drafts of one NVR, none claiming it,
-promotion an atomic rename into the build store (once per NVR, idempotent),
-unpromoted drafts garbage-collected after ``draft_keep_hours``."""
+promotion an atomic rename into the build store (once per NVR, idempotent).
+Unpromoted drafts are deleted by the daemon's policy: tests/test_draft_gc.py."""
 
 from __future__ import annotations
-
-import time
 
 from gate.builders.base import Draft
 from gate.builders.local import LocalBackend
@@ -77,31 +75,6 @@ async def test_a_draft_of_an_nvr_built_already_is_refused_or_takes_it_over(
     promoted = await backend.promote(same, _draft(adopted))
     assert promoted.ok and promoted.artifacts == final.artifacts
     assert backend.rebuild_count("draft") == 0
-
-
-async def test_unpromoted_drafts_are_collected_after_the_configured_time(
-    tmp_path,
-    distgit,  # noqa: F811
-) -> None:
-    backend = LocalBackend(  # noqa: F811
-        tmp_path / "state", Pool(tmp_path / "pool"), draft_keep_hours=1
-    )
-    try:
-        repo = distgit()
-        request = repo.request(repo.commit({"hello.spec": spec()}), purpose="draft", key="d")
-        outcome = await build(backend, request)
-        assert outcome.ok
-        assert backend.gc_drafts(now=time.time() + 1800) == 0  # kept for an hour
-        assert backend.draft_dir("d").is_dir()
-        assert backend.gc_drafts(now=time.time() + 3700) == 1
-        assert not backend.draft_dir("d").exists()
-        # a collected draft cannot be promoted: the item's final build fails with
-        # the reason (``rpmgate retry`` builds it again)
-        gone = await backend.promote(request, _draft(outcome))
-        assert not gone.ok and "garbage-collected" in gone.reason
-        assert await backend.find_final("hello-1.0-1") is None
-    finally:
-        await backend.close()
 
 
 async def test_drafts_off_is_the_serial_tip(tmp_path) -> None:

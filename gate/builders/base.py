@@ -36,6 +36,26 @@ if TYPE_CHECKING:
 #: ``draft``: a final build that claims its NVR only when promoted (Koji >= 1.34)
 Purpose = Literal["scratch", "final", "draft"]
 
+#: seconds an unpromoted draft no item can use is kept (``draft_retention``): a week,
+#: kojihub's own ``delete_build(min_ref_age=604800)``
+DEFAULT_DRAFT_RETENTION = 7 * 86400.0
+#: the longest ``draft_retention`` in seconds (longer: ``keep``)
+MAX_DRAFT_RETENTION = 366 * 86400.0
+
+
+def draft_retention_seconds(value: object) -> float | None:
+    """A backend's ``draft_retention`` setting in seconds; None for ``keep``."""
+    if value == "keep":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"draft_retention must be seconds or 'keep', not {value!r}")
+    if not 0 <= value <= MAX_DRAFT_RETENTION:
+        raise ValueError(
+            f"draft_retention must be between 0 and {MAX_DRAFT_RETENTION:.0f} seconds "
+            f"(or 'keep'), not {value}"
+        )
+    return float(value)
+
 
 @dataclass(frozen=True)
 class BackendParts:
@@ -119,6 +139,21 @@ class Draft:
     artifacts: tuple[Artifact, ...] = ()
 
 
+@dataclass(frozen=True)
+class DraftRemoval:
+    """What became of an unpromoted draft the gate let go of (``gate.draft_gc``)."""
+
+    #: ``deleted``: gone from the backend; ``left``: the backend keeps it (``reason``)
+    outcome: Literal["deleted", "left"]
+    reason: str = ""
+
+
+class DraftRemovalRefused(Exception):
+    """The backend will not let the gate delete drafts at all (Koji: the gate's user
+    lacks the permission ``deleteBuild`` needs).  The sweep stops asking this
+    backend until the daemon restarts; the backend's status says why."""
+
+
 class BuildError(Exception):
     """The backend could not take the build at all (e.g. NVR already built)."""
 
@@ -177,6 +212,25 @@ class BuildBackend(abc.ABC):
         failed outcome (``ok=False``), as a final build of it would be.
         """
         raise BuildError(await self.draft_support() or "no draft builds")
+
+    def draft_retention(self) -> float | None:
+        """Seconds an unpromoted draft no item can use any more is kept before
+        :meth:`remove_draft` is asked to delete it; None: kept for ever (the
+        backend's ``draft_retention: keep``, or a backend without drafts)."""
+        return None
+
+    def forget_draft(self, key: str) -> None:  # noqa: B027 - optional hook
+        """Drop what would let :meth:`submit` take the draft of build key ``key`` back
+        (it is about to be deleted: a later draft of that key is built anew).
+        Synchronous: called between the gate's decision and the next await."""
+
+    async def remove_draft(self, key: str, target: str, draft: Draft) -> DraftRemoval:
+        """Delete ``draft`` (the unpromoted draft of build key ``key``, built for
+        ``target``), or say why it stays.  Idempotent (a draft deleted already is
+        ``deleted``); never deletes a promoted build.  Raises
+        :class:`DraftRemovalRefused` when the backend refuses every deletion, and
+        :class:`TransientBackendError` when it cannot answer now."""
+        return DraftRemoval("left", f"the {self.name} backend cannot delete drafts")
 
     def status(self) -> dict[str, Any] | None:
         """Health worth showing in the status document (None: nothing to show)."""

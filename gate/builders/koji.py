@@ -39,9 +39,12 @@ from gate.builders.base import (
     BuildOutcome,
     BuildRequest,
     Draft,
+    DraftRemoval,
+    DraftRemovalRefused,
     ExistingBuild,
     TaskLost,
     TransientBackendError,
+    draft_retention_seconds,
 )
 from gate.builders.koji_config import KojiConfig
 from gate.builders.koji_download import Downloader, RemoteRpm
@@ -109,6 +112,8 @@ class KojiBackend(BuildBackend):
         self.submitted: Counter[str] = Counter()
         #: why drafts are not used (None: they are), once ``draft_support`` asked
         self.drafts_off: str | None = "not asked yet"
+        #: why the hub refuses the gate deleting drafts (None: it has not refused)
+        self.draft_removal_refused: str | None = None
 
     def task_url(self, task_id: int) -> str:
         return f"{self.conn.weburl}/taskinfo?taskID={task_id}"
@@ -153,6 +158,7 @@ class KojiBackend(BuildBackend):
             "poll_cycles": self.watcher.cycles,
             "tasks": self.watcher.progress(),
             "drafts": "on" if self.drafts_off is None else f"off: {self.drafts_off}",
+            "draft_removal": self._draft_removal_status(),
             **self.hub.health.as_dict(),
         }
 
@@ -204,6 +210,89 @@ class KojiBackend(BuildBackend):
                 )
         log.info("promoted draft build %s to %s", draft.nvr, promoted["nvr"])
         return BuildOutcome(ok=True, nvr=promoted["nvr"], artifacts=draft.artifacts)
+
+    # -- unpromoted drafts (gate.draft_gc) -----------------------------------
+
+    def draft_retention(self) -> float | None:
+        return draft_retention_seconds(self.config.draft_retention)
+
+    def _draft_removal_status(self) -> str:
+        if self.draft_removal_refused is not None:
+            return f"refused: {self.draft_removal_refused}"
+        retention = self.draft_retention()
+        if retention is None:
+            return "keep (left to koji-gc or an admin)"
+        return f"after {retention:g} s unused"
+
+    def forget_draft(self, key: str) -> None:
+        """The journal's task of the draft of ``key`` becomes a previous one: a later
+        ``submit`` of that key builds a new draft instead of taking this task's
+        build, which is about to be deleted."""
+        record = self.journal.load("draft", key)
+        if record is None or record.task_id is None:
+            return
+        record.previous = [*record.previous, record.task_id]
+        record.task_id, record.nvr, record.adopted = None, None, False
+        self.journal.save(record)
+
+    async def remove_draft(self, key: str, target: str, draft: Draft) -> DraftRemoval:
+        """Delete an unpromoted draft build the way kojihub allows it.
+
+        kojihub ``delete_build`` (``deleteBuild``) needs the ``admin`` permission,
+        refuses a build still tagged, one whose RPMs other builds' buildroots
+        used, or one used in a buildroot in the last week (``min_ref_age``); it
+        marks the build DELETED and removes its files, and frees no NVR (a
+        draft claims none).  The build task tagged the draft into the target's
+        destination tag: it is untagged from there (``untagBuild``, the hub's
+        ``tag`` policy), never from a tag someone else put it in.  A promoted
+        build (``draft`` false) and a final build a draft took over are never
+        deleted.  A refusal of the permission is the whole backend's
+        (:class:`DraftRemovalRefused`); any other refusal leaves that build on
+        the hub, for ``koji-gc`` (which trashes untagged builds) or an admin.
+        """
+        if self.draft_removal_refused is not None:
+            raise DraftRemovalRefused(self.draft_removal_refused)
+        match = _DRAFT_RELEASE.search(draft.nvr)
+        if match is None:
+            return DraftRemoval(
+                "left", f"{draft.nvr} is not a Koji draft build: the gate never deletes it"
+            )
+        draft_id = int(match.group(1))
+        with _translated(f"delete draft build {draft.nvr}"):
+            build = await self.hub.call("getBuild", draft_id)
+            if not build or build["state"] == koji.BUILD_STATES["DELETED"]:
+                return DraftRemoval("deleted", "deleted already")
+            if not build.get("draft"):
+                return DraftRemoval(
+                    "left", f"build {draft_id} was promoted to {build['nvr']}: it is not deleted"
+                )
+            try:
+                await self._delete_build(draft_id)
+            except koji.ActionNotAllowed as exc:
+                self.draft_removal_refused = f"deleteBuild: {describe(exc)}"
+                log.warning(
+                    "Koji hub %s refuses to delete drafts (%s): unpromoted drafts are left "
+                    "to koji-gc or an admin until the daemon restarts",
+                    self.conn.server,
+                    describe(exc),
+                )
+                raise DraftRemovalRefused(self.draft_removal_refused) from exc
+            except koji.GenericError as exc:
+                tags = [t["name"] for t in await self.hub.call("listTags", build=draft_id) or ()]
+                dest = (await self.hub.call("getBuildTarget", target) or {}).get("dest_tag_name")
+                if not tags or tags != [dest]:
+                    return DraftRemoval("left", f"Koji refused deleteBuild: {describe(exc)}")
+                try:
+                    await self.hub.call("untagBuild", dest, draft_id, strict=False, login=True)
+                    await self._delete_build(draft_id)
+                except (koji.GenericError, koji.ActionNotAllowed) as again:
+                    return DraftRemoval("left", f"Koji refused: {describe(again)}")
+        log.info("deleted unpromoted draft build %s (%d)", draft.nvr, draft_id)
+        return DraftRemoval("deleted")
+
+    async def _delete_build(self, build_id: int) -> None:
+        # deleteBuild returns silently on a DELETED build: safe to retry
+        await self.hub.call("deleteBuild", build_id, login=True)
 
     # -- BuildBackend -------------------------------------------------------
 

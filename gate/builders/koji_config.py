@@ -21,6 +21,7 @@ from typing import Any, Literal
 import koji
 from pydantic import ConfigDict, model_validator
 
+from gate.builders.base import DEFAULT_DRAFT_RETENTION, draft_retention_seconds
 from gate.registry import DriverConfig
 
 SourceMode = Literal["srpm", "scm"]
@@ -104,6 +105,10 @@ class KojiConfig:
     #: final builds ahead of the tip as Koji draft builds, promoted at the tip
     #: (``auto``: when the hub is Koji >= 1.34; ``off``: the serial tip)
     drafts: str = "auto"
+    #: seconds an unpromoted draft no item can use any more is kept before the gate
+    #: deletes it (``deleteBuild``, which needs the ``admin`` permission); ``keep``:
+    #: never, left to ``koji-gc`` or an admin (gate/draft_gc.py)
+    draft_retention: float | str = DEFAULT_DRAFT_RETENTION
     #: the ``%dist`` the target's build tag defines; None: read ``rpm.macro.dist``
     #: from the build tag's extra on the hub
     dist: str | None = None
@@ -142,6 +147,10 @@ class KojiConfig:
                 )
         if self.drafts not in ("auto", "off"):
             raise KojiConfigError(f"drafts must be 'auto' or 'off', not {self.drafts!r}")
+        try:
+            draft_retention_seconds(self.draft_retention)
+        except ValueError as exc:
+            raise KojiConfigError(str(exc)) from None
         if self.max_concurrent_calls < 1 or self.max_concurrent_downloads < 1:
             raise KojiConfigError("max_concurrent_calls and max_concurrent_downloads must be >= 1")
         if self.poll_interval <= 0:

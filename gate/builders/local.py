@@ -15,8 +15,8 @@ privately under ``drafts/<key digest>/build.json``, one per tested tree, so
 several drafts of one NVR may exist and none claims it.  Promotion is one
 ``rename(2)`` of that directory into the build store, under the NVR's lock:
 the NVR is claimed atomically, by one draft only.  Drafts never promoted are
-removed ``draft_keep_hours`` after they were built (at start and whenever a
-draft is built); ``drafts: off`` keeps the serial tip.
+deleted by the daemon's policy (``draft_retention``, ``gate.draft_gc``), which
+asks :meth:`LocalBackend.remove_draft`; ``drafts: off`` keeps the serial tip.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections import Counter
@@ -34,15 +35,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from gate.builders.base import (
+    DEFAULT_DRAFT_RETENTION,
     BuildBackend,
     BuildOutcome,
     BuildRequest,
     Draft,
+    DraftRemoval,
     ExistingBuild,
     TaskLost,
+    draft_retention_seconds,
 )
 from gate.builders.sandbox import Sandbox, minimal_environment
 from gate.builders.srpm import (
@@ -74,8 +78,27 @@ class LocalBackendConfig(DriverConfig):
     workers: Annotated[int, Field(ge=1, le=64)] = 2
     #: final builds ahead of the tip as drafts, promoted at the tip (``off``: serial tip)
     drafts: Literal["auto", "off"] = "auto"
-    #: drafts never promoted (their item was reset or rejected) are deleted after this
-    draft_keep_hours: Annotated[float, Field(ge=0)] = 72.0
+    #: seconds a draft no item can use any more (never promoted: its item was reset
+    #: onto another tree, or left the queue) is kept before it is deleted; ``keep``:
+    #: never deleted (gate/draft_gc.py)
+    draft_retention: float | Literal["keep"] = DEFAULT_DRAFT_RETENTION
+
+    @model_validator(mode="before")
+    @classmethod
+    def _draft_keep_hours(cls, data: Any) -> Any:
+        """``draft_keep_hours`` (hours), the key's name before ``draft_retention``."""
+        if isinstance(data, dict) and "draft_keep_hours" in data:
+            data = dict(data)
+            hours = data.pop("draft_keep_hours")
+            if "draft_retention" not in data and isinstance(hours, int | float):
+                data["draft_retention"] = float(hours) * 3600
+        return data
+
+    @field_validator("draft_retention")
+    @classmethod
+    def _retention(cls, value: float | str) -> float | str:
+        draft_retention_seconds(value)
+        return value
 
 
 class LocalBackend(BuildBackend):
@@ -90,7 +113,7 @@ class LocalBackend(BuildBackend):
         workers: int = 2,
         sandbox: Sandbox | None = None,
         drafts: Literal["auto", "off"] = "auto",
-        draft_keep_hours: float = 72.0,
+        draft_retention: float | None = DEFAULT_DRAFT_RETENTION,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -108,7 +131,11 @@ class LocalBackend(BuildBackend):
         #: ``rpmbuild --rebuild`` runs started, by (purpose, key)
         self.rebuilds: Counter[tuple[str, str]] = Counter()
         self.drafts = drafts
-        self.draft_keep_s = draft_keep_hours * 3600
+        #: seconds (None: kept for ever), see :meth:`draft_retention`
+        self._draft_retention = draft_retention
+        # a draft's record is written (a build's thread) and removed (the sweep's
+        # thread) under this lock, so a removal never takes a newer draft's record
+        self._drafts_lock = threading.Lock()
 
     @property
     def drafts_dir(self) -> Path:
@@ -190,37 +217,44 @@ class LocalBackend(BuildBackend):
     async def draft_support(self) -> str | None:
         if self.drafts == "off":
             return "drafts: off in the backend's configuration"
-        await asyncio.to_thread(self.gc_drafts)
         return None
 
     def status(self) -> dict[str, Any]:
         drafts = "off (serial tip)" if self.drafts == "off" else "on"
         return {"drafts": drafts}
 
-    def gc_drafts(self, now: float | None = None) -> int:
-        """Delete drafts built more than ``draft_keep_hours`` ago (never promoted:
-        a promoted one left ``drafts/``).  Returns how many."""
-        now = time.time() if now is None else now
-        removed = 0
-        if not self.drafts_dir.is_dir():
-            return 0
-        for entry in self.drafts_dir.iterdir():
-            record = entry / "build.json"
+    def draft_retention(self) -> float | None:
+        return self._draft_retention
+
+    async def remove_draft(self, key: str, target: str, draft: Draft) -> DraftRemoval:
+        """Delete the private record of ``draft`` (``drafts/<digest of key>/``), if it
+        is still that draft's: a newer draft of the same key (built after the
+        gate let this one go) stays, and a promoted one has left ``drafts/``.
+        The RPMs stay in the pool, which other builds and generations share."""
+        return await asyncio.to_thread(self._remove_draft, key, draft)
+
+    def _remove_draft(self, key: str, draft: Draft) -> DraftRemoval:
+        private = self.draft_dir(key)
+        with self._drafts_lock:
             try:
-                age = now - record.stat().st_mtime
+                record = json.loads((private / "build.json").read_text(encoding="utf-8"))
             except FileNotFoundError:
-                age = now - entry.stat().st_mtime
-            if age > self.draft_keep_s:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed += 1
-        return removed
+                record = None
+            if record is not None and record.get("task_ref") != draft.task_ref:
+                return DraftRemoval("deleted", "a newer draft of the same tree is kept")
+            shutil.rmtree(private, ignore_errors=True)
+        return DraftRemoval("deleted")
 
     async def promote(self, request: BuildRequest, draft: Draft) -> BuildOutcome:
         """Claim the NVR for the draft of ``request``'s tree: rename its private
         directory into the build store (atomic), or adopt the same tree's
         promotion done before a crash; another tree's build of the NVR wins."""
         async with self._nvr_locks.setdefault(draft.nvr, asyncio.Lock()):
-            return await asyncio.to_thread(self._promote, request, draft)
+            return await asyncio.to_thread(self._promote_locked, request, draft)
+
+    def _promote_locked(self, request: BuildRequest, draft: Draft) -> BuildOutcome:
+        with self._drafts_lock:  # never with a removal of the same key's draft
+            return self._promote(request, draft)
 
     def _promote(self, request: BuildRequest, draft: Draft) -> BuildOutcome:
         final = self._record_path(draft.nvr)
@@ -245,8 +279,8 @@ class LocalBackend(BuildBackend):
                 ok=False,
                 nvr=draft.nvr,
                 reason=(
-                    f"the draft of {draft.nvr} is gone (garbage-collected after "
-                    "draft_keep_hours): `rpmgate retry` builds it again"
+                    f"the draft of {draft.nvr} is gone from {private}: "
+                    "`rpmgate retry` builds it again"
                 ),
             )
         data = json.loads(mine.read_text(encoding="utf-8"))
@@ -429,11 +463,11 @@ class LocalBackend(BuildBackend):
     def _write_draft(
         self, ref: str, request: BuildRequest, srpm: SrpmResult, outcome: BuildOutcome
     ) -> None:
-        self.gc_drafts()
         record = self._record(ref, request, srpm, outcome)
         record["state"] = "DRAFT"
         path = self.draft_dir(request.key) / "build.json"
-        write_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        with self._drafts_lock:
+            write_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def _write_record(
         self, ref: str, request: BuildRequest, srpm: SrpmResult, outcome: BuildOutcome

@@ -455,6 +455,77 @@ class RootExports(UploadExports):
             old_path.symlink_to(new_path)
         return binfo.info()
 
+    def deleteBuild(self, build: Any, strict: bool = True, min_ref_age: int = 604800) -> Any:
+        """kojihub/kojihub.py delete_build (RootExports.deleteBuild) and _delete_build.
+
+        ``context.session.assertPerm('admin')`` first (kojihub/auth.py assertPerm:
+        "admin permission required (logged in as <name>)"); a DELETED build
+        returns None; build_references(lazy=True) refuses a tagged build
+        ("Cannot delete build, tagged: <refs>"), or returns False when not
+        ``strict``.  (The fake's buildroots record no installed RPMs, so the
+        buildroot references -- ``rpms``, ``last_used`` against ``min_ref_age``
+        -- never arise here.)  Then: state DELETED, the build directory
+        removed, and a promoted build's old draft path (a symlink) with it.
+        """
+        if not self._has_perm("admin"):
+            msg = "admin permission required"
+            if self.session is not None:
+                msg += " (logged in as %s)" % self.session.user.name
+            else:
+                msg += " (user not logged in)"
+            raise koji.ActionNotAllowed(msg)
+        binfo = self.get_build_record(build, strict=True)
+        assert binfo is not None
+        if binfo.state == koji.BUILD_STATES["DELETED"]:
+            return None
+        refs = [
+            {"tag_id": t.id, "name": t.name}
+            for t in sorted(self._state.tags.values(), key=lambda t: t.id)
+            if binfo.id in t.builds
+        ][:10]
+        if refs:
+            if strict:
+                raise koji.GenericError("Cannot delete build, tagged: %s" % refs)
+            return False
+        binfo.state = koji.BUILD_STATES["DELETED"]
+        self._state.writes += 1
+        builddir = self._hub.build_dir(binfo)
+        if not binfo.draft:  # _delete_build_symlinks: the path it had as a draft
+            draft_path = builddir.parent / koji.gen_draft_release(binfo.release, binfo.id)
+            if draft_path.is_symlink():
+                draft_path.unlink()
+        if builddir.exists():
+            koji.util.rmtree(str(builddir))
+        return True
+
+    def untagBuild(self, tag: Any, build: Any, strict: bool = True, force: bool = False) -> None:
+        """RootExports.untagBuild: assertLogin, the ``tag`` policy (operation
+        ``untag``), then _untag_build: assert_tag_access and _direct_untag_build
+        ("build %s not in tag %s" when ``strict`` and it is not)."""
+        user = self._user()
+        tag_rec = self.get_tag_record(tag, strict=True)
+        assert tag_rec is not None
+        binfo = self.get_build_record(build, strict=True)
+        assert binfo is not None
+        if force and not self._has_perm("admin"):
+            raise koji.ActionNotAllowed("only admins may force")
+        if not force:
+            policy_data = {
+                "tag": None,
+                "build": binfo.id,
+                "fromtag": tag_rec.id,
+                "operation": "untag",
+                "user_id": user.id,
+            }
+            self._hub.policies.assert_policy("tag", policy_data)
+        self.assert_tag_access(tag_rec, user, force)
+        if binfo.id not in tag_rec.builds:
+            if strict:
+                raise koji.TagError("build %s not in tag %s" % (binfo.nvr, tag_rec.name))
+            return
+        tag_rec.builds.discard(binfo.id)
+        self._state.writes += 1
+
     def findBuildID(self, X: Any, strict: bool = False) -> int | None:
         """kojihub/kojihub.py find_build_id."""
         if isinstance(X, int):
