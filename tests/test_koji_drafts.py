@@ -6,8 +6,12 @@ True})``, release ``<release>,draft_<build id>``, ``promoteBuild``, policy
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import koji
 import pytest
@@ -15,6 +19,11 @@ import pytest
 from gate.builders.base import Draft
 from gate.builders.koji import KojiBackend
 from gate.builders.koji_journal import Submission
+from gate.draft_gc import DraftSweep
+from gate.model import BuildState
+from gate.plumbing import Plumbing
+from repo_state.db import make_engine, migrate, session
+from repo_state.models import BuildRow, ChangeRow, ItemRow
 from tests.fakekoji import FakeKoji
 from tests.fakekoji.distgit import Distgit, spec
 from tests.test_koji_backend import DIST, backends, fake_koji, repo  # noqa: F401 (fixtures)
@@ -208,3 +217,130 @@ def test_journals_written_before_the_draft_field_read_it_from_the_purpose() -> N
     assert not Submission(purpose="final", **fields).draft
     assert Submission(purpose="draft", **fields).matches(fields["source"], "t", False, True)
     assert not Submission(purpose="draft", **fields).matches(fields["source"], "t", False, False)
+
+
+async def test_an_unpromoted_draft_is_untagged_from_its_target_and_deleted(
+    fake_koji: FakeKoji,  # noqa: F811
+    repo: Distgit,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+) -> None:
+    """kojihub delete_build: admin only, refused while tagged; the build task tagged
+    the draft into the target's destination tag, so the gate untags it there first.
+    A promoted build, and a draft someone tagged elsewhere, stay."""
+    fake_koji.hub.builder.allow_srpm_final = True
+    fake_koji.run(lambda: fake_koji.hub.state.users["rpmgate"].perms.add("admin"))
+    backend = backends()
+    request = repo.request(repo.commit(spec()), purpose="draft", key="d6" * 10)
+    outcome = await backend.wait(await backend.submit(request))
+    assert outcome.ok, outcome.reason
+    draft_id = int(outcome.extra["build_id"])
+    hub = fake_koji.hub
+    assert fake_koji.run(lambda: draft_id in hub.state.tags["liberty-candidate"].builds)
+    builddir = hub.topdir / f"packages/hello/1.0/1{DIST},draft_{draft_id}"
+    assert builddir.is_dir()
+
+    backend.forget_draft(request.key)  # the gate let it go: a new draft is built anew
+    removal = await backend.remove_draft(request.key, request.target, _draft(outcome))
+    assert (removal.outcome, removal.reason) == ("deleted", "")
+    build = fake_koji.run(lambda: hub.state.builds[draft_id])
+    assert build.state == koji.BUILD_STATES["DELETED"] and build.draft
+    assert not fake_koji.run(lambda: draft_id in hub.state.tags["liberty-candidate"].builds)
+    assert not builddir.exists()
+    assert hub.count("untagBuild") == 1 and hub.count("deleteBuild") == 2
+    again = await backend.remove_draft(request.key, request.target, _draft(outcome))
+    assert (again.outcome, again.reason) == ("deleted", "deleted already")
+
+    # the key needed again: a new draft build, never the deleted one's task
+    rebuilt = await backend.wait(await backend.submit(request))
+    assert rebuilt.ok and int(rebuilt.extra["build_id"]) != draft_id
+    # someone tagged it into another tag too: it stays, and says why
+    other = int(rebuilt.extra["build_id"])
+    fake_koji.run(lambda: hub.state.tags["liberty-release"].builds.add(other))
+    left = await backend.remove_draft(request.key, request.target, _draft(rebuilt))
+    assert left.outcome == "left"
+    assert left.reason.startswith(
+        "Koji refused deleteBuild: GenericError: Cannot delete build, tagged"
+    )
+    assert fake_koji.run(lambda: hub.state.builds[other].state) == koji.BUILD_STATES["COMPLETE"]
+    # promoted: never deleted
+    promoted = await backend.promote(request, _draft(rebuilt))
+    assert promoted.ok, promoted.reason
+    kept = await backend.remove_draft(request.key, request.target, _draft(rebuilt))
+    assert kept.outcome == "left" and "was promoted" in kept.reason
+    assert fake_koji.run(lambda: hub.state.builds[other].state) == koji.BUILD_STATES["COMPLETE"]
+
+
+async def test_a_hub_that_refuses_the_permission_is_asked_once_and_the_status_says_so(
+    fake_koji: FakeKoji,  # noqa: F811
+    repo: Distgit,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The gate's user without ``admin``: ``deleteBuild`` refuses before anything
+    changed; the sweep logs it once, gives the row back and stops asking."""
+    fake_koji.hub.builder.allow_srpm_final = True
+    backend = backends(draft_retention=0)
+    request = repo.request(repo.commit(spec()), purpose="draft", key="d7" * 10)
+    outcome = await backend.wait(await backend.submit(request))
+    assert outcome.ok, outcome.reason
+    draft_id = int(outcome.extra["build_id"])
+    assert backend.status()["draft_removal"] == "after 0 s unused"
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'gate.db'}")
+    migrate(engine)
+    with session(engine) as s:
+        change = ChangeRow(project="rpms/hello", ref="refs/heads/x", sha=request.commit)
+        s.add(change)
+        s.commit()
+        s.refresh(change)
+        item = ItemRow(queue="liberty", change_id=change.id or 0, project="rpms/hello")
+        item.active, item.finished_at = False, datetime.now(UTC)
+        s.add(item)
+        s.commit()
+        s.refresh(item)
+        row = BuildRow(
+            purpose="draft",
+            key=request.key,
+            project="rpms/hello",
+            package="hello",
+            backend="koji",
+            commit=request.commit,
+            tree=request.tree,
+            target=request.target,
+            includes=json.dumps([item.id]),
+            task_ref=outcome.extra["task_id"],
+            state=BuildState.PASSED.value,
+            nvr=outcome.nvr,
+            finished_at=datetime.now(UTC),
+        )
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+    events: list[dict[str, Any]] = []
+    plumbing = Plumbing()
+    plumbing.listeners.append(events.append)
+    sweep = DraftSweep(engine, plumbing, {"koji": backend})
+    assert sweep.sweep(now=time.time() + 1) == 1
+    assert await sweep.remove_collecting() == 0
+    assert [(e["result"], e["reason"]) for e in events] == [
+        (
+            "refused",
+            "deleteBuild: ActionNotAllowed: admin permission required (logged in as rpmgate)",
+        )
+    ]
+    assert backend.status()["draft_removal"] == (
+        "refused: deleteBuild: ActionNotAllowed: admin permission required (logged in as rpmgate)"
+    )
+    with session(engine) as s:
+        back = s.get(BuildRow, row.id)
+        assert back is not None and (back.state, back.reason) == ("passed", "")
+    # nothing changed on the hub: refused before the tags were looked at
+    hub = fake_koji.hub
+    assert fake_koji.run(lambda: hub.state.builds[draft_id].state) == koji.BUILD_STATES["COMPLETE"]
+    assert fake_koji.run(lambda: draft_id in hub.state.tags["liberty-candidate"].builds)
+    assert hub.count("deleteBuild") == 1 and hub.count("untagBuild") == 0
+    # not asked again (until a restart)
+    assert sweep.sweep(now=time.time() + 1) == 0
+    assert await sweep.remove_collecting() == 0
+    assert hub.count("deleteBuild") == 1 and len(events) == 1
+    engine.dispose()
