@@ -4,13 +4,18 @@ promoted at the tip; no final build runs at the tip; the status says so."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from gate.config import parse_config
 from gate.daemon import Gate
+from gate.deliveries import store_delivery
 from gate.demo_world import World
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, ItemRow
@@ -107,6 +112,96 @@ async def test_drafts_off_keeps_the_serial_tip(world: World) -> None:
         assert gate.backends["local"].rebuild_count("final") == 5  # type: ignore[attr-defined]
         assert gate.backends["local"].rebuild_count("draft") == 0  # type: ignore[attr-defined]
         assert gate.backends["local"].status() == {"drafts": "off (serial tip)"}
+        check_invariants(gate)
+    finally:
+        await gate.stop()
+
+
+def _item_of(gate: Gate, title: str) -> ItemRow | None:
+    with session(gate.engine) as s:
+        return s.exec(
+            select(ItemRow)
+            .join(ChangeRow, col(ChangeRow.id) == ItemRow.change_id)
+            .where(ChangeRow.title == title)
+        ).first()
+
+
+async def _until(check: Callable[[], Any], timeout: float = 180.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {check}"
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def test_the_draft_of_a_dequeued_item_is_deleted_by_the_daemon(
+    world: World, tmp_path: Path
+) -> None:
+    """B's draft is built while A, ahead, is still tested; while B waits for the tip
+    its draft is kept whatever the retention; B is dequeued: the daemon's sweep
+    deletes the draft (``draft_retention: 0``), A's promoted draft stays."""
+    hold, go = tmp_path / "hold", tmp_path / "go"
+    config = world.config()
+    config["backends"]["local"]["draft_retention"] = 0
+    wait = f"[ ! -e {hold} ] || while [ ! -e {go}-$RPMGATE_ITEM ]; do sleep 0.05; done"
+    config["queues"]["liberty"]["jobs"] = [
+        "repoclosure",
+        {"type": "command", "name": "hold", "command": wait},
+    ]
+    events: list[dict[str, Any]] = []
+    gate = Gate(parse_config(config))
+    gate.listeners.append(events.append)
+    await gate.start()
+    try:
+        await gate.wait_idle(180)
+        hold.touch()
+        propose(gate, world, "nova", NOVA_1201, "A")
+        propose(gate, world, "ceilometer", CEILO_801, "B")
+        gate.wake()
+        a = await _until(lambda: _item_of(gate, "A"))
+        b = await _until(lambda: _item_of(gate, "B"))
+        Path(f"{go}-{b.id}").touch()
+        b = await _until(lambda: (i := _item_of(gate, "B")) and i.draft == "passed" and i)
+        draft_id = b.draft_build_id
+        backend = gate.backends["local"]
+        with session(gate.engine) as s:
+            draft = s.get(BuildRow, draft_id)
+            assert draft is not None and draft.state == "passed"
+        assert backend.draft_dir(draft.key).is_dir()  # type: ignore[attr-defined]
+
+        # waiting for the tip: kept, whatever the retention
+        gate.draft_sweep._last = float("-inf")
+        assert await gate.draft_sweep.sweep_if_due() == 0
+
+        store_delivery(gate, "api", "item.dequeue", {"item": b.id, "reason": "test"}, None)
+        gate.wake()
+        await _until(lambda: not _item_of(gate, "B").active)  # type: ignore[union-attr]
+        Path(f"{go}-{a.id}").touch()
+        await gate.wait_idle(180)
+        assert results(gate) == {"merged": ["A"], "dequeued": ["B"]}
+
+        # the loop sweeps (a sweep is due every minute; made due now)
+        gate.draft_sweep._last = float("-inf")
+        gate.wake()
+
+        def collected() -> bool:
+            with session(gate.engine) as s:
+                row = s.get(BuildRow, draft_id)
+                return row is not None and row.state == "collected"
+
+        await _until(collected)
+        with session(gate.engine) as s:
+            row = s.get(BuildRow, draft_id)
+            assert row is not None
+            assert row.reason == "unpromoted draft deleted (draft_retention)"
+            a_draft = s.exec(
+                select(BuildRow).where(BuildRow.purpose == "draft", BuildRow.project == "nova")
+            ).one()
+        assert not backend.draft_dir(draft.key).exists()  # type: ignore[attr-defined]
+        assert a_draft.state == "passed"  # promoted: never collected
+        assert _finals(gate)["nova-12.0.1-1"].task_ref == f"promoted:{a_draft.task_ref}"
+        removals = [e for e in events if e["topic"] == "draft-removal"]
+        assert [(e["build"], e["result"]) for e in removals] == [(draft_id, "deleted")]
         check_invariants(gate)
     finally:
         await gate.stop()
