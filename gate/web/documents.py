@@ -85,9 +85,10 @@ class ChangeDoc(Document):
 
 class BuildDoc(Document):
     id: int | None
-    #: scratch | final
+    #: scratch | final | draft
     purpose: str
-    #: running | passed | failed | canceled
+    #: running | passed | failed | canceled; an unpromoted draft past its backend's
+    #: ``draft_retention``: collecting | collected (gate/draft_gc.py)
     state: str
     nvr: str
     key: str
