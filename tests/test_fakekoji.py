@@ -1204,6 +1204,53 @@ def test_tag_build_checks_at_call_time_and_runs_at_priority_10(
     }
 
 
+def test_untag_and_delete_build_answer_as_kojihub(fake_koji: FakeKoji, repo: Distgit) -> None:
+    """RootExports.untagBuild and delete_build: login, the tag policy and tag access,
+    ``strict``; ``assertPerm('admin')`` before anything else, refused while tagged,
+    DELETED (files removed) once, then a silent no-op."""
+    fake_koji.hub.add_package(TARGET, "hello")
+    session = client(fake_koji)
+    task_id = session.build(scm_url(repo.commit(spec())[0]), TARGET, {})
+    assert wait_task(session, task_id) == "CLOSED"
+    build = session.getBuild("hello-1.0-1")
+    builddir = fake_koji.hub.topdir / "packages/hello/1.0/1"
+    assert builddir.is_dir()
+    anonymous, admin = client(fake_koji, login=False), client(fake_koji, user="kojiadmin")
+
+    with pytest.raises(koji.ActionNotAllowed, match=r"^you must be logged in for this operation$"):
+        anonymous.untagBuild(TARGET, "hello-1.0-1")
+    with pytest.raises(
+        koji.ActionNotAllowed,
+        match=r"^admin permission required \(logged in as rpmgate\)$",
+    ):
+        session.deleteBuild(build["id"])
+    with pytest.raises(
+        koji.ActionNotAllowed, match=r"^admin permission required \(user not logged in\)$"
+    ):
+        anonymous.deleteBuild(build["id"])
+    tag_id = session.getTag(TARGET)["id"]
+    with pytest.raises(
+        koji.GenericError,
+        match=rf"^Cannot delete build, tagged: \[\{{'tag_id': {tag_id}, 'name': '{TARGET}'\}}\]$",
+    ):
+        admin.deleteBuild(build["id"])
+    assert admin.deleteBuild(build["id"], strict=False) is False
+
+    fake_koji.hub.state.tags[TARGET].locked = True
+    with pytest.raises(koji.ActionNotAllowed, match=r"^tag is locked$"):
+        session.untagBuild(TARGET, "hello-1.0-1")
+    fake_koji.hub.state.tags[TARGET].locked = False
+    assert session.untagBuild(TARGET, "hello-1.0-1") is None
+    with pytest.raises(koji.TagError, match=rf"^build hello-1.0-1 not in tag {TARGET}$"):
+        session.untagBuild(TARGET, "hello-1.0-1")
+    assert session.untagBuild(TARGET, "hello-1.0-1", strict=False) is None
+
+    assert admin.deleteBuild(build["id"]) is True
+    assert session.getBuild(build["id"])["state"] == koji.BUILD_STATES["DELETED"]
+    assert not builddir.exists()
+    assert admin.deleteBuild("hello-1.0-1") is None  # deleted already
+
+
 # -- injected failures and TLS ----------------------------------------------------
 
 
