@@ -13,7 +13,8 @@ The pieces, one module each: :mod:`~gate.builders.koji_config` (profile and
 overrides), :mod:`~gate.builders.koji_session` (``ClientSession`` pool,
 logins, retries), :mod:`~gate.builders.koji_watch` (multicall poller),
 :mod:`~gate.builders.koji_download` (top URL to pool),
-:mod:`~gate.builders.koji_journal` (what was submitted, for crash recovery).
+:mod:`~gate.builders.koji_journal` (what was submitted, for crash recovery),
+:mod:`~gate.builders.koji_drafts` (deleting unpromoted drafts).
 A task reference is the Koji task id as a string.
 """
 
@@ -40,7 +41,6 @@ from gate.builders.base import (
     BuildRequest,
     Draft,
     DraftRemoval,
-    DraftRemovalRefused,
     ExistingBuild,
     TaskLost,
     TransientBackendError,
@@ -48,6 +48,7 @@ from gate.builders.base import (
 )
 from gate.builders.koji_config import KojiConfig
 from gate.builders.koji_download import Downloader, RemoteRpm
+from gate.builders.koji_drafts import DRAFT_RELEASE, DraftRemover
 from gate.builders.koji_journal import Submission, SubmissionJournal
 from gate.builders.koji_session import HubSession, HubUnavailable, describe, is_transient
 from gate.builders.koji_watch import TaskReport, TaskWatcher, build_id
@@ -73,8 +74,6 @@ log = logging.getLogger(__name__)
 _FINDABLE_STATES = [koji.TASK_STATES[s] for s in ("FREE", "ASSIGNED", "OPEN", "CLOSED")]
 #: seconds a hub's clock may run behind ours when searching tasks made after an intent
 _CLOCK_SKEW = 120.0
-#: a draft build's release: ``koji.DRAFT_RELEASE_FORMAT``, '{target_release},draft_{build_id}'
-_DRAFT_RELEASE = re.compile(r",draft_(\d+)$")
 #: the first Koji with draft builds (``build(..., {'draft': True})``, ``promoteBuild``)
 DRAFTS_SINCE = (1, 34)
 _UPLOAD_TREE = re.compile(
@@ -112,8 +111,8 @@ class KojiBackend(BuildBackend):
         self.submitted: Counter[str] = Counter()
         #: why drafts are not used (None: they are), once ``draft_support`` asked
         self.drafts_off: str | None = "not asked yet"
-        #: why the hub refuses the gate deleting drafts (None: it has not refused)
-        self.draft_removal_refused: str | None = None
+        #: deletes unpromoted drafts (``gate.draft_gc``)
+        self.drafts_remover = DraftRemover(self.hub)
 
     def task_url(self, task_id: int) -> str:
         return f"{self.conn.weburl}/taskinfo?taskID={task_id}"
@@ -186,7 +185,7 @@ class KojiBackend(BuildBackend):
         """``promoteBuild`` of the draft (its build id is in its release,
         ``<release>,draft_<id>``): the build keeps its id and takes the target
         NVR.  A draft promoted already (a daemon killed since) is that build."""
-        match = _DRAFT_RELEASE.search(draft.nvr)
+        match = DRAFT_RELEASE.search(draft.nvr)
         with _translated(f"promote draft build {draft.nvr}"):
             build = await self.hub.call("getBuild", int(match.group(1)) if match else draft.nvr)
             if match is None:
@@ -217,8 +216,8 @@ class KojiBackend(BuildBackend):
         return draft_retention_seconds(self.config.draft_retention)
 
     def _draft_removal_status(self) -> str:
-        if self.draft_removal_refused is not None:
-            return f"refused: {self.draft_removal_refused}"
+        if self.drafts_remover.refused is not None:
+            return f"refused: {self.drafts_remover.refused}"
         retention = self.draft_retention()
         if retention is None:
             return "keep (left to koji-gc or an admin)"
@@ -236,63 +235,10 @@ class KojiBackend(BuildBackend):
         self.journal.save(record)
 
     async def remove_draft(self, key: str, target: str, draft: Draft) -> DraftRemoval:
-        """Delete an unpromoted draft build the way kojihub allows it.
-
-        kojihub ``delete_build`` (``deleteBuild``) needs the ``admin`` permission,
-        refuses a build still tagged, one whose RPMs other builds' buildroots
-        used, or one used in a buildroot in the last week (``min_ref_age``); it
-        marks the build DELETED and removes its files, and frees no NVR (a
-        draft claims none).  The build task tagged the draft into the target's
-        destination tag: it is untagged from there (``untagBuild``, the hub's
-        ``tag`` policy), never from a tag someone else put it in.  A promoted
-        build (``draft`` false) and a final build a draft took over are never
-        deleted.  A refusal of the permission is the whole backend's
-        (:class:`DraftRemovalRefused`); any other refusal leaves that build on
-        the hub, for ``koji-gc`` (which trashes untagged builds) or an admin.
-        """
-        if self.draft_removal_refused is not None:
-            raise DraftRemovalRefused(self.draft_removal_refused)
-        match = _DRAFT_RELEASE.search(draft.nvr)
-        if match is None:
-            return DraftRemoval(
-                "left", f"{draft.nvr} is not a Koji draft build: the gate never deletes it"
-            )
-        draft_id = int(match.group(1))
+        """``deleteBuild`` of an unpromoted draft, untagged from the target's destination
+        tag first (:mod:`~gate.builders.koji_drafts`)."""
         with _translated(f"delete draft build {draft.nvr}"):
-            build = await self.hub.call("getBuild", draft_id)
-            if not build or build["state"] == koji.BUILD_STATES["DELETED"]:
-                return DraftRemoval("deleted", "deleted already")
-            if not build.get("draft"):
-                return DraftRemoval(
-                    "left", f"build {draft_id} was promoted to {build['nvr']}: it is not deleted"
-                )
-            try:
-                await self._delete_build(draft_id)
-            except koji.ActionNotAllowed as exc:
-                self.draft_removal_refused = f"deleteBuild: {describe(exc)}"
-                log.warning(
-                    "Koji hub %s refuses to delete drafts (%s): unpromoted drafts are left "
-                    "to koji-gc or an admin until the daemon restarts",
-                    self.conn.server,
-                    describe(exc),
-                )
-                raise DraftRemovalRefused(self.draft_removal_refused) from exc
-            except koji.GenericError as exc:
-                tags = [t["name"] for t in await self.hub.call("listTags", build=draft_id) or ()]
-                dest = (await self.hub.call("getBuildTarget", target) or {}).get("dest_tag_name")
-                if not tags or tags != [dest]:
-                    return DraftRemoval("left", f"Koji refused deleteBuild: {describe(exc)}")
-                try:
-                    await self.hub.call("untagBuild", dest, draft_id, strict=False, login=True)
-                    await self._delete_build(draft_id)
-                except (koji.GenericError, koji.ActionNotAllowed) as again:
-                    return DraftRemoval("left", f"Koji refused: {describe(again)}")
-        log.info("deleted unpromoted draft build %s (%d)", draft.nvr, draft_id)
-        return DraftRemoval("deleted")
-
-    async def _delete_build(self, build_id: int) -> None:
-        # deleteBuild returns silently on a DELETED build: safe to retry
-        await self.hub.call("deleteBuild", build_id, login=True)
+            return await self.drafts_remover.remove(target, draft)
 
     # -- BuildBackend -------------------------------------------------------
 
