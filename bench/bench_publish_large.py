@@ -32,14 +32,13 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import rpmtree
+from bench.rpmtree import DEFAULT_CACHE
 from publishers.createrepo import Publisher
 from repo_state.pool import Pool
 from repo_state.state import Artifact, BuildEntry, RepoState
@@ -69,8 +68,12 @@ def _entry(artifact: Artifact) -> BuildEntry:
     return BuildEntry(artifact.name, nvr, (artifact,), origin="bench")
 
 
-def prepare(n: int, cache_dir: Path = rpmtree.DEFAULT_CACHE) -> tuple[Path, dict[str, float]]:
+def prepare(n: int, cache_dir: Path = DEFAULT_CACHE) -> tuple[Path, dict[str, float]]:
     """The prepared work directory for ``n`` RPMs, and how long each preparation step took."""
+    # here, not at the top: the measured child imports this module, and should carry
+    # what publishing needs, not the benchmark's own tools
+    from bench import rpmtree
+
     tree = rpmtree.generate(n, cache_dir=cache_dir)
     work = cache_dir / f"publish-{n}"
     ready = work / ".ready.json"
@@ -181,6 +184,8 @@ def child(work: Path) -> None:
 
 
 def _stats(values: list[float]) -> dict[str, float]:
+    import statistics  # not at the top, for the child's sake (see prepare)
+
     return {"min": min(values), "median": statistics.median(values)}
 
 

@@ -41,7 +41,6 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 import shutil
 import threading
 import zlib
@@ -291,7 +290,7 @@ class Publisher:
             for n in removed:
                 # Rename first: a crash mid-rmtree then leaves debris, not a
                 # generation directory that exists but is incomplete.
-                trash = self.generations_dir / f"{_TRASH_PREFIX}{n}-{secrets.token_hex(4)}"
+                trash = self.generations_dir / f"{_TRASH_PREFIX}{n}-{_token()}"
                 os.rename(self.generations_dir / str(n), trash)
                 shutil.rmtree(trash)
                 with self._states_lock:
@@ -324,11 +323,11 @@ class Publisher:
         with self._states_lock:
             cached = self._states.get(n)
         if cached is not None:
-            return package_set(cached)
+            return _checksums(cached)  # streamed: no set of 20,000 beside the caller's
         path = self.generations_dir / str(n) / STATE
         if path.is_file():
             return served_checksums(path)
-        return package_set(self.state(n))
+        return _checksums(self.state(n))
 
     def _publish_locked(
         self, number: int, state: RepoState, produced_by: Mapping[str, object], reuse: Path | None
@@ -348,7 +347,7 @@ class Publisher:
         if number != self._next_number():
             raise OutOfOrder(f"cannot publish generation {number}: current is {current}")
 
-        tmp = self.generations_dir / f"{_TMP_PREFIX}{number}-{secrets.token_hex(4)}"
+        tmp = self.generations_dir / f"{_TMP_PREFIX}{number}-{_token()}"
         try:
             self._build(tmp, number, state, produced_by, reuse)
         except Exception:
@@ -372,14 +371,14 @@ class Publisher:
         reuse: Path | None,
     ) -> None:
         previous = None
-        present: frozenset[str] = frozenset()
+        served = None
         if reuse is not None:
             index = load_index(reuse / INDEX)
             if index is not None:
                 previous = (reuse, index)
             if index is not None and int(reuse.name) == self._current_number():
                 # what the current generation serves is under packages/ (gc keeps it)
-                present = package_set(self.state(int(reuse.name)))
+                served = self.state(int(reuse.name))
         try:
             stats, chunks, touched = write_generation(
                 state,
@@ -388,7 +387,7 @@ class Publisher:
                 tmp,
                 self.arches,
                 previous,
-                present=present,
+                served=served,
                 revision=str(number),
             )
         except (ValueError, OSError, zlib.error) as exc:
@@ -404,7 +403,7 @@ class Publisher:
                 tmp,
                 self.arches,
                 None,
-                present=present,
+                served=served,
                 revision=str(number),
             )
         manifest: Manifest = {
@@ -439,7 +438,7 @@ class Publisher:
 
     def _switch(self, number: int) -> None:
         # Relative target, so the root can be moved or served from a bind mount.
-        link = self.root / f"{_LINK_PREFIX}{secrets.token_hex(4)}"
+        link = self.root / f"{_LINK_PREFIX}{_token()}"
         os.symlink(f"{GENERATIONS}/{number}", link)
         os.replace(link, self.root / CURRENT)
         _fsync_dir(self.root)
@@ -460,6 +459,18 @@ class Publisher:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _checksums(state: RepoState) -> Iterator[str]:
+    for entry in state.builds.values():
+        for artifact in entry.artifacts:
+            yield artifact.checksum
+
+
+def _token() -> str:
+    """A random suffix for a temporary name (not ``secrets``: it loads OpenSSL, see
+    :mod:`repo_state.sha256`; a name needs uniqueness, not secrecy)."""
+    return os.urandom(4).hex()
 
 
 def _fsync_dir(path: Path) -> None:

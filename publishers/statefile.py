@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -38,12 +38,12 @@ def write_state(
     """Write (and fsync) ``state`` to ``path``; ``previous`` is a state and its file."""
     old_lines: Iterator[str] = iter(())
     old_names: Iterator[str] = iter(())
-    old_builds: dict[str, BuildEntry] = {}
+    old_builds: Mapping[str, BuildEntry] = {}
     old_fh = None
     if previous is not None and previous[1].is_file():
         old_fh = open(previous[1], encoding="utf-8")  # noqa: SIM115 - closed below
         old_lines = _lines(old_fh)
-        old_builds = dict(previous[0].builds)
+        old_builds = previous[0].builds  # immutable: read in place, not copied
         old_names = iter(sorted(old_builds))
     try:
         with open(path, "w", encoding="utf-8") as out:

@@ -419,6 +419,18 @@ def test_repo_tree_refuses_two_different_rpms_with_one_file_name(tmp_path, pool,
         write_repo_tree(state, pool, tmp_path / "tree", ["x86_64"])
 
 
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
+def test_publish_refuses_a_new_rpm_named_like_one_already_served(publisher, builds, pool, cold):
+    publisher.publish(1, state_of(builds, "foo-1", "bar-1"), GATE)
+    if cold:  # the served state read back from disk: no entry is the caller's object
+        publisher = Publisher(publisher.root, pool, arches=publisher.arches)
+    # only the new build is looked at closely; the clash is with a build served already
+    clash = BuildEntry("foo-fork", "foo-1.0-1", builds["foo-1-again"].artifacts)
+    with pytest.raises(RepoTreeError, match=r"foo-1\.0-1\.noarch\.rpm"):
+        publisher.publish(2, publisher.state().with_build(clash), GATE)
+    assert publisher.current().number == 1
+
+
 def test_manifest_names_what_produced_the_generation(publisher, builds):
     state = state_of(builds, "foo-1", "bar-1")
     generation = publisher.publish(1, state, GATE)
