@@ -54,7 +54,7 @@ from typing import Required, TypedDict
 from publishers.chunked import INDEX, dump_index, load_index
 from publishers.pooled import PACKAGES, package_dir, write_generation
 from publishers.repotree import TreeStatsDict
-from publishers.statefile import read_state, served_checksums, write_state
+from publishers.statefile import read_state, served_builds, served_checksums, write_state
 from repo_state.pool import Pool
 from repo_state.state import RepoState
 
@@ -302,12 +302,14 @@ class Publisher:
         """Delete the files under ``packages/`` that only ``removed`` generations serve."""
         current = self._current_number()
         # the current state is in memory: what it serves needs no reading
-        base = package_set(self.state(current)) if current is not None else frozenset()
+        base = self.state(current) if current is not None else RepoState()
         doomed: set[str] = set()
         for n in removed:
             generation = self.generation(n)
             if generation is not None and generation.pooled:
-                doomed.update(c for c in self._served(n) if c not in base)
+                doomed.update(self._served_beyond(n, base))
+        if doomed:  # a file that moved to another build is still served
+            doomed.difference_update(_checksums(base))
         for n in kept:
             if not doomed:
                 break
@@ -317,6 +319,30 @@ class Publisher:
             shutil.rmtree(self.packages_dir / package_dir(checksum), ignore_errors=True)
 
     # -- internals
+
+    def _served_beyond(self, n: int, base: RepoState) -> Iterator[str]:
+        """Checksums of generation ``n``'s builds that ``base`` does not carry the same.
+
+        Compared build by build (by source name), so that collecting an old
+        generation of a large repository holds no set of every file either
+        serves: only the few builds that differ are looked at further.
+        """
+        with self._states_lock:
+            cached = self._states.get(n)
+        if cached is not None:
+            builds: Iterable[tuple[str, list[str]]] = (
+                (name, [a.checksum for a in entry.artifacts])
+                for name, entry in cached.builds.items()
+            )
+        elif (self.generations_dir / str(n) / STATE).is_file():
+            builds = served_builds(self.generations_dir / str(n) / STATE)
+        else:
+            yield from _checksums(self.state(n))
+            return
+        for name, checksums in builds:
+            entry = base.builds.get(name)
+            if entry is None or [a.checksum for a in entry.artifacts] != checksums:
+                yield from checksums
 
     def _served(self, n: int) -> Iterable[str]:
         """Checksums of the files generation ``n`` serves, without parsing it if need be."""

@@ -23,6 +23,8 @@ from repo_state.state import BuildEntry, RepoState
 
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _CHECKSUM = re.compile(r'"checksum":"([0-9a-f]{64})"')
+# a JSON string: a quote inside a value is escaped, so this key only matches as a key
+_SOURCE_NAME = re.compile(r'"source_name":("(?:[^"\\]|\\.)*")')
 
 
 def _lines(fh: TextIO) -> Iterator[str]:
@@ -78,6 +80,16 @@ def read_state(path: Path) -> RepoState:
             entry = BuildEntry.from_dict(json.loads(line))
             builds[entry.source_name] = entry
     return RepoState(builds)
+
+
+def served_builds(path: Path) -> Iterator[tuple[str, list[str]]]:
+    """Each build's source name and the checksums of its files, without building the state."""
+    with open(path, encoding="utf-8") as fh:
+        for line in _lines(fh):
+            found = _SOURCE_NAME.search(line)
+            if found is None:
+                raise ValueError(f"{path}: a build without a source name")
+            yield json.loads(found.group(1)), _CHECKSUM.findall(line)
 
 
 def served_checksums(path: Path) -> Iterator[str]:

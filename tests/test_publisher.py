@@ -21,7 +21,7 @@ from publishers.createrepo import (
 )
 from publishers.pooled import pooled_href
 from publishers.repotree import RepoTreeError, write_repo_tree
-from publishers.statefile import write_state
+from publishers.statefile import served_builds, write_state
 from repo_state.pool import Pool
 from repo_state.state import BuildEntry, RepoState
 from tests.rpmfactory import Subpackage, build_entry, build_rpms
@@ -322,6 +322,31 @@ def test_gc_keeps_the_newest_generations(tmp_path, pool, builds):
     stored = {p.parent.name for p in publisher.packages_dir.glob("*/*/*.rpm")}
     served = {a.checksum for n in (3, 4) for a in publisher.state(n).artifacts(True)}
     assert stored == served
+
+
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
+def test_gc_keeps_a_file_that_moved_to_another_build(tmp_path, pool, builds, cold):
+    publisher = Publisher(tmp_path / "repo", pool, keep=1)
+    publisher.publish(1, state_of(builds, "foo-1", "bar-1"), GATE)
+    # the same RPM files, now carried by a build of another source package
+    moved = BuildEntry("foo-renamed", "foo-renamed-1-1", builds["foo-1"].artifacts)
+    publisher.publish(2, state_of(builds, "bar-1").with_build(moved), GATE)
+    if cold:  # generation 1 is then read from its state file, not from memory
+        publisher = Publisher(tmp_path / "repo", pool, keep=1)
+
+    assert publisher.gc() == [1]
+    stored = {p.parent.name for p in publisher.packages_dir.glob("*/*/*.rpm")}
+    assert stored == {a.checksum for a in publisher.state(2).artifacts(True)}
+
+
+def test_served_builds_reads_names_and_checksums_as_written(tmp_path, builds):
+    odd = BuildEntry('we"ird\\name', "n-1-1", builds["foo-1"].artifacts)
+    state = state_of(builds, "bar-1").with_build(odd)
+    write_state(tmp_path / "state.json", state)
+
+    assert dict(served_builds(tmp_path / "state.json")) == {
+        e.source_name: [a.checksum for a in e.artifacts] for e in state
+    }
 
 
 def test_generations_of_the_hard_linked_layout_are_read_rolled_back_to_and_collected(
