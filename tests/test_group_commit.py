@@ -401,13 +401,14 @@ async def test_a_row_the_database_refuses_fails_alone_not_its_batch_mates(
 async def test_a_key_stored_by_another_writer_between_lookup_and_insert_is_a_duplicate(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another process stores one of the batch's keys after the batch looked: the
-    batch's unique key fails, row by row that one answers the other's row (as a
-    concurrent ``store_delivery`` always did), and its batch-mates are created."""
+    """Another process stores one of the batch's keys just before the batch's INSERT:
+    the INSERT skips that key (ON CONFLICT DO NOTHING), which then answers the other's
+    row (as a concurrent ``store_delivery`` always did), and its batch-mates are
+    created, in the same commit."""
     real_now = deliveries.utcnow
     raced: list[str] = []
 
-    def now_after_a_race() -> Any:  # called between the batch's lookup and its INSERT
+    def now_after_a_race() -> Any:  # called as the batch's rows are made, before its INSERT
         if not raced:
             other = Accept.of("api", "change.proposed", {"by": "other"}, "race")
             raced.append(other.delivery_key)
@@ -424,6 +425,7 @@ async def test_a_key_stored_by_another_writer_between_lookup_and_insert_is_a_dup
     )
     assert raced
     assert [created for _, created in outcomes] == [True, False, True, True]
+    assert writer.commits == 1  # not committed row by row: the race broke nothing
     with session(runtime.engine) as s:
         row = s.exec(select(Delivery).where(Delivery.delivery_key == raced[0])).one()
     assert row.payload == '{"by": "other"}' and outcomes[1][0].id == row.id
