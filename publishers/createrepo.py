@@ -333,6 +333,7 @@ class Publisher:
             builds: Iterable[tuple[str, list[str]]] = (
                 (name, [a.checksum for a in entry.artifacts])
                 for name, entry in cached.builds.items()
+                if base.builds.get(name) is not entry  # the same object: the same files
             )
         elif (self.generations_dir / str(n) / STATE).is_file():
             builds = served_builds(self.generations_dir / str(n) / STATE)
