@@ -34,7 +34,7 @@ from sqlalchemy import select as select_core
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import select
 
 from gate.faults import is_transient, retried_call
@@ -211,17 +211,20 @@ def store_together(engine: Engine, batch: list[Accept]) -> list[Accepted]:
 def autocommit_engine(engine: Engine) -> Engine:
     """The engine a batch is stored with: on PostgreSQL, one of its own in autocommit.
 
-    Each batch is then two round trips to the server (the pool's pre-ping, the
-    INSERT) instead of five (pre-ping, BEGIN, a lookup, the INSERT, COMMIT);
-    on a busy machine each trip waits for the server's process to get a core,
-    and the 64 clients of a batch wait with it.  Its own pool (one connection:
-    one batch is in flight at a time), because switching a pooled connection
-    to autocommit and back costs psycopg2 a ``SET`` each way.  SQLite is in
-    process: its statements cost no trip, and its transaction stays.
+    Each batch is then one round trip to the server (the INSERT) instead of
+    five (the pool's pre-ping, BEGIN, a lookup, the INSERT, COMMIT); on a busy
+    machine each trip waits for the server's process to get a core, and the
+    64 clients of a batch wait with it.  Its own pool (one connection: one
+    batch is in flight at a time), because switching a pooled connection to
+    autocommit and back costs psycopg2 a ``SET`` each way; without pre-ping,
+    since :meth:`DeliveryWriter._store_batch` tries a batch again on a fresh
+    connection when it finds its connection dead, which a ping would have
+    found a trip earlier.  SQLite is in process: its statements cost no trip,
+    and its transaction stays.
     """
     if engine.dialect.name != "postgresql":
         return engine
-    return create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=1)
+    return create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=1)
 
 
 def select_keys(table: Table, keys: set[str]) -> Select[str, int]:
@@ -321,10 +324,8 @@ class DeliveryWriter:
 
     def _commit(self, batch: list[Accept]) -> list[Outcome]:
         """In the worker thread: the batch together, else row by row."""
-        if self._batches is None:
-            self._batches = autocommit_engine(self.engine)
         try:
-            stored = store_together(self._batches, batch)
+            stored = self._store_batch(batch)
         except Exception as exc:
             if is_transient(exc):
                 self.faults += 1
@@ -339,6 +340,21 @@ class DeliveryWriter:
         self.commits += 1
         self.rows += sum(1 for _, created in stored if created)
         return list(stored)
+
+    def _store_batch(self, batch: list[Accept]) -> list[Accepted]:
+        if self._batches is None:
+            self._batches = autocommit_engine(self.engine)
+        try:
+            return store_together(self._batches, batch)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The connection was dead (the server restarted, or ended it): without a
+            # pre-ping, this is where that shows.  Once more, on a new connection (the
+            # pool dropped that one); safe, a key is stored once whatever happened.
+            self.faults += 1
+            log.info("storing a batch of %d deliveries again: %s", len(batch), exc)
+            return store_together(self._batches, batch)
 
     def _commit_alone(self, accept: Accept) -> Outcome:
         try:
