@@ -423,7 +423,7 @@ def markdown(results: list[Run]) -> list[str]:
         "in the benchmark, which swaps the runtime's writer, so both run the same code "
         "apart from storing); *group* is `gate.deliveries.DeliveryWriter`: a batch is one "
         "`INSERT ... ON CONFLICT (delivery_key) DO NOTHING RETURNING`, in autocommit on "
-        "PostgreSQL (two round trips to the server: the pool's pre-ping and the INSERT); "
+        "PostgreSQL (one round trip to the server per batch, no pre-ping); "
         "*group-txn*, the second baseline, is the same writer storing a batch as it did "
         "before (`bench_ingest.lookup_then_insert`: a transaction with a lookup of every "
         "key, then the INSERT: five round trips).  Deliveries "

@@ -166,10 +166,13 @@ def _refuse_clashes(tree: str, new: list[Artifact], artifacts: Iterable[Artifact
         _refuse_pair(tree, fresh.setdefault(key, artifact), artifact)
     if not fresh:
         return
+    names = {name for name, _, _, _ in fresh}  # a str's hash is cached; a tuple's is not
     for artifact in artifacts:
-        other = fresh.get((artifact.name, artifact.version, artifact.release, artifact.arch))
-        if other is not None:
-            _refuse_pair(tree, other, artifact)
+        if artifact.name in names:
+            key = (artifact.name, artifact.version, artifact.release, artifact.arch)
+            other = fresh.get(key)
+            if other is not None:
+                _refuse_pair(tree, other, artifact)
 
 
 def _refuse_pair(tree: str, one: Artifact, other: Artifact) -> None:
