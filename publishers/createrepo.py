@@ -45,7 +45,7 @@ import shutil
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +54,14 @@ from typing import Required, TypedDict
 from publishers.chunked import INDEX, dump_index, load_index
 from publishers.pooled import PACKAGES, package_dir, write_generation
 from publishers.repotree import TreeStatsDict
-from publishers.statefile import read_state, served_builds, served_checksums, write_state
+from publishers.statefile import (
+    line_checksums,
+    line_names_exactly,
+    named_among,
+    read_state,
+    served_lines,
+    write_state,
+)
 from repo_state.pool import Pool
 from repo_state.state import RepoState
 
@@ -314,7 +321,7 @@ class Publisher:
             if not doomed:
                 break
             if n != current:
-                doomed.difference_update(self._served(n))
+                doomed.difference_update(self._served_among(n, doomed))
         for checksum in doomed:
             shutil.rmtree(self.packages_dir / package_dir(checksum), ignore_errors=True)
 
@@ -329,32 +336,31 @@ class Publisher:
         """
         with self._states_lock:
             cached = self._states.get(n)
+        path = self.generations_dir / str(n) / STATE
         if cached is not None:
-            builds: Iterable[tuple[str, list[str]]] = (
-                (name, [a.checksum for a in entry.artifacts])
-                for name, entry in cached.builds.items()
-                if base.builds.get(name) is not entry  # the same object: the same files
-            )
-        elif (self.generations_dir / str(n) / STATE).is_file():
-            builds = served_builds(self.generations_dir / str(n) / STATE)
+            for name, entry in cached.builds.items():
+                same = base.builds.get(name)
+                if same is not entry and (same is None or same.artifacts != entry.artifacts):
+                    yield from (a.checksum for a in entry.artifacts)
+        elif path.is_file():
+            for name, line in served_lines(path):
+                same = base.builds.get(name)
+                if same is None or not line_names_exactly(
+                    line, [a.checksum for a in same.artifacts]
+                ):
+                    yield from line_checksums(line)
         else:
             yield from _checksums(self.state(n))
-            return
-        for name, checksums in builds:
-            entry = base.builds.get(name)
-            if entry is None or [a.checksum for a in entry.artifacts] != checksums:
-                yield from checksums
 
-    def _served(self, n: int) -> Iterable[str]:
-        """Checksums of the files generation ``n`` serves, without parsing it if need be."""
+    def _served_among(self, n: int, checksums: set[str]) -> set[str]:
+        """Which of ``checksums`` generation ``n`` serves, without parsing it if need be."""
         with self._states_lock:
             cached = self._states.get(n)
-        if cached is not None:
-            return _checksums(cached)  # streamed: no set of 20,000 beside the caller's
         path = self.generations_dir / str(n) / STATE
-        if path.is_file():
-            return served_checksums(path)
-        return _checksums(self.state(n))
+        if cached is None and path.is_file():
+            return named_among(path, checksums)
+        state = cached if cached is not None else self.state(n)
+        return {c for c in _checksums(state) if c in checksums}
 
     def _publish_locked(
         self, number: int, state: RepoState, produced_by: Mapping[str, object], reuse: Path | None

@@ -14,6 +14,7 @@ import pytest
 
 from publishers import createrepo as createrepo_module
 from publishers import pooled as pooled_module
+from publishers import statefile
 from publishers.createrepo import (
     GenerationConflict,
     OutOfOrder,
@@ -21,7 +22,7 @@ from publishers.createrepo import (
 )
 from publishers.pooled import pooled_href
 from publishers.repotree import RepoTreeError, write_repo_tree
-from publishers.statefile import served_builds, write_state
+from publishers.statefile import line_checksums, line_names_exactly, served_lines, write_state
 from repo_state.pool import Pool
 from repo_state.state import BuildEntry, RepoState
 from tests.rpmfactory import Subpackage, build_entry, build_rpms
@@ -339,14 +340,33 @@ def test_gc_keeps_a_file_that_moved_to_another_build(tmp_path, pool, builds, col
     assert stored == {a.checksum for a in publisher.state(2).artifacts(True)}
 
 
-def test_served_builds_reads_names_and_checksums_as_written(tmp_path, builds):
+def test_served_lines_read_names_and_checksums_as_written(tmp_path, builds):
     odd = BuildEntry('we"ird\\name', "n-1-1", builds["foo-1"].artifacts)
     state = state_of(builds, "bar-1").with_build(odd)
     write_state(tmp_path / "state.json", state)
 
-    assert dict(served_builds(tmp_path / "state.json")) == {
-        e.source_name: [a.checksum for a in e.artifacts] for e in state
-    }
+    read = {name: line_checksums(line) for name, line in served_lines(tmp_path / "state.json")}
+    assert read == {e.source_name: [a.checksum for a in e.artifacts] for e in state}
+    for name, line in served_lines(tmp_path / "state.json"):
+        checksums = [a.checksum for a in state.builds[name].artifacts]
+        assert line_names_exactly(line, checksums)
+        assert not line_names_exactly(line, checksums[:-1])
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 16])
+def test_named_among_finds_a_checksum_cut_by_a_block_and_no_other(
+    tmp_path, builds, monkeypatch, block
+):
+    monkeypatch.setattr(statefile, "_BLOCK", block)
+    state = state_of(builds, "foo-1", "bar-1")
+    write_state(tmp_path / "state.json", state)
+    served = {a.checksum for a in state.artifacts(True)}
+    absent = {a.checksum for a in builds["foo-2"].artifacts} - served
+
+    for wanted in ({next(iter(served))}, served, absent, served | absent):
+        assert statefile.named_among(tmp_path / "state.json", wanted) == wanted & served
+    many = {f"{i:064x}" for i in range(20)} | served  # more than a few: decoded lines
+    assert statefile.named_among(tmp_path / "state.json", many) == served
 
 
 def test_generations_of_the_hard_linked_layout_are_read_rolled_back_to_and_collected(
