@@ -65,11 +65,12 @@ class Artifact:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> Artifact:
+    def from_dict(cls, data: Mapping[str, object], source_name: str = "") -> Artifact:
         # interned: a large repository repeats these (noarch, 1.0, el9, a
         # source RPM per subpackage), and states of 20k builds stay in memory
+        name = str(data["name"])
         return cls(
-            name=intern(str(data["name"])),
+            name=source_name if name == source_name else intern(name),
             epoch=_int(data.get("epoch")),
             version=intern(str(data["version"])),
             release=intern(str(data["release"])),
@@ -112,13 +113,16 @@ class BuildEntry:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> BuildEntry:
+        source_name = str(data["source_name"])
         return cls(
-            source_name=intern(str(data["source_name"])),
+            source_name=source_name,
             nvr=str(data["nvr"]),
             origin=str(data.get("origin") or ""),
             project=intern(str(data.get("project") or "")),
             commit=str(data.get("commit") or ""),
-            artifacts=tuple(Artifact.from_dict(a) for a in _mappings(data.get("artifacts"))),
+            artifacts=tuple(
+                Artifact.from_dict(a, source_name) for a in _mappings(data.get("artifacts"))
+            ),
         )
 
 
