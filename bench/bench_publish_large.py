@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.rpmtree import DEFAULT_CACHE
 from publishers.createrepo import Publisher
 from repo_state.pool import Pool
 from repo_state.state import Artifact, BuildEntry, RepoState
@@ -69,12 +68,15 @@ def _entry(artifact: Artifact) -> BuildEntry:
     return BuildEntry(artifact.name, nvr, (artifact,), origin="bench")
 
 
-def prepare(n: int, cache_dir: Path = DEFAULT_CACHE) -> tuple[Path, dict[str, float]]:
-    """The prepared work directory for ``n`` RPMs, and how long each preparation step took."""
+def prepare(n: int, cache_dir: Path | None = None) -> tuple[Path, dict[str, float]]:
+    """The prepared work directory for ``n`` RPMs (under ``cache_dir``, by default
+    rpmtree's), and how long each preparation step took."""
     # here, not at the top: the measured child imports this module, and should carry
-    # what publishing needs, not the benchmark's own tools
+    # what publishing needs, not the benchmark's own tools (rpmtree's thread pool
+    # imports concurrent.futures, and that logging)
     from bench import rpmtree
 
+    cache_dir = rpmtree.DEFAULT_CACHE if cache_dir is None else cache_dir
     tree = rpmtree.generate(n, cache_dir=cache_dir)
     work = cache_dir / f"publish-{n}"
     ready = work / ".ready.json"

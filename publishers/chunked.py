@@ -34,7 +34,6 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypedDict
 
@@ -87,17 +86,18 @@ def bucket_digest(checksums: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-@dataclass
 class SnippetSource:
     """Where package XML comes from: the previous tree, else the RPM header."""
 
-    #: checksum -> path of the RPM (for packages that must be read)
-    rpm_path: Callable[[str], Path]
-    #: checksum -> href written in primary.xml
-    href: Callable[[str], str]
-    #: shared between the trees of one generation (noarch packages sit in all)
-    fresh: dict[str, Snippets] = field(default_factory=dict)
-    read: set[str] = field(default_factory=set)
+    def __init__(self, rpm_path: Callable[[str], Path], href: Callable[[str], str]) -> None:
+        #: checksum -> path of the RPM (for packages that must be read)
+        self.rpm_path = rpm_path
+        #: checksum -> href written in primary.xml
+        self.href = href
+        #: shared between the trees of one generation (noarch packages sit in all)
+        self.fresh: dict[str, Snippets] = {}
+        #: the packages whose header was read
+        self.read: set[str] = set()
 
     def from_rpm(self, checksum: str) -> Snippets:
         cached = self.fresh.get(checksum)

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from publishers.chunked import ChunkIndexDict, SnippetSource, write_tree_metadata
-from publishers.repotree import SOURCE_TREE, RepoTreeError, TreeStats
+from publishers.trees import SOURCE_TREE, RepoTreeError, TreeStats
 from repo_state.pool import Pool
 from repo_state.state import Artifact, RepoState
 

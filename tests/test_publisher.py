@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import createrepo_c as cr
@@ -24,7 +23,7 @@ from publishers.pooled import pooled_href
 from publishers.repotree import RepoTreeError, write_repo_tree
 from publishers.statefile import line_checksums, line_names_exactly, served_lines, write_state
 from repo_state.pool import Pool
-from repo_state.state import BuildEntry, RepoState
+from repo_state.state import Artifact, BuildEntry, RepoState
 from tests.rpmfactory import Subpackage, build_entry, build_rpms
 
 GATE = {"item": "item-1", "change": "gerrit:1234,1", "project": "rpms/foo", "kind": "gate"}
@@ -541,7 +540,8 @@ def test_readers_see_a_complete_generation_at_every_instant(tmp_path, pool, buil
 
 def test_a_failed_publish_leaves_the_current_generation_and_no_debris(publisher, builds):
     publisher.publish(1, state_of(builds, "foo-1"), GATE)
-    missing = replace(builds["baz-1"].artifacts[0], checksum="0" * 64)
+    baz = builds["baz-1"].artifacts[0]
+    missing = Artifact(baz.name, baz.epoch, baz.version, baz.release, baz.arch, "", "0" * 64)
     broken = BuildEntry("baz", "baz-1.0-1", (missing,))
 
     with pytest.raises(FileNotFoundError):
