@@ -491,7 +491,7 @@ class Publisher:
 
 def _warn(message: str, *args: object) -> None:
     # logging is imported here, on this rare path: the publishing process has no other
-    # use for it (0.6 MiB of its 46, docs/publishing.md); handlers are the daemon's
+    # use for it (0.6 MiB of its 45, docs/publishing.md); handlers are the daemon's
     import logging
 
     logging.getLogger(__name__).warning(message, *args)

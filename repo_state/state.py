@@ -35,7 +35,7 @@ class _Frozen:
     ``order=True`` for :class:`Artifact`) would generate, written out: the
     publishing process imports this module, and ``dataclasses`` imports
     ``inspect`` (with ``ast``, ``dis``, ``tokenize``), about 1 MiB of a process
-    that publishes 20,000 packages in 46 (docs/publishing.md).
+    that publishes into 20,000 packages in about 45 (docs/publishing.md).
     """
 
     __slots__ = ()
