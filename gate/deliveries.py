@@ -29,10 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Select, Table, insert
+from sqlalchemy import Select, Table, create_engine
 from sqlalchemy import select as select_core
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import select
 
 from gate.faults import is_transient, retried_call
@@ -160,39 +162,69 @@ def store_together(engine: Engine, batch: list[Accept]) -> list[Accepted]:
     The same answers as :func:`store_one` for each in turn: a key already
     stored, or taken by an earlier accept of the batch, answers that row, not
     created.  Raises if the transaction fails: nothing of it is stored then.
-    One lookup and one multi-row ``INSERT ... RETURNING`` (SQLAlchemy Core:
-    the ORM's unit of work costs twice the CPU per row, and a batch is what
-    the event loop's thread waits behind).
+
+    One statement stores the batch: ``INSERT ... ON CONFLICT (delivery_key) DO
+    NOTHING RETURNING id, delivery_key`` (SQLAlchemy Core: the ORM's unit of
+    work costs twice the CPU per row, and a batch is what the event loop's
+    thread waits behind).  Whatever it did not return was stored before (by
+    an earlier request, or by another writer a moment ago: the conflict waits
+    for that one's commit), and is looked up afterwards -- in the common case,
+    nothing is.  Given an autocommit engine (:func:`autocommit_engine`, what
+    :class:`DeliveryWriter` uses on PostgreSQL), that statement is a
+    transaction of its own, committed (``synchronous_commit``: on disk) when
+    its answer arrives.
     """
     table = DELIVERY
-    keys = {a.delivery_key for a in batch}
+    now = utcnow()
+    fresh: dict[str, dict[str, Any]] = {}
+    for accept in batch:
+        if accept.delivery_key not in fresh:
+            fresh[accept.delivery_key] = {
+                "source": accept.source,
+                "event_type": accept.event_type,
+                "delivery_key": accept.delivery_key,
+                "payload": accept.payload,
+                "requested_by": accept.requested_by,
+                "received_at": now,
+            }
+    found: dict[str, Receipt] = {}
+    insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table).on_conflict_do_nothing(index_elements=[table.c.delivery_key])
     with engine.begin() as conn:
-        lookup = select_keys(table, keys)
-        found = {key: Receipt(int(id_), key) for key, id_ in conn.execute(lookup)}
-        now = utcnow()
-        fresh: dict[str, dict[str, Any]] = {}
-        for accept in batch:
-            if accept.delivery_key not in found and accept.delivery_key not in fresh:
-                fresh[accept.delivery_key] = {
-                    "source": accept.source,
-                    "event_type": accept.event_type,
-                    "delivery_key": accept.delivery_key,
-                    "payload": accept.payload,
-                    "requested_by": accept.requested_by,
-                    "received_at": now,
-                }
-        if fresh:
-            returning = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-            ids = conn.execute(returning, list(fresh.values())).scalars().all()
-            for delivery_id, key in zip(ids, fresh, strict=True):
-                found[key] = Receipt(int(delivery_id), key)
-    created: set[str] = set()
+        inserted = conn.execute(
+            statement.returning(table.c.id, table.c.delivery_key), list(fresh.values())
+        )
+        created = {str(key): Receipt(int(id_), str(key)) for id_, key in inserted}
+        if len(created) < len(fresh):
+            lookup = select_keys(table, {key for key in fresh if key not in created})
+            found = {str(key): Receipt(int(id_), str(key)) for key, id_ in conn.execute(lookup)}
     results: list[Accepted] = []
     for accept in batch:
         key = accept.delivery_key
-        results.append((found[key], key in fresh and key not in created))
-        created.add(key)
+        mine = created.pop(key, None)  # the first accept of a key created its row
+        results.append((mine, True) if mine is not None else (found[key], False))
+        if mine is not None:
+            found[key] = mine
     return results
+
+
+def autocommit_engine(engine: Engine) -> Engine:
+    """The engine a batch is stored with: on PostgreSQL, one of its own in autocommit.
+
+    Each batch is then one round trip to the server (the INSERT) instead of
+    five (the pool's pre-ping, BEGIN, a lookup, the INSERT, COMMIT); on a busy
+    machine each trip waits for the server's process to get a core, and the
+    64 clients of a batch wait with it.  Its own pool (one connection: one
+    batch is in flight at a time), because switching a pooled connection to
+    autocommit and back costs psycopg2 a ``SET`` each way; without pre-ping,
+    since :meth:`DeliveryWriter._store_batch` tries a batch again on a fresh
+    connection when it finds its connection dead, which a ping would have
+    found a trip earlier.  SQLite is in process: its statements cost no trip,
+    and its transaction stays.
+    """
+    if engine.dialect.name != "postgresql":
+        return engine
+    return create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=1)
 
 
 def select_keys(table: Table, keys: set[str]) -> Select[str, int]:
@@ -216,6 +248,8 @@ class DeliveryWriter:
         self.wake = wake
         self._queue: list[tuple[Accept, asyncio.Future[Accepted]]] = []
         self._drain: asyncio.Task[None] | None = None
+        #: what batches are stored with (:func:`autocommit_engine`), made at the first
+        self._batches: Engine | None = None
         #: transactions committed, rows created in them, and batches that failed
         #: transiently (``bench/bench_ingest.py`` and the tests read them)
         self.commits = 0
@@ -258,9 +292,13 @@ class DeliveryWriter:
         return await future
 
     async def close(self) -> None:
-        """Wait until every accept taken so far is committed (or failed) and answered."""
+        """Wait until every accept taken so far is committed (or failed) and answered;
+        then close the connection batches are stored with (a later batch opens another)."""
         while self._drain is not None and not self._drain.done():
             await asyncio.wait({self._drain})
+        batches, self._batches = self._batches, None
+        if batches is not None and batches is not self.engine:
+            batches.dispose()
 
     async def _drain_queue(self) -> None:
         while self._queue:
@@ -287,7 +325,7 @@ class DeliveryWriter:
     def _commit(self, batch: list[Accept]) -> list[Outcome]:
         """In the worker thread: the batch together, else row by row."""
         try:
-            stored = store_together(self.engine, batch)
+            stored = self._store_batch(batch)
         except Exception as exc:
             if is_transient(exc):
                 self.faults += 1
@@ -302,6 +340,21 @@ class DeliveryWriter:
         self.commits += 1
         self.rows += sum(1 for _, created in stored if created)
         return list(stored)
+
+    def _store_batch(self, batch: list[Accept]) -> list[Accepted]:
+        if self._batches is None:
+            self._batches = autocommit_engine(self.engine)
+        try:
+            return store_together(self._batches, batch)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The connection was dead (the server restarted, or ended it): without a
+            # pre-ping, this is where that shows.  Once more, on a new connection (the
+            # pool dropped that one); safe, a key is stored once whatever happened.
+            self.faults += 1
+            log.info("storing a batch of %d deliveries again: %s", len(batch), exc)
+            return store_together(self._batches, batch)
 
     def _commit_alone(self, accept: Accept) -> Outcome:
         try:

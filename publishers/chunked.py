@@ -28,18 +28,17 @@ decompressing every cached member again.  dnf (librepo) verifies
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypedDict
 
 from repo_state import typed_createrepo_c as cr
+from repo_state.sha256 import sha256
 
 #: per generation: where each bucket's member lies in each metadata file
 INDEX = "chunks.json"
@@ -81,23 +80,24 @@ def bucket_of(checksum: str) -> str:
 
 
 def bucket_digest(checksums: Iterable[str]) -> str:
-    digest = hashlib.sha256(LAYOUT.encode())
+    digest = sha256(LAYOUT.encode())
     for checksum in sorted(checksums):
         digest.update(checksum.encode())
     return digest.hexdigest()
 
 
-@dataclass
 class SnippetSource:
     """Where package XML comes from: the previous tree, else the RPM header."""
 
-    #: checksum -> path of the RPM (for packages that must be read)
-    rpm_path: Callable[[str], Path]
-    #: checksum -> href written in primary.xml
-    href: Callable[[str], str]
-    #: shared between the trees of one generation (noarch packages sit in all)
-    fresh: dict[str, Snippets] = field(default_factory=dict)
-    read: set[str] = field(default_factory=set)
+    def __init__(self, rpm_path: Callable[[str], Path], href: Callable[[str], str]) -> None:
+        #: checksum -> path of the RPM (for packages that must be read)
+        self.rpm_path = rpm_path
+        #: checksum -> href written in primary.xml
+        self.href = href
+        #: shared between the trees of one generation (noarch packages sit in all)
+        self.fresh: dict[str, Snippets] = {}
+        #: the packages whose header was read
+        self.read: set[str] = set()
 
     def from_rpm(self, checksum: str) -> Snippets:
         cached = self.fresh.get(checksum)
@@ -142,7 +142,7 @@ class _Out:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fh: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in finish()
-        self.digest = hashlib.sha256()
+        self.digest = sha256()
         self.size = 0
 
     def write(self, data: bytes) -> tuple[int, int]:
@@ -164,18 +164,21 @@ def write_tree_metadata(
     source: SnippetSource,
     previous: tuple[Path, Mapping[str, ChunkIndexDict]] | None,
     revision: str | None,
-) -> tuple[dict[str, ChunkIndexDict], set[str]]:
-    """Write ``repodata/`` for the packages ``checksums``; return its index and what was reused.
+) -> tuple[dict[str, ChunkIndexDict], int]:
+    """Write ``repodata/`` for the packages ``checksums``; return its index and how many.
 
     ``previous`` is the previous tree's ``repodata`` directory and index.
     Every file written is fsynced; ``repomd.xml`` is written last, by rename.
+    A package's snippets come from ``previous`` or, failing that, from
+    ``source`` (whose ``read`` says which).
     """
     repodata.mkdir(parents=True, exist_ok=False)
-    buckets: dict[str, list[str]] = {}
-    for checksum in sorted(set(checksums)):
-        buckets.setdefault(bucket_of(checksum), []).append(checksum)
+    # bucketed first, then each bucket sorted: no set or sorted copy of every checksum
+    unsorted: dict[str, list[str]] = {}
+    for checksum in checksums:
+        unsorted.setdefault(bucket_of(checksum), []).append(checksum)
+    buckets = {bucket: sorted(set(unsorted.pop(bucket))) for bucket in sorted(unsorted)}
     total = sum(len(members) for members in buckets.values())
-    reused: set[str] = set()
     index: dict[str, ChunkIndexDict] = {}
     outs = {kind: _Out(repodata / f".{kind}.xml.gz.tmp") for kind in KINDS}
     old_files: dict[str, BinaryIO] = {}
@@ -203,7 +206,6 @@ def write_tree_metadata(
                     _, offset, length = old_chunks[kind]  # type: ignore[misc]
                     data = _read_range(old_files[kind], int(offset), int(length))
                     chunk_maps[kind][bucket] = [digest, *out.write(data)]
-                reused.update(members)
                 continue
             # rebuild: snippets of members the previous bucket had, the rest from headers
             old_snippets: dict[str, dict[str, bytes]] = {}
@@ -222,7 +224,6 @@ def write_tree_metadata(
                         old_snippets["filelists"][checksum],
                         old_snippets["other"][checksum],
                     )
-                    reused.add(checksum)
                 else:
                     snippets = source.from_rpm(checksum)
                 for kind, snippet in zip(KINDS, snippets, strict=True):
@@ -261,7 +262,7 @@ def write_tree_metadata(
         text.flush()
         os.fsync(text.fileno())
     os.replace(tmp, repodata / "repomd.xml")
-    return index, reused
+    return index, total
 
 
 def _read_range(fh: BinaryIO, offset: int, length: int) -> bytes:

@@ -21,11 +21,11 @@ download`` saves it as.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from publishers.chunked import ChunkIndexDict, SnippetSource, write_tree_metadata
-from publishers.repotree import SOURCE_TREE, RepoTreeError, TreeStats
+from publishers.trees import SOURCE_TREE, RepoTreeError, TreeStats
 from repo_state.pool import Pool
 from repo_state.state import Artifact, RepoState
 
@@ -51,23 +51,29 @@ def write_generation(
     arches: Sequence[str],
     previous: tuple[Path, Mapping[str, Mapping[str, ChunkIndexDict]]] | None,
     *,
-    present: frozenset[str] = frozenset(),
+    served: RepoState | None = None,
     revision: str | None = None,
 ) -> tuple[TreeStats, dict[str, dict[str, ChunkIndexDict]], list[Path]]:
     """Write the trees of ``state`` under ``dest``.
 
     Returns the stats, the chunk index of every tree, and the directories
     whose entries changed (for the caller to fsync).  ``previous`` is an
-    earlier generation's directory and chunk index; ``present`` the checksums
-    known to be under ``packages`` already (the current generation's), which
-    are not looked at.
+    earlier generation's directory and chunk index; ``served`` the state of
+    the current generation (``previous``'s, when both are given), whose files
+    are known to be under ``packages`` already and whose trees were checked
+    for clashes when it was published.
+
+    Memory follows the change, not the repository (the process holds two
+    states of 20,000 builds already): the packages to link and check are
+    those of the builds that are not ``served``'s very same entries, found by
+    one lookup per build, with no set or index of every checksum.
     """
-    # no state.artifacts(): it sorts, and order does not matter here
-    every = [a for entry in state.builds.values() for a in entry.artifacts]
     new: dict[str, Artifact] = {}
-    for artifact in every:
-        if artifact.checksum not in present:
-            new.setdefault(artifact.checksum, artifact)
+    old_builds = served.builds if served is not None else {}
+    for name, entry in state.builds.items():
+        if old_builds.get(name) is not entry:
+            for artifact in entry.artifacts:
+                new.setdefault(artifact.checksum, artifact)
     touched = _store_packages(new, pool, packages)
     everything: dict[str, Artifact] = {}
 
@@ -77,7 +83,7 @@ def write_generation(
         if checksum in new:
             return new[checksum]
         if not everything:
-            everything.update((a.checksum, a) for a in every)
+            everything.update((a.checksum, a) for e in state.builds.values() for a in e.artifacts)
         return everything[checksum]
 
     source = SnippetSource(
@@ -85,49 +91,96 @@ def write_generation(
         href=lambda c: pooled_href(artifact_of(c)),
     )
     stats = TreeStats()
-    reused: set[str] = set()
     index: dict[str, dict[str, ChunkIndexDict]] = {}
     dest.mkdir(parents=True, exist_ok=True)
     trees = list(dict.fromkeys(arches))
-    if any(a.is_source for a in every):
+    if any(a.is_source for e in state.builds.values() for a in e.artifacts):
         trees.append(SOURCE_TREE)
     for tree in trees:
-        if tree == SOURCE_TREE:
-            artifacts = [a for a in every if a.is_source]
-        else:
-            artifacts = [a for a in every if not a.is_source and a.arch in (tree, "noarch")]
-        _refuse_clashes(tree, artifacts)
+        if served is not None and previous is not None and tree in previous[1]:
+            fresh = [a for a in new.values() if _belongs(a, tree)]
+        else:  # a tree the served generation did not have: nothing of it was checked
+            fresh = list(_in_tree(state, tree))
+        _refuse_clashes(tree, fresh, _in_tree(state, tree))
+        del fresh
         tree_dir = dest / tree
         tree_dir.mkdir()
         os.symlink(os.path.relpath(packages, tree_dir), tree_dir / "Packages")
         old = None
         if previous is not None and tree in previous[1]:
             old = (previous[0] / tree / "repodata", previous[1][tree])
-        checksums = [a.checksum for a in artifacts]
-        index[tree], tree_reused = write_tree_metadata(
+        checksums = [a.checksum for a in _in_tree(state, tree)]
+        index[tree], stats.packages[tree] = write_tree_metadata(
             tree_dir / "repodata", checksums, source, old, revision
         )
-        reused |= tree_reused
-        stats.packages[tree] = len(set(checksums))
+        del checksums
         touched += [tree_dir, tree_dir / "repodata"]
+    # every package a tree holds was either reused or read (source.read), so the
+    # distinct files reused are the distinct files placed less those read
     stats.read = len(source.read)
-    stats.reused = len(reused - source.read)
+    stats.reused = _distinct(state, stats.packages) - stats.read
     touched.append(dest)
     return stats, index, touched
 
 
-def _refuse_clashes(tree: str, artifacts: list[Artifact]) -> None:
-    """Two different RPMs with one file name would be one NEVRA twice for dnf."""
-    # keyed by a hash, not the file name: no 20k new strings for a large repository
-    seen: dict[int, Artifact] = {}
+def _distinct(state: RepoState, per_tree: Mapping[str, int]) -> int:
+    """Distinct files in the trees, from the distinct files of each (``per_tree``).
+
+    Trees share only noarch files, which every arch tree holds: with ``k`` arch
+    trees, each distinct noarch file is counted ``k`` times in the sum.  (A set of
+    every checksum would say the same at 2 MiB for 20,000 packages.)
+    """
+    arch_trees = sum(1 for tree in per_tree if tree != SOURCE_TREE)
+    total = sum(per_tree.values())
+    if arch_trees <= 1:
+        return total
+    noarch = {a.checksum for e in state.builds.values() for a in e.artifacts if a.arch == "noarch"}
+    return total - (arch_trees - 1) * len(noarch)
+
+
+def _belongs(artifact: Artifact, tree: str) -> bool:
+    """Whether ``artifact`` goes in ``tree``: SRPMs in ``src``, else arch + noarch."""
+    if tree == SOURCE_TREE:
+        return artifact.is_source
+    return not artifact.is_source and artifact.arch in (tree, "noarch")
+
+
+def _in_tree(state: RepoState, tree: str) -> Iterator[Artifact]:
+    # a generator, not a list: 20,000 references less at the peak, for one more pass
+    for entry in state.builds.values():
+        for artifact in entry.artifacts:
+            if _belongs(artifact, tree):
+                yield artifact
+
+
+def _refuse_clashes(tree: str, new: list[Artifact], artifacts: Iterable[Artifact]) -> None:
+    """Two different RPMs with one file name would be one NEVRA twice for dnf.
+
+    Only a new package can clash: the served generation's trees had none.  So
+    the file names of the new ones are indexed, and every package of the tree
+    looked up there (no index of 20,000 file names for a large repository).
+    """
+    fresh: dict[tuple[str, str, str, str], Artifact] = {}
+    for artifact in new:
+        key = (artifact.name, artifact.version, artifact.release, artifact.arch)
+        _refuse_pair(tree, fresh.setdefault(key, artifact), artifact)
+    if not fresh:
+        return
+    names = {name for name, _, _, _ in fresh}  # a str's hash is cached; a tuple's is not
     for artifact in artifacts:
-        key = hash((artifact.name, artifact.version, artifact.release, artifact.arch))
-        other = seen.setdefault(key, artifact)
-        if other.checksum != artifact.checksum and other.filename == artifact.filename:
-            raise RepoTreeError(
-                f"{tree}: two different RPMs named {artifact.filename} "
-                f"({other.checksum[:12]}, {artifact.checksum[:12]})"
-            )
+        if artifact.name in names:
+            key = (artifact.name, artifact.version, artifact.release, artifact.arch)
+            other = fresh.get(key)
+            if other is not None:
+                _refuse_pair(tree, other, artifact)
+
+
+def _refuse_pair(tree: str, one: Artifact, other: Artifact) -> None:
+    if one.checksum != other.checksum and one.filename == other.filename:
+        raise RepoTreeError(
+            f"{tree}: two different RPMs named {other.filename} "
+            f"({one.checksum[:12]}, {other.checksum[:12]})"
+        )
 
 
 def _store_packages(new: Mapping[str, Artifact], pool: Pool, packages: Path) -> list[Path]:

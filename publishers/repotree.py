@@ -23,51 +23,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
 
+from publishers.trees import SOURCE_TREE, RepoTreeError, TreeStats
 from repo_state import typed_createrepo_c as cr
 from repo_state.pool import Pool
 from repo_state.state import Artifact, RepoState
 
 log = logging.getLogger(__name__)
 
-#: the tree SRPMs go to
-SOURCE_TREE = "src"
 _METADATA_TYPES = ("primary", "filelists", "other")
 # gzip rather than createrepo_c's zstd default: every dnf/yum still in use
 # reads it, and the files are small next to the RPMs.
 _COMPRESSION = cr.GZ_COMPRESSION
 _CHECKSUM = cr.SHA256
-
-
-class TreeStatsDict(TypedDict):
-    read: int
-    reused: int
-    packages: dict[str, int]
-
-
-@dataclass
-class TreeStats:
-    """How a tree's metadata was obtained; counts are of distinct RPM files.
-
-    A ``noarch`` package sits in every arch tree but is counted once.
-    """
-
-    #: RPMs whose header was read with ``createrepo_c.package_from_rpm``
-    read: int = 0
-    #: RPMs whose metadata was copied from the ``reuse`` tree
-    reused: int = 0
-    #: package entries per tree (``{"x86_64": 12, "src": 5}``)
-    packages: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> TreeStatsDict:
-        return {"read": self.read, "reused": self.reused, "packages": dict(self.packages)}
-
-
-class RepoTreeError(Exception):
-    """The state cannot be laid out as a repository (e.g. two files, one name)."""
 
 
 class _ReuseFailed(Exception):

@@ -9,7 +9,6 @@ temporary file behind.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import stat
@@ -23,6 +22,8 @@ _CHUNK = 1 << 20
 
 
 def sha256_file(path: Path) -> str:
+    import hashlib  # here: a publishing process never hashes a whole RPM (repo_state.sha256)
+
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
@@ -75,6 +76,8 @@ class Pool:
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".add-")
         try:
+            import hashlib  # see sha256_file
+
             digest = hashlib.sha256()
             with (
                 open(fd, "wb") as out,

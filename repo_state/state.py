@@ -20,15 +20,64 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from sys import intern
-from typing import SupportsIndex, SupportsInt
+from typing import Any, ClassVar, NoReturn, SupportsIndex, SupportsInt
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class Artifact:
-    """One RPM file, identified by its content (``checksum`` is its sha256)."""
+class FrozenError(AttributeError):
+    """An attempt to change an immutable repo-state object."""
 
+
+class _Frozen:
+    """Immutable slotted objects.
+
+    The classes below are what ``@dataclass(frozen=True, slots=True)`` (and
+    ``order=True`` for :class:`Artifact`) would generate, written out: the
+    publishing process imports this module, and ``dataclasses`` imports
+    ``inspect`` (with ``ast``, ``dis``, ``tokenize``), about 1 MiB of a process
+    that publishes into 20,000 packages in about 45 (docs/publishing.md).
+    """
+
+    __slots__ = ()
+    #: the fields, in the constructor's order (``_values()``'s)
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise FrozenError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise FrozenError(f"cannot delete field {name!r}")
+
+    def _values(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _Frozen)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __reduce__(self) -> tuple[type[_Frozen], tuple[Any, ...]]:
+        # pickle and copy through the constructor (__setattr__ refuses)
+        return self.__class__, self._values()
+
+    def __repr__(self) -> str:
+        pairs = zip(self._fields, self._values(), strict=True)
+        shown = [f"{name}={value!r}" for name, value in pairs]
+        return f"{self.__class__.__name__}({', '.join(shown)})"
+
+
+class Artifact(_Frozen):
+    """One RPM file, identified by its content (``checksum`` is its sha256).
+
+    Ordered by its fields in turn (name first), as a dataclass with ``order=True``.
+    """
+
+    _fields = ("name", "epoch", "version", "release", "arch", "sourcerpm", "checksum", "size")
+    __slots__ = _fields
     name: str
     epoch: int
     version: str
@@ -36,7 +85,76 @@ class Artifact:
     arch: str
     sourcerpm: str
     checksum: str
-    size: int = 0
+    size: int
+
+    def __init__(
+        self,
+        name: str,
+        epoch: int,
+        version: str,
+        release: str,
+        arch: str,
+        sourcerpm: str,
+        checksum: str,
+        size: int = 0,
+    ) -> None:
+        put = object.__setattr__
+        put(self, "name", name)
+        put(self, "epoch", epoch)
+        put(self, "version", version)
+        put(self, "release", release)
+        put(self, "arch", arch)
+        put(self, "sourcerpm", sourcerpm)
+        put(self, "checksum", checksum)
+        put(self, "size", size)
+
+    def _values(self) -> tuple[str, int, str, str, str, str, str, int]:
+        return (
+            self.name,
+            self.epoch,
+            self.version,
+            self.release,
+            self.arch,
+            self.sourcerpm,
+            self.checksum,
+            self.size,
+        )
+
+    def __lt__(self, other: Artifact) -> bool:
+        if other.__class__ is not Artifact:
+            return NotImplemented
+        # name first, and the tuples only when the names tie: sorting 20,000 is
+        # as fast as with the dataclass's generated method
+        if self.name != other.name:
+            return self.name < other.name
+        return self._values() < other._values()
+
+    def __le__(self, other: Artifact) -> bool:
+        if other.__class__ is not Artifact:
+            return NotImplemented
+        # name first, and the tuples only when the names tie: sorting 20,000 is
+        # as fast as with the dataclass's generated method
+        if self.name != other.name:
+            return self.name <= other.name
+        return self._values() <= other._values()
+
+    def __gt__(self, other: Artifact) -> bool:
+        if other.__class__ is not Artifact:
+            return NotImplemented
+        # name first, and the tuples only when the names tie: sorting 20,000 is
+        # as fast as with the dataclass's generated method
+        if self.name != other.name:
+            return self.name > other.name
+        return self._values() > other._values()
+
+    def __ge__(self, other: Artifact) -> bool:
+        if other.__class__ is not Artifact:
+            return NotImplemented
+        # name first, and the tuples only when the names tie: sorting 20,000 is
+        # as fast as with the dataclass's generated method
+        if self.name != other.name:
+            return self.name >= other.name
+        return self._values() >= other._values()
 
     @property
     def filename(self) -> str:
@@ -65,11 +183,12 @@ class Artifact:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> Artifact:
+    def from_dict(cls, data: Mapping[str, object], source_name: str = "") -> Artifact:
         # interned: a large repository repeats these (noarch, 1.0, el9, a
         # source RPM per subpackage), and states of 20k builds stay in memory
+        name = str(data["name"])
         return cls(
-            name=intern(str(data["name"])),
+            name=source_name if name == source_name else intern(name),
             epoch=_int(data.get("epoch")),
             version=intern(str(data["version"])),
             release=intern(str(data["release"])),
@@ -80,19 +199,40 @@ class Artifact:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class BuildEntry:
+class BuildEntry(_Frozen):
     """One build of one source package as a repository carries it."""
 
+    _fields = ("source_name", "nvr", "artifacts", "origin", "project", "commit")
+    __slots__ = _fields
     source_name: str
     nvr: str
     artifacts: tuple[Artifact, ...]
     #: where the build came from: ``"final:<backend ref>"`` or ``"scratch:<key>"``
-    origin: str = ""
+    origin: str
     #: the project (distgit) and commit it was built from: the source stamp
     #: (empty for builds recorded before rpmgate kept it)
-    project: str = ""
-    commit: str = ""
+    project: str
+    commit: str
+
+    def __init__(
+        self,
+        source_name: str,
+        nvr: str,
+        artifacts: tuple[Artifact, ...],
+        origin: str = "",
+        project: str = "",
+        commit: str = "",
+    ) -> None:
+        put = object.__setattr__
+        put(self, "source_name", source_name)
+        put(self, "nvr", nvr)
+        put(self, "artifacts", artifacts)
+        put(self, "origin", origin)
+        put(self, "project", project)
+        put(self, "commit", commit)
+
+    def _values(self) -> tuple[str, str, tuple[Artifact, ...], str, str, str]:
+        return (self.source_name, self.nvr, self.artifacts, self.origin, self.project, self.commit)
 
     def binary_artifacts(self) -> tuple[Artifact, ...]:
         return tuple(a for a in self.artifacts if not a.is_source)
@@ -112,21 +252,31 @@ class BuildEntry:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> BuildEntry:
+        source_name = str(data["source_name"])
         return cls(
-            source_name=intern(str(data["source_name"])),
+            source_name=source_name,
             nvr=str(data["nvr"]),
             origin=str(data.get("origin") or ""),
             project=intern(str(data.get("project") or "")),
             commit=str(data.get("commit") or ""),
-            artifacts=tuple(Artifact.from_dict(a) for a in _mappings(data.get("artifacts"))),
+            artifacts=tuple(
+                Artifact.from_dict(a, source_name) for a in _mappings(data.get("artifacts"))
+            ),
         )
 
 
-@dataclass(frozen=True)
-class RepoState:
+class RepoState(_Frozen):
     """An immutable mapping of source package name -> :class:`BuildEntry`."""
 
-    builds: Mapping[str, BuildEntry] = field(default_factory=dict)
+    _fields = ("builds",)
+    __slots__ = _fields
+    builds: Mapping[str, BuildEntry]
+
+    def __init__(self, builds: Mapping[str, BuildEntry] | None = None) -> None:
+        object.__setattr__(self, "builds", {} if builds is None else builds)
+
+    def _values(self) -> tuple[Mapping[str, BuildEntry]]:
+        return (self.builds,)
 
     def __iter__(self) -> Iterator[BuildEntry]:
         return iter(self.builds[k] for k in sorted(self.builds))

@@ -354,6 +354,42 @@ async def test_terminated_postgresql_connections_during_batch_commits_lose_no_re
         assert stored[delivery_id] == f"api:change.proposed:{key}"
 
 
+async def test_a_connection_postgresql_ended_while_idle_costs_no_request_a_retry(
+    runtime: Runtime, db_url: str
+) -> None:
+    """Batches go without a pre-ping: a pooled connection the server ended (a restart,
+    an idle timeout) is found dead by the INSERT, and the batch stored on a new one,
+    even for a caller that does not retry (a webhook endpoint: ``tries=1``)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("pg_terminate_backend is PostgreSQL's")
+    assert POSTGRES_URL is not None
+    writer = runtime.deliveries
+    assert (await writer.store("api", "change.proposed", {}, "before"))[1]
+    admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            ended = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :app"
+                ),
+                {"app": make_url(db_url).query["application_name"]},
+            ).scalar_one()
+    finally:
+        admin.dispose()
+    assert ended >= 1
+
+    outcomes = await asyncio.gather(
+        *(writer.store("api", "change.proposed", {}, f"after-{i}", tries=1) for i in range(3))
+    )
+
+    assert all(created for _, created in outcomes)
+    assert writer.faults == 1
+    assert sorted(d.delivery_key for d in rows(runtime.engine)) == sorted(
+        f"api:change.proposed:{k}" for k in ("before", "after-0", "after-1", "after-2")
+    )
+
+
 # -- a bad row -------------------------------------------------------------------------
 
 
@@ -401,13 +437,14 @@ async def test_a_row_the_database_refuses_fails_alone_not_its_batch_mates(
 async def test_a_key_stored_by_another_writer_between_lookup_and_insert_is_a_duplicate(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another process stores one of the batch's keys after the batch looked: the
-    batch's unique key fails, row by row that one answers the other's row (as a
-    concurrent ``store_delivery`` always did), and its batch-mates are created."""
+    """Another process stores one of the batch's keys just before the batch's INSERT:
+    the INSERT skips that key (ON CONFLICT DO NOTHING), which then answers the other's
+    row (as a concurrent ``store_delivery`` always did), and its batch-mates are
+    created, in the same commit."""
     real_now = deliveries.utcnow
     raced: list[str] = []
 
-    def now_after_a_race() -> Any:  # called between the batch's lookup and its INSERT
+    def now_after_a_race() -> Any:  # called as the batch's rows are made, before its INSERT
         if not raced:
             other = Accept.of("api", "change.proposed", {"by": "other"}, "race")
             raced.append(other.delivery_key)
@@ -424,6 +461,7 @@ async def test_a_key_stored_by_another_writer_between_lookup_and_insert_is_a_dup
     )
     assert raced
     assert [created for _, created in outcomes] == [True, False, True, True]
+    assert writer.commits == 1  # not committed row by row: the race broke nothing
     with session(runtime.engine) as s:
         row = s.exec(select(Delivery).where(Delivery.delivery_key == raced[0])).one()
     assert row.payload == '{"by": "other"}' and outcomes[1][0].id == row.id

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import createrepo_c as cr
@@ -14,6 +13,7 @@ import pytest
 
 from publishers import createrepo as createrepo_module
 from publishers import pooled as pooled_module
+from publishers import statefile
 from publishers.createrepo import (
     GenerationConflict,
     OutOfOrder,
@@ -21,9 +21,9 @@ from publishers.createrepo import (
 )
 from publishers.pooled import pooled_href
 from publishers.repotree import RepoTreeError, write_repo_tree
-from publishers.statefile import write_state
+from publishers.statefile import line_checksums, line_names_exactly, served_lines, write_state
 from repo_state.pool import Pool
-from repo_state.state import BuildEntry, RepoState
+from repo_state.state import Artifact, BuildEntry, RepoState
 from tests.rpmfactory import Subpackage, build_entry, build_rpms
 
 GATE = {"item": "item-1", "change": "gerrit:1234,1", "project": "rpms/foo", "kind": "gate"}
@@ -324,6 +324,50 @@ def test_gc_keeps_the_newest_generations(tmp_path, pool, builds):
     assert stored == served
 
 
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
+def test_gc_keeps_a_file_that_moved_to_another_build(tmp_path, pool, builds, cold):
+    publisher = Publisher(tmp_path / "repo", pool, keep=1)
+    publisher.publish(1, state_of(builds, "foo-1", "bar-1"), GATE)
+    # the same RPM files, now carried by a build of another source package
+    moved = BuildEntry("foo-renamed", "foo-renamed-1-1", builds["foo-1"].artifacts)
+    publisher.publish(2, state_of(builds, "bar-1").with_build(moved), GATE)
+    if cold:  # generation 1 is then read from its state file, not from memory
+        publisher = Publisher(tmp_path / "repo", pool, keep=1)
+
+    assert publisher.gc() == [1]
+    stored = {p.parent.name for p in publisher.packages_dir.glob("*/*/*.rpm")}
+    assert stored == {a.checksum for a in publisher.state(2).artifacts(True)}
+
+
+def test_served_lines_read_names_and_checksums_as_written(tmp_path, builds):
+    odd = BuildEntry('we"ird\\name', "n-1-1", builds["foo-1"].artifacts)
+    state = state_of(builds, "bar-1").with_build(odd)
+    write_state(tmp_path / "state.json", state)
+
+    read = {name: line_checksums(line) for name, line in served_lines(tmp_path / "state.json")}
+    assert read == {e.source_name: [a.checksum for a in e.artifacts] for e in state}
+    for name, line in served_lines(tmp_path / "state.json"):
+        checksums = [a.checksum for a in state.builds[name].artifacts]
+        assert line_names_exactly(line, checksums)
+        assert not line_names_exactly(line, checksums[:-1])
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 16])
+def test_named_among_finds_a_checksum_cut_by_a_block_and_no_other(
+    tmp_path, builds, monkeypatch, block
+):
+    monkeypatch.setattr(statefile, "_BLOCK", block)
+    state = state_of(builds, "foo-1", "bar-1")
+    write_state(tmp_path / "state.json", state)
+    served = {a.checksum for a in state.artifacts(True)}
+    absent = {a.checksum for a in builds["foo-2"].artifacts} - served
+
+    for wanted in ({next(iter(served))}, served, absent, served | absent):
+        assert statefile.named_among(tmp_path / "state.json", wanted) == wanted & served
+    many = {f"{i:064x}" for i in range(20)} | served  # more than a few: decoded lines
+    assert statefile.named_among(tmp_path / "state.json", many) == served
+
+
 def test_generations_of_the_hard_linked_layout_are_read_rolled_back_to_and_collected(
     tmp_path, pool, builds
 ):
@@ -419,6 +463,18 @@ def test_repo_tree_refuses_two_different_rpms_with_one_file_name(tmp_path, pool,
         write_repo_tree(state, pool, tmp_path / "tree", ["x86_64"])
 
 
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
+def test_publish_refuses_a_new_rpm_named_like_one_already_served(publisher, builds, pool, cold):
+    publisher.publish(1, state_of(builds, "foo-1", "bar-1"), GATE)
+    if cold:  # the served state read back from disk: no entry is the caller's object
+        publisher = Publisher(publisher.root, pool, arches=publisher.arches)
+    # only the new build is looked at closely; the clash is with a build served already
+    clash = BuildEntry("foo-fork", "foo-1.0-1", builds["foo-1-again"].artifacts)
+    with pytest.raises(RepoTreeError, match=r"foo-1\.0-1\.noarch\.rpm"):
+        publisher.publish(2, publisher.state().with_build(clash), GATE)
+    assert publisher.current().number == 1
+
+
 def test_manifest_names_what_produced_the_generation(publisher, builds):
     state = state_of(builds, "foo-1", "bar-1")
     generation = publisher.publish(1, state, GATE)
@@ -484,7 +540,8 @@ def test_readers_see_a_complete_generation_at_every_instant(tmp_path, pool, buil
 
 def test_a_failed_publish_leaves_the_current_generation_and_no_debris(publisher, builds):
     publisher.publish(1, state_of(builds, "foo-1"), GATE)
-    missing = replace(builds["baz-1"].artifacts[0], checksum="0" * 64)
+    baz = builds["baz-1"].artifacts[0]
+    missing = Artifact(baz.name, baz.epoch, baz.version, baz.release, baz.arch, "", "0" * 64)
     broken = BuildEntry("baz", "baz-1.0-1", (missing,))
 
     with pytest.raises(FileNotFoundError):

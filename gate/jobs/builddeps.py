@@ -36,7 +36,7 @@ from gate.jobs.depsolve import Finding, Trees, Verdict, hint, identity
 from gate.jobs.solvrepo import MetadataError, RepoLoader, arch_subtree, finish_pool
 from gate.registry import NAME_PATTERN
 
-#: the tree SRPMs are in (publishers.repotree.SOURCE_TREE)
+#: the tree SRPMs are in (publishers.trees.SOURCE_TREE)
 SOURCE_TREE = "src"
 _SOURCE_ARCHES = frozenset({"src", "nosrc"})
 
