@@ -17,7 +17,7 @@ from functools import partial
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from gate import transitions
+from gate import item_builds, transitions
 from gate.builds import Builds, scratch_key
 from gate.config import Config
 from gate.faults import until_it_lands
@@ -28,7 +28,7 @@ from gate.plumbing import Plumbing
 from gate.queue_rules import OtherChange, unmet_dependency
 from gate.sources.base import ChangeSource
 from repo_state.db import session
-from repo_state.models import ChangeRow, ItemRow, ProjectRow, utcnow
+from repo_state.models import BuildRow, ChangeRow, ItemRow, ProjectRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -113,40 +113,61 @@ class Attempts:
             await self._merge_failed(item_id, attempt, item.project, reason)
             return
         qcfg = self.config.queues[queue]
-        build_name, target = self.config.build_of(queue)
-        key = scratch_key(item.project, result.tree, target, qcfg.backend, build_name)
-        build = await until_it_lands(
-            partial(
-                self.builds.ensure,
-                purpose="scratch",
-                key=key,
-                project=item.project,
-                backend=qcfg.backend,
-                commit=result.commit,
-                tree=result.tree,
-                target=target,
-                includes=includes,
-            ),
-            f"scratch build of item {item_id}",
-        )
+        builds = self.config.builds_of(queue)
+        made: dict[str, BuildRow] = {}
+        for build_name, target in builds.items():
+            made[build_name] = await until_it_lands(
+                partial(
+                    self.builds.ensure,
+                    purpose="scratch",
+                    key=scratch_key(item.project, result.tree, target, qcfg.backend, build_name),
+                    project=item.project,
+                    backend=qcfg.backend,
+                    commit=result.commit,
+                    tree=result.tree,
+                    target=target,
+                    includes=includes,
+                ),
+                f"scratch build {build_name} of item {item_id}",
+            )
+        first = next(iter(made.values()))
+        if len(made) > 1:
+            package = self.config.package_of(item.project)
+            await until_it_lands(
+                partial(self._record_set, item_id, attempt, package, made),
+                f"builds of item {item_id}",
+            )
         await until_it_lands(
             lambda: self.items.step(
                 item_id,
-                lambda v: transitions.merged(v, key),
+                lambda v: transitions.merged(v, first.key),
                 attempt,
                 merge_commit=result.commit,
                 merge_tree=result.tree,
             ),
             f"item {item_id}",
         )
-        self.plumbing.emit(
-            "item",
-            item=item_id,
-            project=item.project,
-            state="building",
-            build=build.id,
-            reused=build.submissions > 0 or build.state != BuildState.RUNNING,
-        )
+        for build_name, build in made.items():
+            self.plumbing.emit(
+                "item",
+                item=item_id,
+                project=item.project,
+                state="building",
+                build=build.id,
+                reused=build.submissions > 0 or build.state != BuildState.RUNNING,
+                **({"named_build": build_name} if len(made) > 1 else {}),
+            )
+
+    def _record_set(
+        self, item_id: int, attempt: int, package: str, made: dict[str, BuildRow]
+    ) -> None:
+        """The item's scratch builds, one per named build (``gate.item_builds``)."""
+        with session(self.engine) as s:
+            for build_name, build in made.items():
+                item_builds.record(
+                    s, item_id, attempt, build_name, package, "scratch", build.id or 0
+                )
+            s.commit()
 
     async def _conflicting(
         self,

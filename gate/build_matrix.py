@@ -40,6 +40,9 @@ class NamedBuildConfig(_Strict):
 
     #: Koji: the build target; local: a label (part of the key); default: the queue's ``target``
     target: Annotated[str, Field(min_length=1, pattern=r"^[^-\s][^\s]*$")] | None = None
+    #: the publisher its final builds are published by (default: the queue's ``repo``;
+    #: two builds of a queue never share one)
+    repo: str | None = None
 
 
 class MatrixEntry(_Strict):
@@ -71,6 +74,13 @@ def build_targets(
     if not builds:
         return {DEFAULT_BUILD: queue_target}
     return {name: b.target or queue_target for name, b in builds.items()}
+
+
+def build_repos(builds: Mapping[str, NamedBuildConfig] | None, queue_repo: str) -> dict[str, str]:
+    """Name -> publisher of every build of a queue, in config order."""
+    if not builds:
+        return {DEFAULT_BUILD: queue_repo}
+    return {name: b.repo or queue_repo for name, b in builds.items()}
 
 
 def job_runs(

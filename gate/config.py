@@ -15,6 +15,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,7 +36,13 @@ from pydantic import (
 )
 
 import gate.drivers  # noqa: F401 - registers the built-in drivers
-from gate.build_matrix import BUILD_NAME_PATTERN, NamedBuildConfig, build_problems, build_targets
+from gate.build_matrix import (
+    BUILD_NAME_PATTERN,
+    NamedBuildConfig,
+    build_problems,
+    build_repos,
+    build_targets,
+)
 from gate.builders.local import LocalBackendConfig
 from gate.jobs.base import JobConfig
 from gate.jobs.dependencies import RepoclosureJobConfig
@@ -468,6 +475,7 @@ class Config(_Strict):
                 seen[project] = qname
             if queue.repo not in self.publishers:
                 raise _KeyError(f"queues.{qname}.repo", f"unknown publisher {queue.repo!r}")
+            _check_build_repos(qname, queue, self.publishers, self.arches_of(qname))
             if queue.backend not in self.backends:
                 raise _KeyError(f"queues.{qname}.backend", f"unknown backend {queue.backend!r}")
             published = self.publishers[queue.repo].arches
@@ -496,7 +504,9 @@ class Config(_Strict):
                         [problems[0][1], *(f"{key}: {message}" for key, message in problems[1:])]
                     ),
                 )
-        repos = [q.repo for q in self.queues.values()]
+        repos = [
+            r for q in self.queues.values() for r in set(build_repos(q.builds, q.repo).values())
+        ]
         for repo in set(repos):
             if repos.count(repo) > 1:
                 raise _KeyError("queues", f"two queues publish to repository {repo!r}")
@@ -564,8 +574,14 @@ class Config(_Strict):
         return build_targets(qcfg.builds, qcfg.target)
 
     def build_of(self, queue: str) -> tuple[str, str]:
-        """The (name, target) of ``queue``'s build (several are refused at load)."""
+        """The (name, target) of ``queue``'s first build: the one whose rows are the
+        item's own columns (``build_key``, ``final_build_id``; ``gate.item_builds``)."""
         return next(iter(self.builds_of(queue).items()))
+
+    def repos_of(self, queue: str) -> dict[str, str]:
+        """Name -> publisher of each named build of ``queue`` (the first: the queue's ``repo``)."""
+        qcfg = self.queues[queue]
+        return build_repos(qcfg.builds, qcfg.repo)
 
     def build_digest(self, project: str) -> str:
         """A digest of every setting that shapes a build of ``project``: its section,
@@ -582,11 +598,46 @@ class Config(_Strict):
         return hashlib.sha256(encoded).hexdigest()
 
 
+def _check_build_repos(
+    qname: str, queue: QueueConfig, publishers: Mapping[str, Any], arches: tuple[str, ...]
+) -> None:
+    """Each named build publishes to a publisher of its own, with the queue's arch trees.
+
+    The first build publishes to the queue's ``repo`` (its generations are the
+    queue's); another build without ``repo`` would share it, which is refused:
+    two builds of one package in one repository would replace each other.
+    """
+    if not queue.builds:
+        return
+    by_repo: dict[str, str] = {}
+    for name, repo in build_repos(queue.builds, queue.repo).items():
+        key = f"queues.{qname}.builds.{name}.repo"
+        if repo not in publishers:
+            raise _KeyError(key, f"unknown publisher {repo!r}")
+        if repo in by_repo:
+            raise _KeyError(
+                key,
+                f"builds {by_repo[repo]} and {name} both publish to {repo!r}: "
+                "give each named build a publisher of its own (builds.<name>.repo)",
+            )
+        by_repo[repo] = name
+        missing = [a for a in arches if a not in publishers[repo].arches]
+        if missing:
+            raise _KeyError(
+                key,
+                f"publisher {repo} has no tree for {', '.join(missing)} "
+                "(each named build's repository has the queue's arches)",
+            )
+    first = next(iter(queue.builds))
+    if queue.builds[first].repo not in (None, queue.repo):
+        raise _KeyError(
+            f"queues.{qname}.builds.{first}.repo",
+            f"the first named build publishes to the queue's repo {queue.repo!r} "
+            "(its generations are the queue's): leave its repo out",
+        )
+
+
 #: what the daemon does not run yet (issue 12): refused rather than half-run
-SEVERAL_BUILDS = (
-    "{n} named builds: the gate checks them but builds, tests and publishes one "
-    "named build per queue for now (docs/pipelines.md, Named builds)"
-)
 SEVERAL_PACKAGES = (
     "{n} packages: the gate checks their order but builds one package per project "
     "for now (docs/pipelines.md, Package order)"
@@ -597,10 +648,7 @@ def _build_problems(
     where: str, queue: QueueConfig, arches: tuple[str, ...]
 ) -> list[tuple[str, str]]:
     builds = list(build_targets(queue.builds, queue.target))
-    problems = build_problems(where, builds, arches, queue.jobs, queue.pipeline)
-    if len(builds) > 1:
-        problems.append((f"{where}.builds", SEVERAL_BUILDS.format(n=len(builds))))
-    return problems
+    return build_problems(where, builds, arches, queue.jobs, queue.pipeline)
 
 
 def _check_packages(name: str, project: ProjectConfig) -> None:

@@ -13,6 +13,7 @@ import json
 
 from sqlmodel import Session, select
 
+from gate import item_builds
 from gate.builds import build_entry
 from gate.items import base_of, view_of
 from gate.model import BuildState, ItemKind, normalize_base
@@ -25,11 +26,18 @@ class UntestedState(Exception):
     """The state about to be published is not the one the item was tested on."""
 
 
-def item_entry(s: Session, item: ItemRow) -> BuildEntry | None:
-    """The build an item contributes to the states of items behind it."""
+def item_entry(s: Session, item: ItemRow, build_name: str | None = None) -> BuildEntry | None:
+    """The build an item contributes to the states of items behind it.
+
+    ``build_name``: which named build's (``gate.item_builds``); None, the
+    queue's first, whose build rows are the item's own columns.
+    """
     # the final build once it is being merged (or was: a post item); before, the scratch one
     view = view_of(item)
-    if (view.at_tip or view.kind is ItemKind.POST) and item.final_build_id is not None:
+    final = (view.at_tip or view.kind is ItemKind.POST) and item.final_build_id is not None
+    if build_name is not None:
+        row = item_builds.build_for(s, item, "final" if final else "scratch", build_name)
+    elif final:
         row = s.get(BuildRow, item.final_build_id)
     elif item.build_key:
         row = s.exec(
@@ -43,13 +51,21 @@ def item_entry(s: Session, item: ItemRow) -> BuildEntry | None:
 
 
 def speculative_state(
-    s: Session, item: ItemRow, publisher: Publisher, repo: str, *, own: bool = True
+    s: Session,
+    item: ItemRow,
+    publisher: Publisher,
+    repo: str,
+    *,
+    own: bool = True,
+    build_name: str | None = None,
 ) -> RepoState:
     """The package set ``item``'s jobs run against (its current attempt).
 
     ``own=False`` leaves the item's own build out: the *baseline* (published
     generation and everything ahead), which checks compare against to blame an
-    item only for what it breaks.
+    item only for what it breaks.  ``build_name``: the state of that named
+    build (its publisher is ``publisher``, the items' builds of that name);
+    None: the queue's first build, as :func:`item_entry` says.
     """
     base = base_of(item)
     assert base is not None, f"item {item.id} has no attempt"
@@ -61,12 +77,12 @@ def speculative_state(
     layers: list[RepoState | BuildEntry] = [published_state(publisher, base.generation)]
     for ahead_id in base.ahead:
         ahead = s.get(ItemRow, ahead_id)
-        entry = item_entry(s, ahead) if ahead is not None else None
+        entry = item_entry(s, ahead, build_name) if ahead is not None else None
         if entry is None:
             raise LookupError(f"item {ahead_id} ahead of {item.id} has no finished build")
         layers.append(entry)
     if own:
-        entry = item_entry(s, item)
+        entry = item_entry(s, item, build_name)
         if entry is None:
             raise LookupError(f"item {item.id} has no finished build")
         layers.append(entry)
