@@ -424,7 +424,9 @@ class Checks:
         """What the named builds other than the first run on, on their scratch entries
         (``gate.item_builds``); the first's is the item's ``tested_state``."""
         with session(self.engine) as s:
-            entries = item_builds.entries(s, item_id, attempt, "scratch")
+            item = s.get(ItemRow, item_id)
+            purpose = item_builds.tested_purpose(item.kind if item is not None else "")
+            entries = item_builds.entries(s, item_id, attempt, purpose)
             for build_name, state in states.items():
                 entry = entries.get(build_name)
                 if build_name != first and entry is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from gate.model import BuildState, Step
+from gate.model import BuildState, ItemKind, Step
 from repo_state.models import BuildRow, ItemBuildRow, ItemRow
 
 #: what a build's state means as the step of the item that uses it
@@ -138,6 +138,12 @@ def scratch_sets(s: Session, items: Iterable[ItemRow]) -> dict[int, dict[str, Bu
         if build is not None:
             sets.setdefault(r.item_id, {})[r.build_name] = build
     return sets
+
+
+def tested_purpose(kind: str) -> str:
+    """Which entries carry what the item's jobs ran on: a gate item's scratch builds;
+    a post item is tested on its final builds (it was merged already)."""
+    return "final" if kind == ItemKind.POST else "scratch"
 
 
 def aggregate(builds: Mapping[str, BuildRow], order: Iterable[str] = ()) -> Summary:

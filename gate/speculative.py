@@ -101,10 +101,16 @@ def check_tested(items: list[ItemRow], to_publish: RepoState) -> None:
     batch's.  A post item a release engineer forced past its checks, or one
     recorded before post items were tested, has nothing to compare.
     """
-    item = items[-1]
-    if item.tested_state is None or any(i.forced_by for i in items):
+    check_tested_state(items[-1].tested_state, any(i.forced_by for i in items), to_publish)
+
+
+def check_tested_state(tested_state: str | None, forced: bool, to_publish: RepoState) -> None:
+    """I2 for one repository: ``to_publish`` must be ``tested_state`` (RepoState JSON;
+    None, or ``forced``: nothing to compare).  A named build's repository is compared
+    with its own tested state (``item_build.tested_state``)."""
+    if tested_state is None or forced:
         return
-    tested = RepoState.from_json(item.tested_state).nevras()
+    tested = RepoState.from_json(tested_state).nevras()
     published = to_publish.nevras()
     if tested != published:
         missing = sorted(tested - published)[:5]

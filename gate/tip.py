@@ -15,6 +15,7 @@ Step 3, publishing, is ``gate.publishing``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from functools import partial
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from gate import transitions
+from gate import item_builds, transitions
+from gate.build_matrix import DEFAULT_BUILD
 from gate.builds import Builds, final_key
 from gate.config import Config
 from gate.deliveries import store_delivery
@@ -49,6 +51,18 @@ def bootstrap_failure(item: ItemView, failure: str) -> str:
         f"blocked: bootstrap of {item.project} failed: {failure}; it is built again when "
         f"the project's configuration changes, or with `rpmgate retry {item.id}`"
     )
+
+
+def _set_failure(rows: dict[str, BuildRow]) -> str:
+    """Why a set of final (or draft) builds failed, "" when none did: the first
+    failure in the queue's order of builds, naming the build when there are several."""
+    for name, row in rows.items():
+        if row.state != BuildState.PASSED:
+            failure = f"final build failed: {row.reason}" + (
+                f" (log: {row.log})" if row.log else ""
+            )
+            return item_builds.named_failure(name, len(rows) > 1, failure)
+    return ""
 
 
 def record_branch_head(s: Session, project: str, commit: str) -> None:
@@ -80,7 +94,6 @@ class Tip:
 
     async def _final_build(self, queue: str, item_id: int, attempt: int) -> None:
         qcfg = self.config.queues[queue]
-        build_name, target = self.config.build_of(queue)
         with session(self.engine) as s:
             item = s.get(ItemRow, item_id)
             assert item is not None
@@ -98,20 +111,25 @@ class Tip:
         else:
             commit, tree = item.merge_commit or "", item.merge_tree or ""
         self.plumbing.emit("item", item=item_id, project=item.project, state="final-build")
-        row = await until_it_lands(
-            partial(
-                self.builds.ensure,
-                purpose="final",
-                key=final_key(item.project, tree, target, build_name),
-                project=item.project,
-                backend=qcfg.backend,
-                commit=commit,
-                tree=tree,
-                target=target,
-                includes=[item_id],
-            ),
-            f"final build of item {item_id}",
-        )
+        # one final build per named build of the queue (gate.item_builds)
+        made: dict[str, BuildRow] = {}
+        for build_name, target in self.config.builds_of(queue).items():
+            made[build_name] = await until_it_lands(
+                partial(
+                    self.builds.ensure,
+                    purpose="final",
+                    key=final_key(item.project, tree, target, build_name),
+                    project=item.project,
+                    backend=qcfg.backend,
+                    commit=commit,
+                    tree=tree,
+                    target=target,
+                    includes=[item_id],
+                ),
+                f"final build {build_name} of item {item_id}",
+            )
+        await self._record_set(item_id, item.attempt, item.project, "final", made)
+        row = next(iter(made.values()))
         digest = self.config.build_digest(item.project)
         await until_it_lands(
             partial(self.items.update, item_id, final_build_id=row.id, config_digest=digest),
@@ -120,16 +138,10 @@ class Tip:
         await self.await_final(item_id, attempt, row.id or 0)
 
     async def await_final(self, item_id: int, attempt: int, build_id: int) -> None:
-        while True:
-            row = await until_it_lands(partial(self._build, build_id), f"item {item_id}")
-            if row.state != BuildState.RUNNING:
-                break
-            await self.builds.finished(build_id)
-        failure = (
-            ""
-            if row.state == BuildState.PASSED
-            else (f"final build failed: {row.reason}" + (f" (log: {row.log})" if row.log else ""))
-        )
+        """Wait for the item's final builds (``build_id``: the first named build's) and
+        record their outcome: passed when all passed, failed as soon as one failed."""
+        rows = await self._await_set(item_id, attempt, "final", build_id)
+        failure = _set_failure(rows)
         item = await until_it_lands(
             lambda: self.items.step(
                 item_id,
@@ -145,9 +157,59 @@ class Tip:
             item=item_id,
             project=item.project,
             state="final-built" if not failure else "final-failed",
-            nvr=row.nvr,
+            nvr=next(iter(rows.values())).nvr,
             reason=failure,
         )
+
+    async def _record_set(
+        self, item_id: int, attempt: int, project: str, purpose: str, made: dict[str, BuildRow]
+    ) -> None:
+        """The item's builds of ``purpose``, one per named build (``gate.item_builds``);
+        a queue of one build has only the item's own column."""
+        if len(made) < 2:
+            return
+        package = self.config.package_of(project)
+
+        def record() -> None:
+            with session(self.engine) as s:
+                for name, build in made.items():
+                    item_builds.record(s, item_id, attempt, name, package, purpose, build.id or 0)
+                s.commit()
+
+        await until_it_lands(record, f"{purpose} builds of item {item_id}")
+
+    async def _await_set(
+        self, item_id: int, attempt: int, purpose: str, build_id: int
+    ) -> dict[str, BuildRow]:
+        """The builds of ``purpose`` of the item's set once none runs, or one failed."""
+        ids = await until_it_lands(
+            partial(self._set_ids, item_id, attempt, purpose, build_id), f"item {item_id}"
+        )
+        while True:
+            rows = {
+                name: await until_it_lands(partial(self._build, bid), f"item {item_id}")
+                for name, bid in ids.items()
+            }
+            running = [r.id or 0 for r in rows.values() if r.state == BuildState.RUNNING]
+            ended = [r for r in rows.values() if r.state != BuildState.RUNNING]
+            if not running or any(r.state != BuildState.PASSED for r in ended):
+                return rows
+            waits = [asyncio.ensure_future(self.builds.finished(i)) for i in running]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    def _set_ids(self, item_id: int, attempt: int, purpose: str, build_id: int) -> dict[str, int]:
+        with session(self.engine) as s:
+            item = s.get(ItemRow, item_id)
+            names = list(self.config.builds_of(item.queue)) if item is not None else []
+            found = item_builds.entries(s, item_id, attempt, purpose)
+        ids = {n: found[n].build_id for n in names if n in found}
+        first = names[0] if names else DEFAULT_BUILD
+        # the item's own column names the first build (all there is with one build)
+        return {first: build_id, **{n: i for n, i in ids.items() if n != first}}
 
     def _build(self, build_id: int) -> BuildRow:
         with session(self.engine) as s:
@@ -169,25 +231,29 @@ class Tip:
 
     async def _draft(self, queue: str, item_id: int, attempt: int) -> None:
         qcfg = self.config.queues[queue]
-        build_name, target = self.config.build_of(queue)
         item = await until_it_lands(partial(self.items.get, item_id), f"item {item_id}")
         tree = item.merge_tree or ""
         self.plumbing.emit("item", item=item_id, project=item.project, state="draft-build")
-        # keyed by the tree: a new attempt on the same tree gets this draft back
-        row = await until_it_lands(
-            partial(
-                self.builds.ensure,
-                purpose="draft",
-                key=final_key(item.project, tree, target, build_name),
-                project=item.project,
-                backend=qcfg.backend,
-                commit=item.merge_commit or "",
-                tree=tree,
-                target=target,
-                includes=[item_id],
-            ),
-            f"draft build of item {item_id}",
-        )
+        # keyed by the tree: a new attempt on the same tree gets this draft back;
+        # one per named build of the queue
+        made: dict[str, BuildRow] = {}
+        for build_name, target in self.config.builds_of(queue).items():
+            made[build_name] = await until_it_lands(
+                partial(
+                    self.builds.ensure,
+                    purpose="draft",
+                    key=final_key(item.project, tree, target, build_name),
+                    project=item.project,
+                    backend=qcfg.backend,
+                    commit=item.merge_commit or "",
+                    tree=tree,
+                    target=target,
+                    includes=[item_id],
+                ),
+                f"draft build {build_name} of item {item_id}",
+            )
+        await self._record_set(item_id, attempt, item.project, "draft", made)
+        row = next(iter(made.values()))
         updated = await until_it_lands(
             partial(self.items.update, item_id, attempt, draft_build_id=row.id),
             f"item {item_id}",
@@ -197,16 +263,8 @@ class Tip:
         await self.await_draft(item_id, attempt, row.id or 0)
 
     async def await_draft(self, item_id: int, attempt: int, build_id: int) -> None:
-        while True:
-            row = await until_it_lands(partial(self._build, build_id), f"item {item_id}")
-            if row.state != BuildState.RUNNING:
-                break
-            await self.builds.finished(build_id)
-        failure = (
-            ""
-            if row.state == BuildState.PASSED
-            else (f"final build failed: {row.reason}" + (f" (log: {row.log})" if row.log else ""))
-        )
+        rows = await self._await_set(item_id, attempt, "draft", build_id)
+        failure = _set_failure(rows)
         item = await until_it_lands(
             lambda: self.items.step(
                 item_id, lambda v: transitions.draft_finished(v, failure), attempt
@@ -219,7 +277,7 @@ class Tip:
                 item=item_id,
                 project=item.project,
                 state="draft-built" if not failure else "final-failed",
-                nvr=row.nvr,
+                nvr=next(iter(rows.values())).nvr,
                 reason=failure,
             )
 
@@ -239,7 +297,14 @@ class Tip:
         item = await until_it_lands(partial(self.items.get, item_id), f"item {item_id}")
         assert item.draft_build_id is not None
         self.plumbing.emit("item", item=item_id, project=item.project, state="promote")
-        final = await self.builds.promote(item.draft_build_id)
+        drafts = await until_it_lands(
+            partial(self._set_ids, item_id, attempt, "draft", item.draft_build_id),
+            f"item {item_id}",
+        )
+        # every named build's draft is promoted; the first's final is the item's own
+        finals = {name: await self.builds.promote(draft) for name, draft in drafts.items()}
+        await self._record_set(item_id, attempt, item.project, "final", finals)
+        final = next(iter(finals.values()))
         digest = self.config.build_digest(item.project)
         await until_it_lands(
             partial(

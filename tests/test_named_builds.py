@@ -7,6 +7,7 @@ Koji with its own target runs through the real gate against the fake hub.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from gate.demo_world import PackageSpec, World
 from gate.jobs.command import CommandJobConfig
 from gate.pipeline import arch_stages
 from repo_state.db import session
-from repo_state.models import BuildRow
+from repo_state.models import BuildRow, GenerationRow, ItemBuildRow, ItemRow, JobRunRow
 from tests.conftest import propose
 from tests.invariants import check_invariants, results
 from tests.koji_gate import koji_config_doc, start_hub
@@ -31,7 +32,9 @@ def _doc(tmp_path: Path, **queue: Any) -> dict[str, Any]:
     return {
         "state_dir": str(tmp_path / "state"),
         "publishers": {
-            "liberty": {"root": str(tmp_path / "repo"), "arches": ["x86_64", "aarch64"]}
+            "liberty": {"root": str(tmp_path / "repo"), "arches": ["x86_64", "aarch64"]},
+            "liberty-el9": {"root": str(tmp_path / "el9"), "arches": ["x86_64", "aarch64"]},
+            "narrow": {"root": str(tmp_path / "narrow"), "arches": ["x86_64"]},
         },
         "projects": {"nova": {"git": str(tmp_path / "nova.git")}},
         "queues": {
@@ -124,8 +127,22 @@ def test_a_named_build_has_its_own_target_and_a_job_may_name_it(tmp_path: Path) 
         ),
         (
             {"builds": {"el9": {"target": "c9"}, "el10": {"target": "c10"}}},
-            "queues.liberty.builds: 2 named builds: the gate checks them but builds, tests "
-            "and publishes one named build per queue for now",
+            "queues.liberty.builds.el10.repo: builds el9 and el10 both publish to 'liberty': "
+            "give each named build a publisher of its own (builds.<name>.repo)",
+        ),
+        (
+            {"builds": {"el9": {"target": "c9"}, "el10": {"target": "c10", "repo": "nope"}}},
+            "queues.liberty.builds.el10.repo: unknown publisher 'nope'",
+        ),
+        (
+            {"builds": {"el9": {"repo": "liberty-el9"}, "el10": {}}},
+            "queues.liberty.builds.el9.repo: the first named build publishes to the queue's "
+            "repo 'liberty' (its generations are the queue's): leave its repo out",
+        ),
+        (
+            {"builds": {"el9": {}, "el10": {"repo": "narrow"}}},
+            "queues.liberty.builds.el10.repo: publisher narrow has no tree for aarch64 "
+            "(each named build's repository has the queue's arches)",
         ),
     ],
 )
@@ -299,6 +316,105 @@ async def test_a_job_naming_the_queues_build_runs_against_it_and_a_matrix_on_its
             "install-test el9 aarch64",
             "install-test el9 x86_64",
             "packstack el9 x86_64",
+        ]
+        check_invariants(gate)
+    finally:
+        await gate.stop()
+
+
+# --- several named builds in one queue (local backend, real rpmbuild) -----------------------
+
+
+def _two_builds(world: World, record: str) -> dict[str, Any]:
+    doc = world.config()
+    doc["publishers"]["liberty-el10"] = {
+        "root": str(world.root / "repos" / "liberty-el10"),
+        "arches": ["x86_64"],
+        "keep": 10,
+    }
+    doc["queues"]["liberty"].update(
+        builds={
+            "el9": {"target": "el9-label"},
+            "el10": {"target": "el10-label", "repo": "liberty-el10"},
+        },
+        jobs=["repoclosure", {"name": "install-test", "command": record, "builds": ["el9"]}],
+        pipeline=[["repoclosure"], ["install-test"]],
+    )
+    return doc
+
+
+@pytest.mark.slow
+async def test_two_named_builds_each_get_their_repository_jobs_final_build_and_publisher(
+    world: World, tmp_path: Path
+) -> None:
+    """Each change is built once per named build; a job naming el9 is given el9's
+    repository only; the tip makes both final builds; both publishers get generation N."""
+    d = tmp_path / "ctl"
+    d.mkdir()
+    record = f'echo "$RPMGATE_BUILD $RPMGATE_ARCH $RPMGATE_ARCH_REPO_PATH" >> {d}/runs.log'
+    gate = Gate(parse_config(_two_builds(world, record)))
+    await gate.start()
+    try:
+        await gate.wait_idle(180)
+        propose(gate, world, "nova", PackageSpec("nova", "12.0.1"), "A")
+        gate.wake()
+        await gate.wait_idle(240)
+        assert results(gate) == {"merged": ["A"]}
+        for repo in ("liberty", "liberty-el10"):
+            assert gate.publishers[repo].state().nvrs()["nova"] == "nova-12.0.1-1", repo
+        with session(gate.engine) as s:
+            item = s.exec(select(ItemRow).where(ItemRow.kind == "gate")).one()
+            sets = {
+                (e.purpose, e.build_name): s.get(BuildRow, e.build_id)
+                for e in s.exec(select(ItemBuildRow).where(ItemBuildRow.item_id == item.id))
+            }
+            generations = {
+                (g.repo, g.number)
+                for g in s.exec(select(GenerationRow))
+                if json.loads(g.items) == [item.id]
+            }
+            runs = s.exec(
+                select(JobRunRow).where(
+                    JobRunRow.item_id == item.id, JobRunRow.attempt == item.attempt
+                )
+            ).all()
+        # the local backend has drafts: each named build's final build is its promoted draft
+        purposes = ("scratch", "draft", "final")
+        assert set(sets) == {(p, b) for p in purposes for b in ("el9", "el10")}
+        for name in ("el9", "el10"):
+            draft, final = sets[("draft", name)], sets[("final", name)]
+            assert draft is not None and final is not None
+            assert final.task_ref == f"promoted:{draft.task_ref}"
+        for (purpose, name), build in sets.items():
+            assert build is not None and build.state == "passed"
+            assert build.target == f"{name}-label"
+            expected = (
+                scratch_key(build.project, build.tree, build.target, "local", name)
+                if purpose == "scratch"
+                else final_key(build.project, build.tree, build.target, name)
+            )
+            assert build.key == expected
+        # the item's own columns name the first build, as with one build
+        assert item.final_build_id == sets[("final", "el9")].id
+        assert item.build_key == sets[("scratch", "el9")].key
+        # one generation per named build's publisher, with the same number
+        assert {r for r, _ in generations} == {"liberty", "liberty-el10"}
+        assert len({n for _, n in generations}) == 1
+        # repoclosure ran on both builds' repositories, install-test on el9's only
+        assert sorted((r.name, r.build) for r in runs) == [
+            ("install-test", "el9"),
+            ("repoclosure", "el10"),
+            ("repoclosure", "el9"),
+        ]
+        # (the bootstrap post items ran it too, each on its el9 repository)
+        lines = [line.split() for line in (d / "runs.log").read_text().splitlines()]
+        assert lines and all(build == "el9" and "/el9/" in path for build, _, path in lines)
+        assert [ln for ln in lines if f"/speculative/{item.id}-{item.attempt}/" in ln[2]] == [
+            [
+                "el9",
+                "x86_64",
+                str(world.root / f"state/speculative/{item.id}-{item.attempt}/el9/x86_64"),
+            ]
         ]
         check_invariants(gate)
     finally:

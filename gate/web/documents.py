@@ -114,6 +114,8 @@ class JobDoc(Document):
     #: which try of the job on this arch in this attempt, of how many
     try_number: int
     tries: int
+    #: the named build whose repository it tested ("" in a queue of one build)
+    build: str = ""
     #: passed, but only on a retry (``try_number`` > 1)
     flaky: bool
     #: running | passed | failed | canceled
@@ -139,6 +141,15 @@ class MergeDoc(Document):
     tree: str | None
 
 
+class NamedBuildDoc(Document):
+    """One named build of an item in a queue of several (docs/pipelines.md)."""
+
+    #: its scratch build of the current attempt (a post item has none)
+    build: BuildDoc | None
+    #: its final build, once the item is at the tip
+    final_build: BuildDoc | None
+
+
 class TipDoc(Document):
     step: str
     state: str
@@ -159,6 +170,9 @@ class ItemDoc(Document):
     merge: MergeDoc
     build: BuildDoc | None
     final_build: BuildDoc | None
+    #: per named build, in a queue of several (``build``/``final_build`` are the first's);
+    #: null in a queue of one build
+    builds: dict[str, NamedBuildDoc] | None = None
     jobs: list[JobDoc]
     #: "install-test (x86_64): flaky: passed on try 2 of 3", one per flaky pass
     flaky: list[str]
