@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,13 @@ from gate.build_matrix import DEFAULT_BUILD, build_problems, job_runs
 from gate.builds import final_key, scratch_key
 from gate.config import ConfigError, parse_config
 from gate.daemon import Gate
-from gate.demo_world import PackageSpec, World
+from gate.demo_world import INITIAL, PackageSpec, World
 from gate.jobs.command import CommandJobConfig
 from gate.pipeline import arch_stages
 from repo_state.db import session
 from repo_state.models import BuildRow, GenerationRow, ItemBuildRow, ItemRow, JobRunRow
 from tests.conftest import propose
+from tests.fakekoji.builder import Failure
 from tests.invariants import check_invariants, results
 from tests.koji_gate import koji_config_doc, start_hub
 
@@ -419,3 +421,101 @@ async def test_two_named_builds_each_get_their_repository_jobs_final_build_and_p
         check_invariants(gate)
     finally:
         await gate.stop()
+
+
+#: a Release with the build tag's dist tag
+DIST = "1%{?dist}"
+
+
+@pytest.mark.slow
+async def test_koji_builds_each_named_build_on_its_target_and_one_failure_rejects_the_item(
+    tmp_path: Path,
+) -> None:
+    """Two named builds on the fake hub: every build task of a change names its
+    build's target; an el10 build failure rejects the change (nothing of it merged
+    or published in either repository) and the item behind is tested again without it."""
+    # Koji builds an NVR once: each target's build tag gives its own %{dist}
+    # (rpm.macro.dist, as Fedora's and CentOS's build tags do)
+    initial = {name: replace(spec, release=DIST) for name, spec in INITIAL.items()}
+    world = World(tmp_path / "world", projects=initial).create()
+    fk = start_hub(tmp_path / "hub", world)
+    try:
+
+        def targets() -> None:
+            for dist in ("c9s", "c10s"):
+                fk.hub.add_tag(f"{dist}-build", **{"rpm.macro.dist": f".el{dist[1:-1]}"})
+                fk.hub.add_tag(f"{dist}-candidate")
+                fk.hub.add_target(
+                    f"cloud{dist[1:]}-candidate", f"{dist}-build", f"{dist}-candidate"
+                )
+                for name in world.projects:
+                    fk.hub.add_package(f"{dist}-candidate", name)
+            fk.hub.builder.allow_srpm_final = True
+
+        fk.run(targets)
+        doc = koji_config_doc(world, fk)
+        doc["publishers"]["liberty-el10"] = {
+            "root": str(world.root / "repos" / "liberty-el10"),
+            "arches": ["x86_64"],
+        }
+        doc["queues"]["liberty"]["builds"] = {
+            "el9": {"target": "cloud9s-candidate"},
+            "el10": {"target": "cloud10s-candidate", "repo": "liberty-el10"},
+        }
+        gate = Gate(parse_config(doc))
+        await gate.start()
+        try:
+            await gate.wait_idle(180)
+            propose(gate, world, "nova", PackageSpec("nova", "12.0.1", DIST), "A")
+            gate.wake()
+            await gate.wait_idle(180)
+            assert results(gate) == {"merged": ["A"]}
+            for repo, dist in (("liberty", "el9"), ("liberty-el10", "el10")):
+                assert gate.publishers[repo].state().nvrs()["nova"] == f"nova-12.0.1-1.{dist}"
+
+            def build_tasks() -> list[tuple[str, bool]]:
+                return [
+                    (str(t.request[1]), bool((t.request[2] or {}).get("scratch")))
+                    for t in fk.hub.state.tasks.values()
+                    if t.method == "build"
+                ]
+
+            # a scratch and a final build per named build, each on its target
+            # (bootstrap post items: final builds of every project on both targets)
+            tasks = fk.run(build_tasks)
+            assert sorted(set(tasks)) == [
+                ("cloud10s-candidate", False),
+                ("cloud10s-candidate", True),
+                ("cloud9s-candidate", False),
+                ("cloud9s-candidate", True),
+            ]
+            assert tasks.count(("cloud9s-candidate", True)) == 1
+            assert tasks.count(("cloud10s-candidate", True)) == 1
+
+            fk.run(
+                lambda: fk.hub.builder.failures.append(
+                    Failure("buildArch", "el10 only", package="ceilometer", build_tag="c10s-build")
+                )
+            )
+            propose(gate, world, "ceilometer", PackageSpec("ceilometer", "8.0.1", DIST), "B")
+            propose(gate, world, "horizon", PackageSpec("horizon", "9.0.1", DIST), "C")
+            gate.wake()
+            await gate.wait_idle(240)
+            assert results(gate) == {"merged": ["A", "C"], "rejected": ["B"]}
+            with session(gate.engine) as s:
+                items = {
+                    i.project: i for i in s.exec(select(ItemRow).where(ItemRow.kind == "gate"))
+                }
+            b, c = items["ceilometer"], items["horizon"]
+            assert b.failure.startswith("build el10: "), b.failure
+            assert "el10 only" in b.failure
+            assert b.id not in json.loads(c.base_ahead)
+            for repo, dist in (("liberty", "el9"), ("liberty-el10", "el10")):
+                nvrs = gate.publishers[repo].state().nvrs()
+                assert nvrs["ceilometer"] == f"ceilometer-8.0.0-1.{dist}", repo
+                assert nvrs["horizon"] == f"horizon-9.0.1-1.{dist}", repo
+            check_invariants(gate)
+        finally:
+            await gate.stop()
+    finally:
+        fk.stop()
