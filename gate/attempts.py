@@ -21,14 +21,18 @@ from gate import item_builds, transitions
 from gate.builds import Builds, scratch_key
 from gate.config import Config
 from gate.faults import until_it_lands
+from gate.item_builds import Member
 from gate.items import Items, step_owner
 from gate.merger import Merger, MergeResult
 from gate.model import Base, BuildState, ItemKind
+from gate.package_builds import Made, ensure_packages
+from gate.package_plan import MissingSpec
+from gate.packages import PackageOrderError
 from gate.plumbing import Plumbing
 from gate.queue_rules import OtherChange, unmet_dependency
 from gate.sources.base import ChangeSource
 from repo_state.db import session
-from repo_state.models import BuildRow, ChangeRow, ItemRow, ProjectRow, utcnow
+from repo_state.models import ChangeRow, ItemRow, ProjectRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -113,29 +117,32 @@ class Attempts:
             await self._merge_failed(item_id, attempt, item.project, reason)
             return
         qcfg = self.config.queues[queue]
-        builds = self.config.builds_of(queue)
-        made: dict[str, BuildRow] = {}
-        for build_name, target in builds.items():
-            made[build_name] = await until_it_lands(
-                partial(
-                    self.builds.ensure,
+        # one scratch build per (named build, package): the item's set (gate.item_builds)
+        made: dict[Member, Made] = {}
+        try:
+            for build_name, target in self.config.builds_of(queue).items():
+                for m in await ensure_packages(
+                    self.builds,
                     purpose="scratch",
-                    key=scratch_key(item.project, result.tree, target, qcfg.backend, build_name),
+                    key_of=partial(
+                        scratch_key, item.project, result.tree, target, qcfg.backend, build_name
+                    ),
                     project=item.project,
                     backend=qcfg.backend,
                     commit=result.commit,
                     tree=result.tree,
                     target=target,
                     includes=includes,
-                ),
-                f"scratch build {build_name} of item {item_id}",
-            )
-        first = next(iter(made.values()))
+                    what=f"scratch build {build_name} of item {item_id}",
+                ):
+                    made[(build_name, m.package)] = m
+        except (MissingSpec, PackageOrderError) as exc:  # the change's tree cannot be built
+            await self._merge_failed(item_id, attempt, item.project, f"cannot build: {exc}")
+            return
+        first = next(iter(made.values())).row
         if len(made) > 1:
-            package = self.config.package_of(item.project)
             await until_it_lands(
-                partial(self._record_set, item_id, attempt, package, made),
-                f"builds of item {item_id}",
+                partial(self._record_set, item_id, attempt, made), f"builds of item {item_id}"
             )
         await until_it_lands(
             lambda: self.items.step(
@@ -147,25 +154,23 @@ class Attempts:
             ),
             f"item {item_id}",
         )
-        for build_name, build in made.items():
+        for (build_name, package), m in made.items():
             self.plumbing.emit(
                 "item",
                 item=item_id,
                 project=item.project,
                 state="building",
-                build=build.id,
-                reused=build.submissions > 0 or build.state != BuildState.RUNNING,
-                **({"named_build": build_name} if len(made) > 1 else {}),
+                build=m.row.id,
+                reused=m.reused or m.row.submissions > 0 or m.row.state != BuildState.RUNNING,
+                **({"named_build": build_name, "package": package} if len(made) > 1 else {}),
             )
 
-    def _record_set(
-        self, item_id: int, attempt: int, package: str, made: dict[str, BuildRow]
-    ) -> None:
-        """The item's scratch builds, one per named build (``gate.item_builds``)."""
+    def _record_set(self, item_id: int, attempt: int, made: dict[Member, Made]) -> None:
+        """The item's scratch builds, one per (named build, package) (``gate.item_builds``)."""
         with session(self.engine) as s:
-            for build_name, build in made.items():
+            for member, m in made.items():
                 item_builds.record(
-                    s, item_id, attempt, build_name, package, "scratch", build.id or 0
+                    s, item_id, attempt, member, "scratch", m.row.id or 0, reused=m.reused
                 )
             s.commit()
 

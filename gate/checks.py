@@ -151,7 +151,8 @@ class Checks:
             change = _job_change(s.get(ChangeRow, item.change_id))
         for build_name, repo in repos.items():
             publisher = self.publishers[repo]
-            which = None if build_name == first else build_name
+            # its set's builds of this name (an item without a set: its own columns)
+            which = build_name
             with session(self.engine) as s:
                 row = s.get(ItemRow, item_id)
                 assert row is not None
@@ -428,7 +429,7 @@ class Checks:
             purpose = item_builds.tested_purpose(item.kind if item is not None else "")
             entries = item_builds.entries(s, item_id, attempt, purpose)
             for build_name, state in states.items():
-                entry = entries.get(build_name)
+                entry = next((e for m, e in entries.items() if m[0] == build_name), None)
                 if build_name != first and entry is not None:
                     entry.tested_state = state.to_json()
                     s.add(entry)

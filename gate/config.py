@@ -478,6 +478,7 @@ class Config(_Strict):
             _check_build_repos(qname, queue, self.publishers, self.arches_of(qname))
             if queue.backend not in self.backends:
                 raise _KeyError(f"queues.{qname}.backend", f"unknown backend {queue.backend!r}")
+            _check_package_sources(qname, queue, self.projects, self.backends[queue.backend])
             published = self.publishers[queue.repo].arches
             for i, arch in enumerate(queue.arches or ()):
                 if arch not in published:
@@ -558,15 +559,28 @@ class Config(_Strict):
 
     def package_of(self, project: str) -> str:
         packages = self.projects[project].packages
-        if packages:  # one package (several are refused at load, see _check_packages)
+        if packages:  # the first: a project of several has one build per package
             return next(iter(packages))
         return self.projects[project].package or project
 
-    def spec_of(self, project: str) -> str:
+    def spec_of(self, project: str, package: str | None = None) -> str:
+        """The spec of ``package`` (default: the project's first) of ``project``."""
         packages = self.projects[project].packages
         if packages:
+            if package is not None and package in packages:
+                return packages[package].spec
             return next(iter(packages.values())).spec
         return self.projects[project].spec or f"{self.package_of(project)}.spec"
+
+    def packages_of(self, project: str) -> dict[str, PackageConfig]:
+        """The packages of a project of several (gate/packages.py); empty for one."""
+        packages = self.projects[project].packages or {}
+        return dict(packages) if len(packages) > 1 else {}
+
+    def set_size(self, queue: str, project: str) -> int:
+        """How many builds an item of ``project`` has per purpose: named builds times
+        packages (``gate.item_builds``; 1: the item's own columns are the set)."""
+        return len(self.builds_of(queue)) * max(1, len(self.packages_of(project)))
 
     def builds_of(self, queue: str) -> dict[str, str]:
         """Name -> target of each named build of ``queue`` (``default`` when none is named)."""
@@ -637,13 +651,6 @@ def _check_build_repos(
         )
 
 
-#: what the daemon does not run yet (issue 12): refused rather than half-run
-SEVERAL_PACKAGES = (
-    "{n} packages: the gate checks their order but builds one package per project "
-    "for now (docs/pipelines.md, Package order)"
-)
-
-
 def _build_problems(
     where: str, queue: QueueConfig, arches: tuple[str, ...]
 ) -> list[tuple[str, str]]:
@@ -665,8 +672,26 @@ def _check_packages(name: str, project: ProjectConfig) -> None:
         package_order(built_after(project.packages, where=where), where)
     except PackageOrderError as exc:
         raise _KeyError(exc.key, str(exc)) from None
-    if len(project.packages) > 1:
-        raise _KeyError(where, SEVERAL_PACKAGES.format(n=len(project.packages)))
+
+
+def _check_package_sources(
+    qname: str, queue: QueueConfig, projects: Mapping[str, ProjectConfig], backend: Any
+) -> None:
+    """A project of several packages is built from one SRPM per package spec: a
+    backend that would build it from its SCM URL cannot (Koji's ``buildSRPMFromSCM``
+    builds the one spec at the top of the checkout)."""
+    for key in ("scratch_source", "final_source"):
+        if getattr(backend, key, None) != "scm":
+            continue
+        for project in queue.projects:
+            packages = projects[project].packages or {}
+            if len(packages) > 1:
+                raise _KeyError(
+                    f"backends.{queue.backend}.{key}",
+                    f"scm: project {project} of queue {qname} has {len(packages)} packages, "
+                    "each with its own spec, and a build from the SCM URL builds the spec "
+                    "at the top of the checkout only: use srpm",
+                )
 
 
 class _KeyError(ValueError):

@@ -80,13 +80,13 @@ class Publishing:
             changes = [_get(s, ChangeRow, i.change_id) for i in items]
             # per named build, each item's final build (the first's: the item's own column)
             finals = {
-                name: [
-                    _get(s, BuildRow, i.final_build_id or 0)
-                    if name == first
-                    else _final_of(s, i, name)
-                    for i in items
-                ]
-                for name in repos
+                name: [_finals_of(s, i, name, name == first) for i in items] for name in repos
+            }
+            reused = {
+                e.build_id
+                for i in items
+                for e in item_builds.entries(s, i.id or 0, None, "final").values()
+                if e.reused
             }
             tested = {name: _tested_of(s, items[-1], name) for name in repos if name != first}
         head = items[0]
@@ -100,8 +100,9 @@ class Publishing:
             for name, repo in repos.items():
                 publisher = self.publishers[repo]
                 state = published_state(publisher, number - 1)
-                for final in finals[name]:
-                    state = state.with_build(build_entry(final))
+                for item_finals in finals[name]:
+                    for final in item_finals:
+                        state = state.with_build(build_entry(final))
                 if name == first:
                     check_tested(items, state)
                 else:
@@ -120,9 +121,23 @@ class Publishing:
                             "sha": c.sha,
                             "ref": c.ref,
                             "title": c.title,
-                            "nvr": f.nvr,
+                            "nvr": f[0].nvr,
                             "merge_commit": i.merge_commit,
                             **({"forced_by": i.forced_by} if i.forced_by else {}),
+                            **(
+                                {
+                                    "packages": [
+                                        {
+                                            "package": b.package,
+                                            "nvr": b.nvr,
+                                            "reused": b.id in reused,
+                                        }
+                                        for b in f
+                                    ]
+                                }
+                                if len(f) > 1
+                                else {}
+                            ),
                         }
                         for i, c, f in zip(items, changes, finals[name], strict=True)
                     ],
@@ -154,7 +169,7 @@ class Publishing:
         published_at = utcnow()
         path = published[repos[first]][0]
         for n, item in enumerate(items):
-            final = finals[first][n]
+            final = finals[first][n][0]
             self.plumbing.emit(
                 "item",
                 item=item.id,
@@ -168,8 +183,9 @@ class Publishing:
                 waited=(published_at - item.enqueued_at).total_seconds(),
             )
             for name in repos:
-                built = finals[name][n]
-                self.plumbing.spawn(self._after_publish(built), f"after-publish-{built.id}")
+                for built in finals[name][n]:
+                    if built.id not in reused:  # a reused build was published before
+                        self.plumbing.spawn(self._after_publish(built), f"after-publish-{built.id}")
 
     def _record_published(
         self,
@@ -249,17 +265,21 @@ class Publishing:
             )
 
 
-def _final_of(s: Session, item: ItemRow, build_name: str) -> BuildRow:
-    """The item's final build of the named build ``build_name`` (``gate.item_builds``)."""
-    row = item_builds.build_for(s, item, "final", build_name)
-    assert row is not None, f"item {item.id} has no final build {build_name}"
-    return row
+def _finals_of(s: Session, item: ItemRow, build_name: str, first: bool) -> list[BuildRow]:
+    """The item's final builds of the named build ``build_name``, its packages in build
+    order (``gate.item_builds``); an item without a set: its own ``final_build_id``."""
+    rows = item_builds.builds_for(s, item, "final", build_name)
+    if rows is None:
+        assert first, f"item {item.id} has no final build {build_name}"
+        return [_get(s, BuildRow, item.final_build_id or 0)]
+    return rows
 
 
 def _tested_of(s: Session, item: ItemRow, build_name: str) -> str | None:
     """What the item's jobs ran on in the named build ``build_name`` (RepoState JSON)."""
     purpose = item_builds.tested_purpose(item.kind)
-    entry = item_builds.entries(s, item.id or 0, item.attempt, purpose).get(build_name)
+    found = item_builds.entries(s, item.id or 0, item.attempt, purpose)
+    entry = next((e for m, e in found.items() if m[0] == build_name), None)
     return entry.tested_state if entry is not None else None
 
 

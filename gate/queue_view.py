@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from sqlmodel import Session, col, select
 
-from gate.item_builds import BUILD_STEP, aggregate, scratch_sets
+from gate.item_builds import BUILD_STEP, Member, aggregate, scratch_sets
 from gate.items import view_of
 from gate.model import BuildState, ItemKind, ItemView, QueueState, RunningBuild, Step
 from gate.queue_rules import queue_order
@@ -17,7 +17,7 @@ from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, Proje
 
 
 def item_view(
-    row: ItemRow, build: BuildRow | None, builds: Mapping[str, BuildRow] | None = None
+    row: ItemRow, build: BuildRow | None, builds: Mapping[Member, BuildRow] | None = None
 ) -> ItemView:
     """The item with its scratch build's outcome: the one derivation of its state and
     failure reason, used by the planner, the status API, the CLI and the page.

@@ -26,28 +26,39 @@ class UntestedState(Exception):
     """The state about to be published is not the one the item was tested on."""
 
 
-def item_entry(s: Session, item: ItemRow, build_name: str | None = None) -> BuildEntry | None:
-    """The build an item contributes to the states of items behind it.
+def item_entries(
+    s: Session, item: ItemRow, build_name: str | None = None
+) -> list[BuildEntry] | None:
+    """The builds an item contributes to the states of items behind it (None: one is
+    not finished).
 
-    ``build_name``: which named build's (``gate.item_builds``); None, the
-    queue's first, whose build rows are the item's own columns.
+    ``build_name``: which named build's (``gate.item_builds``): its package
+    builds when the item has a set; None, or an item without a set, the item's
+    own columns (the queue's first build of the project's only package).
     """
-    # the final build once it is being merged (or was: a post item); before, the scratch one
+    # the final builds once it is being merged (or was: a post item); before, the scratch ones
     view = view_of(item)
     final = (view.at_tip or view.kind is ItemKind.POST) and item.final_build_id is not None
+    rows: list[BuildRow | None] | None = None
     if build_name is not None:
-        row = item_builds.build_for(s, item, "final" if final else "scratch", build_name)
-    elif final:
-        row = s.get(BuildRow, item.final_build_id)
-    elif item.build_key:
-        row = s.exec(
-            select(BuildRow).where(BuildRow.purpose == "scratch", BuildRow.key == item.build_key)
-        ).first()
-    else:
-        row = None
-    if row is None or row.state != BuildState.PASSED:
+        found = item_builds.builds_for(s, item, "final" if final else "scratch", build_name)
+        rows = list(found) if found is not None else None
+    if rows is None:
+        if final:
+            rows = [s.get(BuildRow, item.final_build_id)]
+        elif item.build_key:
+            rows = [
+                s.exec(
+                    select(BuildRow).where(
+                        BuildRow.purpose == "scratch", BuildRow.key == item.build_key
+                    )
+                ).first()
+            ]
+        else:
+            rows = [None]
+    if not rows or any(r is None or r.state != BuildState.PASSED for r in rows):
         return None
-    return build_entry(row)
+    return [build_entry(r) for r in rows if r is not None]
 
 
 def speculative_state(
@@ -65,7 +76,7 @@ def speculative_state(
     generation and everything ahead), which checks compare against to blame an
     item only for what it breaks.  ``build_name``: the state of that named
     build (its publisher is ``publisher``, the items' builds of that name);
-    None: the queue's first build, as :func:`item_entry` says.
+    None: the queue's first build, as :func:`item_entries` says.
     """
     base = base_of(item)
     assert base is not None, f"item {item.id} has no attempt"
@@ -77,15 +88,15 @@ def speculative_state(
     layers: list[RepoState | BuildEntry] = [published_state(publisher, base.generation)]
     for ahead_id in base.ahead:
         ahead = s.get(ItemRow, ahead_id)
-        entry = item_entry(s, ahead, build_name) if ahead is not None else None
-        if entry is None:
+        entries = item_entries(s, ahead, build_name) if ahead is not None else None
+        if entries is None:
             raise LookupError(f"item {ahead_id} ahead of {item.id} has no finished build")
-        layers.append(entry)
+        layers += entries
     if own:
-        entry = item_entry(s, item, build_name)
-        if entry is None:
+        entries = item_entries(s, item, build_name)
+        if entries is None:
             raise LookupError(f"item {item.id} has no finished build")
-        layers.append(entry)
+        layers += entries
     return compose(layers)
 
 

@@ -31,14 +31,18 @@ from gate.config import Config
 from gate.deliveries import store_delivery
 from gate.events import Refused
 from gate.faults import backoff, is_transient, until_it_answers, until_it_lands
+from gate.item_builds import Member
 from gate.items import Items, step_owner
 from gate.merger import GitError, Merger
 from gate.model import BuildState, ItemKind, ItemView, TipStep
+from gate.package_builds import Made, ensure_packages
+from gate.package_plan import MissingSpec
+from gate.packages import PackageOrderError
 from gate.plumbing import Plumbing
 from gate.reviews import mergeable_now
 from gate.sources.base import ChangeSource, MergeOutcome
 from repo_state.db import session
-from repo_state.models import BuildRow, ChangeRow, ItemRow, ProjectRow
+from repo_state.models import BuildRow, ChangeRow, ItemBuildRow, ItemRow, ProjectRow
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +57,14 @@ def bootstrap_failure(item: ItemView, failure: str) -> str:
     )
 
 
-def _set_failure(rows: dict[str, BuildRow]) -> str:
+def _set_failure(rows: dict[Member, BuildRow]) -> str:
     """Why a set of final (or draft) builds failed, "" when none did: the first
-    failure in the queue's order of builds, naming the build when there are several."""
-    for name, row in rows.items():
+    failure in the set's order, naming its build or package when there are several."""
+    for member, row in rows.items():
         if row.state != BuildState.PASSED:
-            failure = f"final build failed: {row.reason}" + (
-                f" (log: {row.log})" if row.log else ""
-            )
-            return item_builds.named_failure(name, len(rows) > 1, failure)
+            log_note = f" (log: {row.log})" if row.log else ""
+            failure = f"final build failed: {row.reason}{log_note}"
+            return item_builds.named_failure(member, rows, failure)
     return ""
 
 
@@ -93,7 +96,6 @@ class Tip:
         )
 
     async def _final_build(self, queue: str, item_id: int, attempt: int) -> None:
-        qcfg = self.config.queues[queue]
         with session(self.engine) as s:
             item = s.get(ItemRow, item_id)
             assert item is not None
@@ -111,25 +113,22 @@ class Tip:
         else:
             commit, tree = item.merge_commit or "", item.merge_tree or ""
         self.plumbing.emit("item", item=item_id, project=item.project, state="final-build")
-        # one final build per named build of the queue (gate.item_builds)
-        made: dict[str, BuildRow] = {}
-        for build_name, target in self.config.builds_of(queue).items():
-            made[build_name] = await until_it_lands(
-                partial(
-                    self.builds.ensure,
-                    purpose="final",
-                    key=final_key(item.project, tree, target, build_name),
-                    project=item.project,
-                    backend=qcfg.backend,
-                    commit=commit,
-                    tree=tree,
-                    target=target,
-                    includes=[item_id],
+        # one final build per named build and package (gate.item_builds)
+        try:
+            made = await self._ensure_set(queue, item_id, item.project, "final", commit, tree)
+        except (MissingSpec, PackageOrderError) as exc:  # a pushed tree that cannot build
+            failure = f"final build failed: cannot build: {exc}"
+            await until_it_lands(
+                lambda: self.items.step(
+                    item_id,
+                    lambda v: transitions.final_build_finished(v, bootstrap_failure(v, failure)),
+                    attempt,
                 ),
-                f"final build {build_name} of item {item_id}",
+                f"item {item_id}",
             )
-        await self._record_set(item_id, item.attempt, item.project, "final", made)
-        row = next(iter(made.values()))
+            return
+        await self._record_set(item_id, item.attempt, made, "final")
+        row = next(iter(made.values())).row
         digest = self.config.build_digest(item.project)
         await until_it_lands(
             partial(self.items.update, item_id, final_build_id=row.id, config_digest=digest),
@@ -161,34 +160,58 @@ class Tip:
             reason=failure,
         )
 
+    async def _ensure_set(
+        self, queue: str, item_id: int, project: str, purpose: str, commit: str, tree: str
+    ) -> dict[Member, Made]:
+        """The item's final (or draft) builds: per named build, its packages in order
+        (``gate.package_builds``: an unchanged package reuses its final build)."""
+        qcfg = self.config.queues[queue]
+        made: dict[Member, Made] = {}
+        for build_name, target in self.config.builds_of(queue).items():
+            for m in await ensure_packages(
+                self.builds,
+                purpose=purpose,
+                key_of=partial(final_key, project, tree, target, build_name),
+                project=project,
+                backend=qcfg.backend,
+                commit=commit,
+                tree=tree,
+                target=target,
+                includes=[item_id],
+                what=f"{purpose} build {build_name} of item {item_id}",
+            ):
+                made[(build_name, m.package)] = m
+        return made
+
     async def _record_set(
-        self, item_id: int, attempt: int, project: str, purpose: str, made: dict[str, BuildRow]
+        self, item_id: int, attempt: int, made: dict[Member, Made], purpose: str
     ) -> None:
-        """The item's builds of ``purpose``, one per named build (``gate.item_builds``);
-        a queue of one build has only the item's own column."""
+        """The item's builds of ``purpose``, one per (named build, package)
+        (``gate.item_builds``); a set of one is the item's own column only."""
         if len(made) < 2:
             return
-        package = self.config.package_of(project)
 
         def record() -> None:
             with session(self.engine) as s:
-                for name, build in made.items():
-                    item_builds.record(s, item_id, attempt, name, package, purpose, build.id or 0)
+                for member, m in made.items():
+                    item_builds.record(
+                        s, item_id, attempt, member, purpose, m.row.id or 0, reused=m.reused
+                    )
                 s.commit()
 
         await until_it_lands(record, f"{purpose} builds of item {item_id}")
 
     async def _await_set(
         self, item_id: int, attempt: int, purpose: str, build_id: int
-    ) -> dict[str, BuildRow]:
+    ) -> dict[Member, BuildRow]:
         """The builds of ``purpose`` of the item's set once none runs, or one failed."""
         ids = await until_it_lands(
             partial(self._set_ids, item_id, attempt, purpose, build_id), f"item {item_id}"
         )
         while True:
             rows = {
-                name: await until_it_lands(partial(self._build, bid), f"item {item_id}")
-                for name, bid in ids.items()
+                member: await until_it_lands(partial(self._build, e.build_id), f"item {item_id}")
+                for member, e in ids.items()
             }
             running = [r.id or 0 for r in rows.values() if r.state == BuildState.RUNNING]
             ended = [r for r in rows.values() if r.state != BuildState.RUNNING]
@@ -201,15 +224,28 @@ class Tip:
                 for w in waits:
                     w.cancel()
 
-    def _set_ids(self, item_id: int, attempt: int, purpose: str, build_id: int) -> dict[str, int]:
+    def _set_ids(
+        self, item_id: int, attempt: int, purpose: str, build_id: int
+    ) -> dict[Member, ItemBuildRow]:
+        """The item's set of ``purpose`` (an item without one: its own column's build)."""
         with session(self.engine) as s:
-            item = s.get(ItemRow, item_id)
-            names = list(self.config.builds_of(item.queue)) if item is not None else []
             found = item_builds.entries(s, item_id, attempt, purpose)
-        ids = {n: found[n].build_id for n in names if n in found}
-        first = names[0] if names else DEFAULT_BUILD
-        # the item's own column names the first build (all there is with one build)
-        return {first: build_id, **{n: i for n, i in ids.items() if n != first}}
+            item = s.get(ItemRow, item_id)
+        if found:
+            return found
+        name = next(iter(self.config.builds_of(item.queue))) if item else DEFAULT_BUILD
+        package = self.config.package_of(item.project) if item else ""
+        member = (name, package)
+        return {
+            member: ItemBuildRow(
+                item_id=item_id,
+                attempt=attempt,
+                build_name=name,
+                package=package,
+                purpose=purpose,
+                build_id=build_id,
+            )
+        }
 
     def _build(self, build_id: int) -> BuildRow:
         with session(self.engine) as s:
@@ -230,30 +266,16 @@ class Tip:
         )
 
     async def _draft(self, queue: str, item_id: int, attempt: int) -> None:
-        qcfg = self.config.queues[queue]
         item = await until_it_lands(partial(self.items.get, item_id), f"item {item_id}")
         tree = item.merge_tree or ""
         self.plumbing.emit("item", item=item_id, project=item.project, state="draft-build")
         # keyed by the tree: a new attempt on the same tree gets this draft back;
-        # one per named build of the queue
-        made: dict[str, BuildRow] = {}
-        for build_name, target in self.config.builds_of(queue).items():
-            made[build_name] = await until_it_lands(
-                partial(
-                    self.builds.ensure,
-                    purpose="draft",
-                    key=final_key(item.project, tree, target, build_name),
-                    project=item.project,
-                    backend=qcfg.backend,
-                    commit=item.merge_commit or "",
-                    tree=tree,
-                    target=target,
-                    includes=[item_id],
-                ),
-                f"draft build {build_name} of item {item_id}",
-            )
-        await self._record_set(item_id, attempt, item.project, "draft", made)
-        row = next(iter(made.values()))
+        # one per named build and package (an unchanged package reuses its final build)
+        made = await self._ensure_set(
+            queue, item_id, item.project, "draft", item.merge_commit or "", tree
+        )
+        await self._record_set(item_id, attempt, made, "draft")
+        row = next(iter(made.values())).row
         updated = await until_it_lands(
             partial(self.items.update, item_id, attempt, draft_build_id=row.id),
             f"item {item_id}",
@@ -301,10 +323,17 @@ class Tip:
             partial(self._set_ids, item_id, attempt, "draft", item.draft_build_id),
             f"item {item_id}",
         )
-        # every named build's draft is promoted; the first's final is the item's own
-        finals = {name: await self.builds.promote(draft) for name, draft in drafts.items()}
-        await self._record_set(item_id, attempt, item.project, "final", finals)
-        final = next(iter(finals.values()))
+        # every draft of the set is promoted (a reused final build serves as it is);
+        # the first's final build is the item's own column
+        finals: dict[Member, Made] = {}
+        for member, entry in drafts.items():
+            if entry.reused:
+                reused = await until_it_lands(partial(self._build, entry.build_id), "reuse")
+                finals[member] = Made(member[1], reused, reused=True)
+            else:
+                finals[member] = Made(member[1], await self.builds.promote(entry.build_id))
+        await self._record_set(item_id, attempt, finals, "final")
+        final = next(iter(finals.values())).row
         digest = self.config.build_digest(item.project)
         await until_it_lands(
             partial(

@@ -150,6 +150,13 @@ class BuildRow(SQLModel, table=True):
     submissions: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    #: the digest of its package's inputs (``gate.packages.input_digests``) when its
+    #: project has several packages: a later build of equal inputs reuses this one
+    inputs: str = Field(default="", sa_column_kwargs={"server_default": ""})
+    #: JSON list of build ids it is submitted after (the packages it is built after)
+    waits_for: str = Field(
+        default="[]", sa_column=Column(Text, nullable=False, server_default="[]")
+    )
 
 
 class JobRunRow(SQLModel, table=True):

@@ -150,6 +150,19 @@ class NamedBuildDoc(Document):
     final_build: BuildDoc | None
 
 
+class PackageBuildDoc(Document):
+    """One package of one named build of an item whose project has several packages."""
+
+    build_name: str
+    package: str
+    #: its scratch build (a post item has none)
+    build: BuildDoc | None
+    #: the scratch build is an earlier build of the same inputs, not one made for the item
+    reused: bool
+    final_build: BuildDoc | None
+    final_reused: bool
+
+
 class TipDoc(Document):
     step: str
     state: str
@@ -173,6 +186,9 @@ class ItemDoc(Document):
     #: per named build, in a queue of several (``build``/``final_build`` are the first's);
     #: null in a queue of one build
     builds: dict[str, NamedBuildDoc] | None = None
+    #: per (named build, package), in build order, when the project has several packages;
+    #: null otherwise
+    packages: list[PackageBuildDoc] | None = None
     jobs: list[JobDoc]
     #: "install-test (x86_64): flaky: passed on try 2 of 3", one per flaky pass
     flaky: list[str]

@@ -13,6 +13,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from gate.flaky import flaky_jobs, flaky_note, flaky_notes
+from gate.item_builds import Member
 from gate.items import view_of
 from gate.model import BuildState, ItemState, outside_window
 from gate.pipeline import stages_of
@@ -44,7 +45,7 @@ def item_label(
     item: ItemRow,
     build: BuildRow | None,
     outside_window: bool = False,
-    builds: Mapping[str, BuildRow] | None = None,
+    builds: Mapping[Member, BuildRow] | None = None,
 ) -> str:
     """Where the item is, in a word or two (``gate.model.ItemState``), or how it ended;
     ``outside_window`` as ``gate.model.outside_window`` says of the queue; ``builds``:
@@ -115,9 +116,9 @@ class Related:
     finals: dict[int, BuildRow]
     #: (item id, attempt) -> its job runs in order
     jobs: dict[tuple[int, int], list[JobRunRow]]
-    #: item id -> purpose -> named build -> build, for items of a queue of several
-    #: named builds (``gate.item_builds``; scratch: the current attempt's)
-    sets: dict[int, dict[str, dict[str, BuildRow]]] = field(default_factory=dict)
+    #: item id -> purpose -> (named build, package) -> (build, reused), for items whose
+    #: set has several members (``gate.item_builds``; scratch: the current attempt's)
+    sets: dict[int, dict[str, dict[Member, tuple[BuildRow, bool]]]] = field(default_factory=dict)
 
 
 #: ids per ``IN (...)`` list (SQLite's default limit on bound variables is far above)
@@ -185,25 +186,35 @@ def related(s: Session, items: Sequence[ItemRow]) -> Related:
     return Related(changes=changes, scratch=scratch, finals=finals, jobs=jobs, sets=_sets(s, items))
 
 
-def _sets(s: Session, items: Sequence[ItemRow]) -> dict[int, dict[str, dict[str, BuildRow]]]:
-    """The named builds of ``items`` (``Related.sets``), in two queries."""
+def _sets(
+    s: Session, items: Sequence[ItemRow]
+) -> dict[int, dict[str, dict[Member, tuple[BuildRow, bool]]]]:
+    """The build sets of ``items`` (``Related.sets``), in two queries."""
     attempts = {i.id: i.attempt for i in items if i.id is not None}
     entries: list[ItemBuildRow] = []
     for ids in _chunks(set(attempts)):
         entries += rows_of(
             s, ItemBuildRow, col(ItemBuildRow.item_id).in_(ids), order=col(ItemBuildRow.id)
         )
-    # a post item's final builds are its own whatever the attempt; scratch: this attempt's
+    # a post item's final builds are its own whatever the attempt; the others: this attempt's
     entries = [e for e in entries if e.purpose == "final" or attempts.get(e.item_id) == e.attempt]
     builds: dict[int, BuildRow] = {}
     for ids in _chunks({e.build_id for e in entries}):
         builds.update((b.id, b) for b in rows_of(s, BuildRow, col(BuildRow.id).in_(ids)) if b.id)
-    sets: dict[int, dict[str, dict[str, BuildRow]]] = {}
+    sets: dict[int, dict[str, dict[Member, tuple[BuildRow, bool]]]] = {}
     for e in entries:
         build = builds.get(e.build_id)
         if build is not None:
-            sets.setdefault(e.item_id, {}).setdefault(e.purpose, {})[e.build_name] = build
+            member = (e.build_name, e.package)
+            by_member = sets.setdefault(e.item_id, {}).setdefault(e.purpose, {})
+            by_member.pop(member, None)  # the latest entry wins
+            by_member[member] = (build, e.reused)
     return sets
+
+
+def _first_of(builds: Mapping[Member, BuildRow], name: str) -> BuildRow | None:
+    """The named build ``name``'s first package's build in a set."""
+    return next((b for m, b in builds.items() if m[0] == name), None)
 
 
 def item_doc(
@@ -221,8 +232,11 @@ def item_doc_of(
     scratch = rel.scratch.get(item.build_key) if item.build_key else None
     final = rel.finals.get(item.final_build_id) if item.final_build_id else None
     named = rel.sets.get(item.id or 0, {})
-    scratch_set = named.get("scratch")
-    names = list(dict.fromkeys([*(scratch_set or {}), *named.get("final", {})]))
+    scratch_set = {m: b for m, (b, _) in named.get("scratch", {}).items()} or None
+    finals = named.get("final", {})
+    members = list(dict.fromkeys([*named.get("scratch", {}), *finals]))
+    names = list(dict.fromkeys(m[0] for m in members))
+    packages = {m[1] for m in members}
     jobs = rel.jobs.get((item.id, item.attempt), []) if item.id is not None else []
     spec_name = f"{item.id}-{item.attempt}"
     # a build whose watch stopped on a backend error holds the item up: say so
@@ -252,12 +266,27 @@ def item_doc_of(
         "final_build": build_doc(rt, final),
         "builds": {
             name: {
-                "build": build_doc(rt, (scratch_set or {}).get(name)),
-                "final_build": build_doc(rt, named.get("final", {}).get(name)),
+                "build": build_doc(rt, _first_of(scratch_set or {}, name)),
+                "final_build": build_doc(
+                    rt, _first_of({m: b for m, (b, _) in finals.items()}, name)
+                ),
             }
             for name in names
         }
         if len(names) > 1
+        else None,
+        "packages": [
+            {
+                "build_name": m[0],
+                "package": m[1],
+                "build": build_doc(rt, (scratch_set or {}).get(m)),
+                "reused": named.get("scratch", {}).get(m, (None, False))[1],
+                "final_build": build_doc(rt, finals.get(m, (None, False))[0]),
+                "final_reused": finals.get(m, (None, False))[1],
+            }
+            for m in members
+        ]
+        if len(packages) > 1
         else None,
         "jobs": [
             {
@@ -356,9 +385,9 @@ class ItemDocs:
             rel.finals.get(item.final_build_id) if item.final_build_id else None,
             tuple(rel.jobs.get((item.id or 0, item.attempt), ())),
             tuple(
-                (purpose, name, tuple(b))
-                for purpose, by_name in rel.sets.get(item.id or 0, {}).items()
-                for name, b in by_name.items()
+                (purpose, member, tuple(b), reused)
+                for purpose, by_member in rel.sets.get(item.id or 0, {}).items()
+                for member, (b, reused) in by_member.items()
             ),
             bool(item.tested_state) and _speculative_kept(rt, item, f"{item.id}-{item.attempt}"),
         )

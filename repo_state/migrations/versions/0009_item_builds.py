@@ -1,4 +1,6 @@
-"""Builds of an item as a set over (named build, package): item_build; job_run.build
+"""Builds of an item as a set over (named build, package): item_build; job_run.build;
+build.inputs and build.waits_for (a package's input digest, the builds it waits for);
+build.inputs and build.waits_for (a package's input digest, the builds it waits for)
 
 Revision ID: 0009
 Revises: 0008
@@ -43,9 +45,19 @@ def upgrade() -> None:
                 "build", sqlmodel.sql.sqltypes.AutoString(), nullable=False, server_default=""
             )
         )
+    with op.batch_alter_table("build") as batch:
+        batch.add_column(
+            sa.Column(
+                "inputs", sqlmodel.sql.sqltypes.AutoString(), nullable=False, server_default=""
+            )
+        )
+        batch.add_column(sa.Column("waits_for", sa.Text(), nullable=False, server_default="[]"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("build") as batch:
+        batch.drop_column("waits_for")
+        batch.drop_column("inputs")
     with op.batch_alter_table("job_run") as batch:
         batch.drop_column("build")
     with op.batch_alter_table("item_build") as batch:

@@ -1,0 +1,200 @@
+"""Several packages in one project at run time (docs/pipelines.md, Package order).
+
+Real git, real rpmbuild, real createrepo_c: a project ``foo`` holding
+``python-foo`` and ``foo-doc`` (after it), each with its own spec in its own
+directory.  Its items build one package after the other; a change touching
+``foo-doc`` only reuses ``python-foo``'s build (``LocalBackend`` counts every
+``rpmbuild --rebuild``); both packages are published.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import col, select
+
+from gate.config import ConfigError, parse_config
+from gate.daemon import Gate
+from gate.deliveries import store_delivery
+from gate.demo_world import PackageSpec, World, git
+from gate.web.status import item_doc
+from repo_state.db import session
+from repo_state.models import BuildRow, ChangeRow, ItemBuildRow, ItemRow
+from tests.invariants import check_invariants, results
+
+PACKAGES = {
+    "python-foo": {"spec": "python-foo/python-foo.spec"},
+    "foo-doc": {"spec": "foo-doc/foo-doc.spec", "after": ["python-foo"]},
+}
+
+
+def _foo(world: World) -> Path:
+    """The ``foo`` distgit: two specs, each in its own directory; returns its work tree."""
+    bare, work = world.remote("foo"), world.root / "work-foo"
+    bare.mkdir(parents=True)
+    git(bare, "init", "-q", "--bare", "-b", "main")
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    git(work, "remote", "add", "origin", str(bare))
+    _write(work, "python-foo", "1.0")
+    _write(work, "foo-doc", "1.0")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "Import foo")
+    git(work, "push", "-q", "origin", "main")
+    return work
+
+
+def _write(work: Path, package: str, version: str) -> None:
+    spec = work / package / f"{package}.spec"
+    spec.parent.mkdir(exist_ok=True)
+    spec.write_text(PackageSpec(package, version).render())
+
+
+def _propose(gate: Gate, work: Path, versions: dict[str, str], title: str, n: int) -> None:
+    """A change to ``foo`` bumping the packages named, proposed and approved."""
+    git(work, "fetch", "-q", "origin", "+refs/heads/main:refs/remotes/origin/main")
+    git(work, "checkout", "-q", "--detach", "origin/main")
+    for package, version in versions.items():
+        _write(work, package, version)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", title)
+    ref = f"refs/changes/{n:02d}/{n}/1"
+    git(work, "push", "-q", "origin", f"HEAD:{ref}")
+    store_delivery(
+        gate,
+        "api",
+        "change.proposed",
+        {"project": "foo", "ref": ref, "title": title, "approve": True},
+        None,
+    )
+
+
+def _config(world: World) -> dict[str, Any]:
+    doc = world.config()
+    doc["projects"]["foo"] = {"git": str(world.remote("foo")), "packages": PACKAGES}
+    doc["queues"]["liberty"]["projects"].append("foo")
+    return doc
+
+
+def _rebuilds(gate: Gate, package: str) -> int:
+    """``rpmbuild --rebuild`` runs of ``package`` so far (every purpose)."""
+    backend: Any = gate.backends["local"]
+    with session(gate.engine) as s:
+        keys = {
+            (b.purpose, b.key) for b in s.exec(select(BuildRow).where(BuildRow.package == package))
+        }
+    return sum(backend.rebuild_count(purpose, key) for purpose, key in keys)
+
+
+def _item(gate: Gate, title: str) -> ItemRow:
+    with session(gate.engine) as s:
+        return s.exec(
+            select(ItemRow)
+            .join(ChangeRow, col(ChangeRow.id) == col(ItemRow.change_id))
+            .where(ChangeRow.title == title)
+        ).one()
+
+
+@pytest.mark.slow
+async def test_packages_build_in_order_and_an_unchanged_one_reuses_its_build(
+    world: World,
+) -> None:
+    work = _foo(world)
+    gate = Gate(parse_config(_config(world)))
+    await gate.start()
+    try:
+        await gate.wait_idle(180)
+        nvrs = gate.publishers["liberty"].state().nvrs()
+        assert (nvrs["python-foo"], nvrs["foo-doc"]) == ("python-foo-1.0-1", "foo-doc-1.0-1")
+        assert _rebuilds(gate, "python-foo") == 1  # the bootstrap's final build
+
+        # a change to foo-doc alone: python-foo's build serves, nobody runs rpmbuild for it
+        _propose(gate, work, {"foo-doc": "1.1"}, "doc only", 1)
+        gate.wake()
+        await gate.wait_idle(180)
+        assert results(gate) == {"merged": ["doc only"]}
+        assert _rebuilds(gate, "python-foo") == 1
+        assert _rebuilds(gate, "foo-doc") >= 2
+        nvrs = gate.publishers["liberty"].state().nvrs()
+        assert (nvrs["python-foo"], nvrs["foo-doc"]) == ("python-foo-1.0-1", "foo-doc-1.1-1")
+        doc_only = _item(gate, "doc only")
+        with session(gate.engine) as s:
+            entries = s.exec(
+                select(ItemBuildRow)
+                .where(ItemBuildRow.item_id == doc_only.id)
+                .order_by(col(ItemBuildRow.id))
+            ).all()
+            doc = item_doc(gate.runtime, s, doc_only, None)
+        reuses = {(e.purpose, e.package): e.reused for e in entries}
+        assert reuses[("scratch", "python-foo")] and reuses[("final", "python-foo")]
+        assert not reuses[("scratch", "foo-doc")] and not reuses[("final", "foo-doc")]
+        # in build order, each on the item's document with its reuse
+        assert [(p["package"], p["reused"], p["final_reused"]) for p in doc["packages"]] == [
+            ("python-foo", True, True),
+            ("foo-doc", False, False),
+        ]
+
+        # a change to python-foo: both are built again, foo-doc after python-foo (its
+        # inputs include python-foo's; its version moves too, as an NVR is built once)
+        _propose(gate, work, {"python-foo": "1.1", "foo-doc": "1.2"}, "foo 1.1", 2)
+        gate.wake()
+        await gate.wait_idle(180)
+        assert results(gate) == {"merged": ["doc only", "foo 1.1"]}, _item(gate, "foo 1.1").failure
+        nvrs = gate.publishers["liberty"].state().nvrs()
+        assert (nvrs["python-foo"], nvrs["foo-doc"]) == ("python-foo-1.1-1", "foo-doc-1.2-1")
+        bump = _item(gate, "foo 1.1")
+        with session(gate.engine) as s:
+            scratch = {
+                e.package: s.get(BuildRow, e.build_id)
+                for e in s.exec(
+                    select(ItemBuildRow).where(
+                        ItemBuildRow.item_id == bump.id, ItemBuildRow.purpose == "scratch"
+                    )
+                )
+            }
+        foo, foo_doc = scratch["python-foo"], scratch["foo-doc"]
+        assert foo is not None and foo_doc is not None
+        assert foo.package == "python-foo" and foo_doc.package == "foo-doc"
+        # foo-doc's inputs include python-foo's: it is built again, after it
+        assert json.loads(foo_doc.waits_for) == [foo.id]
+        assert foo.submissions == foo_doc.submissions == 1
+        assert foo.finished_at is not None and foo_doc.finished_at is not None
+        assert foo.finished_at <= foo_doc.finished_at
+        assert foo_doc.nvr == "foo-doc-1.2-1"
+        check_invariants(gate)
+    finally:
+        await gate.stop()
+
+
+def test_a_build_from_the_scm_url_is_refused_for_a_project_of_several_packages(
+    tmp_path: Path,
+) -> None:
+    doc = {
+        "state_dir": str(tmp_path / "state"),
+        "backends": {
+            "koji": {
+                "type": "koji",
+                "server": "https://koji.example/kojihub",
+                "topurl": "https://koji.example/kojifiles",
+                "final_source": "scm",
+            }
+        },
+        "publishers": {"liberty": {"root": str(tmp_path / "repo")}},
+        "projects": {"foo": {"git": str(tmp_path / "foo.git"), "packages": PACKAGES}},
+        "queues": {
+            "liberty": {
+                "projects": ["foo"],
+                "repo": "liberty",
+                "target": "t",
+                "backend": "koji",
+            }
+        },
+    }
+    with pytest.raises(ConfigError) as exc:
+        parse_config(doc, "rpmgate.yaml")
+    assert "backends.koji.final_source: scm: project foo of queue liberty has 2 packages" in str(
+        exc.value
+    )
