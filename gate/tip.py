@@ -127,7 +127,7 @@ class Tip:
                 f"item {item_id}",
             )
             return
-        await self._record_set(item_id, item.attempt, made, "final")
+        await self._record_set(item_id, attempt, made, "final")
         row = next(iter(made.values())).row
         digest = self.config.build_digest(item.project)
         await until_it_lands(
@@ -328,7 +328,9 @@ class Tip:
         finals: dict[Member, Made] = {}
         for member, entry in drafts.items():
             if entry.reused:
-                reused = await until_it_lands(partial(self._build, entry.build_id), "reuse")
+                reused = await until_it_lands(
+                    partial(self._build, entry.build_id), f"item {item_id}"
+                )
                 finals[member] = Made(member[1], reused, reused=True)
             else:
                 finals[member] = Made(member[1], await self.builds.promote(entry.build_id))

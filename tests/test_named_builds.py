@@ -20,8 +20,10 @@ from gate.builds import final_key, scratch_key
 from gate.config import ConfigError, parse_config
 from gate.daemon import Gate
 from gate.demo_world import INITIAL, PackageSpec, World
+from gate.events import RepoRollback
 from gate.jobs.command import CommandJobConfig
 from gate.pipeline import arch_stages
+from gate.web.status import item_doc
 from repo_state.db import session
 from repo_state.models import BuildRow, GenerationRow, ItemBuildRow, ItemRow, JobRunRow
 from tests.conftest import propose
@@ -380,6 +382,17 @@ async def test_two_named_builds_each_get_their_repository_jobs_final_build_and_p
                     JobRunRow.item_id == item.id, JobRunRow.attempt == item.attempt
                 )
             ).all()
+            doc = item_doc(gate.runtime, s, item, None)
+        # the item's document: each named build's state, each run's build
+        assert {
+            name: (b["build"]["state"], b["final_build"]["state"])
+            for name, b in doc["builds"].items()
+        } == {"el9": ("passed", "passed"), "el10": ("passed", "passed")}
+        assert sorted((j["name"], j["build"]) for j in doc["jobs"]) == [
+            ("install-test", "el9"),
+            ("repoclosure", "el10"),
+            ("repoclosure", "el9"),
+        ]
         # the local backend has drafts: each named build's final build is its promoted draft
         purposes = ("scratch", "draft", "final")
         assert set(sets) == {(p, b) for p in purposes for b in ("el9", "el10")}
@@ -419,6 +432,14 @@ async def test_two_named_builds_each_get_their_repository_jobs_final_build_and_p
             ]
         ]
         check_invariants(gate)
+        # a rollback of the queue's repository rolls each named build's back, one number
+        number = gate.publishers["liberty"].current().number  # type: ignore[union-attr]
+        said = await gate.admin.command(RepoRollback(repo="liberty", to=number - 1))
+        assert said == f"liberty generation {number + 1} (rollback)"
+        for repo in ("liberty", "liberty-el10"):
+            current = gate.publishers[repo].current()
+            assert current is not None and current.number == number + 1, repo
+            assert gate.publishers[repo].state().nvrs()["nova"] == "nova-12.0.0-1", repo
     finally:
         await gate.stop()
 
