@@ -585,11 +585,12 @@ class Config(_Strict):
     def builds_of(self, queue: str) -> dict[str, str]:
         """Name -> target of each named build of ``queue`` (``default`` when none is named)."""
         qcfg = self.queues[queue]
-        return build_targets(qcfg.builds, qcfg.target)
+        return build_targets(qcfg.builds, qcfg.target, qcfg.repo)
 
     def build_of(self, queue: str) -> tuple[str, str]:
-        """The (name, target) of ``queue``'s first build: the one whose rows are the
-        item's own columns (``build_key``, ``final_build_id``; ``gate.item_builds``)."""
+        """The (name, target) of ``queue``'s own build (the one publishing to its ``repo``,
+        first in ``builds_of``), whose rows are the item's own columns (``build_key``,
+        ``final_build_id``; ``gate.item_builds``)."""
         return next(iter(self.builds_of(queue).items()))
 
     def repos_of(self, queue: str) -> dict[str, str]:
@@ -617,14 +618,17 @@ def _check_build_repos(
 ) -> None:
     """Each named build publishes to a publisher of its own, with the queue's arch trees.
 
-    The first build publishes to the queue's ``repo`` (its generations are the
-    queue's); another build without ``repo`` would share it, which is refused:
-    two builds of one package in one repository would replace each other.
+    Exactly one build publishes to the queue's ``repo`` (the one without
+    ``repo``, or naming it): the queue's own build, whose generations are the
+    queue's (``gate.build_matrix.build_order``).  Two builds sharing a
+    publisher are refused: two builds of one package in one repository would
+    replace each other.
     """
     if not queue.builds:
         return
     by_repo: dict[str, str] = {}
-    for name, repo in build_repos(queue.builds, queue.repo).items():
+    for name, build in queue.builds.items():
+        repo = build.repo or queue.repo
         key = f"queues.{qname}.builds.{name}.repo"
         if repo not in publishers:
             raise _KeyError(key, f"unknown publisher {repo!r}")
@@ -642,19 +646,18 @@ def _check_build_repos(
                 f"publisher {repo} has no tree for {', '.join(missing)} "
                 "(each named build's repository has the queue's arches)",
             )
-    first = next(iter(queue.builds))
-    if queue.builds[first].repo not in (None, queue.repo):
+    if queue.repo not in by_repo:
         raise _KeyError(
-            f"queues.{qname}.builds.{first}.repo",
-            f"the first named build publishes to the queue's repo {queue.repo!r} "
-            "(its generations are the queue's): leave its repo out",
+            f"queues.{qname}.builds",
+            f"no named build publishes to the queue's repo {queue.repo!r} (its generations "
+            "are the queue's): leave one build's repo out",
         )
 
 
 def _build_problems(
     where: str, queue: QueueConfig, arches: tuple[str, ...]
 ) -> list[tuple[str, str]]:
-    builds = list(build_targets(queue.builds, queue.target))
+    builds = list(build_targets(queue.builds, queue.target, queue.repo))
     return build_problems(where, builds, arches, queue.jobs, queue.pipeline)
 
 

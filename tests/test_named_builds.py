@@ -64,6 +64,19 @@ def test_a_queue_without_builds_has_one_build_named_default_on_its_target(
     assert config.build_of("liberty") == ("default", "liberty")
 
 
+def test_the_build_publishing_to_the_queues_repo_is_the_queues_own_whatever_the_key_order(
+    tmp_path: Path,
+) -> None:
+    """A tool that writes the config with sorted keys puts el10 first: el9, which
+    publishes to the queue's repo, is still the queue's own build (the item's columns)."""
+    config = parse_config(
+        _doc(tmp_path, builds={"el10": {"repo": "liberty-el9"}, "el9": {"target": "c9"}})
+    )
+    assert list(config.builds_of("liberty")) == ["el9", "el10"]
+    assert config.repos_of("liberty") == {"el9": "liberty", "el10": "liberty-el9"}
+    assert config.build_of("liberty") == ("el9", "c9")
+
+
 def test_a_named_build_has_its_own_target_and_a_job_may_name_it(tmp_path: Path) -> None:
     config = parse_config(
         _doc(
@@ -139,9 +152,9 @@ def test_a_named_build_has_its_own_target_and_a_job_may_name_it(tmp_path: Path) 
             "queues.liberty.builds.el10.repo: unknown publisher 'nope'",
         ),
         (
-            {"builds": {"el9": {"repo": "liberty-el9"}, "el10": {}}},
-            "queues.liberty.builds.el9.repo: the first named build publishes to the queue's "
-            "repo 'liberty' (its generations are the queue's): leave its repo out",
+            {"builds": {"el9": {"repo": "liberty-el9"}}},
+            "queues.liberty.builds: no named build publishes to the queue's repo 'liberty' "
+            "(its generations are the queue's): leave one build's repo out",
         ),
         (
             {"builds": {"el9": {}, "el10": {"repo": "narrow"}}},
