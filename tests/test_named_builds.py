@@ -23,6 +23,7 @@ from gate.demo_world import INITIAL, PackageSpec, World
 from gate.events import RepoRollback
 from gate.jobs.command import CommandJobConfig
 from gate.pipeline import arch_stages
+from gate.web.app import speculative_repo_file
 from gate.web.status import item_doc
 from repo_state.db import session
 from repo_state.models import BuildRow, GenerationRow, ItemBuildRow, ItemRow, JobRunRow
@@ -445,6 +446,19 @@ async def test_two_named_builds_each_get_their_repository_jobs_final_build_and_p
             ]
         ]
         check_invariants(gate)
+        # dnf's .repo file of the item's speculative repositories: a section per build
+        # (kept a day after the item finished: speculative_retention)
+        text = speculative_repo_file(
+            gate.runtime, str(item.id), str(item.attempt), str(item.id)
+        ).text
+        assert text is not None
+        base = f"{gate.config.base_url}/speculative/{item.id}-{item.attempt}"
+        assert [line for line in text.splitlines() if line.startswith(("[", "baseurl"))] == [
+            f"[rpmgate-{item.id}-el10]",
+            f"baseurl={base}/el10/$basearch/",
+            f"[rpmgate-{item.id}-el9]",
+            f"baseurl={base}/el9/$basearch/",
+        ]
         # a rollback of the queue's repository rolls each named build's back, one number
         number = gate.publishers["liberty"].current().number  # type: ignore[union-attr]
         said = await gate.admin.command(RepoRollback(repo="liberty", to=number - 1))

@@ -9,6 +9,7 @@ directory.  Its items build one package after the other; a change touching
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -47,18 +48,26 @@ def _foo(world: World) -> Path:
     return work
 
 
-def _write(work: Path, package: str, version: str) -> None:
+def _write(work: Path, package: str, version: str, seconds: float = 0) -> None:
     spec = work / package / f"{package}.spec"
     spec.parent.mkdir(exist_ok=True)
-    spec.write_text(PackageSpec(package, version).render())
+    spec.write_text(PackageSpec(package, version, build_seconds=seconds).render())
 
 
-def _propose(gate: Gate, work: Path, versions: dict[str, str], title: str, n: int) -> None:
-    """A change to ``foo`` bumping the packages named, proposed and approved."""
+def _propose(
+    gate: Gate,
+    work: Path,
+    versions: dict[str, str],
+    title: str,
+    n: int,
+    slow: frozenset[str] = frozenset(),
+) -> None:
+    """A change to ``foo`` bumping the packages named (those in ``slow`` build for a
+    few seconds), proposed and approved."""
     git(work, "fetch", "-q", "origin", "+refs/heads/main:refs/remotes/origin/main")
     git(work, "checkout", "-q", "--detach", "origin/main")
     for package, version in versions.items():
-        _write(work, package, version)
+        _write(work, package, version, 3.0 if package in slow else 0)
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", title)
     ref = f"refs/changes/{n:02d}/{n}/1"
@@ -164,6 +173,68 @@ async def test_packages_build_in_order_and_an_unchanged_one_reuses_its_build(
         assert foo.finished_at is not None and foo_doc.finished_at is not None
         assert foo.finished_at <= foo_doc.finished_at
         assert foo_doc.nvr == "foo-doc-1.2-1"
+        check_invariants(gate)
+    finally:
+        await gate.stop()
+
+
+@pytest.mark.slow
+async def test_a_package_waiting_for_another_waits_again_after_a_restart(world: World) -> None:
+    """The daemon stops while foo-doc's build waits for python-foo's (recorded, not
+    submitted); after a restart the watch of each is re-attached: python-foo is built,
+    then foo-doc, each submitted once more at most, and the change merges."""
+    work = _foo(world)
+    config = _config(world)
+    gate = Gate(parse_config(config))
+    await gate.start()
+    try:
+        await gate.wait_idle(180)
+        _propose(
+            gate,
+            work,
+            {"python-foo": "1.1", "foo-doc": "1.2"},
+            "both",
+            1,
+            slow=frozenset({"python-foo"}),
+        )
+        gate.wake()
+
+        def waiting() -> bool:
+            with session(gate.engine) as s:
+                rows = {
+                    b.package: b
+                    for b in s.exec(select(BuildRow).where(BuildRow.purpose == "scratch"))
+                }
+            doc, foo = rows.get("foo-doc"), rows.get("python-foo")
+            return (
+                doc is not None
+                and foo is not None
+                and (doc.state, doc.task_ref, foo.state) == ("running", None, "running")
+            )
+
+        async def until_waiting() -> None:
+            while not waiting():
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(until_waiting(), 120)
+    finally:
+        await gate.stop()
+    gate = Gate(parse_config(config))
+    await gate.start()
+    try:
+        await gate.wait_idle(180)
+        assert results(gate) == {"merged": ["both"]}
+        with session(gate.engine) as s:
+            scratch = {
+                b.package: b for b in s.exec(select(BuildRow).where(BuildRow.purpose == "scratch"))
+            }
+        assert scratch["foo-doc"].state == scratch["python-foo"].state == "passed"
+        assert json.loads(scratch["foo-doc"].waits_for) == [scratch["python-foo"].id]
+        # foo-doc was never submitted before the restart; python-foo's task died with it
+        assert scratch["foo-doc"].submissions == 1
+        assert scratch["python-foo"].submissions <= 2
+        nvrs = gate.publishers["liberty"].state().nvrs()
+        assert (nvrs["python-foo"], nvrs["foo-doc"]) == ("python-foo-1.1-1", "foo-doc-1.2-1")
         check_invariants(gate)
     finally:
         await gate.stop()

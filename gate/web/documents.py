@@ -148,6 +148,8 @@ class NamedBuildDoc(Document):
     build: BuildDoc | None
     #: its final build, once the item is at the tip
     final_build: BuildDoc | None
+    #: the URL of its speculative repository (arch trees below), while it is kept
+    speculative_repo: str | None = None
 
 
 class PackageBuildDoc(Document):

@@ -270,6 +270,10 @@ def item_doc_of(
                 "final_build": build_doc(
                     rt, _first_of({m: b for m, (b, _) in finals.items()}, name)
                 ),
+                # its own speculative repository: <item>-<attempt>/<build>/<arch>/
+                "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/{name}/"
+                if item.tested_state and _speculative_kept(rt, item, spec_name)
+                else None,
             }
             for name in names
         }
