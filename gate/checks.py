@@ -156,8 +156,11 @@ class Checks:
             with session(self.engine) as s:
                 row = s.get(ItemRow, item_id)
                 assert row is not None
-                state = speculative_state(s, row, publisher, repo, build_name=which)
-                baseline = speculative_state(s, row, publisher, repo, own=False, build_name=which)
+                mine = build_name == first
+                state = speculative_state(s, row, publisher, repo, build_name=which, own_build=mine)
+                baseline = speculative_state(
+                    s, row, publisher, repo, own=False, build_name=which, own_build=mine
+                )
             # one repository per named build: <item>-<attempt>/<build>/<arch>/ (a queue of
             # one build keeps <item>-<attempt>/<arch>/)
             sub = f"/{build_name}" if several else ""

@@ -27,14 +27,16 @@ class UntestedState(Exception):
 
 
 def item_entries(
-    s: Session, item: ItemRow, build_name: str | None = None
+    s: Session, item: ItemRow, build_name: str | None = None, own: bool = True
 ) -> list[BuildEntry] | None:
     """The builds an item contributes to the states of items behind it (None: one is
     not finished).
 
     ``build_name``: which named build's (``gate.item_builds``): its package
     builds when the item has a set; None, or an item without a set, the item's
-    own columns (the queue's first build of the project's only package).
+    own columns (the queue's own build of the project's only package) -- only
+    if ``own``, i.e. ``build_name`` is the queue's own build: an item without a
+    set has no build of another name (it was queued before the queue had it).
     """
     # the final builds once it is being merged (or was: a post item); before, the scratch ones
     view = view_of(item)
@@ -44,6 +46,8 @@ def item_entries(
         found = item_builds.builds_for(s, item, "final" if final else "scratch", build_name)
         rows = list(found) if found is not None else None
     if rows is None:
+        if not own:
+            return None
         if final:
             rows = [s.get(BuildRow, item.final_build_id)]
         elif item.build_key:
@@ -69,6 +73,7 @@ def speculative_state(
     *,
     own: bool = True,
     build_name: str | None = None,
+    own_build: bool = True,
 ) -> RepoState:
     """The package set ``item``'s jobs run against (its current attempt).
 
@@ -76,7 +81,8 @@ def speculative_state(
     generation and everything ahead), which checks compare against to blame an
     item only for what it breaks.  ``build_name``: the state of that named
     build (its publisher is ``publisher``, the items' builds of that name);
-    None: the queue's first build, as :func:`item_entries` says.
+    None: the queue's own build, as :func:`item_entries` says; ``own_build``:
+    ``build_name`` is the queue's own build.
     """
     base = base_of(item)
     assert base is not None, f"item {item.id} has no attempt"
@@ -88,12 +94,12 @@ def speculative_state(
     layers: list[RepoState | BuildEntry] = [published_state(publisher, base.generation)]
     for ahead_id in base.ahead:
         ahead = s.get(ItemRow, ahead_id)
-        entries = item_entries(s, ahead, build_name) if ahead is not None else None
+        entries = item_entries(s, ahead, build_name, own_build) if ahead is not None else None
         if entries is None:
             raise LookupError(f"item {ahead_id} ahead of {item.id} has no finished build")
         layers += entries
     if own:
-        entries = item_entries(s, item, build_name)
+        entries = item_entries(s, item, build_name, own_build)
         if entries is None:
             raise LookupError(f"item {item.id} has no finished build")
         layers += entries
