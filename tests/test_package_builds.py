@@ -48,10 +48,13 @@ def _foo(world: World) -> Path:
     return work
 
 
-def _write(work: Path, package: str, version: str, seconds: float = 0) -> None:
+def _write(
+    work: Path, package: str, version: str, seconds: float = 0, broken: bool = False
+) -> None:
     spec = work / package / f"{package}.spec"
     spec.parent.mkdir(exist_ok=True)
-    spec.write_text(PackageSpec(package, version, build_seconds=seconds).render())
+    text = PackageSpec(package, version, build_seconds=seconds, broken_build=broken).render()
+    spec.write_text(text)
 
 
 def _propose(
@@ -61,13 +64,14 @@ def _propose(
     title: str,
     n: int,
     slow: frozenset[str] = frozenset(),
+    broken: frozenset[str] = frozenset(),
 ) -> None:
     """A change to ``foo`` bumping the packages named (those in ``slow`` build for a
-    few seconds), proposed and approved."""
+    few seconds, those in ``broken`` fail to build), proposed and approved."""
     git(work, "fetch", "-q", "origin", "+refs/heads/main:refs/remotes/origin/main")
     git(work, "checkout", "-q", "--detach", "origin/main")
     for package, version in versions.items():
-        _write(work, package, version, 3.0 if package in slow else 0)
+        _write(work, package, version, 3.0 if package in slow else 0, package in broken)
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", title)
     ref = f"refs/changes/{n:02d}/{n}/1"
@@ -235,6 +239,78 @@ async def test_a_package_waiting_for_another_waits_again_after_a_restart(world: 
         assert scratch["python-foo"].submissions <= 2
         nvrs = gate.publishers["liberty"].state().nvrs()
         assert (nvrs["python-foo"], nvrs["foo-doc"]) == ("python-foo-1.1-1", "foo-doc-1.2-1")
+        check_invariants(gate)
+    finally:
+        await gate.stop()
+
+
+@pytest.mark.slow
+async def test_packages_times_named_builds_and_a_failed_package_holds_back_the_ones_after(
+    world: World,
+) -> None:
+    """The set is (named build x package): a doc-only change reuses python-foo in both
+    builds; a broken python-foo fails the item naming the package and the build, and
+    foo-doc, built after it, is not built."""
+    work = _foo(world)
+    doc = _config(world)
+    doc["publishers"]["el10"] = {**doc["publishers"]["liberty"], "root": str(world.root / "el10")}
+    doc["queues"]["liberty"]["builds"] = {"el9": {}, "el10": {"repo": "el10"}}
+    gate = Gate(parse_config(doc))
+    await gate.start()
+    try:
+        await gate.wait_idle(180)
+        _propose(gate, work, {"foo-doc": "1.1"}, "doc only", 1)
+        gate.wake()
+        await gate.wait_idle(180)
+        item = _item(gate, "doc only")
+        with session(gate.engine) as s:
+            scratch = {
+                (e.build_name, e.package): e.reused
+                for e in s.exec(
+                    select(ItemBuildRow).where(
+                        ItemBuildRow.item_id == item.id, ItemBuildRow.purpose == "scratch"
+                    )
+                )
+            }
+        assert scratch == {
+            ("el9", "python-foo"): True,
+            ("el9", "foo-doc"): False,
+            ("el10", "python-foo"): True,
+            ("el10", "foo-doc"): False,
+        }
+        for repo in ("liberty", "el10"):
+            assert gate.publishers[repo].state().nvrs()["foo-doc"] == "foo-doc-1.1-1", repo
+
+        _propose(
+            gate,
+            work,
+            {"python-foo": "1.1", "foo-doc": "1.2"},
+            "broken foo",
+            2,
+            broken=frozenset({"python-foo"}),
+        )
+        gate.wake()
+        await gate.wait_idle(180)
+        assert results(gate) == {"merged": ["doc only"], "rejected": ["broken foo"]}
+        broken = _item(gate, "broken foo")
+        assert broken.failure.startswith("package python-foo (build el"), broken.failure
+        with session(gate.engine) as s:
+            held = [
+                s.get(BuildRow, e.build_id)
+                for e in s.exec(
+                    select(ItemBuildRow).where(
+                        ItemBuildRow.item_id == broken.id,
+                        ItemBuildRow.package == "foo-doc",
+                        ItemBuildRow.purpose == "scratch",
+                    )
+                )
+            ]
+        # foo-doc's builds never ran: failed with python-foo's, or cancelled with the item
+        assert held and all(b is not None and b.submissions == 0 for b in held)
+        for b in held:
+            assert b is not None and b.state in ("failed", "canceled"), b.state
+        for repo in ("liberty", "el10"):
+            assert gate.publishers[repo].state().nvrs()["python-foo"] == "python-foo-1.0-1"
         check_invariants(gate)
     finally:
         await gate.stop()
