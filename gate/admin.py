@@ -5,6 +5,9 @@ serialised with the gate's own publishing through the queue's generation
 counter.  Items under test were tested on the old content, so their bases no
 longer normalise and the planner resets them.  While an item is merged but
 not yet published, both commands are refused: publishing it first keeps I1.
+In a queue of several named builds, each build's repository follows the
+queue's generation numbers: a command on the queue's repository applies to
+all of them, with the same number.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ class RepoAdmin:
         if repo not in self.publishers or not queues:
             raise Refused(f"unknown repository {repo!r}")
         queue = queues[0]
-        publisher = self.publishers[repo]
         with session(self.engine) as s:
             active = s.exec(
                 select(ItemRow).where(ItemRow.queue == queue, col(ItemRow.active))
@@ -61,32 +63,34 @@ class RepoAdmin:
             "by": who,
             "reason": event.reason or "",
         }
-        generation: Generation
+        # a queue of several named builds: each build's repository follows the queue's
+        # generation numbers, so the command applies to all of them (docs/pipelines.md)
+        repos = list(dict.fromkeys([repo, *self.config.repos_of(queue).values()]))
         if isinstance(event, RepoRollback):
-            if publisher.generation(event.to) is None:
-                raise Refused(
-                    f"generation {event.to} of {repo} does not exist (kept: "
-                    f"{publisher.generations()})"
-                )
+            for name in repos:
+                if self.publishers[name].generation(event.to) is None:
+                    raise Refused(
+                        f"generation {event.to} of {name} does not exist (kept: "
+                        f"{self.publishers[name].generations()})"
+                    )
             produced_by["from_generation"] = event.to
-            generation = await asyncio.to_thread(
-                publisher.rollback, event.to, produced_by, number=number
-            )
-        else:
-            generation = await asyncio.to_thread(publisher.republish, produced_by, number=number)
-        await asyncio.to_thread(publisher.gc)
+        made: dict[str, Generation] = {}
+        for name in repos:
+            made[name] = await asyncio.to_thread(self._act, event, name, produced_by, number)
+            await asyncio.to_thread(self.publishers[name].gc)
         with session(self.engine) as s:
             qrow = s.get(QueueRow, queue)
             assert qrow is not None
-            s.add(
-                GenerationRow(
-                    repo=repo,
-                    number=number,
-                    kind=action,
-                    packages=len(generation.packages),
-                    requested_by=who,
+            for name, generation in made.items():
+                s.add(
+                    GenerationRow(
+                        repo=name,
+                        number=number,
+                        kind=action,
+                        packages=len(generation.packages),
+                        requested_by=who,
+                    )
                 )
-            )
             qrow.generation = number
             s.add(qrow)
             s.commit()
@@ -103,3 +107,15 @@ class RepoAdmin:
         self.plumbing.wake()
         by = f" by {event.requested_by}" if event.requested_by else ""
         return f"{repo} generation {number} ({action}{by})"
+
+    def _act(
+        self,
+        event: RepoRepublish | RepoRollback,
+        repo: str,
+        produced_by: dict[str, Any],
+        number: int,
+    ) -> Generation:
+        publisher = self.publishers[repo]
+        if isinstance(event, RepoRollback):
+            return publisher.rollback(event.to, produced_by, number=number)
+        return publisher.republish(produced_by, number=number)

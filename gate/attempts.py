@@ -17,13 +17,17 @@ from functools import partial
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from gate import transitions
+from gate import item_builds, transitions
 from gate.builds import Builds, scratch_key
 from gate.config import Config
 from gate.faults import until_it_lands
+from gate.item_builds import Member
 from gate.items import Items, step_owner
 from gate.merger import Merger, MergeResult
 from gate.model import Base, BuildState, ItemKind
+from gate.package_builds import Made, ensure_packages
+from gate.package_plan import MissingSpec
+from gate.packages import PackageOrderError
 from gate.plumbing import Plumbing
 from gate.queue_rules import OtherChange, unmet_dependency
 from gate.sources.base import ChangeSource
@@ -113,40 +117,62 @@ class Attempts:
             await self._merge_failed(item_id, attempt, item.project, reason)
             return
         qcfg = self.config.queues[queue]
-        build_name, target = self.config.build_of(queue)
-        key = scratch_key(item.project, result.tree, target, qcfg.backend, build_name)
-        build = await until_it_lands(
-            partial(
-                self.builds.ensure,
-                purpose="scratch",
-                key=key,
-                project=item.project,
-                backend=qcfg.backend,
-                commit=result.commit,
-                tree=result.tree,
-                target=target,
-                includes=includes,
-            ),
-            f"scratch build of item {item_id}",
-        )
+        # one scratch build per (named build, package): the item's set (gate.item_builds)
+        made: dict[Member, Made] = {}
+        try:
+            for build_name, target in self.config.builds_of(queue).items():
+                for m in await ensure_packages(
+                    self.builds,
+                    purpose="scratch",
+                    key_of=partial(
+                        scratch_key, item.project, result.tree, target, qcfg.backend, build_name
+                    ),
+                    project=item.project,
+                    backend=qcfg.backend,
+                    commit=result.commit,
+                    tree=result.tree,
+                    target=target,
+                    includes=includes,
+                    what=f"scratch build {build_name} of item {item_id}",
+                ):
+                    made[(build_name, m.package)] = m
+        except (MissingSpec, PackageOrderError) as exc:  # the change's tree cannot be built
+            await self._merge_failed(item_id, attempt, item.project, f"cannot build: {exc}")
+            return
+        first = next(iter(made.values())).row
+        if len(made) > 1:
+            await until_it_lands(
+                partial(self._record_set, item_id, attempt, made), f"builds of item {item_id}"
+            )
         await until_it_lands(
             lambda: self.items.step(
                 item_id,
-                lambda v: transitions.merged(v, key),
+                lambda v: transitions.merged(v, first.key),
                 attempt,
                 merge_commit=result.commit,
                 merge_tree=result.tree,
             ),
             f"item {item_id}",
         )
-        self.plumbing.emit(
-            "item",
-            item=item_id,
-            project=item.project,
-            state="building",
-            build=build.id,
-            reused=build.submissions > 0 or build.state != BuildState.RUNNING,
-        )
+        for (build_name, package), m in made.items():
+            self.plumbing.emit(
+                "item",
+                item=item_id,
+                project=item.project,
+                state="building",
+                build=m.row.id,
+                reused=m.reused or m.row.submissions > 0 or m.row.state != BuildState.RUNNING,
+                **({"named_build": build_name, "package": package} if len(made) > 1 else {}),
+            )
+
+    def _record_set(self, item_id: int, attempt: int, made: dict[Member, Made]) -> None:
+        """The item's scratch builds, one per (named build, package) (``gate.item_builds``)."""
+        with session(self.engine) as s:
+            for member, m in made.items():
+                item_builds.record(
+                    s, item_id, attempt, member, "scratch", m.row.id or 0, reused=m.reused
+                )
+            s.commit()
 
     async def _conflicting(
         self,

@@ -40,6 +40,9 @@ class NamedBuildConfig(_Strict):
 
     #: Koji: the build target; local: a label (part of the key); default: the queue's ``target``
     target: Annotated[str, Field(min_length=1, pattern=r"^[^-\s][^\s]*$")] | None = None
+    #: the publisher its final builds are published by (default: the queue's ``repo``;
+    #: two builds of a queue never share one)
+    repo: str | None = None
 
 
 class MatrixEntry(_Strict):
@@ -64,13 +67,35 @@ class JobReferences(Protocol):
     def matrix(self) -> tuple[MatrixEntry, ...] | None: ...
 
 
+def build_order(builds: Mapping[str, NamedBuildConfig], queue_repo: str | None) -> list[str]:
+    """The builds' names, the queue's own build first: the one publishing to the
+    queue's ``repo`` (its rows are an item's own columns, its generations the
+    queue's), then the others in config order.  Not the first key of the mapping:
+    a config written by a tool that sorts keys (``yaml.safe_dump``, Ansible's
+    ``to_nice_yaml``) must mean the same."""
+    names = list(builds)
+    if queue_repo is None:
+        return names
+    own = [n for n in names if builds[n].repo in (None, queue_repo)]
+    return own[:1] + [n for n in names if n not in own[:1]]
+
+
 def build_targets(
-    builds: Mapping[str, NamedBuildConfig] | None, queue_target: str
+    builds: Mapping[str, NamedBuildConfig] | None,
+    queue_target: str,
+    queue_repo: str | None = None,
 ) -> dict[str, str]:
-    """Name -> target of every build of a queue, in config order."""
+    """Name -> target of every build of a queue, in :func:`build_order`."""
     if not builds:
         return {DEFAULT_BUILD: queue_target}
-    return {name: b.target or queue_target for name, b in builds.items()}
+    return {n: builds[n].target or queue_target for n in build_order(builds, queue_repo)}
+
+
+def build_repos(builds: Mapping[str, NamedBuildConfig] | None, queue_repo: str) -> dict[str, str]:
+    """Name -> publisher of every build of a queue, in :func:`build_order`."""
+    if not builds:
+        return {DEFAULT_BUILD: queue_repo}
+    return {n: builds[n].repo or queue_repo for n in build_order(builds, queue_repo)}
 
 
 def job_runs(

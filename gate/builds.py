@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
@@ -73,23 +74,38 @@ def build_owner(build_id: int) -> str:
 
 
 def scratch_key(
-    project: str, tree: str, target: str, backend: str, build: str = DEFAULT_BUILD
+    project: str,
+    tree: str,
+    target: str,
+    backend: str,
+    build: str = DEFAULT_BUILD,
+    package: str | None = None,
 ) -> str:
     """What determines a scratch build's output; equal keys are never built twice.
 
     ``build`` is the queue's named build (gate/build_matrix.py): two named builds
-    never share a scratch build, even on the same target.
+    never share a scratch build, even on the same target.  ``package``: which
+    package of a project of several (gate/packages.py); None for a project of one.
     """
     # the empty last field keeps the keys of builds recorded before it was dropped;
     # the default build's key is the one it always had
     named = () if build == DEFAULT_BUILD else (build,)
-    text = "\0".join(("scratch", project, tree, target, backend, "", *named))
+    one_of = () if package is None else ("package", package)
+    text = "\0".join(("scratch", project, tree, target, backend, "", *named, *one_of))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def final_key(project: str, tree: str, target: str, build: str = DEFAULT_BUILD) -> str:
+def final_key(
+    project: str,
+    tree: str,
+    target: str,
+    build: str = DEFAULT_BUILD,
+    package: str | None = None,
+) -> str:
     named = () if build == DEFAULT_BUILD else (build,)
-    return hashlib.sha256("\0".join(("final", project, tree, target, *named)).encode()).hexdigest()
+    one_of = () if package is None else ("package", package)
+    text = "\0".join(("final", project, tree, target, *named, *one_of))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def build_entry(row: BuildRow) -> BuildEntry:
@@ -135,7 +151,7 @@ class Builds:
             git_dir=self.merger.git_dir(row.project),
             commit=row.commit,
             tree=row.tree,
-            spec_path=cfg.spec_of(row.project),
+            spec_path=cfg.spec_of(row.project, row.package),
             target=row.target,
             lookaside=lookaside,
             scm_url=f"{scm}#{row.commit}" if scm else None,
@@ -153,11 +169,17 @@ class Builds:
         tree: str,
         target: str,
         includes: Iterable[int] = (),
+        package: str | None = None,
+        inputs: str = "",
+        waits_for: Iterable[int] = (),
     ) -> BuildRow:
         """The build for ``key``: reused when one exists, else recorded and started.
 
         Which existing build serves is a queue rule
-        (:func:`gate.queue_rules.build_reusable`).
+        (:func:`gate.queue_rules.build_reusable`).  ``package``: which package of
+        the project (default: its only one); ``inputs``: that package's input
+        digest; ``waits_for``: builds it is submitted after (the packages it is
+        built after), a wait its watch does, so a restart waits again.
         """
         with session(self.engine) as s:
             row = s.exec(
@@ -170,12 +192,14 @@ class Builds:
                     purpose=purpose,
                     key=key,
                     project=project,
-                    package=self.config.package_of(project),
+                    package=package or self.config.package_of(project),
                     backend=backend,
                     commit=commit,
                     tree=tree,
                     target=target,
                     includes=json.dumps(sorted(set(includes))),
+                    inputs=inputs,
+                    waits_for=json.dumps(list(waits_for)),
                 )
             row.state, row.task_ref, row.reason, row.finished_at = (
                 BuildState.RUNNING,
@@ -209,6 +233,11 @@ class Builds:
             purpose=row.purpose,
             state=BuildState.RUNNING.value,
         )
+        if row.task_ref is None:
+            held = await self._wait_for(row)
+            if held is not None:
+                await until_it_lands(lambda: self._held(build_id, held), f"build {build_id}")
+                return
         while True:
             try:
                 if row.task_ref is None:
@@ -251,6 +280,43 @@ class Builds:
                 return
         await until_it_lands(lambda: self._record(build_id, outcome), f"build {build_id}")
         await self._drop_branch(row, backend, request)
+
+    async def _wait_for(self, row: BuildRow) -> BuildRow | None:
+        """Wait until the builds ``row`` is submitted after have passed (the packages
+        it is built after); the one that did not pass, if one did not."""
+        ids = [int(i) for i in json.loads(row.waits_for or "[]")]
+        while ids:
+            rows = [await until_it_lands(partial(self._load, i), f"build {row.id}") for i in ids]
+            for dep in rows:
+                if dep.state not in (BuildState.RUNNING, BuildState.PASSED):
+                    return dep
+            running = [d.id or 0 for d in rows if d.state == BuildState.RUNNING]
+            if not running:
+                return None
+            waits = [asyncio.ensure_future(self.finished(i)) for i in running]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+        return None
+
+    def _held(self, build_id: int, dep: BuildRow) -> None:
+        """A build whose prerequisite did not pass: failed with it, or cancelled with it
+        (a cancelled build is never reused: the same key is built again when wanted)."""
+        if dep.state == BuildState.FAILED:
+            reason = f"not built: the build of {dep.package} it is built after failed"
+            self._record(build_id, BuildOutcome(ok=False, reason=reason))
+            return
+        with session(self.engine) as s:
+            row = s.get(BuildRow, build_id)
+            assert row is not None
+            if row.state == BuildState.RUNNING:
+                row.state, row.finished_at = BuildState.CANCELED, utcnow()
+                row.reason = f"cancelled with the build of {dep.package} it is built after"
+                s.add(row)
+                s.commit()
+        self.plumbing.wake()
 
     async def _publish_commit(
         self, row: BuildRow, backend: BuildBackend, request: BuildRequest

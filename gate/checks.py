@@ -23,13 +23,13 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from gate import transitions
+from gate import item_builds, transitions
 from gate.config import Config
 from gate.faults import backoff, is_transient, until_it_lands
 from gate.items import Items, step_owner
 from gate.jobs.base import Job, JobChange, JobConfig, JobContext, JobResult
 from gate.model import ItemKind, Step
-from gate.pipeline import PlannedJob, RunnerRule, arch_stages, runner_for, runner_json
+from gate.pipeline import PlannedJob, RunnerRule, build_stages, runner_for, runner_json
 from gate.plumbing import Plumbing
 from gate.processes import ProcessGroups
 from gate.registry import JOBS
@@ -69,9 +69,10 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 class _JobFailed(Exception):
     """A job failed on every try: the item fails."""
 
-    def __init__(self, result: JobResult, arch: str) -> None:
+    def __init__(self, result: JobResult, build: str, arch: str) -> None:
         super().__init__(result.summary)
         self.result = result
+        self.build = build
         self.arch = arch
 
 
@@ -84,18 +85,30 @@ class _PipelineRun:
     jobs: dict[str, Job]
     runners: tuple[RunnerRule, ...]
     many_arches: bool
-    #: (job, arch) -> the result of a run that passed in this attempt already
-    passed: dict[tuple[str, str], JobResult]
-    #: ``JobContext`` with the item's fields filled in
-    context: Callable[..., JobContext]
+    #: the queue has several named builds (each run names its build)
+    several_builds: bool
+    #: (job, build, arch) -> the result of a run that passed in this attempt already
+    #: (build "" in a queue of one build)
+    passed: dict[tuple[str, str, str], JobResult]
+    #: per named build, ``JobContext`` with the item's and the build's fields filled in
+    contexts: Mapping[str, Callable[..., JobContext]]
     log_stem: Path
 
-    def label(self, job: str, arch: str) -> str:
-        """How a run is named in a reason: the job, and its arch when there are several."""
-        return f"{job} ({arch})" if self.many_arches and arch else job
+    def run_build(self, build: str) -> str:
+        """The build a run's row records: "" in a queue of one build (as before)."""
+        return build if self.several_builds else ""
 
-    def log_path(self, job: str, arch: str, try_number: int) -> Path:
+    def label(self, job: str, build: str, arch: str) -> str:
+        """How a run is named in a reason: the job, and its build and arch when there
+        are several."""
+        where = [build] if self.several_builds else []
+        where += [arch] if self.many_arches and arch else []
+        return f"{job} ({', '.join(where)})" if where else job
+
+    def log_path(self, job: str, build: str, arch: str, try_number: int) -> Path:
         stem = f"{self.log_stem.name}-{job}"
+        if self.several_builds:
+            stem += f"-{build}"
         if self.many_arches:
             stem += f"-{arch}"
         if try_number > 1:
@@ -125,29 +138,53 @@ class Checks:
 
     async def _run_jobs(self, queue: str, item_id: int, attempt: int) -> None:
         qcfg = self.config.queues[queue]
-        publisher = self.publishers[qcfg.repo]
+        repos = self.config.repos_of(queue)
+        several = len(repos) > 1
+        first = next(iter(repos))
+        name = f"{item_id}-{attempt}"
+        arches = self.config.arches_of(queue)
+        trees: dict[str, tuple[Path, Path, str]] = {}
+        states: dict[str, RepoState] = {}
         with session(self.engine) as s:
             item = s.get(ItemRow, item_id)
             assert item is not None
-            state = speculative_state(s, item, publisher, qcfg.repo)
-            baseline = speculative_state(s, item, publisher, qcfg.repo, own=False)
             change = _job_change(s.get(ChangeRow, item.change_id))
-        name = f"{item_id}-{attempt}"
-        repo_dir = self.state_dir / "speculative" / name
-        baseline_dir = self.state_dir / "speculative" / f"{name}-baseline"
-        current = publisher.current()
-        arches = self.config.arches_of(queue)
-        await asyncio.to_thread(
-            self._write_trees,
-            baseline,
-            baseline_dir,
-            state,
-            repo_dir,
-            arches,
-            current.path if current else None,
-        )
+        for build_name, repo in repos.items():
+            publisher = self.publishers[repo]
+            # its set's builds of this name (an item without a set: its own columns)
+            which = build_name
+            with session(self.engine) as s:
+                row = s.get(ItemRow, item_id)
+                assert row is not None
+                mine = build_name == first
+                state = speculative_state(s, row, publisher, repo, build_name=which, own_build=mine)
+                baseline = speculative_state(
+                    s, row, publisher, repo, own=False, build_name=which, own_build=mine
+                )
+            # one repository per named build: <item>-<attempt>/<build>/<arch>/ (a queue of
+            # one build keeps <item>-<attempt>/<arch>/)
+            sub = f"/{build_name}" if several else ""
+            repo_dir = self.state_dir / "speculative" / (name + sub)
+            baseline_dir = self.state_dir / "speculative" / f"{name}-baseline{sub}"
+            current = publisher.current()
+            await asyncio.to_thread(
+                self._write_trees,
+                baseline,
+                baseline_dir,
+                state,
+                repo_dir,
+                arches,
+                current.path if current else None,
+            )
+            trees[build_name] = (repo_dir, baseline_dir, sub)
+            states[build_name] = state
+        if several:
+            await until_it_lands(
+                partial(self._record_tested, item_id, attempt, states, first),
+                f"item {item_id}",
+            )
         await until_it_lands(
-            partial(self.items.update, item_id, attempt, tested_state=state.to_json()),
+            partial(self.items.update, item_id, attempt, tested_state=states[first].to_json()),
             f"item {item_id}",
         )
         self.plumbing.emit(
@@ -155,42 +192,49 @@ class Checks:
             item=item_id,
             project=item.project,
             state="testing-jobs",
-            repo=str(repo_dir),
-            packages=len(state.nevras()),
+            repo=str(trees[first][0]),
+            packages=len(states[first].nevras()),
+            **({"repos": {b: str(t[0]) for b, t in trees.items()}} if several else {}),
         )
         base_repos = tuple(r for j in qcfg.jobs for r in j.dependency_repos())
+        url = f"{self.config.base_url}/speculative"
         run = _PipelineRun(
             item_id=item_id,
             attempt=attempt,
             jobs={j.name: make_job(j) for j in qcfg.jobs},
             runners=qcfg.runners,
             many_arches=len(arches) > 1,
+            several_builds=several,
             passed=await until_it_lands(
                 partial(self._passed_runs, item_id, attempt), f"jobs of item {item_id}"
             ),
-            context=partial(
-                JobContext,
-                item_id=item_id,
-                attempt=attempt,
-                repo_path=repo_dir,
-                repo_url=f"{self.config.base_url}/speculative/{name}/",
-                base_repos=base_repos,
-                processes=ProcessGroups.under(self.state_dir),
-                baseline_path=baseline_dir,
-                baseline_url=f"{self.config.base_url}/speculative/{name}-baseline/",
-                cache_dir=self.state_dir / "cache" / "solv",
-                queue=queue,
-                change=change,
-                public_url=self.config.base_url,
-                engine=self.engine,
-                plumbing=self.plumbing,
-                build=self.config.build_of(queue)[0],
-            ),
+            contexts={
+                build_name: partial(
+                    JobContext,
+                    item_id=item_id,
+                    attempt=attempt,
+                    repo_path=repo_dir,
+                    repo_url=f"{url}/{name}{sub}/",
+                    base_repos=base_repos,
+                    processes=ProcessGroups.under(self.state_dir),
+                    baseline_path=baseline_dir,
+                    baseline_url=f"{url}/{name}-baseline{sub}/",
+                    cache_dir=self.state_dir / "cache" / "solv",
+                    queue=queue,
+                    change=change,
+                    public_url=self.config.base_url,
+                    engine=self.engine,
+                    plumbing=self.plumbing,
+                    build=build_name,
+                )
+                for build_name, (repo_dir, baseline_dir, sub) in trees.items()
+            },
             log_stem=self.state_dir / "logs" / "jobs" / name,
         )
-        failure = await self._run_pipeline(run, arch_stages(qcfg.pipeline, qcfg.jobs, arches))
+        plan = build_stages(qcfg.pipeline, qcfg.jobs, list(repos), arches)
+        failure = await self._run_pipeline(run, plan)
         failed = [failure] if failure is not None else []
-        reason = "; ".join(f"{run.label(r.name, a)}: {r.summary}" for r, a in failed)
+        reason = "; ".join(f"{run.label(r.name, b, a)}: {r.summary}" for r, b, a in failed)
         moved: dict[str, float] = {}
         if reason and item.kind == ItemKind.POST:
             # merged already: it cannot be rejected, only held out of the repository
@@ -240,9 +284,9 @@ class Checks:
         write_repo_tree(state, self.pool, repo_dir, arches, baseline_dir)
 
     async def _run_pipeline(
-        self, run: _PipelineRun, plan: dict[str, list[list[PlannedJob]]]
-    ) -> tuple[JobResult, str] | None:
-        """Each arch's stages in order, the arches side by side; the first failure ends all.
+        self, run: _PipelineRun, plan: dict[tuple[str, str], list[list[PlannedJob]]]
+    ) -> tuple[JobResult, str, str] | None:
+        """Each (build, arch)'s stages in order, side by side; the first failure ends all.
 
         A failed job (after its retries) fails the item at once: the other
         runs, of its stage and of the other arches, are cancelled (their rows
@@ -252,16 +296,14 @@ class Checks:
         failed: list[_JobFailed] = []
         try:
             async with asyncio.TaskGroup() as group:
-                for arch, stages in plan.items():
-                    group.create_task(self._arch_stages(run, arch, stages))
+                for stages in plan.values():
+                    group.create_task(self._arch_stages(run, stages))
         except* _JobFailed as failures:
             failed += [f for f in _leaves(failures) if isinstance(f, _JobFailed)]
-        return (failed[0].result, failed[0].arch) if failed else None
+        return (failed[0].result, failed[0].build, failed[0].arch) if failed else None
 
-    async def _arch_stages(
-        self, run: _PipelineRun, arch: str, stages: list[list[PlannedJob]]
-    ) -> None:
-        """One arch: a stage starts when every job of the one before passed there."""
+    async def _arch_stages(self, run: _PipelineRun, stages: list[list[PlannedJob]]) -> None:
+        """One (build, arch): a stage starts when every job of the one before passed there."""
         for stage in stages:
             async with asyncio.TaskGroup() as group:
                 for planned in stage:
@@ -275,14 +317,15 @@ class Checks:
         before a restart is not run again.
         """
         cfg = planned.job
-        done = run.passed.get((cfg.name, planned.arch))
+        build = run.run_build(planned.build)
+        done = run.passed.get((cfg.name, build, planned.arch))
         if done is not None:
             return done
         tries = cfg.retries + 1
         runner = runner_for(run.runners, cfg.name, planned.arch)
         result: JobResult | None = None
         for number in range(1, tries + 1):
-            ctx = run.context(
+            ctx = run.contexts[planned.build](
                 arches=(planned.arch,),
                 arch=planned.arch,
                 stage=planned.stage,
@@ -290,10 +333,11 @@ class Checks:
                 tries=tries,
                 attributes=runner_json(runner),
                 env=dict(runner.variables),
-                log_path=run.log_path(cfg.name, planned.arch, number),
+                log_path=run.log_path(cfg.name, planned.build, planned.arch, number),
             )
             row_id = await until_it_lands(
-                partial(self._start_job_row, ctx, cfg.name), f"job {cfg.name} of item {ctx.item_id}"
+                partial(self._start_job_row, ctx, cfg.name, build),
+                f"job {cfg.name} of item {ctx.item_id}",
             )
             result = await self._run_one(run.jobs[cfg.name], ctx, row_id)
             if result.passed:
@@ -301,7 +345,7 @@ class Checks:
         assert result is not None
         if tries > 1:
             result = replace(result, summary=f"{result.summary} (failed {tries} tries of {tries})")
-        raise _JobFailed(result, planned.arch)
+        raise _JobFailed(result, planned.build, planned.arch)
 
     async def _run_one(self, job: Job, ctx: JobContext, row_id: int) -> JobResult:
         """Run one try and record its outcome as soon as it ends (or that it was cancelled)."""
@@ -346,7 +390,7 @@ class Checks:
                 log.warning("job %s: transient fault (try %d): %s", job.name, faults, exc)
                 await backoff(faults)
 
-    def _start_job_row(self, ctx: JobContext, name: str) -> int:
+    def _start_job_row(self, ctx: JobContext, name: str, build: str) -> int:
         with session(self.engine) as s:
             row = JobRunRow(
                 item_id=ctx.item_id,
@@ -357,12 +401,13 @@ class Checks:
                 stage=ctx.stage,
                 try_number=ctx.try_number,
                 tries=ctx.tries,
+                build=build,
             )
             s.add(row)
             s.commit()
             return row.id or 0
 
-    def _passed_runs(self, item_id: int, attempt: int) -> dict[tuple[str, str], JobResult]:
+    def _passed_runs(self, item_id: int, attempt: int) -> dict[tuple[str, str, str], JobResult]:
         """The runs of this attempt that passed already (before a restart): kept."""
         with session(self.engine) as s:
             rows = s.exec(
@@ -372,7 +417,26 @@ class Checks:
                     JobRunRow.state == Step.PASSED,
                 )
             ).all()
-            return {(r.name, r.arch): JobResult(r.name, True, r.summary, r.log_path) for r in rows}
+            return {
+                (r.name, r.build, r.arch): JobResult(r.name, True, r.summary, r.log_path)
+                for r in rows
+            }
+
+    def _record_tested(
+        self, item_id: int, attempt: int, states: Mapping[str, RepoState], first: str
+    ) -> None:
+        """What the named builds other than the first run on, on their scratch entries
+        (``gate.item_builds``); the first's is the item's ``tested_state``."""
+        with session(self.engine) as s:
+            item = s.get(ItemRow, item_id)
+            purpose = item_builds.tested_purpose(item.kind if item is not None else "")
+            entries = item_builds.entries(s, item_id, attempt, purpose)
+            for build_name, state in states.items():
+                entry = next((e for m, e in entries.items() if m[0] == build_name), None)
+                if build_name != first and entry is not None:
+                    entry.tested_state = state.to_json()
+                    s.add(entry)
+            s.commit()
 
     def _cancelled_job_row(self, row_id: int) -> None:
         """Best effort: a cancelled run's row says so (a crash leaves it to ``interrupted``)."""

@@ -15,6 +15,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,7 +36,13 @@ from pydantic import (
 )
 
 import gate.drivers  # noqa: F401 - registers the built-in drivers
-from gate.build_matrix import BUILD_NAME_PATTERN, NamedBuildConfig, build_problems, build_targets
+from gate.build_matrix import (
+    BUILD_NAME_PATTERN,
+    NamedBuildConfig,
+    build_problems,
+    build_repos,
+    build_targets,
+)
 from gate.builders.local import LocalBackendConfig
 from gate.jobs.base import JobConfig
 from gate.jobs.dependencies import RepoclosureJobConfig
@@ -468,8 +475,10 @@ class Config(_Strict):
                 seen[project] = qname
             if queue.repo not in self.publishers:
                 raise _KeyError(f"queues.{qname}.repo", f"unknown publisher {queue.repo!r}")
+            _check_build_repos(qname, queue, self.publishers, self.arches_of(qname))
             if queue.backend not in self.backends:
                 raise _KeyError(f"queues.{qname}.backend", f"unknown backend {queue.backend!r}")
+            _check_package_sources(qname, queue, self.projects, self.backends[queue.backend])
             published = self.publishers[queue.repo].arches
             for i, arch in enumerate(queue.arches or ()):
                 if arch not in published:
@@ -496,7 +505,9 @@ class Config(_Strict):
                         [problems[0][1], *(f"{key}: {message}" for key, message in problems[1:])]
                     ),
                 )
-        repos = [q.repo for q in self.queues.values()]
+        repos = [
+            r for q in self.queues.values() for r in set(build_repos(q.builds, q.repo).values())
+        ]
         for repo in set(repos):
             if repos.count(repo) > 1:
                 raise _KeyError("queues", f"two queues publish to repository {repo!r}")
@@ -548,24 +559,44 @@ class Config(_Strict):
 
     def package_of(self, project: str) -> str:
         packages = self.projects[project].packages
-        if packages:  # one package (several are refused at load, see _check_packages)
+        if packages:  # the first: a project of several has one build per package
             return next(iter(packages))
         return self.projects[project].package or project
 
-    def spec_of(self, project: str) -> str:
+    def spec_of(self, project: str, package: str | None = None) -> str:
+        """The spec of ``package`` (default: the project's first) of ``project``."""
         packages = self.projects[project].packages
         if packages:
+            if package is not None and package in packages:
+                return packages[package].spec
             return next(iter(packages.values())).spec
         return self.projects[project].spec or f"{self.package_of(project)}.spec"
+
+    def packages_of(self, project: str) -> dict[str, PackageConfig]:
+        """The packages of a project of several (gate/packages.py); empty for one."""
+        packages = self.projects[project].packages or {}
+        return dict(packages) if len(packages) > 1 else {}
+
+    def set_size(self, queue: str, project: str) -> int:
+        """How many builds an item of ``project`` has per purpose: named builds times
+        packages (``gate.item_builds``; 1: the item's own columns are the set)."""
+        return len(self.builds_of(queue)) * max(1, len(self.packages_of(project)))
 
     def builds_of(self, queue: str) -> dict[str, str]:
         """Name -> target of each named build of ``queue`` (``default`` when none is named)."""
         qcfg = self.queues[queue]
-        return build_targets(qcfg.builds, qcfg.target)
+        return build_targets(qcfg.builds, qcfg.target, qcfg.repo)
 
     def build_of(self, queue: str) -> tuple[str, str]:
-        """The (name, target) of ``queue``'s build (several are refused at load)."""
+        """The (name, target) of ``queue``'s own build (the one publishing to its ``repo``,
+        first in ``builds_of``), whose rows are the item's own columns (``build_key``,
+        ``final_build_id``; ``gate.item_builds``)."""
         return next(iter(self.builds_of(queue).items()))
+
+    def repos_of(self, queue: str) -> dict[str, str]:
+        """Name -> publisher of each named build of ``queue`` (the first: the queue's ``repo``)."""
+        qcfg = self.queues[queue]
+        return build_repos(qcfg.builds, qcfg.repo)
 
     def build_digest(self, project: str) -> str:
         """A digest of every setting that shapes a build of ``project``: its section,
@@ -582,25 +613,52 @@ class Config(_Strict):
         return hashlib.sha256(encoded).hexdigest()
 
 
-#: what the daemon does not run yet (issue 12): refused rather than half-run
-SEVERAL_BUILDS = (
-    "{n} named builds: the gate checks them but builds, tests and publishes one "
-    "named build per queue for now (docs/pipelines.md, Named builds)"
-)
-SEVERAL_PACKAGES = (
-    "{n} packages: the gate checks their order but builds one package per project "
-    "for now (docs/pipelines.md, Package order)"
-)
+def _check_build_repos(
+    qname: str, queue: QueueConfig, publishers: Mapping[str, Any], arches: tuple[str, ...]
+) -> None:
+    """Each named build publishes to a publisher of its own, with the queue's arch trees.
+
+    Exactly one build publishes to the queue's ``repo`` (the one without
+    ``repo``, or naming it): the queue's own build, whose generations are the
+    queue's (``gate.build_matrix.build_order``).  Two builds sharing a
+    publisher are refused: two builds of one package in one repository would
+    replace each other.
+    """
+    if not queue.builds:
+        return
+    by_repo: dict[str, str] = {}
+    for name, build in queue.builds.items():
+        repo = build.repo or queue.repo
+        key = f"queues.{qname}.builds.{name}.repo"
+        if repo not in publishers:
+            raise _KeyError(key, f"unknown publisher {repo!r}")
+        if repo in by_repo:
+            raise _KeyError(
+                key,
+                f"builds {by_repo[repo]} and {name} both publish to {repo!r}: "
+                "give each named build a publisher of its own (builds.<name>.repo)",
+            )
+        by_repo[repo] = name
+        missing = [a for a in arches if a not in publishers[repo].arches]
+        if missing:
+            raise _KeyError(
+                key,
+                f"publisher {repo} has no tree for {', '.join(missing)} "
+                "(each named build's repository has the queue's arches)",
+            )
+    if queue.repo not in by_repo:
+        raise _KeyError(
+            f"queues.{qname}.builds",
+            f"no named build publishes to the queue's repo {queue.repo!r} (its generations "
+            "are the queue's): leave one build's repo out",
+        )
 
 
 def _build_problems(
     where: str, queue: QueueConfig, arches: tuple[str, ...]
 ) -> list[tuple[str, str]]:
-    builds = list(build_targets(queue.builds, queue.target))
-    problems = build_problems(where, builds, arches, queue.jobs, queue.pipeline)
-    if len(builds) > 1:
-        problems.append((f"{where}.builds", SEVERAL_BUILDS.format(n=len(builds))))
-    return problems
+    builds = list(build_targets(queue.builds, queue.target, queue.repo))
+    return build_problems(where, builds, arches, queue.jobs, queue.pipeline)
 
 
 def _check_packages(name: str, project: ProjectConfig) -> None:
@@ -617,8 +675,26 @@ def _check_packages(name: str, project: ProjectConfig) -> None:
         package_order(built_after(project.packages, where=where), where)
     except PackageOrderError as exc:
         raise _KeyError(exc.key, str(exc)) from None
-    if len(project.packages) > 1:
-        raise _KeyError(where, SEVERAL_PACKAGES.format(n=len(project.packages)))
+
+
+def _check_package_sources(
+    qname: str, queue: QueueConfig, projects: Mapping[str, ProjectConfig], backend: Any
+) -> None:
+    """A project of several packages is built from one SRPM per package spec: a
+    backend that would build it from its SCM URL cannot (Koji's ``buildSRPMFromSCM``
+    builds the one spec at the top of the checkout)."""
+    for key in ("scratch_source", "final_source"):
+        if getattr(backend, key, None) != "scm":
+            continue
+        for project in queue.projects:
+            packages = projects[project].packages or {}
+            if len(packages) > 1:
+                raise _KeyError(
+                    f"backends.{queue.backend}.{key}",
+                    f"scm: project {project} of queue {qname} has {len(packages)} packages, "
+                    "each with its own spec, and a build from the SCM URL builds the spec "
+                    "at the top of the checkout only: use srpm",
+                )
 
 
 class _KeyError(ValueError):

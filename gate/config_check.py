@@ -533,7 +533,22 @@ def online_findings(config: Config) -> list[Finding]:
     """
     probes: list[Any] = []
     for name, project in config.projects.items():
-        probes.append((_git_remote, name, project.git, project.branch, config.spec_of(name)))
+        packages = config.packages_of(name)
+        if packages:  # each package's spec, under its own key
+            for package, pkg in packages.items():
+                probes.append(
+                    (
+                        _git_remote,
+                        name,
+                        project.git,
+                        project.branch,
+                        pkg.spec,
+                        "",
+                        f"packages.{package}.spec",
+                    )
+                )
+        else:
+            probes.append((_git_remote, name, project.git, project.branch, config.spec_of(name)))
         if project.lookaside is not None:
             probes.append(
                 (_lookaside_base, f"projects.{name}.lookaside.url", project.lookaside.url)
@@ -554,7 +569,12 @@ def online_findings(config: Config) -> list[Finding]:
                 if q.backend == name
                 for target, key in _target_keys(n, q)
             )
-            findings += asyncio.run(_koji_hub(name, backend, targets))
+            several = [
+                _target_keys(n, q)
+                for n, q in config.queues.items()
+                if q.backend == name and len(config.builds_of(n)) > 1
+            ]
+            findings += asyncio.run(_koji_hub(name, backend, targets, several))
     return findings
 
 
@@ -781,9 +801,14 @@ def bind_problem(host: str, port: int, exc: OSError) -> tuple[str, str]:
 
 
 async def _koji_hub(
-    name: str, backend: KojiBackendConfig, targets: list[tuple[str, str]]
+    name: str,
+    backend: KojiBackendConfig,
+    targets: list[tuple[str, str]],
+    several: list[list[tuple[str, str]]] | None = None,
 ) -> list[Finding]:
-    """getAPIVersion; a login when credentials are configured; each target exists."""
+    """getAPIVersion; a login when credentials are configured; each target exists;
+    the named builds of a queue (``several``: each queue's targets) build with a
+    dist of their own (Koji builds an NVR once)."""
     from gate.builders.koji_session import HubSession
 
     key = f"backends.{name}"
@@ -814,12 +839,47 @@ async def _koji_hub(
                         "create it (koji add-target) or give a target the hub has",
                     )
                 )
+        for builds in several or []:
+            findings += await _dists(hub, builds)
     except Exception as exc:  # any failure is the finding
         findings.append(
             Finding(f"{key}.server", f"{conn.server} does not answer getAPIVersion: {_reason(exc)}")
         )
     finally:
         await hub.close()
+    return findings
+
+
+async def _dists(hub: Any, builds: list[tuple[str, str]]) -> list[Finding]:
+    """Two named builds of a queue whose build tags give the same ``%dist`` (or none)
+    build the same NVR, and Koji builds an NVR once: the second final build of
+    every change would be refused ("Build already exists")."""
+    findings = []
+    seen: dict[str, str] = {}
+    for target, key in builds:
+        info = await asyncio.wait_for(
+            hub.call("getBuildTarget", target, retry=False), ONLINE_TIMEOUT
+        )
+        if not info:
+            continue  # said above
+        config = await asyncio.wait_for(
+            hub.call("getBuildConfig", info["build_tag_name"], retry=False), ONLINE_TIMEOUT
+        )
+        dist = str((config.get("extra") or {}).get("rpm.macro.dist", ""))
+        if dist in seen:
+            shown = repr(dist) if dist else "no %dist"
+            findings.append(
+                Finding(
+                    key,
+                    f"target {target!r} builds with {shown}, as {seen[dist]} does: Koji "
+                    "builds an NVR once, so this named build's final builds would be "
+                    "refused ('Build already exists')",
+                    "give each named build's build tag its own rpm.macro.dist (and the "
+                    "specs a Release with %{?dist})",
+                )
+            )
+        else:
+            seen[dist] = key
     return findings
 
 

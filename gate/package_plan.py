@@ -53,4 +53,4 @@ async def plan_at(
         specs[name] = spec_names(text or "")
     after = built_after(packages, specs, where=f"projects.{project}.packages")
     order = package_order(after, f"projects.{project}.packages")
-    return plan_packages(order, input_digests(packages, after, listing), previous)
+    return plan_packages(order, input_digests(packages, after, listing), previous, after)

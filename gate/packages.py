@@ -245,19 +245,23 @@ class PackageStep:
     action: Literal["build", "reuse"]
     #: the build that serves a reuse
     reused: PreviousBuild | None = None
+    #: the packages it is built after (:func:`built_after`), in build order
+    after: tuple[str, ...] = ()
 
 
 def plan_packages(
     order: Sequence[str],
     digests: Mapping[str, str],
     previous: Mapping[str, PreviousBuild],
+    after: Mapping[str, set[str]] | None = None,
 ) -> list[PackageStep]:
     """In order, for each package: build it, or reuse its previous build (same inputs)."""
     steps: list[PackageStep] = []
     for name in order:
         last = previous.get(name)
+        before = tuple(n for n in order if n in (after or {}).get(name, set()))
         if last is not None and last.digest == digests[name]:
-            steps.append(PackageStep(name, digests[name], "reuse", last))
+            steps.append(PackageStep(name, digests[name], "reuse", last, before))
         else:
-            steps.append(PackageStep(name, digests[name], "build"))
+            steps.append(PackageStep(name, digests[name], "build", after=before))
     return steps

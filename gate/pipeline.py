@@ -27,6 +27,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gate.build_matrix import DEFAULT_BUILD, job_runs
 from gate.jobs.base import JobConfig
 
 #: names an arch tree of a repository (``x86_64``, ``aarch64``, ``ppc64le``, ``i686``)
@@ -94,12 +95,14 @@ class FlakyConfig(_Strict):
 
 @dataclass(frozen=True)
 class PlannedJob:
-    """One job on one arch, in its stage."""
+    """One job on one arch (of one named build), in its stage."""
 
     job: JobConfig
     arch: str
     #: 1-based, as users count stages
     stage: int
+    #: the named build whose repository it runs against
+    build: str = DEFAULT_BUILD
 
 
 def job_arches(job: JobConfig, arches: Sequence[str]) -> tuple[str, ...]:
@@ -140,6 +143,34 @@ def arch_stages(
                 stages.append(runs)
         if stages:
             plan[arch] = stages
+    return plan
+
+
+def build_stages(
+    pipeline: Sequence[Sequence[str]] | None,
+    jobs: Sequence[JobConfig],
+    builds: Sequence[str],
+    arches: Sequence[str],
+) -> dict[tuple[str, str], list[list[PlannedJob]]]:
+    """Per (build, arch), its stages: the jobs of each stage whose runs
+    (``gate.build_matrix.job_runs``) include it, empty stages dropped.  With
+    one build, :func:`arch_stages` keyed by ``(build, arch)``."""
+    by_name = {j.name: j for j in jobs}
+    runs = {j.name: set(job_runs(j, builds, arches)) for j in jobs}
+    plan: dict[tuple[str, str], list[list[PlannedJob]]] = {}
+    for build in builds:
+        for arch in arches:
+            stages = []
+            for number, names in enumerate(stages_of(pipeline, jobs), start=1):
+                here = [
+                    PlannedJob(by_name[n], arch, number, build)
+                    for n in names
+                    if (build, arch) in runs[n]
+                ]
+                if here:
+                    stages.append(here)
+            if stages:
+                plan[(build, arch)] = stages
     return plan
 
 

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 from sqlmodel import Session, col, select
 
+from gate.item_builds import BUILD_STEP, Member, aggregate, scratch_sets
 from gate.items import view_of
 from gate.model import BuildState, ItemKind, ItemView, QueueState, RunningBuild, Step
 from gate.queue_rules import queue_order
 from repo_state.models import BuildRow, ChangeRow, GenerationRow, ItemRow, ProjectRow, QueueRow
 
-#: what a build's state means as the step of the item that uses it
-_BUILD_STEP = {
-    BuildState.RUNNING: Step.RUNNING,
-    BuildState.PASSED: Step.PASSED,
-    BuildState.FAILED: Step.FAILED,
-}
 
-
-def item_view(row: ItemRow, build: BuildRow | None) -> ItemView:
+def item_view(
+    row: ItemRow, build: BuildRow | None, builds: Mapping[Member, BuildRow] | None = None
+) -> ItemView:
     """The item with its scratch build's outcome: the one derivation of its state and
-    failure reason, used by the planner, the status API, the CLI and the page."""
-    step = _BUILD_STEP.get(BuildState(build.state), Step.NONE) if build else Step.NONE
+    failure reason, used by the planner, the status API, the CLI and the page.
+
+    ``builds``: its scratch builds by name when the queue has several named
+    builds (``gate.item_builds``); they count as one build, failed as soon as one is.
+    """
+    if builds is not None and len(builds) > 1:
+        summary = aggregate(builds)
+        return view_of(row, summary.step, failure=row.failure or summary.failure)
+    step = BUILD_STEP.get(BuildState(build.state), Step.NONE) if build else Step.NONE
     failed_build = ""
     if build is not None and build.state == BuildState.FAILED:
         # the build's own words, as the item is rejected with them
@@ -80,9 +84,10 @@ def load_queue_state(s: Session, queue: str, projects: tuple[str, ...], repo: st
             select(GenerationRow).where(GenerationRow.repo == repo, GenerationRow.number > oldest)
         )
     }
+    sets = scratch_sets(s, items)
     views = []
     for r in items:
-        view = item_view(r, builds.get(r.build_key or ""))
+        view = item_view(r, builds.get(r.build_key or ""), sets.get(r.id or 0))
         if view.kind is ItemKind.POST:
             view = replace(view, superseded_by=_moved_on(s, r))
         views.append(view)

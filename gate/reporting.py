@@ -20,6 +20,7 @@ from typing import Literal
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
+from gate import item_builds
 from gate.config import Config
 from gate.faults import retried, retried_call
 from gate.flaky import flaky_notes
@@ -165,6 +166,13 @@ class Reporter:
                 build = s.get(BuildRow, build_id) if build_id else None
                 if build is not None and build.state == "failed":
                     return build.log
+            # the failed member of a set of builds (several named builds or packages)
+            for purpose in ("final", "draft", "scratch"):
+                found = item_builds.entries(s, item.id or 0, item.attempt, purpose)
+                for entry in found.values():
+                    build = s.get(BuildRow, entry.build_id)
+                    if build is not None and build.state == "failed":
+                        return build.log
             if item.build_key:
                 scratch = s.exec(
                     select(BuildRow).where(

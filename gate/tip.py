@@ -15,6 +15,7 @@ Step 3, publishing, is ``gate.publishing``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,20 +24,25 @@ from functools import partial
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from gate import transitions
+from gate import item_builds, transitions
+from gate.build_matrix import DEFAULT_BUILD
 from gate.builds import Builds, final_key
 from gate.config import Config
 from gate.deliveries import store_delivery
 from gate.events import Refused
 from gate.faults import backoff, is_transient, until_it_answers, until_it_lands
+from gate.item_builds import Member
 from gate.items import Items, step_owner
 from gate.merger import GitError, Merger
 from gate.model import BuildState, ItemKind, ItemView, TipStep
+from gate.package_builds import Made, ensure_packages
+from gate.package_plan import MissingSpec
+from gate.packages import PackageOrderError
 from gate.plumbing import Plumbing
 from gate.reviews import mergeable_now
 from gate.sources.base import ChangeSource, MergeOutcome
 from repo_state.db import session
-from repo_state.models import BuildRow, ChangeRow, ItemRow, ProjectRow
+from repo_state.models import BuildRow, ChangeRow, ItemBuildRow, ItemRow, ProjectRow
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,17 @@ def bootstrap_failure(item: ItemView, failure: str) -> str:
         f"blocked: bootstrap of {item.project} failed: {failure}; it is built again when "
         f"the project's configuration changes, or with `rpmgate retry {item.id}`"
     )
+
+
+def _set_failure(rows: dict[Member, BuildRow]) -> str:
+    """Why a set of final (or draft) builds failed, "" when none did: the first
+    failure in the set's order, naming its build or package when there are several."""
+    for member, row in rows.items():
+        if row.state != BuildState.PASSED:
+            log_note = f" (log: {row.log})" if row.log else ""
+            failure = f"final build failed: {row.reason}{log_note}"
+            return item_builds.named_failure(member, rows, failure)
+    return ""
 
 
 def record_branch_head(s: Session, project: str, commit: str) -> None:
@@ -79,8 +96,6 @@ class Tip:
         )
 
     async def _final_build(self, queue: str, item_id: int, attempt: int) -> None:
-        qcfg = self.config.queues[queue]
-        build_name, target = self.config.build_of(queue)
         with session(self.engine) as s:
             item = s.get(ItemRow, item_id)
             assert item is not None
@@ -98,20 +113,22 @@ class Tip:
         else:
             commit, tree = item.merge_commit or "", item.merge_tree or ""
         self.plumbing.emit("item", item=item_id, project=item.project, state="final-build")
-        row = await until_it_lands(
-            partial(
-                self.builds.ensure,
-                purpose="final",
-                key=final_key(item.project, tree, target, build_name),
-                project=item.project,
-                backend=qcfg.backend,
-                commit=commit,
-                tree=tree,
-                target=target,
-                includes=[item_id],
-            ),
-            f"final build of item {item_id}",
-        )
+        # one final build per named build and package (gate.item_builds)
+        try:
+            made = await self._ensure_set(queue, item_id, item.project, "final", commit, tree)
+        except (MissingSpec, PackageOrderError) as exc:  # a pushed tree that cannot build
+            failure = f"final build failed: cannot build: {exc}"
+            await until_it_lands(
+                lambda: self.items.step(
+                    item_id,
+                    lambda v: transitions.final_build_finished(v, bootstrap_failure(v, failure)),
+                    attempt,
+                ),
+                f"item {item_id}",
+            )
+            return
+        await self._record_set(item_id, attempt, made, "final")
+        row = next(iter(made.values())).row
         digest = self.config.build_digest(item.project)
         await until_it_lands(
             partial(self.items.update, item_id, final_build_id=row.id, config_digest=digest),
@@ -120,16 +137,10 @@ class Tip:
         await self.await_final(item_id, attempt, row.id or 0)
 
     async def await_final(self, item_id: int, attempt: int, build_id: int) -> None:
-        while True:
-            row = await until_it_lands(partial(self._build, build_id), f"item {item_id}")
-            if row.state != BuildState.RUNNING:
-                break
-            await self.builds.finished(build_id)
-        failure = (
-            ""
-            if row.state == BuildState.PASSED
-            else (f"final build failed: {row.reason}" + (f" (log: {row.log})" if row.log else ""))
-        )
+        """Wait for the item's final builds (``build_id``: the first named build's) and
+        record their outcome: passed when all passed, failed as soon as one failed."""
+        rows = await self._await_set(item_id, attempt, "final", build_id)
+        failure = _set_failure(rows)
         item = await until_it_lands(
             lambda: self.items.step(
                 item_id,
@@ -145,9 +156,96 @@ class Tip:
             item=item_id,
             project=item.project,
             state="final-built" if not failure else "final-failed",
-            nvr=row.nvr,
+            nvr=next(iter(rows.values())).nvr,
             reason=failure,
         )
+
+    async def _ensure_set(
+        self, queue: str, item_id: int, project: str, purpose: str, commit: str, tree: str
+    ) -> dict[Member, Made]:
+        """The item's final (or draft) builds: per named build, its packages in order
+        (``gate.package_builds``: an unchanged package reuses its final build)."""
+        qcfg = self.config.queues[queue]
+        made: dict[Member, Made] = {}
+        for build_name, target in self.config.builds_of(queue).items():
+            for m in await ensure_packages(
+                self.builds,
+                purpose=purpose,
+                key_of=partial(final_key, project, tree, target, build_name),
+                project=project,
+                backend=qcfg.backend,
+                commit=commit,
+                tree=tree,
+                target=target,
+                includes=[item_id],
+                what=f"{purpose} build {build_name} of item {item_id}",
+            ):
+                made[(build_name, m.package)] = m
+        return made
+
+    async def _record_set(
+        self, item_id: int, attempt: int, made: dict[Member, Made], purpose: str
+    ) -> None:
+        """The item's builds of ``purpose``, one per (named build, package)
+        (``gate.item_builds``); a set of one is the item's own column only."""
+        if len(made) < 2:
+            return
+
+        def record() -> None:
+            with session(self.engine) as s:
+                for member, m in made.items():
+                    item_builds.record(
+                        s, item_id, attempt, member, purpose, m.row.id or 0, reused=m.reused
+                    )
+                s.commit()
+
+        await until_it_lands(record, f"{purpose} builds of item {item_id}")
+
+    async def _await_set(
+        self, item_id: int, attempt: int, purpose: str, build_id: int
+    ) -> dict[Member, BuildRow]:
+        """The builds of ``purpose`` of the item's set once none runs, or one failed."""
+        ids = await until_it_lands(
+            partial(self._set_ids, item_id, attempt, purpose, build_id), f"item {item_id}"
+        )
+        while True:
+            rows = {
+                member: await until_it_lands(partial(self._build, e.build_id), f"item {item_id}")
+                for member, e in ids.items()
+            }
+            running = [r.id or 0 for r in rows.values() if r.state == BuildState.RUNNING]
+            ended = [r for r in rows.values() if r.state != BuildState.RUNNING]
+            if not running or any(r.state != BuildState.PASSED for r in ended):
+                return rows
+            waits = [asyncio.ensure_future(self.builds.finished(i)) for i in running]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    def _set_ids(
+        self, item_id: int, attempt: int, purpose: str, build_id: int
+    ) -> dict[Member, ItemBuildRow]:
+        """The item's set of ``purpose`` (an item without one: its own column's build)."""
+        with session(self.engine) as s:
+            found = item_builds.entries(s, item_id, attempt, purpose)
+            item = s.get(ItemRow, item_id)
+        if found:
+            return found
+        name = next(iter(self.config.builds_of(item.queue))) if item else DEFAULT_BUILD
+        package = self.config.package_of(item.project) if item else ""
+        member = (name, package)
+        return {
+            member: ItemBuildRow(
+                item_id=item_id,
+                attempt=attempt,
+                build_name=name,
+                package=package,
+                purpose=purpose,
+                build_id=build_id,
+            )
+        }
 
     def _build(self, build_id: int) -> BuildRow:
         with session(self.engine) as s:
@@ -168,26 +266,16 @@ class Tip:
         )
 
     async def _draft(self, queue: str, item_id: int, attempt: int) -> None:
-        qcfg = self.config.queues[queue]
-        build_name, target = self.config.build_of(queue)
         item = await until_it_lands(partial(self.items.get, item_id), f"item {item_id}")
         tree = item.merge_tree or ""
         self.plumbing.emit("item", item=item_id, project=item.project, state="draft-build")
-        # keyed by the tree: a new attempt on the same tree gets this draft back
-        row = await until_it_lands(
-            partial(
-                self.builds.ensure,
-                purpose="draft",
-                key=final_key(item.project, tree, target, build_name),
-                project=item.project,
-                backend=qcfg.backend,
-                commit=item.merge_commit or "",
-                tree=tree,
-                target=target,
-                includes=[item_id],
-            ),
-            f"draft build of item {item_id}",
+        # keyed by the tree: a new attempt on the same tree gets this draft back;
+        # one per named build and package (an unchanged package reuses its final build)
+        made = await self._ensure_set(
+            queue, item_id, item.project, "draft", item.merge_commit or "", tree
         )
+        await self._record_set(item_id, attempt, made, "draft")
+        row = next(iter(made.values())).row
         updated = await until_it_lands(
             partial(self.items.update, item_id, attempt, draft_build_id=row.id),
             f"item {item_id}",
@@ -197,16 +285,8 @@ class Tip:
         await self.await_draft(item_id, attempt, row.id or 0)
 
     async def await_draft(self, item_id: int, attempt: int, build_id: int) -> None:
-        while True:
-            row = await until_it_lands(partial(self._build, build_id), f"item {item_id}")
-            if row.state != BuildState.RUNNING:
-                break
-            await self.builds.finished(build_id)
-        failure = (
-            ""
-            if row.state == BuildState.PASSED
-            else (f"final build failed: {row.reason}" + (f" (log: {row.log})" if row.log else ""))
-        )
+        rows = await self._await_set(item_id, attempt, "draft", build_id)
+        failure = _set_failure(rows)
         item = await until_it_lands(
             lambda: self.items.step(
                 item_id, lambda v: transitions.draft_finished(v, failure), attempt
@@ -219,7 +299,7 @@ class Tip:
                 item=item_id,
                 project=item.project,
                 state="draft-built" if not failure else "final-failed",
-                nvr=row.nvr,
+                nvr=next(iter(rows.values())).nvr,
                 reason=failure,
             )
 
@@ -239,7 +319,23 @@ class Tip:
         item = await until_it_lands(partial(self.items.get, item_id), f"item {item_id}")
         assert item.draft_build_id is not None
         self.plumbing.emit("item", item=item_id, project=item.project, state="promote")
-        final = await self.builds.promote(item.draft_build_id)
+        drafts = await until_it_lands(
+            partial(self._set_ids, item_id, attempt, "draft", item.draft_build_id),
+            f"item {item_id}",
+        )
+        # every draft of the set is promoted (a reused final build serves as it is);
+        # the first's final build is the item's own column
+        finals: dict[Member, Made] = {}
+        for member, entry in drafts.items():
+            if entry.reused:
+                reused = await until_it_lands(
+                    partial(self._build, entry.build_id), f"item {item_id}"
+                )
+                finals[member] = Made(member[1], reused, reused=True)
+            else:
+                finals[member] = Made(member[1], await self.builds.promote(entry.build_id))
+        await self._record_set(item_id, attempt, finals, "final")
+        final = next(iter(finals.values())).row
         digest = self.config.build_digest(item.project)
         await until_it_lands(
             partial(

@@ -150,6 +150,13 @@ class BuildRow(SQLModel, table=True):
     submissions: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    #: the digest of its package's inputs (``gate.packages.input_digests``) when its
+    #: project has several packages: a later build of equal inputs reuses this one
+    inputs: str = Field(default="", sa_column_kwargs={"server_default": ""})
+    #: JSON list of build ids it is submitted after (the packages it is built after)
+    waits_for: str = Field(
+        default="[]", sa_column=Column(Text, nullable=False, server_default="[]")
+    )
 
 
 class JobRunRow(SQLModel, table=True):
@@ -175,6 +182,38 @@ class JobRunRow(SQLModel, table=True):
     #: which try of the job on this arch in this attempt (1: the first run), of ``tries``
     try_number: int = 1
     tries: int = 1
+    #: the named build whose repository the run tested ("" in a queue of one build)
+    build: str = Field(default="", sa_column_kwargs={"server_default": ""})
+
+
+class ItemBuildRow(SQLModel, table=True):
+    """One build of an item's attempt: a (named build, package, purpose) of its set.
+
+    An item is built once per named build of its queue (``gate.build_matrix``)
+    and per package of its project (``gate.packages``); this table says which
+    build row serves each, and whether it was reused rather than made for it.
+    The first build of the set (the queue's first named build, the project's
+    first package) is also the item's ``build_key``/``final_build_id``/
+    ``draft_build_id``, as it was before builds were sets (``gate.item_builds``).
+    """
+
+    __tablename__ = "item_build"
+    __table_args__ = (UniqueConstraint("item_id", "attempt", "build_name", "package", "purpose"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    attempt: int
+    #: the queue's named build (``default`` in a queue without ``builds``)
+    build_name: str
+    package: str
+    #: scratch | draft | final
+    purpose: str
+    build_id: int
+    #: the build was made for an earlier item or attempt and serves this one unchanged
+    reused: bool = False
+    #: scratch rows: the repo state this build's jobs ran on (RepoState JSON), the
+    #: named build's counterpart of ``item.tested_state``
+    tested_state: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class ExternalRunRow(SQLModel, table=True):

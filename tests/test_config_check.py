@@ -449,6 +449,29 @@ def test_a_koji_hub_is_asked_for_its_version_a_login_and_the_targets(
         target = _one(found, "queues.liberty.builds.el9.target")
         assert target.problem.endswith("has no build target 'cloud9s-candidate'")
         assert [f for f in found if f.key == "queues.liberty.target"] == []
+
+        # two named builds whose build tags give the same %dist would build one NVR twice
+        def el(n: str, dist: str | None) -> None:
+            extra = {"rpm.macro.dist": dist} if dist else {}
+            hub.hub.add_tag(f"c{n}s-build", **extra)
+            hub.hub.add_tag(f"c{n}s-candidate")
+            hub.hub.add_target(f"cloud{n}s-candidate", f"c{n}s-build", f"c{n}s-candidate")
+
+        hub.run(lambda: (el("9", ".el9"), el("10", None), el("11", ".el9")))
+        doc["publishers"]["el10"] = {**doc["publishers"]["liberty"], "root": str(tmp_path / "b")}
+        # (the config file is written with sorted keys: el9 stays the first build)
+        doc["queues"]["liberty"]["builds"] = {
+            "el9": {"target": "cloud9s-candidate"},
+            "epel10": {"target": "cloud10s-candidate", "repo": "el10"},
+        }
+        assert _findings(doc, tmp_path / "c.yaml", online=True) == []
+        doc["queues"]["liberty"]["builds"]["epel10"]["target"] = "cloud11s-candidate"
+        found = _findings(doc, tmp_path / "c.yaml", online=True)
+        dist = _one(found, "queues.liberty.builds.epel10.target")
+        assert dist.problem.startswith(
+            "target 'cloud11s-candidate' builds with '.el9', as queues.liberty.builds.el9.target "
+            "does: Koji builds an NVR once"
+        )
         del doc["queues"]["liberty"]["builds"]
 
     doc["backends"]["hub"]["password"] = "secret"

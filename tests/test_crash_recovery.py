@@ -164,18 +164,28 @@ def _wait_for_state(daemon: Daemon, wanted: str, timeout: float = 60) -> list[st
     return []
 
 
+#: two named builds, each published by its own publisher (docs/pipelines.md): every
+#: build of an item's set is re-attached after a kill
+TWO_BUILDS = {"el9": {"target": "el9-label"}, "el10": {"target": "el10-label", "repo": "el10"}}
+
+
 @pytest.mark.parametrize(
-    ("kill_at", "drafts"),
+    ("kill_at", "drafts", "builds"),
     [
-        (("building", "testing", "final build"), "auto"),
-        (("final build", "merging", "publishing"), "off"),
-        (("passed", "building", "final build"), "auto"),
-        (("passed, final build as a draft", "final build", "merging"), "auto"),
+        (("building", "testing", "final build"), "auto", None),
+        (("final build", "merging", "publishing"), "off", None),
+        (("passed", "building", "final build"), "auto", None),
+        (("passed, final build as a draft", "final build", "merging"), "auto", None),
+        (("building", "final build", "publishing"), "off", TWO_BUILDS),
     ],
-    ids=["scratch-then-tip", "tip-steps", "waiting-then-tip", "draft-tip"],
+    ids=["scratch-then-tip", "tip-steps", "waiting-then-tip", "draft-tip", "named-builds"],
 )
 def test_kill_9_and_restart_lose_nothing_and_build_nothing_twice(
-    tmp_path: Path, state_dir: Path, kill_at: tuple[str, ...], drafts: str
+    tmp_path: Path,
+    state_dir: Path,
+    kill_at: tuple[str, ...],
+    drafts: str,
+    builds: dict[str, Any] | None,
 ) -> None:
     world = World(tmp_path / "world").create()
     port = free_port()
@@ -184,6 +194,10 @@ def test_kill_9_and_restart_lose_nothing_and_build_nothing_twice(
         state_dir=str(state_dir),
         sandbox={"bubblewrap": "off"},
     )
+    if builds:
+        el10 = {**config["publishers"]["liberty"], "root": str(state_dir.parent / "el10")}
+        config["publishers"]["el10"] = el10
+        config["queues"]["liberty"]["builds"] = builds
     if "testing" in kill_at:
         config["queues"]["liberty"]["jobs"].append(STRAGGLER)
     config["backends"]["local"]["drafts"] = drafts
@@ -252,6 +266,13 @@ def test_kill_9_and_restart_lose_nothing_and_build_nothing_twice(
         assert results(gate) == {"merged": ["A", "B"], "rejected": ["C", "D"]}, seen
         assert "nova >= 12.0.1" not in failure_of(gate, "B")
         check_invariants(gate)
+        if builds:  # each named build's repository has what was merged
+            for repo in ("liberty", "el10"):
+                nvrs = gate.publishers[repo].state().nvrs()
+                assert (nvrs["nova"], nvrs["ceilometer"]) == (
+                    "nova-12.0.1-1",
+                    "ceilometer-8.0.1-1",
+                ), repo
         # the local build store holds each published NVR exactly once
         store = state_dir / "builds" / "local" / "builds"
         nvrs = sorted(

@@ -161,11 +161,6 @@ def test_one_package_entry_names_the_package_and_its_spec(tmp_path: Path) -> Non
             {"spec": "a.spec", "packages": {"a": {"spec": "a.spec"}}},
             "projects.foo.spec: give either packages or package/spec",
         ),
-        (
-            {"packages": {"a": {"spec": "a.spec"}, "b": {"spec": "b.spec", "after": ["a"]}}},
-            "projects.foo.packages: 2 packages: the gate checks their order but builds one "
-            "package per project for now",
-        ),
     ],
 )
 def test_package_config_errors_name_the_key(

@@ -50,6 +50,7 @@ TABLES = {
     "external_run",
     "generation",
     "item",
+    "item_build",
     "job_run",
     "project",
     "queue",

@@ -54,6 +54,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from gate.build_matrix import DEFAULT_BUILD
 from gate.faults import until_it_lands
 from gate.jobs.base import Job, JobConfig, JobContext, JobResult
 from gate.jobs.external_triggers import (
@@ -509,8 +510,10 @@ class ExternalJob(Job):
 def run_variant(ctx: JobContext) -> str:
     """Which of the job's runs of an attempt ``ctx`` is: a job the pipeline runs once
     per arch has one run, one token, one result for each arch, and so has each try
-    of a job with ``retries``."""
-    return f"{ctx.arch or ' '.join(ctx.arches)} try {ctx.try_number}"
+    of a job with ``retries``, and of each named build in a queue of several (the
+    ``default`` build's variant is the one it always had)."""
+    where = f"{ctx.arch or ' '.join(ctx.arches)} try {ctx.try_number}"
+    return where if ctx.build == DEFAULT_BUILD else f"{ctx.build} {where}"
 
 
 def _handle_details(run: RunView) -> tuple[str, ...]:

@@ -429,8 +429,13 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 # -- dnf .repo files ---------------------------------------------------------------------------
 def _repo_file(section: str, name: str, baseurl: str) -> web.Response:
-    text = (
+    return _repo_sections([(section, name, baseurl)])
+
+
+def _repo_sections(sections: list[tuple[str, str, str]]) -> web.Response:
+    text = "\n".join(
         f"[{section}]\nname={name}\nbaseurl={baseurl}\nenabled=1\ngpgcheck=0\nmetadata_expire=1m\n"
+        for section, name, baseurl in sections
     )
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
@@ -471,12 +476,37 @@ def speculative_repo_file(rt: Runtime, item: str, attempt: str, named: str) -> w
     tree = f"{int(item)}-{int(attempt)}"
     if named != item or tree != f"{item}-{attempt}":
         return _error(404, "no such file")
-    if not (rt.state_dir / "speculative" / tree).is_dir():
+    root = rt.state_dir / "speculative" / tree
+    if not root.is_dir():
         return _error(404, "no such file")
+    builds = _named_build_dirs(root)
+    if builds:  # a queue of several named builds: a repository per build, a section each
+        return _repo_sections(
+            [
+                (
+                    f"rpmgate-{item}-{build}",
+                    f"item {item} attempt {attempt}, build {build}, speculative (rpmgate)",
+                    f"{rt.config.base_url}/speculative/{tree}/{build}/$basearch/",
+                )
+                for build in builds
+            ]
+        )
     return _repo_file(
         f"rpmgate-{item}",
         f"item {item} attempt {attempt}, speculative (rpmgate)",
         f"{rt.config.base_url}/speculative/{tree}/$basearch/",
+    )
+
+
+def _named_build_dirs(root: Path) -> list[str]:
+    """The named builds' repositories under an item's speculative tree
+    (``<item>-<attempt>/<build>/<arch>/``; empty: the arch trees are right under it)."""
+    return sorted(
+        d.name
+        for d in root.iterdir()
+        if d.is_dir()
+        and not (d / "repodata").is_dir()
+        and any((a / "repodata").is_dir() for a in d.iterdir() if a.is_dir())
     )
 
 

@@ -115,6 +115,8 @@ class JobDoc(Document):
     #: which try of the job on this arch in this attempt, of how many
     try_number: int
     tries: int
+    #: the named build whose repository it tested ("" in a queue of one build)
+    build: str = ""
     #: passed, but only on a retry (``try_number`` > 1)
     flaky: bool
     #: running | passed | failed | canceled
@@ -140,6 +142,30 @@ class MergeDoc(Document):
     tree: str | None
 
 
+class NamedBuildDoc(Document):
+    """One named build of an item in a queue of several (docs/pipelines.md)."""
+
+    #: its scratch build of the current attempt (a post item has none)
+    build: BuildDoc | None
+    #: its final build, once the item is at the tip
+    final_build: BuildDoc | None
+    #: the URL of its speculative repository (arch trees below), while it is kept
+    speculative_repo: str | None = None
+
+
+class PackageBuildDoc(Document):
+    """One package of one named build of an item whose project has several packages."""
+
+    build_name: str
+    package: str
+    #: its scratch build (a post item has none)
+    build: BuildDoc | None
+    #: the scratch build is an earlier build of the same inputs, not one made for the item
+    reused: bool
+    final_build: BuildDoc | None
+    final_reused: bool
+
+
 class TipDoc(Document):
     step: str
     state: str
@@ -160,6 +186,12 @@ class ItemDoc(Document):
     merge: MergeDoc
     build: BuildDoc | None
     final_build: BuildDoc | None
+    #: per named build, in a queue of several (``build``/``final_build`` are the first's);
+    #: null in a queue of one build
+    builds: dict[str, NamedBuildDoc] | None = None
+    #: per (named build, package), in build order, when the project has several packages;
+    #: null otherwise
+    packages: list[PackageBuildDoc] | None = None
     jobs: list[JobDoc]
     #: "install-test (x86_64): flaky: passed on try 2 of 3", one per flaky pass
     flaky: list[str]

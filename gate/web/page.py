@@ -80,9 +80,20 @@ def _words(item: Doc) -> Iterable[str]:
     yield from (
         str(change.get(k) or "") for k in ("project", "title", "ref", "owner", "approved_by")
     )
-    for build in (item.get("build"), item.get("final_build")):
+    for build in _builds(item):
         if build and build.get("nvr"):
             yield str(build["nvr"])
+
+
+def _builds(item: Doc) -> list[Doc]:
+    """Every build the item's document shows: its own, then each of its set's
+    (named builds, packages: gate/item_builds.py)."""
+    found = [item.get("build"), item.get("final_build")]
+    for named in (item.get("builds") or {}).values():
+        found += [named.get("build"), named.get("final_build")]
+    for package in item.get("packages") or []:
+        found += [package.get("build"), package.get("final_build")]
+    return [b for b in found if b]
 
 
 def _ids(item: Doc) -> set[str]:
@@ -175,10 +186,7 @@ def _bar(item: Doc, job_names: list[str]) -> str:
 
 def _logs(item: Doc) -> str:
     links = []
-    for label, build in (
-        ("scratch build log", item.get("build")),
-        ("final build log", item.get("final_build")),
-    ):
+    for label, build in _build_logs(item):
         if build and build.get("log_url") and build.get("state") in ("failed", "running", "passed"):
             links.append(_link(build["log_url"], _e(label)))
     for job in item.get("jobs") or []:
@@ -188,6 +196,32 @@ def _logs(item: Doc) -> str:
         links.append(_link(item["speculative_repo"], "speculative repository"))
     links = [link for link in links if link.startswith("<a ")]
     return f'<p class="links">{" · ".join(links)}</p>' if links else ""
+
+
+def _build_logs(item: Doc) -> list[tuple[str, Doc | None]]:
+    """(label, build) of the item's build logs: one scratch and one final build, or
+    each named build's and each package's (``scratch build log (el10)``)."""
+    packages = item.get("packages") or []
+    if packages:
+        several = len({p.get("build_name") for p in packages}) > 1
+        out: list[tuple[str, Doc | None]] = []
+        for p in packages:
+            which = f"{p.get('package')}, {p.get('build_name')}" if several else p.get("package")
+            out += [
+                (f"scratch build log ({which})", p.get("build")),
+                (f"final build log ({which})", p.get("final_build")),
+            ]
+        return out
+    named = item.get("builds") or {}
+    if named:
+        out = []
+        for name, builds in named.items():
+            out += [
+                (f"scratch build log ({name})", builds.get("build")),
+                (f"final build log ({name})", builds.get("final_build")),
+            ]
+        return out
+    return [("scratch build log", item.get("build")), ("final build log", item.get("final_build"))]
 
 
 def _change_line(item: Doc) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -13,6 +13,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from gate.flaky import flaky_jobs, flaky_note, flaky_notes
+from gate.item_builds import Member
 from gate.items import view_of
 from gate.model import BuildState, ItemState, outside_window
 from gate.pipeline import stages_of
@@ -24,6 +25,7 @@ from repo_state.models import (
     BuildRow,
     ChangeRow,
     GenerationRow,
+    ItemBuildRow,
     ItemRow,
     JobRunRow,
     ProjectRow,
@@ -39,14 +41,20 @@ def _iso(value: datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
-def item_label(item: ItemRow, build: BuildRow | None, outside_window: bool = False) -> str:
+def item_label(
+    item: ItemRow,
+    build: BuildRow | None,
+    outside_window: bool = False,
+    builds: Mapping[Member, BuildRow] | None = None,
+) -> str:
     """Where the item is, in a word or two (``gate.model.ItemState``), or how it ended;
-    ``outside_window`` as ``gate.model.outside_window`` says of the queue."""
+    ``outside_window`` as ``gate.model.outside_window`` says of the queue; ``builds``:
+    its scratch builds by name in a queue of several named builds."""
     if not item.active:
         return item.result or "finished"
     if outside_window:
         return ItemState.OUTSIDE_WINDOW.value
-    return item_view(item, build).state.value
+    return item_view(item, build, builds).state.value
 
 
 def waiting_items(s: Session, queue: str, active: list[ItemRow]) -> frozenset[int]:
@@ -108,6 +116,9 @@ class Related:
     finals: dict[int, BuildRow]
     #: (item id, attempt) -> its job runs in order
     jobs: dict[tuple[int, int], list[JobRunRow]]
+    #: item id -> purpose -> (named build, package) -> (build, reused), for items whose
+    #: set has several members (``gate.item_builds``; scratch: the current attempt's)
+    sets: dict[int, dict[str, dict[Member, tuple[BuildRow, bool]]]] = field(default_factory=dict)
 
 
 #: ids per ``IN (...)`` list (SQLite's default limit on bound variables is far above)
@@ -172,7 +183,38 @@ def related(s: Session, items: Sequence[ItemRow]) -> Related:
         for j in rows_of(s, JobRunRow, col(JobRunRow.item_id).in_(ids), order=col(JobRunRow.id)):
             if attempts.get(j.item_id) == j.attempt:
                 jobs.setdefault((j.item_id, j.attempt), []).append(j)
-    return Related(changes=changes, scratch=scratch, finals=finals, jobs=jobs)
+    return Related(changes=changes, scratch=scratch, finals=finals, jobs=jobs, sets=_sets(s, items))
+
+
+def _sets(
+    s: Session, items: Sequence[ItemRow]
+) -> dict[int, dict[str, dict[Member, tuple[BuildRow, bool]]]]:
+    """The build sets of ``items`` (``Related.sets``), in two queries."""
+    attempts = {i.id: i.attempt for i in items if i.id is not None}
+    entries: list[ItemBuildRow] = []
+    for ids in _chunks(set(attempts)):
+        entries += rows_of(
+            s, ItemBuildRow, col(ItemBuildRow.item_id).in_(ids), order=col(ItemBuildRow.id)
+        )
+    # a post item's final builds are its own whatever the attempt; the others: this attempt's
+    entries = [e for e in entries if e.purpose == "final" or attempts.get(e.item_id) == e.attempt]
+    builds: dict[int, BuildRow] = {}
+    for ids in _chunks({e.build_id for e in entries}):
+        builds.update((b.id, b) for b in rows_of(s, BuildRow, col(BuildRow.id).in_(ids)) if b.id)
+    sets: dict[int, dict[str, dict[Member, tuple[BuildRow, bool]]]] = {}
+    for e in entries:
+        build = builds.get(e.build_id)
+        if build is not None:
+            member = (e.build_name, e.package)
+            by_member = sets.setdefault(e.item_id, {}).setdefault(e.purpose, {})
+            by_member.pop(member, None)  # the latest entry wins
+            by_member[member] = (build, e.reused)
+    return sets
+
+
+def _first_of(builds: Mapping[Member, BuildRow], name: str) -> BuildRow | None:
+    """The named build ``name``'s first package's build in a set."""
+    return next((b for m, b in builds.items() if m[0] == name), None)
 
 
 def item_doc(
@@ -189,6 +231,12 @@ def item_doc_of(
     change = rel.changes.get(item.change_id)
     scratch = rel.scratch.get(item.build_key) if item.build_key else None
     final = rel.finals.get(item.final_build_id) if item.final_build_id else None
+    named = rel.sets.get(item.id or 0, {})
+    scratch_set = {m: b for m, (b, _) in named.get("scratch", {}).items()} or None
+    finals = named.get("final", {})
+    members = list(dict.fromkeys([*named.get("scratch", {}), *finals]))
+    names = list(dict.fromkeys(m[0] for m in members))
+    packages = {m[1] for m in members}
     jobs = rel.jobs.get((item.id, item.attempt), []) if item.id is not None else []
     spec_name = f"{item.id}-{item.attempt}"
     # a build whose watch stopped on a backend error holds the item up: say so
@@ -207,7 +255,7 @@ def item_doc_of(
         "kind": item.kind,
         "state": "stuck: backend error"
         if stuck and item.active
-        else item_label(item, scratch, outside_window),
+        else item_label(item, scratch, outside_window, scratch_set),
         "change": change_doc(change) if change else None,
         "attempt": item.attempt,
         "base": {"generation": item.base_generation, "ahead": json.loads(item.base_ahead)}
@@ -216,6 +264,34 @@ def item_doc_of(
         "merge": {"state": item.merge, "commit": item.merge_commit, "tree": item.merge_tree},
         "build": build_doc(rt, scratch),
         "final_build": build_doc(rt, final),
+        "builds": {
+            name: {
+                "build": build_doc(rt, _first_of(scratch_set or {}, name)),
+                "final_build": build_doc(
+                    rt, _first_of({m: b for m, (b, _) in finals.items()}, name)
+                ),
+                # its own speculative repository: <item>-<attempt>/<build>/<arch>/
+                "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/{name}/"
+                if item.tested_state and _speculative_kept(rt, item, spec_name)
+                else None,
+            }
+            for name in names
+        }
+        if len(names) > 1
+        else None,
+        "packages": [
+            {
+                "build_name": m[0],
+                "package": m[1],
+                "build": build_doc(rt, (scratch_set or {}).get(m)),
+                "reused": named.get("scratch", {}).get(m, (None, False))[1],
+                "final_build": build_doc(rt, finals.get(m, (None, False))[0]),
+                "final_reused": finals.get(m, (None, False))[1],
+            }
+            for m in members
+        ]
+        if len(packages) > 1
+        else None,
         "jobs": [
             {
                 "name": j.name,
@@ -223,6 +299,7 @@ def item_doc_of(
                 "stage": j.stage,
                 "try_number": j.try_number,
                 "tries": j.tries,
+                "build": j.build,
                 "flaky": bool(flaky_note(j)),
                 "state": j.state,
                 "summary": j.summary,
@@ -239,7 +316,7 @@ def item_doc_of(
         "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/"
         if item.tested_state and _speculative_kept(rt, item, spec_name)
         else None,
-        "failure": item_view(item, scratch).failure or stuck or None,
+        "failure": item_view(item, scratch, scratch_set).failure or stuck or None,
         "bootstrap": item.bootstrap,
         "forced_by": item.forced_by,
         "result": item.result,
@@ -261,7 +338,16 @@ def _speculative_kept(rt: Runtime, item: ItemRow, name: str) -> bool:
 #: Reading another table in the document means naming it here.
 TABLES = frozenset(
     t.__tablename__
-    for t in (ItemRow, ChangeRow, BuildRow, JobRunRow, QueueRow, GenerationRow, ProjectRow)
+    for t in (
+        ItemRow,
+        ChangeRow,
+        BuildRow,
+        JobRunRow,
+        QueueRow,
+        GenerationRow,
+        ProjectRow,
+        ItemBuildRow,
+    )
 )
 
 
@@ -302,6 +388,11 @@ class ItemDocs:
             rel.scratch.get(item.build_key) if item.build_key else None,
             rel.finals.get(item.final_build_id) if item.final_build_id else None,
             tuple(rel.jobs.get((item.id or 0, item.attempt), ())),
+            tuple(
+                (purpose, member, tuple(b), reused)
+                for purpose, by_member in rel.sets.get(item.id or 0, {}).items()
+                for member, (b, reused) in by_member.items()
+            ),
             bool(item.tested_state) and _speculative_kept(rt, item, f"{item.id}-{item.attempt}"),
         )
         cached = self._docs.get(item.id or 0)

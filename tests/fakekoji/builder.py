@@ -64,16 +64,23 @@ DEFAULT_ALLOWED_SCMS = "git.example.com:/rpms/*:no:"
 
 @dataclass(frozen=True)
 class Failure:
-    """An injected task failure: tasks of ``method`` for ``package``/``arch`` fail."""
+    """An injected task failure: tasks of ``method`` for ``package``/``arch`` fail;
+    ``build_tag``: only ``buildArch`` tasks in that build tag (one target's builds)."""
 
     method: str
     message: str
     package: str = "*"
     arch: str = "*"
     code: int = koji.BuildError.faultCode
+    build_tag: str = "*"
 
-    def matches(self, method: str, package: str, arch: str) -> bool:
-        return self.method == method and self.package in ("*", package) and self.arch in ("*", arch)
+    def matches(self, method: str, package: str, arch: str, build_tag: str = "") -> bool:
+        return (
+            self.method == method
+            and self.package in ("*", package)
+            and self.arch in ("*", arch)
+            and self.build_tag in ("*", build_tag)
+        )
 
 
 class FakeBuilder:
@@ -218,8 +225,13 @@ class FakeBuilder:
         """Fail the task if a test asked for it, with a buildroot's logs in place."""
         package = self._package_of(task)
         arch = task.label if task.method == "buildArch" else task.arch
+        build_tag = ""
+        if task.method == "buildArch" and len(task.request) > 1:
+            # (buildArch's arglist: srpm, build tag id, arch, keep_srpm, opts)
+            tags = {t.id: n for n, t in self.state.tags.items()}
+            build_tag = tags.get(task.request[1], "")
         for failure in self.failures:
-            if failure.matches(task.method, package, arch or ""):
+            if failure.matches(task.method, package, arch or "", build_tag):
                 taskdir = self.hub.task_dir(task.id)
                 taskdir.mkdir(parents=True, exist_ok=True)
                 (taskdir / "mock_output.log").write_text("fake mock\n")
