@@ -145,6 +145,18 @@ def _tests(state: HubState) -> dict[str, type]:
                 return False
             return bool(build.owner.id == user.id)
 
+    class IsDraftTest(koji.policy.BaseSimpleTest):
+        # kojihub/kojihub.py IsDraftTest: data['draft'], else the build's draft flag
+        name = "is_draft"
+
+        def run(self, data: dict[str, Any]) -> bool:
+            if "draft" in data:
+                return bool(data["draft"])
+            if "build" in data:
+                build = state.find_build(data["build"])
+                return bool(build is not None and build.draft)
+            return False
+
     class SourceTest(koji.policy.MatchTest):
         # kojihub/kojihub.py SourceTest (policy data with source)
         name = "source"
@@ -169,6 +181,7 @@ def _tests(state: HubState) -> dict[str, type]:
             BuildTagTest,
             SourceTest,
             IsBuildOwnerTest,
+            IsDraftTest,
         )
     }
 
