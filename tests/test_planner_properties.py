@@ -11,8 +11,9 @@ step (nothing started outside it; no more items at work than it allows).
 Two thirds of the scenarios run with drafts (final builds ahead of the tip,
 promoted at the tip), started once the jobs passed or with the jobs
 (``draft_start``): the same outcome, no draft promoted but the one of the
-tested tree, none twice, none before its item's jobs passed.  The window starts small and narrows to a floor of 1 on failures, so items
-fall out of it while they are being tested.
+tested tree, none twice, none before its item's jobs passed.  The window
+starts small and narrows to a floor of 1 on failures, so items fall out of it
+while they are being tested.
 """
 
 from __future__ import annotations
