@@ -356,3 +356,48 @@ async def test_a_hub_that_refuses_the_permission_is_asked_once_and_the_status_sa
     assert await sweep.remove_collecting() == 0
     assert hub.count("deleteBuild") == 1 and len(events) == 1
     engine.dispose()
+
+
+async def test_a_draft_deleted_behind_the_gates_back_is_built_again_as_the_final_build(
+    fake_koji: FakeKoji,  # noqa: F811
+    repo: Distgit,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+) -> None:
+    """An admin (or koji-gc) deleted the draft: promoteBuild would answer "state
+    (DELETED) is not COMPLETE" and reject the item for nothing.  The promotion builds
+    the final build instead (no draft option, no skip_tag: kojid tags it), once: a
+    restart during or after it takes the same task over."""
+    hub = fake_koji.hub
+    hub.builder.allow_srpm_final = True
+    backend = backends()
+    commit = repo.commit(spec())
+    request = repo.request(commit, purpose="draft", key="d9" * 10)
+    draft = await backend.wait(await backend.submit(request))
+    assert draft.ok, draft.reason
+    draft_id = int(draft.extra["build_id"])
+    admin = koji.ClientSession(fake_koji.url, {"user": "kojiadmin", "password": "admin"})
+    admin.login()
+    admin.deleteBuild(draft_id)
+    assert fake_koji.run(lambda: hub.state.builds[draft_id].state) == koji.BUILD_STATES["DELETED"]
+
+    final_request = repo.request(commit, purpose="final", key=request.key)
+    outcome = await backend.promote(final_request, _draft(draft))
+    assert outcome.ok, outcome.reason
+    assert outcome.nvr == f"hello-1.0-1{DIST}"
+    final_id = int(outcome.extra["build_id"])
+    assert final_id != draft_id
+    assert fake_koji.run(lambda: hub.state.builds[final_id].draft) is False
+    # the hub's own answer to promoting it, which the gate no longer asks for
+    with pytest.raises(koji.GenericError, match=r"state \(DELETED\) is not COMPLETE"):
+        admin.promoteBuild(draft_id)
+    assert hub.count("promoteBuild") == 1  # (the call just above)
+    builds = [c.args[2] for c in hub.calls if c.method == "build"]
+    assert builds == [{"draft": True, "skip_tag": True}, {}]
+    tags = [t["name"] for t in admin.listTags(build=final_id)]
+    assert tags == ["liberty-candidate"]  # by kojid's BuildTask, as at a serial tip
+    assert {a.filename for a in outcome.artifacts} == {a.filename for a in draft.artifacts}
+
+    # a restart that had not recorded the outcome promotes again: the same build
+    again = await backends("state").promote(final_request, _draft(draft))
+    assert again.ok and int(again.extra["build_id"]) == final_id
+    assert [c.method for c in hub.calls].count("build") == 2

@@ -14,6 +14,7 @@ overrides), :mod:`~gate.builders.koji_session` (``ClientSession`` pool,
 logins, retries), :mod:`~gate.builders.koji_watch` (multicall poller),
 :mod:`~gate.builders.koji_download` (top URL to pool),
 :mod:`~gate.builders.koji_journal` (what was submitted, for crash recovery),
+:mod:`~gate.builders.koji_promotion` (promoting a draft at the tip),
 :mod:`~gate.builders.koji_drafts` (deleting unpromoted drafts),
 :mod:`~gate.builders.koji_tagging` (``tagBuild``: promoted drafts, ``tag_after_publish``).
 A task reference is the Koji task id as a string.
@@ -49,8 +50,9 @@ from gate.builders.base import (
 )
 from gate.builders.koji_config import KojiConfig
 from gate.builders.koji_download import Downloader, RemoteRpm
-from gate.builders.koji_drafts import DRAFT_RELEASE, DraftRemover
+from gate.builders.koji_drafts import DraftRemover
 from gate.builders.koji_journal import Submission, SubmissionJournal
+from gate.builders.koji_promotion import GONE, promote_draft
 from gate.builders.koji_session import HubSession, HubUnavailable, describe, is_transient
 from gate.builders.koji_tagging import Tagger, TagRefused
 from gate.builders.koji_watch import TaskReport, TaskWatcher, build_id
@@ -186,17 +188,21 @@ class KojiBackend(BuildBackend):
         return None
 
     async def promote(self, request: BuildRequest, draft: Draft) -> BuildOutcome:
-        """``promoteBuild`` of the draft (its build id is in its release,
-        ``<release>,draft_<id>``): the build keeps its id and takes the target
-        NVR; then it is tagged into the target's destination tag, where kojid
-        did not put the draft (``skip_tag``).  A draft promoted already (a
-        daemon killed since) is that build, tagged if it is not yet."""
+        """``promoteBuild`` of the draft (:mod:`~gate.builders.koji_promotion`): the
+        build keeps its id and takes the target NVR; then it is tagged into the
+        target's destination tag, where kojid did not put the draft (``skip_tag``).
+        A draft promoted already (a daemon killed since) is that build, tagged if
+        it is not yet.  A draft deleted behind the gate's back is built again, as
+        the final build (kojid tags it)."""
         with _translated(f"promote draft build {draft.nvr}"):
-            promoted = await self._promoted(draft)
-            if isinstance(promoted, BuildOutcome):
-                return promoted
-            dest = await self.tagger.dest_tag(self._target(request))
+            promoted = await promote_draft(self.hub, draft)
+        if isinstance(promoted, BuildOutcome):
+            return promoted
+        if promoted == GONE:
+            return await self._final_instead(request, draft)
         try:
+            with _translated(f"find the destination tag of {self._target(request)}"):
+                dest = await self.tagger.dest_tag(self._target(request))
             await self.tag_build(dest, promoted)
         except TagRefused as exc:
             # a policy's or a package list's answer: the same one kojid's tagBuild
@@ -209,31 +215,18 @@ class KojiBackend(BuildBackend):
             )
         return BuildOutcome(ok=True, nvr=promoted, artifacts=draft.artifacts)
 
-    async def _promoted(self, draft: Draft) -> str | BuildOutcome:
-        """The NVR the draft has once promoted, or the refusal as an outcome."""
-        match = DRAFT_RELEASE.search(draft.nvr)
-        build = await self.hub.call("getBuild", int(match.group(1)) if match else draft.nvr)
-        if match is None:
-            # the "draft" took over a final build of the same sources (submit)
-            if build and build["state"] == koji.BUILD_STATES["COMPLETE"]:
-                return str(build["nvr"])
-            raise BuildError(f"{draft.nvr} is not a Koji draft build")
-        draft_id = int(match.group(1))
-        if build and not build.get("draft") and build["state"] == koji.BUILD_STATES["COMPLETE"]:
-            return str(build["nvr"])
-        try:
-            promoted = await self.hub.call("promoteBuild", draft_id, login=True, retry=False)
-        except (koji.GenericError, koji.ActionNotAllowed) as exc:
-            # the NVR exists (another draft of it was promoted, or a build from
-            # other sources), or the hub's draft_promotion policy says no
-            build = await self.hub.call("getBuild", draft_id)
-            if build and not build.get("draft"):  # our call did promote it
-                return str(build["nvr"])
-            return BuildOutcome(
-                ok=False, nvr=draft.nvr, reason=f"Koji refused to promote: {describe(exc)}"
-            )
-        log.info("promoted draft build %s to %s", draft.nvr, promoted["nvr"])
-        return str(promoted["nvr"])
+    async def _final_instead(self, request: BuildRequest, draft: Draft) -> BuildOutcome:
+        """The final build at the tip, for a draft someone deleted (an admin, koji-gc):
+        promoting it could only fail ("state (DELETED) is not COMPLETE") and reject
+        the item for nothing.  Journaled as the key's final build: a restart during
+        it takes the same task over."""
+        log.warning(
+            "draft build %s was deleted on the hub: building %s's final build at the tip",
+            draft.nvr,
+            request.project,
+        )
+        final = dataclasses.replace(request, purpose="final")
+        return await self.wait(await self.submit(final))
 
     # -- unpromoted drafts (gate.draft_gc) -----------------------------------
 
