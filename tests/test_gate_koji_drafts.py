@@ -130,3 +130,18 @@ async def test_a_promoted_build_the_hub_refuses_to_tag_rejects_its_item_only(
         assert "12.0.0" in git(world.remote("nova"), "show", "main:nova.spec")
         assert "8.0.0" in git(world.remote("ceilometer"), "show", "main:ceilometer.spec")
         check_invariants(gate)
+
+        # the admin lifts the freeze; the change approved again lands on the build
+        # promoted already: no new build, no new promotion, one more tagBuild
+        fk.run(lambda: fk.hub.policies.reset("tag"))
+        builds_calls = fk.hub.count("build")
+        propose(gate, world, "nova", NOVA_1201, "A again")
+        gate.wake()
+        await gate.wait_idle(120)
+        assert results(gate)["merged"] == ["A again"]
+        assert nvrs(gate)["nova"] == "nova-12.0.1-1"
+        assert "nova-12.0.1-1" in _tagged(fk)
+        assert fk.hub.count("promoteBuild") == 1 and fk.hub.count("tagBuild") == 2
+        new_builds = [c.args[2] for c in fk.hub.calls if c.method == "build"][builds_calls:]
+        assert all(opts.get("scratch") for opts in new_builds), new_builds
+        check_invariants(gate)
