@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import koji
 import pytest
 
 from gate.demo_world import World, git
@@ -144,4 +145,40 @@ async def test_a_promoted_build_the_hub_refuses_to_tag_rejects_its_item_only(
         assert fk.hub.count("promoteBuild") == 1 and fk.hub.count("tagBuild") == 2
         new_builds = [c.args[2] for c in fk.hub.calls if c.method == "build"][builds_calls:]
         assert all(opts.get("scratch") for opts in new_builds), new_builds
+        check_invariants(gate)
+
+
+async def test_a_draft_deleted_on_the_hub_before_the_tip_is_built_again_not_rejected(
+    world: World,
+    hub: FakeKoji,  # noqa: F811
+) -> None:
+    """An admin deletes nova's draft while it waits for the tip: the tip makes the
+    final build instead of promoting (kojihub would answer "state (DELETED) is not
+    COMPLETE"), and A merges."""
+    fk = hub
+    admin = koji.ClientSession(fk.url, {"user": "kojiadmin", "password": "admin"})
+    admin.login()
+    deleted: list[int] = []
+    async with koji_gate(world, fk) as gate:
+
+        def delete_the_draft(event: dict[str, Any]) -> None:
+            if event.get("topic") == "item" and event.get("state") == "draft-built":
+                if event.get("project") == "nova" and not deleted:
+                    draft_id = int(str(event["nvr"]).rsplit(",draft_", 1)[1])
+                    admin.deleteBuild(draft_id)
+                    deleted.append(draft_id)
+
+        gate.listeners.append(delete_the_draft)
+        propose(gate, world, "nova", NOVA_1201, "A")
+        gate.wake()
+        await gate.wait_idle(120)
+
+        assert len(deleted) == 1
+        assert results(gate) == {"merged": ["A"]}
+        assert nvrs(gate)["nova"] == "nova-12.0.1-1"
+        assert fk.hub.count("promoteBuild") == 0
+        builds = hub_builds(fk)
+        assert builds[f"nova-12.0.1-1,draft_{deleted[0]}"] == "DELETED"
+        assert builds["nova-12.0.1-1"] == "COMPLETE"
+        assert "nova-12.0.1-1" in _tagged(fk)  # by kojid's BuildTask
         check_invariants(gate)
