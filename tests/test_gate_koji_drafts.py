@@ -162,11 +162,11 @@ async def test_a_draft_deleted_on_the_hub_before_the_tip_is_built_again_not_reje
     async with koji_gate(world, fk) as gate:
 
         def delete_the_draft(event: dict[str, Any]) -> None:
-            if event.get("topic") == "item" and event.get("state") == "draft-built":
-                if event.get("project") == "nova" and not deleted:
-                    draft_id = int(str(event["nvr"]).rsplit(",draft_", 1)[1])
-                    admin.deleteBuild(draft_id)
-                    deleted.append(draft_id)
+            built = event.get("topic") == "item" and event.get("state") == "draft-built"
+            if built and event.get("project") == "nova" and not deleted:
+                draft_id = int(str(event["nvr"]).rsplit(",draft_", 1)[1])
+                admin.deleteBuild(draft_id)
+                deleted.append(draft_id)
 
         gate.listeners.append(delete_the_draft)
         propose(gate, world, "nova", NOVA_1201, "A")
