@@ -175,6 +175,9 @@ class QueueConfig(_Strict):
     runners: tuple[RunnerRule, ...] = ()
     #: when a job is reported as flaky on the status document
     flaky: FlakyConfig = FlakyConfig()
+    #: with drafts, when an item's draft starts: once its jobs passed (issue 13), or
+    #: with its jobs (lower latency, drafts of items whose jobs fail: docs/config.md)
+    draft_start: Literal["jobs-passed", "with-jobs"] = "jobs-passed"
 
     @field_validator("builds")
     @classmethod

@@ -219,7 +219,11 @@ class Gate:
     def queue_state(self, s: Session, name: str) -> QueueState:
         queue = self.config.queues[name]
         state = load_queue_state(s, name, queue.projects, queue.repo)
-        return replace(state, drafts=self.drafts.get(name, False))
+        return replace(
+            state,
+            drafts=self.drafts.get(name, False),
+            draft_with_jobs=queue.draft_start == "with-jobs",
+        )
 
     async def start(self) -> None:
         """Resume where the last run stopped, then start the loop and branch pollers."""

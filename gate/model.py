@@ -236,6 +236,10 @@ class QueueState:
     #: the queue's backend builds drafts (Koji >= 1.34 allowing them, local): final
     #: builds start ahead of the tip and are promoted there
     drafts: bool = False
+    #: the queue's ``draft_start: with-jobs``: a draft starts when the item's jobs
+    #: start, not when they passed (issue 13's latency, at the price of drafts of
+    #: items whose jobs then fail)
+    draft_with_jobs: bool = False
 
 
 def normalize_base(base: Base, producers: Mapping[int, tuple[int, ...]]) -> Base:

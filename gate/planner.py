@@ -35,7 +35,12 @@ Semantics follow Zuul's dependent pipeline:
   is wasted, never promoted, and burns no NVR; waiting instead would make the
   items of one project build one after the other at the tip (the tip of a
   busy project is then serial again).  A draft that fails makes the item
-  fail (the build of its own tree), rejected at the head only (I5).
+  fail (the build of its own tree), rejected at the head only (I5).  With the
+  queue's ``draft_start: with-jobs`` (``QueueState.draft_with_jobs``) the draft
+  starts when the jobs start: the tree is already the tested one, and the
+  draft's time hides under the jobs'; a draft of an item whose jobs then fail
+  is never promoted (nor is any draft of a non-head item, nor of a head whose
+  jobs have not passed).
 * Post items (commits that reached a branch outside the gate, and the first
   commit of each project: its *bootstrap*) go first.  Each is final-built and
   tested like a gate item, on the published generation plus the post items
@@ -290,7 +295,7 @@ def plan(q: QueueState) -> list[Action]:
             actions.append(RunJobs(item.id))
         elif item.jobs is Step.PASSED and is_head:
             actions.extend(_tip_steps(item, q.drafts))
-        elif item.jobs is Step.PASSED and q.drafts and item.draft is Step.NONE:
+        elif q.drafts and item.draft is Step.NONE and _draft_may_start(item, q):
             # (tip NONE: an item with a tip step is the head's, handled above)
             actions.append(DraftBuild(item.id))
 
@@ -298,6 +303,14 @@ def plan(q: QueueState) -> list[Action]:
         actions.append(Publish(tuple(batch)))
     actions.extend(_obsolete_builds(q, referenced))
     return actions
+
+
+def _draft_may_start(item: ItemView, q: QueueState) -> bool:
+    """Its jobs passed (``draft_start: jobs-passed``), or started (``with-jobs``: the
+    tree is the tested one already; the draft's time is spent under the jobs')."""
+    if q.draft_with_jobs:
+        return item.jobs is not Step.NONE
+    return item.jobs is Step.PASSED
 
 
 def _all_ready(item: ItemView, ready: dict[int, bool]) -> bool:

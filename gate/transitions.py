@@ -65,7 +65,10 @@ def jobs_started(item: V) -> V:
 
 
 def jobs_finished(item: V, failure: str) -> V:
-    return replace(item, jobs=Step.FAILED if failure else Step.PASSED, failure=failure)
+    """Jobs done; a failure the draft recorded meanwhile (``draft_start: with-jobs``)
+    is kept when the jobs pass."""
+    kept = item.failure if item.draft is Step.FAILED else ""
+    return replace(item, jobs=Step.FAILED if failure else Step.PASSED, failure=failure or kept)
 
 
 def jobs_interrupted(item: V) -> V:
@@ -93,8 +96,10 @@ def draft_started(item: V) -> V:
 
 
 def draft_finished(item: V, failure: str) -> V:
-    """The draft is built (or failed: the item fails, and is rejected at the head)."""
-    return replace(item, draft=Step.FAILED if failure else Step.PASSED, failure=failure)
+    """The draft is built (or failed: the item fails, and is rejected at the head).
+    A failure the jobs recorded first (``draft_start: with-jobs``) is kept."""
+    kept = item.failure if item.jobs is Step.FAILED else ""
+    return replace(item, draft=Step.FAILED if failure else Step.PASSED, failure=failure or kept)
 
 
 def draft_not_started(item: V) -> V:

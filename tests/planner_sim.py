@@ -113,6 +113,8 @@ class Simulation:
     most_busy: int = 0
     #: the backend builds drafts (``QueueState.drafts``)
     drafts_enabled: bool = False
+    #: drafts start with the jobs (``draft_start: with-jobs``)
+    draft_with_jobs: bool = False
     #: scratch builds are reused across attempts (False: every attempt builds again)
     reuse_builds: bool = True
     #: draft builds by key (the tree), like scratch builds; submissions per key
@@ -142,6 +144,7 @@ class Simulation:
             running_builds=running,
             now=self.now,
             drafts=self.drafts_enabled,
+            draft_with_jobs=self.draft_with_jobs,
         )
 
     def _item_view(self, item: SimItem) -> ItemView:
@@ -291,6 +294,8 @@ class Simulation:
             self.violations.append(f"{item.change.id}: promoting {key} in {self.drafts.get(key)}")
         if key in self.promoted:
             self.violations.append(f"{item.change.id}: {key} promoted twice (its NVR burnt)")
+        if item.view.jobs is not Step.PASSED:
+            self.violations.append(f"{item.change.id}: promoting with jobs {item.view.jobs}")
         self.promoted.add(key)
 
     def _draft_done(self, key: str) -> None:

@@ -205,3 +205,51 @@ async def test_the_draft_of_a_dequeued_item_is_deleted_by_the_daemon(
         check_invariants(gate)
     finally:
         await gate.stop()
+
+
+async def test_with_jobs_drafts_start_while_the_jobs_run_and_only_passed_items_promote(
+    world: World, tmp_path: Path
+) -> None:
+    """``draft_start: with-jobs``: each item's jobs hold until its draft has started
+    (a job that would wait forever with the default, jobs-passed); D fails its jobs
+    and is rejected with their reason, its draft built for nothing and never
+    promoted; A's draft is promoted."""
+    hold, started = tmp_path / "hold", tmp_path / "draft-started"
+    config = world.config()
+    config["queues"]["liberty"]["draft_start"] = "with-jobs"
+    wait = f"[ ! -e {hold} ] || while [ ! -e {started}-$RPMGATE_ITEM ]; do sleep 0.05; done"
+    config["queues"]["liberty"]["jobs"] = [
+        "repoclosure",
+        {"type": "command", "name": "after-draft", "command": wait, "timeout": 120},
+    ]
+    gate = Gate(parse_config(config))
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["topic"] == "item" and event.get("state") == "draft-build":
+            Path(f"{started}-{event['item']}").touch()
+
+    gate.listeners.append(on_event)
+    await gate.start()
+    try:
+        await gate.wait_idle(180)
+        hold.touch()  # (the bootstrap's post items have no drafts: not held)
+        propose(gate, world, "python-django", DJANGO_NO_COMPAT, "D")
+        propose(gate, world, "nova", NOVA_1201, "A")
+        gate.wake()
+        await gate.wait_idle(180)
+
+        assert results(gate) == {"rejected": ["D"], "merged": ["A"]}
+        d_failure = _item_of(gate, "D").failure  # type: ignore[union-attr]
+        assert d_failure.startswith("repoclosure: "), d_failure
+        with session(gate.engine) as s:
+            drafts = {
+                d.project: d for d in s.exec(select(BuildRow).where(BuildRow.purpose == "draft"))
+            }
+        # D's draft is the option's cost: built, never promoted, no final build of it
+        assert set(drafts) == {"python-django", "nova"}
+        finals = _finals(gate)
+        assert not any(nvr.startswith("python-django-1.9") for nvr in finals), finals
+        assert finals["nova-12.0.1-1"].task_ref == f"promoted:{drafts['nova'].task_ref}"
+        check_invariants(gate)
+    finally:
+        await gate.stop()

@@ -54,7 +54,8 @@ async def test_two_drafts_of_one_nvr_one_promoted_the_other_refused(
     second = await backend.wait(await backend.submit(second_request))
     assert first.ok and second.ok, (first.reason, second.reason)
     builds = [c for c in fake_koji.hub.calls if c.method == "build"]
-    assert [c.args[2] for c in builds] == [{"draft": True}, {"draft": True}]
+    # skip_tag: kojid leaves the drafts out of the destination tag
+    assert [c.args[2] for c in builds] == [{"draft": True, "skip_tag": True}] * 2
     first_id, second_id = int(first.extra["build_id"]), int(second.extra["build_id"])
     assert first.nvr == f"hello-1.0-1{DIST},draft_{first_id}"
     assert second.nvr == f"hello-1.0-1{DIST},draft_{second_id}"
@@ -152,7 +153,8 @@ async def test_recovery_from_scm_tells_a_draft_task_from_a_final_task(
     backend = backends(final_source="scm")
     draft_ref = await backend.submit(draft_request)
     assert fake_koji.run(lambda: fake_koji.hub.state.tasks[int(draft_ref)].request[2]) == {
-        "draft": True
+        "draft": True,
+        "skip_tag": True,
     }
 
     # a final build of the same tree was about to be submitted when the daemon died:
@@ -219,23 +221,34 @@ def test_journals_written_before_the_draft_field_read_it_from_the_purpose() -> N
     assert not Submission(purpose="draft", **fields).matches(fields["source"], "t", False, False)
 
 
-async def test_an_unpromoted_draft_is_untagged_from_its_target_and_deleted(
+async def test_an_unpromoted_draft_is_deleted_and_an_old_tagged_one_untagged_first(
     fake_koji: FakeKoji,  # noqa: F811
     repo: Distgit,  # noqa: F811
     backends: Callable[..., KojiBackend],  # noqa: F811
 ) -> None:
-    """kojihub delete_build: admin only, refused while tagged; the build task tagged
-    the draft into the target's destination tag, so the gate untags it there first.
-    A promoted build, and a draft someone tagged elsewhere, stay."""
+    """kojihub delete_build: admin only, refused while tagged.  A draft of today's
+    rpmgate (``skip_tag``) is in no tag: one deleteBuild.  One built by an older
+    rpmgate was tagged by kojid's BuildTask into the target's destination tag: the
+    gate untags it there first.  A promoted build, and a draft someone tagged
+    elsewhere, stay."""
     fake_koji.hub.builder.allow_srpm_final = True
     fake_koji.run(lambda: fake_koji.hub.state.users["rpmgate"].perms.add("admin"))
     backend = backends()
+    hub = fake_koji.hub
+    fresh_request = repo.request(repo.commit(spec(content="fresh")), purpose="draft", key="d8" * 10)
+    fresh = await backend.wait(await backend.submit(fresh_request))
+    assert fresh.ok, fresh.reason
+    assert fake_koji.run(lambda: hub.state.tags["liberty-candidate"].builds) == set()
+    removed = await backend.remove_draft(fresh_request.key, fresh_request.target, _draft(fresh))
+    assert (removed.outcome, removed.reason) == ("deleted", "")
+    assert hub.count("untagBuild") == 0 and hub.count("deleteBuild") == 1
+
     request = repo.request(repo.commit(spec()), purpose="draft", key="d6" * 10)
     outcome = await backend.wait(await backend.submit(request))
     assert outcome.ok, outcome.reason
     draft_id = int(outcome.extra["build_id"])
-    hub = fake_koji.hub
-    assert fake_koji.run(lambda: draft_id in hub.state.tags["liberty-candidate"].builds)
+    # as kojid's BuildTask tagged the drafts of rpmgate versions without skip_tag
+    fake_koji.run(lambda: hub.state.tags["liberty-candidate"].builds.add(draft_id))
     builddir = hub.topdir / f"packages/hello/1.0/1{DIST},draft_{draft_id}"
     assert builddir.is_dir()
 
@@ -246,7 +259,7 @@ async def test_an_unpromoted_draft_is_untagged_from_its_target_and_deleted(
     assert build.state == koji.BUILD_STATES["DELETED"] and build.draft
     assert not fake_koji.run(lambda: draft_id in hub.state.tags["liberty-candidate"].builds)
     assert not builddir.exists()
-    assert hub.count("untagBuild") == 1 and hub.count("deleteBuild") == 2
+    assert hub.count("untagBuild") == 1 and hub.count("deleteBuild") == 3
     again = await backend.remove_draft(request.key, request.target, _draft(outcome))
     assert (again.outcome, again.reason) == ("deleted", "deleted already")
 
@@ -337,10 +350,54 @@ async def test_a_hub_that_refuses_the_permission_is_asked_once_and_the_status_sa
     # nothing changed on the hub: refused before the tags were looked at
     hub = fake_koji.hub
     assert fake_koji.run(lambda: hub.state.builds[draft_id].state) == koji.BUILD_STATES["COMPLETE"]
-    assert fake_koji.run(lambda: draft_id in hub.state.tags["liberty-candidate"].builds)
     assert hub.count("deleteBuild") == 1 and hub.count("untagBuild") == 0
     # not asked again (until a restart)
     assert sweep.sweep(now=time.time() + 1) == 0
     assert await sweep.remove_collecting() == 0
     assert hub.count("deleteBuild") == 1 and len(events) == 1
     engine.dispose()
+
+
+async def test_a_draft_deleted_behind_the_gates_back_is_built_again_as_the_final_build(
+    fake_koji: FakeKoji,  # noqa: F811
+    repo: Distgit,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+) -> None:
+    """An admin (or koji-gc) deleted the draft: promoteBuild would answer "state
+    (DELETED) is not COMPLETE" and reject the item for nothing.  The promotion builds
+    the final build instead (no draft option, no skip_tag: kojid tags it), once: a
+    restart during or after it takes the same task over."""
+    hub = fake_koji.hub
+    hub.builder.allow_srpm_final = True
+    backend = backends()
+    commit = repo.commit(spec())
+    request = repo.request(commit, purpose="draft", key="d9" * 10)
+    draft = await backend.wait(await backend.submit(request))
+    assert draft.ok, draft.reason
+    draft_id = int(draft.extra["build_id"])
+    admin = koji.ClientSession(fake_koji.url, {"user": "kojiadmin", "password": "admin"})
+    admin.login()
+    admin.deleteBuild(draft_id)
+    assert fake_koji.run(lambda: hub.state.builds[draft_id].state) == koji.BUILD_STATES["DELETED"]
+
+    final_request = repo.request(commit, purpose="final", key=request.key)
+    outcome = await backend.promote(final_request, _draft(draft))
+    assert outcome.ok, outcome.reason
+    assert outcome.nvr == f"hello-1.0-1{DIST}"
+    final_id = int(outcome.extra["build_id"])
+    assert final_id != draft_id
+    assert fake_koji.run(lambda: hub.state.builds[final_id].draft) is False
+    # the hub's own answer to promoting it, which the gate no longer asks for
+    with pytest.raises(koji.GenericError, match=r"state \(DELETED\) is not COMPLETE"):
+        admin.promoteBuild(draft_id)
+    assert hub.count("promoteBuild") == 1  # (the call just above)
+    builds = [c.args[2] for c in hub.calls if c.method == "build"]
+    assert builds == [{"draft": True, "skip_tag": True}, {}]
+    tags = [t["name"] for t in admin.listTags(build=final_id)]
+    assert tags == ["liberty-candidate"]  # by kojid's BuildTask, as at a serial tip
+    assert {a.filename for a in outcome.artifacts} == {a.filename for a in draft.artifacts}
+
+    # a restart that had not recorded the outcome promotes again: the same build
+    again = await backends("state").promote(final_request, _draft(draft))
+    assert again.ok and int(again.extra["build_id"]) == final_id
+    assert [c.method for c in hub.calls].count("build") == 2

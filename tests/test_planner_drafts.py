@@ -156,3 +156,68 @@ def test_the_simulation_catches_a_planner_promoting_a_stale_draft(monkeypatch) -
             continue
         caught += bool(sim.violations)
     assert caught
+
+
+# -- draft_start: with-jobs ---------------------------------------------------------
+
+
+def early(*items: ItemView) -> QueueState:
+    """A queue with ``draft_start: with-jobs``."""
+    return QueueState(name="q", items=items, generation=0, drafts=True, draft_with_jobs=True)
+
+
+def test_with_jobs_a_draft_starts_when_the_jobs_start_not_before() -> None:
+    head = replace(passed(1, "nova"), jobs=Step.RUNNING)
+    testing = replace(passed(2, "ceilometer", (1,)), jobs=Step.RUNNING)
+    built = replace(passed(3, "horizon", (1, 2)), jobs=Step.NONE)
+    actions = plan(early(head, testing, built))
+    # the head and item 2 are testing: their drafts start; item 3's jobs wait for
+    # the items ahead, and so does its draft
+    assert DraftBuild(1) in actions and DraftBuild(2) in actions
+    assert DraftBuild(3) not in actions
+    # the default (jobs-passed) starts none of them
+    assert not any(isinstance(a, DraftBuild) for a in plan(queue(head, testing, built)))
+
+
+def test_with_jobs_the_head_promotes_only_once_its_jobs_passed() -> None:
+    testing = replace(passed(1, "nova"), jobs=Step.RUNNING, draft=Step.PASSED)
+    assert plan(early(testing)) == []
+    assert plan(early(transitions.jobs_finished(testing, ""))) == [PromoteDraft(1)]
+
+
+def test_with_jobs_each_failure_is_kept_whichever_ends_first() -> None:
+    testing = transitions.draft_started(replace(passed(1, "nova"), jobs=Step.RUNNING))
+    # jobs fail, then the draft is built: the jobs' failure is the item's
+    jobs_failed = transitions.jobs_finished(testing, "repoclosure: 1 unresolved dependency")
+    then_built = transitions.draft_finished(jobs_failed, "")
+    assert then_built.failing and then_built.failure == "repoclosure: 1 unresolved dependency"
+    assert plan(early(then_built)) == [
+        Dequeue(1, merged=False, reason="repoclosure: 1 unresolved dependency")
+    ]
+    # the draft fails, then the jobs pass: the draft's failure is the item's
+    draft_failed = transitions.draft_finished(testing, "draft build failed")
+    then_passed = transitions.jobs_finished(draft_failed, "")
+    assert then_passed.failing and then_passed.failure == "draft build failed"
+    assert plan(early(then_passed)) == [Dequeue(1, merged=False, reason="draft build failed")]
+    # (with the default, a failure is never there to keep: the draft starts after)
+    assert transitions.jobs_finished(testing, "").failure == ""
+
+
+def test_with_jobs_the_drafts_of_items_whose_jobs_fail_are_never_promoted() -> None:
+    """Item 1's jobs fail: its draft may be built (the cost of the option), never
+    promoted; the outcome is the serial gate's, and item 2's draft is promoted."""
+    drafted_for_failed = 0
+    for seed in range(40):
+        changes = [Change(1, "nova", bad_jobs=True), Change(2, "ceilometer")]
+        sim = Simulation(
+            changes=changes,
+            rng=random.Random(seed),
+            drafts_enabled=True,
+            draft_with_jobs=True,
+        )
+        sim.run([0, 0])
+        assert sim.violations == []
+        assert (sim.published, set(sim.rejected)) == serial_outcome(changes)
+        assert sim.promoted == {"d:2"}
+        drafted_for_failed += sim.draft_submissions["d:1"]
+    assert drafted_for_failed > 0

@@ -8,10 +8,12 @@ reject only items failing with everything ahead merged (I5), publish only
 package sets that were tested as a whole (I2), never submit a scratch
 build of the same key twice, and keep to Zuul's window at every planning
 step (nothing started outside it; no more items at work than it allows).
-Half the scenarios run with drafts (final builds ahead of the tip, promoted
-at the tip): the same outcome, no draft promoted but the one of the tested
-tree, none twice.  The window starts small and narrows to a floor of 1 on failures, so items
-fall out of it while they are being tested.
+Two thirds of the scenarios run with drafts (final builds ahead of the tip,
+promoted at the tip), started once the jobs passed or with the jobs
+(``draft_start``): the same outcome, no draft promoted but the one of the
+tested tree, none twice, none before its item's jobs passed.  The window
+starts small and narrows to a floor of 1 on failures, so items fall out of it
+while they are being tested.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ PROJECTS = ("nova", "ceilometer", "horizon")
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[list[Change], list[int], int, int, bool]:
+def scenarios(draw: st.DrawFn) -> tuple[list[Change], list[int], int, int, str]:
     count = draw(st.integers(min_value=1, max_value=9))
     changes: list[Change] = []
     for cid in range(1, count + 1):
@@ -55,12 +57,12 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Change], list[int], int, int, bool]
     arrivals = draw(st.lists(st.integers(0, 6), min_size=count, max_size=count))
     window = draw(st.sampled_from([1, 2, 3, 4, 20]))
     seed = draw(st.integers(0, 2**32 - 1))
-    drafts = draw(st.booleans())
+    drafts = draw(st.sampled_from(["off", "jobs-passed", "with-jobs"]))
     return changes, arrivals, window, seed, drafts
 
 
 def _run(
-    changes: list[Change], arrivals: list[int], window: int, seed: int, drafts: bool = False
+    changes: list[Change], arrivals: list[int], window: int, seed: int, drafts: str = "off"
 ) -> Simulation:
     rule = WindowRule(start=window, floor=1)
     sim = Simulation(
@@ -68,7 +70,8 @@ def _run(
         window=window,
         rng=random.Random(seed),
         window_rule=rule,
-        drafts_enabled=drafts,
+        drafts_enabled=drafts != "off",
+        draft_with_jobs=drafts == "with-jobs",
     )
     sim.run(arrivals)
     return sim

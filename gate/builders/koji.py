@@ -14,7 +14,9 @@ overrides), :mod:`~gate.builders.koji_session` (``ClientSession`` pool,
 logins, retries), :mod:`~gate.builders.koji_watch` (multicall poller),
 :mod:`~gate.builders.koji_download` (top URL to pool),
 :mod:`~gate.builders.koji_journal` (what was submitted, for crash recovery),
-:mod:`~gate.builders.koji_drafts` (deleting unpromoted drafts).
+:mod:`~gate.builders.koji_promotion` (promoting a draft at the tip),
+:mod:`~gate.builders.koji_drafts` (deleting unpromoted drafts),
+:mod:`~gate.builders.koji_tagging` (``tagBuild``: promoted drafts, ``tag_after_publish``).
 A task reference is the Koji task id as a string.
 """
 
@@ -48,9 +50,11 @@ from gate.builders.base import (
 )
 from gate.builders.koji_config import KojiConfig
 from gate.builders.koji_download import Downloader, RemoteRpm
-from gate.builders.koji_drafts import DRAFT_RELEASE, DraftRemover
+from gate.builders.koji_drafts import DraftRemover
 from gate.builders.koji_journal import Submission, SubmissionJournal
+from gate.builders.koji_promotion import GONE, promote_draft
 from gate.builders.koji_session import HubSession, HubUnavailable, describe, is_transient
+from gate.builders.koji_tagging import Tagger, TagRefused
 from gate.builders.koji_watch import TaskReport, TaskWatcher, build_id
 from gate.builders.sandbox import Sandbox
 from gate.builders.srpm import (
@@ -113,6 +117,8 @@ class KojiBackend(BuildBackend):
         self.drafts_off: str | None = "not asked yet"
         #: deletes unpromoted drafts (``gate.draft_gc``)
         self.drafts_remover = DraftRemover(self.hub)
+        #: tags promoted drafts and published builds (``tagBuild``)
+        self.tagger = Tagger(self.hub, self.watcher)
 
     def task_url(self, task_id: int) -> str:
         return f"{self.conn.weburl}/taskinfo?taskID={task_id}"
@@ -182,33 +188,45 @@ class KojiBackend(BuildBackend):
         return None
 
     async def promote(self, request: BuildRequest, draft: Draft) -> BuildOutcome:
-        """``promoteBuild`` of the draft (its build id is in its release,
-        ``<release>,draft_<id>``): the build keeps its id and takes the target
-        NVR.  A draft promoted already (a daemon killed since) is that build."""
-        match = DRAFT_RELEASE.search(draft.nvr)
+        """``promoteBuild`` of the draft (:mod:`~gate.builders.koji_promotion`): the
+        build keeps its id and takes the target NVR; then it is tagged into the
+        target's destination tag, where kojid did not put the draft (``skip_tag``).
+        A draft promoted already (a daemon killed since) is that build, tagged if
+        it is not yet.  A draft deleted behind the gate's back is built again, as
+        the final build (kojid tags it)."""
         with _translated(f"promote draft build {draft.nvr}"):
-            build = await self.hub.call("getBuild", int(match.group(1)) if match else draft.nvr)
-            if match is None:
-                # the "draft" took over a final build of the same sources (submit)
-                if build and build["state"] == koji.BUILD_STATES["COMPLETE"]:
-                    return BuildOutcome(ok=True, nvr=build["nvr"], artifacts=draft.artifacts)
-                raise BuildError(f"{draft.nvr} is not a Koji draft build")
-            draft_id = int(match.group(1))
-            if build and not build.get("draft") and build["state"] == koji.BUILD_STATES["COMPLETE"]:
-                return BuildOutcome(ok=True, nvr=build["nvr"], artifacts=draft.artifacts)
-            try:
-                promoted = await self.hub.call("promoteBuild", draft_id, login=True, retry=False)
-            except (koji.GenericError, koji.ActionNotAllowed) as exc:
-                # the NVR exists (another draft of it was promoted, or a build from
-                # other sources), or the hub's draft_promotion policy says no
-                build = await self.hub.call("getBuild", draft_id)
-                if build and not build.get("draft"):  # our call did promote it
-                    return BuildOutcome(ok=True, nvr=build["nvr"], artifacts=draft.artifacts)
-                return BuildOutcome(
-                    ok=False, nvr=draft.nvr, reason=f"Koji refused to promote: {describe(exc)}"
-                )
-        log.info("promoted draft build %s to %s", draft.nvr, promoted["nvr"])
-        return BuildOutcome(ok=True, nvr=promoted["nvr"], artifacts=draft.artifacts)
+            promoted = await promote_draft(self.hub, draft)
+        if isinstance(promoted, BuildOutcome):
+            return promoted
+        if promoted == GONE:
+            return await self._final_instead(request, draft)
+        try:
+            with _translated(f"find the destination tag of {self._target(request)}"):
+                dest = await self.tagger.dest_tag(self._target(request))
+            await self.tag_build(dest, promoted)
+        except TagRefused as exc:
+            # a policy's or a package list's answer: the same one kojid's tagBuild
+            # subtask would have got for a final build made at the tip
+            return BuildOutcome(
+                ok=False,
+                nvr=promoted,
+                reason=f"{exc} (the draft was promoted to {promoted}, untagged: once the hub "
+                "allows the tag, a recheck takes this build over)",
+            )
+        return BuildOutcome(ok=True, nvr=promoted, artifacts=draft.artifacts)
+
+    async def _final_instead(self, request: BuildRequest, draft: Draft) -> BuildOutcome:
+        """The final build at the tip, for a draft someone deleted (an admin, koji-gc):
+        promoting it could only fail ("state (DELETED) is not COMPLETE") and reject
+        the item for nothing.  Journaled as the key's final build: a restart during
+        it takes the same task over."""
+        log.warning(
+            "draft build %s was deleted on the hub: building %s's final build at the tip",
+            draft.nvr,
+            request.project,
+        )
+        final = dataclasses.replace(request, purpose="final")
+        return await self.wait(await self.submit(final))
 
     # -- unpromoted drafts (gate.draft_gc) -----------------------------------
 
@@ -333,33 +351,10 @@ class KojiBackend(BuildBackend):
         )
 
     async def tag_build(self, tag: str, nvr: str) -> None:
-        """Tag ``nvr`` into ``tag`` (``tagBuild``) and wait for it; a no-op if already there."""
-        if await self._is_tagged(tag, nvr):
-            return
-        task_id: int | None = None
+        """Tag ``nvr`` into ``tag`` and wait for it; a no-op if already there
+        (:mod:`~gate.builders.koji_tagging`); a refusal is a :class:`TagRefused`."""
         with _translated(f"tag {nvr} into {tag}"):
-            first = True
-            async for attempt in self.hub.retrying(f"tagBuild {tag} {nvr}"):
-                with attempt:
-                    # a failed attempt may have reached the hub: look before retrying
-                    if not first and await self._is_tagged(tag, nvr):
-                        return
-                    first = False
-                    try:
-                        task_id = int(
-                            await self.hub.call("tagBuild", tag, nvr, login=True, retry=False)
-                        )
-                    except koji.RetryError:
-                        if await self._is_tagged(tag, nvr):
-                            return
-                        raise
-        assert task_id is not None
-        report = await self.watcher.wait(task_id)
-        if report.state == "CLOSED" or await self._is_tagged(tag, nvr):
-            return
-        raise BuildError(
-            f"tagging {nvr} into {tag} failed (task {task_id}): {report.fault or report.state}"
-        )
+            await self.tagger.tag(tag, nvr)
 
     async def after_publish(self, nvr: str) -> None:
         """Tag a published final build into ``tag_after_publish``, when configured."""
@@ -488,6 +483,10 @@ class KojiBackend(BuildBackend):
         opts: dict[str, Any] = {"scratch": True} if record.scratch else {}
         if record.draft:
             opts["draft"] = True  # kojihub build(): opts['draft'] (Koji >= 1.34)
+            # kojid BuildTask tags every non-scratch build into the destination tag
+            # unless skip_tag, drafts too: an unmerged change's draft stays out of it
+            # (and of buildroots inheriting it) until promote() tags the promoted build
+            opts["skip_tag"] = True
         kwargs: dict[str, Any] = {}
         if self.config.priority is not None:
             kwargs["priority"] = self.config.priority
@@ -651,10 +650,6 @@ class KojiBackend(BuildBackend):
             if req and isinstance(req[0], str):
                 return (req[0], None) if "://" in req[0] else (None, req[0])
         return None, None
-
-    async def _is_tagged(self, tag: str, nvr: str) -> bool:
-        tags = await self.hub.call("listTags", build=nvr)
-        return any(t.get("name") == tag for t in tags or ())
 
     # -- outcomes -------------------------------------------------------------
 

@@ -4,12 +4,14 @@ kojihub ``delete_build`` (``RootExports.deleteBuild``) needs the ``admin``
 permission (``context.session.assertPerm('admin')``, checked first), refuses a
 build still tagged, one whose RPMs other builds' buildroots used, or one used
 in a buildroot in the last week (``min_ref_age``); it marks the build DELETED,
-removes its files and frees no NVR (a draft claims none).  kojid's BuildTask
-tags every build it makes, drafts included, into the target's destination tag
-(unless ``skip_tag``): the draft is untagged from there (``untagBuild``, the
-hub's ``tag`` policy, operation ``untag``), never from a tag someone else put
-it in.  A promoted build (``draft`` false) and a final build a draft took over
-(no ``,draft_<id>`` release) are never deleted.
+removes its files and frees no NVR (a draft claims none).  rpmgate submits
+drafts with ``skip_tag`` so they are in no tag and ``deleteBuild`` is the only
+call; drafts built by rpmgate before that were tagged by kojid's BuildTask into
+the target's destination tag: when the hub refuses to delete one for that,
+it is untagged from there (``untagBuild``, the hub's ``tag`` policy, operation
+``untag``) and deleted, never untagged from a tag someone else put it in.
+A promoted build (``draft`` false) and a final build a draft took over (no
+``,draft_<id>`` release) are never deleted.
 
 A refusal of the permission is the whole backend's: it is logged once, kept
 for the status, and :class:`~gate.builders.base.DraftRemovalRefused` is raised
@@ -68,6 +70,7 @@ class DraftRemover:
             )
             raise DraftRemovalRefused(self.refused) from exc
         except koji.GenericError as exc:
+            # a draft of an older rpmgate (no skip_tag): in the destination tag
             tags = [t["name"] for t in await self.hub.call("listTags", build=draft_id) or ()]
             dest = (await self.hub.call("getBuildTarget", target) or {}).get("dest_tag_name")
             if not tags or tags != [dest]:

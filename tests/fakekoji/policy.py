@@ -145,6 +145,36 @@ def _tests(state: HubState) -> dict[str, type]:
                 return False
             return bool(build.owner.id == user.id)
 
+    class PackageTest(koji.policy.MatchTest):
+        # kojihub/kojihub.py PackageTest: the name policy_get_pkg finds (data['package'],
+        # else the build's package; neither: "policy requires package data")
+        name = "package"
+        field = "_package"
+
+        def run(self, data: dict[str, Any]) -> bool:
+            if "package" in data:
+                data[self.field] = str(data["package"])
+            elif "build" in data:
+                build = state.find_build(data["build"])
+                if build is None:
+                    raise koji.GenericError(f"No such build: {data['build']}")
+                data[self.field] = build.name
+            else:
+                raise koji.GenericError("policy requires package data")
+            return super().run(data)
+
+    class IsDraftTest(koji.policy.BaseSimpleTest):
+        # kojihub/kojihub.py IsDraftTest: data['draft'], else the build's draft flag
+        name = "is_draft"
+
+        def run(self, data: dict[str, Any]) -> bool:
+            if "draft" in data:
+                return bool(data["draft"])
+            if "build" in data:
+                build = state.find_build(data["build"])
+                return bool(build is not None and build.draft)
+            return False
+
     class SourceTest(koji.policy.MatchTest):
         # kojihub/kojihub.py SourceTest (policy data with source)
         name = "source"
@@ -169,6 +199,8 @@ def _tests(state: HubState) -> dict[str, type]:
             BuildTagTest,
             SourceTest,
             IsBuildOwnerTest,
+            IsDraftTest,
+            PackageTest,
         )
     }
 
