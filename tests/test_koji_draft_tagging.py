@@ -130,7 +130,7 @@ async def test_a_refused_tag_fails_the_promotion_and_says_why(
     assert hub.count("promoteBuild") == 1 and hub.count("tagBuild") == 2
 
 
-@pytest.mark.parametrize("when", ["after-promote", "tag-task-running"])
+@pytest.mark.parametrize("when", ["after-promote", "tag-task-running", "tag-reply-lost"])
 async def test_a_kill_between_promotion_and_tag_ends_tagged_once(
     when: str,
     fake_koji: FakeKoji,  # noqa: F811
@@ -138,8 +138,10 @@ async def test_a_kill_between_promotion_and_tag_ends_tagged_once(
     backends: Callable[..., KojiBackend],  # noqa: F811
 ) -> None:
     """after-promote: the hub promoted, its reply was lost and the daemon died before
-    tagBuild.  tag-task-running: the daemon died with the tagBuild task queued.  A new
-    daemon promotes again: it promotes nothing, tags (or waits for the task) once."""
+    tagBuild.  tag-task-running: the daemon died with the tagBuild task queued (its id
+    journaled).  tag-reply-lost: the hub made the task, the daemon died before its reply
+    (the journal has the intent only: the new daemon finds the task with listTasks).  A
+    new daemon promotes again: it promotes nothing, tags (or waits for the task) once."""
     hub = fake_koji.hub
     hub.builder.allow_srpm_final = True
     backend = backends()
@@ -155,6 +157,8 @@ async def test_a_kill_between_promotion_and_tag_ends_tagged_once(
         await eventually(lambda: not fake_koji.run(lambda: hub.state.builds[draft_id].draft))
     else:
         fake_koji.run(hub.builder.hold)
+        if when == "tag-reply-lost":
+            hub.delay_reply("tagBuild", 5.0)
         promoting = asyncio.create_task(backend.promote(request, _draft(draft)))
         await eventually(lambda: hub.count("tagBuild") == 1)
     promoting.cancel()  # kill -9: the step never finishes in this process
@@ -168,7 +172,12 @@ async def test_a_kill_between_promotion_and_tag_ends_tagged_once(
     restarted = backends("state")
     if when == "tag-task-running":
         fake_koji.run(hub.builder.release)
-    outcome = await restarted.promote(request, _draft(draft))
+    promoted = asyncio.create_task(restarted.promote(request, _draft(draft)))
+    if when == "tag-reply-lost":
+        # the task is still queued: the new daemon must find it, not tag again
+        await eventually(lambda: hub.count("listTasks") >= 1 or promoted.done())
+        fake_koji.run(hub.builder.release)
+    outcome = await promoted
     assert outcome.ok, outcome.reason
     assert outcome.nvr == f"hello-1.0-1{DIST}"
     assert _tags(fake_koji, draft_id) == [DEST]

@@ -118,7 +118,7 @@ class KojiBackend(BuildBackend):
         #: deletes unpromoted drafts (``gate.draft_gc``)
         self.drafts_remover = DraftRemover(self.hub)
         #: tags promoted drafts and published builds (``tagBuild``)
-        self.tagger = Tagger(self.hub, self.watcher)
+        self.tagger = Tagger(self.hub, self.watcher, self.state_dir / "koji" / "tagging")
 
     def task_url(self, task_id: int) -> str:
         return f"{self.conn.weburl}/taskinfo?taskID={task_id}"

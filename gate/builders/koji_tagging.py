@@ -18,13 +18,21 @@ the build is there already.  So a refusal is a fault of the call or a FAILED
 task; success is the task CLOSED or the build listed in the tag.
 
 Idempotency across a kill: "tagged already" ends the step before any call;
-a ``tagBuild`` task of ours for this (tag, build) that is still alive is
-waited for instead of creating a second one; a call whose reply was lost is
-followed by a look before it is made again.
+the intent to tag (tag, build) is journaled before the call and the task id
+as soon as the hub returns it, so a restart waits for that task; only an
+intent without a task id (a kill during the call) makes the gate look for a
+``tagBuild`` task of ours for this (tag, build) that is still alive
+(``listTasks``), which is waited for instead of creating a second one; a
+call whose reply was lost is followed by the same look before it is made
+again.  The normal path asks the hub no ``listTasks``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 import koji
@@ -32,6 +40,7 @@ import koji
 from gate.builders.base import BuildError
 from gate.builders.koji_session import HubSession, describe
 from gate.builders.koji_watch import TaskWatcher
+from repo_state.durable import write_atomically
 
 # a tagBuild task that may still tag the build
 _ALIVE = [koji.TASK_STATES[s] for s in ("FREE", "ASSIGNED", "OPEN")]
@@ -42,9 +51,39 @@ class TagRefused(BuildError):
 
 
 class Tagger:
-    def __init__(self, hub: HubSession, watcher: TaskWatcher) -> None:
+    def __init__(self, hub: HubSession, watcher: TaskWatcher, journal: Path | None = None) -> None:
         self.hub = hub
         self.watcher = watcher
+        #: one JSON file per (tag, build): ``{"task_id": int | null}``; without a
+        #: directory every tag looks for a pending task first, as after a kill
+        self.journal = journal
+
+    def _record(self, tag: str, nvr: str) -> Path | None:
+        if self.journal is None:
+            return None
+        digest = hashlib.sha256(f"{tag}\0{nvr}".encode()).hexdigest()
+        return self.journal / f"tag-{digest}.json"
+
+    def _load(self, tag: str, nvr: str) -> dict[str, Any] | None:
+        path = self._record(tag, nvr)
+        if path is None:
+            return {"task_id": None}  # nothing known: look, as after a kill
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return data if isinstance(data, dict) else {"task_id": None}
+
+    def _forget(self, tag: str, nvr: str) -> None:
+        path = self._record(tag, nvr)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _save(self, tag: str, nvr: str, task_id: int | None) -> None:
+        path = self._record(tag, nvr)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, json.dumps({"tag": tag, "nvr": nvr, "task_id": task_id}) + "\n")
 
     async def dest_tag(self, target: str) -> str:
         """The destination tag of build target ``target`` (``getBuildTarget``)."""
@@ -61,14 +100,28 @@ class Tagger:
         """
         if await self.is_tagged(tag, nvr):
             return
-        task_id = await self._pending(tag, nvr)
+        record = self._load(tag, nvr)
+        task_id = None
+        if record is not None:
+            recorded = record.get("task_id")
+            # a recorded task is ours; an intent without one: the call may have
+            # reached the hub before a kill, look for its task
+            task_id = int(recorded) if recorded is not None else await self._pending(tag, nvr)
         if task_id is None:
-            task_id = await self._create(tag, nvr)
+            await asyncio.to_thread(self._save, tag, nvr, None)
+            try:
+                task_id = await self._create(tag, nvr)
+            except TagRefused:
+                await asyncio.to_thread(self._forget, tag, nvr)
+                raise
             if task_id is None:
                 return
+            await asyncio.to_thread(self._save, tag, nvr, task_id)
         report = await self.watcher.wait(task_id)
         if report.state == "CLOSED" or await self.is_tagged(tag, nvr):
             return
+        # the next try (a recheck once the hub allows it) makes a new task
+        await asyncio.to_thread(self._forget, tag, nvr)
         raise TagRefused(
             f"Koji tagBuild task {task_id} ({nvr} into {tag}) {report.state}: "
             f"{report.fault or 'no fault text'}"
