@@ -79,9 +79,15 @@ def build_doc(rt: Runtime, row: BuildRow | None) -> dict[str, Any] | None:
         "error": row.error or None,
         "log_url": log_url(rt, row.log),
         "submissions": row.submissions,
+        "arches": built_arches(row.artifacts),
         "created_at": _iso(row.created_at),
         "finished_at": _iso(row.finished_at),
     }
+
+
+def built_arches(artifacts: str) -> list[str]:
+    """The arches a build's binary RPMs are for (none while it runs, or if it failed)."""
+    return sorted({str(a.get("arch")) for a in json.loads(artifacts or "[]")} - {"src"})
 
 
 def log_url(rt: Runtime, path: str) -> str | None:
