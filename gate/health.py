@@ -3,8 +3,9 @@
 The checks, in the order of the answer (limits from the config's ``health``
 section, what to do about each in docs/runbook.md):
 
-* ``database`` -- a real query (the active items and running builds the queue
-  checks read), in a thread of its own and bounded by ``check_timeout``: a
+* ``database`` -- a real query (what the queue checks read: the active items
+  with a step running and post items, a count of the others per queue, the
+  running builds), in a thread of its own and bounded by ``check_timeout``: a
   database that hangs fails the check instead of hanging ``/healthz``;
 * ``loop`` -- the age of the gate loop's last iteration, at most ``loop_max_age``;
 * ``queue:<name>`` -- the queue moves.  Work recorded as running (a build, a
