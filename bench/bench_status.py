@@ -431,7 +431,7 @@ def _loadavg(row: dict[str, Any]) -> str:
 
 def _table(rows: dict[str, list[dict[str, Any]]]) -> list[str]:
     lines = [
-        "| figure | baseline min / median | this min / median | ratio (median) |",
+        "| figure | baseline min / median | this min / median | baseline / this (median) |",
         "|---|---:|---:|---:|",
     ]
     for key, label, fmt in (
@@ -446,6 +446,8 @@ def _table(rows: dict[str, list[dict[str, Any]]]) -> list[str]:
         b_min, b_med = _summary(rows["baseline"], key)
         t_min, t_med = _summary(rows["this"], key)
         ratio = f"{b_med / t_med:.1f}x" if t_med else "-"
+        if key == "success":  # more is better: how many times more answered
+            ratio = f"{t_med / b_med:.0f}x more" if b_med else "-"
         lines.append(
             f"| {label} | {fmt.format(b_min)} / {fmt.format(b_med)} | "
             f"{fmt.format(t_min)} / {fmt.format(t_med)} | {ratio} |"
