@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from gate.flaky import flaky_jobs, flaky_note, flaky_notes
 from gate.item_builds import Member
 from gate.items import view_of
-from gate.model import BuildState, ItemState, outside_window
+from gate.model import BuildState, ItemKind, ItemState, outside_window
 from gate.pipeline import stages_of
 from gate.queue_rules import queue_order
 from gate.queue_view import item_view
@@ -490,7 +490,8 @@ def held_back(s: Session, items: list[ItemRow], rel: Related | None = None) -> l
     """Blocked post items: where git and the repository disagree, and why."""
     out = []
     for item in items:
-        if not view_of(item).blocked:
+        # only a post item can be blocked: the others need no view (hundreds queued)
+        if item.kind != ItemKind.POST or not view_of(item).blocked:
             continue
         change = rel.changes.get(item.change_id) if rel else s.get(ChangeRow, item.change_id)
         out.append(
