@@ -41,10 +41,10 @@ from gate.jobs.external import cancel_abandoned_runs
 from gate.merger import GitError, Merger
 from gate.model import QueueState
 from gate.planner import Dequeue, plan
+from gate.planning_rows import PlanningRows
 from gate.plumbing import Listener, Plumbing
 from gate.polling import Polling
 from gate.publishing import Publishing
-from gate.queue_view import load_queue_state
 from gate.reconcile import Reconciler
 from gate.reload import Loader, Reloader, file_loader
 from gate.retention import SpeculativeSweep
@@ -122,6 +122,8 @@ class Gate:
         )
         #: unpromoted drafts deleted by their backend's ``draft_retention``
         self.draft_sweep = DraftSweep(rt.engine, rt.plumbing, rt.backends)
+        #: the rows each planning pass reads, kept between passes while the loop runs
+        self.planning_rows = PlanningRows(rt.engine)
         self._loop_task: asyncio.Task[None] | None = None
         #: queue -> its final builds start ahead of the tip as drafts (``detect_drafts``;
         #: a queue added by a reload is not in it: serial tip until a restart)
@@ -218,7 +220,7 @@ class Gate:
 
     def queue_state(self, s: Session, name: str) -> QueueState:
         queue = self.config.queues[name]
-        state = load_queue_state(s, name, queue.projects, queue.repo)
+        state = self.planning_rows.queue_state(s, name, queue.projects, queue.repo)
         return replace(
             state,
             drafts=self.drafts.get(name, False),
@@ -228,6 +230,7 @@ class Gate:
     async def start(self) -> None:
         """Resume where the last run stopped, then start the loop and branch pollers."""
         self._stopping = False
+        self.planning_rows.start()
         await self.detect_drafts()
         resumed = await self.reconciler.resume_orphans(starting=True)
         self.retry_reconfigured_bootstraps()
@@ -315,6 +318,7 @@ class Gate:
             except Exception:
                 log.exception("closing source %s failed", source.name)
         await self.runtime.deliveries.close()  # accepts taken are committed and answered
+        self.planning_rows.stop()
         self.engine.dispose()
 
     async def wait_idle(self, timeout: float | None = None) -> None:

@@ -54,9 +54,14 @@ def _moved_on(s: Session, item: ItemRow) -> str:
     return f"superseded: {item.project}'s branch moved on from {change.sha[:12]} to {head[:12]}"
 
 
+def running_build(b: BuildRow) -> RunningBuild:
+    """A running scratch build as the planner sees it (what it includes)."""
+    return RunningBuild(b.project, frozenset(json.loads(b.includes)))
+
+
 def load_queue_state(s: Session, queue: str, projects: tuple[str, ...], repo: str) -> QueueState:
-    qrow = s.get(QueueRow, queue)
-    assert qrow is not None, f"queue {queue} not initialised"
+    """Everything read from the database (``gate.planning_rows`` keeps most of it in memory
+    while the gate runs; this is the reference it must agree with)."""
     items = active_items(s, queue)
     keys = {r.build_key for r in items if r.build_key}
     builds: dict[str, BuildRow] = {}
@@ -66,7 +71,7 @@ def load_queue_state(s: Session, queue: str, projects: tuple[str, ...], repo: st
         ):
             builds[b.key] = b
     running = {
-        b.key: RunningBuild(b.project, frozenset(json.loads(b.includes)))
+        b.key: running_build(b)
         for b in s.exec(
             select(BuildRow).where(
                 BuildRow.purpose == "scratch",
@@ -75,22 +80,35 @@ def load_queue_state(s: Session, queue: str, projects: tuple[str, ...], repo: st
             )
         )
     }
-    oldest = min(
-        (r.base_generation for r in items if r.base_generation is not None), default=qrow.generation
-    )
+    sets = scratch_sets(s, items)
+    views = [item_view(r, builds.get(r.build_key or ""), sets.get(r.id or 0)) for r in items]
+    return queue_state_of(s, queue, repo, views, running, {r.id or 0: r for r in items})
+
+
+def queue_state_of(
+    s: Session,
+    queue: str,
+    repo: str,
+    views: list[ItemView],
+    running: dict[str, RunningBuild],
+    rows: dict[int, ItemRow],
+) -> QueueState:
+    """The queue's state from its active items' views (in queue order) and running
+    builds; reads the few rows that are not kept: the queue, the generations its
+    items' bases need, the heads post items are compared with."""
+    qrow = s.get(QueueRow, queue)
+    assert qrow is not None, f"queue {queue} not initialised"
+    oldest = min((v.base.generation for v in views if v.base is not None), default=qrow.generation)
     producers = {
         g.number: tuple(json.loads(g.items))
         for g in s.exec(
             select(GenerationRow).where(GenerationRow.repo == repo, GenerationRow.number > oldest)
         )
     }
-    sets = scratch_sets(s, items)
-    views = []
-    for r in items:
-        view = item_view(r, builds.get(r.build_key or ""), sets.get(r.id or 0))
-        if view.kind is ItemKind.POST:
-            view = replace(view, superseded_by=_moved_on(s, r))
-        views.append(view)
+    views = [
+        replace(v, superseded_by=_moved_on(s, rows[v.id])) if v.kind is ItemKind.POST else v
+        for v in views
+    ]
     return QueueState(
         name=queue,
         items=tuple(views),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,29 @@ from gate.config import parse_config
 from gate.daemon import Gate
 from gate.deliveries import store_delivery
 from gate.demo_world import CLASSIC_CHANGES, PackageSpec, World
+from gate.model import QueueState
+from gate.planning_rows import PlanningRows
+from gate.queue_view import load_queue_state
 
 POSTGRES_URL = os.environ.get("RPMGATE_TEST_DATABASE_URL")
+
+
+@pytest.fixture(autouse=True)
+def planning_rows_agree_with_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every planning pass of every test checks what ``gate.planning_rows`` kept in memory
+    against a full read of the database at the same instant (the gate's writes are all
+    made on the loop's thread, as these reads are, so nothing commits between the two)."""
+    kept = PlanningRows.queue_state
+
+    def checked(
+        rows: PlanningRows, s: Any, queue: str, projects: tuple[str, ...], repo: str
+    ) -> QueueState:
+        state = kept(rows, s, queue, projects, repo)
+        read = load_queue_state(s, queue, projects, repo)
+        assert replace(state, now=0.0) == replace(read, now=0.0), (state, read)
+        return state
+
+    monkeypatch.setattr(PlanningRows, "queue_state", checked)
 
 
 @pytest.fixture

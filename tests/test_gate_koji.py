@@ -30,6 +30,8 @@ from gate.config import parse_config
 from gate.daemon import Gate
 from gate.deliveries import store_delivery
 from gate.demo_world import INITIAL, PackageSpec, World, git
+from gate.web.progress import segments
+from gate.web.status import status
 from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, ItemRow
 from repo_state.pool import Pool, sha256_file
@@ -729,3 +731,38 @@ async def test_a_two_arch_target_builds_and_publishes_every_arch(tmp_path: Path)
             check_invariants(gate)
     finally:
         fk.stop()
+
+
+async def test_the_progress_bar_shows_the_koji_build_per_arch_from_its_children(
+    world: World, hub: FakeKoji, tmp_path: Path
+) -> None:
+    """While the scratch build runs, its step is its task's ``buildArch`` children as the
+    watcher's multicall saw them (``getTaskChildren``, keyed by the child's label, the
+    arch it builds for); once it passed, the arches its RPMs are for."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    async with koji_gate(world, hub) as gate:
+        propose(
+            gate, world, "nova", HeldSpec("nova", "12.0.1", lookaside=True, hold=str(hold)), "Y"
+        )
+        gate.wake()
+
+        def bar() -> list[tuple[str, str]]:
+            with session(gate.engine) as s:
+                doc = status(gate.runtime, s)
+            items = [*doc["queues"][0]["items"], *doc["queues"][0]["recent"]]
+            shown = [
+                (s.label, s.state)
+                for i in items
+                if i["change"]["title"] == "Y"
+                for s in segments(i, [], doc["backends"])
+            ]
+            return [(label, state) for label, state in shown if label.startswith("scratch build")]
+
+        # one step while no child is known (queued, merging, the SRPM being built)
+        running = await eventually(lambda: [s for s in bar() if s[0] != "scratch build"])
+        assert running == [("scratch build noarch", "running")]
+        hold.unlink()
+        await gate.wait_idle(120)
+        assert results(gate) == {"merged": ["Y"]}
+        assert bar() == [("scratch build noarch", "passed")]

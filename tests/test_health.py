@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,18 @@ import gate.daemon as daemon_mod
 from gate.config import HealthConfig, parse_config
 from gate.daemon import Gate
 from gate.demo_world import PackageSpec, World
-from gate.health import DiskFacts, disk_check
+from gate.health import (
+    DiskFacts,
+    Reading,
+    disk_check,
+    held_back_check,
+    queue_check,
+    read_facts,
+)
 from gate.tip import Tip
 from gate.web.app import make_app
-from repo_state.db import make_engine, session
-from repo_state.models import BuildRow, ItemRow
+from repo_state.db import make_engine, migrate, session
+from repo_state.models import BuildRow, ChangeRow, ItemRow
 from tests.conftest import CEILO_801, NOVA_1201
 from tests.koji_gate import koji_config_doc, start_hub
 from tests.served import ClientFactory, served
@@ -447,3 +455,60 @@ async def test_a_local_backend_without_rpmbuild_fails_healthz(
         )
         monkeypatch.undo()
         await answer_where(client, lambda status, doc: status == 200, what="the backend back")
+
+
+def test_the_queue_check_counts_what_it_does_not_read_one_by_one(tmp_path: Path) -> None:
+    """``read_facts`` reads the items it judges (a step running, post items) and counts
+    the other gate items per queue in SQL: the verdicts are those of every item read."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'gate.db'}")
+    migrate(engine)
+    t0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    with session(engine) as s:
+        change = ChangeRow(project="nova", ref="refs/changes/1", sha="a" * 40)
+        s.add(change)
+        s.commit()
+        rows = [
+            # liberty: 3 waiting gate items, one with jobs running, one inactive
+            *(ItemRow(queue="liberty", change_id=change.id or 0, project="nova") for _ in range(3)),
+            ItemRow(queue="liberty", change_id=change.id or 0, project="nova", jobs="running"),
+            ItemRow(queue="liberty", change_id=change.id or 0, project="nova", active=False),
+            # a post item held back (blocked), and one that is not; the newest item
+            ItemRow(
+                queue="liberty", change_id=change.id or 0, project="nova", kind="post",
+                jobs="failed", enqueued_at=t0 + timedelta(minutes=9),
+            ),
+            ItemRow(
+                queue="liberty", change_id=change.id or 0, project="glance", kind="post",
+                enqueued_at=t0 + timedelta(minutes=5),
+            ),
+            # another queue: one gate item, newer than every other
+            ItemRow(
+                queue="zed", change_id=change.id or 0, project="horizon",
+                enqueued_at=t0 + timedelta(minutes=20),
+            ),
+        ]  # fmt: skip
+        for n, row in enumerate(rows[:5]):
+            row.enqueued_at = t0 + timedelta(minutes=n)
+        s.add_all(rows)
+        s.commit()
+    facts = read_facts(engine)
+    # read one by one: the running gate item and the two post items, nothing else
+    assert sorted((i.queue, i.kind, i.jobs) for i in facts.items) == [
+        ("liberty", "gate", "running"),
+        ("liberty", "post", "failed"),
+        ("liberty", "post", "none"),
+    ]
+    reading = Reading(facts, owned=frozenset(), consistent=True)
+    cfg = HealthConfig()
+    now = (t0 + timedelta(minutes=30)).timestamp()
+    liberty = queue_check("liberty", frozenset({"nova", "glance"}), reading, 0.0, now, cfg, True)
+    zed = queue_check("zed", frozenset({"horizon"}), reading, 0.0, now, cfg, False)
+    # 4 gate items and the post item not blocked; the newest of them is glance's (5 min)
+    assert liberty.active_items == 5
+    assert liberty.idle_seconds == pytest.approx(25 * 60)
+    # the one item read for its running step: no task of this process runs its jobs
+    assert liberty.running == [] and liberty.orphaned == [f"item {rows[3].id} (nova): jobs"]
+    assert zed.active_items == 1 and zed.idle_seconds == pytest.approx(10 * 60)
+    held = held_back_check("liberty", reading)
+    assert held.pushes == [f"item {rows[5].id} (nova): "] and held.bootstraps == []
+    engine.dispose()

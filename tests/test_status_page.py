@@ -100,6 +100,45 @@ def test_a_post_item_has_no_speculative_merge_nor_scratch_build() -> None:
     assert segments(doc, [])[0].state == "running"
 
 
+def test_the_scratch_build_is_one_step_per_arch_where_the_backend_knows_them() -> None:
+    def shown(build: dict[str, Any] | None, backends: dict[str, Any]) -> list[tuple[str, str]]:
+        bar = segments(item(1, ItemState.BUILDING, build=build), [], backends)
+        return [(s.label, s.state) for s in bar if s.label.startswith("scratch build")]
+
+    # Koji, running: its task's buildArch children as the watcher saw them (task ids are
+    # strings once the document went through JSON); other children are not arches
+    koji = {
+        "koji": {
+            "tasks": {
+                "7": {
+                    "state": "OPEN",
+                    "children": {
+                        "buildArch x86_64": "CLOSED",
+                        "buildArch aarch64": "OPEN",
+                        "buildArch ppc64le": "FAILED",
+                        "tagBuild noarch": "FREE",
+                    },
+                }
+            }
+        }
+    }
+    running = {"state": "running", "backend": "koji", "task": "7", "arches": []}
+    assert shown(running, koji) == [
+        ("scratch build aarch64", "running"),
+        ("scratch build ppc64le", "failed"),
+        ("scratch build x86_64", "passed"),
+    ]
+    # no child yet (the SRPM is being built), or a backend that does not say: one step
+    assert shown({**running, "task": "8"}, koji) == [("scratch build", "running")]
+    assert shown({**running, "backend": "local", "task": "8"}, {}) == [("scratch build", "running")]
+    # passed: the arches its RPMs are for, whatever the backend
+    passed = {"state": "passed", "backend": "local", "task": "9", "arches": ["noarch"]}
+    assert shown(passed, {}) == [("scratch build noarch", "passed")]
+    # failed, or not started: one step
+    assert shown({**passed, "state": "failed", "arches": []}, {}) == [("scratch build", "failed")]
+    assert shown(None, koji) == [("scratch build", "none")]
+
+
 # -- why it waits ---------------------------------------------------------------------------
 def test_why_an_item_waits() -> None:
     head = item(1, ItemState.TESTING)

@@ -53,6 +53,13 @@ def _state_name(code: Any) -> str:
         return f"UNKNOWN({code})"
 
 
+def _child_arch(child: dict[str, Any]) -> str:
+    """A child's arch as the status page shows it: a ``buildArch`` child's is its
+    ``label`` (the arch it builds for; its ``arch`` is the host arch that took it)."""
+    label = child.get("label")
+    return str(label if child.get("method") == "buildArch" and label else child.get("arch"))
+
+
 @dataclass(frozen=True)
 class ChildTask:
     """A child of a watched task (``buildArch``, ``rebuildSRPM``, ``tagBuild`` ...)."""
@@ -116,7 +123,7 @@ class TaskWatcher:
             task_id: {
                 "state": w.state,
                 "children": {
-                    f"{c.get('method')} {c.get('arch')}": _state_name(c.get("state"))
+                    f"{c.get('method')} {_child_arch(c)}": _state_name(c.get("state"))
                     for c in w.children
                 },
             }

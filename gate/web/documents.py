@@ -100,6 +100,8 @@ class BuildDoc(Document):
     #: the build log (text/plain), when the gate serves it or the backend links it
     log_url: str | None
     submissions: int
+    #: the arches its binary RPMs are for (empty until it passed)
+    arches: list[str]
     created_at: str | None
     finished_at: str | None
 

@@ -147,6 +147,13 @@ class Page:
             self._durations_at = time.monotonic()
         return self._durations
 
+    @property
+    def backends(self) -> Doc:
+        """What each backend says of itself in the status document last read (Koji:
+        its tasks' children, the per-arch steps of the bars)."""
+        backends: Doc = self._doc.get("backends") or {}
+        return backends
+
     def job_names(self, queue: str) -> list[str]:
         cfg = self.rt.config.queues.get(queue)
         return [job.name for job in cfg.jobs] if cfg else []
@@ -175,11 +182,11 @@ def _document(title: str, body: str, query: str = "", live: bool = True, path: s
     )
 
 
-def _bar(item: Doc, job_names: list[str]) -> str:
+def _bar(item: Doc, job_names: list[str], backends: Doc) -> str:
     cells = "".join(
         f'<li class="seg {seg.state}" title="{_e(seg.label)}: {seg.state}">'
         f'<span class="seg-label">{_e(seg.label)}</span></li>'
-        for seg in segments(item, job_names)
+        for seg in segments(item, job_names, backends)
     )
     return f'<ol class="bar" aria-label="steps">{cells}</ol>'
 
@@ -275,7 +282,7 @@ def _item(
         f"{_change_line(item)}"
         f'<p class="meta"><span class="state">{_e(state)}</span>{kind} · item {_e(item.get("id"))}'
         f" · tested with {_e(speculative_base(item))}</p>"
-        f"{_bar(item, page.job_names(str(item.get('queue', ''))))}"
+        f"{_bar(item, page.job_names(str(item.get('queue', ''))), page.backends)}"
         f'<p class="times">{elapsed} {eta_text}</p>'
         + (f'<p class="why">{_e(why)}</p>' if why else "")
         + failed

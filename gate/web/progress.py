@@ -23,6 +23,15 @@ _TIP_ORDER = [TipStep.NONE, TipStep.FINAL_BUILD, TipStep.MERGE, TipStep.PUBLISH,
 _SHOWN = {"running": "running", "passed": "passed", "failed": "failed", "canceled": "none"}
 #: the state label of an item whose build watch stopped on a backend error
 STUCK = "stuck: backend error"
+#: what a Koji task state (``koji.TASK_STATES``) shows as on the bar
+_KOJI_SHOWN = {
+    "FREE": "running",
+    "OPEN": "running",
+    "ASSIGNED": "running",
+    "CLOSED": "passed",
+    "FAILED": "failed",
+    "CANCELED": "none",
+}
 
 
 @dataclass(frozen=True)
@@ -54,10 +63,42 @@ def _build_state(build: Doc | None) -> str:
     return "none" if build is None else _SHOWN.get(str(build.get("state")), "none")
 
 
-def segments(item: Doc, job_names: Sequence[str]) -> list[Segment]:
+def build_segments(label: str, build: Doc | None, backends: Mapping[str, Any]) -> list[Segment]:
+    """A build's step, one per arch where the backend says which arches it builds.
+
+    Running in Koji: the ``buildArch`` children of its task as the backend's watcher
+    last saw them (``backends[<name>]["tasks"]``, polled by the multicall it makes
+    anyway; an arch whose child has not been made yet is not known, so not shown).
+    Finished and passed: the arches its RPMs are for (``arches``), each passed,
+    whatever the backend (the local backend builds for one arch, or noarch).
+    Otherwise (running locally, waiting, failed): one step.
+    """
+    state = _build_state(build)
+    if build is None:
+        return [Segment(label, state)]
+    tasks = (backends.get(str(build.get("backend"))) or {}).get("tasks") or {}
+    # task ids are numbers in the document, strings once it went through JSON
+    task = next((t for tid, t in tasks.items() if str(tid) == str(build.get("task"))), None)
+    children = (task or {}).get("children") or {} if state == "running" else {}
+    arches = sorted(
+        (key.removeprefix("buildArch "), _KOJI_SHOWN.get(str(child), "running"))
+        for key, child in children.items()
+        if key.startswith("buildArch ")
+    )
+    if not arches and state == "passed":
+        arches = [(str(arch), "passed") for arch in build.get("arches") or []]
+    if not arches:
+        return [Segment(label, state)]
+    return [Segment(f"{label} {arch}", shown) for arch, shown in arches]
+
+
+def segments(
+    item: Doc, job_names: Sequence[str], backends: Mapping[str, Any] | None = None
+) -> list[Segment]:
     """The item's steps in the order they run: for a gate item the speculative merge,
-    its scratch build, each job, then the tip (final build, merge, publish); a post
-    item (merged in git already) has its final build, its jobs and publish."""
+    its scratch build (per arch where known, :func:`build_segments`; ``backends``:
+    the status document's), each job, then the tip (final build, merge, publish); a
+    post item (merged in git already) has its final build, its jobs and publish."""
     jobs = {str(j.get("name")): j for j in item.get("jobs") or []}
     names = list(job_names) + [n for n in jobs if n not in job_names]
     job_segments = [
@@ -78,7 +119,7 @@ def segments(item: Doc, job_names: Sequence[str]) -> list[Segment]:
     merge = item.get("merge") or {}
     return [
         Segment("speculative merge", _SHOWN.get(str(merge.get("state")), "none")),
-        Segment("scratch build", _build_state(item.get("build"))),
+        *build_segments("scratch build", item.get("build"), backends or {}),
         *job_segments,
         Segment("final build", final),
         Segment("merge", _tip_state(item, TipStep.MERGE)),

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from gate.flaky import flaky_jobs, flaky_note, flaky_notes
 from gate.item_builds import Member
 from gate.items import view_of
-from gate.model import BuildState, ItemState, outside_window
+from gate.model import BuildState, ItemKind, ItemState, outside_window
 from gate.pipeline import stages_of
 from gate.queue_rules import queue_order
 from gate.queue_view import item_view
@@ -79,9 +79,15 @@ def build_doc(rt: Runtime, row: BuildRow | None) -> dict[str, Any] | None:
         "error": row.error or None,
         "log_url": log_url(rt, row.log),
         "submissions": row.submissions,
+        "arches": built_arches(row.artifacts),
         "created_at": _iso(row.created_at),
         "finished_at": _iso(row.finished_at),
     }
+
+
+def built_arches(artifacts: str) -> list[str]:
+    """The arches a build's binary RPMs are for (none while it runs, or if it failed)."""
+    return sorted({str(a.get("arch")) for a in json.loads(artifacts or "[]")} - {"src"})
 
 
 def log_url(rt: Runtime, path: str) -> str | None:
@@ -484,7 +490,8 @@ def held_back(s: Session, items: list[ItemRow], rel: Related | None = None) -> l
     """Blocked post items: where git and the repository disagree, and why."""
     out = []
     for item in items:
-        if not view_of(item).blocked:
+        # only a post item can be blocked: the others need no view (hundreds queued)
+        if item.kind != ItemKind.POST or not view_of(item).blocked:
             continue
         change = rel.changes.get(item.change_id) if rel else s.get(ChangeRow, item.change_id)
         out.append(
