@@ -26,6 +26,7 @@ from sqlmodel import Session
 
 from gate import item_builds, transitions
 from gate.build_matrix import DEFAULT_BUILD
+from gate.builders.base import BackendError
 from gate.builds import Builds, final_key
 from gate.config import Config
 from gate.deliveries import store_delivery
@@ -333,7 +334,15 @@ class Tip:
                 )
                 finals[member] = Made(member[1], reused, reused=True)
             else:
-                finals[member] = Made(member[1], await self.builds.promote(entry.build_id))
+                try:
+                    promoted = await self.builds.promote(entry.build_id)
+                except BackendError:
+                    # the gate's fault, not the change's (a locked tag: the draft's
+                    # error says why, /healthz fails on it): the item waits at the
+                    # tip, its step owned by this task, until a restart promotes again
+                    await asyncio.Event().wait()
+                    raise AssertionError("unreachable") from None  # pragma: no cover
+                finals[member] = Made(member[1], promoted)
         await self._record_set(item_id, attempt, finals, "final")
         final = next(iter(finals.values())).row
         digest = self.config.build_digest(item.project)

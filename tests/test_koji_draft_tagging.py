@@ -13,8 +13,9 @@ from collections.abc import Callable
 import koji
 import pytest
 
-from gate.builders.base import Draft
+from gate.builders.base import BackendError, Draft
 from gate.builders.koji import KojiBackend
+from gate.builders.koji_tagging import TagAccessDenied
 from tests.fakekoji import FakeKoji
 from tests.fakekoji.distgit import Distgit, spec
 from tests.test_koji_backend import DIST, backends, eventually, fake_koji, repo  # noqa: F401
@@ -127,6 +128,60 @@ async def test_a_refused_tag_fails_the_promotion_and_says_why(
     again = await backend.promote(recheck, _draft(taken))
     assert again.ok, again.reason
     assert _tags(fake_koji, int(draft.extra["build_id"])) == [DEST]
+    assert hub.count("promoteBuild") == 1 and hub.count("tagBuild") == 2
+
+
+@pytest.mark.parametrize(
+    ("how", "why"),
+    [("locked", "tag is locked"), ("perm", "tag requires tag permission")],
+)
+async def test_a_tag_closed_to_the_gate_is_a_backend_error_not_the_builds_outcome(
+    how: str,
+    why: str,
+    fake_koji: FakeKoji,  # noqa: F811
+    repo: Distgit,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+) -> None:
+    """kojihub check_tag_access refuses the gate's user the destination tag (locked, or
+    a permission the user lacks): the same answer for every change, so the promotion
+    raises TagAccessDenied (a BackendError) instead of returning a failed outcome;
+    the promoted build waits untagged, and once the tag is open again the promotion
+    only tags it."""
+    hub = fake_koji.hub
+    hub.builder.allow_srpm_final = True
+    backend = backends()
+    request = repo.request(repo.commit(spec()), purpose="draft", key="t5" * 10)
+    draft = await backend.wait(await backend.submit(request))
+    assert draft.ok, draft.reason
+    draft_id = int(draft.extra["build_id"])
+
+    def close_tag() -> None:
+        if how == "locked":
+            hub.state.tags[DEST].locked = True
+        else:
+            hub.state.tags[DEST].perm = "tag"
+
+    fake_koji.run(close_tag)
+    with pytest.raises(TagAccessDenied) as raised:
+        await backend.promote(request, _draft(draft))
+    assert isinstance(raised.value, BackendError)
+    assert str(raised.value) == (
+        f"Koji refuses the gate's user any tag into {DEST} (hello-1.0-1{DIST} waits): "
+        f"ActionNotAllowed: {why}; once the hub's admin fixes the tag, restart rpmgate"
+    )
+    assert not fake_koji.run(lambda: hub.state.builds[draft_id].draft)  # promoted
+    assert _tags(fake_koji, draft_id) == []
+    assert hub.count("tagBuild") == 1  # a refusal, not a fault: not retried
+
+    def open_tag() -> None:
+        hub.state.tags[DEST].locked = False
+        hub.state.tags[DEST].perm = None
+
+    fake_koji.run(open_tag)
+    again = await backends("state").promote(request, _draft(draft))
+    assert again.ok, again.reason
+    assert again.nvr == f"hello-1.0-1{DIST}"
+    assert _tags(fake_koji, draft_id) == [DEST]
     assert hub.count("promoteBuild") == 1 and hub.count("tagBuild") == 2
 
 
