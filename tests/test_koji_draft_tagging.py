@@ -185,6 +185,36 @@ async def test_a_tag_closed_to_the_gate_is_a_backend_error_not_the_builds_outcom
     assert hub.count("promoteBuild") == 1 and hub.count("tagBuild") == 2
 
 
+async def test_a_tag_locked_while_its_tag_task_waits_is_a_backend_error_too(
+    fake_koji: FakeKoji,  # noqa: F811
+    repo: Distgit,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+) -> None:
+    """The tag is locked after tagBuild's call-time checks, before kojid runs the task:
+    kojihub host.tagBuild -> _tag_build -> assert_tag_access fails the task with
+    "tag is locked"; that is the gate's user's refusal too, not the build's."""
+    hub = fake_koji.hub
+    hub.builder.allow_srpm_final = True
+    backend = backends()
+    request = repo.request(repo.commit(spec()), purpose="draft", key="t6" * 10)
+    draft = await backend.wait(await backend.submit(request))
+    assert draft.ok, draft.reason
+    fake_koji.run(hub.builder.hold)
+    promoting = asyncio.create_task(backend.promote(request, _draft(draft)))
+    await eventually(lambda: hub.count("tagBuild") == 1)
+
+    def lock_and_run() -> None:
+        hub.state.tags[DEST].locked = True
+        hub.builder.release()
+
+    fake_koji.run(lock_and_run)
+    with pytest.raises(TagAccessDenied, match=r"ActionNotAllowed: tag is locked; once the hub"):
+        await promoting
+    assert _tags(fake_koji, int(draft.extra["build_id"])) == []
+    tasks = koji.ClientSession(fake_koji.url).listTasks({"method": "tagBuild"})
+    assert [t["state"] for t in tasks] == [koji.TASK_STATES["FAILED"]]
+
+
 @pytest.mark.parametrize("when", ["after-promote", "tag-task-running", "tag-reply-lost"])
 async def test_a_kill_between_promotion_and_tag_ends_tagged_once(
     when: str,

@@ -12,9 +12,11 @@ build COMPLETE (``TagError``), the tag's lock and permission
 (``TagError``: "Package X not in list for T" or "blocked in"), the ``tag``
 policy (operation ``tag``, ``ActionNotAllowed``: "policy violation (tag)"),
 then returns the id of a ``tagBuild`` task (priority 10) that kojid's
-TagBuildTask runs: ``host.tagBuild`` checks the policy again as the task's
-owner and tags (``_direct_tag_build``), failing with "already tagged" when
-the build is there already.  So a refusal is a fault of the call or a FAILED
+TagBuildTask runs: ``host.tagBuild`` checks the policy and the package list
+again as the task's owner, then ``_tag_build`` the tag access again
+(``assert_tag_access``: a tag locked since the call fails the task) and tags
+(``_direct_tag_build``), failing with "already tagged" when the build is
+there already.  So a refusal is a fault of the call or a FAILED
 task; success is the task CLOSED or the build listed in the tag.
 
 Idempotency across a kill: "tagged already" ends the step before any call;
@@ -161,10 +163,16 @@ class Tagger:
             return
         # the next try (a recheck once the hub allows it) makes a new task
         await asyncio.to_thread(self._forget, tag, nvr)
-        raise TagRefused(
-            f"Koji tagBuild task {task_id} ({nvr} into {tag}) {report.state}: "
-            f"{report.fault or 'no fault text'}"
-        )
+        fault = report.fault or "no fault text"
+        # describe(): "ActionNotAllowed: <reason>" (or "fault <code>: <reason>")
+        reason = fault.split(": ", 1)[-1].strip()
+        if report.fault_code == koji.ActionNotAllowed.faultCode and _TAG_ACCESS.fullmatch(reason):
+            raise TagAccessDenied(
+                f"Koji refuses the gate's user any tag into {tag} ({nvr} waits): tagBuild "
+                f"task {task_id} {report.state}: {fault}; once the hub's admin fixes the "
+                "tag, restart rpmgate"
+            )
+        raise TagRefused(f"Koji tagBuild task {task_id} ({nvr} into {tag}) {report.state}: {fault}")
 
     async def is_tagged(self, tag: str, nvr: str) -> bool:
         tags = await self.hub.call("listTags", build=nvr)
