@@ -596,13 +596,15 @@ class Builds:
         )
         self._backend_fault(draft, "error")
 
-    def clear_promotion_errors(self) -> int:
-        """At start: forget why promotions stopped (a restart is how an operator
-        retries them; one that fails again says so again).  Returns how many."""
+    def clear_promotion_errors(self, draft_id: int | None = None) -> int:
+        """Forget why promotions stopped: all at start (a restart is how an operator
+        retries them; one that fails again says so again), or draft ``draft_id``'s
+        when its item left the tip.  Returns how many."""
         with session(self.engine) as s:
-            rows = s.exec(
-                select(BuildRow).where(BuildRow.purpose == "draft", BuildRow.error != "")
-            ).all()
+            query = select(BuildRow).where(BuildRow.purpose == "draft", BuildRow.error != "")
+            if draft_id is not None:
+                query = query.where(BuildRow.id == draft_id)
+            rows = s.exec(query).all()
             for row in rows:
                 row.error = ""
                 s.add(row)

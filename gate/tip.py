@@ -340,7 +340,7 @@ class Tip:
                     # the gate's fault, not the change's (a locked tag: the draft's
                     # error says why, /healthz fails on it): the item waits at the
                     # tip, its step owned by this task, until a restart promotes again
-                    await asyncio.Event().wait()
+                    await self._held_at_tip(entry.build_id)
                     raise AssertionError("unreachable") from None  # pragma: no cover
                 finals[member] = Made(member[1], promoted)
         await self._record_set(item_id, attempt, finals, "final")
@@ -353,6 +353,19 @@ class Tip:
             f"item {item_id}",
         )
         await self.await_final(item_id, attempt, final.id or 0)
+
+    async def _held_at_tip(self, draft_id: int) -> None:
+        """Wait for ever: a restart promotes again, a dequeue or reset cancels this
+        task, and then the draft is no longer stuck in a promotion (its error would
+        fail /healthz for an item that left the tip)."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            if not self.plumbing.stopping:  # a restart clears it (Reconciler)
+                try:
+                    self.builds.clear_promotion_errors(draft_id)
+                except Exception:
+                    log.exception("draft %s: its promotion error stays until a restart", draft_id)
 
     # -- step 2: the merge ---------------------------------------------------------------------
     def merge_change(self, queue: str, item_id: int) -> None:

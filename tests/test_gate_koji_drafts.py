@@ -14,6 +14,7 @@ import koji
 import pytest
 from sqlmodel import select
 
+from gate.deliveries import store_delivery
 from gate.demo_world import World, git
 from repo_state.db import session
 from repo_state.models import BuildRow
@@ -293,4 +294,36 @@ async def test_a_tag_closed_to_the_gate_holds_the_tip_and_a_restart_merges(
         }
         with session(gate.engine) as s:
             assert list(s.exec(select(BuildRow).where(BuildRow.error != "")).all()) == []
+        check_invariants(gate)
+
+
+async def test_a_dequeued_item_held_by_a_closed_tag_no_longer_fails_healthz(
+    world: World,
+    hub: FakeKoji,  # noqa: F811
+) -> None:
+    """The administrator dequeues the item that waits at the tip for a locked tag:
+    its promotion's error goes with it (/healthz would otherwise fail for a draft no
+    one promotes any more), and nothing was merged or published."""
+    from gate.health import Reading, read_facts, stuck_builds_check
+
+    fk = hub
+    async with koji_gate(world, fk) as gate:
+        fk.run(lambda: setattr(fk.hub.state.tags[TARGET], "locked", True))
+        propose(gate, world, "nova", NOVA_1201, "A")
+        gate.wake()
+
+        def stuck() -> list[BuildRow]:
+            with session(gate.engine) as s:
+                return list(s.exec(select(BuildRow).where(BuildRow.error != "")).all())
+
+        [draft] = await eventually(stuck)
+        assert stuck_builds_check(Reading(read_facts(gate.engine))).builds == [draft.id]
+        store_delivery(gate, "api", "item.dequeue", {"item": item_row(gate, "A").id}, None)
+        gate.wake()
+        await gate.wait_idle(120)
+        assert results(gate) == {"dequeued": ["A"]}
+        assert stuck() == []
+        assert stuck_builds_check(Reading(read_facts(gate.engine))).ok
+        assert gate.publishers["liberty"].generations() == [1]
+        assert "12.0.0" in git(world.remote("nova"), "show", "main:nova.spec")
         check_invariants(gate)
