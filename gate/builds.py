@@ -513,6 +513,9 @@ class Builds:
             except BuildError as exc:
                 outcome = BuildOutcome(ok=False, nvr=draft.nvr, reason=str(exc))
                 break
+            except BackendError as exc:  # the gate's fault (e.g. a locked tag), not the change's
+                await self._promotion_stuck(draft, exc)
+                raise
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -536,7 +539,8 @@ class Builds:
                         includes=draft.includes,
                         build_requires=draft.build_requires,
                     )
-                final.task_ref = f"promoted:{draft.task_ref or ''}"
+                # a draft deleted on the hub was replaced by a real final build: its task
+                final.task_ref = outcome.extra.get("task_id") or f"promoted:{draft.task_ref or ''}"
                 final.state = BuildState.PASSED if outcome.ok else BuildState.FAILED
                 final.nvr = outcome.nvr or draft.nvr
                 final.reason = outcome.reason
@@ -547,6 +551,10 @@ class Builds:
                 final.submissions += 1
                 final.finished_at = utcnow()
                 s.add(final)
+                stuck = s.get(BuildRow, draft_id)
+                if stuck is not None and stuck.error:
+                    stuck.error = ""  # promoted after all: no longer stuck
+                    s.add(stuck)
                 s.commit()
                 s.refresh(final)
                 return final
@@ -566,6 +574,42 @@ class Builds:
             seconds=time.monotonic() - started,
         )
         return final
+
+    async def _promotion_stuck(self, draft: BuildRow, exc: BackendError) -> None:
+        """A promotion the backend cannot finish for a reason of its own (a locked
+        tag, a permission the gate's user lacks): not the change's outcome, so no
+        final row is written (a failed one would reject the item, I5; a running one
+        would be submitted as a real build by a restart).  The draft's ``error``
+        says why -- the status shows it and ``/healthz`` fails on it
+        (``gate.health``) -- until a restart promotes it again
+        (:meth:`clear_promotion_errors`, ``Tip.resume``)."""
+        log.error("promotion of build %s stopped until a restart: %s", draft.id, exc)
+        await self._write(draft.id or 0, error=str(exc))
+        self.plumbing.emit(
+            "build",
+            build=draft.id,
+            project=draft.project,
+            purpose=draft.purpose,
+            state="error",
+            reason=str(exc),
+            backend=draft.backend,
+        )
+        self._backend_fault(draft, "error")
+
+    def clear_promotion_errors(self, draft_id: int | None = None) -> int:
+        """Forget why promotions stopped: all at start (a restart is how an operator
+        retries them; one that fails again says so again), or draft ``draft_id``'s
+        when its item left the tip.  Returns how many."""
+        with session(self.engine) as s:
+            query = select(BuildRow).where(BuildRow.purpose == "draft", BuildRow.error != "")
+            if draft_id is not None:
+                query = query.where(BuildRow.id == draft_id)
+            rows = s.exec(query).all()
+            for row in rows:
+                row.error = ""
+                s.add(row)
+            s.commit()
+            return len(rows)
 
     async def finished(self, build_id: int) -> None:
         """Return once the build's watcher has recorded an outcome (or is gone)."""

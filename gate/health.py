@@ -21,7 +21,8 @@ section, what to do about each in docs/runbook.md):
 * ``backend:<name>`` -- the error the backend recorded (``problem()``), else
   its active probe (``probe()``), reused for ``probe_interval`` seconds and
   bounded by ``probe_timeout``;
-* ``stuck_builds`` -- builds whose watch stopped on a backend error;
+* ``stuck_builds`` -- builds whose watch stopped on a backend error, and drafts
+  whose promotion did (a locked tag: ``gate.builds`` ``_promotion_stuck``);
 * ``config`` -- the configuration in force (its version and config repository
   commit) and the last one refused, if any (``gate.reload``).  It passes even
   when the newest configuration was refused: the gate runs on the one before,
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, SerializeAsAny
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
@@ -302,7 +303,14 @@ def read_facts(engine: Engine) -> Facts:
         builds = conn.execute(
             select(
                 col(BuildRow.id), col(BuildRow.project), col(BuildRow.purpose), col(BuildRow.error)
-            ).where(col(BuildRow.state) == BuildState.RUNNING.value)
+            ).where(
+                or_(
+                    col(BuildRow.state) == BuildState.RUNNING.value,
+                    # a promotion stopped on a backend error (gate.builds
+                    # _promotion_stuck): the draft, passed, carries the error
+                    and_(col(BuildRow.purpose) == "draft", col(BuildRow.error) != ""),
+                )
+            )
         ).all()
     return Facts(
         items=tuple(

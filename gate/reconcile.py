@@ -10,7 +10,8 @@ live owner is resumed by the code that resumes it after a crash --
 * a build: its watch is re-attached (``Builds.reattach``);
 * a speculative merge: redone (``Attempts.interrupted``);
 * jobs: run again (``Checks.interrupted``);
-* a tip step: decided from the world (``Tip.resume``).
+* a tip step: decided from the world (``Tip.resume``); a promotion stopped on
+  a backend error (its draft's ``error``) is tried again only at start.
 
 So no queue waits on a dead task.  Resuming the same work again and again
 (a bug that kills its task at once) backs off, up to 30 s between tries,
@@ -61,6 +62,9 @@ class Reconciler:
         stopped on a backend error are re-attached too (a restart is how an
         operator retries them).
         """
+        if starting:
+            # promotions stopped on a backend error are tried again (Tip.resume)
+            self.builds.clear_promotion_errors()
         with session(self.engine) as s:
             builds = s.exec(select(BuildRow).where(BuildRow.state == BuildState.RUNNING)).all()
             items = s.exec(

@@ -26,6 +26,7 @@ from sqlmodel import Session
 
 from gate import item_builds, transitions
 from gate.build_matrix import DEFAULT_BUILD
+from gate.builders.base import BackendError
 from gate.builds import Builds, final_key
 from gate.config import Config
 from gate.deliveries import store_delivery
@@ -333,7 +334,15 @@ class Tip:
                 )
                 finals[member] = Made(member[1], reused, reused=True)
             else:
-                finals[member] = Made(member[1], await self.builds.promote(entry.build_id))
+                try:
+                    promoted = await self.builds.promote(entry.build_id)
+                except BackendError:
+                    # the gate's fault, not the change's (a locked tag: the draft's
+                    # error says why, /healthz fails on it): the item waits at the
+                    # tip, its step owned by this task, until a restart promotes again
+                    await self._held_at_tip(entry.build_id)
+                    raise AssertionError("unreachable") from None  # pragma: no cover
+                finals[member] = Made(member[1], promoted)
         await self._record_set(item_id, attempt, finals, "final")
         final = next(iter(finals.values())).row
         digest = self.config.build_digest(item.project)
@@ -344,6 +353,19 @@ class Tip:
             f"item {item_id}",
         )
         await self.await_final(item_id, attempt, final.id or 0)
+
+    async def _held_at_tip(self, draft_id: int) -> None:
+        """Wait for ever: a restart promotes again, a dequeue or reset cancels this
+        task, and then the draft is no longer stuck in a promotion (its error would
+        fail /healthz for an item that left the tip)."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            if not self.plumbing.stopping:  # a restart clears it (Reconciler)
+                try:
+                    self.builds.clear_promotion_errors(draft_id)
+                except Exception:
+                    log.exception("draft %s: its promotion error stays until a restart", draft_id)
 
     # -- step 2: the merge ---------------------------------------------------------------------
     def merge_change(self, queue: str, item_id: int) -> None:

@@ -1188,6 +1188,10 @@ def test_tag_build_checks_at_call_time_and_runs_at_priority_10(
     with pytest.raises(koji.ActionNotAllowed, match=r"^tag requires admin permission$"):
         session.tagBuild("liberty-release", "hello-1.0-1")
     fake_koji.hub.state.tags["liberty-release"].perm = None
+    fake_koji.hub.state.tags["liberty-release"].locked = True
+    with pytest.raises(koji.ActionNotAllowed, match=r"^tag is locked$"):
+        session.tagBuild("liberty-release", "hello-1.0-1")
+    fake_koji.hub.state.tags["liberty-release"].locked = False
 
     tag_task = session.tagBuild("liberty-release", "hello-1.0-1")
     info = session.getTaskInfo(tag_task, request=True)

@@ -1,7 +1,9 @@
 """The gate with Koji drafts (the fake hub is Koji 1.35) end to end: drafts are built
 out of the target's destination tag (``skip_tag``) and the gate tags each promoted
-build itself at the tip; a hub that refuses that tag rejects the item, merging and
-publishing nothing (I1), and only that item (I5)."""
+build itself at the tip; a hub that refuses that tag for the build rejects the item,
+merging and publishing nothing (I1), and only that item (I5); one that refuses the
+gate's user the tag itself (locked, a permission) holds the tip instead, visibly,
+until a restart (I5: no item rejected for the gate's configuration)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,24 @@ from typing import Any
 
 import koji
 import pytest
+from sqlmodel import select
 
+from gate.deliveries import store_delivery
 from gate.demo_world import World, git
+from repo_state.db import session
+from repo_state.models import BuildRow
 from tests.conftest import CEILO_801, NOVA_1201, propose
 from tests.fakekoji import FakeKoji
 from tests.invariants import check_invariants, failure_of, results
 from tests.koji_gate import TARGET
-from tests.test_gate_koji import hub, hub_builds, item_row, koji_gate, nvrs  # noqa: F401
+from tests.test_gate_koji import (  # noqa: F401
+    eventually,
+    hub,
+    hub_builds,
+    item_row,
+    koji_gate,
+    nvrs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -181,4 +194,136 @@ async def test_a_draft_deleted_on_the_hub_before_the_tip_is_built_again_not_reje
         assert builds[f"nova-12.0.1-1,draft_{deleted[0]}"] == "DELETED"
         assert builds["nova-12.0.1-1"] == "COMPLETE"
         assert "nova-12.0.1-1" in _tagged(fk)  # by kojid's BuildTask
+        # the final row names the task that made it, not the deleted draft's
+        final_task = fk.run(
+            lambda: next(
+                b.task_id for b in fk.hub.state.builds.values() if b.nvr == "nova-12.0.1-1"
+            )
+        )
+        with session(gate.engine) as s:
+            final = s.get(BuildRow, item_row(gate, "A").final_build_id)
+        assert final is not None and final.purpose == "final"
+        assert final.task_ref == str(final_task)
+        assert final.log == f"{fk.weburl}/taskinfo?taskID={final_task}"
+        check_invariants(gate)
+
+
+@pytest.mark.parametrize(
+    ("how", "why"),
+    [("locked", "tag is locked"), ("perm", "tag requires tag permission")],
+)
+async def test_a_tag_closed_to_the_gate_holds_the_tip_and_a_restart_merges(
+    how: str,
+    why: str,
+    world: World,
+    hub: FakeKoji,  # noqa: F811
+    aiohttp_client: Any,
+) -> None:
+    """The candidate tag is locked (or needs a permission the gate's user lacks) when
+    nova's draft is promoted: kojihub check_tag_access refuses every change alike, so
+    no item is rejected for it (I5).  A waits at the tip, nothing is merged or
+    published, the draft's error says why and /healthz fails naming it; once the
+    admin opens the tag, a restart tags the build promoted already and A and B merge."""
+    from gate.web.app import make_app
+
+    fk = hub
+
+    def set_closed(closed: bool) -> None:
+        if how == "locked":
+            fk.hub.state.tags[TARGET].locked = closed
+        else:
+            fk.hub.state.tags[TARGET].perm = "tag" if closed else None
+
+    async with koji_gate(world, fk) as gate:
+        # closed once the bootstrap's final builds are in (kojid tags those itself)
+        fk.run(lambda: set_closed(True))
+        client = await aiohttp_client(make_app(gate.runtime))
+        builds_before = hub_builds(fk)
+        propose(gate, world, "nova", NOVA_1201, "A")
+        propose(gate, world, "ceilometer", CEILO_801, "B")
+        gate.wake()
+
+        def stuck() -> list[BuildRow]:
+            with session(gate.engine) as s:
+                return list(s.exec(select(BuildRow).where(BuildRow.error != "")).all())
+
+        [draft] = await eventually(stuck)
+        assert (draft.purpose, draft.project, draft.state) == ("draft", "nova", "passed")
+        assert draft.error == (
+            f"Koji refuses the gate's user any tag into {TARGET} (nova-12.0.1-1 waits): "
+            f"ActionNotAllowed: {why}; once the hub's admin fixes the tag, restart rpmgate"
+        )
+        a, b = item_row(gate, "A"), item_row(gate, "B")
+        assert a.active and b.active and a.result is None and b.result is None
+        assert (a.tip, a.tip_state, a.failure) == ("final_build", "running", "")
+        doc = await (await client.get("/api/status")).json()
+        [a_doc] = [i for i in doc["queues"][0]["items"] if i["id"] == a.id]
+        assert a_doc["state"] == "stuck: backend error"
+        assert a_doc["failure"] == draft.error
+        health = await client.get("/healthz")
+        assert health.status == 503
+        body = await health.json()
+        assert body["stuck_builds"] == [draft.id]
+        [check] = [c for c in body["checks"] if c["name"] == "stuck_builds"]
+        assert check["detail"] == f"build {draft.id} (draft, nova): {draft.error}"
+        # promoted, untagged; nothing merged, nothing published
+        assert hub_builds(fk)["nova-12.0.1-1"] == "COMPLETE"
+        assert "nova-12.0.1-1" not in _tagged(fk)
+        assert fk.hub.count("tagBuild") == 1
+        assert gate.publishers["liberty"].generations() == [1]
+        assert nvrs(gate)["nova"] == "nova-12.0.0-1"
+        assert "12.0.0" in git(world.remote("nova"), "show", "main:nova.spec")
+        assert "8.0.0" in git(world.remote("ceilometer"), "show", "main:ceilometer.spec")
+
+    fk.run(lambda: set_closed(False))
+    async with koji_gate(world, fk) as gate:
+        await gate.wait_idle(120)
+        assert results(gate) == {"merged": ["A", "B"]}
+        assert nvrs(gate)["nova"] == "nova-12.0.1-1"
+        # the build promoted before the restart, tagged once; no new final build
+        assert fk.hub.count("promoteBuild") == 2  # nova's once, ceilometer's
+        nova_tags = [
+            c for c in fk.hub.calls if c.method == "tagBuild" and c.args[1] == "nova-12.0.1-1"
+        ]
+        assert len(nova_tags) == 2  # the refused call, then the one that tagged
+        assert _tagged(fk) >= {"nova-12.0.1-1", "ceilometer-8.0.1-1"}
+        assert {n: st for n, st in hub_builds(fk).items() if ",draft_" not in n} == {
+            **builds_before,
+            "nova-12.0.1-1": "COMPLETE",
+            "ceilometer-8.0.1-1": "COMPLETE",
+        }
+        with session(gate.engine) as s:
+            assert list(s.exec(select(BuildRow).where(BuildRow.error != "")).all()) == []
+        check_invariants(gate)
+
+
+async def test_a_dequeued_item_held_by_a_closed_tag_no_longer_fails_healthz(
+    world: World,
+    hub: FakeKoji,  # noqa: F811
+) -> None:
+    """The administrator dequeues the item that waits at the tip for a locked tag:
+    its promotion's error goes with it (/healthz would otherwise fail for a draft no
+    one promotes any more), and nothing was merged or published."""
+    from gate.health import Reading, read_facts, stuck_builds_check
+
+    fk = hub
+    async with koji_gate(world, fk) as gate:
+        fk.run(lambda: setattr(fk.hub.state.tags[TARGET], "locked", True))
+        propose(gate, world, "nova", NOVA_1201, "A")
+        gate.wake()
+
+        def stuck() -> list[BuildRow]:
+            with session(gate.engine) as s:
+                return list(s.exec(select(BuildRow).where(BuildRow.error != "")).all())
+
+        [draft] = await eventually(stuck)
+        assert stuck_builds_check(Reading(read_facts(gate.engine))).builds == [draft.id]
+        store_delivery(gate, "api", "item.dequeue", {"item": item_row(gate, "A").id}, None)
+        gate.wake()
+        await gate.wait_idle(120)
+        assert results(gate) == {"dequeued": ["A"]}
+        assert stuck() == []
+        assert stuck_builds_check(Reading(read_facts(gate.engine))).ok
+        assert gate.publishers["liberty"].generations() == [1]
+        assert "12.0.0" in git(world.remote("nova"), "show", "main:nova.spec")
         check_invariants(gate)

@@ -13,8 +13,9 @@ from collections.abc import Callable
 import koji
 import pytest
 
-from gate.builders.base import Draft
+from gate.builders.base import BackendError, Draft
 from gate.builders.koji import KojiBackend
+from gate.builders.koji_tagging import TagAccessDenied
 from tests.fakekoji import FakeKoji
 from tests.fakekoji.distgit import Distgit, spec
 from tests.test_koji_backend import DIST, backends, eventually, fake_koji, repo  # noqa: F401
@@ -128,6 +129,90 @@ async def test_a_refused_tag_fails_the_promotion_and_says_why(
     assert again.ok, again.reason
     assert _tags(fake_koji, int(draft.extra["build_id"])) == [DEST]
     assert hub.count("promoteBuild") == 1 and hub.count("tagBuild") == 2
+
+
+@pytest.mark.parametrize(
+    ("how", "why"),
+    [("locked", "tag is locked"), ("perm", "tag requires tag permission")],
+)
+async def test_a_tag_closed_to_the_gate_is_a_backend_error_not_the_builds_outcome(
+    how: str,
+    why: str,
+    fake_koji: FakeKoji,  # noqa: F811
+    repo: Distgit,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+) -> None:
+    """kojihub check_tag_access refuses the gate's user the destination tag (locked, or
+    a permission the user lacks): the same answer for every change, so the promotion
+    raises TagAccessDenied (a BackendError) instead of returning a failed outcome;
+    the promoted build waits untagged, and once the tag is open again the promotion
+    only tags it."""
+    hub = fake_koji.hub
+    hub.builder.allow_srpm_final = True
+    backend = backends()
+    request = repo.request(repo.commit(spec()), purpose="draft", key="t5" * 10)
+    draft = await backend.wait(await backend.submit(request))
+    assert draft.ok, draft.reason
+    draft_id = int(draft.extra["build_id"])
+
+    def close_tag() -> None:
+        if how == "locked":
+            hub.state.tags[DEST].locked = True
+        else:
+            hub.state.tags[DEST].perm = "tag"
+
+    fake_koji.run(close_tag)
+    with pytest.raises(TagAccessDenied) as raised:
+        await backend.promote(request, _draft(draft))
+    assert isinstance(raised.value, BackendError)
+    assert str(raised.value) == (
+        f"Koji refuses the gate's user any tag into {DEST} (hello-1.0-1{DIST} waits): "
+        f"ActionNotAllowed: {why}; once the hub's admin fixes the tag, restart rpmgate"
+    )
+    assert not fake_koji.run(lambda: hub.state.builds[draft_id].draft)  # promoted
+    assert _tags(fake_koji, draft_id) == []
+    assert hub.count("tagBuild") == 1  # a refusal, not a fault: not retried
+
+    def open_tag() -> None:
+        hub.state.tags[DEST].locked = False
+        hub.state.tags[DEST].perm = None
+
+    fake_koji.run(open_tag)
+    again = await backends("state").promote(request, _draft(draft))
+    assert again.ok, again.reason
+    assert again.nvr == f"hello-1.0-1{DIST}"
+    assert _tags(fake_koji, draft_id) == [DEST]
+    assert hub.count("promoteBuild") == 1 and hub.count("tagBuild") == 2
+
+
+async def test_a_tag_locked_while_its_tag_task_waits_is_a_backend_error_too(
+    fake_koji: FakeKoji,  # noqa: F811
+    repo: Distgit,  # noqa: F811
+    backends: Callable[..., KojiBackend],  # noqa: F811
+) -> None:
+    """The tag is locked after tagBuild's call-time checks, before kojid runs the task:
+    kojihub host.tagBuild -> _tag_build -> assert_tag_access fails the task with
+    "tag is locked"; that is the gate's user's refusal too, not the build's."""
+    hub = fake_koji.hub
+    hub.builder.allow_srpm_final = True
+    backend = backends()
+    request = repo.request(repo.commit(spec()), purpose="draft", key="t6" * 10)
+    draft = await backend.wait(await backend.submit(request))
+    assert draft.ok, draft.reason
+    fake_koji.run(hub.builder.hold)
+    promoting = asyncio.create_task(backend.promote(request, _draft(draft)))
+    await eventually(lambda: hub.count("tagBuild") == 1)
+
+    def lock_and_run() -> None:
+        hub.state.tags[DEST].locked = True
+        hub.builder.release()
+
+    fake_koji.run(lock_and_run)
+    with pytest.raises(TagAccessDenied, match=r"ActionNotAllowed: tag is locked; once the hub"):
+        await promoting
+    assert _tags(fake_koji, int(draft.extra["build_id"])) == []
+    tasks = koji.ClientSession(fake_koji.url).listTasks({"method": "tagBuild"})
+    assert [t["state"] for t in tasks] == [koji.TASK_STATES["FAILED"]]
 
 
 @pytest.mark.parametrize("when", ["after-promote", "tag-task-running", "tag-reply-lost"])

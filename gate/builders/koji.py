@@ -193,7 +193,12 @@ class KojiBackend(BuildBackend):
         target's destination tag, where kojid did not put the draft (``skip_tag``).
         A draft promoted already (a daemon killed since) is that build, tagged if
         it is not yet.  A draft deleted behind the gate's back is built again, as
-        the final build (kojid tags it)."""
+        the final build (kojid tags it).
+
+        A tag the gate's user may not tag into at all (locked, a permission it
+        lacks) raises :class:`~gate.builders.koji_tagging.TagAccessDenied`, a
+        :class:`BackendError`: the same for every change, so no item is rejected
+        for it (I5); the promoted build waits, untagged, for a restart."""
         with _translated(f"promote draft build {draft.nvr}"):
             promoted = await promote_draft(self.hub, draft)
         if isinstance(promoted, BuildOutcome):
@@ -352,7 +357,9 @@ class KojiBackend(BuildBackend):
 
     async def tag_build(self, tag: str, nvr: str) -> None:
         """Tag ``nvr`` into ``tag`` and wait for it; a no-op if already there
-        (:mod:`~gate.builders.koji_tagging`); a refusal is a :class:`TagRefused`."""
+        (:mod:`~gate.builders.koji_tagging`); a refusal is a :class:`TagRefused`, or a
+        :class:`~gate.builders.koji_tagging.TagAccessDenied` for a locked tag or a
+        permission the gate's user lacks."""
         with _translated(f"tag {nvr} into {tag}"):
             await self.tagger.tag(tag, nvr)
 

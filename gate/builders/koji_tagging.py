@@ -12,9 +12,11 @@ build COMPLETE (``TagError``), the tag's lock and permission
 (``TagError``: "Package X not in list for T" or "blocked in"), the ``tag``
 policy (operation ``tag``, ``ActionNotAllowed``: "policy violation (tag)"),
 then returns the id of a ``tagBuild`` task (priority 10) that kojid's
-TagBuildTask runs: ``host.tagBuild`` checks the policy again as the task's
-owner and tags (``_direct_tag_build``), failing with "already tagged" when
-the build is there already.  So a refusal is a fault of the call or a FAILED
+TagBuildTask runs: ``host.tagBuild`` checks the policy and the package list
+again as the task's owner, then ``_tag_build`` the tag access again
+(``assert_tag_access``: a tag locked since the call fails the task) and tags
+(``_direct_tag_build``), failing with "already tagged" when the build is
+there already.  So a refusal is a fault of the call or a FAILED
 task; success is the task CLOSED or the build listed in the tag.
 
 Idempotency across a kill: "tagged already" ends the step before any call;
@@ -25,6 +27,19 @@ intent without a task id (a kill during the call) makes the gate look for a
 (``listTasks``), which is waited for instead of creating a second one; a
 call whose reply was lost is followed by the same look before it is made
 again.  The normal path asks the hub no ``listTasks``.
+
+Whose fault a refusal is (invariant I5: an item is ejected only for its own
+fault).  The package list and the ``tag`` policy answer about this build (a
+policy may name the user too, but a refusal it words is treated as the
+change's answer, as kojid's tagBuild subtask of a final build made at the
+tip would have got it): :class:`TagRefused`, the build's outcome.  The tag
+access check answers about the tag and the gate's user, the same for every
+change: kojihub ``check_tag_access`` returns the reason "tag is locked" or
+"tag requires <perm> permission", which ``assert_tag_access`` raises as
+``ActionNotAllowed(reason)``.  Those two texts, and only those, are
+:class:`TagAccessDenied`: a :class:`~gate.builders.base.BackendError`, so the
+step stops with the error shown and ``/healthz`` failing instead of
+rejecting every item in turn for the gate's own configuration.
 """
 
 from __future__ import annotations
@@ -32,12 +47,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import koji
 
-from gate.builders.base import BuildError
+from gate.builders.base import BackendError, BuildError
 from gate.builders.koji_session import HubSession, describe
 from gate.builders.koji_watch import TaskWatcher
 from repo_state.durable import write_atomically
@@ -46,8 +62,31 @@ from repo_state.durable import write_atomically
 _ALIVE = [koji.TASK_STATES[s] for s in ("FREE", "ASSIGNED", "OPEN")]
 
 
+#: the reasons kojihub ``check_tag_access`` gives (kojihub/kojihub.py:
+#: ``return (False, override, "tag is locked")`` and
+#: ``"tag requires %s permission" % needed_perm``), raised by ``assert_tag_access``
+#: as ``koji.ActionNotAllowed(reason)``; a permission name has no blanks
+_TAG_ACCESS = re.compile(r"tag is locked|tag requires \S+ permission")
+
+
 class TagRefused(BuildError):
-    """The hub refused to tag a build (policy, permission, package list, lock)."""
+    """The hub refused to tag this build (its package list, the ``tag`` policy)."""
+
+
+class TagAccessDenied(BackendError):
+    """The hub refuses the gate's user any tagging into the tag (locked, or a
+    permission the user lacks): a fault of the gate's configuration, not of the
+    change whose build it is.  Fixed by the hub's admin, then a restart."""
+
+
+def refusal(exc: koji.GenericError, tag: str, nvr: str) -> BuildError | BackendError:
+    """What a ``tagBuild`` refusal ``exc`` means for the gate (see the module docstring)."""
+    if isinstance(exc, koji.ActionNotAllowed) and _TAG_ACCESS.fullmatch(str(exc).strip()):
+        return TagAccessDenied(
+            f"Koji refuses the gate's user any tag into {tag} ({nvr} waits): "
+            f"{describe(exc)}; once the hub's admin fixes the tag, restart rpmgate"
+        )
+    return TagRefused(f"Koji refused to tag {nvr} into {tag}: {describe(exc)}")
 
 
 class Tagger:
@@ -95,8 +134,10 @@ class Tagger:
     async def tag(self, tag: str, nvr: str) -> None:
         """Tag ``nvr`` into ``tag`` and wait for it; nothing if it is there already.
 
-        Raises :class:`TagRefused` when the hub says no (at call time or in the
-        task); transient faults escape for the caller to retry the whole step.
+        Raises :class:`TagRefused` when the hub says no to this build (at call
+        time or in the task), :class:`TagAccessDenied` when it says no to the
+        gate's user for the tag; transient faults escape for the caller to retry
+        the whole step.
         """
         if await self.is_tagged(tag, nvr):
             return
@@ -111,7 +152,7 @@ class Tagger:
             await asyncio.to_thread(self._save, tag, nvr, None)
             try:
                 task_id = await self._create(tag, nvr)
-            except TagRefused:
+            except (TagRefused, TagAccessDenied):
                 await asyncio.to_thread(self._forget, tag, nvr)
                 raise
             if task_id is None:
@@ -122,10 +163,16 @@ class Tagger:
             return
         # the next try (a recheck once the hub allows it) makes a new task
         await asyncio.to_thread(self._forget, tag, nvr)
-        raise TagRefused(
-            f"Koji tagBuild task {task_id} ({nvr} into {tag}) {report.state}: "
-            f"{report.fault or 'no fault text'}"
-        )
+        fault = report.fault or "no fault text"
+        # describe(): "ActionNotAllowed: <reason>" (or "fault <code>: <reason>")
+        reason = fault.split(": ", 1)[-1].strip()
+        if report.fault_code == koji.ActionNotAllowed.faultCode and _TAG_ACCESS.fullmatch(reason):
+            raise TagAccessDenied(
+                f"Koji refuses the gate's user any tag into {tag} ({nvr} waits): tagBuild "
+                f"task {task_id} {report.state}: {fault}; once the hub's admin fixes the "
+                "tag, restart rpmgate"
+            )
+        raise TagRefused(f"Koji tagBuild task {task_id} ({nvr} into {tag}) {report.state}: {fault}")
 
     async def is_tagged(self, tag: str, nvr: str) -> bool:
         tags = await self.hub.call("listTags", build=nvr)
@@ -148,9 +195,7 @@ class Tagger:
                 except koji.RetryError:
                     raise  # the hub ran it already: the next attempt looks first
                 except (koji.TagError, koji.ActionNotAllowed) as exc:
-                    raise TagRefused(
-                        f"Koji refused to tag {nvr} into {tag}: {describe(exc)}"
-                    ) from exc
+                    raise refusal(exc, tag, nvr) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _pending(self, tag: str, nvr: str) -> int | None:

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from gate.flaky import flaky_jobs, flaky_note, flaky_notes
 from gate.item_builds import Member
 from gate.items import view_of
-from gate.model import BuildState, ItemKind, ItemState, outside_window
+from gate.model import BuildState, ItemKind, ItemState, Step, outside_window
 from gate.pipeline import stages_of
 from gate.queue_rules import queue_order
 from gate.queue_view import item_view
@@ -118,7 +118,7 @@ class Related:
     changes: dict[int, ChangeRow]
     #: scratch builds by key
     scratch: dict[str, BuildRow]
-    #: final builds by id
+    #: final builds by id, and the drafts of items promoting one (``promoting``)
     finals: dict[int, BuildRow]
     #: (item id, attempt) -> its job runs in order
     jobs: dict[tuple[int, int], list[JobRunRow]]
@@ -156,12 +156,21 @@ def rows_of(
     return cast(list[T], list(s.connection().execute(query)))
 
 
+def promoting(item: ItemRow) -> int | None:
+    """The draft an item is promoting, if any: a promotion stopped on a backend
+    error shows on its draft only (``gate.builds`` ``_promotion_stuck``)."""
+    if item.final_build_id is None and item.tip_state == Step.RUNNING:
+        return item.draft_build_id
+    return None
+
+
 def related(s: Session, items: Sequence[ItemRow]) -> Related:
     """Everything the documents of ``items`` show, in a handful of queries whatever their
     number (not three per item: ``GET /api/status`` reads hundreds)."""
     change_ids = {i.change_id for i in items}
     keys = {i.build_key for i in items if i.build_key}
     final_ids = {i.final_build_id for i in items if i.final_build_id}
+    final_ids |= {d for i in items if (d := promoting(i))}
     item_ids = {i.id for i in items if i.id is not None}
     changes: dict[int, ChangeRow] = {}
     for ids in _chunks(change_ids):
@@ -240,17 +249,20 @@ def item_doc_of(
     named = rel.sets.get(item.id or 0, {})
     scratch_set = {m: b for m, (b, _) in named.get("scratch", {}).items()} or None
     finals = named.get("final", {})
+    draft = rel.finals.get(d) if (d := promoting(item)) else None
     members = list(dict.fromkeys([*named.get("scratch", {}), *finals]))
     names = list(dict.fromkeys(m[0] for m in members))
     packages = {m[1] for m in members}
     jobs = rel.jobs.get((item.id, item.attempt), []) if item.id is not None else []
     spec_name = f"{item.id}-{item.attempt}"
-    # a build whose watch stopped on a backend error holds the item up: say so
+    # a build whose watch stopped on a backend error holds the item up: say so; so
+    # does a draft whose promotion stopped on one (gate.builds _promotion_stuck)
+    drafts = [b for b, _ in named.get("draft", {}).values()] or ([draft] if draft else [])
     stuck = next(
         (
             b.error
-            for b in (final, scratch)
-            if b is not None and b.state == BuildState.RUNNING and b.error
+            for b in (final, scratch, *drafts)
+            if b is not None and b.error and (b.state == BuildState.RUNNING or b in drafts)
         ),
         "",
     )
@@ -393,6 +405,7 @@ class ItemDocs:
             rel.changes.get(item.change_id),
             rel.scratch.get(item.build_key) if item.build_key else None,
             rel.finals.get(item.final_build_id) if item.final_build_id else None,
+            rel.finals.get(d) if (d := promoting(item)) else None,
             tuple(rel.jobs.get((item.id or 0, item.attempt), ())),
             tuple(
                 (purpose, member, tuple(b), reused)

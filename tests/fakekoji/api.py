@@ -304,7 +304,12 @@ class RootExports(UploadExports):
         return self._hub.policies.evaluate(name, data)
 
     def assert_tag_access(self, tag: Tag, user: User, force: bool) -> None:
-        """kojihub/kojihub.py assert_tag_access / check_tag_access."""
+        """kojihub/kojihub.py assert_tag_access / check_tag_access: the reasons are
+        kojihub's texts, ``return (False, override, "tag is locked")`` and
+        ``"tag requires %s permission" % needed_perm``, raised as
+        ``koji.ActionNotAllowed(reason)`` unless an admin forces (rpmgate tells
+        them from the ``tag`` policy's refusals by these texts:
+        gate.builders.koji_tagging)."""
         override = "admin" in user.perms
         reason = None
         if tag.locked:
