@@ -11,7 +11,8 @@ went stale against steps committed meanwhile).
 :class:`PlanningRows` keeps the active items and the scratch builds the planner
 needs in memory and reads again only the rows written since the last pass.
 It learns which those are the way ``gate.web.live.Commits`` does: every write
-of the gate goes through an ORM session (no bulk ``UPDATE`` of these tables),
+of the rows it keeps goes through an ORM session (the only bulk ``UPDATE`` of
+these tables is ``gate.draft_gc``'s, of draft rows, which are not kept here),
 so ``after_flush`` sees each written row, and ``after_commit`` (once the
 database has it) marks it to be read again.  What is kept is therefore rows
 as committed and read back from the database, never a write still in flight
