@@ -202,11 +202,11 @@ class DraftSweep:
 
     def _mark(self, row: BuildRow, retention: float) -> bool:
         """``passed`` -> ``collecting`` if no active item references the row now."""
-        # a bulk UPDATE, which gate.planning_rows does not see: fine for draft rows
-        # only (planning keeps scratch and final rows); never widen it to those
         # first, so no later submit of the key takes this draft back (harmless if
         # the row turns out to be in use: a passed row is reused without a submit)
         self.backends[row.backend].forget_draft(row.key)
+        # a bulk UPDATE, which gate.planning_rows does not see: fine for draft rows
+        # only (planning keeps scratch and final rows); never widen it to those
         with session(self.engine) as s:
             result = s.execute(
                 update(BuildRow)
