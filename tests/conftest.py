@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import make_url, text
 
 from gate.config import parse_config
 from gate.daemon import Gate
@@ -18,8 +20,31 @@ from gate.demo_world import CLASSIC_CHANGES, PackageSpec, World
 from gate.model import QueueState
 from gate.planning_rows import PlanningRows
 from gate.queue_view import load_queue_state
+from repo_state.db import make_engine
 
 POSTGRES_URL = os.environ.get("RPMGATE_TEST_DATABASE_URL")
+
+
+@contextmanager
+def postgres_schema(application: str | None = None) -> Iterator[tuple[str, str]]:
+    """A fresh schema on ``RPMGATE_TEST_DATABASE_URL`` and a URL whose connections use it
+    (and carry ``application`` as their application name), dropped afterwards: tests
+    sharing the server see nothing of each other."""
+    assert POSTGRES_URL is not None
+    schema = f"rpmgate_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    query = {"options": f"-csearch_path={schema}"}
+    if application is not None:
+        query["application_name"] = application
+    url = make_url(POSTGRES_URL).update_query_dict(query)
+    try:
+        yield schema, url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.engine.dispose()
 
 
 @pytest.fixture(autouse=True)

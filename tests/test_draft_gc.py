@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import make_url, text
 from sqlalchemy.engine import Engine
 
 from gate.builders.base import Draft, draft_retention_seconds
@@ -28,7 +26,7 @@ from gate.queue_rules import build_reusable
 from repo_state.db import make_engine, migrate, session
 from repo_state.models import BuildRow, ChangeRow, ItemRow
 from repo_state.pool import Pool
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, postgres_schema
 from tests.test_local_builder import build, distgit, spec  # noqa: F401 (fixtures)
 
 DAY = 86400.0
@@ -52,20 +50,13 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         return
     if not POSTGRES_URL:
         pytest.skip("set RPMGATE_TEST_DATABASE_URL=postgresql://... to run the PostgreSQL tests")
-    schema = f"rpmgate_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    engine = make_engine(url.render_as_string(hide_password=False))
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.engine.dispose()
+    with postgres_schema() as (_, url):
+        engine = make_engine(url)
+        try:
+            migrate(engine)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def _item(engine: Engine, project: str = "hello", **fields: Any) -> int:

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
@@ -36,7 +35,7 @@ from gate.faults import is_transient, until_it_lands
 from gate.merger import GitError, Merger, RefNotFound
 from repo_state.db import make_engine, session
 from repo_state.models import BuildRow, Delivery
-from tests.conftest import CEILO_801, NOVA_1201, POSTGRES_URL, propose_classic
+from tests.conftest import CEILO_801, NOVA_1201, POSTGRES_URL, postgres_schema, propose_classic
 from tests.invariants import check_invariants, failure_of, results
 
 CLASSIC_OUTCOME = {"merged": ["A", "B"], "rejected": ["C", "D"]}
@@ -179,20 +178,9 @@ def pg_faulty() -> Iterator[tuple[str, str]]:
     """A fresh PostgreSQL schema and a URL whose connections carry a unique application name."""
     if not POSTGRES_URL:
         pytest.skip("set RPMGATE_TEST_DATABASE_URL=postgresql://... to run the PostgreSQL tests")
-    schema = f"rpmgate_{uuid.uuid4().hex[:12]}"
     application = f"rpmgate-faults-{uuid.uuid4().hex[:8]}"
-    admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict(
-        {"options": f"-csearch_path={schema}", "application_name": application}
-    )
-    try:
-        yield url.render_as_string(hide_password=False), application
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema(application) as (_, url):
+        yield url, application
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ from gate.web.app import make_app
 from repo_state.db import make_engine, migrate, session
 from repo_state.models import Delivery
 from repo_state.pool import Pool
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, postgres_schema
 from tests.memory import MemoryMerger, memory_config
 
 PROPOSAL = {"project": "nova", "ref": "refs/heads/topic", "title": "A"}
@@ -49,21 +49,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     if not POSTGRES_URL:
         pytest.skip("set RPMGATE_TEST_DATABASE_URL=postgresql://... to run the PostgreSQL tests")
-    schema = f"rpmgate_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict(
-        {"options": f"-csearch_path={schema}", "application_name": schema}
-    )
-    try:
-        rendered = url.render_as_string(hide_password=False)
-        migrate_and_dispose(rendered)
-        yield rendered
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema(application=f"rpmgate-commit-{uuid.uuid4().hex[:12]}") as (_, url):
+        migrate_and_dispose(url)
+        yield url
 
 
 def migrate_and_dispose(url: str) -> None:

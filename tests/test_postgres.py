@@ -10,7 +10,6 @@ connection's ``search_path``), dropped afterwards.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -18,7 +17,6 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel, select
 
 from gate.config import parse_config
@@ -29,6 +27,7 @@ from repo_state.db import make_engine, migrate, session
 from repo_state.models import ChangeRow, Delivery
 from tests.conftest import (
     POSTGRES_URL,
+    postgres_schema,
     propose_classic,
     running_gate,
 )
@@ -60,18 +59,8 @@ TABLES = {
 @pytest.fixture
 def pg_schema() -> Iterator[tuple[str, str]]:
     """A fresh schema and a database URL whose connections use it; dropped afterwards."""
-    assert POSTGRES_URL is not None
-    schema = f"rpmgate_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield schema, url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.engine.dispose()
+    with postgres_schema() as found:
+        yield found
 
 
 @pytest.fixture
