@@ -87,12 +87,9 @@ def scratch_key(
     never share a scratch build, even on the same target.  ``package``: which
     package of a project of several (gate/packages.py); None for a project of one.
     """
-    # the empty last field keeps the keys of builds recorded before it was dropped;
-    # the default build's key is the one it always had
-    named = () if build == DEFAULT_BUILD else (build,)
-    one_of = () if package is None else ("package", package)
-    text = "\0".join(("scratch", project, tree, target, backend, "", *named, *one_of))
-    return hashlib.sha256(text.encode()).hexdigest()
+    # the empty field keeps the keys of builds recorded before it was dropped
+    fields = ("scratch", project, tree, target, backend, "", *_member(build, package))
+    return hashlib.sha256("\0".join(fields).encode()).hexdigest()
 
 
 def final_key(
@@ -102,10 +99,15 @@ def final_key(
     build: str = DEFAULT_BUILD,
     package: str | None = None,
 ) -> str:
+    fields = ("final", project, tree, target, *_member(build, package))
+    return hashlib.sha256("\0".join(fields).encode()).hexdigest()
+
+
+def _member(build: str, package: str | None) -> tuple[str, ...]:
+    """The key fields naming a member of an item's build set: none for the default
+    build of a one-package project, so its keys are the ones they always were."""
     named = () if build == DEFAULT_BUILD else (build,)
-    one_of = () if package is None else ("package", package)
-    text = "\0".join(("final", project, tree, target, *named, *one_of))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return named + (() if package is None else ("package", package))
 
 
 def build_entry(row: BuildRow) -> BuildEntry:
