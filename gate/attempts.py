@@ -85,19 +85,10 @@ class Attempts:
         )
 
     async def _prepare(self, queue: str, item_id: int, attempt: int) -> None:
-        with session(self.engine) as s:
-            item = s.get(ItemRow, item_id)
-            assert item is not None
-            project = self.config.projects[item.project]
-            ahead = [s.get(ItemRow, a) for a in json.loads(item.base_ahead)]
-            same_project = [
-                a
-                for a in ahead
-                if a is not None and a.project == item.project and a.kind == ItemKind.GATE
-            ]
-            shas = [_change_sha(s, a) for a in same_project] + [_change_sha(s, item)]
-            includes = [a.id for a in same_project if a.id] + [item_id]
-            prow = s.get(ProjectRow, item.project)
+        item, shas, includes, prow = await until_it_lands(
+            partial(self._merge_inputs, item_id), f"item {item_id}"
+        )
+        project = self.config.projects[item.project]
         head = (
             prow.branch_head
             if prow and prow.branch_head
@@ -165,6 +156,24 @@ class Attempts:
                 **({"named_build": build_name, "package": package} if len(made) > 1 else {}),
             )
 
+    def _merge_inputs(
+        self, item_id: int
+    ) -> tuple[ItemRow, list[str], list[int], ProjectRow | None]:
+        """The item, the commits of it and of the same-project gate items ahead of it
+        (in queue order), those items' ids, and its project's row."""
+        with session(self.engine) as s:
+            item = s.get(ItemRow, item_id)
+            assert item is not None
+            ahead = [s.get(ItemRow, a) for a in json.loads(item.base_ahead)]
+            same_project = [
+                a
+                for a in ahead
+                if a is not None and a.project == item.project and a.kind == ItemKind.GATE
+            ]
+            shas = [_change_sha(s, a) for a in same_project] + [_change_sha(s, item)]
+            includes = [a.id for a in same_project if a.id] + [item_id]
+            return item, shas, includes, s.get(ProjectRow, item.project)
+
     def _record_set(self, item_id: int, attempt: int, made: dict[Member, Made]) -> None:
         """The item's scratch builds, one per (named build, package) (``gate.item_builds``)."""
         with session(self.engine) as s:
@@ -223,16 +232,29 @@ class Attempts:
         carried = await self.merger.commits_between(project, url, head, shas[-1])
         if not set(carried) - set(shas):
             return None
-        with session(self.engine) as s:
-            others = s.exec(
-                select(ChangeRow).where(
-                    ChangeRow.project == project,
-                    col(ChangeRow.sha).in_(carried),
-                    ChangeRow.id != own_change,
-                )
-            ).all()
+        others = await until_it_lands(
+            partial(self._proposed, project, carried, own_change), f"change {own_change}"
+        )
         proposed = {c.sha: OtherChange(c.id or 0, c.title, c.sha, c.state) for c in others}
         return unmet_dependency(carried, shas, proposed)
+
+    def _proposed(self, project: str, carried: list[str], own_change: int) -> list[ChangeRow]:
+        """The other changes of ``project`` whose commits are among ``carried``."""
+        with session(self.engine) as s:
+            own = s.get(ChangeRow, own_change)
+            return [
+                c
+                for c in s.exec(
+                    select(ChangeRow).where(
+                        ChangeRow.project == project,
+                        col(ChangeRow.sha).in_(carried),
+                        ChangeRow.id != own_change,
+                    )
+                ).all()
+                # an earlier revision of the same review (a pull request's first
+                # commit under its newest) is this change, superseded, not another one
+                if not (own and own.review and (c.source, c.review) == (own.source, own.review))
+            ]
 
     def interrupted(self, item_id: int) -> None:
         """A merge whose task is gone (a crash, a fault): merges are cheap, redo it."""

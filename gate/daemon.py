@@ -345,6 +345,8 @@ class Gate:
                     return False
                 if s.exec(select(ItemRow.id).where(col(ItemRow.active))).first() is None:
                     return True
+                if self.reconciler.has_orphans(s):
+                    return False  # a task died: its work is resumed by the loop
                 for name in self.config.queues:
                     state = self.queue_state(s, name)
                     if plan(state) or any(i.not_before > state.now for i in state.items):

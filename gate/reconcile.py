@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
-from sqlmodel import col, or_, select
+from sqlmodel import Session, col, or_, select
 
 from gate.attempts import Attempts
 from gate.builds import Builds, build_owner
@@ -66,55 +66,70 @@ class Reconciler:
             # promotions stopped on a backend error are tried again (Tip.resume)
             self.builds.clear_promotion_errors()
         with session(self.engine) as s:
-            builds = s.exec(select(BuildRow).where(BuildRow.state == BuildState.RUNNING)).all()
-            items = s.exec(
-                select(ItemRow).where(
-                    col(ItemRow.active),
-                    or_(
-                        ItemRow.merge == Step.RUNNING,
-                        ItemRow.jobs == Step.RUNNING,
-                        ItemRow.tip_state == Step.RUNNING,
-                        ItemRow.draft == Step.RUNNING,
-                    ),
-                )
-            ).all()
+            work = self._running(s, starting)
         resumed = 0
-        for build in builds:
-            key = build_owner(build.id or 0)
-            if (build.error and not starting) or not self._due(key, starting):
+        for key, row, step in work:
+            if not self._due(key, starting):
                 continue
-            self.builds.reattach(build)
+            if isinstance(row, BuildRow):
+                self.builds.reattach(row)
+                resumed += 1
+                continue
+            item_id = row.id or 0
+            try:
+                if step == "merge":
+                    self.attempts.interrupted(item_id)
+                elif step == "jobs":
+                    self.checks.interrupted(item_id)
+                elif step == "draft":
+                    self.tip.resume_draft(row)
+                else:
+                    await self.tip.resume(row)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("resuming %s: transient fault, later: %s", key, exc)
+                self.plumbing.wake_after(self._delay(key))
+                continue
             resumed += 1
+        if resumed and not starting:
+            self.plumbing.wake()
+        return resumed
+
+    def has_orphans(self, s: Session) -> bool:
+        """Whether some running work has no live task doing it (it is resumed soon,
+        perhaps after a back-off: the gate is not idle)."""
+        return any(self.plumbing.owner(key) is None for key, _, _ in self._running(s, False))
+
+    @staticmethod
+    def _running(s: Session, starting: bool) -> list[tuple[str, BuildRow | ItemRow, str]]:
+        """The work recorded running, each with its owner key: builds (but those held
+        on a backend error, unless starting) and the running steps of active items."""
+        builds = s.exec(select(BuildRow).where(BuildRow.state == BuildState.RUNNING)).all()
+        items = s.exec(
+            select(ItemRow).where(
+                col(ItemRow.active),
+                or_(
+                    ItemRow.merge == Step.RUNNING,
+                    ItemRow.jobs == Step.RUNNING,
+                    ItemRow.tip_state == Step.RUNNING,
+                    ItemRow.draft == Step.RUNNING,
+                ),
+            )
+        ).all()
+        work: list[tuple[str, BuildRow | ItemRow, str]] = [
+            (build_owner(b.id or 0), b, "build") for b in builds if starting or not b.error
+        ]
         for item in items:
-            item_id = item.id or 0
             for step, running in (
                 ("merge", item.merge == Step.RUNNING),
                 ("jobs", item.jobs == Step.RUNNING),
                 ("tip", item.tip_state == Step.RUNNING),
                 ("draft", item.draft == Step.RUNNING and item.tip == TipStep.NONE),
             ):
-                key = step_owner(step, item_id)
-                if not running or not self._due(key, starting):
-                    continue
-                try:
-                    if step == "merge":
-                        self.attempts.interrupted(item_id)
-                    elif step == "jobs":
-                        self.checks.interrupted(item_id)
-                    elif step == "draft":
-                        self.tip.resume_draft(item)
-                    else:
-                        await self.tip.resume(item)
-                except Exception as exc:
-                    if not is_transient(exc):
-                        raise
-                    log.warning("resuming %s: transient fault, later: %s", key, exc)
-                    self.plumbing.wake_after(self._delay(key))
-                    continue
-                resumed += 1
-        if resumed and not starting:
-            self.plumbing.wake()
-        return resumed
+                if running:
+                    work.append((step_owner(step, item.id or 0), item, step))
+        return work
 
     def _due(self, key: str, starting: bool) -> bool:
         """Whether ``key``'s work is unowned and may be resumed now (counting it if so)."""

@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
+from gate.attempts import Attempts
 from gate.builds import Builds
 from gate.config import parse_config
 from gate.daemon import Gate
@@ -302,6 +303,41 @@ async def test_a_watch_that_dies_is_reattached_and_the_queue_goes_on(
             row = s.get(BuildRow, broken[0])
         assert row is not None and row.state == "passed"
         assert f"build:{broken[0]} was running with no task doing it" in caplog.text
+        check_invariants(gate)
+    finally:
+        await gate.stop()
+
+
+async def test_the_gate_is_not_idle_while_a_dead_task_s_work_waits_to_be_resumed(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A speculative merge's task dies three times in a row (an injected bug): the
+    reconciler backs off between resumptions, and all that time the merge is
+    recorded running with no task.  ``wait_idle`` (what the demo and the tests
+    wait on) returns only once the item is through, not in a back-off."""
+    real_inputs = Attempts._merge_inputs
+    deaths: list[int] = []
+
+    def dies_three_times(self: Attempts, item_id: int) -> Any:
+        if len(deaths) < 3:
+            deaths.append(item_id)
+            raise RuntimeError("injected: the merge task dies before it merges")
+        return real_inputs(self, item_id)
+
+    gate = Gate(parse_config(world.config()))
+    await gate.start()
+    try:
+        from tests.conftest import propose
+
+        gate.wake()
+        await gate.wait_idle(120)  # the bootstrap: nothing else runs while A's task dies
+        monkeypatch.setattr(Attempts, "_merge_inputs", dies_three_times)
+        propose(gate, world, "nova", NOVA_1201, "A")
+        gate.wake()
+        await gate.wait_idle(120)
+        assert len(deaths) == 3
+        assert results(gate)["merged"][-1] == "A"
+        assert caplog.text.count(f"merge:{deaths[0]} was running with no task doing it") == 3
         check_invariants(gate)
     finally:
         await gate.stop()
