@@ -16,6 +16,7 @@ import argcomplete
 from argcomplete.shell_integration import shellcode
 
 from gate import config_check, envfile, manpage
+from gate.builders.sandbox import SandboxError
 from gate.client import add_client_commands, run_client_command
 from gate.config import ConfigError, load_config
 
@@ -32,6 +33,7 @@ def _version() -> str:
 async def _serve(config_path: Path) -> int:
     from gate.config_repo import ConfigRepo
     from gate.daemon import Gate
+    from gate.web.access_log import AccessLogger
     from gate.web.app import make_app
     from gate.web.server import limits_of, serve
 
@@ -74,6 +76,7 @@ async def _serve(config_path: Path) -> int:
             config.listen.port,
             limits_of(config.listen),
             access_log=logging.getLogger("rpmgate.access"),
+            access_log_class=AccessLogger,
         )
     except OSError as exc:
         # before the gate starts anything: a port in use stops here, with its key named
@@ -266,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             return _check_config(args.config, online=args.online)
     except (ConfigError, envfile.EnvFileError) as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except SandboxError as exc:  # the host cannot run builds as configured
+        print(f"{args.config}: cannot start\n  sandbox: {exc}", file=sys.stderr)
         return 2
     if args.command == "reload":
         return _reload(args)

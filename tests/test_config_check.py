@@ -477,3 +477,30 @@ def test_a_koji_hub_is_asked_for_its_version_a_login_and_the_targets(
     doc["backends"]["hub"]["password"] = "secret"
     found = _findings(doc, tmp_path / "c.yaml", online=True)
     assert "does not answer getAPIVersion" in _one(found, "backends.hub.server").problem
+
+
+def test_run_with_a_state_dir_the_build_user_cannot_enter_says_so_without_a_traceback(
+    doc: Doc, tmp_path: Path
+) -> None:
+    """Builds switch to ``nobody`` (the daemon is root) without bubblewrap: a state
+    directory under a private one cannot be reached; ``run`` says which and how to fix."""
+    if os.geteuid() != 0:
+        pytest.skip("only a root daemon switches builds to another user")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    doc["state_dir"] = str(private / "state")
+    doc["sandbox"] = {"bubblewrap": "off"}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    result = subprocess.run(
+        [sys.executable, "-m", "gate.cli", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{config}: cannot start\n  sandbox: builds run as nobody, who cannot enter" in (
+        result.stderr
+    )
+    assert "make it traversable or install bubblewrap" in result.stderr
+    assert "Traceback" not in result.stderr
