@@ -11,6 +11,7 @@ import contextlib
 import gc
 import hashlib
 import os
+import re
 import subprocess
 import time
 import xmlrpc.client
@@ -1206,6 +1207,52 @@ def test_tag_build_checks_at_call_time_and_runs_at_priority_10(
         "faultCode": koji.TagError.faultCode,
         "faultString": "build hello-1.0-1 already tagged (liberty-release)",
     }
+
+
+@pytest.mark.parametrize(
+    ("how", "why"),
+    [
+        ("locked", "tag is locked"),
+        ("perm", "tag requires admin permission"),
+        ("policy", "policy violation (tag): frozen"),
+    ],
+)
+def test_a_refused_tag_subtask_fails_the_build_task_but_the_build_is_complete(
+    how: str, why: str, fake_koji: FakeKoji, repo: Distgit
+) -> None:
+    """builder/kojid BuildTask.handler: completeBuild inside the try (failBuild on an
+    error), then self.tagBuild(build_id, dest_tag) after it -- a tagBuild subtask that
+    self.wait()s; host.taskWaitResults raises the subtask's fault and TaskManager.runTask
+    fails the build task with it (a GenericError as (faultCode, str(e))).  The subtask
+    (TagBuildTask -> host.tagBuild: tag policy, package list, _tag_build's
+    assert_tag_access as the task owner) fails with kojihub's text; the build stays
+    COMPLETE, in no tag."""
+    fake_koji.hub.add_package(TARGET, "hello")
+    tag = fake_koji.hub.state.tags[TARGET]
+    if how == "locked":
+        tag.locked = True
+    elif how == "perm":
+        tag.perm = "admin"
+    else:
+        fake_koji.hub.policies["tag"] = f"tag {TARGET} :: deny frozen\nall :: allow"
+    session = client(fake_koji)
+    task_id = session.build(scm_url(repo.commit(spec())[0]), TARGET, {})
+    assert wait_task(session, task_id) == "FAILED"
+
+    children = children_by_label(session, task_id, request=True)
+    sub = children["tag"]
+    assert (sub["method"], koji.TASK_STATES[sub["state"]]) == ("tagBuild", "FAILED")
+    assert {koji.TASK_STATES[c["state"]] for lbl, c in children.items() if lbl != "tag"} == {
+        "CLOSED"
+    }
+    build = session.getBuild("hello-1.0-1")
+    assert sub["request"] == [session.getTag(TARGET)["id"], build["id"], False, None, True]
+    expected = {"faultCode": koji.ActionNotAllowed.faultCode, "faultString": why}
+    assert fault_of(session, sub["id"]) == fault_of(session, task_id) == expected
+    with pytest.raises(koji.ActionNotAllowed, match=rf"^{re.escape(why)}$"):
+        session.getTaskResult(task_id)
+    assert koji.BUILD_STATES[build["state"]] == "COMPLETE" and build["task_id"] == task_id
+    assert session.listTags(build="hello-1.0-1") == []
 
 
 def test_untag_and_delete_build_answer_as_kojihub(fake_koji: FakeKoji, repo: Distgit) -> None:

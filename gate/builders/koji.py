@@ -16,7 +16,8 @@ logins, retries), :mod:`~gate.builders.koji_watch` (multicall poller),
 :mod:`~gate.builders.koji_journal` (what was submitted, for crash recovery),
 :mod:`~gate.builders.koji_promotion` (promoting a draft at the tip),
 :mod:`~gate.builders.koji_drafts` (deleting unpromoted drafts),
-:mod:`~gate.builders.koji_tagging` (``tagBuild``: promoted drafts, ``tag_after_publish``).
+:mod:`~gate.builders.koji_tagging` (``tagBuild``: promoted drafts, ``tag_after_publish``,
+final builds kojid built but could not tag).
 A task reference is the Koji task id as a string.
 """
 
@@ -54,7 +55,7 @@ from gate.builders.koji_drafts import DraftRemover
 from gate.builders.koji_journal import Submission, SubmissionJournal
 from gate.builders.koji_promotion import GONE, promote_draft
 from gate.builders.koji_session import HubSession, HubUnavailable, describe, is_transient
-from gate.builders.koji_tagging import Tagger, TagRefused
+from gate.builders.koji_tagging import Tagger, TagRefused, Untagged, untagged_by_kojid
 from gate.builders.koji_watch import TaskReport, TaskWatcher, build_id
 from gate.builders.sandbox import Sandbox
 from gate.builders.srpm import (
@@ -668,7 +669,10 @@ class KojiBackend(BuildBackend):
                 ok=False, reason=f"Koji task {report.id} was canceled", log=url, extra=extra
             )
         if report.state == "FAILED":
-            return self._failure(report, extra)
+            untagged = await untagged_by_kojid(self.hub, report)
+            if untagged is None:
+                return self._failure(report, extra)
+            return await self._tag_for_kojid(untagged, extra)
         if report.builds:
             build = report.builds[0]
             extra["build_id"] = str(build_id(build))
@@ -690,6 +694,26 @@ class KojiBackend(BuildBackend):
             nvr = f"{source.name}-{source.version}-{source.release}"
         else:
             nvr = artifacts[0].sourcerpm.removesuffix(".src.rpm")
+        return BuildOutcome(ok=True, nvr=nvr, artifacts=artifacts, log=url, extra=extra)
+
+    async def _tag_for_kojid(self, untagged: Untagged, extra: dict[str, str]) -> BuildOutcome:
+        """A final build kojid made but could not tag (its ``tagBuild`` subtask failed):
+        tagged by the gate now (:class:`Tagger`, journaled), then the build's outcome.
+        A tag closed to the gate's user raises ``TagAccessDenied``: the watch stops, the
+        item waits at the tip, and a restart waits for this task again, landing here
+        (I5); a refusal about the build (``tag`` policy, package list) fails it."""
+        build, nvr, url = untagged.build, str(untagged.build["nvr"]), extra["task_url"]
+        extra["build_id"] = str(build_id(build))
+        log.warning("%s: kojid did not tag it (%s): tagging it", nvr, untagged.fault)
+        try:
+            await self.tag_build(untagged.tag, nvr)
+        except TagRefused as exc:
+            why = f"{exc} ({nvr} is built, untagged: once the hub allows the tag, a recheck "
+            return BuildOutcome(
+                False, nvr, reason=why + "takes this build over)", log=url, extra=extra
+            )
+        rpms = await self.hub.call("listRPMs", buildID=build_id(build))
+        artifacts = await self.downloader.fetch_all([self._final_rpm(build, r) for r in rpms])
         return BuildOutcome(ok=True, nvr=nvr, artifacts=artifacts, log=url, extra=extra)
 
     def _failure(self, report: TaskReport, extra: dict[str, str]) -> BuildOutcome:

@@ -1,10 +1,11 @@
 """Tagging a build into a Koji tag the way a restart cannot do twice (``tagBuild``).
 
-The gate tags builds itself in two places: a promoted draft into its
+The gate tags builds itself in three places: a promoted draft into its
 target's destination tag (drafts are built with ``skip_tag``, so kojid's
 BuildTask leaves them untagged: an unmerged change's build must not enter the
-candidate tag, nor the buildroots that inherit it), and a published build into
-``tag_after_publish``.
+candidate tag, nor the buildroots that inherit it), a published build into
+``tag_after_publish``, and a final build made at the tip that kojid built but
+could not tag (:func:`untagged_by_kojid`).
 
 kojihub ``RootExports.tagBuild`` checks at call time, in order: login, the
 build COMPLETE (``TagError``), the tag's lock and permission
@@ -48,6 +49,7 @@ import asyncio
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +57,7 @@ import koji
 
 from gate.builders.base import BackendError, BuildError
 from gate.builders.koji_session import HubSession, describe
-from gate.builders.koji_watch import TaskWatcher
+from gate.builders.koji_watch import TaskReport, TaskWatcher
 from repo_state.durable import write_atomically
 
 # a tagBuild task that may still tag the build
@@ -87,6 +89,56 @@ def refusal(exc: koji.GenericError, tag: str, nvr: str) -> BuildError | BackendE
             f"{describe(exc)}; once the hub's admin fixes the tag, restart rpmgate"
         )
     return TagRefused(f"Koji refused to tag {nvr} into {tag}: {describe(exc)}")
+
+
+@dataclass(frozen=True)
+class Untagged:
+    """A final build kojid made COMPLETE but did not tag: its ``tagBuild`` subtask failed."""
+
+    #: the tag kojid's subtask was to tag it into (the target's destination tag)
+    tag: str
+    #: ``getBuild`` of the build
+    build: dict[str, Any]
+    #: the failed ``tagBuild`` subtask and its fault (``describe()``'s words)
+    subtask: int
+    fault: str
+
+
+async def untagged_by_kojid(hub: HubSession, report: TaskReport) -> Untagged | None:
+    """The build of a failed ``build`` task whose only failure is its ``tagBuild`` subtask.
+
+    kojid BuildTask.handler (builder/kojid, koji 2083513a) imports the build
+    (``host.completeBuild``: COMPLETE) inside the ``try`` that would
+    ``failBuild`` it, then, after that ``try``, unless ``skip_tag`` or
+    ``scratch``, ``self.tagBuild(build_id, dest_tag)``: a ``tagBuild`` subtask
+    (``arglist=[dest_tag, build_id, False, None, True]``, label ``tag``) and
+    ``self.wait(task_id)``, whose ``host.taskWaitResults`` raises the
+    subtask's fault; TaskManager.runTask fails the build task with it (a
+    GenericError as ``(faultCode, str(e))``).  The subtask is TagBuildTask:
+    ``host.tagBuild`` as the task's owner -- the ``tag`` policy, the package
+    list, then ``_tag_build``'s ``assert_tag_access``.  So a refused tag
+    leaves a FAILED build task, a FAILED ``tagBuild`` child, and a COMPLETE
+    build in no tag: built, not the change's failure until the hub refuses
+    the tag for this build, which :meth:`Tagger.tag` asks again and sorts
+    (a locked tag, a missing permission: :class:`TagAccessDenied`).
+    None for any other failure (a ``buildArch`` child, a policy before the
+    build), and for a build that is not COMPLETE (deleted since)."""
+    if report.method != "build" or report.state != "FAILED":
+        return None
+    failed = [c for c in report.children if c.state == "FAILED"]
+    if len(failed) != 1 or failed[0].method != "tagBuild":
+        return None
+    # kojihub getTaskRequest: the decoded arglist, [tag_id, build_id, force, fromtag, ...]
+    request = await hub.call("getTaskRequest", failed[0].id)
+    if not isinstance(request, list) or len(request) < 2:
+        return None
+    tag = await hub.call("getTag", request[0])
+    build = await hub.call("getBuild", request[1])
+    if not tag or not build or build["state"] != koji.BUILD_STATES["COMPLETE"]:
+        return None
+    if build.get("task_id") != report.id:
+        return None  # not this task's build (an NVR someone else made since)
+    return Untagged(str(tag["name"]), build, failed[0].id, failed[0].fault)
 
 
 class Tagger:
