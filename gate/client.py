@@ -401,7 +401,7 @@ def change_lines(doc: dict[str, Any]) -> list[str]:
 def item_lines(doc: dict[str, Any]) -> list[str]:
     change = doc.get("change") or {}
     where = (
-        f"in queue {doc['queue']} at position {doc['position']}"
+        f"in queue {doc['queue']} at position {doc['position'] + 1}"  # 1: the head
         if doc.get("position") is not None
         else f"queue {doc['queue']}"
     )

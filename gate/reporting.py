@@ -10,7 +10,6 @@ is the record.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +17,13 @@ from pathlib import Path
 from typing import Literal
 
 from sqlalchemy.engine import Engine
-from sqlmodel import col, func, select
+from sqlmodel import Session, and_, col, or_, select
 
 from gate import item_builds
 from gate.config import Config
 from gate.faults import retried, retried_call
 from gate.flaky import flaky_notes
+from gate.model import ItemKind
 from gate.plumbing import Plumbing
 from gate.sources.base import ChangeSource, Report
 from repo_state.db import session
@@ -103,17 +103,10 @@ class Reporter:
                 return None
             links = {"status": f"{base}/api/changes/{change.id}"}
             position = None
+            ahead: list[int] = []
             if phase == "enqueued":
-                position = s.exec(
-                    select(func.count())
-                    .select_from(ItemRow)
-                    .where(
-                        ItemRow.queue == item.queue,
-                        col(ItemRow.active),
-                        col(ItemRow.id) != item.id,
-                        col(ItemRow.seq) <= item.seq,
-                    )
-                ).one()
+                ahead = _ahead(s, item)
+                position = len(ahead)
             if phase == "failed":
                 log_path = self._failing_log(item)
                 if log_path:
@@ -124,7 +117,7 @@ class Reporter:
                     links["speculative_repo"] = f"{base}/speculative/{item.id}-{item.attempt}/"
             if phase == "merged":
                 links["repository"] = f"{base}/repos/{self.config.queues[item.queue].repo}/"
-            message = _message(phase, item, change, reason, position)
+            message = _message(phase, item, change, reason, ahead)
             if phase in ("merged", "failed"):
                 # a pass on a retry counts, and is said (retries never launder a failure)
                 runs = s.exec(
@@ -184,16 +177,40 @@ class Reporter:
         return ""
 
 
-def _message(
-    phase: Phase, item: ItemRow, change: ChangeRow, reason: str, position: int | None
-) -> str:
+def _ahead(s: Session, item: ItemRow) -> list[int]:
+    """The active items of ``item``'s queue ahead of it, in queue order: every post
+    item, then the gate items enqueued before it (``queue_rules.queue_order`` for a
+    gate item just enqueued: nothing of it is at the tip yet)."""
+    rows = s.exec(
+        select(ItemRow.id, ItemRow.kind, ItemRow.seq).where(
+            ItemRow.queue == item.queue,
+            col(ItemRow.active),
+            col(ItemRow.id) != item.id,
+            or_(
+                ItemRow.kind == ItemKind.POST,
+                col(ItemRow.seq) < item.seq,
+                and_(col(ItemRow.seq) == item.seq, col(ItemRow.id) < (item.id or 0)),
+            ),
+        )
+    ).all()
+    ordered = sorted(rows, key=lambda r: (r[1] != ItemKind.POST, r[2], r[0]))
+    return [r[0] for r in ordered if r[0] is not None]
+
+
+def _message(phase: Phase, item: ItemRow, change: ChangeRow, reason: str, ahead: list[int]) -> str:
     queue = item.queue
     if phase == "enqueued":
-        ahead = json.loads(item.base_ahead) if item.base_ahead else []
-        tested = f", tested with items {', '.join(map(str, ahead))}" if ahead else ""
+        # people count places from 1; the items named are those ahead now (those
+        # that fail or leave are not in what it is finally tested with)
+        if not ahead:
+            return f"rpmgate: {change.sha[:12]} queued in {queue} as item {item.id}, at the head."
+        shown = ", ".join(map(str, ahead[:10])) + (
+            f" and {len(ahead) - 10} more" if len(ahead) > 10 else ""
+        )
+        items = "item" if len(ahead) == 1 else "items"
         return (
-            f"rpmgate: {change.sha[:12]} queued in {queue} at position {position}"
-            f" (item {item.id}){tested}."
+            f"rpmgate: {change.sha[:12]} queued in {queue} as item {item.id}, at position "
+            f"{len(ahead) + 1} behind {items} {shown}."
         )
     if phase == "failed":
         return f"rpmgate: {change.sha[:12]} failed in {queue} (item {item.id}): {reason}"

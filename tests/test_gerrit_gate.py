@@ -63,6 +63,18 @@ async def test_approve_test_submit_and_report_back(
         await settle(gate, g)
 
         assert results(gate) == {"merged": ["A", "B"], "rejected": ["C"]}
+        # the enqueue reports: each item's place as people count it, and the items ahead
+        with session(gate.engine) as s:
+            rows = s.exec(select(ItemRow, ChangeRow).join(ChangeRow)).all()
+            item_of = {c.title: i.id for i, c in rows if i.kind == "gate"}
+        assert f"queued in liberty as item {item_of['A']}, at the head." in g.messages(a)[0]
+        assert (
+            f"queued in liberty as item {item_of['B']}, at position 2 behind item {item_of['A']}."
+        ) in g.messages(b)[0]
+        assert (
+            f"queued in liberty as item {item_of['C']}, at position 3 behind items "
+            f"{item_of['A']}, {item_of['B']}."
+        ) in g.messages(c)[0]
         for number, project in ((a, "nova"), (b, "ceilometer")):
             change = g.state.changes[number]
             assert change.status == "MERGED"

@@ -51,7 +51,8 @@ def note_body(report: Report) -> str:
 
 def description(report: Report) -> str:
     if report.phase == "enqueued" and report.queue:
-        where = f" at position {report.position}" if report.position is not None else ""
+        # position counts the items ahead (0: the head); people count from 1
+        where = f" at position {report.position + 1}" if report.position is not None else ""
         return f"queued in {report.queue}{where}"
     if report.phase == "merged" and report.generation is not None:
         return f"merged, published in generation {report.generation}"
