@@ -354,3 +354,38 @@ async def test_a_pr_depending_on_a_pr_of_another_pagure_is_tested_and_merged_beh
         assert results(s.gate) == {"merged": ["Update to 12.0.1", "Update to 8.0.1"]}
         assert (nova.status, ceilo.status) == ("Merged", "Merged")
         check_invariants(s.gate)
+
+
+async def test_a_report_that_fails_is_retried_and_one_refused_never_holds_the_gate(
+    world: World,
+    aiohttp_client: ClientFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Reports are a courtesy (gate/reporting.py): Pagure answering 5xx to the
+    comment of the enqueue report gets the whole report again (the flag, with its
+    uid, is updated, not doubled); Pagure refusing every flag of a second PR (403)
+    is logged and the item merges all the same."""
+    async with scene(world, aiohttp_client, tmp_path) as s:
+        s.pagure.fail_next["comment"] = [500, 502]
+        pr = await s.open_pr("nova", NOVA_1201, "Update to 12.0.1")
+        await s.pagure.comment("rpms/nova", pr.id, "maintainer", "/gate")
+        await s.settled()
+        await s.gate.wait_idle(180)
+        assert results(s.gate) == {"merged": ["Update to 12.0.1"]}
+        assert s.pagure.fail_next["comment"] == []  # both faults were met
+        comments = s.comments(pr)
+        assert len(comments) == 2
+        assert "queued in liberty" in comments[0] and "merged" in comments[1]
+        assert [st for commit, st in s.flags(pr) if commit == pr.commit_stop] == ["success"]
+
+        s.pagure.fail_next["flag"] = [403] * 50
+        other = await s.open_pr("ceilometer", CEILO_801, "Update to 8.0.1")
+        await s.pagure.comment("rpms/ceilometer", other.id, "maintainer", "/gate")
+        await s.settled()
+        await s.gate.wait_idle(180)
+        assert results(s.gate)["merged"] == ["Update to 12.0.1", "Update to 8.0.1"]
+        assert other.status == "Merged"
+        assert s.comments(other) == []  # the flag comes first; refused, the report stops
+        assert "reporting item" in caplog.text and "enqueued to fedora failed" in caplog.text
+        check_invariants(s.gate)
