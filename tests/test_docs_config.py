@@ -31,17 +31,23 @@ from gate.registry import REGISTRIES, SOURCES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md"))
+#: a review system's page: its blocks are fragments (a source and its projects)
+SOURCE_DOCS = sorted((ROOT / "docs" / "sources").glob("*.md"))
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 _BLOCK = re.compile(r"^```ya?ml\n(.*?)^```\n(?:```\n(.*?)^```)?", re.M | re.S)
 
 
 def _blocks() -> list[Any]:
     found = []
-    for doc in DOCS:
+    for doc in [*DOCS, *SOURCE_DOCS]:
         text = doc.read_text()
         for match in _BLOCK.finditer(text):
             line = text[: match.start()].count("\n") + 1
-            found.append(pytest.param(match.group(1), match.group(2), id=f"{doc.name}:{line}"))
+            block = match.group(1)
+            if doc in SOURCE_DOCS and not block.startswith("# fragment"):
+                block = "# fragment (a review system's page)\n" + block
+            name = doc.relative_to(ROOT / "docs")
+            found.append(pytest.param(block, match.group(2), id=f"{name}:{line}"))
     return found
 
 
@@ -205,6 +211,62 @@ def test_every_model_key_is_in_config_md_and_every_documented_key_in_a_model() -
     }
     assert missing == {}, "keys of the models that docs/config.md does not document"
     assert extra == {}, "keys docs/config.md documents that no model has"
+
+
+def _key_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Every key of ``model`` as a dotted path, sections' keys included (``report.context``)."""
+    paths: set[str] = set()
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        nested = [
+            a
+            for a in (field.annotation, *typing.get_args(field.annotation))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if nested:
+            for sub in nested:
+                paths |= _key_paths(sub, f"{path}.")
+        else:
+            paths.add(path)
+    return paths
+
+
+def _page_keys(page: Path) -> set[str]:
+    """The keys in the first column of a page's ``| key |`` table (``user``,
+    ``password`` in one cell are two)."""
+    keys: set[str] = set()
+    in_table = False
+    for line in page.read_text().splitlines():
+        if line.startswith("| key |"):
+            in_table = True
+            continue
+        if in_table and not line.startswith("|"):
+            break
+        if in_table and line.startswith("| `"):
+            keys.update(re.findall(r"`([a-z_][a-z_.]*)`", line.split("|")[1]))
+    return keys
+
+
+@pytest.mark.parametrize("type_", sorted(SOURCES.types()))
+def test_a_review_system_page_tables_exactly_the_keys_of_its_driver(type_: str) -> None:
+    """docs/sources/<type>.md's key table: every key of the driver's model (a
+    section's by its dotted path or by the section's name), and no key it lacks."""
+    paths = _key_paths(SOURCES.get(type_).config) - {"type"}
+    if not paths:
+        pytest.skip(f"{type_} has no key but its type (docs/config.md, `sources`)")
+    page = ROOT / "docs" / "sources" / f"{type_}.md"
+    assert page.exists(), f"no page for the {type_} driver"
+    documented = _page_keys(page)
+    # a section's keys may be documented by the section's path (`approval.flag`)
+    prefixes = {".".join(p.split(".")[:i]) for p in paths for i in range(1, p.count(".") + 1)}
+
+    def covered(path: str) -> bool:
+        parts = path.split(".")
+        return any(".".join(parts[:i]) in documented for i in range(1, len(parts) + 1))
+
+    missing = sorted(p for p in paths if not covered(p))
+    unknown = sorted(d for d in documented if d not in paths and d not in prefixes)
+    assert (missing, unknown) == ([], []), f"{page.name}: (undocumented, not in the model)"
 
 
 def test_source_drivers_document_their_keys_under_docs_sources() -> None:
