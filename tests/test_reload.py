@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -108,6 +110,17 @@ def _post(daemon: Daemon, path: str) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
+def _rpmgate_reload(daemon: Daemon) -> subprocess.CompletedProcess[str]:
+    """``rpmgate reload`` against the daemon, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "gate.cli", "reload", "--url", daemon.base],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(daemon.config_path.parent)},  # no client profile
+    )
+
+
 def _hold_two_items(daemon: Daemon, world: World, block: Path) -> dict[int, tuple[str, int]]:
     """nova 12.0.1 and ceilometer 8.0.1 proposed, both held in testing by ``block``."""
     _wait(lambda: daemon.get("/api/repos/liberty")["current"] and not daemon.busy(), why="boot")
@@ -198,11 +211,16 @@ def test_sighup_adds_a_project_and_changes_a_job_without_losing_queued_items(
         code, answer = _post(daemon, "/api/admin/reload")
         assert code == 422 and not answer["applied"]
         assert any("keystone" in f for f in answer["findings"])
+        # and by `rpmgate reload`, which says so and exits 1
+        cli = _rpmgate_reload(daemon)
+        assert cli.returncode == 1, cli.stderr
+        assert cli.stderr.startswith("refused: configuration 2 stays in force\n")
+        assert "keystone" in cli.stderr and cli.stdout == ""
 
         # the file fixed back: the gate runs to the end with the new project and job
         path.write_text(yaml.safe_dump({**policy, **_host(state_dir, port)}))
-        code, answer = _post(daemon, "/api/admin/reload")
-        assert code == 200 and answer["unchanged"] and answer["config"]["version"] == 2
+        cli = _rpmgate_reload(daemon)
+        assert (cli.returncode, cli.stdout) == (0, "unchanged: configuration 2 is in force\n")
 
         # glance's bootstrap goes ahead of the held items (post items go first): they are
         # re-based on it, their v1 runs cancelled, before the jobs are let through
