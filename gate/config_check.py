@@ -19,12 +19,10 @@ URL's password is never printed.
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import importlib.metadata
 import json
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -42,9 +40,8 @@ import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from gate.builders.koji_config import KojiBackendConfig, KojiConfigError
-from gate.builders.local import LocalBackendConfig
-from gate.config import Config, QueueConfig
+from gate.config import Config
+from gate.registry import BACKENDS, entry_point
 from repo_state.db import engine_url
 
 #: seconds a single online probe (one git call, one HTTP request, one hub call) may take
@@ -128,11 +125,12 @@ def offline_findings(config: Config) -> list[Finding]:
                 key = f"projects.{name}.lookaside.cache_dir"
                 findings += _directory(key, project.lookaside.cache_dir)
     for name, backend in config.backends.items():
-        if isinstance(backend, KojiBackendConfig):
-            findings += _koji(config, name, backend)
+        # each backend checks its own section (gate/drivers.py registers the check)
+        check = BACKENDS.get(backend.type).check
+        if check is not None:
+            findings += entry_point(check)(config, name, backend)
     if config.config_repo is not None:
         findings += _git_location("config_repo.git", config.config_repo.git)
-    findings += _foreign_arches(config)
     findings += _job_timeouts(config)
     return findings
 
@@ -163,34 +161,6 @@ def _job_timeouts(config: Config) -> list[Finding]:
     return findings
 
 
-def _foreign_arches(config: Config) -> list[Finding]:
-    """Queue arches a local backend does not build arch-specific packages for.
-
-    ``rpmbuild`` on this host builds its own arch (and noarch, which is in every
-    tree); a job on another arch tests a tree without the arch-specific
-    packages (docs/pipelines.md).
-    """
-    host = platform.machine()
-    findings = []
-    for name, queue in config.queues.items():
-        if not isinstance(config.backends[queue.backend], LocalBackendConfig):
-            continue
-        for i, arch in enumerate(queue.arches or ()):
-            if arch != host:
-                findings.append(
-                    Finding(
-                        f"queues.{name}.arches.{i}",
-                        f"the local backend builds on this host ({host}): the {arch} tree "
-                        "gets the noarch packages only, not arch-specific ones",
-                        "build with a Koji backend, or gate only noarch packages on "
-                        "this arch (docs/pipelines.md)",
-                        warning=True,
-                        host=True,
-                    )
-                )
-    return findings
-
-
 def _note(note: str) -> Finding:
     key, _, message = note.partition(": ")
     problem, _, fix = message.partition("; ")
@@ -200,10 +170,10 @@ def _note(note: str) -> Finding:
 def _public_url(config: Config) -> list[Finding]:
     if config.public_url is None:
         return []
-    return _http_url("public_url", config.public_url)
+    return http_url("public_url", config.public_url)
 
 
-def _http_url(key: str, value: str) -> list[Finding]:
+def http_url(key: str, value: str) -> list[Finding]:
     try:
         parts = urllib.parse.urlsplit(value)
         parts.port  # noqa: B018 - raises for a port that is not a number
@@ -307,7 +277,7 @@ def _installed(driver: str) -> str:
 def _directory(key: str, path: Path) -> list[Finding]:
     """``path`` is a directory the daemon's user can write, or can be created as one."""
     path = Path(path)
-    user = _user()
+    user = daemon_user()
 
     def bad(problem: str, fix: str) -> list[Finding]:
         return [Finding(key, problem, fix, host=True)]
@@ -335,7 +305,7 @@ def _directory(key: str, path: Path) -> list[Finding]:
     return []
 
 
-def _user() -> str:
+def daemon_user() -> str:
     try:
         import pwd
 
@@ -490,39 +460,6 @@ def _lookaside(key: str, template: str) -> list[Finding]:
     return []
 
 
-def _koji(config: Config, name: str, backend: KojiBackendConfig) -> list[Finding]:
-    key = f"backends.{name}"
-    findings = []
-    try:
-        conn = backend.koji_config().resolve()
-    except KojiConfigError as exc:
-        return [Finding(key, str(exc))]
-    for field in ("server", "topurl", "weburl"):
-        findings += _http_url(f"{key}.{field}", getattr(conn, field))
-    for field in ("cert", "serverca", "keytab"):
-        value = getattr(conn, field)
-        if value and not os.access(value, os.R_OK):
-            problem = f"{value} is not readable by {_user()}"
-            findings.append(Finding(f"{key}.{field}", problem, host=True))
-    kcfg = backend.koji_config()
-    if "scm" in (kcfg.scratch_source, kcfg.final_source):
-        for qname, queue in config.queues.items():
-            if queue.backend != name:
-                continue
-            for project in queue.projects:
-                pcfg = config.projects[project]
-                plain = getattr(config.sources[pcfg.source], "type", "git") == "git"
-                if plain and not pcfg.scm_url:
-                    findings.append(
-                        Finding(
-                            f"projects.{project}.scm_url",
-                            f"missing: queue {qname!r} builds it from SCM in backend {name!r}",
-                            "set scm_url: git+https://host/path.git",
-                        )
-                    )
-    return findings
-
-
 # -- online --------------------------------------------------------------------------
 
 
@@ -562,32 +499,10 @@ def online_findings(config: Config) -> list[Finding]:
         futures = [pool.submit(probe[0], *probe[1:]) for probe in probes]
         findings = [f for future in futures for f in future.result()]
     for name, backend in config.backends.items():
-        if isinstance(backend, KojiBackendConfig):
-            targets = sorted(
-                (target, key)
-                for n, q in config.queues.items()
-                if q.backend == name
-                for target, key in _target_keys(n, q)
-            )
-            several = [
-                _target_keys(n, q)
-                for n, q in config.queues.items()
-                if q.backend == name and len(config.builds_of(n)) > 1
-            ]
-            findings += asyncio.run(_koji_hub(name, backend, targets, several))
+        check_online = BACKENDS.get(backend.type).check_online
+        if check_online is not None:
+            findings += entry_point(check_online)(config, name, backend)
     return findings
-
-
-def _target_keys(name: str, queue: QueueConfig) -> list[tuple[str, str]]:
-    """The Koji targets a queue builds on, each with the key that names it."""
-    if not queue.builds:
-        return [(queue.target, f"queues.{name}.target")]
-    return [
-        (b.target, f"queues.{name}.builds.{build}.target")
-        if b.target
-        else (queue.target, f"queues.{name}.target")
-        for build, b in queue.builds.items()
-    ]
 
 
 def _git_env() -> dict[str, str]:
@@ -700,7 +615,9 @@ def _database(url: str, default: bool) -> list[Finding]:
         path = parsed.database
         if path and Path(path).exists() and not os.access(path, os.R_OK | os.W_OK):
             return [
-                Finding(key, f"the database file {path} is not readable and writable by {_user()}")
+                Finding(
+                    key, f"the database file {path} is not readable and writable by {daemon_user()}"
+                )
             ]
         return []
     engine = sqlalchemy.create_engine(parsed, connect_args={"connect_timeout": int(ONLINE_TIMEOUT)})
@@ -789,7 +706,7 @@ def bind_problem(host: str, port: int, exc: OSError) -> tuple[str, str]:
         )
     if exc.errno == errno.EACCES:
         return (
-            f"{_user()} may not listen on port {port} (below 1024)",
+            f"{daemon_user()} may not listen on port {port} (below 1024)",
             "choose a port >= 1024 (a reverse proxy can serve 443)",
         )
     if exc.errno == errno.EADDRNOTAVAIL:
@@ -800,89 +717,6 @@ def bind_problem(host: str, port: int, exc: OSError) -> tuple[str, str]:
     return f"cannot listen on {host}:{port}: {exc.strerror}", "choose another listen.host or port"
 
 
-async def _koji_hub(
-    name: str,
-    backend: KojiBackendConfig,
-    targets: list[tuple[str, str]],
-    several: list[list[tuple[str, str]]] | None = None,
-) -> list[Finding]:
-    """getAPIVersion; a login when credentials are configured; each target exists;
-    the named builds of a queue (``several``: each queue's targets) build with a
-    dist of their own (Koji builds an NVR once)."""
-    from gate.builders.koji_session import HubSession
-
-    key = f"backends.{name}"
-    kcfg = backend.koji_config()
-    conn = kcfg.resolve()
-    hub = HubSession(conn, kcfg)
-    findings = []
-    try:
-        await asyncio.wait_for(hub.ping(), ONLINE_TIMEOUT)
-        if conn.authtype != "noauth":
-            try:
-                await asyncio.wait_for(
-                    hub.call("getLoggedInUser", login=True, retry=False), ONLINE_TIMEOUT
-                )
-            except Exception as exc:  # any failure is the finding
-                findings.append(
-                    Finding(key, f"login ({conn.authtype}) to {conn.server} failed: {_reason(exc)}")
-                )
-        for target, key_of_target in targets:
-            info = await asyncio.wait_for(
-                hub.call("getBuildTarget", target, retry=False), ONLINE_TIMEOUT
-            )
-            if not info:
-                findings.append(
-                    Finding(
-                        key_of_target,
-                        f"the hub {conn.server} of backend {name!r} has no build target {target!r}",
-                        "create it (koji add-target) or give a target the hub has",
-                    )
-                )
-        for builds in several or []:
-            findings += await _dists(hub, builds)
-    except Exception as exc:  # any failure is the finding
-        findings.append(
-            Finding(f"{key}.server", f"{conn.server} does not answer getAPIVersion: {_reason(exc)}")
-        )
-    finally:
-        await hub.close()
-    return findings
-
-
-async def _dists(hub: Any, builds: list[tuple[str, str]]) -> list[Finding]:
-    """Two named builds of a queue whose build tags give the same ``%dist`` (or none)
-    build the same NVR, and Koji builds an NVR once: the second final build of
-    every change would be refused ("Build already exists")."""
-    findings = []
-    seen: dict[str, str] = {}
-    for target, key in builds:
-        info = await asyncio.wait_for(
-            hub.call("getBuildTarget", target, retry=False), ONLINE_TIMEOUT
-        )
-        if not info:
-            continue  # said above
-        config = await asyncio.wait_for(
-            hub.call("getBuildConfig", info["build_tag_name"], retry=False), ONLINE_TIMEOUT
-        )
-        dist = str((config.get("extra") or {}).get("rpm.macro.dist", ""))
-        if dist in seen:
-            shown = repr(dist) if dist else "no %dist"
-            findings.append(
-                Finding(
-                    key,
-                    f"target {target!r} builds with {shown}, as {seen[dist]} does: Koji "
-                    "builds an NVR once, so this named build's final builds would be "
-                    "refused ('Build already exists')",
-                    "give each named build's build tag its own rpm.macro.dist (and the "
-                    "specs a Release with %{?dist})",
-                )
-            )
-        else:
-            seen[dist] = key
-    return findings
-
-
-def _reason(exc: BaseException) -> str:
+def reason_of(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return _shown(text[-1]) if text else type(exc).__name__

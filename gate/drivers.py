@@ -81,8 +81,18 @@ SOURCES.register(SourceDriver("gitlab", GitLabConfig, GitLabSource.create))
 SOURCES.register(SourceDriver("github", GitHubConfig, GitHubSource.create))
 SOURCES.register(SourceDriver("forgejo", ForgejoConfig, ForgejoSource.create))
 SOURCES.register(SourceDriver("pagure", PagureConfig, PagureSource.create))
-BACKENDS.register(BackendDriver("local", LocalBackendConfig, _local))
-BACKENDS.register(BackendDriver("koji", KojiBackendConfig, _koji))
+BACKENDS.register(
+    BackendDriver("local", LocalBackendConfig, _local, check="gate.builders.local_checks:offline")
+)
+BACKENDS.register(
+    BackendDriver(
+        "koji",
+        KojiBackendConfig,
+        _koji,
+        check="gate.builders.koji_checks:offline",
+        check_online="gate.builders.koji_checks:online",
+    )
+)
 JOBS.register(JobDriver("repoclosure", RepoclosureJobConfig, repoclosure_job))
 JOBS.register(JobDriver("installability", InstallabilityJobConfig, installability_job))
 JOBS.register(JobDriver("conflicts", ConflictsJobConfig, conflicts_job))

@@ -13,6 +13,7 @@ it out again (:meth:`Registry.unregister`).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +57,13 @@ class BackendDriver:
     name: str
     config: type[DriverConfig]
     create: Callable[..., Any]
+    #: ``"module:function"`` of ``check(config, name, section)``: what ``check-config``
+    #: finds wrong with a section of this type without contacting anything (a list of
+    #: ``gate.config_check.Finding``).  Named, not imported, as an entry point is: the
+    #: check reads the whole config, and gate.config imports the drivers.
+    check: str | None = None
+    #: the same for ``check-config --online`` (asking the world)
+    check_online: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,13 @@ class PublisherDriver:
 
 
 D = TypeVar("D", SourceDriver, BackendDriver, JobDriver, PublisherDriver)
+
+
+def entry_point(ref: str) -> Callable[..., Any]:
+    """The function ``"package.module:function"`` names (imported on first use)."""
+    module, _, attr = ref.partition(":")
+    function: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    return function
 
 
 class Registry(Generic[D]):

@@ -16,11 +16,20 @@ from aiohttp import web
 from sqlmodel import select
 
 from gate.config import ConfigError, parse_config
+from gate.config_check import Finding, offline_findings, online_findings
 from gate.daemon import Gate
 from gate.demo_world import World
 from gate.events import ChangeProposed, Event
 from gate.jobs.base import Job, JobConfig, JobContext, JobResult
-from gate.registry import JOBS, SOURCES, DriverConfig, JobDriver, SourceDriver
+from gate.registry import (
+    BACKENDS,
+    JOBS,
+    SOURCES,
+    BackendDriver,
+    DriverConfig,
+    JobDriver,
+    SourceDriver,
+)
 from gate.sources import webhooks
 from gate.sources.base import SourceParts
 from gate.sources.plaingit import PlainGitSource
@@ -156,3 +165,34 @@ def test_without_the_registration_the_config_names_the_known_types(world: World)
 
     known = ", ".join(SOURCES.types())
     assert f"  sources.reviews: unknown source type 'toy' (known: {known})" in str(error.value)
+
+
+class ToyBackendConfig(DriverConfig):
+    type: Literal["toy-backend"] = "toy-backend"
+    hub: str = ""
+
+
+def toy_backend_check(config: Any, name: str, section: DriverConfig) -> list[Finding]:
+    """A toy backend's own check-config rule: its ``hub`` must be set."""
+    assert isinstance(section, ToyBackendConfig)
+    return [] if section.hub else [Finding(f"backends.{name}.hub", "missing", "set hub: URL")]
+
+
+def test_a_registered_backend_brings_its_own_check_config_rules(world: World) -> None:
+    """check-config runs the checks a backend driver names, offline and online; the
+    core knows no backend by name (the Koji and local checks come the same way)."""
+    driver = BackendDriver(
+        "toy-backend",
+        ToyBackendConfig,
+        lambda *a: None,
+        check="tests.test_registry:toy_backend_check",
+        check_online="tests.test_registry:toy_backend_check",
+    )
+    doc = world.config()
+    doc["backends"] = {"toy": {"type": "toy-backend"}}
+    doc["queues"]["liberty"]["backend"] = "toy"
+    with BACKENDS.registered(driver):
+        config = parse_config(doc)
+        offline = [str(f) for f in offline_findings(config) if f.key.startswith("backends.")]
+        online = [str(f) for f in online_findings(config) if f.key.startswith("backends.")]
+    assert offline == online == ["backends.toy.hub: missing; set hub: URL"]
