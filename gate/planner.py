@@ -7,7 +7,8 @@ Semantics follow Zuul's dependent pipeline:
 * When an item fails, the items behind re-parent onto the nearest non-failing
   item ahead of it: their desired base no longer contains the failed item, so
   they get a new attempt (a *reset*).  Work whose inputs did not change (a
-  scratch build keyed by project, tree, target and overlay) is reused.
+  scratch build keyed by project, tree, target, backend, named build and
+  package: ``gate.builds.scratch_key``) is reused.
 * An item is rejected only when it fails while at the head of the queue, so
   with every item ahead of it merged (invariant I5).  A failing item further
   back waits: if an item ahead of it fails too, it is reset and re-tested.

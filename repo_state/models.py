@@ -126,7 +126,7 @@ class BuildRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     #: scratch | final
     purpose: str
-    #: what determines the output: scratch -> (project, tree, target, overlay) digest
+    #: what determines the output, a digest (``gate.builds.scratch_key``, ``final_key``)
     key: str = Field(index=True)
     project: str
     package: str
