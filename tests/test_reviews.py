@@ -166,10 +166,19 @@ def toy_driver() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def gate_on(world: World, hold: Path | None = None) -> AsyncIterator[Gate]:
+async def gate_on(
+    world: World, hold: Path | None = None, queues: dict[str, list[str]] | None = None
+) -> AsyncIterator[Gate]:
     """A gate whose projects are the toy's.  ``hold``: a job waits while that file
-    is missing, so items stay in the queue while the test sends events."""
+    is missing, so items stay in the queue while the test sends events.  ``queues``:
+    more queues (each with a repository of its own), by the projects they take."""
     doc = world.config()
+    for name, projects in (queues or {}).items():
+        doc["publishers"][name] = {**doc["publishers"]["liberty"], "root": str(world.root / name)}
+        doc["queues"][name] = {**doc["queues"]["liberty"], "projects": projects, "repo": name}
+        doc["queues"]["liberty"]["projects"] = [
+            p for p in doc["queues"]["liberty"]["projects"] if p not in projects
+        ]
     doc["sources"] = {"toy": {"type": "toyreview"}}
     for project in doc["projects"].values():
         project["source"] = "toy"
@@ -419,4 +428,22 @@ async def test_a_merge_the_review_system_made_with_another_tree_is_not_published
         [post_item] = post
         assert post_item.result == "rejected"
         assert "nova-12.0.1-1" in post_item.failure, post_item.failure
+        check_invariants(gate)
+
+
+async def test_a_dependency_in_another_queue_is_refused_and_nothing_is_enqueued(
+    world: World,
+) -> None:
+    """Two queues publish two repositories: a change of one cannot wait for a change
+    of the other (their tips are not ordered), so the gate refuses it, naming both."""
+    async with gate_on(world, queues={"mitaka": ["horizon", "python-django"]}) as gate:
+        a = review(world, "python-django", DJANGO_NO_COMPAT, "A")
+        b = review(world, "nova", NOVA_1201, "B", depends=f"toy://python-django/{a}")
+        STATE.reviews[a].approved = STATE.reviews[b].approved = True
+        refused = await event(gate, b)
+        assert refused.error == (
+            f"depends on toy://python-django/{a}, which is in queue mitaka; a change can "
+            "depend only on changes of its own queue (liberty)"
+        )
+        assert items_of(gate, a) == items_of(gate, b) == []
         check_invariants(gate)
