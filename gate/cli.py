@@ -16,6 +16,7 @@ import argcomplete
 from argcomplete.shell_integration import shellcode
 
 from gate import config_check, envfile, manpage
+from gate.builders.sandbox import SandboxError
 from gate.client import add_client_commands, run_client_command
 from gate.config import ConfigError, load_config
 
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.env_file is not None:
                 _use_service_environment(args.env_file)
             return _check_config(args.config, online=args.online)
-    except (ConfigError, envfile.EnvFileError) as exc:
+    except (ConfigError, envfile.EnvFileError, SandboxError) as exc:
         print(exc, file=sys.stderr)
         return 2
     if args.command == "reload":

@@ -25,6 +25,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import pwd
 import re
 import socket
 import subprocess
@@ -132,9 +133,28 @@ def offline_findings(config: Config) -> list[Finding]:
             findings += _koji(config, name, backend)
     if config.config_repo is not None:
         findings += _git_location("config_repo.git", config.config_repo.git)
+    findings += _sandbox_user(config)
     findings += _foreign_arches(config)
     findings += _job_timeouts(config)
     return findings
+
+
+def _sandbox_user(config: Config) -> list[Finding]:
+    """``sandbox.user`` is an unprivileged account here (a root daemon's builds run as it)."""
+    name = config.sandbox.user
+    if name is None:
+        return []
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        if os.geteuid() != 0:
+            return []  # only a root daemon switches users: this may not be its host
+        fix = "create the account (the Ansible role creates rpmgate-build) or name another"
+        return [Finding("sandbox.user", f"{name!r} does not exist on this host", fix, host=True)]
+    if uid == 0:
+        fix = "name an unprivileged account (the Ansible role creates rpmgate-build)"
+        return [Finding("sandbox.user", f"{name!r} is uid 0: builds must not run as root", fix)]
+    return []
 
 
 def _job_timeouts(config: Config) -> list[Finding]:
@@ -337,10 +357,8 @@ def _directory(key: str, path: Path) -> list[Finding]:
 
 def _user() -> str:
     try:
-        import pwd
-
         return f"user {pwd.getpwuid(os.geteuid()).pw_name!r}"
-    except (KeyError, ImportError):
+    except KeyError:
         return f"uid {os.geteuid()}"
 
 
