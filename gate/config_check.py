@@ -46,6 +46,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from gate.builders.koji_config import KojiBackendConfig, KojiConfigError
 from gate.builders.local import LocalBackendConfig
 from gate.config import Config, QueueConfig
+from gate.merger import git_environment
 from repo_state.db import engine_url
 
 #: seconds a single online probe (one git call, one HTTP request, one hub call) may take
@@ -609,7 +610,8 @@ def _target_keys(name: str, queue: QueueConfig) -> list[tuple[str, str]]:
 
 
 def _git_env() -> dict[str, str]:
-    env = dict(os.environ)
+    # what the daemon's git gets (its ssh, proxy and credential settings, nothing else)
+    env = git_environment()
     # never wait for a password or a host key prompt (ext:: is refused by _git)
     env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="/bin/false")
     env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
