@@ -356,7 +356,7 @@ async def test_deep_json_answers_400(world: World, aiohttp_client: ClientFactory
         assert deliveries(gate) == 0
 
 
-@pytest.mark.parametrize("tree", ["/repos/liberty/", "/speculative/", "/files/logs/"])
+@pytest.mark.parametrize("tree", ["/repos/liberty/", "/speculative/", "/files/logs/", "/assets/"])
 async def test_long_or_odd_file_names_answer_404(
     world: World, aiohttp_client: ClientFactory, tree: str
 ) -> None:

@@ -86,7 +86,7 @@ ACTOR: web.RequestKey[str] = web.RequestKey("actor")
 #: far more than any RPM, log or repodata file name the gate writes)
 MAX_NAME = 255
 MAX_PATH = 2048
-_FILE_TREES = ("/speculative/", "/files/", "/repos/")
+_FILE_TREES = ("/speculative/", "/files/", "/repos/", "/assets/")
 
 
 def _rt(request: web.Request) -> Runtime:
