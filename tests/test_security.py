@@ -34,6 +34,7 @@ from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, GenerationRow
 from tests.conftest import NOVA_1201
 from tests.served import ClientFactory, served
+from tests.test_api_fuzz import FORGE_SOURCES
 
 pytestmark = pytest.mark.slow
 
@@ -417,10 +418,10 @@ def test_token_names_and_tokens_must_be_unique(world: World) -> None:
 # -- timeouts and the connection cap -------------------------------------------------------
 @asynccontextmanager
 async def real_server(
-    world: World, limits: Limits, body_timeout: float = 30.0
+    world: World, limits: Limits, body_timeout: float = 30.0, **overrides: Any
 ) -> AsyncIterator[Served]:
     listen = {"host": "127.0.0.1", "port": 0, "body_timeout": body_timeout}
-    gate = Gate(parse_config(world.config(listen=listen)))
+    gate = Gate(parse_config(world.config(listen=listen, **overrides)))
     served = await serve(make_app(gate.runtime), "127.0.0.1", 0, limits)
     try:
         yield served
@@ -498,3 +499,38 @@ async def test_connections_beyond_the_cap_are_answered_503(world: World) -> None
         await writer.drain()
         assert (await _closed_within(reader, 10)).startswith(b"HTTP/1.1 ")
         writer.close()
+
+
+# -- header bytes that are not UTF-8 -----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "header", "body", "status"),
+    [
+        ("/api/changes", b"Authorization: Bearer \x80\xff", b"{}", 401),
+        ("/api/sources/github/webhook", b"X-Hub-Signature-256: sha256=\x80", b"{}", 403),
+        ("/api/sources/forgejo/webhook", b"X-Forgejo-Signature: \x80\xff", b"{}", 403),
+        ("/api/sources/gitlab/webhook", b"X-Gitlab-Token: \x80\xff", b"{}", 403),
+        (
+            "/api/sources/pagure/webhook",
+            b"X-Pagure-Signature-256: \x80\xff",
+            b'{"msg": {"project_fullname": "rpms/nova"}}',
+            403,
+        ),
+        ("/api/sources/gerrit/events/%80%ff", b"X-Gerrit: 1", b"{}", 401),
+    ],
+)
+async def test_a_secret_or_signature_that_is_not_utf8_is_refused_not_a_500(
+    world: World, path: str, header: bytes, body: bytes, status: int
+) -> None:
+    """aiohttp hands such bytes on as lone surrogates, which ``str.encode()`` refuses."""
+    auth = {"api_tokens": [{"name": "releng", "token": "releng-token-0123456789"}]}
+    async with real_server(world, Limits(), auth=auth, sources=FORGE_SOURCES) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), header, len(body), body)
+        )
+        await writer.drain()
+        answer = await _closed_within(reader, 30)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:300]
