@@ -23,6 +23,7 @@ import difflib
 import importlib.metadata
 import json
 import os
+import pwd
 import re
 import socket
 import subprocess
@@ -41,6 +42,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from gate.config import Config
+from gate.merger import git_environment
 from gate.registry import BACKENDS, entry_point
 from repo_state.db import engine_url
 
@@ -131,8 +133,27 @@ def offline_findings(config: Config) -> list[Finding]:
             findings += entry_point(check)(config, name, backend)
     if config.config_repo is not None:
         findings += _git_location("config_repo.git", config.config_repo.git)
+    findings += _sandbox_user(config)
     findings += _job_timeouts(config)
     return findings
+
+
+def _sandbox_user(config: Config) -> list[Finding]:
+    """``sandbox.user`` is an unprivileged account here (a root daemon's builds run as it)."""
+    name = config.sandbox.user
+    if name is None:
+        return []
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        if os.geteuid() != 0:
+            return []  # only a root daemon switches users: this may not be its host
+        fix = "create the account (the Ansible role creates rpmgate-build) or name another"
+        return [Finding("sandbox.user", f"{name!r} does not exist on this host", fix, host=True)]
+    if uid == 0:
+        fix = "name an unprivileged account (the Ansible role creates rpmgate-build)"
+        return [Finding("sandbox.user", f"{name!r} is uid 0: builds must not run as root", fix)]
+    return []
 
 
 def _job_timeouts(config: Config) -> list[Finding]:
@@ -307,10 +328,8 @@ def _directory(key: str, path: Path) -> list[Finding]:
 
 def daemon_user() -> str:
     try:
-        import pwd
-
         return f"user {pwd.getpwuid(os.geteuid()).pw_name!r}"
-    except (KeyError, ImportError):
+    except KeyError:
         return f"uid {os.geteuid()}"
 
 
@@ -506,7 +525,8 @@ def online_findings(config: Config) -> list[Finding]:
 
 
 def _git_env() -> dict[str, str]:
-    env = dict(os.environ)
+    # what the daemon's git gets (its ssh, proxy and credential settings, nothing else)
+    env = git_environment()
     # never wait for a password or a host key prompt (ext:: is refused by _git)
     env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="/bin/false")
     env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from gate.builders.sandbox import SAFE_PATH
 from gate.packages import parse_ls_tree
 from gate.processes import ProcessGroups, spawn_group
 from gate.refs import FULL_SHA, check_branch, check_ref
@@ -51,18 +52,55 @@ IDENTITY_NAME = "rpmgate"
 IDENTITY_EMAIL = "rpmgate@localhost"
 PIN_PREFIX = "refs/rpmgate/"
 
-#: environment variables that would point git at another repository or index
-_REDIRECTING_ENV = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_CEILING_DIRECTORIES",
-    "GIT_DISCOVERY_ACROSS_FILESYSTEM",
+#: what of the daemon's environment git and its helpers (ssh, git-remote-https,
+#: credential helpers) see: where programs and the operator's git and ssh settings
+#: are, the ssh agent, proxies, CAs, Kerberos.  Nothing else: the daemon's
+#: environment holds the secrets the config refers to (``${VAR}``), and variables
+#: such as GIT_DIR or GIT_INDEX_FILE would point git at another repository.
+GIT_INHERITED_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "TMPDIR",
+        "XDG_CONFIG_HOME",
+        # the operator's git settings and credentials (git(1) ENVIRONMENT, git-config(1))
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_SSH_VARIANT",
+        "GIT_ASKPASS",
+        "SSH_ASKPASS",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM",
+        "GIT_CONFIG_NOSYSTEM",
+        "GIT_CONFIG_COUNT",
+        "GIT_CONFIG_PARAMETERS",
+        "GIT_SSL_CAINFO",
+        "GIT_SSL_CAPATH",
+        "GIT_SSL_CERT",
+        "GIT_SSL_KEY",
+        "GIT_SSL_NO_VERIFY",
+        "GIT_PROXY_COMMAND",
+        "SSH_AUTH_SOCK",
+        # proxies and CAs, as curl (git-remote-https) reads them
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "CURL_CA_BUNDLE",
+        "KRB5CCNAME",
+        "KRB5_CONFIG",
+    }
 )
+#: GIT_CONFIG_KEY_<n> / GIT_CONFIG_VALUE_<n>, the pairs GIT_CONFIG_COUNT announces
+_GIT_CONFIG_PAIR = re.compile(r"GIT_CONFIG_(KEY|VALUE)_[0-9]+")
 
 #: settings pinned on every command so a user's or host's git config cannot
 #: change what we produce (signing, line endings, protocol, hooks)
@@ -180,7 +218,7 @@ class Merger:
         self.processes = processes
         self._locks: dict[str, asyncio.Lock] = {}
         self._urls: dict[str, str] = {}
-        self._env = _git_environment()
+        self._env = git_environment()
 
     # -- public API ----------------------------------------------------------
 
@@ -710,10 +748,17 @@ def _directory_name(project: str) -> str:
     return "%2E" + name[1:] if name.startswith(".") else name
 
 
-def _git_environment() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in _REDIRECTING_ENV}
+def git_environment() -> dict[str, str]:
+    """The whole environment of every git command the gate runs (see GIT_INHERITED_ENV)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in GIT_INHERITED_ENV or _GIT_CONFIG_PAIR.fullmatch(key)
+    }
+    env.setdefault("PATH", SAFE_PATH)
     env.update(
         LC_ALL="C",
+        LANG="C",
         LANGUAGE="C",
         GIT_TERMINAL_PROMPT="0",
         GIT_AUTHOR_NAME=IDENTITY_NAME,

@@ -59,6 +59,18 @@ def test_signing_token_binds_body_and_time() -> None:
     assert unsigned is not None and unsigned.status == 401
 
 
+def test_header_bytes_that_are_not_utf8_are_refused_not_raised() -> None:
+    """aiohttp hands a header byte that is not UTF-8 on as a lone surrogate."""
+    odd = b"\x80\xff".decode("utf-8", "surrogateescape")
+    token = SecretToken("s3cret").check({"X-Gitlab-Token": odd}, BODY)
+    assert token is not None and token.status == 403
+    check = SigningToken(SIGNING, tolerance=300, clock=lambda: 1_000_000.0)
+    for name, value in (("webhook-id", odd), ("webhook-signature", f"v1,{odd}")):
+        headers = {**signed(BODY, 1_000_000), name: value}
+        refusal = check.check(headers, BODY)
+        assert refusal is not None and refusal.status == 403, name
+
+
 def test_signing_is_an_addition_to_the_token() -> None:
     both = verifier("s3cret", SIGNING)
     headers = {"X-Gitlab-Token": "s3cret", **signed(BODY, 0)}

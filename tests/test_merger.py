@@ -527,3 +527,40 @@ async def test_forget_drops_the_pin(merger: Merger, nova: Distgit) -> None:
     await merger.forget("nova", change)
 
     assert in_clone(merger, "nova", *pins) == ""
+
+
+async def test_git_and_its_helpers_get_the_operators_git_settings_but_not_the_daemons_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ssh git starts (the operator's ``GIT_SSH_COMMAND``) writes down the environment
+    it got: the ssh agent and proxy are there, the daemon's secrets and a GIT_DIR that
+    would point git at another repository are not."""
+    secret = "s3cret-api-token-5c0ffee"
+    seen = tmp_path / "ssh-env"
+    ssh = tmp_path / "ssh"
+    ssh.write_text(f"#!/bin/sh\nenv > {seen}\nexit 1\n")
+    ssh.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(ssh))
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/run/user/0/agent.sock")
+    monkeypatch.setenv("https_proxy", "http://proxy.example.org:3128")
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "http.extraHeader")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "X-Operator: yes")
+    monkeypatch.setenv("RPMGATE_API_TOKEN", secret)
+    monkeypatch.setenv("KOJI_PASSWORD", secret)
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "another-repository"))
+    merger = Merger(tmp_path / "merger", timeout=30)
+
+    with pytest.raises(GitError):
+        await merger.ensure_clone("nova", "ssh://forge.invalid/rpms/nova")
+
+    text = seen.read_text()
+    env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    assert secret not in text
+    assert "RPMGATE_API_TOKEN" not in env and "KOJI_PASSWORD" not in env
+    assert env["SSH_AUTH_SOCK"] == "/run/user/0/agent.sock"
+    assert env["https_proxy"] == "http://proxy.example.org:3128"
+    assert env["GIT_CONFIG_VALUE_0"] == "X-Operator: yes"
+    assert env["LC_ALL"] == "C" and env["GIT_TERMINAL_PROMPT"] == "0"
+    assert env.get("GIT_DIR") != str(tmp_path / "another-repository")
+    assert env["PATH"].endswith(os.environ["PATH"])  # git puts its exec-path first

@@ -10,7 +10,12 @@ import asyncio
 import dataclasses
 import gzip
 import json
-from collections.abc import AsyncIterator
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, GenerationRow
 from tests.conftest import NOVA_1201
 from tests.served import ClientFactory, served
+from tests.test_api_fuzz import FORGE_SOURCES
 
 pytestmark = pytest.mark.slow
 
@@ -177,20 +183,58 @@ def _files_holding(root: Path, needle: bytes) -> list[Path]:
     return found
 
 
+@pytest.fixture
+def readable_by_anyone() -> Iterator[tuple[Path, Path]]:
+    """(a config directory under /etc, a state directory): both world-readable, as a
+    careless host would leave them, so only the sandbox keeps a build from reading them
+    (pytest's tmp_path is private to root: there a plain ``cat`` fails anyway)."""
+    if os.geteuid() != 0:
+        pytest.skip("the suite runs as root: only a root daemon switches to a build user")
+    if shutil.which("bwrap") is None:
+        pytest.skip("bwrap is not installed (package bubblewrap)")
+    etc = Path(tempfile.mkdtemp(prefix="rpmgate-test-", dir="/etc"))
+    exposed = Path(tempfile.mkdtemp(prefix="rpmgate-exposed-"))
+    try:
+        for directory in (etc, exposed):
+            directory.chmod(0o755)
+        yield etc, exposed / "state"
+    finally:
+        shutil.rmtree(etc)
+        shutil.rmtree(exposed)
+
+
 async def test_a_spec_cannot_print_the_daemons_secrets_into_the_repository_or_a_log(
-    world: World, aiohttp_client: ClientFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    world: World,
+    aiohttp_client: ClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    readable_by_anyone: tuple[Path, Path],
 ) -> None:
     monkeypatch.setenv("RPMGATE_TEST_SECRET", SECRET)
-    config_path = tmp_path / "etc" / "rpmgate.yaml"
-    config_path.parent.mkdir()
-    config_path.write_text(f"auth: {{api_tokens: [{SECRET}]}}\n")
-    (config_path.parent / "rpmgate.yaml.env").write_text(f"RPMGATE_TEST_SECRET={SECRET}\n")
+    etc, state = readable_by_anyone
+    config_path = etc / "rpmgate.yaml"
+    env_path = etc / "rpmgate.yaml.env"
+    env_path.write_text(f"RPMGATE_TEST_SECRET={SECRET}\n")
     hunter = SecretHunter("nova", "12.0.1", lookaside=True, config_path=str(config_path))
     token = {"Authorization": f"Bearer {SECRET}"}
-    async with served(world, aiohttp_client, auth={"api_tokens": ["${RPMGATE_TEST_SECRET}"]}) as (
-        gate,
-        client,
-    ):
+    auth = {"api_tokens": [{"name": "releng", "token": SECRET}]}
+    async with served(
+        world,
+        aiohttp_client,
+        config_file=config_path,
+        state_dir=str(state),
+        auth=auth,
+        sandbox={"bubblewrap": "required"},
+    ) as (gate, client):
+        for path in (config_path, env_path):
+            path.chmod(0o644)
+        # the control: the build user reads both files when nothing hides them
+        plain = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "cat", str(config_path), str(env_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert plain.stdout.count(SECRET) == 2
         ref = world.propose("nova", hunter, "hunt for secrets")
         resp = await client.post(
             "/api/changes", headers=token, json={"project": "nova", "ref": ref, "approve": True}
@@ -199,25 +243,29 @@ async def test_a_spec_cannot_print_the_daemons_secrets_into_the_repository_or_a_
         await gate.wait_idle(180)
         change = await (await client.get("/api/changes/1")).json()
         assert change["state"] == "merged", change
-        state = gate.publishers["liberty"].state()
+        published = gate.publishers["liberty"].state()
 
     nova = next(
         a
-        for e in state.builds.values()
+        for e in published.builds.values()
         for a in e.artifacts
         if a.name == "nova" and a.arch != "src"
     )
     assert nova.version == "12.0.1"
     # the build ran its hunt: the %build lines are in the log, %(…) expanded to nothing
-    logs = list((world.root / "state").rglob("*.log"))
-    assert any(b"BUILD-RAN-FOR-nova" in p.read_bytes() for p in logs), logs
-    assert any(b"env says []" in p.read_bytes() for p in logs)
+    logs = [p.read_text(errors="replace") for p in state.rglob("*.log")]
+    hunt = next((log for log in logs if "BUILD-RAN-FOR-nova" in log), None)
+    assert hunt is not None, [log[:300] for log in logs]
+    assert "env says []" in hunt
+    assert f"cat: {config_path}: No such file or directory" in hunt
+    nobody = pwd.getpwnam("nobody")
+    assert f"uid={nobody.pw_uid}(nobody) gid={nobody.pw_gid}(" in hunt
     primary = _files_holding(world.root / "repos", b"leak [] []")
     assert primary, "the published metadata should carry the expanded (empty) Summary"
     # and nothing anywhere holds the secret: repository, RPMs, build and job logs, srpms
     assert _files_holding(world.root / "repos", SECRET.encode()) == []
-    assert _files_holding(world.root / "state" / "builds", SECRET.encode()) == []
-    assert _files_holding(world.root / "state" / "logs", SECRET.encode()) == []
+    assert _files_holding(state / "builds", SECRET.encode()) == []
+    assert _files_holding(state / "logs", SECRET.encode()) == []
 
 
 # -- request bodies are typed ----------------------------------------------------------------
@@ -309,7 +357,7 @@ async def test_deep_json_answers_400(world: World, aiohttp_client: ClientFactory
         assert deliveries(gate) == 0
 
 
-@pytest.mark.parametrize("tree", ["/repos/liberty/", "/speculative/", "/files/logs/"])
+@pytest.mark.parametrize("tree", ["/repos/liberty/", "/speculative/", "/files/logs/", "/assets/"])
 async def test_long_or_odd_file_names_answer_404(
     world: World, aiohttp_client: ClientFactory, tree: str
 ) -> None:
@@ -370,10 +418,10 @@ def test_token_names_and_tokens_must_be_unique(world: World) -> None:
 # -- timeouts and the connection cap -------------------------------------------------------
 @asynccontextmanager
 async def real_server(
-    world: World, limits: Limits, body_timeout: float = 30.0
+    world: World, limits: Limits, body_timeout: float = 30.0, **overrides: Any
 ) -> AsyncIterator[Served]:
     listen = {"host": "127.0.0.1", "port": 0, "body_timeout": body_timeout}
-    gate = Gate(parse_config(world.config(listen=listen)))
+    gate = Gate(parse_config(world.config(listen=listen, **overrides)))
     served = await serve(make_app(gate.runtime), "127.0.0.1", 0, limits)
     try:
         yield served
@@ -451,3 +499,38 @@ async def test_connections_beyond_the_cap_are_answered_503(world: World) -> None
         await writer.drain()
         assert (await _closed_within(reader, 10)).startswith(b"HTTP/1.1 ")
         writer.close()
+
+
+# -- header bytes that are not UTF-8 -----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "header", "body", "status"),
+    [
+        ("/api/changes", b"Authorization: Bearer \x80\xff", b"{}", 401),
+        ("/api/sources/github/webhook", b"X-Hub-Signature-256: sha256=\x80", b"{}", 403),
+        ("/api/sources/forgejo/webhook", b"X-Forgejo-Signature: \x80\xff", b"{}", 403),
+        ("/api/sources/gitlab/webhook", b"X-Gitlab-Token: \x80\xff", b"{}", 403),
+        (
+            "/api/sources/pagure/webhook",
+            b"X-Pagure-Signature-256: \x80\xff",
+            b'{"msg": {"project_fullname": "rpms/nova"}}',
+            403,
+        ),
+        ("/api/sources/gerrit/events/%80%ff", b"X-Gerrit: 1", b"{}", 401),
+    ],
+)
+async def test_a_secret_or_signature_that_is_not_utf8_is_refused_not_a_500(
+    world: World, path: str, header: bytes, body: bytes, status: int
+) -> None:
+    """aiohttp hands such bytes on as lone surrogates, which ``str.encode()`` refuses."""
+    auth = {"api_tokens": [{"name": "releng", "token": "releng-token-0123456789"}]}
+    async with real_server(world, Limits(), auth=auth, sources=FORGE_SOURCES) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), header, len(body), body)
+        )
+        await writer.drain()
+        answer = await _closed_within(reader, 30)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:300]

@@ -99,7 +99,8 @@ class ExternalJobConfig(JobConfig):
 
 def token_hash(token: str) -> str:
     """What the database keeps of a run's token."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    # surrogateescape: a presented token that is not UTF-8 hashes to a wrong one, no error
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def result_path(run: int) -> str:

@@ -52,9 +52,18 @@ def hmac_sha256_hex(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def header_bytes(value: str) -> bytes:
+    """The bytes a client sent as a header value (or a path segment).
+
+    aiohttp decodes them as UTF-8 with ``surrogateescape``, so a byte that is not
+    UTF-8 (``\\x80``) arrives as a lone surrogate that a plain ``encode()`` refuses
+    (a 500); encoding back the same way gives the sent bytes and never raises."""
+    return value.encode("utf-8", "surrogateescape")
+
+
 def same(given: str, expected: str) -> bool:
     """Constant-time comparison of a presented secret or signature."""
-    return hmac.compare_digest(given.encode(), expected.encode())
+    return hmac.compare_digest(header_bytes(given), expected.encode())
 
 
 def peer(request: web.Request) -> str:

@@ -86,7 +86,7 @@ ACTOR: web.RequestKey[str] = web.RequestKey("actor")
 #: far more than any RPM, log or repodata file name the gate writes)
 MAX_NAME = 255
 MAX_PATH = 2048
-_FILE_TREES = ("/speculative/", "/files/", "/repos/")
+_FILE_TREES = ("/speculative/", "/files/", "/repos/", "/assets/")
 
 
 def _rt(request: web.Request) -> Runtime:
@@ -108,7 +108,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.method == "POST" and tokens:
         header = request.headers.get("Authorization", "")
         given = (
-            header.removeprefix("Bearer ").strip().encode() if header.startswith("Bearer ") else b""
+            webhooks.header_bytes(header.removeprefix("Bearer ").strip())
+            if header.startswith("Bearer ")
+            else b""
         )
         actor = None
         for token in tokens:  # every token compared: the time says nothing of which one

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 
 from gate.sources.gerrit.config import WebhookConfig
+from gate.sources.webhooks import header_bytes
 
 
 def verify(config: WebhookConfig, token: str | None, peer: str | None) -> tuple[int, str] | None:
@@ -26,7 +27,7 @@ def verify(config: WebhookConfig, token: str | None, peer: str | None) -> tuple[
         return 403, f"address {peer} is not in allow_from"
     expected = config.token.get_secret_value() if config.token is not None else None
     if expected is not None:
-        given = (token or "").encode()
+        given = header_bytes(token or "")
         if not hmac.compare_digest(given, expected.encode()):
             return 401, "wrong or missing webhook token"
     return None

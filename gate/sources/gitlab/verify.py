@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from gate.sources.webhooks import header_bytes
+
 #: 401: nothing proves where it came from; 403: what it presented is wrong
 UNAUTHENTICATED, FORBIDDEN = 401, 403
 
@@ -60,7 +62,7 @@ class SecretToken(Check):
         given = headers.get("X-Gitlab-Token")
         if given is None:
             return Refusal(UNAUTHENTICATED, "no X-Gitlab-Token header")
-        if not hmac.compare_digest(given.encode(), self.secret.encode()):
+        if not hmac.compare_digest(header_bytes(given), self.secret.encode()):
             return Refusal(FORBIDDEN, "X-Gitlab-Token does not match the webhook's secret token")
         return None
 
@@ -97,7 +99,7 @@ class SigningToken(Check):
         matched = False
         for entry in signatures.split()[:8]:
             version, _, value = entry.partition(",")
-            if version == "v1" and hmac.compare_digest(value.encode(), expected.encode()):
+            if version == "v1" and hmac.compare_digest(header_bytes(value), expected.encode()):
                 matched = True
         if not matched:
             return Refusal(FORBIDDEN, "webhook-signature does not match")
@@ -106,7 +108,7 @@ class SigningToken(Check):
 
 def sign(key: bytes, delivery: str, stamp: str, body: bytes) -> str:
     """The ``v1`` signature value (base64) of a delivery."""
-    content = delivery.encode() + b"." + stamp.encode() + b"." + body
+    content = header_bytes(delivery) + b"." + header_bytes(stamp) + b"." + body
     return base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from gate.sources.pagure.config import PagureConfig
 from gate.sources.pagure.messages import TOPIC_PATTERN, message_project
+from gate.sources.webhooks import header_bytes
 
 SIGNATURE_HEADER = "X-Pagure-Signature-256"
 #: Pagure's msg_id is "<year>-<uuid4>"; accept any short printable id
@@ -78,7 +79,8 @@ def verify(config: PagureConfig, body: bytes, presented: str | None) -> Verified
     key = config.webhook_secret(claimed)
     if key is None:
         return Rejected(403, f"no webhook key for project {claimed[:100]!r}")
-    if not hmac.compare_digest(presented.strip().lower().encode(), signature(key, body).encode()):
+    given = header_bytes(presented.strip().lower())
+    if not hmac.compare_digest(given, signature(key, body).encode()):
         return Rejected(403, f"bad {SIGNATURE_HEADER} for project {claimed[:100]!r}")
     # signed by the project's key: what follows is Pagure's word, still checked for shape
     topic, msg, msg_id = doc.get("topic"), doc.get("msg"), doc.get("msg_id")
