@@ -685,6 +685,76 @@ async def test_a_backend_error_holds_the_item_visibly_and_a_restart_resumes_it(
         check_invariants(gate)
 
 
+async def test_a_task_the_hub_lost_is_named_in_status_and_healthz_then_fails_its_build(
+    world: World, hub: FakeKoji, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A hub that answers kojihub's GenericError("No such task") about one task for good:
+    not a silent retry loop (issue 7, finding 2) but the task and the hub's fault in
+    ``backends.koji`` and ``/healthz`` while the watcher keeps asking, then a failed
+    build with that reason on the item."""
+    from gate.web.app import make_app
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    async with koji_gate(world, hub) as gate:
+        client = await aiohttp_client(make_app(gate.runtime))
+        propose(
+            gate, world, "nova", HeldSpec("nova", "12.0.1", lookaside=True, hold=str(hold)), "A"
+        )
+        gate.wake()
+
+        def scratch_task() -> str | None:
+            with session(gate.engine) as s:
+                row = s.exec(
+                    select(BuildRow).where(
+                        BuildRow.purpose == "scratch", BuildRow.project == "nova"
+                    )
+                ).first()
+            return row.task_ref if row is not None else None
+
+        task = int(await eventually(scratch_task))
+
+        def child_of_task() -> list[int]:
+            return hub.run(
+                lambda: [
+                    t.id
+                    for t in hub.hub.state.tasks.values()
+                    if t.method == "buildArch" and t.parent == task
+                ]
+            )
+
+        [child] = await eventually(child_of_task)
+        hub.run(lambda: hub.hub.fault_task("getTaskResult", child, 1000, "No such task"))
+        hold.unlink()
+
+        async def shown() -> Any:
+            doc = await (await client.get("/api/status")).json()
+            return doc["backends"]["koji"]["task_faults"]
+
+        faults: dict[str, Any] = {}
+        async with asyncio.timeout(60):
+            while not faults:
+                faults = await shown()
+                await asyncio.sleep(0.05)
+        fault = f"getTaskResult of task {child}: GenericError: No such task"
+        assert faults[str(task)]["fault"] == fault
+        health = await client.get("/healthz")
+        assert health.status == 503
+        assert (
+            f"Koji answers faults about task {task} " in (await health.json())["backends"]["koji"]
+        )
+
+        await gate.wait_idle(120)
+        assert results(gate) == {"rejected": ["A"]}
+        assert failure_of(gate, "A").startswith(
+            f"Koji can no longer report task {task}: {fault} (10 polls in a row): the hub lost"
+        ), failure_of(gate, "A")
+        doc = await (await client.get("/api/status")).json()
+        assert doc["backends"]["koji"]["task_faults"] == {}
+        assert doc["backends"]["koji"]["last_error"] == f"task {task}: {fault}"
+        check_invariants(gate)
+
+
 # -- several arches -------------------------------------------------------------------------
 
 
