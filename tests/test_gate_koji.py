@@ -599,6 +599,96 @@ async def test_scm_final_build_of_a_non_fast_forward_merge_builds_from_a_gate_ow
     hub.stop()
 
 
+def gate_branches(world: World, project: str) -> list[str]:
+    """The gate-owned build branches on the project's remote (``scm_branch_namespace``)."""
+    refs = git(world.remote(project), "for-each-ref", "--format=%(refname)", "refs/heads/rpmgate/")
+    return refs.split()
+
+
+def running_scratch_build(gate: Gate, project: str) -> BuildRow | None:
+    with session(gate.engine) as s:
+        return s.exec(
+            select(BuildRow).where(
+                BuildRow.purpose == "scratch",
+                BuildRow.project == project,
+                BuildRow.state == "running",
+                BuildRow.task_ref != None,  # noqa: E711 - SQL IS NOT NULL
+            )
+        ).first()
+
+
+async def test_dequeuing_an_item_deletes_its_scm_build_branch_from_the_remote(
+    world: World, hub: FakeKoji, tmp_path: Path
+) -> None:
+    """Builds.cancel: the running scratch build's task is cancelled and the branch the
+    gate pushed for kojid (``rpmgate/builds/scratch-<key>``) is deleted again."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    async with koji_gate(world, hub, mode="scm") as gate:
+        propose(
+            gate, world, "nova", HeldSpec("nova", "12.0.1", lookaside=True, hold=str(hold)), "A"
+        )
+        gate.wake()
+        row = await eventually(lambda: running_scratch_build(gate, "nova"))
+        assert gate_branches(world, "nova") == [f"refs/heads/rpmgate/builds/scratch-{row.key[:16]}"]
+
+        store_delivery(gate, "api", "item.dequeue", {"item": item_row(gate, "A").id}, None)
+        gate.wake()
+        await gate.wait_idle(120)
+
+        assert results(gate) == {"dequeued": ["A"]}
+        assert gate_branches(world, "nova") == []
+        task = hub.run(lambda: hub.hub.state.tasks[int(row.task_ref or 0)])
+        assert koji.TASK_STATES[task.state] == "CANCELED"
+        # what the branch held is still where the review system keeps it: only the
+        # gate's own branch went
+        heads = git(world.remote("nova"), "for-each-ref", "--format=%(refname)", "refs/heads/")
+        assert heads.split() == ["refs/heads/main"]
+    hold.unlink()
+
+
+async def test_a_restart_deletes_leftover_build_branches_but_keeps_a_running_builds(
+    world: World, hub: FakeKoji, tmp_path: Path
+) -> None:
+    """Builds.sweep_branches at start: branches under the gate's namespace that no
+    running build needs (left by a crash between a build's end and the branch's
+    deletion) are deleted; the branch of a build still running is kept (kojid may
+    not have cloned it yet), and branches outside the namespace are not the gate's."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    remote = world.remote("nova")
+    async with koji_gate(world, hub, mode="scm") as gate:
+        propose(
+            gate, world, "nova", HeldSpec("nova", "12.0.1", lookaside=True, hold=str(hold)), "A"
+        )
+        gate.wake()
+        row = await eventually(lambda: running_scratch_build(gate, "nova"))
+    # the daemon is gone with A's scratch build running on the hub; earlier builds'
+    # branches were left behind, and someone has a branch of their own
+    [running] = gate_branches(world, "nova")
+    main = git(remote, "rev-parse", "main")
+    leftovers = [
+        "refs/heads/rpmgate/builds/final-0123456789abcdef",
+        "refs/heads/rpmgate/builds/scratch-fedcba9876543210",
+    ]
+    for ref in [*leftovers, "refs/heads/feature/rpmgate"]:
+        git(remote, "update-ref", ref, main)
+    assert sorted(gate_branches(world, "nova")) == sorted([running, *leftovers])
+
+    async with koji_gate(world, hub, mode="scm", idle=False) as gate:
+        # start() swept before it returned
+        assert gate_branches(world, "nova") == [running]
+        assert running == f"refs/heads/rpmgate/builds/scratch-{row.key[:16]}"
+        hold.unlink()
+        await gate.wait_idle(120)
+        assert results(gate) == {"merged": ["A"]}
+        assert gate_branches(world, "nova") == []
+        heads = git(remote, "for-each-ref", "--format=%(refname)", "refs/heads/")
+        assert sorted(heads.split()) == ["refs/heads/feature/rpmgate", "refs/heads/main"]
+        assert hub.hub.count("build") == 4 + 2  # bootstrap; A's scratch build (once) and final
+        check_invariants(gate)
+
+
 def refuse_gate_branches(world: World, project: str) -> None:
     """A server-side hook, as a forge may have, that refuses the gate's branches."""
     hook = world.remote(project) / "hooks" / "pre-receive"
