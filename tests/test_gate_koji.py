@@ -848,7 +848,33 @@ async def test_a_task_the_hub_lost_is_named_in_status_and_healthz_then_fails_its
 # -- several arches -------------------------------------------------------------------------
 
 
-async def test_a_two_arch_target_builds_and_publishes_every_arch(tmp_path: Path) -> None:
+async def served_repo(client: Any, url: str, into: Path) -> list[str]:
+    """The packages a yum repository served at ``url`` lists, read as dnf would: its
+    ``repodata/repomd.xml``, the metadata files that names, then every package's
+    ``location_href`` fetched (each must be served); file names, sorted."""
+
+    async def fetch(path: str) -> bytes:
+        response = await client.get(f"{url}{path}")
+        assert response.status == 200, f"{url}{path}: {response.status}"
+        return bytes(await response.read())
+
+    (into / "repodata").mkdir(parents=True)
+    (into / "repodata" / "repomd.xml").write_bytes(await fetch("repodata/repomd.xml"))
+    for record in cr.Repomd(str(into / "repodata" / "repomd.xml")).records:
+        (into / record.location_href).write_bytes(await fetch(record.location_href))
+    reader = cr.RepositoryReader.from_path(str(into))
+    names = []
+    for package in reader.iter_packages():
+        assert await fetch(package.location_href)
+        names.append(Path(package.location_href).name)
+    return sorted(names)
+
+
+async def test_a_two_arch_target_builds_and_publishes_every_arch(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    from gate.web.app import make_app
+
     world = World(
         tmp_path / "world",
         projects={
@@ -868,6 +894,7 @@ async def test_a_two_arch_target_builds_and_publishes_every_arch(tmp_path: Path)
             }
         }
         async with koji_gate(world, fk, publishers=publishers) as gate:
+            client = await aiohttp_client(make_app(gate.runtime))
             propose(gate, world, "nova", PackageSpec("nova", "12.0.1", noarch=False), "A")
             gate.wake()
             await gate.wait_idle(120)
@@ -876,6 +903,17 @@ async def test_a_two_arch_target_builds_and_publishes_every_arch(tmp_path: Path)
             a = item_row(gate, "A")
             tested = RepoState.from_json(a.tested_state or "").nevras()
             assert {"nova-0:12.0.1-1.x86_64", "nova-0:12.0.1-1.aarch64"} <= tested
+            # the speculative repository A's jobs ran against, as the daemon serves it
+            # (the .repo file's baseurl ends in $basearch/): one repository per arch,
+            # each with that arch's build of nova and the noarch ceilometer, nothing else
+            repo_file = await client.get(f"/speculative/{a.id}-{a.attempt}/rpmgate-{a.id}.repo")
+            assert repo_file.status == 200
+            assert f"/speculative/{a.id}-{a.attempt}/$basearch/" in await repo_file.text()
+            for arch in ("x86_64", "aarch64"):
+                listed = await served_repo(
+                    client, f"/speculative/{a.id}-{a.attempt}/{arch}/", tmp_path / "seen" / arch
+                )
+                assert listed == ["ceilometer-8.0.0-1.noarch.rpm", f"nova-12.0.1-1.{arch}.rpm"]
             current = gate.publishers["liberty"].current()
             assert current is not None
             for arch in ("x86_64", "aarch64"):
