@@ -599,6 +599,96 @@ async def test_scm_final_build_of_a_non_fast_forward_merge_builds_from_a_gate_ow
     hub.stop()
 
 
+def gate_branches(world: World, project: str) -> list[str]:
+    """The gate-owned build branches on the project's remote (``scm_branch_namespace``)."""
+    refs = git(world.remote(project), "for-each-ref", "--format=%(refname)", "refs/heads/rpmgate/")
+    return refs.split()
+
+
+def running_scratch_build(gate: Gate, project: str) -> BuildRow | None:
+    with session(gate.engine) as s:
+        return s.exec(
+            select(BuildRow).where(
+                BuildRow.purpose == "scratch",
+                BuildRow.project == project,
+                BuildRow.state == "running",
+                BuildRow.task_ref != None,  # noqa: E711 - SQL IS NOT NULL
+            )
+        ).first()
+
+
+async def test_dequeuing_an_item_deletes_its_scm_build_branch_from_the_remote(
+    world: World, hub: FakeKoji, tmp_path: Path
+) -> None:
+    """Builds.cancel: the running scratch build's task is cancelled and the branch the
+    gate pushed for kojid (``rpmgate/builds/scratch-<key>``) is deleted again."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    async with koji_gate(world, hub, mode="scm") as gate:
+        propose(
+            gate, world, "nova", HeldSpec("nova", "12.0.1", lookaside=True, hold=str(hold)), "A"
+        )
+        gate.wake()
+        row = await eventually(lambda: running_scratch_build(gate, "nova"))
+        assert gate_branches(world, "nova") == [f"refs/heads/rpmgate/builds/scratch-{row.key[:16]}"]
+
+        store_delivery(gate, "api", "item.dequeue", {"item": item_row(gate, "A").id}, None)
+        gate.wake()
+        await gate.wait_idle(120)
+
+        assert results(gate) == {"dequeued": ["A"]}
+        assert gate_branches(world, "nova") == []
+        task = hub.run(lambda: hub.hub.state.tasks[int(row.task_ref or 0)])
+        assert koji.TASK_STATES[task.state] == "CANCELED"
+        # what the branch held is still where the review system keeps it: only the
+        # gate's own branch went
+        heads = git(world.remote("nova"), "for-each-ref", "--format=%(refname)", "refs/heads/")
+        assert heads.split() == ["refs/heads/main"]
+    hold.unlink()
+
+
+async def test_a_restart_deletes_leftover_build_branches_but_keeps_a_running_builds(
+    world: World, hub: FakeKoji, tmp_path: Path
+) -> None:
+    """Builds.sweep_branches at start: branches under the gate's namespace that no
+    running build needs (left by a crash between a build's end and the branch's
+    deletion) are deleted; the branch of a build still running is kept (kojid may
+    not have cloned it yet), and branches outside the namespace are not the gate's."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    remote = world.remote("nova")
+    async with koji_gate(world, hub, mode="scm") as gate:
+        propose(
+            gate, world, "nova", HeldSpec("nova", "12.0.1", lookaside=True, hold=str(hold)), "A"
+        )
+        gate.wake()
+        row = await eventually(lambda: running_scratch_build(gate, "nova"))
+    # the daemon is gone with A's scratch build running on the hub; earlier builds'
+    # branches were left behind, and someone has a branch of their own
+    [running] = gate_branches(world, "nova")
+    main = git(remote, "rev-parse", "main")
+    leftovers = [
+        "refs/heads/rpmgate/builds/final-0123456789abcdef",
+        "refs/heads/rpmgate/builds/scratch-fedcba9876543210",
+    ]
+    for ref in [*leftovers, "refs/heads/feature/rpmgate"]:
+        git(remote, "update-ref", ref, main)
+    assert sorted(gate_branches(world, "nova")) == sorted([running, *leftovers])
+
+    async with koji_gate(world, hub, mode="scm", idle=False) as gate:
+        # start() swept before it returned
+        assert gate_branches(world, "nova") == [running]
+        assert running == f"refs/heads/rpmgate/builds/scratch-{row.key[:16]}"
+        hold.unlink()
+        await gate.wait_idle(120)
+        assert results(gate) == {"merged": ["A"]}
+        assert gate_branches(world, "nova") == []
+        heads = git(remote, "for-each-ref", "--format=%(refname)", "refs/heads/")
+        assert sorted(heads.split()) == ["refs/heads/feature/rpmgate", "refs/heads/main"]
+        assert hub.hub.count("build") == 4 + 2  # bootstrap; A's scratch build (once) and final
+        check_invariants(gate)
+
+
 def refuse_gate_branches(world: World, project: str) -> None:
     """A server-side hook, as a forge may have, that refuses the gate's branches."""
     hook = world.remote(project) / "hooks" / "pre-receive"
@@ -685,10 +775,106 @@ async def test_a_backend_error_holds_the_item_visibly_and_a_restart_resumes_it(
         check_invariants(gate)
 
 
+async def test_a_task_the_hub_lost_is_named_in_status_and_healthz_then_fails_its_build(
+    world: World, hub: FakeKoji, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A hub that answers kojihub's GenericError("No such task") about one task for good:
+    not a silent retry loop (issue 7, finding 2) but the task and the hub's fault in
+    ``backends.koji`` and ``/healthz`` while the watcher keeps asking, then a failed
+    build with that reason on the item."""
+    from gate.web.app import make_app
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    async with koji_gate(world, hub) as gate:
+        client = await aiohttp_client(make_app(gate.runtime))
+        propose(
+            gate, world, "nova", HeldSpec("nova", "12.0.1", lookaside=True, hold=str(hold)), "A"
+        )
+        gate.wake()
+
+        def scratch_task() -> str | None:
+            with session(gate.engine) as s:
+                row = s.exec(
+                    select(BuildRow).where(
+                        BuildRow.purpose == "scratch", BuildRow.project == "nova"
+                    )
+                ).first()
+            return row.task_ref if row is not None else None
+
+        task = int(await eventually(scratch_task))
+
+        def child_of_task() -> list[int]:
+            return hub.run(
+                lambda: [
+                    t.id
+                    for t in hub.hub.state.tasks.values()
+                    if t.method == "buildArch" and t.parent == task
+                ]
+            )
+
+        [child] = await eventually(child_of_task)
+        hub.run(lambda: hub.hub.fault_task("getTaskResult", child, 1000, "No such task"))
+        hold.unlink()
+
+        async def shown() -> Any:
+            doc = await (await client.get("/api/status")).json()
+            return doc["backends"]["koji"]["task_faults"]
+
+        faults: dict[str, Any] = {}
+        async with asyncio.timeout(60):
+            while not faults:
+                faults = await shown()
+                await asyncio.sleep(0.05)
+        fault = f"getTaskResult of task {child}: GenericError: No such task"
+        assert faults[str(task)]["fault"] == fault
+        health = await client.get("/healthz")
+        assert health.status == 503
+        assert (
+            f"Koji answers faults about task {task} " in (await health.json())["backends"]["koji"]
+        )
+
+        await gate.wait_idle(120)
+        assert results(gate) == {"rejected": ["A"]}
+        assert failure_of(gate, "A").startswith(
+            f"Koji can no longer report task {task}: {fault} (10 polls in a row): the hub lost"
+        ), failure_of(gate, "A")
+        doc = await (await client.get("/api/status")).json()
+        assert doc["backends"]["koji"]["task_faults"] == {}
+        assert doc["backends"]["koji"]["last_error"] == f"task {task}: {fault}"
+        check_invariants(gate)
+
+
 # -- several arches -------------------------------------------------------------------------
 
 
-async def test_a_two_arch_target_builds_and_publishes_every_arch(tmp_path: Path) -> None:
+async def served_repo(client: Any, url: str, into: Path) -> list[str]:
+    """The packages a yum repository served at ``url`` lists, read as dnf would: its
+    ``repodata/repomd.xml``, the metadata files that names, then every package's
+    ``location_href`` fetched (each must be served); file names, sorted."""
+
+    async def fetch(path: str) -> bytes:
+        response = await client.get(f"{url}{path}")
+        assert response.status == 200, f"{url}{path}: {response.status}"
+        return bytes(await response.read())
+
+    (into / "repodata").mkdir(parents=True)
+    (into / "repodata" / "repomd.xml").write_bytes(await fetch("repodata/repomd.xml"))
+    for record in cr.Repomd(str(into / "repodata" / "repomd.xml")).records:
+        (into / record.location_href).write_bytes(await fetch(record.location_href))
+    reader = cr.RepositoryReader.from_path(str(into))
+    names = []
+    for package in reader.iter_packages():
+        assert await fetch(package.location_href)
+        names.append(Path(package.location_href).name)
+    return sorted(names)
+
+
+async def test_a_two_arch_target_builds_and_publishes_every_arch(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    from gate.web.app import make_app
+
     world = World(
         tmp_path / "world",
         projects={
@@ -708,6 +894,7 @@ async def test_a_two_arch_target_builds_and_publishes_every_arch(tmp_path: Path)
             }
         }
         async with koji_gate(world, fk, publishers=publishers) as gate:
+            client = await aiohttp_client(make_app(gate.runtime))
             propose(gate, world, "nova", PackageSpec("nova", "12.0.1", noarch=False), "A")
             gate.wake()
             await gate.wait_idle(120)
@@ -716,6 +903,17 @@ async def test_a_two_arch_target_builds_and_publishes_every_arch(tmp_path: Path)
             a = item_row(gate, "A")
             tested = RepoState.from_json(a.tested_state or "").nevras()
             assert {"nova-0:12.0.1-1.x86_64", "nova-0:12.0.1-1.aarch64"} <= tested
+            # the speculative repository A's jobs ran against, as the daemon serves it
+            # (the .repo file's baseurl ends in $basearch/): one repository per arch,
+            # each with that arch's build of nova and the noarch ceilometer, nothing else
+            repo_file = await client.get(f"/speculative/{a.id}-{a.attempt}/rpmgate-{a.id}.repo")
+            assert repo_file.status == 200
+            assert f"/speculative/{a.id}-{a.attempt}/$basearch/" in await repo_file.text()
+            for arch in ("x86_64", "aarch64"):
+                listed = await served_repo(
+                    client, f"/speculative/{a.id}-{a.attempt}/{arch}/", tmp_path / "seen" / arch
+                )
+                assert listed == ["ceilometer-8.0.0-1.noarch.rpm", f"nova-12.0.1-1.{arch}.rpm"]
             current = gate.publishers["liberty"].current()
             assert current is not None
             for arch in ("x86_64", "aarch64"):

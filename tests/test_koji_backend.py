@@ -415,6 +415,105 @@ async def test_a_bug_in_a_poll_cycle_stops_the_watch_loudly_instead_of_retrying(
     assert fake_koji.hub.count("build") == 1
 
 
+def held_spec(hold: Path, content: str = "hello") -> str:
+    """A spec whose buildArch task keeps running while ``hold`` exists."""
+    return spec(build=f"while [ -e {hold} ]; do sleep 0.1; done", content=content)
+
+
+async def build_arch_child(fk: FakeKoji, parent: int) -> int:
+    """The id of ``parent``'s buildArch child, once the builder made it."""
+
+    def find() -> list[int]:
+        return fk.run(
+            lambda: [
+                t.id
+                for t in fk.hub.state.tasks.values()
+                if t.method == "buildArch" and t.parent == parent
+            ]
+        )
+
+    [child] = await eventually(find)
+    return int(child)
+
+
+async def test_a_task_the_hub_says_is_gone_fails_its_build_loudly_and_is_not_taken_over(
+    fake_koji: FakeKoji, repo: Distgit, backends: Callable[..., KojiBackend], tmp_path: Path
+) -> None:
+    """kojihub's Task.getResult answers GenericError("No such task") for a task row
+    that is gone: after MAX_TASK_FAULTS polls the build fails (a build the gate
+    cannot observe is not trusted), shown all along; other tasks are not touched."""
+    backend = backends()
+    hold = tmp_path / "hold"
+    hold.touch()
+    request = repo.request(repo.commit(held_spec(hold)))
+    ref = await backend.submit(request)
+    other = repo.request(repo.commit(spec(content="other")), key="f" * 20)
+    other_ref = await backend.submit(other)
+    child = await build_arch_child(fake_koji, int(ref))
+    fake_koji.run(lambda: fake_koji.hub.fault_task("getTaskResult", child, 1000, "No such task"))
+    waiting = asyncio.create_task(backend.wait(ref))
+    hold.unlink()
+
+    # loud from the first poll that got the fault: status and /healthz name task and fault
+    faults = await eventually(lambda: backend.status()["task_faults"])
+    fault = f"getTaskResult of task {child}: GenericError: No such task"
+    assert list(faults) == [ref]
+    assert faults[ref]["fault"] == fault and faults[ref]["task_gone"]
+    assert faults[ref]["gives_up_after"] == koji_watch.MAX_TASK_FAULTS
+    assert backend.status()["last_error"] == f"task {ref}: {fault}"
+    problem = backend.problem() or ""
+    assert problem.startswith(f"Koji answers faults about task {ref} ({fake_koji.weburl}/taskinfo")
+    assert fault in problem
+
+    outcome = await waiting
+    assert not outcome.ok
+    assert outcome.reason.startswith(
+        f"Koji can no longer report task {ref}: {fault} "
+        f"({koji_watch.MAX_TASK_FAULTS} polls in a row): the hub lost this task or its files"
+    ), outcome.reason
+    assert outcome.reason.endswith("not a fault of the change")
+    assert (await backend.wait(other_ref)).ok  # the fault was about one task only
+    assert backend.problem() is None and backend.status()["task_faults"] == {}
+
+    # the journal forgot the task: the same key is built anew, not taken over again
+    again = await backend.submit(request)
+    assert again not in (ref, other_ref)
+    assert fake_koji.hub.count("build") == 3
+
+
+async def test_a_task_fault_that_does_not_say_the_task_is_gone_holds_the_build_visibly(
+    fake_koji: FakeKoji, repo: Distgit, backends: Callable[..., KojiBackend], tmp_path: Path
+) -> None:
+    """A hub bug (fault 1, as kojixmlrpc answers an unexpected exception) about one
+    task may be fixed on the hub: the watch stops with a BackendError (shown, never
+    retried in silence, never a failed build), and the journal keeps the task."""
+    backend = backends()
+    hold = tmp_path / "hold"
+    hold.touch()
+    request = repo.request(repo.commit(held_spec(hold)))
+    ref = await backend.submit(request)
+    child = await build_arch_child(fake_koji, int(ref))
+    text = "<class 'AttributeError'>: 'NoneType' object has no attribute 'find'"
+    fake_koji.run(lambda: fake_koji.hub.fault_task("listTaskOutput", child, 1, text))
+    hold.unlink()
+
+    with pytest.raises(BackendError) as caught:
+        await backend.wait(ref)
+
+    assert str(caught.value) == (
+        f"Koji backend error: the hub keeps answering faults about task {ref}: "
+        f"listTaskOutput of task {child}: fault 1: {text} "
+        f"({koji_watch.MAX_TASK_FAULTS} polls in a row); the task may be fine, "
+        "the watch stops until a restart"
+    )
+    assert backend.status()["last_error"] == f"task {ref}: listTaskOutput of task {child}: " + (
+        f"fault 1: {text}"
+    )
+    # a restart (a new watch) takes the same task over: nothing is built twice
+    assert await backend.submit(request) == ref
+    assert fake_koji.hub.count("build") == 1
+
+
 async def test_a_submission_costs_a_constant_number_of_calls_and_no_recovery_scan(
     fake_koji: FakeKoji, repo: Distgit, backends: Callable[..., KojiBackend]
 ) -> None:

@@ -56,7 +56,7 @@ from gate.builders.koji_journal import Submission, SubmissionJournal
 from gate.builders.koji_promotion import GONE, promote_draft
 from gate.builders.koji_session import HubSession, HubUnavailable, describe, is_transient
 from gate.builders.koji_tagging import Tagger, TagRefused, Untagged, untagged_by_kojid
-from gate.builders.koji_watch import TaskReport, TaskWatcher, build_id
+from gate.builders.koji_watch import TaskReport, TaskUnreadable, TaskWatcher, build_id
 from gate.builders.sandbox import Sandbox
 from gate.builders.srpm import (
     Confined,
@@ -143,6 +143,13 @@ class KojiBackend(BuildBackend):
     def problem(self) -> str | None:
         if self.hub.health.backend_error:
             return f"Koji backend error: {self.hub.health.backend_error}"
+        faults = self.watcher.task_faults()
+        if faults:
+            return "; ".join(
+                f"Koji answers faults about task {task_id} ({self.task_url(task_id)}): "
+                f"{f['fault']} ({f['polls']} of {f['gives_up_after']} polls in a row)"
+                for task_id, f in faults.items()
+            )
         return None
 
     async def probe(self) -> str | None:
@@ -165,6 +172,7 @@ class KojiBackend(BuildBackend):
             "tasks": self.watcher.progress(),
             "drafts": "on" if self.drafts_off is None else f"off: {self.drafts_off}",
             "draft_removal": self._draft_removal_status(),
+            "task_faults": {str(t): f for t, f in self.watcher.task_faults().items()},
             **self.hub.health.as_dict(),
         }
 
@@ -288,8 +296,28 @@ class KojiBackend(BuildBackend):
 
     async def wait(self, task_ref: str) -> BuildOutcome:
         """Wait for the task (polled with all others) and fetch its RPMs into the pool."""
-        report = await self.watcher.wait(_task_id(task_ref))
+        try:
+            report = await self.watcher.wait(_task_id(task_ref))
+        except TaskUnreadable as exc:
+            return await self._unreadable(exc)
         return await self._outcome(report)
+
+    async def _unreadable(self, exc: TaskUnreadable) -> BuildOutcome:
+        """A task the hub says is gone, or whose output is (:class:`TaskUnreadable`):
+        a build the gate cannot observe is not one it can trust, so it fails, naming
+        the task and the hub's fault; the journal forgets the task, so building the
+        same key again (a failed final build is retried at the tip) makes a new one
+        instead of taking this one over.  Only kojihub's own "gone" faults get here:
+        an outage or any other fault holds the build instead (``koji_watch``)."""
+        forgotten = await asyncio.to_thread(self.journal.forget_task, exc.task_id)
+        log.error("%s; build failed (journal records forgotten: %d)", exc, forgotten)
+        return BuildOutcome(
+            ok=False,
+            reason=(
+                f"{exc}: the hub lost this task or its files, so the gate cannot see what "
+                f"it built ({self.task_url(exc.task_id)}); not a fault of the change"
+            ),
+        )
 
     async def cancel(self, task_ref: str) -> None:
         """``cancelTask`` (children included); a finished or unknown task is left alone."""

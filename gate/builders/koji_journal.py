@@ -87,3 +87,19 @@ class SubmissionJournal:
     def save(self, record: Submission) -> None:
         text = json.dumps(asdict(record), indent=2, sort_keys=True) + "\n"
         write_atomically(self.path(record.purpose, record.key), text)
+
+    def forget_task(self, task_id: int) -> int:
+        """Make ``task_id`` an earlier attempt in every record naming it (a task whose
+        outcome the hub can no longer report): the next ``submit`` of that key
+        builds anew instead of taking the task over.  Returns how many records."""
+        changed = 0
+        for path in sorted(self.root.glob("*.json")):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("task_id") != task_id:
+                continue
+            record = Submission(**data)
+            record.previous = [*record.previous, task_id]
+            record.task_id, record.nvr, record.adopted = None, None, False
+            self.save(record)
+            changed += 1
+        return changed

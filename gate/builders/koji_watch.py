@@ -19,6 +19,15 @@ that breaks a cycle (a fault on the multicall itself, a reply this module
 cannot read) is not retried: every waiter gets a :class:`BackendError` and the
 health record keeps the error, so it shows instead of looping in silence.
 
+A fault the hub answers to one call about one task (the multicall itself went
+through) shows from the first poll (:meth:`TaskWatcher.task_faults`, the
+backend's status and ``/healthz``).  After :data:`MAX_TASK_FAULTS` polls in a
+row the wait ends: with :class:`TaskUnreadable` when kojihub's fault says the
+task or its output is gone (the build cannot be observed, so it cannot be
+trusted), else with a :class:`BackendError` (the watch stops, visibly, until a
+restart: a fault that says nothing about the task is the hub's, and must not
+reject a change).
+
 Rows are read by Koji's documented contract, not by what one hub happens to
 send: ``listBuilds`` rows carry ``build_id`` (only ``getBuild`` also has
 ``id``), a ``buildArch`` child's build arch is its ``label`` (its ``arch`` is
@@ -31,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import xmlrpc.client
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +54,45 @@ log = logging.getLogger(__name__)
 DONE_STATES = ("CLOSED", "FAILED", "CANCELED")
 #: cycles in a row a task may get faults from the hub before its waiters give up
 MAX_TASK_FAULTS = 10
+#: kojihub's own words (koji 2083513a) for a task whose record or output is gone,
+#: matched in a per-task call's fault: nothing else says the task itself is lost
+TASK_GONE_FAULTS = (
+    # kojihub/kojihub.py Task.getResult: the task row is gone (koji-sweep-db
+    # --scratch-builds deletes a scratch build's tasks; a DBA may too)
+    "No such task",
+    # Task.getInfo(strict=True), Task.getRequest, Task.isFinished: executeOne(strict)
+    "query returned no rows",
+    # list_task_output(strict=True)
+    "Task doesn't exist",
+    # list_task_output: os.stat of an output file whose target was purged (a scratch
+    # build's files moved to scratch/ and cleaned from there); not a GenericError,
+    # kojixmlrpc answers it as fault 1 "<class 'FileNotFoundError'>: [Errno 2] ..."
+    "FileNotFoundError",
+)
+
+
+def says_task_is_gone(fault: BaseException) -> bool:
+    """Does a hub fault about one task say the task (or its output) is gone?
+
+    Only a Koji fault counts (a transport error is an outage, retried elsewhere,
+    and never ends up here); :data:`TASK_GONE_FAULTS` are kojihub's texts."""
+    if is_transient(fault):
+        return False
+    text = fault.faultString if isinstance(fault, xmlrpc.client.Fault) else str(fault)
+    return any(words in text for words in TASK_GONE_FAULTS)
+
+
+class TaskUnreadable(BackendError):
+    """The hub says a watched task, or what it wrote, is gone: its outcome can no
+    longer be read (:func:`says_task_is_gone`, :data:`MAX_TASK_FAULTS` polls in a row)."""
+
+    def __init__(self, task_id: int, problem: str, polls: int) -> None:
+        super().__init__(
+            f"Koji can no longer report task {task_id}: {problem} ({polls} polls in a row)"
+        )
+        self.task_id = task_id
+        self.problem = problem
+        self.polls = polls
 
 
 def _state_name(code: Any) -> str:
@@ -98,6 +147,9 @@ class _Watched:
     children: list[dict[str, Any]] = field(default_factory=list)
     #: cycles in a row in which a call about this task came back as a fault
     faults: int = 0
+    #: the last such fault: "<call>: <fault>", and whether it says the task is gone
+    problem: str = ""
+    gone: bool = False
 
 
 class TaskWatcher:
@@ -128,6 +180,21 @@ class TaskWatcher:
                 },
             }
             for task_id, w in self._watched.items()
+        }
+
+    def task_faults(self) -> dict[int, dict[str, Any]]:
+        """Watched tasks whose calls came back as faults in the last poll, for the
+        status page and ``/healthz``: the call and the hub's fault, polls in a row,
+        and whether the fault says the task is gone."""
+        return {
+            task_id: {
+                "fault": w.problem,
+                "polls": w.faults,
+                "task_gone": w.gone,
+                "gives_up_after": MAX_TASK_FAULTS,
+            }
+            for task_id, w in sorted(self._watched.items())
+            if w.faults
         }
 
     async def wait(self, task_id: int) -> TaskReport:
@@ -208,32 +275,53 @@ class TaskWatcher:
             if isinstance(info, Exception):
                 # a fault is not "no such task": losing the task here could get
                 # it submitted twice, so keep watching unless it persists
-                self._task_fault(task_id, f"getTaskInfo: {describe(info)}")
+                self._task_fault(task_id, f"getTaskInfo: {describe(info)}", info)
+                continue
+            if isinstance(children, Exception):
+                # without its children a finished task's report would lack its RPMs
+                self._task_fault(task_id, f"getTaskChildren: {describe(children)}", children)
                 continue
             watched.state = _state_name(info["state"])
             watched.children = children if isinstance(children, list) else []
             if watched.state in DONE_STATES:
                 finished.append((info, watched.children))
+            else:
+                watched.faults = 0  # a task still running answered: no fault this poll
         if finished:
             reports, problems = await self._reports(finished)
             for report in reports:
                 self._resolve(report.id, report=report)
-            for task_id, problem in problems.items():
-                self._task_fault(task_id, problem)
+            for task_id, (problem, fault) in problems.items():
+                self._task_fault(task_id, problem, fault)
 
-    def _task_fault(self, task_id: int, problem: str) -> None:
+    def _task_fault(self, task_id: int, problem: str, fault: BaseException) -> None:
+        """One more poll in which the hub answered a call about ``task_id`` with a fault.
+
+        Shown at once (:meth:`task_faults`, the health record's ``last_error``);
+        after :data:`MAX_TASK_FAULTS` polls in a row the waiters get
+        :class:`TaskUnreadable` if the fault says the task is gone, else a
+        :class:`BackendError` (never a transient error: that would be retried
+        every few seconds for ever, in silence).
+        """
         watched = self._watched.get(task_id)
         if watched is None:
             return
         watched.faults += 1
+        watched.problem, watched.gone = problem, says_task_is_gone(fault)
+        self.hub.health.last_error = f"task {task_id}: {problem}"
         log.warning("koji task %d: %s (%d in a row)", task_id, problem, watched.faults)
-        if watched.faults >= MAX_TASK_FAULTS:
-            self._resolve(
-                task_id,
-                exc=TransientBackendError(
-                    f"Koji keeps failing calls about task {task_id}: {problem}"
-                ),
+        if watched.faults < MAX_TASK_FAULTS:
+            return
+        exc: BackendError
+        if watched.gone:
+            exc = TaskUnreadable(task_id, problem, watched.faults)
+        else:
+            exc = BackendError(
+                f"Koji backend error: the hub keeps answering faults about task {task_id}: "
+                f"{problem} ({watched.faults} polls in a row); the task may be fine, "
+                "the watch stops until a restart"
             )
+        self._resolve(task_id, exc=exc)
 
     def _resolve(
         self, task_id: int, report: TaskReport | None = None, exc: BaseException | None = None
@@ -253,8 +341,9 @@ class TaskWatcher:
 
     async def _reports(
         self, finished: list[tuple[dict[str, Any], list[dict[str, Any]]]]
-    ) -> tuple[list[TaskReport], dict[int, str]]:
-        """Reports for finished tasks, and the tasks whose details came back as faults."""
+    ) -> tuple[list[TaskReport], dict[int, tuple[str, BaseException]]]:
+        """Reports for finished tasks, and the tasks whose details came back as faults
+        (what failed and the fault)."""
         calls: list[Call] = []
         slots: list[tuple[str, int]] = []  # what each call is for: (kind, task id)
         for info, children in finished:
@@ -280,10 +369,10 @@ class TaskWatcher:
             self.last_cycle_requests += 1
         found: dict[tuple[str, int], Any] = dict(zip(slots, results, strict=True))
 
-        problems: dict[int, str] = {}
+        problems: dict[int, tuple[str, BaseException]] = {}
         for info, children in finished:
             bad = _missing_details(info, children, found)
-            if bad:
+            if bad is not None:
                 problems[info["id"]] = bad
         builds_by_task: dict[int, list[dict[str, Any]]] = {}
         for (kind, task_id), value in found.items():
@@ -293,7 +382,8 @@ class TaskWatcher:
         for task_id, builds in builds_by_task.items():
             failed = [build_id(b) for b in builds if isinstance(rpms.get(build_id(b)), Exception)]
             if failed:
-                problems[task_id] = f"listRPMs of build {failed[0]}: {describe(rpms[failed[0]])}"
+                fault = rpms[failed[0]]
+                problems[task_id] = (f"listRPMs of build {failed[0]}: {describe(fault)}", fault)
 
         reports = []
         for info, children in finished:
@@ -339,19 +429,20 @@ def build_id(build: dict[str, Any]) -> int:
 
 def _missing_details(
     info: dict[str, Any], children: list[dict[str, Any]], found: dict[tuple[str, int], Any]
-) -> str:
-    """What a closed build task's report would lack because a call failed, or ""."""
+) -> tuple[str, BaseException] | None:
+    """What a closed build task's report would lack because a call failed (the call
+    and its fault), or None."""
     if _state_name(info["state"]) != "CLOSED":
-        return ""
+        return None
     builds = found.get(("builds", info["id"]))
     if isinstance(builds, Exception):
-        return f"listBuilds: {describe(builds)}"
+        return f"listBuilds: {describe(builds)}", builds
     for child in children:
-        for kind in ("child_result", "child_output"):
+        for kind, call in (("child_result", "getTaskResult"), ("child_output", "listTaskOutput")):
             value = found.get((kind, child["id"]))
             if isinstance(value, Exception):
-                return f"{kind.replace('child_', 'task ')} of {child['id']}: {describe(value)}"
-    return ""
+                return f"{call} of task {child['id']}: {describe(value)}", value
+    return None
 
 
 def _child(info: dict[str, Any], found: dict[tuple[str, int], Any]) -> ChildTask:

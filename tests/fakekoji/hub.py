@@ -140,6 +140,8 @@ class FakeHub:
         #: "503", "offline" or "reset" while the hub is down, else None
         self.outage: str | None = None
         self._injections: list[_Injection] = []
+        #: (method, task id) -> fault answered to every such call (fault_task)
+        self._task_faults: dict[tuple[str, int], tuple[int, str]] = {}
         self._current_request: web.Request | None = None
         self._caller = _Caller()
 
@@ -179,6 +181,14 @@ class FakeHub:
     def fault_next(self, method: str, code: int, text: str, times: int = 1) -> None:
         """Answer the next ``times`` calls of ``method`` with fault ``code`` (any code)."""
         self._injections.append(_Injection(times, "fault", frozenset({method}), fault=(code, text)))
+
+    def fault_task(self, method: str, task_id: int, code: int, text: str) -> None:
+        """Answer every call of ``method`` about task ``task_id`` (its first argument, or
+        ``taskID``/``taskId``) with fault ``code`` for good: a task the hub can no longer
+        read, while every other call works.  Give it kojihub's own text for the case,
+        e.g. ``Task.getResult``'s ``GenericError("No such task")`` (code 1000) for a
+        task row deleted behind the client (``koji-sweep-db --scratch-builds``)."""
+        self._task_faults[(method, task_id)] = (code, text)
 
     def expire_sessions(self) -> None:
         """Expire every session (SessionRenewalTimeout passed): calls get ``AuthExpired``."""
@@ -536,6 +546,13 @@ class FakeHub:
         inj = self._take_injection(method, ("fault",))
         if inj is not None and inj.fault is not None:
             raise Fault(*inj.fault)
+        about = (
+            args[0]
+            if args
+            else next((opts[k] for k in ("taskID", "taskId", "task_id") if k in opts), None)
+        )
+        if isinstance(about, int) and (method, about) in self._task_faults:
+            raise Fault(*self._task_faults[(method, about)])
         self.api.session = self._caller.record if self._caller.logged_in else None
         try:
             return koji.util.call_with_argcheck(func, args, opts)
