@@ -22,7 +22,7 @@ import requests
 
 from gate.builders import koji_watch
 from gate.builders.base import BackendError, BuildError, TaskLost, TransientBackendError
-from gate.builders.koji import KojiBackend
+from gate.builders.koji import UNHEALTHY_AFTER, KojiBackend
 from gate.builders.koji_config import KojiConfig, KojiConfigError
 from repo_state.pool import Pool, sha256_file
 from tests.fakekoji import Failure, FakeKoji
@@ -461,9 +461,12 @@ async def test_a_task_the_hub_says_is_gone_fails_its_build_loudly_and_is_not_tak
     assert faults[ref]["fault"] == fault and faults[ref]["task_gone"]
     assert faults[ref]["gives_up_after"] == koji_watch.MAX_TASK_FAULTS
     assert backend.status()["last_error"] == f"task {ref}: {fault}"
-    problem = backend.problem() or ""
+    # /healthz once it repeats (UNHEALTHY_AFTER polls): one poll's fault does not flap it
+    assert faults[ref]["polls"] >= UNHEALTHY_AFTER or backend.problem() is None
+    problem = await eventually(backend.problem)
     assert problem.startswith(f"Koji answers faults about task {ref} ({fake_koji.weburl}/taskinfo")
     assert fault in problem
+    assert backend.status()["task_faults"][ref]["polls"] >= UNHEALTHY_AFTER
 
     outcome = await waiting
     assert not outcome.ok

@@ -73,6 +73,9 @@ from repo_state.state import Artifact
 
 log = logging.getLogger(__name__)
 
+#: polls in a row a fault about one task lasts before it fails ``/healthz``
+UNHEALTHY_AFTER = 3
+
 # Tasks a search for a submission whose id was lost may adopt: alive or done,
 # never FAILED or CANCELED (a new submission is made instead; kojihub lets a
 # failed NVR be built again, kojihub.py recycle_build).
@@ -143,7 +146,12 @@ class KojiBackend(BuildBackend):
     def problem(self) -> str | None:
         if self.hub.health.backend_error:
             return f"Koji backend error: {self.hub.health.backend_error}"
-        faults = self.watcher.task_faults()
+        # a fault about one task fails /healthz once it repeats (one poll's fault that
+        # the next poll does not see again would only make the check flap); the
+        # status shows it from the first poll
+        faults = {
+            t: f for t, f in self.watcher.task_faults().items() if f["polls"] >= UNHEALTHY_AFTER
+        }
         if faults:
             return "; ".join(
                 f"Koji answers faults about task {task_id} ({self.task_url(task_id)}): "
