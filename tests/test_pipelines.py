@@ -401,7 +401,7 @@ async def test_a_job_that_passes_on_a_retry_counts_and_is_reported_flaky(
             for family in text_string_to_metric_families(metrics.render().decode())
             for sample in family.samples
         }
-        key = frozenset({"job": "install-test", "arch": "x86_64"}.items())
+        key = frozenset({"job": "install-test", "build": "", "arch": "x86_64"}.items())
         assert samples[("rpmgate_job_flaky_passes_total", key)] == 1
         failed_tries = frozenset({"job": "install-test", "result": "failed"}.items())
         assert samples[("rpmgate_jobs_total", failed_tries)] == 1

@@ -478,7 +478,12 @@ def status(
                 "arches": list(arches),
                 "pipeline": stages_of(cfg.pipeline, cfg.jobs),
                 "flaky_jobs": flaky_jobs(
-                    s, name, [j.name for j in cfg.jobs], cfg.flaky, len(arches)
+                    s,
+                    name,
+                    [j.name for j in cfg.jobs],
+                    cfg.flaky,
+                    len(arches),
+                    len(rt.config.builds_of(name)),
                 ),
             }
         )
