@@ -83,6 +83,51 @@ def test_a_gate_item_shows_each_step_in_order_with_its_state() -> None:
     ]
 
 
+def test_a_job_is_one_step_per_arch_and_build_and_a_failed_run_shows_failed() -> None:
+    """The last run of a name used to decide the job's step: aarch64's failure showed as
+    passed when x86_64's run came after it.  Each run is a step now; its last try decides."""
+
+    def run(name: str, arch: str, state: str, build: str = "", try_number: int = 1) -> Any:
+        return {
+            "name": name,
+            "arch": arch,
+            "build": build,
+            "state": state,
+            "try_number": try_number,
+        }
+
+    two_arches = item(
+        1,
+        ItemState.FAILING,
+        jobs=[
+            run("install", "aarch64", "failed"),
+            run("install", "x86_64", "passed"),
+            run("smoke", "x86_64", "failed", try_number=1),
+            run("smoke", "x86_64", "running", try_number=2),  # a retry: running again
+        ],
+    )
+    bar = [(s.label, s.state) for s in segments(two_arches, ["install", "smoke", "later"])]
+    assert [b for b in bar if b[0].startswith("job ")] == [
+        ("job install aarch64", "failed"),
+        ("job install x86_64", "passed"),
+        ("job smoke x86_64", "running"),
+        ("job later", "none"),
+    ]
+    # several named builds: each build's run is a step of its own (one arch: not named)
+    two_builds = item(
+        2,
+        ItemState.FAILING,
+        jobs=[
+            run("install", "x86_64", "failed", "el10"),
+            run("install", "x86_64", "passed", "el9"),
+        ],
+    )
+    assert [(s.label, s.state) for s in segments(two_builds, ["install"]) if "job" in s.label] == [
+        ("job install el10", "failed"),
+        ("job install el9", "passed"),
+    ]
+
+
 def test_at_the_tip_the_steps_before_the_current_one_passed() -> None:
     doc = item(1, ItemState.PUBLISHING, tip={"step": "publish", "state": "failed"})
     states = {s.label: s.state for s in segments(doc, [])}
