@@ -330,6 +330,61 @@ def test_only_web_and_same_site_urls_become_links() -> None:
     assert safe_href(None) is None
 
 
+# -- flaky jobs -----------------------------------------------------------------------------
+def _bare_page() -> Any:
+    """A page over no runtime: only what render_queue reads (the queue's job names),
+    and no database (no step durations: no ETA)."""
+    from gate.web.page import Page
+
+    class FakeRuntime:
+        class config:
+            queues: dict[str, Any] = {}
+
+    page = Page(FakeRuntime(), lambda: (b"{}", ""))  # type: ignore[arg-type]
+    page._durations_at = float("inf")
+    return page
+
+
+def test_the_page_shows_flaky_passes_on_their_items_and_the_queues_flaky_jobs() -> None:
+    from gate.web.page import render_queue
+
+    note = "install-test (el9, x86_64): flaky: passed on try 2 of 3"
+    queue = {
+        "name": "liberty",
+        "repo": "liberty",
+        "window": 20,
+        "generation": 4,
+        "items": [item(1, ItemState.TESTING, flaky=[note])],
+        "recent": [{**item(2, ItemState.PASSED, flaky=[note]), "result": "merged"}],
+        "held_back": [],
+        "flaky_jobs": [
+            {
+                "job": "install-test",
+                "runs": 10,
+                "flaky": 3,
+                "rate": 0.3,
+                "threshold": 0.2,
+                "summary": "install-test: 3 of its last 10 runs passed only on a retry "
+                "(30%, more than 20%)",
+            }
+        ],
+    }
+    html = render_queue(queue, _bare_page(), "")
+    start = html.index('id="item-1"')
+    card = html[start : html.index("</div></li>", start)]
+    assert f"<li>{note}</li>" in card
+    recent = html[html.index('<tr class="result merged" data-item="2">') :]
+    assert f"<li>{note}</li>" in recent
+    assert (
+        '<div class="flaky-jobs"><h3>Flaky jobs</h3><ul class="flaky">'
+        '<li data-job="install-test">install-test: 3 of its last 10 runs passed only on a '
+        "retry (30%, more than 20%)</li></ul></div>"
+    ) in html
+    # nothing flaky: nothing said
+    calm = render_queue({**queue, "flaky_jobs": [], "items": [], "recent": []}, _bare_page(), "")
+    assert "flaky" not in calm
+
+
 # -- hostile input --------------------------------------------------------------------------
 class _Scripts(HTMLParser):
     """Elements and attributes that would run script, as a browser parses the page."""
@@ -375,6 +430,7 @@ def test_every_value_from_a_change_is_escaped_in_the_page() -> None:
         },
         jobs=[{"name": HOSTILE, "state": "failed", "log_url": "javascript:alert(4)"}],
         speculative_repo='http://x.example/"onmouseover="alert(5)',
+        flaky=[HOSTILE],
     )
     queue = {
         "name": HOSTILE,
@@ -384,6 +440,7 @@ def test_every_value_from_a_change_is_escaped_in_the_page() -> None:
         "items": [hostile],
         "recent": [{**hostile, "result": "rejected"}],
         "held_back": [{"item": 1, "project": HOSTILE, "git_and_repository": HOSTILE}],
+        "flaky_jobs": [{"job": HOSTILE, "summary": HOSTILE}],
     }
     html = render_queue(queue, page, "")
     parser = _Scripts()
