@@ -433,7 +433,16 @@ def item_lines(doc: dict[str, Any]) -> list[str]:
         lines.append(f"  {item_outcome(doc)}")
     elif doc.get("failure"):
         lines.append(f"  failure: {doc['failure']}")
-    return lines
+    return lines + log_tail_lines(doc.get("log_tail"))
+
+
+def log_tail_lines(tail: dict[str, Any] | None) -> list[str]:
+    """The last lines of the log of what failed an item (its ``log_tail``), indented."""
+    if not tail or not tail.get("lines"):
+        return []
+    return [f"  last lines of the {tail.get('label')} log:"] + [
+        f"    | {line}".rstrip() for line in tail["lines"]
+    ]
 
 
 def repo_lines(doc: dict[str, Any]) -> list[str]:

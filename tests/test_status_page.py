@@ -385,6 +385,46 @@ def test_the_page_shows_flaky_passes_on_their_items_and_the_queues_flaky_jobs() 
     assert "flaky" not in calm
 
 
+def test_a_failed_item_shows_the_tail_of_its_failed_log_under_the_reason() -> None:
+    from gate.web.page import render_queue
+
+    tail = {
+        "label": "scratch build",
+        "log_url": "/files/logs/build-7.log",
+        "lines": ["+ python3 setup.py build", "error: setup.py: No module named pbr"],
+    }
+    reason = "rpmbuild failed in %build: setup.py: No module named pbr"
+    failing = item(1, ItemState.FAILING, failure=reason, log_tail=tail)
+    queue = {
+        "name": "liberty",
+        "repo": "liberty",
+        "window": 20,
+        "generation": 4,
+        "items": [failing],
+        "recent": [
+            {**item(2, ItemState.FAILING, failure=reason, log_tail=tail), "result": "rejected"}
+        ],
+        "held_back": [],
+    }
+    html = render_queue(queue, _bare_page(), "")
+    shown = (
+        '<details class="tail"{}><summary>last 2 lines of the scratch build log · '
+        '<a href="/files/logs/build-7.log">whole log</a></summary>'
+        "<pre>+ python3 setup.py build\nerror: setup.py: No module named pbr</pre></details>"
+    )
+    # on the queued item: open, after the reason; in the recent results: folded
+    start = html.index('id="item-1"')
+    card = html[start : html.index("</div></li>", start)]
+    assert card.index(reason) < card.index(shown.format(" open"))
+    recent = html[html.index('data-item="2"') :]
+    assert shown.format("") in recent
+    # no tail (nothing failed, or a Koji log): nothing shown
+    quiet = render_queue(
+        {**queue, "items": [item(3, ItemState.TESTING)], "recent": []}, _bare_page(), ""
+    )
+    assert "<details" not in quiet
+
+
 # -- hostile input --------------------------------------------------------------------------
 class _Scripts(HTMLParser):
     """Elements and attributes that would run script, as a browser parses the page."""
@@ -431,6 +471,7 @@ def test_every_value_from_a_change_is_escaped_in_the_page() -> None:
         jobs=[{"name": HOSTILE, "state": "failed", "log_url": "javascript:alert(4)"}],
         speculative_repo='http://x.example/"onmouseover="alert(5)',
         flaky=[HOSTILE],
+        log_tail={"label": HOSTILE, "log_url": "javascript:alert(6)", "lines": [HOSTILE]},
     )
     queue = {
         "name": HOSTILE,

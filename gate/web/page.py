@@ -3,9 +3,10 @@
 ``GET /`` shows each queue in order, in the spirit of Zuul's status page:
 each item's change (linked to its review), what it is tested with, its
 steps as a progress bar (``gate.web.progress``), elapsed time and an ETA
-(``gate.web.eta``), a line saying why it waits, a failure's reason with its
-logs and speculative repository, its job runs that passed only on a retry,
-and the recent results below; the queue's too-often flaky jobs above.
+(``gate.web.eta``), a line saying why it waits, a failure's reason with the
+tail of the failed log, its logs and speculative repository, its job runs
+that passed only on a retry, and the recent results below; the queue's
+too-often flaky jobs above.
 ``/queues/<name>`` shows one queue; ``/repositories/<name>`` a repository's
 generations, what produced each, and the diff of two of them (the
 ``/repos/<name>/`` tree serves the repository's files themselves).
@@ -232,6 +233,25 @@ def _build_logs(item: Doc) -> list[tuple[str, Doc | None]]:
     return [("scratch build log", item.get("build")), ("final build log", item.get("final_build"))]
 
 
+def _log_tail(item: Doc, shown: bool) -> str:
+    """The last lines of the log of what failed the item (its document's ``log_tail``),
+    under its first-error reason: open on a queued item (``shown``), folded in the
+    recent results.  ``<details>`` opens without JavaScript."""
+    tail = item.get("log_tail")
+    if not isinstance(tail, dict) or not tail.get("lines"):
+        return ""
+    lines = [str(line) for line in tail["lines"]]
+    label = f"last {len(lines)} line{'s' if len(lines) != 1 else ''} of the " + _e(
+        f"{tail.get('label') or 'failed'} log"
+    )
+    link = _link(tail.get("log_url"), "whole log")
+    return (
+        f'<details class="tail"{" open" if shown else ""}><summary>{label}'
+        + (f" · {link}" if link.startswith("<a ") else "")
+        + f"</summary><pre>{_e(chr(10).join(lines))}</pre></details>"
+    )
+
+
 def _flaky(item: Doc) -> str:
     """The item's job runs that passed only on a retry (its document's ``flaky``): a
     retry never passes silently, on the page either (docs/pipelines.md)."""
@@ -309,6 +329,7 @@ def _item(
         f'<p class="times">{elapsed} {eta_text}</p>'
         + (f'<p class="why">{_e(why)}</p>' if why else "")
         + failed
+        + _log_tail(item, shown=True)
         + _flaky(item)
         + _logs(item)
         + "</div></li>"
@@ -332,7 +353,7 @@ def _recent(queue: Doc, query: str) -> str:
             f"<td>{_e(when)}</td>"
             f"<td>{_change_line(item)}</td>"
             f'<td><span class="state">{_e(result)}</span></td>'
-            f"<td>{what}{_flaky(item)}{_logs(item)}</td></tr>"
+            f"<td>{what}{_log_tail(item, shown=False)}{_flaky(item)}{_logs(item)}</td></tr>"
         )
     if not rows:
         return '<p class="empty">No recent results' + (" match." if query else ".") + "</p>"
