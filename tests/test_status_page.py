@@ -408,16 +408,17 @@ def test_a_failed_item_shows_the_tail_of_its_failed_log_under_the_reason() -> No
     }
     html = render_queue(queue, _bare_page(), "")
     shown = (
-        '<details class="tail"{}><summary>last 2 lines of the scratch build log · '
-        '<a href="/files/logs/build-7.log">whole log</a></summary>'
-        "<pre>+ python3 setup.py build\nerror: setup.py: No module named pbr</pre></details>"
+        '<details class="tail" data-tail="{}"{}>'
+        "<summary>last 2 lines of the scratch build log</summary>"
+        "<pre>+ python3 setup.py build\nerror: setup.py: No module named pbr</pre>"
+        '<p class="links"><a href="/files/logs/build-7.log">the whole log</a></p></details>'
     )
     # on the queued item: open, after the reason; in the recent results: folded
     start = html.index('id="item-1"')
     card = html[start : html.index("</div></li>", start)]
-    assert card.index(reason) < card.index(shown.format(" open"))
+    assert card.index(reason) < card.index(shown.format(1, " open"))
     recent = html[html.index('data-item="2"') :]
-    assert shown.format("") in recent
+    assert shown.format(2, "") in recent
     # no tail (nothing failed, or a Koji log): nothing shown
     quiet = render_queue(
         {**queue, "items": [item(3, ItemState.TESTING)], "recent": []}, _bare_page(), ""

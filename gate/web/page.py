@@ -244,11 +244,14 @@ def _log_tail(item: Doc, shown: bool) -> str:
     label = f"last {len(lines)} line{'s' if len(lines) != 1 else ''} of the " + _e(
         f"{tail.get('label') or 'failed'} log"
     )
-    link = _link(tail.get("log_url"), "whole log")
+    # the link is below the lines, not in the summary: a click on the summary folds
+    link = _link(tail.get("log_url"), "the whole log")
     return (
-        f'<details class="tail"{" open" if shown else ""}><summary>{label}'
-        + (f" · {link}" if link.startswith("<a ") else "")
-        + f"</summary><pre>{_e(chr(10).join(lines))}</pre></details>"
+        f'<details class="tail" data-tail="{_e(item.get("id"))}"{" open" if shown else ""}>'
+        f"<summary>{label}</summary>"
+        f"<pre>{_e(chr(10).join(lines))}</pre>"
+        + (f'<p class="links">{link}</p>' if link.startswith("<a ") else "")
+        + "</details>"
     )
 
 
