@@ -339,7 +339,7 @@ class Checks:
                 partial(self._start_job_row, ctx, cfg.name, build),
                 f"job {cfg.name} of item {ctx.item_id}",
             )
-            result = await self._run_one(run.jobs[cfg.name], ctx, row_id)
+            result = await self._run_one(run.jobs[cfg.name], ctx, row_id, build)
             if result.passed:
                 return result
         assert result is not None
@@ -347,8 +347,9 @@ class Checks:
             result = replace(result, summary=f"{result.summary} (failed {tries} tries of {tries})")
         raise _JobFailed(result, planned.build, planned.arch)
 
-    async def _run_one(self, job: Job, ctx: JobContext, row_id: int) -> JobResult:
-        """Run one try and record its outcome as soon as it ends (or that it was cancelled)."""
+    async def _run_one(self, job: Job, ctx: JobContext, row_id: int, build: str) -> JobResult:
+        """Run one try and record its outcome as soon as it ends (or that it was cancelled);
+        ``build``: the named build its row records ("" in a queue of one build)."""
         started = time.monotonic()
         try:
             result = await self._outcome(job, ctx)
@@ -365,6 +366,7 @@ class Checks:
             attempt=ctx.attempt,
             name=job.name,
             arch=ctx.arch,
+            build=build,
             stage=ctx.stage,
             passed=result.passed,
             flaky=result.passed and ctx.try_number > 1,

@@ -433,7 +433,16 @@ def item_lines(doc: dict[str, Any]) -> list[str]:
         lines.append(f"  {item_outcome(doc)}")
     elif doc.get("failure"):
         lines.append(f"  failure: {doc['failure']}")
-    return lines
+    return lines + log_tail_lines(doc.get("log_tail"))
+
+
+def log_tail_lines(tail: dict[str, Any] | None) -> list[str]:
+    """The last lines of the log of what failed an item (its ``log_tail``), indented."""
+    if not tail or not tail.get("lines"):
+        return []
+    return [f"  last lines of the {tail.get('label')} log:"] + [
+        f"    | {line}".rstrip() for line in tail["lines"]
+    ]
 
 
 def repo_lines(doc: dict[str, Any]) -> list[str]:
@@ -491,17 +500,28 @@ def _commits(commits: set[str]) -> str:
     return ",".join(sorted(c[:12] for c in commits)) or "-"
 
 
+REPO_USAGE = "rpmgate repo show NAME | rpmgate repo diff [NAME] A B | rpmgate repo NAME"
+#: the words ``rpmgate repo`` takes first: a repository so named is shown by ``repo show``
+REPO_ACTIONS = ("show", "diff")
+
+
 def _repo_command(client: Client, args: argparse.Namespace) -> int:
-    """``repo NAME`` shows a repository; ``repo diff [NAME] A B`` compares two generations."""
-    rest = list(args.rest)
-    if not rest:
-        doc = client.get(f"/api/repos/{quoted(args.repo)}")
+    """``repo show NAME`` shows a repository; ``repo diff [NAME] A B`` compares the
+    source stamps of two generations; ``repo NAME`` is ``repo show NAME`` for any
+    NAME but the actions (``repo show diff`` shows a repository named diff)."""
+    action, rest = args.action, list(args.rest)
+    if action not in REPO_ACTIONS:
+        action, rest = "show", [action, *rest]  # the short form: repo NAME
+    if action == "show":
+        if len(rest) != 1:
+            raise ClientError(f"usage: {REPO_USAGE}")
+        doc = client.get(f"/api/repos/{quoted(rest[0])}")
         print(
             json.dumps(doc, indent=2, sort_keys=True) if args.json else "\n".join(repo_lines(doc))
         )
         return 0
-    if args.repo != "diff" or len(rest) not in (2, 3):
-        raise ClientError("usage: rpmgate repo NAME | rpmgate repo diff [NAME] A B")
+    if len(rest) not in (2, 3):
+        raise ClientError(f"usage: {REPO_USAGE}")
     if len(rest) == 3:
         name = rest.pop(0)
     else:
@@ -592,9 +612,9 @@ _READS: dict[
         lambda doc: [delivery_line(doc)],
     ),
     "repo": (
-        "show a repository's current generation and history; `repo diff [NAME] A B` "
-        "compares the source stamps of two generations",
-        lambda a: f"/api/repos/{quoted(a.repo)}",
+        "`repo show NAME` (or `repo NAME`): a repository's current generation and history; "
+        "`repo diff [NAME] A B`: the source stamps of two generations compared",
+        lambda a: f"/api/repos/{quoted(a.rest[0] if a.action == 'show' and a.rest else a.action)}",
         repo_lines,
     ),
 }
@@ -629,8 +649,18 @@ _ARGUMENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "item": [("item", {"type": int})],
     "delivery": [("delivery", {"type": int})],
     "repo": [
-        ("repo", {"help": "a repository, or `diff` to compare two generations"}),
-        ("rest", {"nargs": "*", "help": "with diff: [NAME] A B (generation numbers)"}),
+        (
+            "action",
+            {
+                "metavar": "show|diff|NAME",
+                "help": "show: a repository; diff: compare two generations; a repository's "
+                "name alone: show it (a repository named show or diff: `repo show NAME`)",
+            },
+        ),
+        (
+            "rest",
+            {"nargs": "*", "help": "show: NAME; diff: [NAME] A B (generation numbers)"},
+        ),
     ],
     "watch": [
         (

@@ -1,7 +1,7 @@
 """Flaky jobs: runs that passed only on a retry, said wherever the pass is shown.
 
-A *run* is one job on one arch in one attempt of an item; its tries are
-``job_run`` rows (``try_number`` of ``tries``).  A run that passed on try
+A *run* is one job on one arch of one named build in one attempt of an item;
+its tries are ``job_run`` rows (``try_number`` of ``tries``).  A run that passed on try
 n > 1 counts as passed (the item goes on) but is *flaky*: the item's
 document, its report, the status document and ``/metrics`` say "flaky:
 passed on try 2 of 3", so retries never launder a failure into silence.
@@ -23,11 +23,16 @@ from repo_state.models import ItemRow, JobRunRow
 
 
 def flaky_note(row: JobRunRow) -> str:
-    """``install-test (x86_64): flaky: passed on try 2 of 3`` for a flaky pass, else ""."""
+    """``install-test (x86_64): flaky: passed on try 2 of 3`` for a flaky pass, else "".
+
+    A run of a queue of several named builds names its build too
+    (``install-test (el9, x86_64): …``); ``row.build`` is "" in a queue of one.
+    """
     if row.state != "passed" or row.try_number <= 1:
         return ""
-    where = f" ({row.arch})" if row.arch else ""
-    return f"{row.name}{where}: flaky: passed on try {row.try_number} of {row.tries}"
+    where = ", ".join(w for w in (row.build, row.arch) if w)
+    label = f"{row.name} ({where})" if where else row.name
+    return f"{label}: flaky: passed on try {row.try_number} of {row.tries}"
 
 
 def flaky_notes(rows: Iterable[JobRunRow]) -> list[str]:
@@ -37,7 +42,7 @@ def flaky_notes(rows: Iterable[JobRunRow]) -> list[str]:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How one run (job, arch, attempt of an item) ended."""
+    """How one run (job, named build, arch, attempt of an item) ended."""
 
     job: str
     passed: bool
@@ -50,9 +55,9 @@ def run_outcomes(rows: Sequence[JobRunRow]) -> list[RunOutcome]:
     A run ended when a try passed, or when its last try failed; an interrupted
     or cancelled try ends nothing.
     """
-    outcomes: dict[tuple[int, int, str, str], RunOutcome] = {}
+    outcomes: dict[tuple[int, int, str, str, str], RunOutcome] = {}
     for row in rows:
-        key = (row.item_id, row.attempt, row.name, row.arch)
+        key = (row.item_id, row.attempt, row.name, row.build, row.arch)
         if key in outcomes:
             continue
         if row.state == "passed":
@@ -67,10 +72,17 @@ def run_outcomes(rows: Sequence[JobRunRow]) -> list[RunOutcome]:
 
 
 def flaky_jobs(
-    s: Session, queue: str, jobs: Sequence[str], config: FlakyConfig, arches: int = 1
+    s: Session,
+    queue: str,
+    jobs: Sequence[str],
+    config: FlakyConfig,
+    arches: int = 1,
+    builds: int = 1,
 ) -> list[dict[str, Any]]:
-    """The jobs whose recent runs passed only on a retry more often than the threshold."""
-    limit = config.window * max(len(jobs), 1) * max(arches, 1) * 4
+    """The jobs whose recent runs passed only on a retry more often than the threshold
+    (``arches``, ``builds``: how many runs of a job an attempt may have, per arch and
+    named build)."""
+    limit = config.window * max(len(jobs), 1) * max(arches, 1) * max(builds, 1) * 4
     rows = s.exec(
         select(JobRunRow)
         .join(ItemRow, col(ItemRow.id) == JobRunRow.item_id)

@@ -101,8 +101,9 @@ class GateMetrics:
         )
         self.flaky_passes = Counter(
             "rpmgate_job_flaky_passes",
-            "Job runs that passed only on a retry (flaky: passed on try 2 of 3), by job and arch",
-            ["job", "arch"],
+            "Job runs that passed only on a retry (flaky: passed on try 2 of 3), by job, "
+            "named build (empty in a queue of one build) and arch",
+            ["job", "build", "arch"],
             registry=r,
         )
         self.job_seconds = Histogram(
@@ -209,7 +210,8 @@ class GateMetrics:
         name = str(event["name"])
         self.jobs.labels(name, "passed" if event["passed"] else "failed").inc()
         if event.get("flaky"):
-            self.flaky_passes.labels(name, str(event.get("arch", ""))).inc()
+            build, arch = str(event.get("build", "")), str(event.get("arch", ""))
+            self.flaky_passes.labels(name, build, arch).inc()
         self.job_seconds.labels(name).observe(float(event["seconds"]))
 
     def _item(self, event: dict[str, Any]) -> None:

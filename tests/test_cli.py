@@ -145,6 +145,17 @@ async def test_write_wait_watch_and_read_commands_against_a_served_gate(
         out = capsys.readouterr().out
         assert f"item {item_c} horizon (gate)" in out
         assert "log http" in out and "rejected: rpmbuild failed in %build" in out
+        # the tail of the failed build's log, under the first-error reason
+        shown = out.splitlines()
+        at = shown.index("  last lines of the scratch build log:")
+        assert "    | error: setup.py: No module named pbr" in shown[at + 1 :]
+        assert await rpmgate("item", str(item_c), "-p", "test", "--json") == 0
+        doc_c = json.loads(capsys.readouterr().out)
+        tail = doc_c["log_tail"]
+        assert tail["label"] == "scratch build"
+        assert tail["log_url"] == doc_c["build"]["log_url"] and "/files/" in tail["log_url"]
+        assert 0 < len(tail["lines"]) <= 20
+        assert "error: setup.py: No module named pbr" in tail["lines"]
         assert await rpmgate("change", str(change_a), "-p", "test") == 0
         assert f"change {change_a} nova (merged): A" in capsys.readouterr().out
         assert await rpmgate("repo", "liberty", "-p", "test") == 0

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import select
+from prometheus_client.parser import text_string_to_metric_families
+from sqlmodel import col, select
 
 from gate.build_matrix import DEFAULT_BUILD, build_problems, job_runs
 from gate.builds import final_key, scratch_key
@@ -21,7 +22,9 @@ from gate.config import ConfigError, parse_config
 from gate.daemon import Gate
 from gate.demo_world import INITIAL, PackageSpec, World
 from gate.events import RepoRollback
+from gate.flaky import RunOutcome, flaky_notes, run_outcomes
 from gate.jobs.command import CommandJobConfig
+from gate.metrics import GateMetrics
 from gate.pipeline import arch_stages
 from gate.web.app import speculative_repo_file
 from gate.web.status import item_doc
@@ -467,6 +470,87 @@ async def test_two_named_builds_each_get_their_repository_jobs_final_build_and_p
             current = gate.publishers[repo].current()
             assert current is not None and current.number == number + 1, repo
             assert gate.publishers[repo].state().nvrs()["nova"] == "nova-12.0.0-1", repo
+    finally:
+        await gate.stop()
+
+
+def test_each_named_builds_run_of_a_job_is_a_run_of_its_own() -> None:
+    """el9's run of install-test on x86_64 passed on a retry, el10's at once: two runs,
+    one flaky, each named by its build (a run of a queue of one build names none)."""
+
+    def row(build: str, try_number: int, state: str, arch: str = "x86_64") -> JobRunRow:
+        return JobRunRow(
+            item_id=7,
+            attempt=1,
+            name="install-test",
+            arch=arch,
+            build=build,
+            state=state,
+            try_number=try_number,
+            tries=3,
+        )
+
+    rows = [row("el10", 1, "passed"), row("el9", 2, "passed"), row("el9", 1, "failed")]
+    assert sorted(run_outcomes(rows), key=lambda o: o.flaky) == [
+        RunOutcome("install-test", passed=True, flaky=False),
+        RunOutcome("install-test", passed=True, flaky=True),
+    ]
+    assert flaky_notes(rows) == ["install-test (el9, x86_64): flaky: passed on try 2 of 3"]
+    assert flaky_notes([row("", 2, "passed")]) == [
+        "install-test (x86_64): flaky: passed on try 2 of 3"
+    ]
+
+
+@pytest.mark.slow
+async def test_a_job_flaky_on_one_named_build_only_is_reported_for_that_build(
+    world: World,
+) -> None:
+    """Real git, rpmbuild and createrepo_c: install-test runs on el9 and el10 and passes
+    on el9 only on a retry: the item, the runs' outcomes and /metrics name el9 alone."""
+    doc = _two_builds(world, "true")
+    doc["queues"]["liberty"]["jobs"][1] = {
+        "name": "install-test",
+        "command": '[ "$RPMGATE_BUILD" != el9 ] || [ "$RPMGATE_TRY" -ge 2 ]',
+        "builds": ["el9", "el10"],
+        "retries": 2,
+    }
+    gate = Gate(parse_config(doc))
+    metrics = GateMetrics(gate.runtime)
+    gate.runtime.plumbing.listeners.append(metrics.observe)
+    await gate.start()
+    try:
+        await gate.wait_idle(180)
+        propose(gate, world, "nova", PackageSpec("nova", "12.0.1"), "A")
+        gate.wake()
+        await gate.wait_idle(240)
+        assert results(gate) == {"merged": ["A"]}
+        with session(gate.engine) as s:
+            item = s.exec(select(ItemRow).where(ItemRow.kind == "gate")).one()
+            runs = s.exec(
+                select(JobRunRow)
+                .where(JobRunRow.item_id == item.id, JobRunRow.attempt == item.attempt)
+                .where(JobRunRow.name == "install-test")
+                .order_by(col(JobRunRow.id).desc())
+            ).all()
+            item_document = item_doc(gate.runtime, s, item, None)
+        assert sorted((r.build, r.try_number, r.state) for r in runs) == [
+            ("el10", 1, "passed"),
+            ("el9", 1, "failed"),
+            ("el9", 2, "passed"),
+        ]
+        assert sorted(o.flaky for o in run_outcomes(runs)) == [False, True]
+        assert item_document["flaky"] == ["install-test (el9, x86_64): flaky: passed on try 2 of 3"]
+        samples = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(metrics.render().decode())
+            for sample in family.samples
+            if sample.name == "rpmgate_job_flaky_passes_total"
+        }
+        # the bootstrap post items ran it too (on el9): every el9 run was flaky
+        el9 = frozenset({"job": "install-test", "build": "el9", "arch": "x86_64"}.items())
+        assert samples[("rpmgate_job_flaky_passes_total", el9)] >= 1
+        assert {dict(labels)["build"] for _, labels in samples} == {"el9"}
+        await gate.runtime.plumbing.settle()
     finally:
         await gate.stop()
 

@@ -16,7 +16,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from gate.jobs.builddeps import BuildDeps
 from gate.jobs.command import CommandJobConfig
 from gate.metrics import GateMetrics
 from gate.pipeline import RunnerAttributes, RunnerMatch, RunnerRule, arch_stages, runner_for
-from gate.web.status import status
+from gate.web.status import item_doc, status
 from repo_state.db import session
 from repo_state.models import ChangeRow, ItemRow, JobRunRow
 from tests.conftest import NOVA_1201, propose
@@ -311,20 +310,35 @@ async def test_stage_two_runs_on_an_arch_as_soon_as_stage_one_passed_there(
 async def test_a_failing_job_resets_the_items_behind_without_waiting_for_its_stage(
     world: World, gate_for: Callable[..., Any], tmp_path: Path
 ) -> None:
+    """A's fast-fail fails while its stage-mate slow still runs: A leaves and B is tested
+    again without it at once.  Slow can end by itself only once B was tested again (it
+    waits for that, or for a minute): had the reset waited for the stage, slow would have
+    ended first, on its own.  The events say in which order it happened; no clock."""
     d = tmp_path / "ctl"
     d.mkdir()
+    marks = tmp_path / "marks"
+    marks.mkdir()
     has_bad = 'ls -R "$RPMGATE_REPO_PATH" | grep -q "horizon-9.0.9"'
     jobs = [
-        {"name": "fast-fail", "command": f"if {has_bad}; then exit 1; fi"},
+        {
+            "name": "fast-fail",
+            "command": f"if {has_bad}; then echo 'horizon-9.0.9 is here'; exit 1; fi; "
+            f'touch {marks}/clean-"$RPMGATE_ITEM"-"$RPMGATE_ATTEMPT"',
+        },
         {
             "name": "slow",
-            "command": f"if {has_bad}; then sleep 20; "
+            # waits for a run on a repository without A by an item tested again
+            # (attempt 2 or later), or for a minute
+            "command": f"if {has_bad}; then for i in $(seq 600); do "
+            f"ls {marks} | grep -Eq -- '-([2-9]|[1-9][0-9]+)$' && break; sleep 0.1; done; "
             f'touch {d}/slow-finished-"$RPMGATE_ITEM"-"$RPMGATE_ATTEMPT"; fi',
         },
     ]
     queues = world.config()["queues"]
     queues["liberty"]["jobs"] = jobs
     async with gate_for(world, queues=queues) as gate:
+        events: list[dict[str, Any]] = []
+        gate.runtime.plumbing.listeners.append(events.append)
         bad = PackageSpec("horizon", "9.0.9", requires=("python-django-compat",))
         propose(gate, world, "horizon", bad, "A")
         propose(gate, world, "nova", NOVA_1201, "B")
@@ -345,8 +359,25 @@ async def test_a_failing_job_resets_the_items_behind_without_waiting_for_its_sta
         assert {r.state for r in earlier} <= {"failed", "canceled"}
         last = _runs(gate, b.id or 0, b.attempt)
         assert {r.name: r.state for r in last} == {"fast-fail": "passed", "slow": "passed"}
-        # B was tested again before A's slow job would have ended
-        assert last[0].started_at < runs_a["slow"].started_at + timedelta(seconds=20)
+        # in order: A's fast-fail failed, B was tested again without A, and B's jobs
+        # ran; A's slow job never ended by itself (a cancelled run says nothing)
+        order = [
+            (e["topic"], e.get("item"), e.get("name") or e.get("state"), e.get("attempt"))
+            for e in events
+            if e["topic"] in ("job", "item") and e.get("item") in (a.id, b.id)
+        ]
+        a_failed = order.index(("job", a.id, "fast-fail", a.attempt))
+        b_again = order.index(("item", b.id, "testing", b.attempt))
+        b_tested = order.index(("job", b.id, "fast-fail", b.attempt))
+        assert a_failed < b_again < b_tested
+        assert [e["passed"] for e in events if e["topic"] == "job" and e["item"] == a.id] == [False]
+        assert ("item", a.id, "rejected", None) in order
+        assert not [o for o in order if o[:3] == ("job", a.id, "slow")]
+        # the failed job's log ends A's document (the tail under its reason)
+        with session(gate.engine) as s:
+            tail = item_doc(gate.runtime, s, s.get(ItemRow, a.id), None)["log_tail"]
+        assert tail["label"] == "job fast-fail (x86_64)"
+        assert "horizon-9.0.9 is here" in tail["lines"]
         check_invariants(gate)
 
 
@@ -401,7 +432,7 @@ async def test_a_job_that_passes_on_a_retry_counts_and_is_reported_flaky(
             for family in text_string_to_metric_families(metrics.render().decode())
             for sample in family.samples
         }
-        key = frozenset({"job": "install-test", "arch": "x86_64"}.items())
+        key = frozenset({"job": "install-test", "build": "", "arch": "x86_64"}.items())
         assert samples[("rpmgate_job_flaky_passes_total", key)] == 1
         failed_tries = frozenset({"job": "install-test", "result": "failed"}.items())
         assert samples[("rpmgate_jobs_total", failed_tries)] == 1

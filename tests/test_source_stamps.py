@@ -103,3 +103,44 @@ async def test_generations_record_the_whole_source_stamp_and_repo_diff_compares_
         assert capsys.readouterr().out == out
         assert await rpmgate("repo", "diff", "1", "x", "-p", "test") == 1
         assert "not a generation number" in capsys.readouterr().err
+
+
+async def test_a_repository_named_diff_or_show_is_shown_with_repo_show(
+    world: World,
+    aiohttp_client: ClientFactory,
+    config_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``rpmgate repo show NAME`` shows any repository, ``repo diff [NAME] A B`` compares
+    two generations, and ``repo NAME`` stays the short form of ``repo show NAME`` for every
+    name but the two actions: ``repo diff`` alone is a usage error, not repository diff."""
+    doc = world.config()
+    doc["publishers"] = {"diff": doc["publishers"]["liberty"]}
+    doc["queues"]["liberty"]["repo"] = "diff"
+    async with served(world, aiohttp_client, **doc) as (gate, client):
+        url = str(client.make_url("")).rstrip("/")
+        write_profiles(config_home, f"[test]\nurl = {url}\n")
+        current = gate.publishers["diff"].current()
+        assert current is not None
+        capsys.readouterr()
+
+        assert await rpmgate("repo", "show", "diff", "-p", "test") == 0
+        shown = capsys.readouterr().out
+        assert re.match(rf"repo diff at generation {current.number} ", shown)
+        assert await rpmgate("repo", "show", "diff", "-p", "test", "--json") == 0
+        assert '"name": "diff"' in capsys.readouterr().out
+
+        n = str(current.number)
+        assert await rpmgate("repo", "diff", "diff", n, n, "-p", "test") == 0
+        compared = capsys.readouterr().out
+        assert compared.startswith(f"repo diff: generation {n} -> {n}, 0 project(s) changed")
+        assert await rpmgate("repo", "diff", n, n, "-p", "test") == 0  # the only repository
+        assert capsys.readouterr().out == compared
+
+        # the actions alone are no repository's name: usage, exit 1
+        for argv in (("repo", "diff"), ("repo", "show"), ("repo", "show", "a", "b")):
+            assert await rpmgate(*argv, "-p", "test") == 1, argv
+            assert "usage: rpmgate repo show NAME" in capsys.readouterr().err
+        # the short form: any other name; an unknown one is the gate's 404
+        assert await rpmgate("repo", "nope", "-p", "test") == 1
+        assert "HTTP 404" in capsys.readouterr().err

@@ -83,6 +83,51 @@ def test_a_gate_item_shows_each_step_in_order_with_its_state() -> None:
     ]
 
 
+def test_a_job_is_one_step_per_arch_and_build_and_a_failed_run_shows_failed() -> None:
+    """The last run of a name used to decide the job's step: aarch64's failure showed as
+    passed when x86_64's run came after it.  Each run is a step now; its last try decides."""
+
+    def run(name: str, arch: str, state: str, build: str = "", try_number: int = 1) -> Any:
+        return {
+            "name": name,
+            "arch": arch,
+            "build": build,
+            "state": state,
+            "try_number": try_number,
+        }
+
+    two_arches = item(
+        1,
+        ItemState.FAILING,
+        jobs=[
+            run("install", "aarch64", "failed"),
+            run("install", "x86_64", "passed"),
+            run("smoke", "x86_64", "failed", try_number=1),
+            run("smoke", "x86_64", "running", try_number=2),  # a retry: running again
+        ],
+    )
+    bar = [(s.label, s.state) for s in segments(two_arches, ["install", "smoke", "later"])]
+    assert [b for b in bar if b[0].startswith("job ")] == [
+        ("job install aarch64", "failed"),
+        ("job install x86_64", "passed"),
+        ("job smoke x86_64", "running"),
+        ("job later", "none"),
+    ]
+    # several named builds: each build's run is a step of its own (one arch: not named)
+    two_builds = item(
+        2,
+        ItemState.FAILING,
+        jobs=[
+            run("install", "x86_64", "failed", "el10"),
+            run("install", "x86_64", "passed", "el9"),
+        ],
+    )
+    assert [(s.label, s.state) for s in segments(two_builds, ["install"]) if "job" in s.label] == [
+        ("job install el10", "failed"),
+        ("job install el9", "passed"),
+    ]
+
+
 def test_at_the_tip_the_steps_before_the_current_one_passed() -> None:
     doc = item(1, ItemState.PUBLISHING, tip={"step": "publish", "state": "failed"})
     states = {s.label: s.state for s in segments(doc, [])}
@@ -285,6 +330,102 @@ def test_only_web_and_same_site_urls_become_links() -> None:
     assert safe_href(None) is None
 
 
+# -- flaky jobs -----------------------------------------------------------------------------
+def _bare_page() -> Any:
+    """A page over no runtime: only what render_queue reads (the queue's job names),
+    and no database (no step durations: no ETA)."""
+    from gate.web.page import Page
+
+    class FakeRuntime:
+        class config:
+            queues: dict[str, Any] = {}
+
+    page = Page(FakeRuntime(), lambda: (b"{}", ""))  # type: ignore[arg-type]
+    page._durations_at = float("inf")
+    return page
+
+
+def test_the_page_shows_flaky_passes_on_their_items_and_the_queues_flaky_jobs() -> None:
+    from gate.web.page import render_queue
+
+    note = "install-test (el9, x86_64): flaky: passed on try 2 of 3"
+    queue = {
+        "name": "liberty",
+        "repo": "liberty",
+        "window": 20,
+        "generation": 4,
+        "items": [item(1, ItemState.TESTING, flaky=[note])],
+        "recent": [{**item(2, ItemState.PASSED, flaky=[note]), "result": "merged"}],
+        "held_back": [],
+        "flaky_jobs": [
+            {
+                "job": "install-test",
+                "runs": 10,
+                "flaky": 3,
+                "rate": 0.3,
+                "threshold": 0.2,
+                "summary": "install-test: 3 of its last 10 runs passed only on a retry "
+                "(30%, more than 20%)",
+            }
+        ],
+    }
+    html = render_queue(queue, _bare_page(), "")
+    start = html.index('id="item-1"')
+    card = html[start : html.index("</div></li>", start)]
+    assert f"<li>{note}</li>" in card
+    recent = html[html.index('<tr class="result merged" data-item="2">') :]
+    assert f"<li>{note}</li>" in recent
+    assert (
+        '<div class="flaky-jobs"><h3>Flaky jobs</h3><ul class="flaky">'
+        '<li data-job="install-test">install-test: 3 of its last 10 runs passed only on a '
+        "retry (30%, more than 20%)</li></ul></div>"
+    ) in html
+    # nothing flaky: nothing said
+    calm = render_queue({**queue, "flaky_jobs": [], "items": [], "recent": []}, _bare_page(), "")
+    assert "flaky" not in calm
+
+
+def test_a_failed_item_shows_the_tail_of_its_failed_log_under_the_reason() -> None:
+    from gate.web.page import render_queue
+
+    tail = {
+        "label": "scratch build",
+        "log_url": "/files/logs/build-7.log",
+        "lines": ["+ python3 setup.py build", "error: setup.py: No module named pbr"],
+    }
+    reason = "rpmbuild failed in %build: setup.py: No module named pbr"
+    failing = item(1, ItemState.FAILING, failure=reason, log_tail=tail)
+    queue = {
+        "name": "liberty",
+        "repo": "liberty",
+        "window": 20,
+        "generation": 4,
+        "items": [failing],
+        "recent": [
+            {**item(2, ItemState.FAILING, failure=reason, log_tail=tail), "result": "rejected"}
+        ],
+        "held_back": [],
+    }
+    html = render_queue(queue, _bare_page(), "")
+    shown = (
+        '<details class="tail" data-tail="{}"{}>'
+        "<summary>last 2 lines of the scratch build log</summary>"
+        "<pre>+ python3 setup.py build\nerror: setup.py: No module named pbr</pre>"
+        '<p class="links"><a href="/files/logs/build-7.log">the whole log</a></p></details>'
+    )
+    # on the queued item: open, after the reason; in the recent results: folded
+    start = html.index('id="item-1"')
+    card = html[start : html.index("</div></li>", start)]
+    assert card.index(reason) < card.index(shown.format(1, " open"))
+    recent = html[html.index('data-item="2"') :]
+    assert shown.format(2, "") in recent
+    # no tail (nothing failed, or a Koji log): nothing shown
+    quiet = render_queue(
+        {**queue, "items": [item(3, ItemState.TESTING)], "recent": []}, _bare_page(), ""
+    )
+    assert "<details" not in quiet
+
+
 # -- hostile input --------------------------------------------------------------------------
 class _Scripts(HTMLParser):
     """Elements and attributes that would run script, as a browser parses the page."""
@@ -330,6 +471,8 @@ def test_every_value_from_a_change_is_escaped_in_the_page() -> None:
         },
         jobs=[{"name": HOSTILE, "state": "failed", "log_url": "javascript:alert(4)"}],
         speculative_repo='http://x.example/"onmouseover="alert(5)',
+        flaky=[HOSTILE],
+        log_tail={"label": HOSTILE, "log_url": "javascript:alert(6)", "lines": [HOSTILE]},
     )
     queue = {
         "name": HOSTILE,
@@ -339,6 +482,7 @@ def test_every_value_from_a_change_is_escaped_in_the_page() -> None:
         "items": [hostile],
         "recent": [{**hostile, "result": "rejected"}],
         "held_back": [{"item": 1, "project": HOSTILE, "git_and_repository": HOSTILE}],
+        "flaky_jobs": [{"job": HOSTILE, "summary": HOSTILE}],
     }
     html = render_queue(queue, page, "")
     parser = _Scripts()

@@ -241,6 +241,12 @@ def test_a_rejected_item_shows_why_and_links_to_its_log(
     row = result_row(page, "C: horizon 9.0.1")
     expect(row.locator(".state")).to_have_text("rejected", timeout=WAIT)
     expect(row).to_contain_text("rpmbuild failed in %build: setup.py: No module named pbr")
+    # the tail of the build log, folded under the reason; it opens without a script
+    tail = row.locator("details.tail")
+    expect(tail.locator("summary")).to_contain_text("of the scratch build log")
+    tail.locator("summary").click()
+    expect(tail.locator("pre")).to_be_visible()
+    expect(tail.locator("pre")).to_contain_text("error: setup.py: No module named pbr")
     page.screenshot(path=artifacts / "rejected.png", full_page=True)
     with page.expect_navigation():
         row.get_by_role("link", name="scratch build log").click()

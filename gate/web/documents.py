@@ -173,6 +173,17 @@ class TipDoc(Document):
     state: str
 
 
+class LogTail(Document):
+    """The last lines of the log of what failed an item (``gate.web.log_tails``)."""
+
+    #: what failed: ``scratch build``, ``final build (el10)``, ``job install-test (x86_64)``
+    label: str
+    #: the whole log (text/plain)
+    log_url: str | None
+    #: at most 20 lines from its last 4 KiB, each at most 300 characters
+    lines: list[str]
+
+
 class ItemDoc(Document):
     id: int | None
     #: place in the queue (0: the head); null for an item that left it
@@ -200,6 +211,9 @@ class ItemDoc(Document):
     tip: TipDoc
     speculative_repo: str | None
     failure: str | None
+    #: the end of the failed build's or job's log, with ``failure`` (its first error
+    #: line); null while nothing failed, or when the log is not the gate's (Koji's)
+    log_tail: LogTail | None = None
     bootstrap: bool
     forced_by: str | None
     #: merged | rejected | dequeued | superseded | ... once it left its queue

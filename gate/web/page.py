@@ -3,8 +3,10 @@
 ``GET /`` shows each queue in order, in the spirit of Zuul's status page:
 each item's change (linked to its review), what it is tested with, its
 steps as a progress bar (``gate.web.progress``), elapsed time and an ETA
-(``gate.web.eta``), a line saying why it waits, a failure's reason with its
-logs and speculative repository, and the recent results below.
+(``gate.web.eta``), a line saying why it waits, a failure's reason with the
+tail of the failed log, its logs and speculative repository, its job runs
+that passed only on a retry, and the recent results below; the queue's
+too-often flaky jobs above.
 ``/queues/<name>`` shows one queue; ``/repositories/<name>`` a repository's
 generations, what produced each, and the diff of two of them (the
 ``/repos/<name>/`` tree serves the repository's files themselves).
@@ -231,6 +233,50 @@ def _build_logs(item: Doc) -> list[tuple[str, Doc | None]]:
     return [("scratch build log", item.get("build")), ("final build log", item.get("final_build"))]
 
 
+def _log_tail(item: Doc, shown: bool) -> str:
+    """The last lines of the log of what failed the item (its document's ``log_tail``),
+    under its first-error reason: open on a queued item (``shown``), folded in the
+    recent results.  ``<details>`` opens without JavaScript."""
+    tail = item.get("log_tail")
+    if not isinstance(tail, dict) or not tail.get("lines"):
+        return ""
+    lines = [str(line) for line in tail["lines"]]
+    label = f"last {len(lines)} line{'s' if len(lines) != 1 else ''} of the " + _e(
+        f"{tail.get('label') or 'failed'} log"
+    )
+    # the link is below the lines, not in the summary: a click on the summary folds
+    link = _link(tail.get("log_url"), "the whole log")
+    return (
+        f'<details class="tail" data-tail="{_e(item.get("id"))}"{" open" if shown else ""}>'
+        f"<summary>{label}</summary>"
+        f"<pre>{_e(chr(10).join(lines))}</pre>"
+        + (f'<p class="links">{link}</p>' if link.startswith("<a ") else "")
+        + "</details>"
+    )
+
+
+def _flaky(item: Doc) -> str:
+    """The item's job runs that passed only on a retry (its document's ``flaky``): a
+    retry never passes silently, on the page either (docs/pipelines.md)."""
+    notes = [str(note) for note in item.get("flaky") or []]
+    if not notes:
+        return ""
+    lines = "".join(f"<li>{_e(note)}</li>" for note in notes)
+    return f'<ul class="flaky" aria-label="flaky job runs">{lines}</ul>'
+
+
+def _flaky_jobs(queue: Doc) -> str:
+    """The queue's jobs flaky in too many of their recent runs (``flaky_jobs``)."""
+    jobs = [j for j in queue.get("flaky_jobs") or [] if isinstance(j, dict)]
+    if not jobs:
+        return ""
+    lines = "".join(
+        f'<li data-job="{_e(j.get("job"))}">{_e(j.get("summary") or j.get("job"))}</li>'
+        for j in jobs
+    )
+    return f'<div class="flaky-jobs"><h3>Flaky jobs</h3><ul class="flaky">{lines}</ul></div>'
+
+
 def _change_line(item: Doc) -> str:
     change = item.get("change") or {}
     number = f"change {change.get('id')}"
@@ -286,6 +332,8 @@ def _item(
         f'<p class="times">{elapsed} {eta_text}</p>'
         + (f'<p class="why">{_e(why)}</p>' if why else "")
         + failed
+        + _log_tail(item, shown=True)
+        + _flaky(item)
         + _logs(item)
         + "</div></li>"
     )
@@ -307,7 +355,8 @@ def _recent(queue: Doc, query: str) -> str:
             f'<tr class="result {_e(result)}" data-item="{_e(item.get("id"))}">'
             f"<td>{_e(when)}</td>"
             f"<td>{_change_line(item)}</td>"
-            f'<td><span class="state">{_e(result)}</span></td><td>{what}{_logs(item)}</td></tr>'
+            f'<td><span class="state">{_e(result)}</span></td>'
+            f"<td>{what}{_log_tail(item, shown=False)}{_flaky(item)}{_logs(item)}</td></tr>"
         )
     if not rows:
         return '<p class="empty">No recent results' + (" match." if query else ".") + "</p>"
@@ -345,7 +394,8 @@ def render_queue(queue: Doc, page: Page, query: str) -> str:
         f'<p class="qmeta">publishes to <a href="/repositories/{_e(quote(repo, safe=""))}">'
         f"{_e(repo)}</a> · generation {_e(queue.get('generation'))} · window {_e(window)} · "
         f"{len(items)} item{'s' if len(items) != 1 else ''}</p>"
-        f"{held}{listing}<h3>Recent results</h3>{_recent(queue, query)}</section>"
+        f"{held}{_flaky_jobs(queue)}{listing}<h3>Recent results</h3>{_recent(queue, query)}"
+        "</section>"
     )
 
 

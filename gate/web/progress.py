@@ -99,14 +99,7 @@ def segments(
     its scratch build (per arch where known, :func:`build_segments`; ``backends``:
     the status document's), each job, then the tip (final build, merge, publish); a
     post item (merged in git already) has its final build, its jobs and publish."""
-    jobs = {str(j.get("name")): j for j in item.get("jobs") or []}
-    names = list(job_names) + [n for n in jobs if n not in job_names]
-    job_segments = [
-        Segment(f"job {name}", _SHOWN.get(str(jobs[name].get("state")), "none"))
-        if name in jobs
-        else Segment(f"job {name}", "none")
-        for name in names
-    ]
+    job_segments = _job_segments(item.get("jobs") or [], job_names)
     final = _tip_state(item, TipStep.FINAL_BUILD)
     if final == "none" and item.get("final_build"):
         final = _build_state(item["final_build"])  # a draft build started before the tip
@@ -125,6 +118,32 @@ def segments(
         Segment("merge", _tip_state(item, TipStep.MERGE)),
         Segment("publish", _tip_state(item, TipStep.PUBLISH)),
     ]
+
+
+def _job_segments(runs: Sequence[Doc], job_names: Sequence[str]) -> list[Segment]:
+    """Each job's step: one per run (named build, arch) once it has several, as the
+    scratch build has one per arch; the last try of a run decides its state (a failed
+    try 1 of 3 followed by a running try 2 is running).  A job not run yet is one step.
+
+    The arch is named when the item's runs are on several arches, the build when the
+    queue has several (a run's ``build`` is "" in a queue of one build).
+    """
+    last: dict[str, dict[tuple[str, str], Doc]] = {}
+    for run in runs:  # in the order they started: a later try replaces an earlier
+        key = (str(run.get("build") or ""), str(run.get("arch") or ""))
+        last.setdefault(str(run.get("name")), {})[key] = run
+    several_arches = len({str(r.get("arch") or "") for r in runs}) > 1
+    out = []
+    for name in [*job_names, *(n for n in last if n not in job_names)]:
+        by_run = last.get(name)
+        if not by_run:
+            out.append(Segment(f"job {name}", "none"))
+            continue
+        for (build, arch), run in sorted(by_run.items()):
+            where = " ".join(w for w in (build, arch if several_arches else "") if w)
+            label = f"job {name} {where}" if where else f"job {name}"
+            out.append(Segment(label, _SHOWN.get(str(run.get("state")), "none")))
+    return out
 
 
 def _name(item: Doc) -> str:

@@ -21,6 +21,7 @@ from gate.queue_rules import queue_order
 from gate.queue_view import item_view
 from gate.reporting import file_url
 from gate.runtime import Runtime
+from gate.web.log_tails import failure_log, item_builds
 from repo_state.models import (
     BuildRow,
     ChangeRow,
@@ -266,6 +267,7 @@ def item_doc_of(
         ),
         "",
     )
+    failure = item_view(item, scratch, scratch_set).failure or stuck or None
     return {
         "id": item.id,
         "position": position,
@@ -334,7 +336,8 @@ def item_doc_of(
         "speculative_repo": f"{rt.config.base_url}/speculative/{spec_name}/"
         if item.tested_state and _speculative_kept(rt, item, spec_name)
         else None,
-        "failure": item_view(item, scratch, scratch_set).failure or stuck or None,
+        "failure": failure,
+        "log_tail": failure_log(rt, failure, item_builds(scratch, final, named), jobs),
         "bootstrap": item.bootstrap,
         "forced_by": item.forced_by,
         "result": item.result,
@@ -478,7 +481,12 @@ def status(
                 "arches": list(arches),
                 "pipeline": stages_of(cfg.pipeline, cfg.jobs),
                 "flaky_jobs": flaky_jobs(
-                    s, name, [j.name for j in cfg.jobs], cfg.flaky, len(arches)
+                    s,
+                    name,
+                    [j.name for j in cfg.jobs],
+                    cfg.flaky,
+                    len(arches),
+                    len(rt.config.builds_of(name)),
                 ),
             }
         )

@@ -42,6 +42,14 @@
         var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("content");
         var old = document.getElementById("content");
         if (fresh && old) {
+          // a log tail the reader opened or folded stays so (keyed by its item)
+          var folded = {};
+          old.querySelectorAll("details[data-tail]").forEach(function (d) {
+            folded[d.dataset.tail] = d.open;
+          });
+          fresh.querySelectorAll("details[data-tail]").forEach(function (d) {
+            if (d.dataset.tail in folded) d.open = folded[d.dataset.tail];
+          });
           old.replaceWith(document.importNode(fresh, true));
           body.dataset.refreshes = String(Number(body.dataset.refreshes) + 1);
           tick();
