@@ -110,6 +110,12 @@ def _post(daemon: Daemon, path: str) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
+def _page(daemon: Daemon) -> str:
+    """The status page, as a browser gets it."""
+    with urllib.request.urlopen(daemon.base + "/", timeout=10) as resp:
+        return str(resp.read().decode())
+
+
 def _rpmgate_reload(daemon: Daemon) -> subprocess.CompletedProcess[str]:
     """``rpmgate reload`` against the daemon, as an operator runs it."""
     return subprocess.run(
@@ -389,6 +395,13 @@ def test_the_gate_follows_its_config_repository_and_refuses_a_broken_commit(
         )
         check = _config_check(daemon)
         assert check["newest_refused"] and third[:12] in check["detail"]
+        # the status page says it above the queues, findings and all
+        page = _page(daemon)
+        assert (
+            f"<strong>Configuration refused:</strong> commit {third[:12]} (asked by config_repo"
+        ) in page
+        assert f"configuration 2 (commit {second[:12]}) stays in force" in page
+        assert "<li>database_url: set in the config repository, but only the local file" in page
 
         fixed = _commit(
             work, _policy(world, block, marker, version="v2", glance=True), "put it back"
@@ -397,6 +410,7 @@ def test_the_gate_follows_its_config_repository_and_refuses_a_broken_commit(
             lambda: daemon.get("/api/status")["config"]["commit"] == fixed,
             why="fixed commit in force",
         )
+        assert "Configuration refused" not in _page(daemon)  # the newest is in force
         block.unlink()
         _wait(lambda: not daemon.busy(), why="queue drained")
         gated = _current_manifest(world)["produced_by"]["config"]

@@ -423,6 +423,27 @@ def _main(sections: str, version: str) -> str:
     return f'<main id="content" data-version="{_e(version)}">{sections}</main>'
 
 
+def config_notice(doc: Doc) -> str:
+    """A refused configuration, newer than the one in force (a commit of the config
+    repository, a reload): what was refused, why, and what runs instead.  Empty when
+    the newest configuration asked for is the one running."""
+    config = doc.get("config") or {}
+    refused = config.get("last_refused") or {}
+    if not (config.get("newest_refused") and refused):
+        return ""
+    what = f"commit {str(refused['commit'])[:12]}" if refused.get("commit") else "the file"
+    running = f"configuration {config.get('version')}" + (
+        f" (commit {str(config['commit'])[:12]})" if config.get("commit") else ""
+    )
+    findings = "".join(f"<li>{_e(f)}</li>" for f in refused.get("findings") or [])
+    return (
+        '<section class="notice" role="alert">'
+        f"<p><strong>Configuration refused:</strong> {_e(what)} (asked by "
+        f"{_e(refused.get('trigger', ''))} at {_e(refused.get('at', ''))}) was not applied; "
+        f"{_e(running)} stays in force.</p><ul>{findings}</ul></section>"
+    )
+
+
 # -- the routes ----------------------------------------------------------------------------
 async def index(request: web.Request) -> web.Response:
     page = request.app[PAGE]
@@ -431,6 +452,7 @@ async def index(request: web.Request) -> web.Response:
     sections = "".join(render_queue(q, page, query) for q in doc.get("queues") or [])
     if not doc.get("queues"):
         sections = '<p class="empty">No queue is configured.</p>'
+    sections = config_notice(doc) + sections
     return _html(_document("status", _main(sections, page.etag), query))
 
 
