@@ -302,12 +302,20 @@ async def _through_gerrit(
     return code
 
 
+#: how the demo's rejected changes must be rejected (the start of C's reason, the end of D's)
+EXPECTED_REASONS = {
+    "C": "rpmbuild failed in %build: setup.py: No module named pbr",
+    "D": "horizon-9.0.0-1.noarch requires python-django-compat",
+}
+
+
 async def _summary(gate: Gate, base: str, root: Path, labels: dict[int, str]) -> int:
     status = await asyncio.to_thread(_get, f"{base}/api/status")
     recent = {i["id"]: i for i in status["queues"][0]["recent"]}
     repo = gate.publishers["liberty"]
     print("== summary")
     merged, rejected = [], []
+    reasons: dict[str, str] = {}
     for item_id, label in sorted(labels.items()):
         item = recent[item_id]
         if item["result"] == "merged":
@@ -318,6 +326,7 @@ async def _summary(gate: Gate, base: str, root: Path, labels: dict[int, str]) ->
             )
         else:
             rejected.append(label)
+            reasons[label] = str(item["failure"])
             print(f"  {label} rejected  {item['failure']}")
     generations = repo.generations()
     print(
@@ -333,10 +342,24 @@ async def _summary(gate: Gate, base: str, root: Path, labels: dict[int, str]) ->
             "repoclosure: the repository never served a broken state"
         )
     order = [recent[i]["generation"] for i, lbl in sorted(labels.items()) if lbl in "AB"]
-    ok = merged == ["A", "B"] and rejected == ["C", "D"] and not broken and order == sorted(order)
+    # each rejected for its own reason: C's build log's error, D's broken dependency
+    why = reasons.get("C", "").startswith(EXPECTED_REASONS["C"]) and reasons.get("D", "").endswith(
+        EXPECTED_REASONS["D"]
+    )
+    ok = (
+        merged == ["A", "B"]
+        and rejected == ["C", "D"]
+        and why
+        and not broken
+        and order == sorted(order)
+    )
     print(
         "  outcome: "
-        + ("as expected (A, B merged in order; C, D rejected)" if ok else "NOT as expected")
+        + (
+            "as expected (A, B merged in order; C, D rejected, each for its own reason)"
+            if ok
+            else "NOT as expected"
+        )
     )
     return 0 if ok else 1
 

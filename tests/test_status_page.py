@@ -615,6 +615,14 @@ def test_demo_prints_the_page_url_and_keeps_running_until_interrupted(tmp_path: 
             assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
             html = resp.read().decode()
         assert "Recent results" in html and "rejected" in html and "merged" in html
+        # the summary: each change's outcome, C and D each for its own reason
+        text = "".join(seen)
+        assert "  C rejected  rpmbuild failed in %build: setup.py: No module named pbr\n" in text
+        assert (
+            "  D rejected  repoclosure: 1 unresolved dependency: horizon-9.0.0-1.noarch "
+            "requires python-django-compat\n"
+        ) in text
+        assert "outcome: as expected (A, B merged in order; C, D rejected, each for" in text
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[0]
         assert proc.returncode == 0, rest
