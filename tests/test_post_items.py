@@ -9,12 +9,14 @@ the same commit is never merged twice.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlmodel import col, select
 
-from gate.config import parse_config
+from gate.config import load_config, parse_config
 from gate.daemon import Gate
 from gate.deliveries import store_delivery
 from gate.demo_world import PackageSpec, World
@@ -256,3 +258,37 @@ async def test_the_same_commit_is_never_merged_twice(world: World) -> None:
         assert len(gate.publishers["liberty"].generations()) == 2  # bootstrap, A
         assert outcome(gate, approve.id)[1] is None
         check_invariants(gate)
+
+
+async def test_a_live_reload_that_fixes_a_failed_bootstrap_builds_it_again(
+    world: World, tmp_path: Path
+) -> None:
+    """Issue 8, 5, without a restart: the lookaside URL fixed in the file and the
+    configuration reloaded (as SIGHUP or ``rpmgate reload`` do): the blocked bootstrap,
+    whose build settings changed, is built again and every project is published."""
+    path = tmp_path / "rpmgate.yaml"
+    broken = world.config()
+    broken["projects"]["nova"]["lookaside"] = {"url": "file:///no/such/lookaside/{filename}"}
+    path.write_text(yaml.safe_dump(broken))
+    gate = Gate(load_config(path))
+    await gate.start()
+    try:
+        await gate.wait_idle(120)
+        [nova] = post_items(gate, active=True, project="nova")
+        assert nova.failure.startswith("blocked: bootstrap of nova failed")
+        assert gate.publishers["liberty"].current() is None
+
+        path.write_text(yaml.safe_dump(world.config()))
+        assert gate.reloader is not None
+        status, answer = await gate.reloader.reload("test")
+        assert status == 200 and answer.applied, answer
+        gate.wake()
+        await gate.wait_idle(180)
+        first = gate.publishers["liberty"].generation(1)
+        assert first is not None
+        assert set(first.state.nvrs()) == {"nova", "ceilometer", "horizon", "python-django"}
+        [again] = post_items(gate, project="nova")
+        assert (again.id, again.result) == (nova.id, "merged")  # the same item, retried
+        check_invariants(gate)
+    finally:
+        await gate.stop()
