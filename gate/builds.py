@@ -37,7 +37,7 @@ from datetime import datetime
 from functools import partial
 
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from gate.build_matrix import DEFAULT_BUILD
 from gate.builders.base import (
@@ -612,6 +612,28 @@ class Builds:
                 s.add(row)
             s.commit()
             return len(rows)
+
+    def let_go_of_stuck(self, build_ids: list[int]) -> list[int]:
+        """Builds of ``build_ids`` held on a backend error (running, ``error`` set) whose
+        item left: canceled, so that no restart takes them up again (a later final
+        build of the same NVR takes over what the backend made).  Returns their ids."""
+        with session(self.engine) as s:
+            rows = s.exec(
+                select(BuildRow).where(
+                    col(BuildRow.id).in_(build_ids),
+                    BuildRow.state == BuildState.RUNNING,
+                    BuildRow.error != "",
+                )
+            ).all()
+            for row in rows:
+                row.state, row.finished_at = BuildState.CANCELED, utcnow()
+                row.error = f"let go when its item left the tip; was: {row.error}"
+                s.add(row)
+            s.commit()
+            let_go = [r.id or 0 for r in rows]
+        for build_id in let_go:
+            log.warning("build %s: held on a backend error, let go: its item left", build_id)
+        return let_go
 
     async def finished(self, build_id: int) -> None:
         """Return once the build's watcher has recorded an outcome (or is gone)."""

@@ -209,21 +209,31 @@ class Tip:
         ids = await until_it_lands(
             partial(self._set_ids, item_id, attempt, purpose, build_id), f"item {item_id}"
         )
-        while True:
-            rows = {
-                member: await until_it_lands(partial(self._build, e.build_id), f"item {item_id}")
-                for member, e in ids.items()
-            }
-            running = [r.id or 0 for r in rows.values() if r.state == BuildState.RUNNING]
-            ended = [r for r in rows.values() if r.state != BuildState.RUNNING]
-            if not running or any(r.state != BuildState.PASSED for r in ended):
-                return rows
-            waits = [asyncio.ensure_future(self.builds.finished(i)) for i in running]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+        try:
+            while True:
+                rows = {
+                    member: await until_it_lands(
+                        partial(self._build, e.build_id), f"item {item_id}"
+                    )
+                    for member, e in ids.items()
+                }
+                running = [r.id or 0 for r in rows.values() if r.state == BuildState.RUNNING]
+                ended = [r for r in rows.values() if r.state != BuildState.RUNNING]
+                if not running or any(r.state != BuildState.PASSED for r in ended):
+                    return rows
+                waits = [asyncio.ensure_future(self.builds.finished(i)) for i in running]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+        except asyncio.CancelledError:
+            # the item left the tip (a dequeue): a final build held on a backend error
+            # (a serial tip's build kojid could not tag) is let go, or /healthz would fail
+            # for it and a restart would tag a build of a change that is not merged
+            if purpose == "final" and not self.plumbing.stopping:
+                self.builds.let_go_of_stuck([e.build_id for e in ids.values()])
+            raise
 
     def _set_ids(
         self, item_id: int, attempt: int, purpose: str, build_id: int

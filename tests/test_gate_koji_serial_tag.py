@@ -220,3 +220,39 @@ async def test_a_tag_policy_refusal_at_the_serial_tip_rejects_the_item_only(
         assert len(_final_builds_submitted(fk)) == finals_before + 1  # nova's, once
         assert fk.hub.count("tagBuild") == 2
         check_invariants(gate)
+
+
+async def test_a_dequeued_item_held_by_kojid_s_refused_tag_lets_its_build_go(
+    world: World,
+    hub: FakeKoji,  # noqa: F811
+) -> None:
+    """The administrator dequeues A while its serial-tip final build waits for a locked
+    tag: the held build is let go (canceled, /healthz no longer names it), and a restart
+    after the tag is opened does not tag a build of a change that was never merged."""
+    from gate.deliveries import store_delivery
+    from gate.health import Reading, read_facts, stuck_builds_check
+
+    fk = hub
+    async with serial_gate(world, fk) as gate:
+        fk.run(lambda: setattr(fk.hub.state.tags[TARGET], "locked", True))
+        propose(gate, world, "nova", NOVA_1201, "A")
+        gate.wake()
+        [final] = await eventually(lambda: _stuck(gate))
+        assert stuck_builds_check(Reading(read_facts(gate.engine))).builds == [final.id]
+        store_delivery(gate, "api", "item.dequeue", {"item": item_row(gate, "A").id}, None)
+        gate.wake()
+        await gate.wait_idle(120)
+        assert results(gate) == {"dequeued": ["A"]}
+        assert stuck_builds_check(Reading(read_facts(gate.engine))).ok
+        with session(gate.engine) as s:
+            row = s.get(BuildRow, final.id)
+        assert row is not None and row.state == "canceled"
+        assert row.error.startswith("let go when its item left the tip; was: Koji refuses")
+        assert gate.publishers["liberty"].generations() == [1]
+
+    fk.run(lambda: setattr(fk.hub.state.tags[TARGET], "locked", False))
+    async with serial_gate(world, fk) as gate:
+        assert "nova-12.0.1-1" not in _tagged(fk)
+        assert fk.hub.count("tagBuild") == 1  # the one refused try, before the dequeue
+        assert nvrs(gate)["nova"] == "nova-12.0.0-1"
+        check_invariants(gate)
