@@ -748,6 +748,8 @@ def test_config_and_env_file_are_checked_together_and_never_printed(tmp_path: Pa
         "rpmgate_config_path": str(etc / "rpmgate.yaml"),
         "rpmgate_home": str(tmp_path / "state"),
         "rpmgate_group": "root",
+        # system.yml creates the build account before config.yml runs; here it must exist
+        "rpmgate_build_user": "nobody",
         "rpmgate_check_config_commands": {"parser": check},
         "rpmgate_api_tokens": [{"name": "releng", "token": "${RELENG_TOKEN}"}],
         "rpmgate_config": {

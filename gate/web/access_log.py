@@ -24,11 +24,20 @@ REDACTED = "***"
 
 
 def redacted_path(request: BaseRequest) -> str:
-    """The request's path and query, secrets replaced by :data:`REDACTED`."""
+    """The request's path and query, secrets replaced by :data:`REDACTED`; ``-`` for a
+    request refused before it was routed (malformed), whose path is not written (no
+    route says which part of it would be a secret)."""
+    try:
+        return _redacted(request)
+    except Exception:  # a log line must never fail a response
+        return "-"
+
+
+def _redacted(request: BaseRequest) -> str:
     url = URL(request.path_qs)
     path = request.path
     if isinstance(request, Request):
-        match = request.match_info
+        match = request.match_info  # (asserts when the request was never routed)
         secrets = {v for k, v in match.items() if k.lower() in SECRET_NAMES and v}
         if secrets:
             path = "/".join(REDACTED if part in secrets else part for part in path.split("/"))
