@@ -288,10 +288,22 @@ def _add_file(repo: solv.XRepo, path: Path, flags: int) -> None:
 
 
 def new_pool(arch: str) -> solv.Pool:
-    """An rpm pool for ``arch`` (noarch packages are always installable)."""
+    """An rpm pool for ``arch`` (noarch packages are always installable), set up as dnf's.
+
+    Multilib: without ``POOL_FLAG_IMPLICITOBSOLETEUSESCOLORS`` libsolv treats
+    an i686 package as an inferior-arch twin of the x86_64 package of the
+    same name and refuses it ("has inferior architecture"), so an i686
+    ``-devel`` that requires its i686 base could not be installed, where
+    dnf installs both arches side by side.  dnf sets the flag on every pool
+    ("Allow packages of the same name with different architectures to be
+    installed in parallel": libdnf5/solv/pool.hpp in
+    rpm-software-management/dnf5; Debian's dnf 4 behaves the same, see
+    tests/test_dnf_differential.py).
+    """
     pool = solv.Pool()
     pool.setdisttype(solv.Pool.DISTTYPE_RPM)
     pool.setarch(arch or "noarch")
+    pool.set_flag(solv.Pool.POOL_FLAG_IMPLICITOBSOLETEUSESCOLORS, 1)
     return pool
 
 
