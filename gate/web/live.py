@@ -12,10 +12,10 @@ carry the process's start) and should read ``/api/status`` again.
 The event number, with the number of database commits (:class:`Commits`) and
 what the backends say of themselves, is the status document's version:
 ``GET /api/status`` is built once per version (:class:`StatusCache`), in a
-worker thread with a fixed number of queries (``gate.web.status.related``),
-encoded and gzipped once, and answers ``If-None-Match`` with ``304``.  Nothing
-is re-read per request, and the event loop (``/healthz``, the gate itself) is
-never held by a build.
+worker thread, from the rows kept since the last build with those the commits
+wrote read again (``gate.web.status_rows``), encoded and gzipped once, and
+answers ``If-None-Match`` with ``304``.  Nothing is re-read per request, and
+the event loop (``/healthz``, the gate itself) is never held by a build.
 """
 
 from __future__ import annotations
