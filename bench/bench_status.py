@@ -281,16 +281,19 @@ async def _load(base: str, churn: bool = False) -> dict[str, Any]:
             for change in last:
                 if done.is_set():
                     return
-                async with http.get(f"{base}/api/changes/{change}") as resp:
-                    info = json.loads(await resp.read())
-                item = next((i["id"] for i in info["items"] if not i["result"]), None)
-                if item is not None:
-                    reason = {"reason": "bench: out and in again"}
-                    async with http.post(f"{base}/api/items/{item}/dequeue", json=reason) as r:
-                        await r.read()
-                    async with http.post(f"{base}/api/changes/{change}/enqueue", json={}) as r:
-                        await r.read()
-                        changes += r.status == 202
+                try:
+                    async with http.get(f"{base}/api/changes/{change}") as resp:
+                        info = json.loads(await resp.read())
+                    item = next((i["id"] for i in info["items"] if not i["result"]), None)
+                    if item is not None:
+                        reason = {"reason": "bench: out and in again"}
+                        async with http.post(f"{base}/api/items/{item}/dequeue", json=reason) as r:
+                            await r.read()
+                        async with http.post(f"{base}/api/changes/{change}/enqueue", json={}) as r:
+                            await r.read()
+                            changes += r.status == 202
+                except (aiohttp.ClientError, TimeoutError, ValueError):
+                    pass  # a daemon too busy to answer: not a change (``deliveries`` says)
                 await asyncio.sleep(1.0)
 
         prober = asyncio.ensure_future(probe())

@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -575,11 +576,16 @@ def describe(exc: BaseException) -> str:
 
 
 async def in_own_thread(fn: Callable[[], T], name: str) -> T:
-    """``fn()`` in a new daemon thread.
+    """``fn()`` in a daemon thread of its own, named ``name``.
 
     Not the loop's default executor: a call that never returns (a database
     or a network filesystem that hangs) must neither hold a thread the
-    daemon's work shares nor keep the process from exiting.
+    daemon's work shares nor keep the process from exiting.  Each name has
+    one thread that runs its calls in turn (:class:`_Lane`; the checks run one
+    at a time, ``Flight``): ``threading.Thread.start`` waits until the new
+    thread runs, which on a busy machine held the event loop for milliseconds
+    per ``/healthz`` (docs/benchmarks.md).  A call made while the name's
+    thread is busy (hung) gets a new thread, as every call used to.
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
@@ -601,8 +607,46 @@ async def in_own_thread(fn: Callable[[], T], name: str) -> T:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
             loop.call_soon_threadsafe(settle, ok, value)
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    lane = _lanes.setdefault(name, _Lane(name))
+    if not lane.offer(run):
+        threading.Thread(target=run, name=name, daemon=True).start()
     return await future
+
+
+class _Lane:
+    """One daemon thread that runs the calls it is given, one at a time."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    def offer(self, call: Callable[[], None]) -> bool:
+        """Run ``call`` in the lane's thread if it is idle; False if it is busy."""
+        with self._lock:
+            if self._busy:
+                return False
+            self._busy = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+                self._thread.start()
+        self._calls.put(call)
+        return True
+
+    def _serve(self) -> None:
+        while True:
+            call = self._calls.get()
+            try:
+                call()
+            finally:
+                with self._lock:
+                    self._busy = False
+
+
+#: name -> its lane (process-wide: a lane serves any event loop, each call settles its own)
+_lanes: dict[str, _Lane] = {}
 
 
 class Flight(Generic[T]):

@@ -13,7 +13,8 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from sqlmodel import select
 
+from gate.config_status import ConfigStatus
 from gate.deliveries import StoredRow
 from gate.faults import is_transient
 from gate.health import Health
@@ -44,6 +46,7 @@ from gate.web.bodies import (
 from gate.web.generations import get_generation
 from gate.web.live import (
     Commits,
+    Encoded,
     EventStream,
     Rendered,
     StatusCache,
@@ -59,10 +62,12 @@ from gate.web.status import (
     backends_doc,
     change_doc,
     item_doc,
+    item_doc_of,
     repo_doc,
-    status,
+    status_encoded,
     waiting_items,
 )
+from gate.web.status_rows import StatusRows, related
 from repo_state.db import session
 from repo_state.models import ChangeRow, Delivery, ItemRow
 
@@ -77,6 +82,18 @@ LIVE: web.AppKey[EventStream] = web.AppKey("live")
 STATUS: web.AppKey[StatusCache] = web.AppKey("status")
 COMMITS: web.AppKey[Commits] = web.AppKey("commits")
 STATUS_ITEMS: web.AppKey[ItemDocs] = web.AppKey("status_items")
+STATUS_ROWS: web.AppKey[StatusRows] = web.AppKey("status_rows")
+STATUS_CONFIG: web.AppKey[StatusConfig] = web.AppKey("status_config")
+
+
+@dataclass
+class StatusConfig:
+    """The configuration's status last put in a status document, and its document."""
+
+    status: ConfigStatus | None = None
+    doc: dict[str, Any] = field(default_factory=dict)
+
+
 MAX_BODY = 1 << 20
 #: tries at storing a delivery through a database blip (about 3 s) before a 503
 STORE_TRIES = 5
@@ -252,7 +269,8 @@ async def get_change(request: web.Request) -> web.Response:
         if change is None:
             return _error(404, f"no change {change_id}")
         items = s.exec(select(ItemRow).where(ItemRow.change_id == change_id)).all()
-        docs = [item_doc(rt, s, i, None) for i in items]
+        rel = related(s, items)  # a few queries for all its items, not a few per item
+        docs = [item_doc_of(rt, i, None, rel) for i in items]
     return web.json_response({**change_doc(change), "reason": change.reason or None, "items": docs})
 
 
@@ -362,24 +380,47 @@ async def get_status(request: web.Request) -> web.Response:
 async def current_status(app: web.Application) -> Rendered:
     """The status document of the state now (``Rendered.document``, ``.body``, ``.etag``):
     what ``GET /api/status`` answers, for every view of it (the HTML page)."""
+    version, build = _status_version(app)
+    return await app[STATUS].current(version, build, partial(_status_version, app))
+
+
+def _status_version(app: web.Application) -> tuple[Hashable, Callable[[], Encoded]]:
+    """The status document's version now, and what builds it (on the loop: per request)."""
     rt = app[RUNTIME]
     # kept in memory (each backend's health, the configuration in force): read on the loop
     backends = backends_doc(rt)
-    config = rt.config_status.model_dump(mode="json")
+    # the configuration's status is replaced, never changed (a frozen model): its
+    # document is made once per status, not per request
+    kept = app[STATUS_CONFIG]
+    if kept.status is not rt.config_status:
+        kept.status, kept.doc = rt.config_status, rt.config_status.model_dump(mode="json")
+    config_status, config = kept.status, kept.doc
     version = (
         app[LIVE].version,
         app[COMMITS].count,
-        json.dumps([backends, config], sort_keys=True, default=str),
+        json.dumps(backends, sort_keys=True, default=str),
+        config_status,
     )
-    build = partial(_status_now, rt, backends, config, app[STATUS_ITEMS])
-    return await app[STATUS].current(version, build)
+    return version, partial(_status_now, app, backends, config)
 
 
 def _status_now(
-    rt: Runtime, backends: dict[str, dict[str, Any]], config: dict[str, Any], memo: ItemDocs
-) -> dict[str, Any]:
+    app: web.Application, backends: dict[str, dict[str, Any]], config: dict[str, Any]
+) -> Encoded:
+    """In the worker thread: what was committed since the last document (taken before
+    any query), read again, and the document made from the rows kept."""
+    rt = app[RUNTIME]
+    written = app[COMMITS].take()
     with session(rt.engine) as s:
-        return status(rt, s, backends=backends, memo=memo, config=config)
+        return status_encoded(
+            rt,
+            s,
+            backends=backends,
+            memo=app[STATUS_ITEMS],
+            config=config,
+            rows=app[STATUS_ROWS],
+            written=written,
+        )
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
@@ -629,6 +670,8 @@ def make_app(rt: Runtime) -> web.Application:
     app[STATUS] = StatusCache()
     app[COMMITS] = Commits(rt.engine, STATUS_TABLES)
     app[STATUS_ITEMS] = ItemDocs()
+    app[STATUS_ROWS] = StatusRows()
+    app[STATUS_CONFIG] = StatusConfig()
     app.on_startup.append(_start_metrics)
     app.on_startup.append(_start_live)
     app.on_shutdown.append(_close_live)

@@ -12,10 +12,10 @@ carry the process's start) and should read ``/api/status`` again.
 The event number, with the number of database commits (:class:`Commits`) and
 what the backends say of themselves, is the status document's version:
 ``GET /api/status`` is built once per version (:class:`StatusCache`), in a
-worker thread with a fixed number of queries (``gate.web.status.related``),
-encoded and gzipped once, and answers ``If-None-Match`` with ``304``.  Nothing
-is re-read per request, and the event loop (``/healthz``, the gate itself) is
-never held by a build.
+worker thread, from the rows kept since the last build with those the commits
+wrote read again (``gate.web.status_rows``), encoded and gzipped once, and
+answers ``If-None-Match`` with ``304``.  Nothing is re-read per request, and
+the event loop (``/healthz``, the gate itself) is never held by a build.
 """
 
 from __future__ import annotations
@@ -26,16 +26,19 @@ import gzip
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from repo_state.models import BuildRow, ChangeRow, ItemBuildRow, ItemRow, JobRunRow
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +167,15 @@ class Commits:
     none is missed, while a commit of other tables only (a webhook delivery stored
     or marked processed) leaves the document as it is.
 
-    Every write of the gate goes through an ORM session (``s.add``; no bulk
-    ``UPDATE``), so ``after_flush`` sees each written row's table.  ``after_commit``
-    runs once the DBAPI commit returned, so a document built after the count was
-    read never predates the commits it counted.
+    It also says which rows those commits wrote (:class:`Written`, taken by
+    :meth:`take`), so the status document reads again only those
+    (``gate.web.status_rows``).  Every write of the gate goes through an ORM
+    session: ``after_flush`` sees each written row; a bulk ``UPDATE`` or ``DELETE``
+    through a session (``gate.draft_gc``'s, of draft rows) is seen by
+    ``do_orm_execute`` and counts as "everything written".  ``after_commit`` runs
+    once the DBAPI commit returned, and marks the rows before it counts the commit,
+    so a document built after the count was read never predates the commits it
+    counted, nor misses their rows.
     """
 
     _KEY = "rpmgate.tables_written"
@@ -176,35 +184,105 @@ class Commits:
         self.engine = engine
         self.tables = tables
         self.count = 0
+        self.listening = False
+        self._lock = threading.Lock()
+        self._written = Written()
 
     def start(self) -> None:
         for name, listener in self._listeners():
             event.listen(Session, name, listener)
+        with self._lock:
+            # what was committed before is not known: the next reader reads everything
+            self._written = Written(everything=True)
+        self.listening = True
 
     def stop(self) -> None:
+        self.listening = False
         for name, listener in self._listeners():
             if event.contains(Session, name, listener):
                 event.remove(Session, name, listener)
 
+    def take(self) -> Written:
+        """The rows written by the commits counted so far (and since the last take)."""
+        with self._lock:
+            written, self._written = self._written, Written(everything=not self.listening)
+        return written
+
     def _listeners(self) -> list[tuple[str, Callable[..., None]]]:
         return [
             ("after_flush", self._after_flush),
+            ("do_orm_execute", self._do_orm_execute),
             ("after_commit", self._after_commit),
             ("after_rollback", self._after_rollback),
         ]
 
+    def _written_by(self, session: Session) -> Written:
+        written: Written = session.info.setdefault(self._KEY, Written())
+        return written
+
     def _after_flush(self, session: Session, _context: Any) -> None:
         if session.bind is self.engine:
-            written = session.info.setdefault(self._KEY, set())
+            written = self._written_by(session)
             for row in (*session.new, *session.dirty, *session.deleted):
-                written.add(getattr(row, "__tablename__", ""))
+                written.note(row)
+
+    def _do_orm_execute(self, state: ORMExecuteState) -> None:
+        if state.session.bind is not self.engine or not (state.is_update or state.is_delete):
+            return
+        tables = {getattr(m.class_, "__tablename__", "") for m in state.all_mappers}
+        written = self._written_by(state.session)
+        written.tables |= tables or {"?"}
+        written.everything = True
 
     def _after_commit(self, session: Session) -> None:
-        if session.bind is self.engine and session.info.pop(self._KEY, set()) & self.tables:
-            self.count += 1
+        if session.bind is not self.engine:
+            return
+        written: Written | None = session.info.pop(self._KEY, None)
+        if written is None or not written.tables & self.tables:
+            return
+        with self._lock:
+            self._written.merge(written)
+        self.count += 1
 
     def _after_rollback(self, session: Session) -> None:
         session.info.pop(self._KEY, None)
+
+
+@dataclass
+class Written:
+    """What commits wrote of the rows the status document shows, by the keys the
+    document finds them by (``gate.web.status_rows``)."""
+
+    tables: set[str] = field(default_factory=set)
+    #: a write whose rows are not known (a bulk UPDATE; the start): read everything
+    everything: bool = False
+    items: set[int] = field(default_factory=set)
+    changes: set[int] = field(default_factory=set)
+    builds: set[int] = field(default_factory=set)
+    build_keys: set[str] = field(default_factory=set)
+    #: items whose job runs or build set entries were written
+    item_rows: set[int] = field(default_factory=set)
+
+    def note(self, row: object) -> None:
+        self.tables.add(getattr(row, "__tablename__", ""))
+        if isinstance(row, ItemRow):
+            self.items.add(row.id or 0)
+        elif isinstance(row, ChangeRow):
+            self.changes.add(row.id or 0)
+        elif isinstance(row, BuildRow):
+            self.builds.add(row.id or 0)
+            self.build_keys.add(row.key)
+        elif isinstance(row, JobRunRow | ItemBuildRow):
+            self.item_rows.add(row.item_id)
+
+    def merge(self, other: Written) -> None:
+        self.tables |= other.tables
+        self.everything |= other.everything
+        self.items |= other.items
+        self.changes |= other.changes
+        self.builds |= other.builds
+        self.build_keys |= other.build_keys
+        self.item_rows |= other.item_rows
 
 
 @dataclass(frozen=True)
@@ -219,10 +297,25 @@ class Rendered:
     etag: str
 
 
-def render(version: Hashable, build: Callable[[], dict[str, Any]]) -> Rendered:
+@dataclass(frozen=True)
+class Encoded:
+    """A document and its JSON (``json.dumps(document).encode()``), made together."""
+
+    document: dict[str, Any]
+    body: bytes
+
+
+#: what builds a status document: the document, or the document already encoded
+Build = Callable[[], "dict[str, Any] | Encoded"]
+
+
+def render(version: Hashable, build: Build) -> Rendered:
     """Build, encode and compress a document (in a worker thread: it reads the database)."""
-    document = build()
-    body = json.dumps(document).encode()
+    built = build()
+    if isinstance(built, Encoded):
+        document, body = built.document, built.body
+    else:
+        document, body = built, json.dumps(built).encode()
     return Rendered(
         version=version,
         document=document,
@@ -236,33 +329,57 @@ class StatusCache:
     """The status document, built at most once per state version, off the event loop.
 
     A request that finds the version it was asked at already rendered gets it at
-    once.  Otherwise it waits for the one build under way (every request waiting
-    shares it; a request that goes away does not cancel it), and, if that build
-    started at an older version, for the next one: a request is never answered with
-    a state older than the one it arrived at.  The event loop only hashes a version
-    and writes bytes; the queries and the encoding run in a worker thread.
+    once, and so does one that finds a build of that version under way.  Otherwise
+    it waits for a build that started after it arrived (every request waiting shares
+    it; a request that goes away does not cancel it): a request is never answered
+    with a state older than the one it arrived at.  Such a build is started at the
+    version of the moment (``now``), not at the one its first waiter arrived at,
+    so while the state moves, requests wait for the end of the build under way and
+    one more, never for a chain of builds, one per version they saw.  The event
+    loop only hashes a version and writes bytes; the queries and the encoding run
+    in a worker thread.
     """
 
     def __init__(self) -> None:
         self.rendered: Rendered | None = None
         self.builds = 0
+        self._started = 0
         self._building: asyncio.Task[Rendered] | None = None
         self._building_version: Hashable = None
+        self._building_number = 0
 
-    async def current(self, version: Hashable, build: Callable[[], dict[str, Any]]) -> Rendered:
-        """The document of ``version`` (read by the caller before any query of the build)."""
+    async def current(
+        self,
+        version: Hashable,
+        build: Build,
+        now: Callable[[], tuple[Hashable, Build]] | None = None,
+    ) -> Rendered:
+        """The document of ``version`` (read by the caller before any query of the build),
+        or of a later one; ``now``: the version and build of the moment (default: these)."""
+        if self.rendered is not None and self.rendered.version == version:
+            return self.rendered
+        if self._building is not None and self._building_version == version:
+            return await asyncio.shield(self._building)
+        started_before = self._started  # those may have read an older state
         while True:
-            if self.rendered is not None and self.rendered.version == version:
-                return self.rendered
             if self._building is None:
+                if now is not None:
+                    version, build = now()
+                    if self.rendered is not None and self.rendered.version == version:
+                        return self.rendered  # nothing changed since it was read
+                self._started += 1
                 self._building = asyncio.ensure_future(self._render(version, build))
-                self._building_version = version
-            task, built_for = self._building, self._building_version
+                self._building_version, self._building_number = version, self._started
+            task, number, built_for = (
+                self._building,
+                self._building_number,
+                self._building_version,
+            )
             rendered = await asyncio.shield(task)
-            if built_for == version:
+            if number > started_before or built_for == version:
                 return rendered
 
-    async def _render(self, version: Hashable, build: Callable[[], dict[str, Any]]) -> Rendered:
+    async def _render(self, version: Hashable, build: Build) -> Rendered:
         try:
             rendered = await asyncio.to_thread(render, version, build)
         finally:

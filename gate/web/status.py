@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any
 
-from sqlalchemy import Table
-from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from gate.flaky import flaky_jobs, flaky_note, flaky_notes
+from gate.flaky import flaky_note, flaky_notes
 from gate.item_builds import Member
 from gate.items import view_of
-from gate.model import BuildState, ItemKind, ItemState, Step, outside_window
+from gate.model import BuildState, ItemKind, ItemState, outside_window
 from gate.pipeline import stages_of
-from gate.queue_rules import queue_order
 from gate.queue_view import item_view
 from gate.reporting import file_url
 from gate.runtime import Runtime
+from gate.web.live import Encoded, Written
 from gate.web.log_tails import failure_log, item_builds
+from gate.web.status_rows import Related, Shown, StatusRows, promoting, related
 from repo_state.models import (
     BuildRow,
     ChangeRow,
@@ -32,8 +30,6 @@ from repo_state.models import (
     ProjectRow,
     QueueRow,
 )
-
-T = TypeVar("T")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -109,123 +105,6 @@ def change_doc(change: ChangeRow) -> dict[str, Any]:
         "owner": change.owner or None,
         "depends_on": json.loads(change.depends_on),
     }
-
-
-@dataclass(frozen=True)
-class Related:
-    """The rows an item's document shows besides the item: loaded per item for one
-    document, in a few bulk queries for the status document."""
-
-    changes: dict[int, ChangeRow]
-    #: scratch builds by key
-    scratch: dict[str, BuildRow]
-    #: final builds by id, and the drafts of items promoting one (``promoting``)
-    finals: dict[int, BuildRow]
-    #: (item id, attempt) -> its job runs in order
-    jobs: dict[tuple[int, int], list[JobRunRow]]
-    #: item id -> purpose -> (named build, package) -> (build, reused), for items whose
-    #: set has several members (``gate.item_builds``; scratch: the current attempt's)
-    sets: dict[int, dict[str, dict[Member, tuple[BuildRow, bool]]]] = field(default_factory=dict)
-
-
-#: ids per ``IN (...)`` list (SQLite's default limit on bound variables is far above)
-_CHUNK = 500
-
-
-def _chunks(values: set[Any]) -> Iterator[list[Any]]:
-    ordered = sorted(values)
-    for start in range(0, len(ordered), _CHUNK):
-        yield ordered[start : start + _CHUNK]
-
-
-def rows_of(
-    s: Session, model: type[T], *where: Any, order: Any = None, limit: int | None = None
-) -> list[T]:
-    """Rows of ``model`` as read-only result rows, not ORM instances.
-
-    A result row has the model's attributes (its columns, by the same names) and
-    costs a few microseconds; sqlmodel builds each instance in about a hundred,
-    and the status document reads thousands of rows.  Read them, never change
-    them: they belong to no session.
-    """
-    table: Table = model.__table__  # type: ignore[attr-defined]
-    query = sa_select(*table.columns).where(*where)
-    if order is not None:
-        query = query.order_by(order)
-    if limit is not None:
-        query = query.limit(limit)
-    return cast(list[T], list(s.connection().execute(query)))
-
-
-def promoting(item: ItemRow) -> int | None:
-    """The draft an item is promoting, if any: a promotion stopped on a backend
-    error shows on its draft only (``gate.builds`` ``_promotion_stuck``)."""
-    if item.final_build_id is None and item.tip_state == Step.RUNNING:
-        return item.draft_build_id
-    return None
-
-
-def related(s: Session, items: Sequence[ItemRow]) -> Related:
-    """Everything the documents of ``items`` show, in a handful of queries whatever their
-    number (not three per item: ``GET /api/status`` reads hundreds)."""
-    change_ids = {i.change_id for i in items}
-    keys = {i.build_key for i in items if i.build_key}
-    final_ids = {i.final_build_id for i in items if i.final_build_id}
-    final_ids |= {d for i in items if (d := promoting(i))}
-    item_ids = {i.id for i in items if i.id is not None}
-    changes: dict[int, ChangeRow] = {}
-    for ids in _chunks(change_ids):
-        changes.update(
-            (c.id, c) for c in rows_of(s, ChangeRow, col(ChangeRow.id).in_(ids)) if c.id is not None
-        )
-    scratch: dict[str, BuildRow] = {}
-    for chunk in _chunks(keys):
-        for b in rows_of(
-            s,
-            BuildRow,
-            BuildRow.purpose == "scratch",
-            col(BuildRow.key).in_(chunk),
-            order=col(BuildRow.id),
-        ):
-            scratch.setdefault(b.key, b)  # the first, as a lookup by key finds it
-    finals: dict[int, BuildRow] = {}
-    for ids in _chunks(final_ids):
-        finals.update(
-            (b.id, b) for b in rows_of(s, BuildRow, col(BuildRow.id).in_(ids)) if b.id is not None
-        )
-    attempts = {i.id: i.attempt for i in items}
-    jobs: dict[tuple[int, int], list[JobRunRow]] = {}
-    for ids in _chunks(item_ids):
-        for j in rows_of(s, JobRunRow, col(JobRunRow.item_id).in_(ids), order=col(JobRunRow.id)):
-            if attempts.get(j.item_id) == j.attempt:
-                jobs.setdefault((j.item_id, j.attempt), []).append(j)
-    return Related(changes=changes, scratch=scratch, finals=finals, jobs=jobs, sets=_sets(s, items))
-
-
-def _sets(
-    s: Session, items: Sequence[ItemRow]
-) -> dict[int, dict[str, dict[Member, tuple[BuildRow, bool]]]]:
-    """The build sets of ``items`` (``Related.sets``), in two queries."""
-    attempts = {i.id: i.attempt for i in items if i.id is not None}
-    entries: list[ItemBuildRow] = []
-    for ids in _chunks(set(attempts)):
-        entries += rows_of(
-            s, ItemBuildRow, col(ItemBuildRow.item_id).in_(ids), order=col(ItemBuildRow.id)
-        )
-    # a post item's final builds are its own whatever the attempt; the others: this attempt's
-    entries = [e for e in entries if e.purpose == "final" or attempts.get(e.item_id) == e.attempt]
-    builds: dict[int, BuildRow] = {}
-    for ids in _chunks({e.build_id for e in entries}):
-        builds.update((b.id, b) for b in rows_of(s, BuildRow, col(BuildRow.id).in_(ids)) if b.id)
-    sets: dict[int, dict[str, dict[Member, tuple[BuildRow, bool]]]] = {}
-    for e in entries:
-        build = builds.get(e.build_id)
-        if build is not None:
-            member = (e.build_name, e.package)
-            by_member = sets.setdefault(e.item_id, {}).setdefault(e.purpose, {})
-            by_member.pop(member, None)  # the latest entry wins
-            by_member[member] = (build, e.reused)
-    return sets
 
 
 def _first_of(builds: Mapping[Member, BuildRow], name: str) -> BuildRow | None:
@@ -373,19 +252,21 @@ TABLES = frozenset(
 
 
 class ItemDocs:
-    """The item documents of the last status document, each with the rows it was made
-    from: an item none of whose rows changed is not made again.
+    """The item documents of the last status document, each with its JSON and what it
+    was made from: an item none of whose rows changed is neither made nor encoded again.
 
-    The rows are result rows (:func:`rows_of`: tuples of column values), so "changed"
-    is tuple equality over every column the document reads: the item, its change,
-    builds and job runs, and whether its speculative tree is on disk.  A document is
-    the same function of the same rows (:func:`item_doc_of`): this saves the work,
-    never a change.  Used by one build at a time (``gate.web.live.StatusCache``).
+    An item's rows are :class:`~gate.web.status_rows.Shown`, whose stamp changes
+    whenever any row its document reads was read again
+    (:class:`~gate.web.status_rows.StatusRows`); the key adds what else the
+    document depends on: whether the window leaves the item waiting, and whether
+    its speculative tree is on disk.  A document is the same function of the same
+    rows (:func:`item_doc_of`): this saves the work, never a change.  Used by one
+    build at a time (``gate.web.live.StatusCache``).
     """
 
     def __init__(self) -> None:
-        self._docs: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
-        self._next: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._docs: dict[int, _ItemDoc] = {}
+        self._next: dict[int, _ItemDoc] = {}
         self._base_url = ""
         self.made = 0
 
@@ -395,40 +276,49 @@ class ItemDocs:
         self._next = {}
 
     def doc(
-        self,
-        rt: Runtime,
-        item: ItemRow,
-        position: int | None,
-        rel: Related,
-        outside_window: bool = False,
-    ) -> dict[str, Any]:
+        self, rt: Runtime, shown: Shown, position: int | None, outside_window: bool = False
+    ) -> tuple[dict[str, Any], str]:
+        """The item's document at ``position``, and its JSON (``json.dumps`` of it)."""
+        item = shown.row
         key = (
             outside_window,
-            tuple(item),
-            rel.changes.get(item.change_id),
-            rel.scratch.get(item.build_key) if item.build_key else None,
-            rel.finals.get(item.final_build_id) if item.final_build_id else None,
-            rel.finals.get(d) if (d := promoting(item)) else None,
-            tuple(rel.jobs.get((item.id or 0, item.attempt), ())),
-            tuple(
-                (purpose, member, tuple(b), reused)
-                for purpose, by_member in rel.sets.get(item.id or 0, {}).items()
-                for member, (b, reused) in by_member.items()
-            ),
+            shown.stamp,
             bool(item.tested_state) and _speculative_kept(rt, item, f"{item.id}-{item.attempt}"),
         )
-        cached = self._docs.get(item.id or 0)
-        if cached is not None and cached[0] == key:
-            doc = cached[1]
-        else:
-            doc = item_doc_of(rt, item, None, rel, outside_window)
+        made = self._docs.get(item.id or 0)
+        if made is None or made.key != key:
+            made = _ItemDoc(key, item_doc_of(rt, item, None, shown.rel, outside_window))
             self.made += 1
-        self._next[item.id or 0] = (key, doc)
-        return doc if position is None else {**doc, "position": position}
+        self._next[item.id or 0] = made
+        return made.at(position)
 
     def end(self) -> None:
         """Keep only the items of this document."""
         self._docs, self._next = self._next, {}
+
+
+class _ItemDoc:
+    """An item document made with no position, and its JSON around the position's value."""
+
+    def __init__(self, key: tuple[Any, ...], doc: dict[str, Any]) -> None:
+        self.key, self.doc = key, doc
+        text = json.dumps(doc)
+        #: ``{"id": 7, "position": `` and what follows ``null``: the document's keys keep
+        #: their order (``item_doc_of`` puts ``position`` second), so splicing a number
+        #: in is ``json.dumps`` of the positioned document
+        self.head = json.dumps({"id": doc["id"], "position": None})[: -len("null}")]
+        if not text.startswith(self.head + "null"):
+            raise ValueError("an item document starts with its id and position")
+        self.tail = text[len(self.head) + len("null") :]
+        self._at: tuple[int | None, dict[str, Any], str] = (None, doc, text)
+
+    def at(self, position: int | None) -> tuple[dict[str, Any], str]:
+        """The document at ``position`` and its JSON (the last one asked for is kept)."""
+        if self._at[0] != position:
+            doc = self.doc if position is None else {**self.doc, "position": position}
+            text = f"{self.head}{'null' if position is None else f'{position:d}'}{self.tail}"
+            self._at = (position, doc, text)
+        return self._at[1], self._at[2]
 
 
 def status(
@@ -439,63 +329,92 @@ def status(
     memo: ItemDocs | None = None,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The status document (``StatusDoc``): a fixed number of queries per queue.
+    """The status document (``StatusDoc``), read from the database now: a fixed number
+    of queries per queue (:func:`status_encoded` has the arguments)."""
+    return status_encoded(rt, s, recent, backends, memo, config).document
+
+
+def status_encoded(
+    rt: Runtime,
+    s: Session,
+    recent: int = 20,
+    backends: dict[str, dict[str, Any]] | None = None,
+    memo: ItemDocs | None = None,
+    config: dict[str, Any] | None = None,
+    rows: StatusRows | None = None,
+    written: Written | None = None,
+) -> Encoded:
+    """The status document and its JSON, joined from each item's (made once per change).
 
     ``backends``: what :func:`backends_doc` said, when the caller read it already
     (``GET /api/status`` does so on the event loop: the backends keep it in memory).
     ``memo``: the item documents of the last call, to make again only what changed.
     ``config``: ``rt.config_status`` as the caller read it (likewise kept in memory).
+    ``rows`` and ``written``: the rows kept since the last call and what was committed
+    since (``gate.web.status_rows``); without them, everything is read.
     """
+    rows = rows or StatusRows()
+    rows.refresh(s, written or Written(everything=True))
     memo = memo or ItemDocs()
     memo.begin(rt)
-    queues = []
+    queues, encoded, shown = [], [], []
     for name, cfg in rt.config.queues.items():
         qrow = s.get(QueueRow, name)
         arches = rt.config.arches_of(name)
-        active = rows_of(s, ItemRow, ItemRow.queue == name, col(ItemRow.active))
-        ordered = queue_order((view_of(r), r.seq) for r in active)  # as active_items orders
-        by_id = {r.id: r for r in active}
-        items = [by_id[v.id] for v in ordered]
-        waiting = waiting_items(s, name, items)
-        finished = rows_of(
-            s,
-            ItemRow,
-            ItemRow.queue == name,
-            col(ItemRow.active).is_(False),
-            order=col(ItemRow.finished_at).desc(),
-            limit=recent,
-        )
-        rel = related(s, [*items, *finished])
-        queues.append(
-            {
-                "name": name,
-                "repo": cfg.repo,
-                "projects": list(cfg.projects),
-                "window": qrow.window if qrow else None,
-                "generation": qrow.generation if qrow else None,
-                "items": [
-                    memo.doc(rt, item, i, rel, item.id in waiting) for i, item in enumerate(items)
-                ],
-                "recent": [memo.doc(rt, item, None, rel) for item in finished],
-                "held_back": held_back(s, items, rel),
-                "arches": list(arches),
-                "pipeline": stages_of(cfg.pipeline, cfg.jobs),
-                "flaky_jobs": flaky_jobs(
-                    s,
-                    name,
-                    [j.name for j in cfg.jobs],
-                    cfg.flaky,
-                    len(arches),
-                    len(rt.config.builds_of(name)),
-                ),
-            }
+        items, waiting = rows.active(name, qrow.window if qrow else 0)
+        finished = rows.finished(s, name, recent)
+        shown += [f.row.id or 0 for f in finished]
+        item_docs = [memo.doc(rt, item, i, item.row.id in waiting) for i, item in enumerate(items)]
+        recent_docs = [memo.doc(rt, item, None) for item in finished]
+        queue = {
+            "name": name,
+            "repo": cfg.repo,
+            "projects": list(cfg.projects),
+            "window": qrow.window if qrow else None,
+            "generation": qrow.generation if qrow else None,
+            "items": [d for d, _ in item_docs],
+            "recent": [d for d, _ in recent_docs],
+            "held_back": _held_back(items),
+            "arches": list(arches),
+            "pipeline": stages_of(cfg.pipeline, cfg.jobs),
+            "flaky_jobs": rows.flaky(
+                s,
+                name,
+                [j.name for j in cfg.jobs],
+                cfg.flaky,
+                len(arches),
+                len(rt.config.builds_of(name)),
+            ),
+        }
+        queues.append(queue)
+        lists = {"items": item_docs, "recent": recent_docs}
+        encoded.append(
+            "{"
+            + ", ".join(
+                f"{json.dumps(key)}: "
+                + (
+                    "[" + ", ".join(text for _, text in lists[key]) + "]"
+                    if key in lists
+                    else json.dumps(value)
+                )
+                for key, value in queue.items()
+            )
+            + "}"
         )
     memo.end()
-    return {
+    rows.forget_others(shown)
+    document = {
         "queues": queues,
         "backends": backends_doc(rt) if backends is None else backends,
         "config": rt.config_status.model_dump(mode="json") if config is None else config,
     }
+    body = (
+        '{"queues": ['
+        + ", ".join(encoded)
+        + f'], "backends": {json.dumps(document["backends"])}, '
+        + f'"config": {json.dumps(document["config"])}}}'
+    )
+    return Encoded(document=document, body=body.encode())
 
 
 def backends_doc(rt: Runtime) -> dict[str, dict[str, Any]]:
@@ -507,14 +426,15 @@ def backends_doc(rt: Runtime) -> dict[str, dict[str, Any]]:
     }
 
 
-def held_back(s: Session, items: list[ItemRow], rel: Related | None = None) -> list[dict[str, Any]]:
+def _held_back(items: Sequence[Shown]) -> list[dict[str, Any]]:
     """Blocked post items: where git and the repository disagree, and why."""
     out = []
-    for item in items:
-        # only a post item can be blocked: the others need no view (hundreds queued)
-        if item.kind != ItemKind.POST or not view_of(item).blocked:
+    for shown in items:
+        item = shown.row
+        # only a post item can be blocked
+        if item.kind != ItemKind.POST or not shown.view.blocked:
             continue
-        change = rel.changes.get(item.change_id) if rel else s.get(ChangeRow, item.change_id)
+        change = shown.rel.changes.get(item.change_id)
         out.append(
             {
                 "item": item.id,
