@@ -272,6 +272,19 @@ def test_eta_adds_the_medians_of_the_steps_left_and_waits_for_the_item_ahead() -
     }
 
 
+def test_a_job_run_on_two_arches_is_through_when_its_slowest_run_is() -> None:
+    """The x86_64 run passed, the aarch64 run of the same job started 4 s ago: the job
+    is not done (10 s median: 6 s left), whichever run the document lists last."""
+    built = {"merge": {"state": "passed"}, "build": {"state": "passed", "created_at": iso(50)}}
+    x86 = {"name": "repoclosure", "arch": "x86_64", "state": "passed", "try_number": 1}
+    arm = {"name": "repoclosure", "arch": "aarch64", "state": "running", "try_number": 1}
+    arm["started_at"] = iso(4)
+    for jobs in ([arm, x86], [x86, arm]):
+        testing = item(1, ItemState.TESTING, ahead=(), jobs=jobs, **built)
+        # 6 s of the aarch64 run left, then 50 final + 5 merge and publish
+        assert estimate_queue([testing], HISTORY, ["repoclosure"], 20, NOW) == {1: 61.0}
+
+
 def test_no_estimate_without_history_nor_for_a_failing_item() -> None:
     fresh = item(1, ItemState.MERGING, ahead=())
     assert estimate_queue([fresh], Durations(), ["repoclosure"], 20, NOW) == {1: None}

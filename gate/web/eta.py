@@ -153,13 +153,23 @@ class _Step:
 
 
 def _job_steps(item: Doc, job_names: Sequence[str]) -> list[_Step]:
-    ran = {str(j.get("name")): j for j in item.get("jobs") or []}
-    return [
-        _Step("job", name, str(ran[name].get("state")), epoch(ran[name].get("started_at")))
-        if name in ran
-        else _Step("job", name, "none")
-        for name in job_names
-    ]
+    """One step per run of each job (a job runs once per named build and arch, side by
+    side: the slowest run stands for the job), its last try deciding, as the progress
+    bar shows them (gate/web/progress.py); a job not run yet is one step to come."""
+    last: dict[tuple[str, str, str], Doc] = {}
+    for run in item.get("jobs") or []:
+        key = (str(run.get("name")), str(run.get("build") or ""), str(run.get("arch") or ""))
+        if key not in last or int(run.get("try_number") or 1) >= int(
+            last[key].get("try_number") or 1
+        ):
+            last[key] = run
+    steps = []
+    for name in job_names:
+        runs = [r for (n, _, _), r in last.items() if n == name]
+        steps += [
+            _Step("job", name, str(r.get("state")), epoch(r.get("started_at"))) for r in runs
+        ] or [_Step("job", name, "none")]
+    return steps
 
 
 def _tip_done(item: Doc, step: str) -> str:
