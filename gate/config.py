@@ -56,6 +56,7 @@ from gate.pipeline import (
     pipeline_problems,
 )
 from gate.publisher_config import PublisherConfig
+from gate.queue_rules import WINDOW_DEFAULT, WindowRule, WindowStep
 from gate.refs import InvalidRef, check_branch
 from gate.registry import (
     BACKENDS,
@@ -137,16 +138,38 @@ class ProjectConfig(_Strict):
 
 
 class WindowConfig(_Strict):
-    start: Annotated[int, Field(ge=1)] = 20
-    floor: Annotated[int, Field(ge=1)] = 3
-    increase: Annotated[int, Field(ge=0)] = 1
-    decrease_factor: Annotated[int, Field(ge=1)] = 2
+    """A queue's window: Zuul's dependent-pipeline options, with rpmgate's defaults
+    (gate/queue_rules.py ``WindowRule`` says why they differ from Zuul's)."""
+
+    start: Annotated[int, Field(ge=1)] = WINDOW_DEFAULT.start
+    floor: Annotated[int, Field(ge=1)] = WINDOW_DEFAULT.floor
+    #: None: no limit (Zuul's ``window-ceiling`` default)
+    ceiling: Annotated[int | None, Field(ge=1)] = WINDOW_DEFAULT.ceiling
+    increase_type: WindowStep = WINDOW_DEFAULT.increase_type
+    increase: Annotated[int, Field(ge=0)] = WINDOW_DEFAULT.increase
+    decrease_type: WindowStep = WINDOW_DEFAULT.decrease_type
+    decrease_factor: Annotated[int, Field(ge=1)] = WINDOW_DEFAULT.decrease_factor
 
     @model_validator(mode="after")
-    def _floor_le_start(self) -> WindowConfig:
+    def _bounds(self) -> WindowConfig:
         if self.floor > self.start:
             raise ValueError(f"floor ({self.floor}) must not exceed start ({self.start})")
+        if self.ceiling is not None and self.ceiling < self.start:
+            raise ValueError(f"ceiling ({self.ceiling}) must not be below start ({self.start})")
+        if self.increase_type == "exponential" and self.increase < 1:
+            raise ValueError("increase must be at least 1 with increase_type exponential")
         return self
+
+    def rule(self) -> WindowRule:
+        return WindowRule(
+            start=self.start,
+            floor=self.floor,
+            increase=self.increase,
+            decrease_factor=self.decrease_factor,
+            increase_type=self.increase_type,
+            decrease_type=self.decrease_type,
+            ceiling=self.ceiling,
+        )
 
 
 class QueueConfig(_Strict):

@@ -135,6 +135,31 @@ def offline_findings(config: Config) -> list[Finding]:
         findings += _git_location("config_repo.git", config.config_repo.git)
     findings += _sandbox_user(config)
     findings += _job_timeouts(config)
+    findings += _window_decrease(config)
+    return findings
+
+
+def _window_decrease(config: Config) -> list[Finding]:
+    """A ``decrease_factor`` written for Zuul's halving, read as a linear decrease.
+
+    The window's ``decrease_type`` defaults to ``linear`` (Zuul's default is
+    ``exponential``): a config that sets only ``decrease_factor: 2``, as Zuul's
+    ``window-decrease-factor``, gets ``-2`` per failure instead of ``/2``.
+    """
+    findings = []
+    for qname, queue in config.queues.items():
+        given = queue.window.model_fields_set
+        if "decrease_factor" in given and "decrease_type" not in given:
+            factor = queue.window.decrease_factor
+            findings.append(
+                Finding(
+                    f"queues.{qname}.window.decrease_factor",
+                    f"{factor} is taken off the window per failure (decrease_type "
+                    f"defaults to linear), not divided into it as Zuul's default does",
+                    f"say decrease_type: linear, or exponential for Zuul's /{factor}",
+                    warning=True,
+                )
+            )
     return findings
 
 

@@ -24,7 +24,7 @@ from sqlmodel import col, func, select
 from gate.config import Config
 from gate.model import Base, ItemKind, ItemView, Step, TipStep
 from gate.plumbing import Plumbing
-from gate.queue_rules import WindowRule, window_after_dequeue
+from gate.queue_rules import window_after_dequeue
 from gate.reporting import Reporter, phase_of
 from gate.sources.base import ChangeSource
 from repo_state.db import session
@@ -147,9 +147,9 @@ class Items:
             shutil.rmtree(path, ignore_errors=True)
 
     def dequeue(self, queue: str, item_id: int, result: str, reason: str = "") -> None:
-        """Remove an item and report it; adjust the window like Zuul does."""
+        """Remove an item and report it; adjust the window by the queue's rule (Zuul's)."""
         window = self.config.queues[queue].window
-        rule = WindowRule(window.start, window.floor, window.increase, window.decrease_factor)
+        rule = window.rule()
         with session(self.engine) as s:
             item = s.get(ItemRow, item_id)
             if item is None or not item.active:

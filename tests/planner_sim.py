@@ -51,7 +51,7 @@ from gate.planner import (
     StartAttempt,
     plan,
 )
-from gate.queue_rules import WindowRule, window_after_dequeue
+from gate.queue_rules import WINDOW_DEFAULT, WindowRule, window_after_dequeue
 
 
 @dataclass
@@ -101,7 +101,7 @@ class Simulation:
     publish_attempts: Counter[int] = field(default_factory=Counter)
     #: every invariant violation seen while running
     violations: list[str] = field(default_factory=list)
-    window_rule: WindowRule = field(default_factory=WindowRule)
+    window_rule: WindowRule = WINDOW_DEFAULT
     #: planning steps so far; the step at which the window last narrowed
     steps: int = 0
     narrowed_at: int = -1

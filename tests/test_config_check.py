@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from gate.cli import main
-from gate.config import load_config
+from gate.config import ConfigError, load_config
 from gate.config_check import Finding, offline_findings, online_findings
 
 Doc = dict[str, Any]
@@ -318,6 +318,39 @@ def test_a_job_timeout_beyond_the_busy_stall_limit_is_a_warning(doc: Doc, tmp_pa
     assert [f.key for f in found] == ["queues.liberty.jobs.1.timeout"]
     doc["health"] = {"stall_after_busy": 3 * 86400}
     assert _findings(doc, tmp_path / "c.yaml") == []
+
+
+def test_a_zuul_style_decrease_factor_without_its_type_is_a_warning(
+    doc: Doc, tmp_path: Path
+) -> None:
+    doc["queues"]["liberty"]["window"] = {"start": 20, "decrease_factor": 2}
+    found = _findings(doc, tmp_path / "c.yaml")
+    finding = _one(found, "queues.liberty.window.decrease_factor")
+    assert finding.warning
+    assert "2 is taken off the window per failure (decrease_type defaults to linear)" in str(
+        finding
+    )
+    assert "exponential for Zuul's /2" in finding.fix
+    for kind in ("linear", "exponential"):
+        doc["queues"]["liberty"]["window"]["decrease_type"] = kind
+        assert _findings(doc, tmp_path / "c.yaml") == []
+
+
+def test_window_bounds_are_refused_with_the_key(doc: Doc, tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    doc["queues"]["liberty"]["window"] = {"start": 20, "ceiling": 10}
+    path.write_text(yaml.safe_dump(doc))
+    refused = r"queues\.liberty\.window: ceiling \(10\) must not be below start \(20\)"
+    with pytest.raises(ConfigError, match=refused):
+        load_config(path)
+    doc["queues"]["liberty"]["window"] = {"increase_type": "exponential", "increase": 0}
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="increase must be at least 1 with increase_type"):
+        load_config(path)
+    doc["queues"]["liberty"]["window"] = {"decrease_type": "halving"}
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=r"queues\.liberty\.window\.decrease_type"):
+        load_config(path)
 
 
 # --- run refuses what check-config refuses ----------------------------------------------

@@ -81,6 +81,10 @@ async def test_metrics_count_builds_jobs_generations_and_deliveries_of_a_scenari
     assert value(d, "rpmgate_deliveries_refused_total", source="api", code="400") == 1
     assert value(d, "rpmgate_deliveries_processed_total", source="api", outcome="processed") == 2
     assert value(after, "rpmgate_queue_depth", queue="liberty") == 0
+    # the default window (gate.queue_rules.WINDOW_DEFAULT): +1 for A merged, -3 for C
+    # rejected without passing its tests, in either order
+    assert value(before, "rpmgate_queue_window", queue="liberty") == 20
+    assert value(after, "rpmgate_queue_window", queue="liberty") == 18
     assert (
         value(after, "rpmgate_queue_generation", queue="liberty")
         == value(before, "rpmgate_queue_generation", queue="liberty") + 1

@@ -27,6 +27,8 @@ from gate.planner import (
     plan,
 )
 from gate.queue_rules import (
+    WINDOW_DEFAULT,
+    ZUUL_WINDOW,
     WindowRule,
     window_after_dequeue,
     window_after_failure,
@@ -126,7 +128,7 @@ def test_the_status_says_outside_the_window_for_items_behind_it() -> None:
 
 
 def test_window_shrinks_only_for_items_that_failed_their_tests_as_zuul_does() -> None:
-    rule = WindowRule()
+    rule = ZUUL_WINDOW
     assert window_after_dequeue(8, ItemKind.GATE, "merged", rule) == 9
     assert window_after_dequeue(8, ItemKind.GATE, "rejected", rule) == 4
     # tests passed, then the final build or the push failed: Zuul's merge-failure
@@ -135,11 +137,47 @@ def test_window_shrinks_only_for_items_that_failed_their_tests_as_zuul_does() ->
     assert window_after_dequeue(8, ItemKind.POST, "merged", rule) == 8
 
 
-def test_window_grows_on_merge_and_halves_on_failure_down_to_the_floor() -> None:
+def test_zuul_s_window_grows_on_merge_and_halves_on_failure_down_to_the_floor() -> None:
+    assert window_after_merge(20, ZUUL_WINDOW) == 21
+    assert window_after_failure(20, ZUUL_WINDOW) == 10
+    assert window_after_failure(5, ZUUL_WINDOW) == 3
+    assert window_after_failure(3, ZUUL_WINDOW) == 3
+
+
+def test_the_default_window_loses_three_per_failure_down_to_the_floor() -> None:
     assert window_after_merge(20) == 21
-    assert window_after_failure(20) == 10
+    assert window_after_failure(20) == 17
     assert window_after_failure(5) == 3
     assert window_after_failure(3) == 3
+
+
+def test_the_default_window_grows_only_while_fewer_than_one_in_four_fail() -> None:
+    def day(outcomes: str) -> int:
+        window = WINDOW_DEFAULT.start
+        for outcome in outcomes:
+            result = "merged" if outcome == "m" else "rejected"
+            window = window_after_dequeue(window, ItemKind.GATE, result, WINDOW_DEFAULT)
+        return window
+
+    assert day("mmmmf" * 20) == 20 + 20  # one in five fails: +4 -3 per round
+    assert day("mmmf" * 20) == 20  # one in four: +3 -3
+    assert day("mmf" * 20) == WINDOW_DEFAULT.floor  # one in three: down to the floor
+    # Zuul's halving narrows at any failure rate
+    zuul = 20
+    for outcome in "mmmmmmmmmf" * 5:
+        result = "merged" if outcome == "m" else "rejected"
+        zuul = window_after_dequeue(zuul, ItemKind.GATE, result, ZUUL_WINDOW)
+    assert zuul < 20
+
+
+def test_window_types_and_ceiling_follow_zuul_s_options() -> None:
+    exponential = WindowRule(increase_type="exponential", increase=2, ceiling=50)
+    assert window_after_merge(20, exponential) == 40
+    assert window_after_merge(40, exponential) == 50  # not above the ceiling
+    assert window_after_merge(60, WindowRule(ceiling=60)) == 60
+    linear = WindowRule(floor=5, decrease_type="linear", decrease_factor=4)
+    assert window_after_failure(20, linear) == 16
+    assert window_after_failure(7, linear) == 5
 
 
 def test_items_behind_a_failing_item_are_reset_past_it() -> None:

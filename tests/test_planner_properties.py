@@ -64,7 +64,10 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Change], list[int], int, int, str]:
 def _run(
     changes: list[Change], arrivals: list[int], window: int, seed: int, drafts: str = "off"
 ) -> Simulation:
-    rule = WindowRule(start=window, floor=1)
+    # both of Zuul's decrease types (the default linear, Zuul's own exponential),
+    # chosen by the drawn seed so every scenario keeps its shape
+    decrease = ("exponential", "linear")[seed % 2]
+    rule = WindowRule(start=window, floor=1, decrease_type=decrease)
     sim = Simulation(
         changes=changes,
         window=window,
