@@ -20,5 +20,15 @@ def run(repeat: int = 3) -> dict[str, float]:
     return {"runs": repeat, "min_s": min(times), "max_s": max(times)}
 
 
+def markdown(demo: dict[str, float]) -> list[str]:
+    return [
+        "## `rpmgate demo` wall time (bench/bench_demo.py)",
+        "",
+        f"{demo['runs']:.0f} runs: {demo['min_s']:.1f} s to {demo['max_s']:.1f} s "
+        "(bootstrap of 4 projects and the A-D scenario, real rpmbuild and createrepo_c).",
+        "",
+    ]
+
+
 if __name__ == "__main__":
     print(run())

@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -404,12 +403,9 @@ def markdown(results: list[Run]) -> list[str]:
     lines = [
         "## Ingestion: accepted deliveries per second (bench/bench_ingest.py)",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.platform()}, "
-        f"{os.cpu_count()} cores shared with other work (load average "
-        f"{os.getloadavg()[0]:.1f} at the end), with "
-        "`RPMGATE_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test "
-        ".venv/bin/python -m bench.run ingest` (PostgreSQL 15 on the same machine; "
-        "without the variable only SQLite is measured).",
+        "PostgreSQL is measured when `RPMGATE_TEST_DATABASE_URL` is set "
+        "(`RPMGATE_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test`: "
+        "PostgreSQL 15 on the same machine); without it only SQLite is.",
         "",
         "A server process serves the real app of a real runtime (`Runtime.create`, the "
         "configured database migrated; the gate loop does not run, so this is ingestion "

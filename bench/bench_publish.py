@@ -11,6 +11,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from publishers.createrepo import Publisher
 from repo_state.pool import Pool
@@ -53,6 +54,26 @@ def run(n: int = 300) -> dict[str, float]:
         "incremental_reused": meta["reused"],
         "peak_rss_mib": rss_mib,
     }
+
+
+def markdown(publish: dict[str, Any]) -> list[str]:
+    return [
+        "## Publishing a generation (bench/bench_publish.py)",
+        "",
+        f"{publish['packages']} real noarch RPMs made with rpmbuild "
+        f"({publish['rpmbuild_s']:.1f} s), published as generation 1, then generation 2 "
+        "with one package replaced.",
+        "",
+        "| step | seconds | RPM headers read | metadata reused |",
+        "|---|---:|---:|---:|",
+        f"| generation 1 (everything new) | {publish['full_publish_s']:.3f} | "
+        f"{publish['full_headers_read']} | 0 |",
+        f"| generation 2 (one package new) | {publish['incremental_publish_s']:.3f} | "
+        f"{publish['incremental_headers_read']} | {publish['incremental_reused']} |",
+        "",
+        f"Peak RSS of the benchmark process: {publish['peak_rss_mib']:.0f} MiB.",
+        "",
+    ]
 
 
 if __name__ == "__main__":

@@ -220,9 +220,9 @@ def markdown(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Throughput over one simulated day (bench/bench_throughput.py)",
         "",
-        "Measured with `.venv/bin/python -m bench.bench_throughput` (also part of "
-        "`python -m bench.run`; `--breakdown` prints the last table alone); virtual time, "
-        "so the figures do not depend on the machine.",
+        "Virtual time, so the figures do not depend on the machine "
+        "(`.venv/bin/python -m bench.bench_throughput` prints this section, `--breakdown` "
+        "its last table alone).",
         "",
         "Virtual time on the real planner and state transitions "
         "(`tests/planner_sim.Simulation` with a clock): 10 projects, 200 changes approved "

@@ -1,12 +1,18 @@
-"""Run every benchmark and write docs/benchmarks.md.
+"""Run the benchmarks and write their sections of docs/benchmarks.md.
 
-.venv/bin/python -m bench.run                    everything (keeps the publish-large section)
+.venv/bin/python -m bench.run                    every benchmark, each section rewritten
+.venv/bin/python -m bench.run NAME [NAME ...]    only these (names: see SECTIONS)
 .venv/bin/python -m bench.run publish-large [--rounds N] [--packages N]
-                                                 only the 20,000-RPM publishing benchmark,
-                                                 its section of docs/benchmarks.md rewritten
-.venv/bin/python -m bench.run ingest [--runs N]  only the ingestion benchmark (group commit),
-                                                 its section rewritten (PostgreSQL too when
+                                                 the 20,000-RPM publishing benchmark
+.venv/bin/python -m bench.run ingest [--runs N]  the ingestion benchmark (group commit;
+                                                 PostgreSQL too when
                                                  RPMGATE_TEST_DATABASE_URL is set)
+
+Each benchmark owns one ``## `` section of docs/benchmarks.md, found by its
+heading: a run replaces that section (stamped with the date, the machine, its
+load and the command) and leaves every other line of the file as it is, so the
+hand-written sections between them (measurements made once, the reasons behind
+a default) survive a run.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,112 +40,106 @@ from bench import (
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
-
-def main() -> None:
-    planner = bench_planner.run()
-    publish = bench_publish.run()
-    baseline = bench_baseline.run()
-    deps = bench_deps.run()
-    demo = bench_demo.run()
-    status = bench_status.run()
-    ingest = bench_ingest.run()
-    throughput = bench_throughput.run()
-    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.platform()}, {cpu} cores, "
-        f"Python {platform.python_version()}, with `.venv/bin/python -m bench.run` "
-        "(which rewrites this file).",
-        "",
-        *bench_planner.markdown(planner),
-        "## Publishing a generation (bench/bench_publish.py)",
-        "",
-        f"{publish['packages']} real noarch RPMs made with rpmbuild "
-        f"({publish['rpmbuild_s']:.1f} s), published as generation 1, then generation 2 "
-        "with one package replaced.",
-        "",
-        "| step | seconds | RPM headers read | metadata reused |",
-        "|---|---:|---:|---:|",
-        f"| generation 1 (everything new) | {publish['full_publish_s']:.3f} | "
-        f"{publish['full_headers_read']} | 0 |",
-        f"| generation 2 (one package new) | {publish['incremental_publish_s']:.3f} | "
-        f"{publish['incremental_headers_read']} | {publish['incremental_reused']} |",
-        "",
-        f"Peak RSS of the benchmark process: {publish['peak_rss_mib']:.0f} MiB.",
-        "",
-        *bench_throughput.markdown(throughput),
-        *bench_baseline.markdown(baseline),
-        *bench_deps.markdown(deps),
-        *bench_status.markdown(status),
-        *bench_ingest.markdown(ingest),
-        "## `rpmgate demo` wall time (bench/bench_demo.py)",
-        "",
-        f"{demo['runs']} runs: {demo['min_s']:.1f} s to {demo['max_s']:.1f} s "
-        "(bootstrap of 4 projects and the A-D scenario, real rpmbuild and createrepo_c).",
-        "",
-        "## Koji: HTTP requests per poll cycle",
-        "",
-        "Measured by `tests/test_koji_backend.py -k flat` against the fake hub: one "
-        "`multiCall` request per steady poll cycle at 1, 50 and 200 tasks in flight.",
-        "",
-    ]
-    kept = _section(OUT.read_text(), LARGE_HEADING) if OUT.exists() else []
-    OUT.write_text("\n".join(lines + kept))
-    print(OUT.read_text())
+HEADER = [
+    "# Benchmarks",
+    "",
+    "Each section below says when, on what and with which command it was measured. "
+    "`.venv/bin/python -m bench.run` measures every benchmark again and "
+    "`.venv/bin/python -m bench.run NAME` one of them (`planner`, `publish`, `throughput`, "
+    "`baseline`, `deps`, `status`, `ingest`, `demo`, `publish-large`); a run rewrites "
+    "only the sections it measured and keeps the rest of this file, such as the "
+    "hand-written sections.",
+    "",
+]
 
 
-#: the section ``publish-large`` owns in docs/benchmarks.md
-LARGE_HEADING = "## One changed package in a 20,000-RPM repository"
-
-
-def _section(text: str, heading: str) -> list[str]:
-    """The lines of the section that starts with ``heading`` (up to the next ``## ``)."""
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
-    if start is None:
-        return []
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    return [*lines[start:end], ""] if lines[end - 1 : end] != [""] else lines[start:end]
-
-
-def publish_large(argv: list[str]) -> None:
+def _publish_large(argv: list[str]) -> list[str]:
     parser = argparse.ArgumentParser(prog="python -m bench.run publish-large")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--packages", type=int, default=20_000)
     args = parser.parse_args(argv)
-    result = bench_publish_large.run(args.packages, args.rounds)
-    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    section = [
-        *bench_publish_large.markdown(result)[:1],
-        "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.platform()}, {cpu} cores "
-        f"(shared with other work: load average {os.getloadavg()[0]:.1f} at the end), "
-        f"createrepo_c {_createrepo_c_version()}.",
-        *bench_publish_large.markdown(result)[1:],
-    ]
-    write_section(section)
+    return bench_publish_large.markdown(bench_publish_large.run(args.packages, args.rounds))
 
 
-def ingest_only(argv: list[str]) -> None:
+def _ingest(argv: list[str]) -> list[str]:
     parser = argparse.ArgumentParser(prog="python -m bench.run ingest")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
-    write_section(bench_ingest.markdown(bench_ingest.run(args.runs)))
+    return bench_ingest.markdown(bench_ingest.run(args.runs))
 
 
-def write_section(section: list[str]) -> None:
-    """Replace the section of docs/benchmarks.md titled ``section[0]`` (or append it)."""
-    text = OUT.read_text() if OUT.exists() else "# Benchmarks\n"
+def _no_options(measure: Callable[[], list[str]]) -> Callable[[list[str]], list[str]]:
+    def section(argv: list[str]) -> list[str]:
+        if argv:
+            raise SystemExit(f"unexpected arguments: {' '.join(argv)}")
+        return measure()
+
+    return section
+
+
+#: name -> the benchmark's section (its lines, heading first), in the file's order
+SECTIONS: dict[str, Callable[[list[str]], list[str]]] = {
+    "planner": _no_options(lambda: bench_planner.markdown(bench_planner.run())),
+    "publish": _no_options(lambda: bench_publish.markdown(bench_publish.run())),
+    "throughput": _no_options(lambda: bench_throughput.markdown(bench_throughput.run())),
+    "baseline": _no_options(lambda: bench_baseline.markdown(bench_baseline.run())),
+    "deps": _no_options(lambda: bench_deps.markdown(bench_deps.run())),
+    "status": _no_options(lambda: bench_status.markdown(bench_status.run())),
+    "demo": _no_options(lambda: bench_demo.markdown(bench_demo.run())),
+    "ingest": _ingest,
+    "publish-large": _publish_large,
+}
+
+
+def stamped(section: list[str], name: str, argv: list[str]) -> list[str]:
+    """The section with a line saying when, where and how it was measured."""
+    command = " ".join([".venv/bin/python -m bench.run", name, *argv])
+    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    tools = f", createrepo_c {_createrepo_c_version()}" if name == "publish-large" else ""
+    stamp = (
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.platform()}, {cpu} "
+        f"cores, Python {platform.python_version()}{tools} (load average "
+        f"{os.getloadavg()[0]:.1f} at the end), with `{command}`."
+    )
+    return [section[0], "", stamp, *section[1:]]
+
+
+def write_section(section: list[str], out: Path = OUT) -> None:
+    """Replace the section of ``out`` titled ``section[0]`` (or append it); keep the rest."""
+    text = out.read_text() if out.exists() else "\n".join(HEADER)
     lines = text.splitlines()
-    old = _section(text, section[0])
-    if old:
-        start = lines.index(old[0])
-        lines[start : start + len(old)] = section
+    start, end = _bounds(lines, section[0])
+    body = [*section]
+    while body and body[-1] == "":
+        body.pop()
+    if start is None:
+        lines += ["", *body]
     else:
-        lines += ["", *section]
-    OUT.write_text("\n".join(lines).rstrip("\n") + "\n")
-    print("\n".join(section))
+        follows = [""] if end < len(lines) else []
+        lines[start:end] = [*body, *follows]
+    out.write_text("\n".join(lines).rstrip("\n") + "\n")
+
+
+def _bounds(lines: list[str], heading: str) -> tuple[int | None, int]:
+    """Where the section titled ``heading`` starts, and where the next ``## `` one does."""
+    start = next((i for i, line in enumerate(lines) if line == heading), None)
+    if start is None:
+        return None, len(lines)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return start, end
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0] in SECTIONS:
+        runs = [(argv[0], argv[1:])]
+    elif argv:
+        raise SystemExit(f"unknown benchmark {argv[0]!r}; one of: {', '.join(SECTIONS)}")
+    else:
+        runs = [(name, []) for name in SECTIONS]
+    for name, args in runs:
+        section = stamped(SECTIONS[name](args), name, args)
+        write_section(section)
+        print("\n".join(section))
 
 
 def _createrepo_c_version() -> str:
@@ -148,9 +149,4 @@ def _createrepo_c_version() -> str:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    if sys.argv[1:2] == ["publish-large"]:
-        publish_large(sys.argv[2:])
-    elif sys.argv[1:2] == ["ingest"]:
-        ingest_only(sys.argv[2:])
-    else:
-        main()
+    main(sys.argv[1:])
