@@ -417,6 +417,9 @@ class Config(_Strict):
     #: seconds a finished item's speculative repositories are kept (and served) after
     #: it finished; 0: removed when it finishes (gate/retention.py)
     speculative_retention: Annotated[float, Field(ge=0, le=366 * 86400)] = 86400.0
+    #: seconds the RPMs of a build no item uses and no kept generation serves stay
+    #: in the pool after it was last of use; ``keep``: never deleted (gate/pool_gc.py)
+    pool_retention: Annotated[float, Field(ge=3600, le=366 * 86400)] | Literal["keep"] = 7 * 86400.0
     auth: AuthConfig = AuthConfig()
     sandbox: SandboxConfig = SandboxConfig()
     health: HealthConfig = HealthConfig()

@@ -44,6 +44,7 @@ from gate.planner import Dequeue, plan
 from gate.planning_rows import PlanningRows
 from gate.plumbing import Listener, Plumbing
 from gate.polling import Polling
+from gate.pool_gc import PoolSweep
 from gate.publishing import Publishing
 from gate.reconcile import Reconciler
 from gate.reload import Loader, Reloader, file_loader
@@ -122,6 +123,12 @@ class Gate:
         )
         #: unpromoted drafts deleted by their backend's ``draft_retention``
         self.draft_sweep = DraftSweep(rt.engine, rt.plumbing, rt.backends)
+        self.pool_sweep = PoolSweep(
+            rt.engine,
+            rt.pool,
+            rt.publishers,
+            lambda: None if self.config.pool_retention == "keep" else self.config.pool_retention,
+        )
         #: the rows each planning pass reads, kept between passes while the loop runs
         self.planning_rows = PlanningRows(rt.engine)
         self._loop_task: asyncio.Task[None] | None = None
@@ -309,6 +316,7 @@ class Gate:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
         await self.plumbing.stop()
+        await self.pool_sweep.wait()  # a thread: it ends, then the engine goes
         self._pollers.clear()
         for backend in self.backends.values():
             await backend.close()
@@ -371,6 +379,7 @@ class Gate:
                         await self._run_queue(name)
                     await self.retention.sweep_if_due()
                     await self.draft_sweep.sweep_if_due()
+                    self.pool_sweep.start_if_due()
                 faults = 0
             except asyncio.CancelledError:
                 raise

@@ -272,6 +272,13 @@ class Publisher:
             record = {**produced_by, "kind": "republish", "republished": current.number}
             return self._publish_locked(number, self.state(current.number), record, None)
 
+    def served_checksums(self) -> set[str]:
+        """The checksums of every RPM a generation on disk serves (the pool keeps them)."""
+        served: set[str] = set()
+        for n in self.generations():
+            served.update(_checksums(self.state(n)))
+        return served
+
     def gc(self) -> list[int]:
         """Delete all but the newest ``keep`` generations and the current one.
 

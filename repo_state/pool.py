@@ -3,7 +3,9 @@
 Builders put what they produce here; publishers and speculative repos link
 files out of it.  A file's place depends only on its sha256, so adding the same
 RPM twice is a no-op and a crash halfway through an add leaves at most a
-temporary file behind.
+temporary file behind.  Adding a file refreshes its mtime, under a lock that
+:meth:`Pool.remove_if_unused_since` takes too: the pool's collection
+(gate/pool_gc.py) deletes only files nobody pooled lately.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from pathlib import Path
 
 from repo_state import typed_createrepo_c as cr
@@ -39,6 +42,8 @@ class Pool:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # an add's "already there" and a removal never interleave (one daemon per pool)
+        self._lock = threading.Lock()
 
     def path_for(self, checksum: str) -> Path:
         return self.root / checksum[:2] / f"{checksum}.rpm"
@@ -61,7 +66,7 @@ class Pool:
         checksum = sha256_file(path)
         self._check(path, checksum, expected)
         dest = self.path_for(checksum)
-        if dest.exists():
+        if self._refresh(dest):
             return checksum
         tmp = self._temporary(dest)
         try:
@@ -69,8 +74,35 @@ class Pool:
         except OSError:
             shutil.copyfile(path, tmp)
         os.chmod(tmp, 0o444)
-        os.replace(tmp, dest)
+        with self._lock:
+            os.replace(tmp, dest)
+            os.utime(dest)  # a hard link shares the inode, and its (older) mtime
         return checksum
+
+    def _refresh(self, dest: Path) -> bool:
+        """Whether ``dest`` is pooled already; if so its mtime is now."""
+        with self._lock:
+            try:
+                os.utime(dest)
+            except FileNotFoundError:
+                return False
+            except PermissionError:  # not the daemon's file (another user pooled it)
+                return dest.exists()
+            return True
+
+    def remove_if_unused_since(self, checksum: str, before: float) -> int | None:
+        """Delete the pooled file of ``checksum`` unless it was pooled (again) at or
+        after ``before`` (seconds since the epoch); its size, or None if kept or absent."""
+        path = self.path_for(checksum)
+        with self._lock:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                return None
+            if st.st_mtime >= before:
+                return None
+            path.unlink()
+        return st.st_size
 
     def _add_copy(self, path: Path, expected: str | None) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -91,10 +123,11 @@ class Pool:
             checksum = digest.hexdigest()
             self._check(path, checksum, expected)
             dest = self.path_for(checksum)
-            if not dest.exists():
+            if not self._refresh(dest):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.chmod(tmp, 0o444)
-                os.replace(tmp, dest)
+                with self._lock:
+                    os.replace(tmp, dest)
             return checksum
         finally:
             with contextlib.suppress(FileNotFoundError):
