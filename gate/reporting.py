@@ -5,14 +5,18 @@ At the steps that matter to a packager -- enqueued, failed, merged, dequeued
 commit status, a comment: the driver decides).  Reports run in tasks of their
 own: a transient fault is retried a few times with backoff, anything else is
 logged, and nothing waits for them.  A report is a courtesy; the status API
-is the record.
+is the record.  The reports of one item are sent in the order they were made:
+each waits for the one before (whatever became of it), so a retried "queued"
+never lands after "merged", and a commit status set to pending never replaces
+the final one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -63,11 +67,28 @@ class Reporter:
     config: Config
     source_of: Callable[[str], ChangeSource]
 
-    def report(self, item_id: int, phase: Phase, reason: str = "") -> None:
-        """Report the item's ``phase`` in the background (nothing here can fail)."""
-        self.plumbing.spawn(self._send(item_id, phase, reason), f"report-{phase}-{item_id}")
+    #: item id -> its last report's task (the next one of the item waits for it)
+    _last: dict[int, asyncio.Task[None]] = field(default_factory=dict)
 
-    async def _send(self, item_id: int, phase: Phase, reason: str) -> None:
+    def report(self, item_id: int, phase: Phase, reason: str = "") -> None:
+        """Report the item's ``phase`` in the background (nothing here can fail),
+        after the item's earlier reports."""
+        before = self._last.get(item_id)
+        task = self.plumbing.spawn(
+            self._send(item_id, phase, reason, before), f"report-{phase}-{item_id}"
+        )
+        self._last[item_id] = task
+        task.add_done_callback(lambda done: self._forget(item_id, done))
+
+    def _forget(self, item_id: int, done: asyncio.Task[None]) -> None:
+        if self._last.get(item_id) is done:
+            del self._last[item_id]
+
+    async def _send(
+        self, item_id: int, phase: Phase, reason: str, before: asyncio.Task[None] | None = None
+    ) -> None:
+        if before is not None:
+            await asyncio.wait([before])  # its order matters here, not its outcome
         source_name = "its source"
         try:
             made = await retried(
