@@ -47,7 +47,6 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from functools import partial
 
 from sqlalchemy import and_, exists, literal, or_, update
@@ -61,17 +60,12 @@ from gate.faults import is_transient, until_it_lands
 from gate.model import BuildState
 from gate.plumbing import Plumbing
 from repo_state.db import session
-from repo_state.models import BuildRow, ItemRow
+from repo_state.models import BuildRow, ItemRow, epoch
 
 log = logging.getLogger(__name__)
 
 #: seconds between sweeps (the loop runs at least every 30 s)
 SWEEP_INTERVAL = 60.0
-
-
-def _epoch(value: datetime) -> float:
-    """A stored time as written (aware UTC) or as SQLite returns it (naive UTC)."""
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
 def unused_since(row: BuildRow, items: Mapping[int, ItemRow]) -> float:
@@ -81,14 +75,14 @@ def unused_since(row: BuildRow, items: Mapping[int, ItemRow]) -> float:
     active one of them does not reference the draft any more (the caller made
     sure), so it moved to another tree when its current attempt started.
     """
-    times = [_epoch(row.finished_at or row.created_at)]
+    times = [epoch(row.finished_at or row.created_at)]
     for item_id in json.loads(row.includes):
         item = items.get(item_id)
         if item is None:
             continue
         moment = item.attempt_started_at if item.active else item.finished_at
         if moment is not None:
-            times.append(_epoch(moment))
+            times.append(epoch(moment))
     return max(times)
 
 

@@ -45,7 +45,6 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -62,7 +61,7 @@ from gate.config_status import ConfigStatus
 from gate.items import step_owner
 from gate.model import BuildState, ItemKind, ItemView, Step, TipStep
 from gate.runtime import Runtime
-from repo_state.models import BuildRow, ItemRow
+from repo_state.models import BuildRow, ItemRow, epoch
 
 log = logging.getLogger(__name__)
 
@@ -315,17 +314,13 @@ def read_facts(engine: Engine) -> Facts:
         ).all()
     return Facts(
         items=tuple(
-            ItemFacts(i or 0, q, p, m, j, t, ts, _epoch(e), k, b, f is not None, why)
+            ItemFacts(i or 0, q, p, m, j, t, ts, epoch(e), k, b, f is not None, why)
             for i, q, p, m, j, t, ts, e, k, b, f, why in items
         ),
         builds=tuple(BuildFacts(i or 0, p, pu, e or "") for i, p, pu, e in builds),
         seconds=time.monotonic() - started,
-        gate_items={q: QueueCount(n, _epoch(newest) if newest else 0.0) for q, n, newest in counts},
+        gate_items={q: QueueCount(n, epoch(newest) if newest else 0.0) for q, n, newest in counts},
     )
-
-
-def _epoch(value: datetime) -> float:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -58,7 +58,7 @@ from sqlmodel import col, select
 from gate.faults import is_transient
 from gate.model import BuildState
 from repo_state.db import session
-from repo_state.models import BuildRow, ItemBuildRow, ItemRow
+from repo_state.models import BuildRow, ItemBuildRow, ItemRow, epoch
 from repo_state.pool import Pool
 
 log = logging.getLogger(__name__)
@@ -81,11 +81,6 @@ class Swept:
     builds: int = 0
     files: int = 0
     bytes: int = 0
-
-
-def _epoch(value: datetime) -> float:
-    """A stored time as written (aware UTC) or as SQLite returns it (naive UTC)."""
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
 def checksums(artifacts: str) -> set[str]:
@@ -133,9 +128,9 @@ def last_used(row: BuildRow, finished: Mapping[int, datetime | None]) -> float:
     """When ``row`` was last of use (seconds since the epoch): the latest of when it
     finished and when each item it served finished (``finished``: item id -> its
     ``finished_at``, None while active)."""
-    times = [_epoch(row.finished_at or row.created_at)]
+    times = [epoch(row.finished_at or row.created_at)]
     for moment in finished.values():
-        times.append(time.time() if moment is None else _epoch(moment))
+        times.append(time.time() if moment is None else epoch(moment))
     return max(times)
 
 

@@ -25,7 +25,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -33,7 +32,7 @@ from sqlmodel import col, select
 
 from gate.plumbing import Plumbing
 from repo_state.db import session
-from repo_state.models import ItemRow
+from repo_state.models import ItemRow, epoch
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +63,6 @@ def trees(speculative_dir: Path) -> list[Tree]:
     return found
 
 
-def _epoch(value: datetime) -> float:
-    """``finished_at`` as written (aware UTC) or as SQLite returns it (naive UTC)."""
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-
-
 def expired(
     found: list[Tree], rows: dict[int, ItemRow], retention: float, now: float
 ) -> list[Tree]:
@@ -81,7 +75,7 @@ def expired(
         elif row.active:
             if tree.attempt != row.attempt:
                 out.append(tree)  # an older attempt: nothing tests on it
-        elif row.finished_at is None or _epoch(row.finished_at) + retention <= now:
+        elif row.finished_at is None or epoch(row.finished_at) + retention <= now:
             out.append(tree)
     return out
 

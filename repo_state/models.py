@@ -19,6 +19,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def epoch(value: datetime) -> float:
+    """A stored time in seconds since the epoch: as written (aware UTC) or as SQLite
+    returns it (naive, UTC)."""
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
 class Delivery(SQLModel, table=True):
     """An accepted event (API call, webhook, admin command), stored before it is acted on."""
 
