@@ -329,6 +329,26 @@ class GerritSource(ChangeSource):
         url, branch = self._git(project)
         return await self.merger.is_on_branch(project, url, commit, branch)
 
+    # -- build branches (Koji SCM builds of a tested merge) ------------------------
+    # A direct push to refs/heads/<namespace>/*: Gerrit checks it against the
+    # project's access rights (Create Reference, Push with force, Delete
+    # Reference, Push Merge Commit, Forge Committer: access-control.html) and
+    # refuses with "prohibited by Gerrit: not permitted: create" and the like,
+    # which the gate reports as the reason the merge cannot be built.
+
+    async def push_build_branch(self, project: str, commit: str, branch: str) -> MergeOutcome:
+        url, _ = self._git(project)
+        result = await self.merger.push_branch(project, url, commit, branch)
+        return MergeOutcome(result.ok, result.reason)
+
+    async def delete_build_branch(self, project: str, branch: str) -> None:
+        url, _ = self._git(project)
+        await self.merger.delete_branch(project, url, branch)
+
+    async def build_branches(self, project: str, namespace: str) -> list[str]:
+        url, _ = self._git(project)
+        return sorted(await self.merger.remote_branches(project, url, namespace))
+
     # -- merging -----------------------------------------------------------------
 
     async def merge(self, project: str, commit: str, review: Review | None = None) -> MergeOutcome:
