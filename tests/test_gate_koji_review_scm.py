@@ -180,8 +180,10 @@ def test_check_config_takes_a_review_projects_scm_url_from_its_connection(
     world: World, hub: FakeKoji, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``rpmgate check-config`` (koji_checks): a project built from SCM needs an
-    ``scm_url`` only when its source gives none; a Gerrit project's comes from the
-    connection, a plain-git project still needs its own."""
+    ``scm_url`` only when its source gives none: a Gerrit project's comes from the
+    connection; a plain-git project, or one on a Pagure whose ``scm_url_template``
+    is null (``PagureSource.scm_url`` is None: the build would fail with "the
+    project has no SCM URL"), needs its own."""
     doc = koji_config_doc(world, hub, "scm")
     for project in doc["projects"].values():
         del project["scm_url"]
@@ -191,30 +193,34 @@ def test_check_config_takes_a_review_projects_scm_url_from_its_connection(
             "url": "https://review.example.com/r",
             "webhook": {"token": "t" * 40},
         },
+        "dist": {"type": "pagure", "url": "https://src.example.org", "scm_url_template": None},
     }
-    use_gerrit(doc, "review", ["nova", "ceilometer", "horizon"])  # python-django: plain git
+    use_gerrit(doc, "review", ["nova", "ceilometer"])
+    doc["projects"]["horizon"].update(source="dist", name="rpms/horizon")
+    # python-django: plain git
     path = tmp_path / "rpmgate.yaml"
-    path.write_text(yaml.safe_dump(doc))
 
-    code = main(["check-config", "-c", str(path)])
-    out, err = capsys.readouterr()
+    def check() -> tuple[int, list[str]]:
+        path.write_text(yaml.safe_dump(doc))
+        code = main(["check-config", "-c", str(path)])
+        out, err = capsys.readouterr()
+        return code, [line.strip() for line in (out + err).splitlines() if "scm_url" in line]
+
+    code, said = check()
     assert code != 0
-    assert "projects.python-django.scm_url: missing: queue 'liberty' builds it from SCM" in (
-        out + err
-    )
-    assert [line for line in (out + err).splitlines() if "scm_url" in line] == [
-        line for line in (out + err).splitlines() if "python-django.scm_url" in line
-    ]
+    assert said == [
+        "projects.horizon.scm_url: missing: queue 'liberty' builds it from SCM in backend "
+        "'koji', and source 'dist' gives no SCM URL for it; set scm_url: "
+        "git+https://host/path.git",
+        "projects.python-django.scm_url: missing: queue 'liberty' builds it from SCM in "
+        "backend 'koji'; set scm_url: git+https://host/path.git",
+    ], said
 
-    # with its own scm_url the plain project passes, and nothing asks for the others'
-    doc["projects"]["python-django"]["scm_url"] = (
-        "git+https://git.example.com/rpms/python-django.git"
-    )
-    path.write_text(yaml.safe_dump(doc))
-    code = main(["check-config", "-c", str(path)])
-    out, err = capsys.readouterr()
-    assert "scm_url" not in out + err, out + err
-    assert code == 0, out + err
+    # with their own scm_url they pass, and nothing asks for the Gerrit projects'
+    for project in ("horizon", "python-django"):
+        doc["projects"][project]["scm_url"] = f"git+https://git.example.com/rpms/{project}.git"
+    code, said = check()
+    assert (code, said) == (0, [])
 
 
 @pytest.fixture
