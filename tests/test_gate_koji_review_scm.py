@@ -2,10 +2,10 @@
 
 The projects give no ``scm_url``: the URL kojid checks out is the review
 system connection's (Gerrit's ``scm`` template, ``git+{url}/{name}.git`` by
-default), with the gate's build commit as its fragment.  The fake kojid (its
-SCM port, tests/fakekoji/scm.py) maps only that URL's prefix to the world's
-bare repositories, the very ones the fake Gerrit serves, so a build from any
-other URL would fail at ``git clone``.
+default; GitLab's https clone URL), with the gate's build commit as its
+fragment.  The fake kojid (its SCM port, tests/fakekoji/scm.py) maps only that
+URL's prefix to the world's bare repositories, the very ones the fake review
+system serves, so a build from any other URL would fail at ``git clone``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from repo_state.db import session
 from repo_state.models import BuildRow, ChangeRow, ItemRow
 from tests.conftest import NOVA_1201
 from tests.fakegerrit import BOT_PASSWORD, push
+from tests.fakegitlab import FakeGitLab
 from tests.fakekoji import FakeKoji
 from tests.gerrit_world import (
     ClientFactory,
@@ -40,7 +41,9 @@ from tests.gerrit_world import (
 )
 from tests.invariants import check_invariants, results
 from tests.koji_gate import SOURCES_CMD, koji_config_doc, start_hub
+from tests.served import served
 from tests.test_gate_koji import TwoKnobSpec
+from tests.test_gitlab_gate import SOURCE, TOKEN, connection, open_and_approve, path_of
 
 pytestmark = pytest.mark.slow
 
@@ -362,3 +365,48 @@ async def test_gerrit_refusing_the_build_branch_fails_the_merge_with_gerrits_rea
         assert branches(world, "ceilometer") == ["refs/heads/main"]
         check_invariants(gate, remotes={p: world.remote(p) for p in ALL})
     hub.stop()
+
+
+# -- GitLab ---------------------------------------------------------------------------
+
+GITLAB_GIT = "https://gitlab.example.com"
+
+
+async def test_a_gitlab_merge_request_is_built_in_koji_from_the_connections_scm_url(
+    world: World, hub: FakeKoji, aiohttp_client: ClientFactory
+) -> None:
+    """GitLab's SCM URL is ``git+<git_base>/<path>.git`` when that is https (the gate
+    itself clones the projects' ``git:``, the world's bare repositories)."""
+    prefix = f"{GITLAB_GIT}/redhat/centos-stream/rpms/"
+    hub.hub.builder.scm_roots.clear()
+    hub.hub.builder.scm_roots[prefix] = world.remotes
+    fetch = ",".join([sys.executable, str(SOURCES_CMD), str(world.lookaside)])
+    hub.hub.builder.allowed_scms = f"gitlab.example.com:/redhat/centos-stream/rpms/*:no:{fetch}"
+    fake = await FakeGitLab().start()
+    try:
+        doc = koji_config_doc(world, hub, "scm")
+        doc["sources"] = {SOURCE: connection(fake, git_base=GITLAB_GIT)}
+        for project, cfg in doc["projects"].items():
+            del cfg["scm_url"]
+            cfg.update(source=SOURCE, name=path_of(project))
+            fake.add_project(path_of(project), world.remote(project), approvals_required=1)
+        keys = ("backends", "queues", "projects", "sources")
+        async with served(world, aiohttp_client, **{k: doc[k] for k in keys}) as (gate, client):
+            for project in world.projects:
+                url = str(client.make_url(f"/api/sources/{SOURCE}/webhook"))
+                fake.add_hook(path_of(project), url, TOKEN)
+            reviewer = fake.add_user("reviewer")
+            mr = await open_and_approve(fake, world, "nova", NOVA_1201, "Update", reviewer)
+            await gate.wait_idle(180)
+
+            assert results(gate) == {"merged": ["Update"]}
+            assert mr.state == "merged"
+            [*_, final] = final_rows(gate, "nova")
+            assert (final.commit, final.nvr) == (mr.sha, "nova-12.0.1-1")
+            url = f"git+{prefix}nova.git#{mr.sha}"
+            assert scm_builds(hub)[final.nvr] == (url, url)
+            assert gate.publishers["liberty"].state().nvrs()["nova"] == final.nvr
+            assert branches(world, "nova") == ["refs/heads/main", "refs/heads/update-nova"]
+            check_invariants(gate)
+    finally:
+        await fake.stop()
