@@ -210,6 +210,11 @@ class GerritSource(ChangeSource):
             return self._ref_updated(hint)
         if kind in hints.QUIET_CHANGE_EVENTS:
             return None
+        if kind == "comment-added" and self._own(payload.get("author")):
+            # the gate's own report (a vote, a comment) says nothing new of the change;
+            # read as a hint it would enqueue a change it just rejected (still
+            # approved: Verified is no part of the rule) again, and again
+            return None
         project = self._project_for(hint.project, hint.branch)
         if project is None or hint.change is None:
             log.debug(
@@ -217,6 +222,14 @@ class GerritSource(ChangeSource):
             )
             return None
         return ReviewUpdated(source=self.name, project=project, review=str(hint.change))
+
+    def _own(self, account: Any) -> bool:
+        """Whether the event's account is the gate's own (``user``)."""
+        return (
+            bool(self.config.user)
+            and isinstance(account, dict)
+            and account.get("username") == self.config.user
+        )
 
     def _ref_updated(self, hint: hints.Hint) -> Event | None:
         assert hint.ref is not None
