@@ -36,6 +36,12 @@ class DriverConfig(BaseModel):
         ``git``); None: the project must give it."""
         return None
 
+    def scm_url(self, name: str) -> str | None:
+        """A source's Koji SCM URL of its project ``name`` (``git+https://…``, no
+        ``#commit``; the default of a project's ``scm_url``); None: the project must
+        give it to be built from SCM."""
+        return None
+
 
 @dataclass(frozen=True)
 class SourceDriver:

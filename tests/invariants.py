@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
+from pathlib import Path
 
 from sqlmodel import col, select
 
@@ -31,10 +33,15 @@ def failure_of(gate: Gate, title: str) -> str:
         return item.failure
 
 
-def check_invariants(gate: Gate, repo: str = "liberty") -> None:
+def check_invariants(
+    gate: Gate, repo: str = "liberty", remotes: Mapping[str, Path] | None = None
+) -> None:
+    """``remotes``: where each project's repository is on disk, when the gate
+    reaches it by a URL (default: the project's ``git``)."""
     publisher = gate.publishers[repo]
     queue = next(q for q, c in gate.config.queues.items() if c.repo == repo)
     project_git = {p: c.git for p, c in gate.config.projects.items()}
+    project_git.update(remotes or {})
     with session(gate.engine) as s:
         generations = s.exec(
             select(GenerationRow)

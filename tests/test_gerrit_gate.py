@@ -328,6 +328,43 @@ async def test_a_change_that_moved_is_not_merged(
         check_invariants(gate)
 
 
+async def test_the_gates_own_failure_report_does_not_enqueue_the_change_again(
+    world: World, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory
+) -> None:
+    """A rejected change stays approved (Code-Review +2, Workflow +1; the gate's
+    Verified -1 is no part of the rule): the comment-added of the gate's own report
+    is no news about it.  Read as a hint, it enqueued the change again, whose
+    rejection's report enqueued it again, without end."""
+    g = await start_fake(world, aiohttp_server, ALL)
+    doc = world.config()
+    doc["sources"] = {"review": gerrit_source(g)}
+    use_gerrit(doc, "review", ALL)
+    async with gate_served(doc, aiohttp_client, [g], ["review"]) as (gate, _):
+        c = g.upload("horizon", HORIZON_BROKEN, "C")
+        g.approve(c)
+        for _ in range(3):  # every report sent, and the events it makes taken in
+            await settle(gate, g)
+            await gate.plumbing.settle_named("report-")
+        await settle(gate, g)
+
+        assert results(gate) == {"rejected": ["C"]}
+        assert [m.split("\n")[0] for m in g.messages(c)] == [
+            "Patch Set 1:",
+            "Patch Set 1: Verified-1",
+        ]
+        # someone else's comment is news: the change is read again, and taken in
+        # again while it stays approved (what a "recheck" does)
+        g.state.review(
+            g.state.changes[c],
+            g.state.changes[c].current,
+            g.state.account("core"),
+            {"message": "recheck"},
+        )
+        await settle(gate, g)
+        assert results(gate) == {"rejected": ["C", "C"]}
+        check_invariants(gate)
+
+
 def _items(gate: Gate, review: int) -> list[ItemRow]:
     with session(gate.engine) as s:
         return list(

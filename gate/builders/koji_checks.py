@@ -1,9 +1,10 @@
 """``rpmgate check-config`` for a Koji backend's section (registered in gate/drivers.py).
 
 Offline: the connection resolves (profile, URLs, readable credentials) and every
-project a queue builds from SCM has an ``scm_url``.  Online: the hub answers
-``getAPIVersion``, logs in with the configured credentials, knows each target,
-and the named builds of a queue get a ``%dist`` of their own.
+project a queue builds from SCM has an SCM URL (its ``scm_url``, or its source's).
+Online: the hub answers ``getAPIVersion``, logs in with the configured
+credentials, knows each target, and the named builds of a queue get a ``%dist``
+of their own.
 """
 
 from __future__ import annotations
@@ -60,15 +61,21 @@ def _koji(config: Config, name: str, backend: KojiBackendConfig) -> list[Finding
                 continue
             for project in queue.projects:
                 pcfg = config.projects[project]
-                plain = getattr(config.sources[pcfg.source], "type", "git") == "git"
-                if plain and not pcfg.scm_url:
-                    findings.append(
-                        Finding(
-                            f"projects.{project}.scm_url",
-                            f"missing: queue {qname!r} builds it from SCM in backend {name!r}",
-                            "set scm_url: git+https://host/path.git",
-                        )
+                source = config.sources[pcfg.source]
+                # a review system's connection gives one (Gerrit's ``scm``, Pagure's
+                # ``scm_url_template``, GitLab's https clone URL); plain git never does
+                if pcfg.scm_url or source.scm_url(pcfg.name or project):
+                    continue
+                problem = f"missing: queue {qname!r} builds it from SCM in backend {name!r}"
+                if getattr(source, "type", "git") != "git":
+                    problem += f", and source {pcfg.source!r} gives no SCM URL for it"
+                findings.append(
+                    Finding(
+                        f"projects.{project}.scm_url",
+                        problem,
+                        "set scm_url: git+https://host/path.git",
                     )
+                )
     return findings
 
 

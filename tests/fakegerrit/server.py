@@ -19,15 +19,18 @@ import json
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
 
+from tests.fakegerrit import githttp
 from tests.fakegerrit.state import (
     Account,
     BadRequest,
@@ -82,6 +85,7 @@ class FakeGerrit:
         self._http: aiohttp.ClientSession | None = None
         #: what each webhook post was answered (status codes)
         self.posted: list[int] = []
+        self._hooks: Path | None = None
         state.listeners.append(self._queue.put_nowait)
 
     def app(self) -> web.Application:
@@ -102,6 +106,12 @@ class FakeGerrit:
                 prefix + "/changes/{change}/revisions/{revision}/submit", self.submit_revision
             )
             app.router.add_get(prefix + "/projects/{project}/branches/{branch:.+}", self.get_branch)
+        # git over authenticated HTTP (Documentation/access-control.html#_push_access)
+        app.router.add_route(
+            "*",
+            "/a/{project:.+?}/{service:info/refs|git-upload-pack|git-receive-pack}",
+            self.git_service,
+        )
         app.on_cleanup.append(self._cleanup)
         return app
 
@@ -377,6 +387,24 @@ class FakeGerrit:
         self.state.submit(change, ps, request[ACCOUNT])
         return gerrit_json(self.change_info(change, set()))
 
+    async def git_service(self, request: web.Request) -> web.StreamResponse:
+        """Smart HTTP on ``/a/<project>[.git]``; a push is then received as Gerrit does
+        (ref-updated for each branch it moved, created or deleted)."""
+        name = unquote(request.match_info["project"]).removesuffix(".git")
+        project = self.state.projects.get(name)
+        if project is None:
+            raise NotFound(f"Repository not found: {name}")
+        if self._hooks is None:
+            self._hooks = githttp.hooks_dir()
+        account = request[ACCOUNT]
+        access = self.state.access(account)
+        response = await githttp.http_backend(
+            request, project.repo, account.username, access, self._hooks
+        )
+        if request.match_info["service"] == "git-receive-pack":
+            self.state.receive(name, account)
+        return response
+
     async def get_branch(self, request: web.Request) -> web.Response:
         """rest-api-projects.html#get-branch: BranchInfo {ref, revision}."""
         name = unquote(request.match_info["project"])
@@ -427,6 +455,8 @@ class FakeGerrit:
                 await self._poster
         if self._http is not None:
             await self._http.close()
+        if self._hooks is not None:
+            shutil.rmtree(self._hooks, ignore_errors=True)
 
 
 class QueryParser:

@@ -198,6 +198,9 @@ class GerritState:
         self.heads: dict[tuple[str, str], str] = {}
         #: the clock events and timestamps use (tests may move it)
         self.clock: Callable[[], float] = time.time
+        #: access rights on refs for direct pushes over HTTP, by username
+        #: (Documentation/access-control.html; see tests/fakegerrit/githttp.py)
+        self.grants: dict[str, list[dict[str, Any]]] = {}
 
     # -- set-up ------------------------------------------------------------
 
@@ -217,6 +220,24 @@ class GerritState:
 
     def account(self, username: str) -> Account:
         return self.accounts[username]
+
+    def grant(self, username: str, permission: str, ref: str, *, force: bool = False) -> None:
+        """``[access "<ref>"] <permission> = [+force] group <the account's group>`` in
+        the projects' project.config: ``create``, ``push``, ``delete``, ``pushMerge``,
+        ``forgeAuthor``, ``forgeCommitter`` (Documentation/access-control.html)."""
+        self.grants.setdefault(username, []).append(
+            {"permission": permission, "ref": ref, "force": force}
+        )
+
+    def access(self, account: Account) -> dict[str, Any]:
+        """What ``account`` may do by direct push: its grants, and All-Projects'
+        ``forgeAuthor`` on ``refs/*`` for Registered Users."""
+        registered = [{"permission": "forgeAuthor", "ref": "refs/*", "force": False}]
+        return {
+            "user": account.username,
+            "emails": [account.email],
+            "grants": registered + self.grants.get(account.username, []),
+        }
 
     # -- events --------------------------------------------------------------
 
@@ -313,6 +334,10 @@ class GerritState:
                 old = self.heads.get((project, ref), "0" * 40)
                 self.heads[(project, ref)] = sha
                 self._ref_updated(project, ref, old, sha, uploader)
+        present = {line.split()[0] for line in refs.splitlines()}
+        for key in [k for k in self.heads if k[0] == project and k[1] not in present]:
+            # a deleted branch: ref-updated with newRev 0000
+            self._ref_updated(project, key[1], self.heads.pop(key), "0" * 40, uploader)
         return created
 
     def _upload(self, project: str, branch: str, sha: str, uploader: Account) -> tuple[int, int]:

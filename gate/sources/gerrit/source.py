@@ -210,6 +210,11 @@ class GerritSource(ChangeSource):
             return self._ref_updated(hint)
         if kind in hints.QUIET_CHANGE_EVENTS:
             return None
+        if kind == "comment-added" and self._own(payload.get("author")):
+            # the gate's own report (a vote, a comment) says nothing new of the change;
+            # read as a hint it would enqueue a change it just rejected (still
+            # approved: Verified is no part of the rule) again, and again
+            return None
         project = self._project_for(hint.project, hint.branch)
         if project is None or hint.change is None:
             log.debug(
@@ -217,6 +222,14 @@ class GerritSource(ChangeSource):
             )
             return None
         return ReviewUpdated(source=self.name, project=project, review=str(hint.change))
+
+    def _own(self, account: Any) -> bool:
+        """Whether the event's account is the gate's own (``user``)."""
+        return (
+            bool(self.config.user)
+            and isinstance(account, dict)
+            and account.get("username") == self.config.user
+        )
 
     def _ref_updated(self, hint: hints.Hint) -> Event | None:
         assert hint.ref is not None
@@ -328,6 +341,26 @@ class GerritSource(ChangeSource):
     async def is_merged(self, project: str, commit: str) -> bool:
         url, branch = self._git(project)
         return await self.merger.is_on_branch(project, url, commit, branch)
+
+    # -- build branches (Koji SCM builds of a tested merge) ------------------------
+    # A direct push to refs/heads/<namespace>/*: Gerrit checks it against the
+    # project's access rights (Create Reference, Push with force, Delete
+    # Reference, Push Merge Commit, Forge Committer: access-control.html) and
+    # refuses with "prohibited by Gerrit: not permitted: create" and the like,
+    # which the gate reports as the reason the merge cannot be built.
+
+    async def push_build_branch(self, project: str, commit: str, branch: str) -> MergeOutcome:
+        url, _ = self._git(project)
+        result = await self.merger.push_branch(project, url, commit, branch)
+        return MergeOutcome(result.ok, result.reason)
+
+    async def delete_build_branch(self, project: str, branch: str) -> None:
+        url, _ = self._git(project)
+        await self.merger.delete_branch(project, url, branch)
+
+    async def build_branches(self, project: str, namespace: str) -> list[str]:
+        url, _ = self._git(project)
+        return sorted(await self.merger.remote_branches(project, url, namespace))
 
     # -- merging -----------------------------------------------------------------
 

@@ -110,3 +110,9 @@ class GitLabConfig(DriverConfig):
     def git_url(self, name: str) -> str | None:
         """The clone URL of project ``name`` (``redhat/centos-stream/rpms/nova``)."""
         return f"{self.git_base or self.url}/{name}.git"
+
+    def scm_url(self, name: str) -> str | None:
+        """``git+<clone URL>`` when that is https (kojid's ``git+https://``); an ssh or
+        plain-http ``git_base`` gives none: the project's ``scm_url`` is needed."""
+        url = self.git_url(name)
+        return f"git+{url}" if url and url.startswith("https://") else None

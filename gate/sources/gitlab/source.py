@@ -429,8 +429,7 @@ class GitLabSource(ChangeSource):
         return None if project is None else (project, str(int(match["iid"])))
 
     def scm_url(self, project: str) -> str | None:
-        url = self.config.git_url(self.path(project))
-        return f"git+{url}" if url and url.startswith("https://") else None
+        return self.config.scm_url(self.path(project))
 
     async def close(self) -> None:
         await self.client.close()

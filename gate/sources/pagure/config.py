@@ -168,6 +168,10 @@ class PagureConfig(DriverConfig):
     def git_url(self, name: str) -> str | None:
         return self.git_url_template.format(url=self.url, name=name)
 
+    def scm_url(self, name: str) -> str | None:
+        template = self.scm_url_template
+        return template.format(url=self.url, name=name) if template else None
+
     def webhook_secret(self, project_path: str) -> str | None:
         key = self.webhook_keys.get(project_path) or self.webhook_key
         return key.get_secret_value() if key is not None else None

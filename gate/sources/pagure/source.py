@@ -155,8 +155,7 @@ class PagureSource(ChangeSource):
         return await self.merger.is_on_branch(project, cfg.git, commit, cfg.branch)
 
     def scm_url(self, project: str) -> str | None:
-        template = self.config.scm_url_template
-        return template.format(url=self.config.url, name=self._path(project)) if template else None
+        return self.config.scm_url(self._path(project))
 
     def review_for_url(self, url: str) -> tuple[str, str] | None:
         match = self._pr_url.match(url.strip())

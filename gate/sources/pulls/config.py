@@ -64,3 +64,7 @@ class PullRequestConnection(DriverConfig):
     def git_url(self, name: str) -> str | None:
         """The clone URL of repository ``owner/name`` (both: ``<web root>/<path>.git``)."""
         return f"{self.web_root()}/{name}.git" if REPO_PATH.match(name) else None
+
+    def scm_url(self, name: str) -> str | None:
+        url = self.git_url(name)
+        return f"git+{url}" if url else None

@@ -151,7 +151,7 @@ class PullRequestSource(ChangeSource, abc.ABC):
         return await self.merger.is_on_branch(project, cfg.git, commit, cfg.branch)
 
     def scm_url(self, project: str) -> str | None:
-        return f"git+{self.config.web_root()}/{self.repo_of(project)}.git"
+        return self.config.scm_url(self.repo_of(project))
 
     def review_for_url(self, url: str) -> tuple[str, str] | None:
         found = self._url_pattern.match(url.strip())
