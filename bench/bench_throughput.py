@@ -163,7 +163,13 @@ def variant(name: str, seed: int, failing: int = FAILING) -> dict[str, Any]:
         return _figures(
             name, latencies, 3 * len(changes), violations=0, wall=0.0, job_runs=len(changes)
         )
-    options = VARIANT_OPTIONS[name]
+    return simulate(name, seed, failing, VARIANT_OPTIONS[name])
+
+
+def simulate(name: str, seed: int, failing: int, options: dict[str, Any]) -> dict[str, Any]:
+    """One day of ``seed`` (``failing`` changes fail their jobs) on the simulation
+    with ``options``; its figures under ``name``."""
+    changes, arrivals = day_of_changes(seed, failing)
     sim = TimedSimulation(changes=changes, rng=random.Random(seed), **options)
     started = time.perf_counter()
     run_day(sim, arrivals)
@@ -294,17 +300,8 @@ def failure_rates() -> list[tuple[int, str, list[dict[str, Any]]]]:
     rows = []
     for failing in (FAILING, *WORSE_DAYS):
         for label, rule in WINDOWS.items():
-            days = []
-            for seed in SEEDS:
-                changes, arrivals = day_of_changes(seed, failing)
-                sim = TimedSimulation(
-                    changes=changes, rng=random.Random(seed), drafts_enabled=True, window_rule=rule
-                )
-                run_day(sim, arrivals)
-                latencies = [sim.published_at[c] - sim.enqueued_at[c] for c in sim.published]
-                builds = sum(sim.build_submissions.values()) + sum(sim.draft_submissions.values())
-                violations = len(sim.violations) + len(sim.window_violations)
-                days.append(_figures(label, latencies, builds, violations, 0.0, sim.job_runs))
+            options = {"drafts_enabled": True, "window_rule": rule}
+            days = [simulate(label, seed, failing, options) for seed in SEEDS]
             rows.append((failing, label, days))
     return rows
 

@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 #: enough to do; a sweep reads every kept generation's state)
 SWEEP_INTERVAL = 3600.0
 FIRST_SWEEP_AFTER = 300.0
+#: build ids per query
+_CHUNK = 500
 
 #: what a collected row's ``reason`` gains
 COLLECTED_NOTE = "its RPMs left the pool (pool_retention)"
@@ -214,11 +216,14 @@ class PoolSweep:
             ).all()
             ids = sorted({r.id for r in rows if r.id is not None})
             served_by: dict[int, dict[int, datetime | None]] = {i: {} for i in ids}
-            if ids:
+            for start in range(0, len(ids), _CHUNK):  # within any database's bound parameters
                 for build_id, item_id, active, finished in s.exec(
                     select(
                         ItemBuildRow.build_id, ItemRow.id, ItemRow.active, ItemRow.finished_at
-                    ).where(col(ItemBuildRow.build_id).in_(ids), ItemBuildRow.item_id == ItemRow.id)
+                    ).where(
+                        col(ItemBuildRow.build_id).in_(ids[start : start + _CHUNK]),
+                        ItemBuildRow.item_id == ItemRow.id,
+                    )
                 ):
                     if item_id is not None:
                         served_by[build_id][item_id] = None if active else finished
