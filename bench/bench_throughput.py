@@ -226,7 +226,7 @@ def markdown(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Throughput over one simulated day (bench/bench_throughput.py)",
         "",
-        "Virtual time, so the figures do not depend on the machine "
+        "The figures do not depend on the machine "
         "(`.venv/bin/python -m bench.bench_throughput` prints this section, `--breakdown` "
         "its last table alone).",
         "",
