@@ -1,0 +1,203 @@
+"""``Depends-On:`` across review systems: a Pagure PR naming a Gerrit change, both
+projects in one queue (docs/sources/README.md: "any review system this gate has a
+connection to").
+
+nova, horizon and python-django live on a fake Gerrit (tests/gerrit_world.py),
+ceilometer on a fake Pagure (tests/fakepagure); the gate reads the Depends-On line
+from the PR's commit message (gate/reviews.py ``_depends_on``) and resolves the URL
+through every source's ``review_for_url``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlmodel import col, select
+
+from gate.daemon import Gate
+from gate.demo_world import PackageSpec, World, git
+from repo_state.db import session
+from repo_state.models import ChangeRow, Delivery, GenerationRow, ItemRow
+from repo_state.state import RepoState
+from tests.conftest import CEILO_801, HORIZON_BROKEN, NOVA_1201
+from tests.fakepagure import FakePagure, PullRequest
+from tests.gerrit_world import (
+    ClientFactory,
+    GerritWorld,
+    ServerFactory,
+    gate_served,
+    gerrit_source,
+    hold_jobs,
+    settle,
+    start_fake,
+    use_gerrit,
+)
+from tests.invariants import check_invariants, results
+from tests.test_gate_pagure import BOT_ACLS
+
+pytestmark = pytest.mark.slow
+
+ON_GERRIT = ["nova", "horizon", "python-django"]
+
+
+@dataclass
+class Scene:
+    world: World
+    gate: Gate
+    client: TestClient[Any, Any]
+    gerrit: GerritWorld
+    pagure: FakePagure
+    hold: Path
+
+    async def open_pr(self, project: str, spec: PackageSpec, message: str) -> PullRequest:
+        """A contributor's PR on Pagure, its commit made by the world (as in
+        tests/test_gate_pagure.py ``Scene.open_pr``)."""
+        ref = self.world.propose(project, spec, message)
+        remote = self.world.remote(project)
+        commit = git(remote, "rev-parse", ref)
+        git(remote, "update-ref", "-d", ref)
+        title = message.splitlines()[0]
+        return await self.pagure.open_pr_from(f"rpms/{project}", "contributor", commit, title)
+
+    async def settled(self) -> None:
+        """Every event posted and processed; the items may still be running."""
+        await settle(self.gate, self.gerrit, idle=False)
+
+    def items(self, source: str, review: str) -> list[ItemRow]:
+        with session(self.gate.engine) as s:
+            return list(
+                s.exec(
+                    select(ItemRow)
+                    .join(ChangeRow, col(ChangeRow.id) == col(ItemRow.change_id))
+                    .where(ChangeRow.review == review, ChangeRow.source == source)
+                    .order_by(col(ItemRow.id))
+                ).all()
+            )
+
+    def errors(self) -> list[str]:
+        with session(self.gate.engine) as s:
+            return [d.error for d in s.exec(select(Delivery).order_by(col(Delivery.id))) if d.error]
+
+    def generations(self) -> list[list[int]]:
+        """The items each generation after the bootstrap was made from."""
+        with session(self.gate.engine) as s:
+            rows = s.exec(select(GenerationRow).order_by(col(GenerationRow.number))).all()
+            return [[int(i) for i in json.loads(g.items)] for g in rows]
+
+
+@asynccontextmanager
+async def scene(
+    world: World, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory, tmp_path: Path
+) -> AsyncIterator[Scene]:
+    gerrit = await start_fake(world, aiohttp_server, ON_GERRIT)
+    pagure = FakePagure(tmp_path / "pagure")
+    await pagure.start()
+    doc = world.config()
+    doc["sources"] = {"review": gerrit_source(gerrit)}
+    use_gerrit(doc, "review", ON_GERRIT)
+    # ceilometer on Pagure, set up as tests/test_gate_pagure.py ``scene`` does
+    project = pagure.adopt("rpms/ceilometer", "maintainer", world.remote("ceilometer"))
+    project.access_users["commit"].append(pagure.user("gatebot"))
+    fork = pagure.fork("rpms/ceilometer", "contributor")
+    doc["projects"]["ceilometer"].update(source="fedora", name="rpms/ceilometer")
+    doc["sources"]["fedora"] = {
+        "type": "pagure",
+        "url": pagure.url,
+        "token": pagure.token("gatebot", BOT_ACLS),
+        "webhook_keys": {project.fullname: project.hook_token, fork.fullname: fork.hook_token},
+    }
+    hold = tmp_path / "go"
+    hold_jobs(doc, hold)
+    try:
+        async with gate_served(doc, aiohttp_client, [gerrit], ["review"], hold) as (gate, client):
+            for p in pagure.state.projects.values():
+                p.webhooks.append(str(client.make_url("/api/sources/fedora/webhook")))
+            yield Scene(world, gate, client, gerrit, pagure, hold)
+    finally:
+        await pagure.stop()
+
+
+async def test_a_pagure_pr_depending_on_a_gerrit_change_is_tested_and_merged_behind_it(
+    world: World, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    async with scene(world, aiohttp_server, aiohttp_client, tmp_path) as s:
+        nova = s.gerrit.upload("nova", NOVA_1201, "A")
+        nova_url = s.gerrit.change_url(nova)
+        ceilo = await s.open_pr("ceilometer", CEILO_801, f"B\n\nDepends-On: {nova_url}\n")
+
+        # the dependency is not approved on Gerrit: the PR is refused, naming why
+        await s.pagure.comment("rpms/ceilometer", ceilo.id, "maintainer", "/gate")
+        await s.settled()
+        assert s.items("fedora", str(ceilo.id)) == []
+        assert s.errors()[-1] == (
+            f"depends on {nova_url}, which is not approved: needs Code-Review +2; needs Workflow +1"
+        )
+
+        # approved on Gerrit, the /gate on Pagure enqueues both, the Gerrit change ahead
+        s.gerrit.approve(nova)
+        await s.settled()
+        await s.pagure.comment("rpms/ceilometer", ceilo.id, "maintainer", "/gate")
+        await s.settled()
+        [n] = s.items("review", str(nova))
+        [c] = s.items("fedora", str(ceilo.id))
+        assert n.active and c.active and n.seq < c.seq
+        with session(s.gate.engine) as db:
+            change = db.get(ChangeRow, c.change_id)
+            assert change is not None and change.depends_on == f"[{n.change_id}]"
+
+        s.hold.touch()
+        await s.gate.wait_idle(180)
+        assert results(s.gate) == {"merged": ["A", "B"]}
+        [n] = s.items("review", str(nova))
+        [c] = s.items("fedora", str(ceilo.id))
+        # tested together: ceilometer's speculative state held nova's 12.0.1 build
+        tested = RepoState.from_json(c.tested_state or "[]").nvrs()
+        assert tested["nova"].startswith("nova-12.0.1-"), tested
+        # merged on each system, in queue order, one generation each
+        assert s.gerrit.state.changes[nova].status == "MERGED"
+        assert ceilo.status == "Merged" and ceilo.closed_by == "gatebot"
+        assert s.generations()[-2:] == [[n.id], [c.id]]
+        assert n.generation is not None and c.generation == n.generation + 1
+        check_invariants(s.gate)
+
+
+async def test_a_pagure_pr_leaves_the_queue_when_its_gerrit_dependency_is_rejected(
+    world: World, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    async with scene(world, aiohttp_server, aiohttp_client, tmp_path) as s:
+        horizon = s.gerrit.upload("horizon", HORIZON_BROKEN, "C")
+        s.gerrit.approve(horizon)
+        await s.settled()
+        url = s.gerrit.change_url(horizon)
+        # ceilometer needs nothing new: only the dependency can fail it
+        ceilo = await s.open_pr(
+            "ceilometer", PackageSpec("ceilometer", "8.0.1"), f"B\n\nDepends-On: {url}\n"
+        )
+        await s.pagure.comment("rpms/ceilometer", ceilo.id, "maintainer", "/gate")
+        await s.settled()
+        [h] = s.items("review", str(horizon))
+        [c] = s.items("fedora", str(ceilo.id))
+        assert h.active and c.active and h.seq < c.seq
+        generations = s.generations()
+
+        s.hold.touch()
+        await s.gate.wait_idle(180)
+        [h] = s.items("review", str(horizon))
+        [c] = s.items("fedora", str(ceilo.id))
+        assert h.result == "rejected" and "rpmbuild failed" in (h.failure or ""), h.failure
+        assert (c.result, c.failure) == (
+            "dequeued",
+            f"depends on item {h.id} (horizon), which was rejected",
+        )
+        assert ceilo.status == "Open"
+        assert not any(call[1].endswith("/merge") for call in s.pagure.calls)
+        assert s.gerrit.state.changes[horizon].status == "NEW"
+        assert s.generations() == generations  # nothing published
+        check_invariants(s.gate)
