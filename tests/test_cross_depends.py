@@ -201,3 +201,71 @@ async def test_a_pagure_pr_leaves_the_queue_when_its_gerrit_dependency_is_reject
         assert s.gerrit.state.changes[horizon].status == "NEW"
         assert s.generations() == generations  # nothing published
         check_invariants(s.gate)
+
+
+async def test_a_gerrit_change_depending_on_a_pagure_pr_waits_for_its_gate_command(
+    world: World, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    """The other way round: Pagure approves by a command recorded for the PR's head
+    (docs/sources/pagure.md), so an unapproved PR refuses its Gerrit dependent, and
+    once ``/gate`` has queued it a recheck on Gerrit queues the change behind it."""
+    async with scene(world, aiohttp_server, aiohttp_client, tmp_path) as s:
+        ceilo = await s.open_pr("ceilometer", PackageSpec("ceilometer", "8.0.1"), "A")
+        url = f"{s.pagure.url}/rpms/ceilometer/pull-request/{ceilo.id}"
+        nova = s.gerrit.upload("nova", NOVA_1201, "B", depends=url)
+        s.gerrit.approve(nova)
+        await s.settled()
+        assert s.items("review", str(nova)) == []
+        assert s.errors()[-1] == (
+            f"depends on {url}, which is not approved: "
+            "waiting for /gate from someone with commit access"
+        )
+
+        await s.pagure.comment("rpms/ceilometer", ceilo.id, "maintainer", "/gate")
+        await s.settled()
+        change = s.gerrit.state.changes[nova]
+        s.gerrit.state.review(
+            change, change.current, s.gerrit.state.account("core"), {"message": "recheck"}
+        )
+        await s.settled()
+        [c] = s.items("fedora", str(ceilo.id))
+        [n] = s.items("review", str(nova))
+        assert c.active and n.active and c.seq < n.seq
+
+        s.hold.touch()
+        await s.gate.wait_idle(180)
+        assert results(s.gate) == {"merged": ["A", "B"]}
+        assert ceilo.status == "Merged" and s.gerrit.state.changes[nova].status == "MERGED"
+        [c] = s.items("fedora", str(ceilo.id))
+        [n] = s.items("review", str(nova))
+        assert s.generations()[-2:] == [[c.id], [n.id]]
+        check_invariants(s.gate)
+
+
+async def test_an_approved_gerrit_dependency_is_enqueued_first_by_its_pagure_dependent(
+    world: World, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    """The Gerrit approval's event is lost (events are hints): the ``/gate`` on the
+    Pagure PR reads the Gerrit change, finds it approved and enqueues it first."""
+    async with scene(world, aiohttp_server, aiohttp_client, tmp_path) as s:
+        nova = s.gerrit.upload("nova", NOVA_1201, "A")
+        await s.settled()
+        remotes, s.gerrit.fake.webhooks[:] = list(s.gerrit.fake.webhooks), []
+        s.gerrit.approve(nova)
+        await s.settled()
+        s.gerrit.fake.webhooks[:] = remotes
+        assert s.items("review", str(nova)) == []
+
+        url = s.gerrit.change_url(nova)
+        ceilo = await s.open_pr("ceilometer", CEILO_801, f"B\n\nDepends-On: {url}\n")
+        await s.pagure.comment("rpms/ceilometer", ceilo.id, "maintainer", "/gate")
+        await s.settled()
+        [n] = s.items("review", str(nova))
+        [c] = s.items("fedora", str(ceilo.id))
+        assert n.active and c.active and n.seq < c.seq
+
+        s.hold.touch()
+        await s.gate.wait_idle(180)
+        assert results(s.gate) == {"merged": ["A", "B"]}
+        assert s.gerrit.state.changes[nova].status == "MERGED" and ceilo.status == "Merged"
+        check_invariants(s.gate)
