@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -271,4 +271,36 @@ async def test_an_approved_gerrit_dependency_is_enqueued_first_by_its_pagure_dep
         await s.gate.wait_idle(180)
         assert results(s.gate) == {"merged": ["A", "B"]}
         assert s.gerrit.state.changes[nova].status == "MERGED" and ceilo.status == "Merged"
+        check_invariants(s.gate)
+
+
+async def test_a_new_patch_set_of_the_gerrit_dependency_takes_its_pagure_dependent_out(
+    world: World, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    async with scene(world, aiohttp_server, aiohttp_client, tmp_path) as s:
+        nova = s.gerrit.upload("nova", NOVA_1201, "A")
+        s.gerrit.approve(nova)
+        url = s.gerrit.change_url(nova)
+        ceilo = await s.open_pr("ceilometer", CEILO_801, f"B\n\nDepends-On: {url}\n")
+        await s.pagure.comment("rpms/ceilometer", ceilo.id, "maintainer", "/gate")
+        await s.settled()
+        [n] = s.items("review", str(nova))
+        assert [c.active for c in s.items("fedora", str(ceilo.id))] == [True]
+
+        s.gerrit.upload(
+            "nova",
+            replace(NOVA_1201, release="2"),
+            "A",
+            change_id=s.gerrit.state.changes[nova].change_id,
+        )
+        await s.settled()
+        s.hold.touch()
+        await s.gate.wait_idle(180)
+        [c] = s.items("fedora", str(ceilo.id))
+        assert (c.result, c.failure) == (
+            "dequeued",
+            f"depends on item {n.id} (nova), which was dequeued",
+        )
+        assert results(s.gate) == {"dequeued": ["A", "B"]}
+        assert ceilo.status == "Open" and s.gerrit.state.changes[nova].status == "NEW"
         check_invariants(s.gate)
