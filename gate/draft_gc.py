@@ -86,6 +86,19 @@ def unused_since(row: BuildRow, items: Mapping[int, ItemRow]) -> float:
     return max(times)
 
 
+def promoted_draft(row: type[BuildRow]) -> Exists:
+    """SQL: the draft ``row`` was promoted (a ``final`` row of its key records
+    ``promoted:<its task>``)."""
+    final = aliased(BuildRow)
+    return exists(
+        select(final.id).where(
+            final.purpose == "final",
+            final.key == row.key,
+            final.task_ref == literal("promoted:") + row.task_ref,
+        )
+    )
+
+
 def _referenced_by_an_active_item(row: BuildRow) -> Exists:
     """SQL: an active item uses ``row``, or will ask for it (same project and tree)."""
     return exists(
@@ -134,14 +147,7 @@ class DraftSweep:
         retentions = self.retentions()
         if not retentions:
             return []
-        final = aliased(BuildRow)
-        promoted = exists(
-            select(final.id).where(
-                final.purpose == "final",
-                final.key == BuildRow.key,
-                final.task_ref == literal("promoted:") + BuildRow.task_ref,
-            )
-        )
+        promoted = promoted_draft(BuildRow)
         with session(self.engine) as s:
             return list(
                 s.exec(

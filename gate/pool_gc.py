@@ -49,12 +49,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import and_, exists, literal, or_, update
+from sqlalchemy import and_, exists, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.expression import ColumnElement
 from sqlmodel import col, select
 
+from gate.draft_gc import promoted_draft
 from gate.faults import is_transient
 from gate.model import BuildState
 from repo_state.db import session
@@ -113,17 +114,6 @@ def _referenced(row: type[BuildRow]) -> ColumnElement[bool]:
         )
     )
     return or_(in_a_set, by_item)
-
-
-def _promoted_draft(row: type[BuildRow]) -> ColumnElement[bool]:
-    final = aliased(BuildRow)
-    return exists(
-        select(final.id).where(
-            final.purpose == "final",
-            final.key == row.key,
-            final.task_ref == literal("promoted:") + row.task_ref,
-        )
-    )
 
 
 def last_used(row: BuildRow, finished: Mapping[int, datetime | None]) -> float:
@@ -210,7 +200,7 @@ class PoolSweep:
                 select(BuildRow).where(
                     BuildRow.state == BuildState.PASSED,
                     BuildRow.artifacts != "[]",
-                    or_(col(BuildRow.purpose) != "draft", _promoted_draft(BuildRow)),
+                    or_(col(BuildRow.purpose) != "draft", promoted_draft(BuildRow)),
                     ~_referenced(BuildRow),
                 )
             ).all()
